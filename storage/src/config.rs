@@ -1,0 +1,122 @@
+//! Store settings and limits.
+
+use crate::error::{Error, Result};
+
+/// When a committed batch reaches the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is fsynced (`fdatasync`) before [`crate::Store::apply`] returns: a reply
+    /// sent after `apply` survives power loss.
+    SyncEachCommit,
+    /// Commits are handed to the OS; [`crate::Store::persist`] fsyncs. The caller persists
+    /// periodically (for example every second) and on shutdown: a crash of the process loses
+    /// nothing, a power loss loses what was not yet persisted.
+    Buffered,
+}
+
+/// Every bound a peer can push against. Crossing one is a typed error, never a panic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest stream name in bytes.
+    pub stream_name_max: usize,
+    /// Longest group or consumer name.
+    pub group_name_max: usize,
+    /// Most field/value pairs in one entry.
+    pub fields_max: usize,
+    /// Most bytes of fields and values in one entry.
+    pub entry_bytes_max: usize,
+    /// Most bytes of producer, header names and values together.
+    pub meta_bytes_max: usize,
+    /// Longest idempotency key.
+    pub idempotency_key_max: usize,
+    /// Longest nack error text (longer texts are cut, not refused).
+    pub error_text_max: usize,
+    /// Most entries one group read hands out.
+    pub read_count_max: usize,
+    /// Most IDs in one XDEL, XACK, XCLAIM or nack.
+    pub ids_per_op_max: usize,
+    /// Most entries one trim removes (the rest is left for the next trim).
+    pub trim_per_op_max: u64,
+    /// Most entries one read may skip to the dead-letter stream (expired, stale).
+    pub dead_letters_per_read_max: usize,
+    /// Most pending entries processed per group per tick.
+    pub due_per_tick_max: usize,
+    /// Most keys garbage collection deletes per tick.
+    pub gc_keys_per_tick_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            stream_name_max: 1024,
+            group_name_max: 256,
+            fields_max: 1024,
+            entry_bytes_max: 1 << 20,
+            meta_bytes_max: 16 << 10,
+            idempotency_key_max: 256,
+            error_text_max: 4096,
+            read_count_max: 100_000,
+            ids_per_op_max: 100_000,
+            trim_per_op_max: 1_000_000,
+            dead_letters_per_read_max: 1_000,
+            due_per_tick_max: 10_000,
+            gc_keys_per_tick_max: 100_000,
+        }
+    }
+}
+
+/// Store settings.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Durability of each commit.
+    pub durability: Durability,
+    /// Limits.
+    pub limits: Limits,
+    /// After this many consecutive hand-outs from a higher lane while a lower lane waits,
+    /// one entry of a lower lane (the oldest waiting) is handed out. 0 = strict priority.
+    pub starvation_guard: u32,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window_ms: u64,
+    /// fjall block cache size.
+    pub cache_bytes: u64,
+    /// Memtable size of the large keyspaces (entries, pending).
+    pub memtable_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            durability: Durability::SyncEachCommit,
+            limits: Limits::default(),
+            starvation_guard: 8,
+            idempotency_window_ms: 10 * 60 * 1000,
+            cache_bytes: 32 << 20,
+            memtable_bytes: 16 << 20,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Checks the relations between settings.
+    pub fn validate(&self) -> Result<()> {
+        let l = &self.limits;
+        let bad = |s: &str| Err(Error::InvalidArgument(format!("store config: {s}")));
+        if l.stream_name_max == 0 || l.group_name_max == 0 || l.idempotency_key_max == 0 {
+            return bad("name limits must be positive");
+        }
+        if l.fields_max == 0 || l.entry_bytes_max == 0 {
+            return bad("entry limits must be positive");
+        }
+        if l.read_count_max == 0 || l.ids_per_op_max == 0 || l.due_per_tick_max == 0 {
+            return bad("per-op limits must be positive");
+        }
+        if l.dead_letters_per_read_max == 0 || l.trim_per_op_max == 0 || l.gc_keys_per_tick_max == 0
+        {
+            return bad("per-op limits must be positive");
+        }
+        if self.memtable_bytes < (1 << 20) {
+            return bad("memtable_bytes must be at least 1 MiB");
+        }
+        Ok(())
+    }
+}

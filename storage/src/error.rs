@@ -1,0 +1,163 @@
+//! The storage error type.
+
+use std::fmt;
+
+use crate::id::StreamId;
+
+/// Result alias for storage operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the store. Argument errors are raised before an operation
+/// writes anything, so a failed operation in a batch leaves no trace.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The explicit ID is `0-0`.
+    IdZero,
+    /// The explicit ID is not greater than the stream's last ID.
+    IdNotGreater {
+        /// The stream's last generated ID.
+        last: StreamId,
+    },
+    /// The stream's last ID is `MAX`: no ID can follow it.
+    IdExhausted,
+    /// XSETID below the stream's top entry.
+    SetIdTooSmall,
+    /// XSETID `entries_added` smaller than the stream's length.
+    EntriesAddedTooSmall,
+    /// XSETID `max_deleted_entry_id` greater than the ID being set.
+    MaxDeletedTooLarge,
+    /// The stream does not exist.
+    NoSuchStream {
+        /// Stream name.
+        stream: Vec<u8>,
+    },
+    /// The consumer group does not exist.
+    NoSuchGroup {
+        /// Stream name.
+        stream: Vec<u8>,
+        /// Group name.
+        group: Vec<u8>,
+    },
+    /// The group already exists (`BUSYGROUP`).
+    GroupExists {
+        /// Group name.
+        group: Vec<u8>,
+    },
+    /// The target of a rename exists and replacing was not asked for.
+    TargetExists,
+    /// A name (stream, group, consumer, key) is empty or longer than its limit.
+    BadName {
+        /// What was named.
+        what: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value or entry exceeds a size or count limit.
+    TooLarge {
+        /// What was too large.
+        what: &'static str,
+        /// The size given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Any other bad argument; the text says which.
+    InvalidArgument(String),
+    /// A stored record failed its check (CRC, version, decoding). Never returned as data.
+    Corruption {
+        /// What was being read: `entry`, `stream meta`, ...
+        what: &'static str,
+        /// Stream name, where known.
+        stream: Vec<u8>,
+        /// Entry ID, where the record is an entry.
+        id: Option<StreamId>,
+        /// What check failed.
+        reason: String,
+    },
+    /// The embedded store failed (I/O, poisoned after a failed fsync, locked by another process).
+    Storage(fjall::Error),
+}
+
+impl Error {
+    /// True for errors after which the store must not be written again (I/O or corruption
+    /// found during a write batch): the broker should stop and restart.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, Error::Storage(_))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::IdZero => f.write_str("the ID must be greater than 0-0"),
+            Error::IdNotGreater { last } => {
+                write!(
+                    f,
+                    "the ID is equal or smaller than the stream's last ID {last}"
+                )
+            }
+            Error::IdExhausted => f.write_str("the stream has exhausted the last possible ID"),
+            Error::SetIdTooSmall => f.write_str("the ID is smaller than the stream's top item"),
+            Error::EntriesAddedTooSmall => {
+                f.write_str("entries_added is smaller than the stream length")
+            }
+            Error::MaxDeletedTooLarge => {
+                f.write_str("the ID is smaller than the provided max_deleted_entry_id")
+            }
+            Error::NoSuchStream { stream } => {
+                write!(f, "no such stream '{}'", String::from_utf8_lossy(stream))
+            }
+            Error::NoSuchGroup { stream, group } => write!(
+                f,
+                "no such consumer group '{}' for stream '{}'",
+                String::from_utf8_lossy(group),
+                String::from_utf8_lossy(stream)
+            ),
+            Error::GroupExists { group } => write!(
+                f,
+                "consumer group '{}' already exists",
+                String::from_utf8_lossy(group)
+            ),
+            Error::TargetExists => f.write_str("the target name exists"),
+            Error::BadName { what, len, max } => {
+                write!(f, "{what} must be 1 to {max} bytes, got {len}")
+            }
+            Error::TooLarge { what, len, max } => write!(f, "{what} is {len}, the limit is {max}"),
+            Error::InvalidArgument(s) => f.write_str(s),
+            Error::Corruption {
+                what,
+                stream,
+                id,
+                reason,
+            } => {
+                write!(f, "corrupt {what}")?;
+                if !stream.is_empty() {
+                    write!(f, " in stream '{}'", String::from_utf8_lossy(stream))?;
+                }
+                if let Some(id) = id {
+                    write!(f, " at {id}")?;
+                }
+                write!(f, ": {reason}")
+            }
+            Error::Storage(e) => write!(f, "storage failure: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Storage(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<fjall::Error> for Error {
+    fn from(e: fjall::Error) -> Self {
+        Error::Storage(e)
+    }
+}

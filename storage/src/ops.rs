@@ -1,0 +1,404 @@
+//! Operations that change state, their replies, and the events they raise.
+//!
+//! Every state change is an [`Op`] applied through [`crate::Store::apply`]; a batch of ops is
+//! one atomic fjall commit with one fsync. This enum is also the natural unit of a future
+//! replication log.
+
+use crate::id::{IdSpec, Lane, StreamId};
+use crate::meta::DeliveryPolicy;
+use crate::record::{DeadReason, Fields, Meta, Record};
+
+/// A stream's full name: namespace (RESP database) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamKey {
+    /// Namespace; the RESP front maps database N to namespace N.
+    pub ns: u16,
+    /// Stream name.
+    pub name: Vec<u8>,
+}
+
+impl StreamKey {
+    /// Builds a key.
+    pub fn new(ns: u16, name: impl Into<Vec<u8>>) -> Self {
+        StreamKey {
+            ns,
+            name: name.into(),
+        }
+    }
+}
+
+/// How to trim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrimStrategy {
+    /// Keep at most this many entries.
+    MaxLen(u64),
+    /// Remove entries with an ID below this one.
+    MinId(StreamId),
+    /// Remove entries older than this many ms (by ID time) at the op's `now_ms`.
+    MaxAgeMs(u64),
+}
+
+/// A trim request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trim {
+    /// What to keep.
+    pub strategy: TrimStrategy,
+    /// `~`: the store may leave more entries than asked (it trims exactly, up to `limit`).
+    pub approx: bool,
+    /// At most this many entries removed by this trim.
+    pub limit: Option<u64>,
+}
+
+/// Where a group starts or is moved to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupStart {
+    /// `$`: the stream's last ID.
+    Last,
+    /// An explicit ID (`0` = from the beginning).
+    Id(StreamId),
+}
+
+/// What a group read returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// `>`: due retries, then entries never delivered to the group.
+    New,
+    /// An explicit ID: the consumer's own pending entries after it.
+    History(StreamId),
+}
+
+/// Which dead letters a DLQ operation concerns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DlqFilter {
+    /// Only this DLQ entry.
+    pub id: Option<StreamId>,
+    /// Only entries from this origin stream.
+    pub origin_stream: Option<Vec<u8>>,
+    /// Only entries dead-lettered by this group.
+    pub group: Option<Vec<u8>>,
+    /// Only entries with this reason.
+    pub reason: Option<DeadReason>,
+}
+
+/// A state change.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Op {
+    /// XADD / CX.PUBLISH.
+    Append {
+        /// Target stream.
+        stream: StreamKey,
+        /// ID choice.
+        id: IdSpec,
+        /// Field/value pairs (at least one).
+        fields: Fields,
+        /// Lane, TTL, producer, headers.
+        meta: Meta,
+        /// A repeat within the window returns the first ID and stores nothing.
+        idempotency_key: Option<Vec<u8>>,
+        /// Do not create a missing stream (reply `Nil`).
+        no_mkstream: bool,
+        /// Trim after appending.
+        trim: Option<Trim>,
+    },
+    /// XDEL.
+    Delete {
+        /// Stream.
+        stream: StreamKey,
+        /// IDs to delete.
+        ids: Vec<StreamId>,
+    },
+    /// XTRIM.
+    Trim {
+        /// Stream.
+        stream: StreamKey,
+        /// How.
+        trim: Trim,
+    },
+    /// XSETID.
+    SetId {
+        /// Stream.
+        stream: StreamKey,
+        /// New last ID.
+        last_id: StreamId,
+        /// New entries-added counter.
+        entries_added: Option<u64>,
+        /// New max-deleted-entry-id.
+        max_deleted_id: Option<StreamId>,
+    },
+    /// DEL / UNLINK of a stream.
+    DeleteStream {
+        /// Stream.
+        stream: StreamKey,
+    },
+    /// RENAME: moves a stream with its groups. `replace` overwrites an existing target.
+    RenameStream {
+        /// Source.
+        from: StreamKey,
+        /// Target.
+        to: StreamKey,
+        /// Replace an existing target (RENAME) or fail (RENAMENX).
+        replace: bool,
+    },
+    /// FLUSHDB: deletes every stream of a namespace.
+    FlushNamespace {
+        /// Namespace.
+        ns: u16,
+    },
+    /// XGROUP CREATE.
+    CreateGroup {
+        /// Stream.
+        stream: StreamKey,
+        /// Group name.
+        group: Vec<u8>,
+        /// Start position.
+        start: GroupStart,
+        /// Create the stream if missing.
+        mkstream: bool,
+        /// ENTRIESREAD.
+        entries_read: Option<u64>,
+    },
+    /// XGROUP SETID.
+    SetGroupId {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// New position.
+        start: GroupStart,
+        /// ENTRIESREAD.
+        entries_read: Option<u64>,
+    },
+    /// XGROUP DESTROY.
+    DestroyGroup {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+    },
+    /// XGROUP CREATECONSUMER.
+    CreateConsumer {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// Consumer.
+        consumer: Vec<u8>,
+    },
+    /// XGROUP DELCONSUMER.
+    DeleteConsumer {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// Consumer.
+        consumer: Vec<u8>,
+    },
+    /// CX.POLICY: sets or clears a group's delivery policy.
+    SetPolicy {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// `None` returns the group to plain Redis semantics.
+        policy: Option<DeliveryPolicy>,
+    },
+    /// XREADGROUP on one stream.
+    ReadGroup {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// Consumer (created if missing).
+        consumer: Vec<u8>,
+        /// COUNT (`None`: no limit for history; the store's read limit for new entries).
+        count: Option<usize>,
+        /// NOACK: do not add to the pending list.
+        noack: bool,
+        /// `>` or an ID.
+        from: ReadFrom,
+    },
+    /// XACK.
+    Ack {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// IDs.
+        ids: Vec<StreamId>,
+    },
+    /// CX.NACK: counts a failed attempt; retries after the backoff or dead-letters.
+    Nack {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// IDs.
+        ids: Vec<StreamId>,
+        /// The consumer's error text.
+        error: Option<Vec<u8>>,
+        /// Dead-letter at once with reason `rejected`.
+        reject: bool,
+    },
+    /// XCLAIM.
+    Claim {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// New owner.
+        consumer: Vec<u8>,
+        /// Only entries idle at least this long.
+        min_idle_ms: u64,
+        /// IDs.
+        ids: Vec<StreamId>,
+        /// IDLE / TIME: the delivery time to record (default now).
+        delivery_time_ms: Option<u64>,
+        /// RETRYCOUNT.
+        retry_count: Option<u64>,
+        /// FORCE.
+        force: bool,
+        /// JUSTID.
+        justid: bool,
+        /// LASTID.
+        last_id: Option<StreamId>,
+    },
+    /// XAUTOCLAIM.
+    AutoClaim {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// New owner.
+        consumer: Vec<u8>,
+        /// Only entries idle at least this long.
+        min_idle_ms: u64,
+        /// Scan start.
+        start: StreamId,
+        /// COUNT.
+        count: usize,
+        /// JUSTID.
+        justid: bool,
+    },
+    /// Drives time: ack timeouts, due retries, idempotency-key expiry, garbage collection.
+    Tick,
+    /// Puts dead letters back on their origin streams.
+    DlqRedrive {
+        /// The dead-letter stream.
+        dlq: StreamKey,
+        /// Which entries.
+        filter: DlqFilter,
+        /// At most this many.
+        limit: usize,
+    },
+    /// Deletes dead letters.
+    DlqPurge {
+        /// The dead-letter stream.
+        dlq: StreamKey,
+        /// Which entries.
+        filter: DlqFilter,
+        /// At most this many.
+        limit: usize,
+    },
+}
+
+/// The reply to one [`Op`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reply {
+    /// Done, nothing to report.
+    Ok,
+    /// `NOMKSTREAM` on a missing stream.
+    Nil,
+    /// A count (deleted, trimmed, acked, created ...).
+    Count(u64),
+    /// An appended entry's ID; `duplicate` when an idempotency key matched.
+    Appended {
+        /// The ID.
+        id: StreamId,
+        /// True when nothing was stored because the key was seen in the window.
+        duplicate: bool,
+    },
+    /// Entries from a group read or claim. `None` records are entries deleted from the stream
+    /// while pending (history reads) or claimed IDs (JUSTID).
+    Entries(Vec<(StreamId, Option<Record>)>),
+    /// XAUTOCLAIM's answer.
+    AutoClaimed {
+        /// Cursor for the next call (`0-0` when the scan is complete).
+        next: StreamId,
+        /// Claimed entries (records `None` with JUSTID).
+        claimed: Vec<(StreamId, Option<Record>)>,
+        /// IDs removed from the pending list because their entries were deleted.
+        deleted: Vec<StreamId>,
+    },
+}
+
+/// Something the broker may want to react to (wake readers, push, alert).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// An entry was appended.
+    Appended {
+        /// Stream.
+        stream: StreamKey,
+        /// ID.
+        id: StreamId,
+        /// Lane.
+        lane: Lane,
+    },
+    /// An entry was moved to a dead-letter stream.
+    DeadLettered {
+        /// Origin stream.
+        stream: StreamKey,
+        /// Origin ID.
+        id: StreamId,
+        /// Group.
+        group: Vec<u8>,
+        /// Consumer that last had it (may be empty).
+        consumer: Vec<u8>,
+        /// Why.
+        reason: DeadReason,
+        /// The dead-letter stream.
+        dlq: StreamKey,
+        /// The ID in the dead-letter stream (`None`: that stream's IDs are exhausted and the
+        /// entry could not be stored).
+        dlq_id: Option<StreamId>,
+    },
+    /// Trimming removed entries a group had not been handed yet.
+    TrimmedUndelivered {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// How many.
+        count: u64,
+    },
+    /// A pending retry became due: a consumer of the group should be given it.
+    RetryReady {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+    },
+    /// A stream was deleted (blocked readers must be released).
+    StreamDeleted {
+        /// Stream.
+        stream: StreamKey,
+    },
+    /// A group was destroyed (blocked readers must be released).
+    GroupDestroyed {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+    },
+}
+
+/// What a batch did.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// One result per op, in order.
+    pub replies: Vec<crate::Result<Reply>>,
+    /// Events raised by the batch, in order.
+    pub events: Vec<Event>,
+}

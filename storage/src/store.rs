@@ -1,0 +1,602 @@
+//! The store: opening, the write path (one atomic batch per [`Store::apply`]) and the
+//! concurrent read path.
+//!
+//! Durable state lives in fjall keyspaces (see [`crate::keys`]). Small per-stream, per-group and
+//! per-consumer metadata is also held in memory (the catalog), rebuilt at open; nothing in memory
+//! grows with the number of stored entries.
+//!
+//! Writes go through a single-writer fjall transaction, so an op sees the writes of the ops
+//! before it in the same batch. The catalog is staged copy-on-write during a batch and installed
+//! only after the commit succeeded; readers on other threads see the catalog as of the last
+//! commit and never wait for a batch to finish.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use fjall::{
+    KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace,
+    SingleWriterWriteTx,
+};
+
+use crate::codec::{self, Kind};
+use crate::config::{Durability, StoreConfig};
+use crate::error::{Error, Result};
+use crate::id::StreamId;
+use crate::keys;
+use crate::meta::{ConsumerMeta, GroupMeta, StreamMeta, SystemMeta};
+use crate::ops::{BatchOutcome, Event, Op, Reply, StreamKey};
+use crate::record::Record;
+
+/// The keyspaces, opened once.
+pub(crate) struct Keyspaces {
+    pub(crate) streams: SingleWriterTxKeyspace,
+    pub(crate) groups: SingleWriterTxKeyspace,
+    pub(crate) consumers: SingleWriterTxKeyspace,
+    pub(crate) entries: SingleWriterTxKeyspace,
+    pub(crate) lanes: SingleWriterTxKeyspace,
+    pub(crate) pel: SingleWriterTxKeyspace,
+    pub(crate) cpel: SingleWriterTxKeyspace,
+    pub(crate) due: SingleWriterTxKeyspace,
+    pub(crate) ready: SingleWriterTxKeyspace,
+    pub(crate) idem: SingleWriterTxKeyspace,
+    pub(crate) idem_exp: SingleWriterTxKeyspace,
+    pub(crate) sys: SingleWriterTxKeyspace,
+}
+
+/// In-memory state of a consumer group.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupState {
+    pub(crate) meta: GroupMeta,
+    pub(crate) consumers: BTreeMap<Vec<u8>, ConsumerMeta>,
+    /// consumer_id -> name.
+    pub(crate) names: HashMap<u64, Vec<u8>>,
+    /// No due key of the group is below this time (`u64::MAX`: none).
+    pub(crate) due_floor_ms: u64,
+    /// No ready key of the group is below this ID.
+    pub(crate) ready_floor: StreamId,
+}
+
+impl GroupState {
+    pub(crate) fn new(meta: GroupMeta) -> Self {
+        GroupState {
+            meta,
+            consumers: BTreeMap::new(),
+            names: HashMap::new(),
+            due_floor_ms: u64::MAX,
+            ready_floor: StreamId::MAX,
+        }
+    }
+
+    pub(crate) fn consumer_name(&self, consumer_id: u64) -> &[u8] {
+        self.names.get(&consumer_id).map_or(&[][..], |n| &n[..])
+    }
+}
+
+/// In-memory state of a stream.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamState {
+    pub(crate) meta: StreamMeta,
+    pub(crate) groups: BTreeMap<Vec<u8>, Arc<GroupState>>,
+}
+
+#[derive(Default)]
+pub(crate) struct Catalog {
+    pub(crate) streams: HashMap<StreamKey, Arc<StreamState>>,
+    pub(crate) sys: SystemMeta,
+}
+
+/// The broker's durable state. Cheap to share between threads (`Arc<Store>`): writes are
+/// serialised internally, reads run concurrently with them.
+pub struct Store {
+    pub(crate) db: SingleWriterTxDatabase,
+    pub(crate) ks: Keyspaces,
+    pub(crate) cfg: StoreConfig,
+    pub(crate) catalog: RwLock<Catalog>,
+    writer: Mutex<()>,
+}
+
+fn open_keyspace(
+    db: &SingleWriterTxDatabase,
+    name: &str,
+    memtable: u64,
+) -> Result<SingleWriterTxKeyspace> {
+    Ok(db.keyspace(name, || {
+        KeyspaceCreateOptions::default().max_memtable_size(memtable)
+    })?)
+}
+
+pub(crate) fn corrupt(
+    what: &'static str,
+    stream: &[u8],
+    id: Option<StreamId>,
+    reason: String,
+) -> Error {
+    Error::Corruption {
+        what,
+        stream: stream.to_vec(),
+        id,
+        reason,
+    }
+}
+
+impl Store {
+    /// Opens (or creates) a store in `path` and rebuilds the in-memory catalog.
+    pub fn open(path: impl AsRef<Path>, cfg: StoreConfig) -> Result<Store> {
+        cfg.validate()?;
+        let db = SingleWriterTxDatabase::builder(path.as_ref())
+            .cache_size(cfg.cache_bytes)
+            .open()?;
+        let big = cfg.memtable_bytes;
+        let small = big.min(4 << 20);
+        let ks = Keyspaces {
+            streams: open_keyspace(&db, "streams", small)?,
+            groups: open_keyspace(&db, "groups", small)?,
+            consumers: open_keyspace(&db, "consumers", small)?,
+            entries: open_keyspace(&db, "entries", big)?,
+            lanes: open_keyspace(&db, "lanes", small)?,
+            pel: open_keyspace(&db, "pel", big)?,
+            cpel: open_keyspace(&db, "cpel", small)?,
+            due: open_keyspace(&db, "due", small)?,
+            ready: open_keyspace(&db, "ready", small)?,
+            idem: open_keyspace(&db, "idem", small)?,
+            idem_exp: open_keyspace(&db, "idem_exp", small)?,
+            sys: open_keyspace(&db, "sys", small)?,
+        };
+        let catalog = load_catalog(&db, &ks)?;
+        Ok(Store {
+            db,
+            ks,
+            cfg,
+            catalog: RwLock::new(catalog),
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// The settings the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    /// Applies `ops` in order as ONE atomic commit (one fsync under
+    /// [`Durability::SyncEachCommit`]) and returns each op's own result. An op that fails
+    /// with an argument error changes nothing; the others still apply. An I/O failure fails
+    /// the whole batch and nothing of it is applied.
+    pub fn apply(&self, ops: Vec<Op>, now_ms: u64) -> Result<BatchOutcome> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let base = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let tx = self.db.write_tx();
+        let mut txn = Txn {
+            tx,
+            ks: &self.ks,
+            base: &base,
+            cfg: &self.cfg,
+            now: now_ms,
+            staged: HashMap::new(),
+            sys: base.sys,
+            touched_groups: HashSet::new(),
+            events: Vec::new(),
+            dead_letters: Vec::new(),
+        };
+        let mut replies = Vec::with_capacity(ops.len());
+        for op in ops {
+            match txn.apply_op(op) {
+                Err(e) if e.is_fatal() => return Err(e),
+                r => replies.push(r),
+            }
+        }
+        let (tx, staged, sys, events) = txn.finish();
+        let mode = match self.cfg.durability {
+            Durability::SyncEachCommit => PersistMode::SyncData,
+            Durability::Buffered => PersistMode::Buffer,
+        };
+        tx.durability(Some(mode)).commit()?;
+        drop(base);
+        let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+        for (key, state) in staged {
+            match state {
+                Some(s) => {
+                    cat.streams.insert(key, Arc::new(s));
+                }
+                None => {
+                    cat.streams.remove(&key);
+                }
+            }
+        }
+        cat.sys = sys;
+        Ok(BatchOutcome { replies, events })
+    }
+
+    /// Applies one op in its own batch.
+    pub fn apply_one(&self, op: Op, now_ms: u64) -> Result<Reply> {
+        let mut out = self.apply(vec![op], now_ms)?;
+        out.replies.pop().unwrap_or(Ok(Reply::Ok))
+    }
+
+    /// Fsyncs everything committed so far (for [`Durability::Buffered`]).
+    pub fn persist(&self) -> Result<()> {
+        Ok(self.db.persist(PersistMode::SyncData)?)
+    }
+
+    /// Disk space used by the store's files, in bytes.
+    pub fn disk_space(&self) -> Result<u64> {
+        Ok(self.db.disk_space()?)
+    }
+
+    /// The committed state of a stream, if it exists.
+    pub(crate) fn stream_state(&self, key: &StreamKey) -> Option<Arc<StreamState>> {
+        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        cat.streams.get(key).cloned()
+    }
+
+    /// The committed state of a stream and a read snapshot taken at the same moment.
+    pub(crate) fn read_view(&self, key: &StreamKey) -> (Option<Arc<StreamState>>, fjall::Snapshot) {
+        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        (cat.streams.get(key).cloned(), self.db.read_tx())
+    }
+}
+
+fn load_catalog(db: &SingleWriterTxDatabase, ks: &Keyspaces) -> Result<Catalog> {
+    let snap = db.read_tx();
+    let mut cat = Catalog::default();
+    if let Some(v) = snap.get(ks.sys.inner(), keys::SYSTEM_KEY)? {
+        cat.sys =
+            codec::decode(Kind::System, &v).map_err(|r| corrupt("system record", b"", None, r))?;
+    }
+    for item in snap.iter(ks.streams.inner()) {
+        let (k, v) = item.into_inner()?;
+        let (ns, name) = keys::parse_stream(&k)
+            .ok_or_else(|| corrupt("stream key", &k, None, "too short".into()))?;
+        let meta: StreamMeta = codec::decode(Kind::StreamMeta, &v)
+            .map_err(|r| corrupt("stream meta", name, None, r))?;
+        if meta.stream_id >= cat.sys.next_stream_id {
+            return Err(corrupt(
+                "stream meta",
+                name,
+                None,
+                format!(
+                    "stream id {} not below the counter {}",
+                    meta.stream_id, cat.sys.next_stream_id
+                ),
+            ));
+        }
+        let mut groups = BTreeMap::new();
+        for g in snap.prefix(ks.groups.inner(), keys::prefix(meta.stream_id)) {
+            let (gk, gv) = g.into_inner()?;
+            let gname = gk[8..].to_vec();
+            let gmeta: GroupMeta = codec::decode(Kind::GroupMeta, &gv)
+                .map_err(|r| corrupt("group meta", name, None, r))?;
+            let mut gs = GroupState::new(gmeta);
+            let gid = gs.meta.group_id;
+            for c in snap.prefix(ks.consumers.inner(), keys::prefix(gid)) {
+                let (ck, cv) = c.into_inner()?;
+                let cmeta: ConsumerMeta = codec::decode(Kind::ConsumerMeta, &cv)
+                    .map_err(|r| corrupt("consumer meta", name, None, r))?;
+                gs.names.insert(cmeta.consumer_id, ck[8..].to_vec());
+                gs.consumers.insert(ck[8..].to_vec(), cmeta);
+            }
+            if let Some(first) = snap.prefix(ks.due.inner(), keys::prefix(gid)).next() {
+                let k = first.key()?;
+                gs.due_floor_ms = keys::due_time(&k).unwrap_or(0);
+            }
+            if let Some(first) = snap.prefix(ks.ready.inner(), keys::prefix(gid)).next() {
+                let k = first.key()?;
+                gs.ready_floor = keys::trailing_id(&k).unwrap_or(StreamId::MIN);
+            }
+            groups.insert(gname, Arc::new(gs));
+        }
+        cat.streams.insert(
+            StreamKey::new(ns, name.to_vec()),
+            Arc::new(StreamState { meta, groups }),
+        );
+    }
+    Ok(cat)
+}
+
+/// A deferred move to a dead-letter stream (applied after the op's own stream is back in
+/// the staging map, so an origin may also be its own dead-letter stream).
+pub(crate) struct PendingDeadLetter {
+    pub(crate) dlq: StreamKey,
+    pub(crate) record: Record,
+    pub(crate) event: Event,
+}
+
+/// The write context of one batch.
+pub(crate) struct Txn<'a> {
+    pub(crate) tx: SingleWriterWriteTx<'a>,
+    pub(crate) ks: &'a Keyspaces,
+    pub(crate) base: &'a Catalog,
+    pub(crate) cfg: &'a StoreConfig,
+    pub(crate) now: u64,
+    /// Streams changed by this batch (`None`: deleted).
+    pub(crate) staged: HashMap<StreamKey, Option<StreamState>>,
+    pub(crate) sys: SystemMeta,
+    /// (stream_id, group name) whose metadata must be written.
+    pub(crate) touched_groups: HashSet<(u64, Vec<u8>)>,
+    pub(crate) events: Vec<Event>,
+    pub(crate) dead_letters: Vec<PendingDeadLetter>,
+}
+
+impl<'a> Txn<'a> {
+    fn apply_op(&mut self, op: Op) -> Result<Reply> {
+        let r = match op {
+            Op::Append {
+                stream,
+                id,
+                fields,
+                meta,
+                idempotency_key,
+                no_mkstream,
+                trim,
+            } => self.append(
+                &stream,
+                id,
+                fields,
+                meta,
+                idempotency_key,
+                no_mkstream,
+                trim,
+            ),
+            Op::Delete { stream, ids } => self.delete_entries(&stream, &ids),
+            Op::Trim { stream, trim } => self.trim_op(&stream, trim),
+            Op::SetId {
+                stream,
+                last_id,
+                entries_added,
+                max_deleted_id,
+            } => self.set_id(&stream, last_id, entries_added, max_deleted_id),
+            Op::DeleteStream { stream } => self.delete_stream(&stream),
+            Op::RenameStream { from, to, replace } => self.rename_stream(&from, &to, replace),
+            Op::FlushNamespace { ns } => self.flush_namespace(ns),
+            Op::CreateGroup {
+                stream,
+                group,
+                start,
+                mkstream,
+                entries_read,
+            } => self.create_group(&stream, &group, start, mkstream, entries_read),
+            Op::SetGroupId {
+                stream,
+                group,
+                start,
+                entries_read,
+            } => self.set_group_id(&stream, &group, start, entries_read),
+            Op::DestroyGroup { stream, group } => self.destroy_group(&stream, &group),
+            Op::CreateConsumer {
+                stream,
+                group,
+                consumer,
+            } => self.create_consumer(&stream, &group, &consumer),
+            Op::DeleteConsumer {
+                stream,
+                group,
+                consumer,
+            } => self.delete_consumer(&stream, &group, &consumer),
+            Op::SetPolicy {
+                stream,
+                group,
+                policy,
+            } => self.set_policy(&stream, &group, policy),
+            Op::ReadGroup {
+                stream,
+                group,
+                consumer,
+                count,
+                noack,
+                from,
+            } => self.read_group(&stream, &group, &consumer, count, noack, from),
+            Op::Ack { stream, group, ids } => self.ack(&stream, &group, &ids),
+            Op::Nack {
+                stream,
+                group,
+                ids,
+                error,
+                reject,
+            } => self.nack(&stream, &group, &ids, error, reject),
+            Op::Claim {
+                stream,
+                group,
+                consumer,
+                min_idle_ms,
+                ids,
+                delivery_time_ms,
+                retry_count,
+                force,
+                justid,
+                last_id,
+            } => self.claim(
+                &stream,
+                &group,
+                &consumer,
+                min_idle_ms,
+                &ids,
+                delivery_time_ms,
+                retry_count,
+                force,
+                justid,
+                last_id,
+            ),
+            Op::AutoClaim {
+                stream,
+                group,
+                consumer,
+                min_idle_ms,
+                start,
+                count,
+                justid,
+            } => self.autoclaim(
+                &stream,
+                &group,
+                &consumer,
+                min_idle_ms,
+                start,
+                count,
+                justid,
+            ),
+            Op::Tick => self.tick(),
+            Op::DlqRedrive { dlq, filter, limit } => self.dlq_redrive(&dlq, &filter, limit),
+            Op::DlqPurge { dlq, filter, limit } => self.dlq_purge(&dlq, &filter, limit),
+        };
+        // Dead letters are appended once the op's own stream is back in the staging map.
+        self.flush_dead_letters();
+        r
+    }
+
+    /// Writes the metadata of everything the batch touched into the transaction.
+    fn finish(
+        mut self,
+    ) -> (
+        SingleWriterWriteTx<'a>,
+        HashMap<StreamKey, Option<StreamState>>,
+        SystemMeta,
+        Vec<Event>,
+    ) {
+        for (key, state) in &self.staged {
+            let Some(st) = state else { continue };
+            let sk = keys::stream(key.ns, &key.name);
+            self.tx.insert(
+                &self.ks.streams,
+                sk,
+                codec::encode(Kind::StreamMeta, &st.meta),
+            );
+            for (gname, g) in &st.groups {
+                if !self
+                    .touched_groups
+                    .contains(&(st.meta.stream_id, gname.clone()))
+                {
+                    continue;
+                }
+                let gk = keys::group(st.meta.stream_id, gname);
+                self.tx
+                    .insert(&self.ks.groups, gk, codec::encode(Kind::GroupMeta, &g.meta));
+                for (cname, c) in &g.consumers {
+                    let ck = keys::consumer(g.meta.group_id, cname);
+                    self.tx
+                        .insert(&self.ks.consumers, ck, codec::encode(Kind::ConsumerMeta, c));
+                }
+            }
+        }
+        if self.sys != self.base.sys {
+            self.tx.insert(
+                &self.ks.sys,
+                keys::SYSTEM_KEY,
+                codec::encode(Kind::System, &self.sys),
+            );
+        }
+        (self.tx, self.staged, self.sys, self.events)
+    }
+
+    /// The stream's state as of this point of the batch.
+    pub(crate) fn stream(&self, key: &StreamKey) -> Option<&StreamState> {
+        match self.staged.get(key) {
+            Some(s) => s.as_ref(),
+            None => self.base.streams.get(key).map(|a| &**a),
+        }
+    }
+
+    /// Like [`Txn::stream`], or `NoSuchStream`.
+    pub(crate) fn existing(&self, key: &StreamKey) -> Result<&StreamState> {
+        self.stream(key).ok_or_else(|| Error::NoSuchStream {
+            stream: key.name.clone(),
+        })
+    }
+
+    /// The group's state, or the Redis-style error for a missing stream or group.
+    pub(crate) fn group(&self, key: &StreamKey, group: &[u8]) -> Result<&GroupState> {
+        let st = self.existing(key)?;
+        st.groups
+            .get(group)
+            .map(|g| &**g)
+            .ok_or_else(|| Error::NoSuchGroup {
+                stream: key.name.clone(),
+                group: group.to_vec(),
+            })
+    }
+
+    /// Takes the stream out of the staging area for mutation; `f` gets the context and the
+    /// state; the state is put back afterwards. `None` if the stream does not exist.
+    pub(crate) fn with_stream<T>(
+        &mut self,
+        key: &StreamKey,
+        f: impl FnOnce(&mut Self, &mut StreamState) -> T,
+    ) -> Option<T> {
+        let mut st = match self.staged.remove(key) {
+            Some(Some(s)) => s,
+            Some(None) => {
+                self.staged.insert(key.clone(), None);
+                return None;
+            }
+            None => (**self.base.streams.get(key)?).clone(),
+        };
+        let out = f(self, &mut st);
+        self.staged.insert(key.clone(), Some(st));
+        Some(out)
+    }
+
+    /// Like [`Txn::with_stream`] for one group of the stream; marks the group for writing.
+    pub(crate) fn with_group<T>(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        f: impl FnOnce(&mut Self, &StreamMeta, &mut GroupState) -> T,
+    ) -> Option<T> {
+        self.with_stream(key, |txn, st| {
+            let g = st.groups.get_mut(group)?;
+            txn.touched_groups
+                .insert((st.meta.stream_id, group.to_vec()));
+            Some(f(txn, &st.meta, Arc::make_mut(g)))
+        })
+        .flatten()
+    }
+
+    /// Creates an empty stream (the caller checked it does not exist).
+    pub(crate) fn create_stream(&mut self, key: &StreamKey) {
+        let stream_id = self.sys.next_stream_id;
+        self.sys.next_stream_id += 1;
+        let meta = StreamMeta {
+            stream_id,
+            created_ms: self.now,
+            ..StreamMeta::default()
+        };
+        self.staged.insert(
+            key.clone(),
+            Some(StreamState {
+                meta,
+                groups: BTreeMap::new(),
+            }),
+        );
+    }
+
+    /// A fresh group internal ID.
+    pub(crate) fn next_group_id(&mut self) -> u64 {
+        let id = self.sys.next_group_id;
+        self.sys.next_group_id += 1;
+        id
+    }
+
+    /// Reads and checks an entry's record (RYOW: sees this batch's writes).
+    pub(crate) fn get_record(
+        &self,
+        key: &StreamKey,
+        stream_id: u64,
+        id: StreamId,
+    ) -> Result<Option<Record>> {
+        get_record(&self.tx, self.ks, &key.name, stream_id, id)
+    }
+}
+
+/// Reads and checks one entry from any view (a transaction or a snapshot).
+pub(crate) fn get_record(
+    r: &impl Readable,
+    ks: &Keyspaces,
+    name: &[u8],
+    stream_id: u64,
+    id: StreamId,
+) -> Result<Option<Record>> {
+    match r.get(ks.entries.inner(), keys::id_key(stream_id, id))? {
+        None => Ok(None),
+        Some(v) => codec::decode(Kind::Entry, &v)
+            .map(Some)
+            .map_err(|reason| corrupt("entry", name, Some(id), reason)),
+    }
+}
