@@ -1,0 +1,467 @@
+use cortex_storage::*;
+
+use crate::util::*;
+
+fn ack(s: &Store, stream: &str, group: &str, ids: &[StreamId]) -> u64 {
+    count(s.apply_one(
+        Op::Ack {
+            stream: key(stream),
+            group: group.into(),
+            ids: ids.to_vec(),
+        },
+        0,
+    ))
+}
+
+#[test]
+fn read_ack_pending_like_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let ids: Vec<StreamId> = (0..5)
+        .map(|i| add(&s, "s", &format!("v{i}"), 100 + i))
+        .collect();
+    create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 200);
+    assert!(matches!(
+        s.apply_one(
+            Op::CreateGroup {
+                stream: key("s"),
+                group: b"g".to_vec(),
+                start: GroupStart::Last,
+                mkstream: false,
+                entries_read: None
+            },
+            200
+        ),
+        Err(Error::GroupExists { .. })
+    ));
+    let got = read(&s, "s", "g", "alice", 2, 300);
+    assert_eq!(ids_of(&got), ids[..2]);
+    assert_eq!(values(&got), vec!["v0", "v1"]);
+    let got = read(&s, "s", "g", "bob", 10, 400);
+    assert_eq!(ids_of(&got), ids[2..]);
+    assert!(read(&s, "s", "g", "bob", 10, 400).is_empty());
+
+    let sum = s.pending_summary(&key("s"), b"g").unwrap();
+    assert_eq!(sum.count, 5);
+    assert_eq!(sum.bounds, Some((ids[0], ids[4])));
+    assert_eq!(
+        sum.consumers,
+        vec![(b"alice".to_vec(), 2), (b"bob".to_vec(), 3)]
+    );
+
+    assert_eq!(
+        ack(&s, "s", "g", &[ids[0], ids[0], ids[3], StreamId::new(1, 1)]),
+        2
+    );
+    let q = PendingQuery {
+        start: StreamId::MIN,
+        end: StreamId::MAX,
+        count: 10,
+        consumer: None,
+        min_idle_ms: None,
+    };
+    let p = s.pending_range(&key("s"), b"g", &q, 1000).unwrap();
+    assert_eq!(
+        p.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[2], ids[4]]
+    );
+    assert_eq!(p[0].consumer, b"alice");
+    assert_eq!(p[0].idle_ms, 700);
+    assert_eq!(p[0].deliveries, 1);
+    let q = PendingQuery {
+        consumer: Some(b"bob".to_vec()),
+        min_idle_ms: Some(100),
+        ..q
+    };
+    let p = s.pending_range(&key("s"), b"g", &q, 1000).unwrap();
+    assert_eq!(
+        p.iter().map(|p| p.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[4]]
+    );
+
+    let info = s.groups_info(&key("s")).unwrap();
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].pending, 3);
+    assert_eq!(info[0].last_delivered_id, ids[4]);
+    assert_eq!(info[0].entries_read, Some(5));
+    assert_eq!(info[0].lag, Some(0));
+    let cons = s.consumers_info(&key("s"), b"g", 1000).unwrap();
+    assert_eq!(
+        cons.iter()
+            .map(|c| (c.name.clone(), c.pending, c.idle_ms))
+            .collect::<Vec<_>>(),
+        vec![(b"alice".to_vec(), 1, 700), (b"bob".to_vec(), 2, 600)]
+    );
+}
+
+#[test]
+fn history_reads_count_deliveries_and_show_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let ids: Vec<StreamId> = (0..3).map(|i| add(&s, "s", "v", 100 + i)).collect();
+    create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 200);
+    read(&s, "s", "g", "c", 10, 200);
+    s.apply_one(
+        Op::Delete {
+            stream: key("s"),
+            ids: vec![ids[1]],
+        },
+        250,
+    )
+    .unwrap();
+    let hist = |after| match s
+        .apply_one(
+            Op::ReadGroup {
+                stream: key("s"),
+                group: b"g".to_vec(),
+                consumer: b"c".to_vec(),
+                count: None,
+                noack: false,
+                from: ReadFrom::History(after),
+            },
+            300,
+        )
+        .unwrap()
+    {
+        Reply::Entries(e) => e,
+        r => panic!("{r:?}"),
+    };
+    let h = hist(StreamId::MIN);
+    assert_eq!(ids_of(&h), ids);
+    assert!(h[1].1.is_none(), "deleted entry comes back without fields");
+    assert!(h[0].1.is_some());
+    let h = hist(ids[0]);
+    assert_eq!(ids_of(&h), ids[1..]);
+    let q = PendingQuery {
+        start: StreamId::MIN,
+        end: StreamId::MAX,
+        count: 10,
+        consumer: None,
+        min_idle_ms: None,
+    };
+    let p = s.pending_range(&key("s"), b"g", &q, 300).unwrap();
+    assert_eq!(
+        p.iter().map(|p| p.deliveries).collect::<Vec<_>>(),
+        vec![2, 1, 3]
+    );
+}
+
+fn ids_of(e: &[(StreamId, Option<Record>)]) -> Vec<StreamId> {
+    e.iter().map(|x| x.0).collect()
+}
+
+#[test]
+fn claim_and_autoclaim() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let ids: Vec<StreamId> = (0..6)
+        .map(|i| add(&s, "s", &format!("v{i}"), 100 + i))
+        .collect();
+    create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 100);
+    read(&s, "s", "g", "a", 6, 1000);
+    let claim = |consumer: &str, min_idle, ids: Vec<StreamId>, justid, force, now| match s
+        .apply_one(
+            Op::Claim {
+                stream: key("s"),
+                group: b"g".to_vec(),
+                consumer: consumer.into(),
+                min_idle_ms: min_idle,
+                ids,
+                delivery_time_ms: None,
+                retry_count: None,
+                force,
+                justid,
+                last_id: None,
+            },
+            now,
+        )
+        .unwrap()
+    {
+        Reply::Entries(e) => e,
+        r => panic!("{r:?}"),
+    };
+    // Not idle enough.
+    assert!(claim("b", 500, vec![ids[0]], false, false, 1100).is_empty());
+    let got = claim("b", 500, vec![ids[0], ids[1]], false, false, 2000);
+    assert_eq!(values(&got), vec!["v0", "v1"]);
+    let sum = s.pending_summary(&key("s"), b"g").unwrap();
+    assert_eq!(sum.consumers, vec![(b"a".to_vec(), 4), (b"b".to_vec(), 2)]);
+    // Deleted entries are dropped from the PEL on claim.
+    s.apply_one(
+        Op::Delete {
+            stream: key("s"),
+            ids: vec![ids[2]],
+        },
+        2000,
+    )
+    .unwrap();
+    assert!(claim("b", 0, vec![ids[2]], true, false, 2100).is_empty());
+    assert_eq!(s.pending_summary(&key("s"), b"g").unwrap().count, 5);
+    // FORCE creates a pending entry for an existing entry.
+    s.apply_one(
+        Op::Ack {
+            stream: key("s"),
+            group: b"g".to_vec(),
+            ids: vec![ids[3]],
+        },
+        2100,
+    )
+    .unwrap();
+    assert_eq!(
+        ids_of(&claim("c", 0, vec![ids[3]], true, true, 2200)),
+        vec![ids[3]]
+    );
+    // AUTOCLAIM scans from a cursor, claims idle entries.
+    let ac = s
+        .apply_one(
+            Op::AutoClaim {
+                stream: key("s"),
+                group: b"g".to_vec(),
+                consumer: b"d".to_vec(),
+                min_idle_ms: 1500,
+                start: StreamId::MIN,
+                count: 1,
+                justid: false,
+            },
+            3000,
+        )
+        .unwrap();
+    let Reply::AutoClaimed {
+        next,
+        claimed,
+        deleted,
+    } = ac
+    else {
+        panic!("{ac:?}")
+    };
+    assert_eq!(ids_of(&claimed), vec![ids[4]]);
+    assert_eq!(next, ids[5]);
+    assert!(deleted.is_empty());
+    let ac = s
+        .apply_one(
+            Op::AutoClaim {
+                stream: key("s"),
+                group: b"g".to_vec(),
+                consumer: b"d".to_vec(),
+                min_idle_ms: 1500,
+                start: next,
+                count: 10,
+                justid: true,
+            },
+            3000,
+        )
+        .unwrap();
+    let Reply::AutoClaimed { next, claimed, .. } = ac else {
+        panic!("{ac:?}")
+    };
+    assert_eq!(ids_of(&claimed), vec![ids[5]]);
+    assert_eq!(next, StreamId::MIN);
+    let q = PendingQuery {
+        start: StreamId::MIN,
+        end: StreamId::MAX,
+        count: 10,
+        consumer: None,
+        min_idle_ms: None,
+    };
+    let p = s.pending_range(&key("s"), b"g", &q, 3000).unwrap();
+    let d: Vec<_> = p
+        .iter()
+        .map(|p| (p.id, p.consumer.clone(), p.deliveries))
+        .collect();
+    assert_eq!(
+        d,
+        vec![
+            (ids[0], b"b".to_vec(), 2),
+            (ids[1], b"b".to_vec(), 2),
+            (ids[3], b"c".to_vec(), 0),
+            (ids[4], b"d".to_vec(), 2),
+            (ids[5], b"d".to_vec(), 1)
+        ]
+    );
+}
+
+#[test]
+fn setid_destroy_consumers_and_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let ids: Vec<StreamId> = (0..4).map(|i| add(&s, "s", "v", 100 + i)).collect();
+    create_group(&s, "s", "g", GroupStart::Last, 100);
+    let info = &s.groups_info(&key("s")).unwrap()[0];
+    assert_eq!((info.entries_read, info.lag), (None, Some(0)));
+    assert!(read(&s, "s", "g", "c", 10, 200).is_empty());
+    s.apply_one(
+        Op::SetGroupId {
+            stream: key("s"),
+            group: b"g".to_vec(),
+            start: GroupStart::Id(ids[1]),
+            entries_read: None,
+        },
+        200,
+    )
+    .unwrap();
+    // Like Redis: a mid-stream SETID without ENTRIESREAD makes the lag unknown...
+    let info = &s.groups_info(&key("s")).unwrap()[0];
+    assert_eq!(info.lag, None);
+    assert_eq!(ids_of(&read(&s, "s", "g", "c", 10, 300)), ids[2..]);
+    // ...until the group reaches the last entry.
+    let info = &s.groups_info(&key("s")).unwrap()[0];
+    assert_eq!((info.lag, info.entries_read), (Some(0), Some(4)));
+    // Tombstones make lag unknown until the group passes them.
+    s.apply_one(
+        Op::SetGroupId {
+            stream: key("s"),
+            group: b"g".to_vec(),
+            start: GroupStart::Id(StreamId::MIN),
+            entries_read: None,
+        },
+        300,
+    )
+    .unwrap();
+    s.apply_one(
+        Op::Delete {
+            stream: key("s"),
+            ids: vec![ids[2]],
+        },
+        300,
+    )
+    .unwrap();
+    let info = &s.groups_info(&key("s")).unwrap()[0];
+    assert_eq!(info.lag, None);
+    // Re-reading an entry that is already pending reassigns it (delivery count back to 1).
+    let got = read(&s, "s", "g", "d", 10, 400);
+    assert_eq!(ids_of(&got), vec![ids[0], ids[1], ids[3]]);
+    let sum = s.pending_summary(&key("s"), b"g").unwrap();
+    assert_eq!(sum.count, 4);
+    assert_eq!(sum.consumers, vec![(b"c".to_vec(), 1), (b"d".to_vec(), 3)]);
+    // Consumers.
+    assert_eq!(
+        count(s.apply_one(
+            Op::CreateConsumer {
+                stream: key("s"),
+                group: b"g".to_vec(),
+                consumer: b"e".to_vec()
+            },
+            400
+        )),
+        1
+    );
+    assert_eq!(
+        count(s.apply_one(
+            Op::CreateConsumer {
+                stream: key("s"),
+                group: b"g".to_vec(),
+                consumer: b"e".to_vec()
+            },
+            400
+        )),
+        0
+    );
+    assert_eq!(
+        count(s.apply_one(
+            Op::DeleteConsumer {
+                stream: key("s"),
+                group: b"g".to_vec(),
+                consumer: b"d".to_vec()
+            },
+            400
+        )),
+        3
+    );
+    assert_eq!(s.pending_summary(&key("s"), b"g").unwrap().count, 1);
+    assert_eq!(s.consumers_info(&key("s"), b"g", 400).unwrap().len(), 2);
+    assert_eq!(
+        count(s.apply_one(
+            Op::DestroyGroup {
+                stream: key("s"),
+                group: b"g".to_vec()
+            },
+            400
+        )),
+        1
+    );
+    assert_eq!(
+        count(s.apply_one(
+            Op::DestroyGroup {
+                stream: key("s"),
+                group: b"g".to_vec()
+            },
+            400
+        )),
+        0
+    );
+    assert!(s.groups_info(&key("s")).unwrap().is_empty());
+}
+
+#[test]
+fn noack_reads_move_the_cursor_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    add(&s, "s", "a", 1);
+    create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 1);
+    let r = s
+        .apply_one(
+            Op::ReadGroup {
+                stream: key("s"),
+                group: b"g".to_vec(),
+                consumer: b"c".to_vec(),
+                count: None,
+                noack: true,
+                from: ReadFrom::New,
+            },
+            2,
+        )
+        .unwrap();
+    assert!(matches!(r, Reply::Entries(ref e) if e.len() == 1));
+    assert_eq!(s.pending_summary(&key("s"), b"g").unwrap().count, 0);
+    assert!(read(&s, "s", "g", "c", 10, 3).is_empty());
+}
+
+#[test]
+fn lanes_hand_out_highest_first_with_a_starvation_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 1);
+    add_lane(&s, "s", "hb1", Lane::Heartbeat, 10);
+    add_lane(&s, "s", "n1", Lane::Normal, 11);
+    add_lane(&s, "s", "hb2", Lane::Heartbeat, 12);
+    add_lane(&s, "s", "crit", Lane::Critical, 13);
+    add_lane(&s, "s", "low", Lane::Low, 14);
+    add_lane(&s, "s", "high", Lane::High, 15);
+    let got = read(&s, "s", "g", "c", 100, 20);
+    assert_eq!(
+        values(&got),
+        vec!["crit", "high", "n1", "low", "hb1", "hb2"]
+    );
+    // The log keeps global order.
+    let log: Vec<String> = all(&s, "s")
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.record.fields[0].1).into_owned())
+        .collect();
+    assert_eq!(log, vec!["hb1", "n1", "hb2", "crit", "low", "high"]);
+    // A flood of critical entries: every 9th hand-out (guard 8) is the oldest lower entry.
+    for i in 0..40 {
+        add_lane(&s, "s", &format!("c{i}"), Lane::Critical, 100 + i);
+    }
+    add_lane(&s, "s", "n2", Lane::Normal, 200);
+    add_lane(&s, "s", "hb3", Lane::Heartbeat, 201);
+    let got = values(&read(&s, "s", "g", "c", 20, 300));
+    let pos_n2 = got
+        .iter()
+        .position(|v| v == "n2")
+        .expect("normal entry moves under the flood");
+    let pos_hb3 = got
+        .iter()
+        .position(|v| v == "hb3")
+        .expect("heartbeat moves under the flood");
+    assert_eq!((pos_n2, pos_hb3), (8, 17));
+    assert_eq!(got.iter().filter(|v| v.starts_with('c')).count(), 18);
+    // Reading one at a time keeps the same order (the streak is persisted).
+    let rest: Vec<String> = (0..30)
+        .flat_map(|i| values(&read(&s, "s", "g", "c", 1, 400 + i)))
+        .collect();
+    assert_eq!(rest.len(), 22);
+    assert!(rest.iter().all(|v| v.starts_with('c')));
+    let info = &s.groups_info(&key("s")).unwrap()[0];
+    assert_eq!(info.lag, Some(0));
+    assert_eq!(info.pending, 48);
+}

@@ -1,0 +1,8 @@
+//! Integration tests of cortex-storage: one binary, one module per area.
+
+mod groups;
+// mod model;
+mod policy;
+mod recovery;
+mod streams;
+mod util;

@@ -1,0 +1,281 @@
+use std::ops::Bound::Unbounded;
+
+use cortex_storage::*;
+
+use crate::util::*;
+
+#[test]
+fn reopen_many_times_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected_len = 0;
+    let mut now = 1000;
+    for round in 0..8u64 {
+        let s = open(dir.path());
+        assert_eq!(s.len(&key("s")), expected_len, "round {round}");
+        if round == 0 {
+            create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), now);
+            s.apply_one(
+                Op::SetPolicy {
+                    stream: key("s"),
+                    group: b"g".to_vec(),
+                    policy: Some(DeliveryPolicy::default()),
+                },
+                now,
+            )
+            .unwrap();
+        }
+        let ops: Vec<Op> = (0..50)
+            .map(|i| {
+                append(
+                    "s",
+                    IdSpec::Auto,
+                    fields(&format!("{round}-{i}")),
+                    Meta {
+                        lane: Lane::ALL[(i % 5) as usize],
+                        ..Meta::default()
+                    },
+                )
+            })
+            .collect();
+        let out = s.apply(ops, now).unwrap();
+        assert!(out.replies.iter().all(|r| r.is_ok()));
+        expected_len += 50;
+        now += 10;
+        let got = read(&s, "s", "g", &format!("c{round}"), 20, now);
+        assert_eq!(got.len(), 20);
+        let info = &s.groups_info(&key("s")).unwrap()[0];
+        assert_eq!(info.pending, 20 * (round + 1));
+        assert_eq!(info.counters.delivered, 20 * (round + 1));
+        drop(s);
+    }
+    let s = open(dir.path());
+    let info = s.stream_info(&key("s")).unwrap().unwrap();
+    assert_eq!((info.length, info.entries_added), (400, 400));
+    assert_eq!(info.lane_len, [80; 5]);
+    let sum = s.pending_summary(&key("s"), b"g").unwrap();
+    assert_eq!(sum.count, 160);
+    assert_eq!(sum.consumers.len(), 8);
+    // The ack deadlines survived: the tick after ack_wait fails them all.
+    assert_eq!(s.due(now).next_deadline_ms, Some(1000 + 10 + 30_000));
+    s.apply_one(Op::Tick, now + 31_000).unwrap();
+    let q = PendingQuery {
+        start: StreamId::MIN,
+        end: StreamId::MAX,
+        count: 1000,
+        consumer: None,
+        min_idle_ms: None,
+    };
+    assert!(s
+        .pending_range(&key("s"), b"g", &q, now)
+        .unwrap()
+        .iter()
+        .all(|p| p.failures == 1));
+}
+
+#[test]
+fn a_flipped_byte_is_a_corruption_error_naming_stream_and_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let s = open(dir.path());
+        add(&s, "s", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 1);
+        id = add(&s, "s", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", 2);
+    }
+    // Flip one byte of the second record through fjall directly (the value as stored).
+    {
+        let db = fjall::SingleWriterTxDatabase::builder(dir.path())
+            .open()
+            .unwrap();
+        let entries = db
+            .keyspace("entries", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        let k = keys::id_key(0, id);
+        let mut v = entries.get(k).unwrap().expect("stored").to_vec();
+        let last = v.len() - 3;
+        v[last] ^= 0x20;
+        entries.insert(k, v).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let s = open(dir.path());
+    let err = s
+        .range(&key("s"), Unbounded, Unbounded, None, false)
+        .unwrap_err();
+    match &err {
+        Error::Corruption {
+            stream,
+            id: Some(bad),
+            reason,
+            ..
+        } => {
+            assert_eq!(stream, b"s");
+            assert_eq!(*bad, id);
+            assert!(reason.contains("CRC"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert!(err.to_string().contains(&id.to_string()));
+    // The good record is still readable; a group read stops at the bad one with the error.
+    assert_eq!(
+        s.range(&key("s"), Unbounded, Unbounded, Some(1), false)
+            .unwrap()
+            .len(),
+        1
+    );
+    create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 3);
+    let r = s.apply_one(
+        Op::ReadGroup {
+            stream: key("s"),
+            group: b"g".to_vec(),
+            consumer: b"c".to_vec(),
+            count: None,
+            noack: false,
+            from: ReadFrom::New,
+        },
+        4,
+    );
+    assert!(matches!(r, Err(Error::Corruption { .. })));
+    // Trimming removes the corrupt record like any other.
+    assert_eq!(
+        count(s.apply_one(
+            Op::Trim {
+                stream: key("s"),
+                trim: Trim {
+                    strategy: TrimStrategy::MaxLen(0),
+                    approx: false,
+                    limit: None
+                }
+            },
+            5
+        )),
+        2
+    );
+}
+
+/// The on-disk format is pinned by a fixture made with format version 1. If this test fails,
+/// the format changed: bump `codec::FORMAT_VERSION` and keep reading the old one.
+#[test]
+fn committed_fixture_still_reads() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture, dir.path());
+    let s = open(dir.path());
+    let e = all(&s, "fixture");
+    assert_eq!(e.len(), 3);
+    assert_eq!(e[0].id, StreamId::new(1_700_000_000_000, 0));
+    assert_eq!(
+        e[0].record.fields,
+        vec![(b"task".to_vec(), b"build".to_vec())]
+    );
+    assert_eq!(e[1].record.meta.lane, Lane::Critical);
+    assert_eq!(e[1].record.meta.expires_at_ms, Some(1_700_000_060_000));
+    assert_eq!(e[2].record.meta.producer.as_deref(), Some(&b"harold"[..]));
+    let sum = s.pending_summary(&key("fixture"), b"workers").unwrap();
+    assert_eq!(sum.count, 2);
+    assert_eq!(
+        s.group_policy(&key("fixture"), b"workers").unwrap(),
+        Some(DeliveryPolicy::default())
+    );
+    assert_eq!(
+        s.dlq_list(&key("cortex:dlq"), &DlqFilter::default(), 10)
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Writes the fixture. Run with `CORTEX_WRITE_FIXTURE=1 cargo test -p cortex-storage write_fixture`.
+#[test]
+fn write_fixture() {
+    if std::env::var_os("CORTEX_WRITE_FIXTURE").is_none() {
+        return;
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+    let _ = std::fs::remove_dir_all(&path);
+    let s = open(&path);
+    let t = 1_700_000_000_000;
+    s.apply_one(
+        append(
+            "fixture",
+            IdSpec::Auto,
+            vec![(b"task".to_vec(), b"build".to_vec())],
+            Meta::default(),
+        ),
+        t,
+    )
+    .unwrap();
+    s.apply_one(
+        append(
+            "fixture",
+            IdSpec::Auto,
+            fields("urgent"),
+            Meta {
+                lane: Lane::Critical,
+                expires_at_ms: Some(t + 60_000),
+                ..Meta::default()
+            },
+        ),
+        t + 1,
+    )
+    .unwrap();
+    s.apply_one(
+        append(
+            "fixture",
+            IdSpec::Auto,
+            fields("hb"),
+            Meta {
+                lane: Lane::Heartbeat,
+                producer: Some(b"harold".to_vec()),
+                ..Meta::default()
+            },
+        ),
+        t + 2,
+    )
+    .unwrap();
+    s.apply_one(
+        Op::CreateGroup {
+            stream: key("fixture"),
+            group: b"workers".to_vec(),
+            start: GroupStart::Id(StreamId::MIN),
+            mkstream: false,
+            entries_read: None,
+        },
+        t,
+    )
+    .unwrap();
+    s.apply_one(
+        Op::SetPolicy {
+            stream: key("fixture"),
+            group: b"workers".to_vec(),
+            policy: Some(DeliveryPolicy::default()),
+        },
+        t,
+    )
+    .unwrap();
+    let got = read(&s, "fixture", "workers", "pink", 3, t + 10);
+    assert_eq!(got.len(), 3);
+    s.apply_one(
+        Op::Nack {
+            stream: key("fixture"),
+            group: b"workers".to_vec(),
+            ids: vec![got[0].0],
+            error: Some(b"nope".to_vec()),
+            reject: true,
+        },
+        t + 20,
+    )
+    .unwrap();
+    s.persist().unwrap();
+}
