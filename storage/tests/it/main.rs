@@ -1,7 +1,7 @@
 //! Integration tests of cortex-storage: one binary, one module per area.
 
 mod groups;
-// mod model;
+mod model;
 mod policy;
 mod recovery;
 mod streams;
