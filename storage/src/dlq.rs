@@ -145,8 +145,7 @@ impl Txn<'_> {
             self.ks,
             &dlq.name,
             st.meta.stream_id,
-            lo.max(st.meta.first_id),
-            hi,
+            lo.max(st.meta.first_id)..=hi,
             DLQ_SCAN_MAX,
             false,
         )?;

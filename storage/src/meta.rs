@@ -211,6 +211,8 @@ pub struct SystemMeta {
     pub next_group_id: u64,
     /// No idempotency-expiry key is older than this.
     pub idem_floor_ms: u64,
+    /// Idempotency-expiry keys stored (so `due` never scans that keyspace).
+    pub idem_keys: u64,
     /// Deleted streams or groups still have keys to remove.
     pub garbage_pending: bool,
 }

@@ -310,6 +310,7 @@ impl Txn<'_> {
                 floor = t;
             }
         }
+        self.sys.idem_keys = self.sys.idem_keys.saturating_sub(expired.len() as u64);
         for k in expired {
             self.tx.remove(&self.ks.idem_exp, k);
         }
@@ -342,8 +343,7 @@ impl Store {
             .sys
             .idem_floor_ms
             .saturating_add(self.cfg.idempotency_window_ms);
-        let has_idem = self.ks.idem_exp.inner().first_key_value().is_some();
-        if has_idem {
+        if cat.sys.idem_keys > 0 {
             next = next.min(idem_due);
         }
         report.next_deadline_ms = (next != u64::MAX).then_some(next);

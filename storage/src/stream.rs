@@ -186,6 +186,7 @@ impl Txn<'_> {
                 );
                 txn.tx
                     .insert(&txn.ks.idem_exp, keys::idempotency_expiry(now, sid, k), []);
+                txn.sys.idem_keys += 1;
             }
             match trim {
                 Some(t) => txn.trim(key, st, t).map(|_| ()),
@@ -542,11 +543,11 @@ pub(crate) fn scan_entries(
     ks: &Keyspaces,
     name: &[u8],
     stream_id: u64,
-    start: StreamId,
-    end: StreamId,
+    bounds: std::ops::RangeInclusive<StreamId>,
     count: usize,
     rev: bool,
 ) -> Result<Vec<Entry>> {
+    let (start, end) = bounds.into_inner();
     let mut out = Vec::new();
     if start > end || count == 0 {
         return Ok(out);
@@ -617,8 +618,7 @@ impl Store {
             &self.ks,
             &key.name,
             st.meta.stream_id,
-            lo,
-            hi,
+            lo..=hi,
             count.unwrap_or(usize::MAX),
             rev,
         )
@@ -678,8 +678,7 @@ impl Store {
                 &self.ks,
                 &key.name,
                 m.stream_id,
-                m.first_id,
-                StreamId::MAX,
+                m.first_id..=StreamId::MAX,
                 1,
                 false,
             )?;
@@ -688,8 +687,7 @@ impl Store {
                 &self.ks,
                 &key.name,
                 m.stream_id,
-                m.first_id,
-                StreamId::MAX,
+                m.first_id..=StreamId::MAX,
                 1,
                 true,
             )?;
