@@ -1,6 +1,6 @@
 //! Dead letters: moving entries to a dead-letter stream, listing, redriving and purging.
 
-use fjall::Readable;
+use crate::overlay::View;
 
 use crate::codec;
 use crate::error::Result;
@@ -147,7 +147,6 @@ impl Txn<'_> {
             st.meta.stream_id,
             lo.max(st.meta.first_id)..=hi,
             DLQ_SCAN_MAX,
-            false,
         )?;
         for e in entries {
             if out.len() >= limit {
@@ -230,7 +229,7 @@ impl Txn<'_> {
         let mut budget = self.cfg.limits.gc_keys_per_tick_max;
         let records: Vec<(Vec<u8>, Vec<u8>)> = self
             .tx
-            .prefix(self.ks.sys.inner(), keys::GC_PREFIX)
+            .prefix(&self.ks.sys, keys::GC_PREFIX)
             .map(|g| g.into_inner().map(|(k, v)| (k.to_vec(), v.to_vec())))
             .collect::<Result<_, _>>()?;
         let mut remaining = false;
@@ -264,7 +263,7 @@ impl Txn<'_> {
                 let start = after.clone().unwrap_or_else(|| prefix.to_vec());
                 let mut batch = Vec::new();
                 for item in self.tx.range(
-                    ks.inner(),
+                    ks,
                     (
                         std::ops::Bound::Included(start.clone()),
                         std::ops::Bound::Included(end),

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use fjall::Readable;
+use crate::overlay::View;
 
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
@@ -148,7 +148,7 @@ impl LaneReader {
 
     fn peek(
         &mut self,
-        r: &impl Readable,
+        r: &impl View,
         ks: &Keyspaces,
         name: &[u8],
         sid: u64,
@@ -162,7 +162,7 @@ impl LaneReader {
 
     fn fill(
         &mut self,
-        r: &impl Readable,
+        r: &impl View,
         ks: &Keyspaces,
         name: &[u8],
         sid: u64,
@@ -177,7 +177,7 @@ impl LaneReader {
             let from = keys::id_key(sid, from_id);
             let to = keys::id_key(sid, StreamId::MAX);
             let mut exhausted = true;
-            for g in r.range(ks.entries.inner(), from..=to) {
+            for g in r.range(&ks.entries, from..=to) {
                 if got >= want || self.scan_budget == 0 {
                     exhausted = false;
                     break;
@@ -200,7 +200,7 @@ impl LaneReader {
             let from = keys::lane(sid, self.lane, from_id);
             let to = keys::lane(sid, self.lane, StreamId::MAX);
             let mut exhausted = true;
-            for g in r.range(ks.lanes.inner(), from..=to) {
+            for g in r.range(&ks.lanes, from..=to) {
                 if got >= want {
                     exhausted = false;
                     break;
@@ -376,7 +376,7 @@ impl Txn<'_> {
         let mut owned = Vec::new();
         let from = keys::consumer_pending(gid, cid, StreamId::MIN);
         let to = keys::consumer_pending(gid, cid, StreamId::MAX);
-        for item in self.tx.range(self.ks.cpel.inner(), from..=to) {
+        for item in self.tx.range(&self.ks.cpel, from..=to) {
             let id = keys::trailing_id(&item.key()?).unwrap_or(StreamId::MAX);
             owned.push((id, self.pending_entry(&key.name, gid, id)?));
         }
@@ -579,7 +579,7 @@ impl Txn<'_> {
             let to = keys::consumer_pending(gid, cid, StreamId::MAX);
             let ids: Vec<StreamId> = self
                 .tx
-                .range(self.ks.cpel.inner(), from..=to)
+                .range(&self.ks.cpel, from..=to)
                 .take(count)
                 .map(|g| {
                     g.key()
@@ -663,7 +663,7 @@ impl Txn<'_> {
             let to = keys::id_key(gid, StreamId::MAX);
             let ids: Vec<StreamId> = self
                 .tx
-                .range(self.ks.ready.inner(), from..=to)
+                .range(&self.ks.ready, from..=to)
                 .take(count)
                 .map(|g| {
                     g.key()
@@ -1008,7 +1008,7 @@ impl Txn<'_> {
         {
             let from = keys::id_key(gid, start);
             let to = keys::id_key(gid, StreamId::MAX);
-            let mut it = self.tx.range(self.ks.pel.inner(), from..=to);
+            let mut it = self.tx.range(&self.ks.pel, from..=to);
             while attempts > 0 && claims.len() < count {
                 let Some(item) = it.next() else { break };
                 attempts -= 1;
@@ -1064,13 +1064,13 @@ impl Txn<'_> {
 }
 
 pub(crate) fn read_pending(
-    r: &impl Readable,
+    r: &impl View,
     ks: &Keyspaces,
     stream: &[u8],
     gid: u64,
     id: StreamId,
 ) -> Result<Option<PendingEntry>> {
-    match r.get(ks.pel.inner(), keys::id_key(gid, id))? {
+    match r.get(&ks.pel, keys::id_key(gid, id))? {
         None => Ok(None),
         Some(v) => codec::decode(Kind::Pending, &v)
             .map(Some)
@@ -1228,7 +1228,7 @@ impl Store {
     pub fn pending_summary(&self, key: &StreamKey, group: &[u8]) -> Result<PendingSummary> {
         let (st, snap, gid) = self.group_view(key, group)?;
         let g = &st.groups[group];
-        let mut it = snap.prefix(self.ks.pel.inner(), keys::prefix(gid));
+        let mut it = fjall::Readable::prefix(&snap, self.ks.pel.inner(), keys::prefix(gid));
         let first = match it.next() {
             Some(i) => keys::trailing_id(&i.key()?),
             None => None,
@@ -1284,7 +1284,7 @@ impl Store {
             };
             let from = keys::consumer_pending(gid, c.consumer_id, q.start);
             let to = keys::consumer_pending(gid, c.consumer_id, q.end);
-            for item in snap.range(self.ks.cpel.inner(), from..=to) {
+            for item in snap.range(&self.ks.cpel, from..=to) {
                 let id = keys::trailing_id(&item.key()?).unwrap_or(StreamId::MAX);
                 if let Some(p) = read_pending(&snap, &self.ks, &key.name, gid, id)? {
                     if push(id, p) {
@@ -1295,7 +1295,7 @@ impl Store {
         } else {
             let from = keys::id_key(gid, q.start);
             let to = keys::id_key(gid, q.end);
-            for item in snap.range(self.ks.pel.inner(), from..=to) {
+            for item in snap.range(&self.ks.pel, from..=to) {
                 let (k, v) = item.into_inner()?;
                 let id = keys::trailing_id(&k).unwrap_or(StreamId::MAX);
                 let p: PendingEntry = codec::decode(Kind::Pending, &v)

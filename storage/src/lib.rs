@@ -30,6 +30,7 @@ mod id;
 pub mod keys;
 mod meta;
 mod ops;
+mod overlay;
 pub mod policy;
 mod record;
 pub mod store;

@@ -1,7 +1,7 @@
 //! Delivery policy: ack timeouts, nacks, backoff, retries becoming due, and the tick that
 //! drives time.
 
-use fjall::Readable;
+use crate::overlay::View;
 
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
@@ -110,7 +110,7 @@ impl Txn<'_> {
         let to = keys::due(gid, now, StreamId::MAX);
         let mut seen = Vec::new();
         let mut complete = true;
-        for item in self.tx.range(self.ks.due.inner(), from..=to) {
+        for item in self.tx.range(&self.ks.due, from..=to) {
             if seen.len() >= budget {
                 complete = false;
                 break;
@@ -175,7 +175,7 @@ impl Txn<'_> {
             // The next deadline: the first key after now (includes keys this call wrote).
             let from = keys::due(gid, now.saturating_add(1), StreamId::MIN);
             let to = keys::due(gid, u64::MAX, StreamId::MAX);
-            let next = match self.tx.range(self.ks.due.inner(), from..=to).next() {
+            let next = match self.tx.range(&self.ks.due, from..=to).next() {
                 Some(item) => keys::due_time(&item.key()?),
                 None => None,
             };
@@ -285,7 +285,7 @@ impl Txn<'_> {
         let budget = self.cfg.limits.gc_keys_per_tick_max;
         let mut expired = Vec::new();
         let mut complete = true;
-        for item in self.tx.range(self.ks.idem_exp.inner(), from..to) {
+        for item in self.tx.range(&self.ks.idem_exp, from..to) {
             if expired.len() >= budget {
                 complete = false;
                 break;
@@ -298,7 +298,7 @@ impl Txn<'_> {
                 continue;
             };
             let ik = keys::idempotency(sid, ikey);
-            if let Some(v) = self.tx.get(self.ks.idem.inner(), &ik)? {
+            if let Some(v) = self.tx.get(&self.ks.idem, &ik)? {
                 // A record that does not decode is removed too: it is past its window either way.
                 let same = codec::decode::<IdempotencyRecord>(Kind::Idempotency, &v)
                     .map_or(true, |r| r.seen_ms == t);

@@ -14,10 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use fjall::{
-    KeyspaceCreateOptions, PersistMode, Readable, SingleWriterTxDatabase, SingleWriterTxKeyspace,
-    SingleWriterWriteTx,
-};
+use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
 
 use crate::codec::{self, Kind};
 use crate::config::{Durability, StoreConfig};
@@ -26,22 +23,23 @@ use crate::id::StreamId;
 use crate::keys;
 use crate::meta::{ConsumerMeta, GroupMeta, StreamMeta, SystemMeta};
 use crate::ops::{BatchOutcome, Event, Op, Reply, StreamKey};
+use crate::overlay::{Ks, Overlay, View};
 use crate::record::Record;
 
 /// The keyspaces, opened once.
 pub(crate) struct Keyspaces {
-    pub(crate) streams: SingleWriterTxKeyspace,
-    pub(crate) groups: SingleWriterTxKeyspace,
-    pub(crate) consumers: SingleWriterTxKeyspace,
-    pub(crate) entries: SingleWriterTxKeyspace,
-    pub(crate) lanes: SingleWriterTxKeyspace,
-    pub(crate) pel: SingleWriterTxKeyspace,
-    pub(crate) cpel: SingleWriterTxKeyspace,
-    pub(crate) due: SingleWriterTxKeyspace,
-    pub(crate) ready: SingleWriterTxKeyspace,
-    pub(crate) idem: SingleWriterTxKeyspace,
-    pub(crate) idem_exp: SingleWriterTxKeyspace,
-    pub(crate) sys: SingleWriterTxKeyspace,
+    pub(crate) streams: Ks,
+    pub(crate) groups: Ks,
+    pub(crate) consumers: Ks,
+    pub(crate) entries: Ks,
+    pub(crate) lanes: Ks,
+    pub(crate) pel: Ks,
+    pub(crate) cpel: Ks,
+    pub(crate) due: Ks,
+    pub(crate) ready: Ks,
+    pub(crate) idem: Ks,
+    pub(crate) idem_exp: Ks,
+    pub(crate) sys: Ks,
 }
 
 /// In-memory state of a consumer group.
@@ -89,21 +87,38 @@ pub(crate) struct Catalog {
 /// The broker's durable state. Cheap to share between threads (`Arc<Store>`): writes are
 /// serialised internally, reads run concurrently with them.
 pub struct Store {
-    pub(crate) db: SingleWriterTxDatabase,
+    pub(crate) db: Database,
     pub(crate) ks: Keyspaces,
     pub(crate) cfg: StoreConfig,
     pub(crate) catalog: RwLock<Catalog>,
     writer: Mutex<()>,
 }
 
-fn open_keyspace(
-    db: &SingleWriterTxDatabase,
-    name: &str,
-    memtable: u64,
-) -> Result<SingleWriterTxKeyspace> {
-    Ok(db.keyspace(name, || {
+fn open_keyspace(db: &Database, id: usize, name: &str, memtable: u64) -> Result<Ks> {
+    let ks = db.keyspace(name, || {
         KeyspaceCreateOptions::default().max_memtable_size(memtable)
-    })?)
+    })?;
+    Ok(Ks { id, ks })
+}
+
+impl Keyspaces {
+    /// Every keyspace, in `Ks::id` order.
+    pub(crate) fn all(&self) -> [&Ks; 12] {
+        [
+            &self.streams,
+            &self.groups,
+            &self.consumers,
+            &self.entries,
+            &self.lanes,
+            &self.pel,
+            &self.cpel,
+            &self.due,
+            &self.ready,
+            &self.idem,
+            &self.idem_exp,
+            &self.sys,
+        ]
+    }
 }
 
 pub(crate) fn corrupt(
@@ -124,24 +139,24 @@ impl Store {
     /// Opens (or creates) a store in `path` and rebuilds the in-memory catalog.
     pub fn open(path: impl AsRef<Path>, cfg: StoreConfig) -> Result<Store> {
         cfg.validate()?;
-        let db = SingleWriterTxDatabase::builder(path.as_ref())
+        let db = Database::builder(path.as_ref())
             .cache_size(cfg.cache_bytes)
             .open()?;
         let big = cfg.memtable_bytes;
         let small = big.min(4 << 20);
         let ks = Keyspaces {
-            streams: open_keyspace(&db, "streams", small)?,
-            groups: open_keyspace(&db, "groups", small)?,
-            consumers: open_keyspace(&db, "consumers", small)?,
-            entries: open_keyspace(&db, "entries", big)?,
-            lanes: open_keyspace(&db, "lanes", small)?,
-            pel: open_keyspace(&db, "pel", big)?,
-            cpel: open_keyspace(&db, "cpel", small)?,
-            due: open_keyspace(&db, "due", small)?,
-            ready: open_keyspace(&db, "ready", small)?,
-            idem: open_keyspace(&db, "idem", small)?,
-            idem_exp: open_keyspace(&db, "idem_exp", small)?,
-            sys: open_keyspace(&db, "sys", small)?,
+            streams: open_keyspace(&db, 0, "streams", small)?,
+            groups: open_keyspace(&db, 1, "groups", small)?,
+            consumers: open_keyspace(&db, 2, "consumers", small)?,
+            entries: open_keyspace(&db, 3, "entries", big)?,
+            lanes: open_keyspace(&db, 4, "lanes", small)?,
+            pel: open_keyspace(&db, 5, "pel", big)?,
+            cpel: open_keyspace(&db, 6, "cpel", small)?,
+            due: open_keyspace(&db, 7, "due", small)?,
+            ready: open_keyspace(&db, 8, "ready", small)?,
+            idem: open_keyspace(&db, 9, "idem", small)?,
+            idem_exp: open_keyspace(&db, 10, "idem_exp", small)?,
+            sys: open_keyspace(&db, 11, "sys", small)?,
         };
         let catalog = load_catalog(&db, &ks)?;
         Ok(Store {
@@ -165,7 +180,7 @@ impl Store {
     pub fn apply(&self, ops: Vec<Op>, now_ms: u64) -> Result<BatchOutcome> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let base = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        let tx = self.db.write_tx();
+        let tx = Overlay::new(self.db.snapshot(), self.ks.all().len());
         let mut txn = Txn {
             tx,
             ks: &self.ks,
@@ -190,7 +205,7 @@ impl Store {
             Durability::SyncEachCommit => PersistMode::SyncData,
             Durability::Buffered => PersistMode::Buffer,
         };
-        tx.durability(Some(mode)).commit()?;
+        tx.commit(&self.db, &self.ks.all(), mode)?;
         drop(base);
         let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
         for (key, state) in staged {
@@ -232,18 +247,18 @@ impl Store {
     /// The committed state of a stream and a read snapshot taken at the same moment.
     pub(crate) fn read_view(&self, key: &StreamKey) -> (Option<Arc<StreamState>>, fjall::Snapshot) {
         let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        (cat.streams.get(key).cloned(), self.db.read_tx())
+        (cat.streams.get(key).cloned(), self.db.snapshot())
     }
 }
 
-fn load_catalog(db: &SingleWriterTxDatabase, ks: &Keyspaces) -> Result<Catalog> {
-    let snap = db.read_tx();
+fn load_catalog(db: &Database, ks: &Keyspaces) -> Result<Catalog> {
+    let snap = db.snapshot();
     let mut cat = Catalog::default();
-    if let Some(v) = snap.get(ks.sys.inner(), keys::SYSTEM_KEY)? {
+    if let Some(v) = Readable::get(&snap, ks.sys.inner(), keys::SYSTEM_KEY)? {
         cat.sys =
             codec::decode(Kind::System, &v).map_err(|r| corrupt("system record", b"", None, r))?;
     }
-    for item in snap.iter(ks.streams.inner()) {
+    for item in Readable::iter(&snap, ks.streams.inner()) {
         let (k, v) = item.into_inner()?;
         let (ns, name) = keys::parse_stream(&k)
             .ok_or_else(|| corrupt("stream key", &k, None, "too short".into()))?;
@@ -261,25 +276,26 @@ fn load_catalog(db: &SingleWriterTxDatabase, ks: &Keyspaces) -> Result<Catalog> 
             ));
         }
         let mut groups = BTreeMap::new();
-        for g in snap.prefix(ks.groups.inner(), keys::prefix(meta.stream_id)) {
+        for g in Readable::prefix(&snap, ks.groups.inner(), keys::prefix(meta.stream_id)) {
             let (gk, gv) = g.into_inner()?;
             let gname = gk[8..].to_vec();
             let gmeta: GroupMeta = codec::decode(Kind::GroupMeta, &gv)
                 .map_err(|r| corrupt("group meta", name, None, r))?;
             let mut gs = GroupState::new(gmeta);
             let gid = gs.meta.group_id;
-            for c in snap.prefix(ks.consumers.inner(), keys::prefix(gid)) {
+            for c in Readable::prefix(&snap, ks.consumers.inner(), keys::prefix(gid)) {
                 let (ck, cv) = c.into_inner()?;
                 let cmeta: ConsumerMeta = codec::decode(Kind::ConsumerMeta, &cv)
                     .map_err(|r| corrupt("consumer meta", name, None, r))?;
                 gs.names.insert(cmeta.consumer_id, ck[8..].to_vec());
                 gs.consumers.insert(ck[8..].to_vec(), cmeta);
             }
-            if let Some(first) = snap.prefix(ks.due.inner(), keys::prefix(gid)).next() {
+            if let Some(first) = Readable::prefix(&snap, ks.due.inner(), keys::prefix(gid)).next() {
                 let k = first.key()?;
                 gs.due_floor_ms = keys::due_time(&k).unwrap_or(0);
             }
-            if let Some(first) = snap.prefix(ks.ready.inner(), keys::prefix(gid)).next() {
+            if let Some(first) = Readable::prefix(&snap, ks.ready.inner(), keys::prefix(gid)).next()
+            {
                 let k = first.key()?;
                 gs.ready_floor = keys::trailing_id(&k).unwrap_or(StreamId::MIN);
             }
@@ -303,7 +319,7 @@ pub(crate) struct PendingDeadLetter {
 
 /// The write context of one batch.
 pub(crate) struct Txn<'a> {
-    pub(crate) tx: SingleWriterWriteTx<'a>,
+    pub(crate) tx: Overlay,
     pub(crate) ks: &'a Keyspaces,
     pub(crate) base: &'a Catalog,
     pub(crate) cfg: &'a StoreConfig,
@@ -446,7 +462,7 @@ impl<'a> Txn<'a> {
     fn finish(
         mut self,
     ) -> (
-        SingleWriterWriteTx<'a>,
+        Overlay,
         HashMap<StreamKey, Option<StreamState>>,
         SystemMeta,
         Vec<Event>,
@@ -587,13 +603,13 @@ impl<'a> Txn<'a> {
 
 /// Reads and checks one entry from any view (a transaction or a snapshot).
 pub(crate) fn get_record(
-    r: &impl Readable,
+    r: &impl View,
     ks: &Keyspaces,
     name: &[u8],
     stream_id: u64,
     id: StreamId,
 ) -> Result<Option<Record>> {
-    match r.get(ks.entries.inner(), keys::id_key(stream_id, id))? {
+    match r.get(&ks.entries, keys::id_key(stream_id, id))? {
         None => Ok(None),
         Some(v) => codec::decode(Kind::Entry, &v)
             .map(Some)

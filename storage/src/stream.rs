@@ -2,7 +2,7 @@
 
 use std::ops::Bound;
 
-use fjall::Readable;
+use crate::overlay::View;
 
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
@@ -63,7 +63,7 @@ pub fn next_id(last: StreamId, spec: IdSpec, now_ms: u64) -> Result<StreamId> {
 /// Lane and payload size of a stored entry, tolerant of corruption: a record that is being
 /// removed need not decode (its lane is then found in the lane index).
 fn lane_and_size(
-    r: &impl Readable,
+    r: &impl View,
     ks: &Keyspaces,
     stream_id: u64,
     id: StreamId,
@@ -73,9 +73,7 @@ fn lane_and_size(
         return Ok((rec.meta.lane, rec.payload_len() as u64));
     }
     for lane in Lane::ALL {
-        if lane != Lane::Normal
-            && r.contains_key(ks.lanes.inner(), keys::lane(stream_id, lane, id))?
-        {
+        if lane != Lane::Normal && r.contains_key(&ks.lanes, keys::lane(stream_id, lane, id))? {
             return Ok((lane, 0));
         }
     }
@@ -147,10 +145,7 @@ impl Txn<'_> {
             return Ok(Reply::Nil);
         }
         if let (Some((sid, _)), Some(k)) = (existing, &idempotency_key) {
-            if let Some(v) = self
-                .tx
-                .get(self.ks.idem.inner(), keys::idempotency(sid, k))?
-            {
+            if let Some(v) = self.tx.get(&self.ks.idem, keys::idempotency(sid, k))? {
                 let rec: IdempotencyRecord = codec::decode(Kind::Idempotency, &v)
                     .map_err(|r| corrupt("idempotency record", &key.name, None, r))?;
                 if rec.seen_ms.saturating_add(self.cfg.idempotency_window_ms) > self.now {
@@ -270,7 +265,7 @@ impl Txn<'_> {
         } else if first_gone {
             let from = keys::id_key(sid, st.meta.first_id);
             let to = keys::id_key(sid, StreamId::MAX);
-            let first = match self.tx.range(self.ks.entries.inner(), from..=to).next() {
+            let first = match self.tx.range(&self.ks.entries, from..=to).next() {
                 Some(g) => keys::trailing_id(&g.key()?),
                 None => None,
             };
@@ -297,10 +292,7 @@ impl Txn<'_> {
             if gone.iter().any(|g| g.0 == id) {
                 continue;
             }
-            if let Some(v) = self
-                .tx
-                .get(self.ks.entries.inner(), keys::id_key(sid, id))?
-            {
+            if let Some(v) = self.tx.get(&self.ks.entries, keys::id_key(sid, id))? {
                 let (lane, size) = lane_and_size(&self.tx, self.ks, sid, id, &v)?;
                 gone.push((id, lane, size));
             }
@@ -349,7 +341,7 @@ impl Txn<'_> {
         let from = keys::id_key(sid, st.meta.first_id);
         let to = keys::id_key(sid, StreamId::MAX);
         let mut gone = Vec::new();
-        for g in self.tx.range(self.ks.entries.inner(), from..=to) {
+        for g in self.tx.range(&self.ks.entries, from..=to) {
             let (k, v) = g.into_inner()?;
             let id = keys::trailing_id(&k).unwrap_or(StreamId::MAX);
             if gone.len() as u64 >= want || id >= min_id {
@@ -394,12 +386,8 @@ impl Txn<'_> {
             let sid = st.meta.stream_id;
             let from = keys::id_key(sid, StreamId::MIN);
             let to = keys::id_key(sid, StreamId::MAX);
-            let top = match self
-                .tx
-                .range(self.ks.entries.inner(), from..=to)
-                .next_back()
-            {
-                Some(g) => keys::trailing_id(&g.key()?).unwrap_or(StreamId::MIN),
+            let top = match self.tx.last_key(&self.ks.entries, from..=to)? {
+                Some(k) => keys::trailing_id(&k).unwrap_or(StreamId::MIN),
                 None => StreamId::MIN,
             };
             if last_id < top {
@@ -537,15 +525,14 @@ fn decode_entry(name: &[u8], k: &[u8], v: &[u8]) -> Result<Entry> {
     Ok(Entry { id, record })
 }
 
-/// Scans entries of a stream in `[start, end]` (inclusive bounds), forward or backward.
+/// Scans entries of a stream in `[start, end]` (inclusive bounds), oldest first.
 pub(crate) fn scan_entries(
-    r: &impl Readable,
+    r: &impl View,
     ks: &Keyspaces,
     name: &[u8],
     stream_id: u64,
     bounds: std::ops::RangeInclusive<StreamId>,
     count: usize,
-    rev: bool,
 ) -> Result<Vec<Entry>> {
     let (start, end) = bounds.into_inner();
     let mut out = Vec::new();
@@ -554,22 +541,37 @@ pub(crate) fn scan_entries(
     }
     let from = keys::id_key(stream_id, start);
     let to = keys::id_key(stream_id, end);
-    let it = r.range(ks.entries.inner(), from..=to);
-    if rev {
-        for g in it.rev() {
-            let (k, v) = g.into_inner()?;
-            out.push(decode_entry(name, &k, &v)?);
-            if out.len() >= count {
-                break;
-            }
+    for g in r.range(&ks.entries, from..=to) {
+        let (k, v) = g.into_inner()?;
+        out.push(decode_entry(name, &k, &v)?);
+        if out.len() >= count {
+            break;
         }
-    } else {
-        for g in it {
-            let (k, v) = g.into_inner()?;
-            out.push(decode_entry(name, &k, &v)?);
-            if out.len() >= count {
-                break;
-            }
+    }
+    Ok(out)
+}
+
+/// Like [`scan_entries`], newest first (snapshots only).
+fn scan_entries_rev(
+    snap: &fjall::Snapshot,
+    ks: &Keyspaces,
+    name: &[u8],
+    stream_id: u64,
+    bounds: std::ops::RangeInclusive<StreamId>,
+    count: usize,
+) -> Result<Vec<Entry>> {
+    let (start, end) = bounds.into_inner();
+    let mut out = Vec::new();
+    if start > end || count == 0 {
+        return Ok(out);
+    }
+    let from = keys::id_key(stream_id, start);
+    let to = keys::id_key(stream_id, end);
+    for g in fjall::Readable::range(snap, ks.entries.inner(), from..=to).rev() {
+        let (k, v) = g.into_inner()?;
+        out.push(decode_entry(name, &k, &v)?);
+        if out.len() >= count {
+            break;
         }
     }
     Ok(out)
@@ -613,14 +615,18 @@ impl Store {
         }
         // Never seek below the first entry: the head of a trimmed stream is tombstones.
         let lo = lo.max(st.meta.first_id);
-        scan_entries(
+        let scan = if rev {
+            scan_entries_rev
+        } else {
+            scan_entries as fn(&fjall::Snapshot, &Keyspaces, &[u8], u64, _, usize) -> _
+        };
+        scan(
             &snap,
             &self.ks,
             &key.name,
             st.meta.stream_id,
             lo..=hi,
             count.unwrap_or(usize::MAX),
-            rev,
         )
     }
 
@@ -680,16 +686,14 @@ impl Store {
                 m.stream_id,
                 m.first_id..=StreamId::MAX,
                 1,
-                false,
             )?;
-            let l = scan_entries(
+            let l = scan_entries_rev(
                 &snap,
                 &self.ks,
                 &key.name,
                 m.stream_id,
                 m.first_id..=StreamId::MAX,
                 1,
-                true,
             )?;
             (f.into_iter().next(), l.into_iter().next())
         };
