@@ -81,6 +81,9 @@ pub struct StoreConfig {
     pub cache_bytes: u64,
     /// Memtable size of the large keyspaces (entries, pending).
     pub memtable_bytes: u64,
+    /// Journal size at which fjall flushes memtables. Bounds the replay after a crash (a
+    /// clean [`crate::Store::close`] leaves nothing to replay). At least 64 MiB.
+    pub journal_bytes_max: u64,
 }
 
 impl Default for StoreConfig {
@@ -92,6 +95,7 @@ impl Default for StoreConfig {
             idempotency_window_ms: 10 * 60 * 1000,
             cache_bytes: 32 << 20,
             memtable_bytes: 16 << 20,
+            journal_bytes_max: 64 << 20,
         }
     }
 }
@@ -113,6 +117,9 @@ impl StoreConfig {
         if l.dead_letters_per_read_max == 0 || l.trim_per_op_max == 0 || l.gc_keys_per_tick_max == 0
         {
             return bad("per-op limits must be positive");
+        }
+        if self.journal_bytes_max < (64 << 20) {
+            return bad("journal_bytes_max must be at least 64 MiB");
         }
         if self.memtable_bytes < (1 << 20) {
             return bad("memtable_bytes must be at least 1 MiB");

@@ -141,6 +141,7 @@ impl Store {
         cfg.validate()?;
         let db = Database::builder(path.as_ref())
             .cache_size(cfg.cache_bytes)
+            .max_journaling_size(cfg.journal_bytes_max)
             .open()?;
         let big = cfg.memtable_bytes;
         let small = big.min(4 << 20);
@@ -226,6 +227,18 @@ impl Store {
     pub fn apply_one(&self, op: Op, now_ms: u64) -> Result<Reply> {
         let mut out = self.apply(vec![op], now_ms)?;
         out.replies.pop().unwrap_or(Ok(Reply::Ok))
+    }
+
+    /// Shuts down cleanly: flushes every memtable to disk tables and fsyncs, so the next
+    /// open has no journal to replay. Dropping the store without closing is safe too (the
+    /// next open replays the journal, bounded by `journal_bytes_max`).
+    pub fn close(self) -> Result<()> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        for ks in self.ks.all() {
+            ks.ks.rotate_memtable_and_wait()?;
+        }
+        self.db.persist(PersistMode::SyncAll)?;
+        Ok(())
     }
 
     /// Fsyncs everything committed so far (for [`Durability::Buffered`]).
