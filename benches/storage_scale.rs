@@ -105,7 +105,7 @@ fn main() {
             .apply(ops, 1_700_000_000_000 + written / 1000)
             .expect("append");
         written += batch;
-        if written % report_every == 0 {
+        if written.is_multiple_of(report_every) {
             let rate = (written - last.1) as f64 / last.0.elapsed().as_secs_f64();
             println!("{written},{:.1},{:.1},{:.0}", heap(), rss(), rate);
             heap_at_first_report.get_or_insert((written, heap()));
