@@ -1,0 +1,299 @@
+//! Configuration: a TOML file plus command-line flags, turned into one validated [`Config`]
+//! before anything starts. Every limit the server enforces is named here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use cortex_storage::{DeliveryPolicy, Durability, StoreConfig};
+use serde::Deserialize;
+
+use crate::resp::codec::Limits as RespLimits;
+
+/// `--fsync`: when an acknowledged write is on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Reply only after fsync (group commit shares one fsync among concurrent writers).
+    Always,
+    /// Reply after the write reached the OS; fsync every second.
+    Everysec,
+    /// Reply after the write reached the OS; fsync only at shutdown.
+    No,
+}
+
+/// The delivery policy as written in the config file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyFile {
+    /// Ack deadline.
+    pub ack_wait_ms: Option<u64>,
+    /// Failed attempts before dead-lettering.
+    pub max_attempts: Option<u32>,
+    /// Backoff schedule.
+    pub backoff_ms: Option<Vec<u64>>,
+    /// Freshness limit.
+    pub max_age_ms: Option<u64>,
+    /// Dead-letter stream.
+    pub dead_letter: Option<String>,
+}
+
+impl PolicyFile {
+    fn into_policy(self) -> DeliveryPolicy {
+        let d = DeliveryPolicy::default();
+        DeliveryPolicy {
+            ack_wait_ms: self.ack_wait_ms.or(d.ack_wait_ms),
+            max_attempts: self.max_attempts.unwrap_or(d.max_attempts),
+            backoff_ms: self.backoff_ms.unwrap_or(d.backoff_ms),
+            max_age_ms: self.max_age_ms,
+            dead_letter: self.dead_letter.map_or(d.dead_letter, String::into_bytes),
+        }
+    }
+}
+
+/// The config file. Every field is optional; flags win over the file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// RESP listen address.
+    pub resp: Option<SocketAddr>,
+    /// QUIC listen address.
+    pub quic: Option<SocketAddr>,
+    /// HTTP listen address.
+    pub http: Option<SocketAddr>,
+    /// Durability.
+    pub fsync: Option<Fsync>,
+    /// Agent name -> token. With any token configured, clients must AUTH.
+    pub tokens: BTreeMap<String, String>,
+    /// Policy given to every group created without one (`None`: plain Redis semantics).
+    pub default_policy: Option<PolicyFile>,
+    /// Most client connections.
+    pub clients_max: Option<usize>,
+    /// Largest RESP bulk string.
+    pub bulk_bytes_max: Option<usize>,
+    /// Most bytes buffered per client.
+    pub client_buffer_bytes_max: Option<usize>,
+    /// Starvation guard of priority lanes.
+    pub starvation_guard: Option<u32>,
+    /// Idempotency window.
+    pub idempotency_window_ms: Option<u64>,
+    /// Minimum time between two alerts on `cortex:alerts`.
+    pub alert_interval_ms: Option<u64>,
+    /// Let `CX.CLOCK` move the broker's clock (tests only).
+    pub test_clock: Option<bool>,
+}
+
+/// The validated configuration the server runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// RESP listen address.
+    pub resp: SocketAddr,
+    /// QUIC listen address (the QUIC front is not built yet; the address is validated).
+    pub quic: SocketAddr,
+    /// HTTP listen address (the HTTP front is not built yet; the address is validated).
+    pub http: SocketAddr,
+    /// Durability.
+    pub fsync: Fsync,
+    /// Agent name -> token.
+    pub tokens: BTreeMap<String, String>,
+    /// Default group policy.
+    pub default_policy: Option<DeliveryPolicy>,
+    /// Most client connections.
+    pub clients_max: usize,
+    /// RESP codec bounds.
+    pub resp_limits: RespLimits,
+    /// Storage settings.
+    pub store: StoreConfig,
+    /// Minimum time between two alerts.
+    pub alert_interval_ms: u64,
+    /// `CX.CLOCK` allowed.
+    pub test_clock: bool,
+    /// Most ops applied in one commit.
+    pub batch_ops_max: usize,
+    /// Most submissions waiting for the writer.
+    pub queue_max: usize,
+}
+
+/// Flags of `cortex serve` that override the file.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServeFlags {
+    /// Data directory [default: ./cortex-data]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// RESP (Redis protocol) listen address [default: 127.0.0.1:6380]
+    #[arg(long)]
+    pub resp: Option<SocketAddr>,
+    /// QUIC listen address [default: 127.0.0.1:7400]
+    #[arg(long)]
+    pub quic: Option<SocketAddr>,
+    /// HTTP listen address [default: 127.0.0.1:7401]
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// When a write is acknowledged: after fsync (always), or after reaching the OS with an
+    /// fsync every second (everysec) or only at shutdown (no) [default: always]
+    #[arg(long, value_enum)]
+    pub fsync: Option<Fsync>,
+    /// TOML config file; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Allow CX.CLOCK to move the broker's clock (for tests).
+    #[arg(long, hide = true)]
+    pub test_clock: bool,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse()
+        .unwrap_or_else(|_| unreachable!("built-in address {s}"))
+}
+
+impl Config {
+    /// Reads the file (if any), applies the flags, validates.
+    pub fn load(flags: &ServeFlags) -> Result<Config, String> {
+        let file = match &flags.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        Config::build(file, flags)
+    }
+
+    /// Builds and validates a config from its two sources.
+    pub fn build(file: FileConfig, flags: &ServeFlags) -> Result<Config, String> {
+        let fsync = flags.fsync.or(file.fsync).unwrap_or(Fsync::Always);
+        let mut store = StoreConfig {
+            durability: match fsync {
+                Fsync::Always => Durability::SyncEachCommit,
+                Fsync::Everysec | Fsync::No => Durability::Buffered,
+            },
+            ..StoreConfig::default()
+        };
+        if let Some(g) = file.starvation_guard {
+            store.starvation_guard = g;
+        }
+        if let Some(w) = file.idempotency_window_ms {
+            store.idempotency_window_ms = w;
+        }
+        store.validate().map_err(|e| e.to_string())?;
+        let mut resp_limits = RespLimits::default();
+        if let Some(b) = file.bulk_bytes_max {
+            resp_limits.bulk_bytes_max = b;
+        }
+        if let Some(b) = file.client_buffer_bytes_max {
+            resp_limits.buffer_bytes_max = b;
+        }
+        let cfg = Config {
+            data_dir: flags
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./cortex-data")),
+            resp: flags
+                .resp
+                .or(file.resp)
+                .unwrap_or_else(|| addr("127.0.0.1:6380")),
+            quic: flags
+                .quic
+                .or(file.quic)
+                .unwrap_or_else(|| addr("127.0.0.1:7400")),
+            http: flags
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| addr("127.0.0.1:7401")),
+            fsync,
+            tokens: file.tokens,
+            default_policy: file.default_policy.map(PolicyFile::into_policy),
+            clients_max: file.clients_max.unwrap_or(10_000),
+            resp_limits,
+            store,
+            alert_interval_ms: file.alert_interval_ms.unwrap_or(1_000),
+            test_clock: flags.test_clock || file.test_clock.unwrap_or(false),
+            batch_ops_max: 4096,
+            queue_max: 65_536,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.tokens.is_empty() {
+            for (name, a) in [
+                ("--resp", self.resp),
+                ("--quic", self.quic),
+                ("--http", self.http),
+            ] {
+                if !a.ip().is_loopback() {
+                    return Err(format!(
+                        "refusing to bind {name} {a}: it is not a loopback address and no auth tokens are configured; \
+                         add [tokens] to the config file or bind 127.0.0.1"
+                    ));
+                }
+            }
+        }
+        if self.tokens.values().any(String::is_empty) {
+            return Err("tokens must not be empty".into());
+        }
+        let l = &self.resp_limits;
+        if l.bulk_bytes_max < self.store.limits.entry_bytes_max.min(1 << 20) {
+            return Err("bulk_bytes_max is smaller than the largest entry".into());
+        }
+        if l.buffer_bytes_max < 2 * l.bulk_bytes_max {
+            return Err("client_buffer_bytes_max must be at least twice bulk_bytes_max".into());
+        }
+        if self.clients_max == 0 || self.alert_interval_ms == 0 {
+            return Err("clients_max and alert_interval_ms must be positive".into());
+        }
+        if let Some(p) = &self.default_policy {
+            if p.max_attempts == 0 {
+                return Err("default_policy.max_attempts must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::build(FileConfig::default(), &ServeFlags::default()).unwrap();
+        assert_eq!(c.resp, addr("127.0.0.1:6380"));
+        assert_eq!(c.fsync, Fsync::Always);
+        assert_eq!(c.data_dir, PathBuf::from("./cortex-data"));
+        let file: FileConfig = toml::from_str(
+            "fsync = \"no\"\nresp = \"127.0.0.1:1\"\n[default_policy]\nmax_attempts = 5\n",
+        )
+        .unwrap();
+        let flags = ServeFlags {
+            fsync: Some(Fsync::Everysec),
+            ..ServeFlags::default()
+        };
+        let c = Config::build(file, &flags).unwrap();
+        assert_eq!(c.fsync, Fsync::Everysec);
+        assert_eq!(c.resp, addr("127.0.0.1:1"));
+        assert_eq!(c.default_policy.unwrap().max_attempts, 5);
+    }
+
+    #[test]
+    fn public_bind_needs_tokens() {
+        let flags = ServeFlags {
+            resp: Some(addr("0.0.0.0:6380")),
+            ..ServeFlags::default()
+        };
+        let err = Config::build(FileConfig::default(), &flags).unwrap_err();
+        assert!(err.contains("no auth tokens"), "{err}");
+        let file: FileConfig = toml::from_str("[tokens]\nharold = \"s3cret\"\n").unwrap();
+        assert!(Config::build(file, &flags).is_ok());
+        assert!(toml::from_str::<FileConfig>("unknown_key = 1").is_err());
+    }
+}

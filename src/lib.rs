@@ -1,0 +1,16 @@
+//! # cortex
+//!
+//! The Cortex Bus broker: one binary over one durable store (`cortex-storage`).
+//!
+//! ## Layout
+//! - [`config`]: config file + flags -> validated [`config::Config`]; every limit named there.
+//! - [`broker`]: the one core: the writer thread (group commit), blocked-reader wake-ups, the
+//!   timer that drives time, alerts.
+//! - [`resp`]: the Redis-protocol front: a pure bounded codec, connections, commands.
+//! - [`serve`]: starts everything and shuts it down on SIGINT/SIGTERM.
+#![deny(unsafe_code)]
+
+pub mod broker;
+pub mod config;
+pub mod resp;
+pub mod serve;

@@ -1,0 +1,198 @@
+//! Command dispatch: arity, authentication, MULTI queueing, statistics, then one handler per
+//! command family.
+
+pub mod args;
+mod cx;
+mod server;
+pub mod stream;
+mod table;
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use self::args::{text, upper, CmdResult};
+use crate::broker::Broker;
+use crate::resp::codec::{Args, Frame};
+use crate::resp::conn::Conn;
+use crate::resp::server::Clients;
+
+/// What a handler gets.
+pub struct Ctx<'a> {
+    /// The connection.
+    pub conn: &'a mut Conn,
+    /// The broker.
+    pub broker: &'a Broker,
+    /// Shared client state.
+    pub clients: &'a Clients,
+    /// Upper-case command name.
+    pub name: String,
+    /// Running inside EXEC: never block.
+    pub in_exec: bool,
+}
+
+fn unknown(args: &Args) -> Frame {
+    let mut s = format!(
+        "unknown command '{}', with args beginning with: ",
+        text(&args[0])
+    );
+    for a in args.iter().skip(1).take(20) {
+        s.push_str(&format!("'{}' ", text(a)));
+    }
+    Frame::err(s)
+}
+
+/// Runs one command and returns its reply.
+pub async fn dispatch(conn: &mut Conn, broker: &Broker, clients: &Clients, args: Args) -> Frame {
+    let name = upper(&args[0]);
+    let now = broker.now_ms();
+    conn.last_ms = now;
+    broker.stats().commands.fetch_add(1, Ordering::Relaxed);
+    let Some(spec) = table::lookup(&name) else {
+        if conn.multi.is_some() {
+            conn.multi_failed = true;
+        }
+        return count_error(clients, unknown(&args));
+    };
+    conn.last_cmd = name.to_ascii_lowercase();
+    if !spec.arity_ok(args.len()) {
+        if conn.multi.is_some() {
+            conn.multi_failed = true;
+        }
+        return count_error(clients, args::arity(&name));
+    }
+    if !conn.authed && !matches!(name.as_str(), "AUTH" | "HELLO" | "PING" | "QUIT") {
+        if conn.multi.is_some() {
+            conn.multi_failed = true;
+        }
+        return count_error(
+            clients,
+            Frame::Error("NOAUTH Authentication required.".into()),
+        );
+    }
+    if conn.multi.is_some()
+        && !matches!(
+            name.as_str(),
+            "EXEC" | "DISCARD" | "MULTI" | "QUIT" | "RESET"
+        )
+    {
+        if let Some(q) = conn.multi.as_mut() {
+            q.push(args);
+        }
+        return Frame::Simple("QUEUED".into());
+    }
+    let started = Instant::now();
+    let reply = if name == "EXEC" {
+        exec(conn, broker, clients).await
+    } else if spec.blocking {
+        // Blocking reads take the MULTI gate for each attempt and release it while waiting.
+        run(
+            Ctx {
+                conn,
+                broker,
+                clients,
+                name: name.clone(),
+                in_exec: false,
+            },
+            &args,
+        )
+        .await
+    } else {
+        let _gate = clients.gate.read().await;
+        run(
+            Ctx {
+                conn,
+                broker,
+                clients,
+                name: name.clone(),
+                in_exec: false,
+            },
+            &args,
+        )
+        .await
+    };
+    let micros = started.elapsed().as_micros() as u64;
+    {
+        let mut stats = clients.cmdstats.lock().unwrap_or_else(|p| p.into_inner());
+        let e = stats.entry(name.to_ascii_lowercase()).or_default();
+        e.0 += 1;
+        e.2 += micros;
+        if reply.is_error() {
+            e.1 += 1;
+        }
+    }
+    let line = conn.info_line(now);
+    clients
+        .list
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(conn.id, line);
+    count_error(clients, reply)
+}
+
+fn count_error(clients: &Clients, f: Frame) -> Frame {
+    if let Frame::Error(e) = &f {
+        let code = e.split_whitespace().next().unwrap_or("ERR").to_string();
+        *clients
+            .errorstats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(code)
+            .or_default() += 1;
+    }
+    f
+}
+
+async fn exec(conn: &mut Conn, broker: &Broker, clients: &Clients) -> Frame {
+    let Some(queued) = conn.multi.take() else {
+        return Frame::err("EXEC without MULTI");
+    };
+    if std::mem::take(&mut conn.multi_failed) {
+        return Frame::Error("EXECABORT Transaction discarded because of previous errors.".into());
+    }
+    let _exclusive = clients.gate.write().await;
+    let mut out = Vec::with_capacity(queued.len());
+    for args in queued {
+        let name = upper(&args[0]);
+        out.push(
+            run(
+                Ctx {
+                    conn: &mut *conn,
+                    broker,
+                    clients,
+                    name,
+                    in_exec: true,
+                },
+                &args,
+            )
+            .await,
+        );
+    }
+    Frame::Array(out)
+}
+
+async fn run(mut ctx: Ctx<'_>, args: &Args) -> Frame {
+    let r: CmdResult = match ctx.name.as_str() {
+        "XADD" => stream::xadd(&mut ctx, args).await,
+        "XTRIM" => stream::xtrim(&mut ctx, args).await,
+        "XDEL" => stream::xdel(&mut ctx, args).await,
+        "XLEN" => stream::xlen(&ctx, args),
+        "XRANGE" => stream::xrange(&ctx, args, false),
+        "XREVRANGE" => stream::xrange(&ctx, args, true),
+        "XREAD" => stream::xread(&mut ctx, args).await,
+        "XREADGROUP" => stream::xreadgroup(&mut ctx, args).await,
+        "XACK" => stream::xack(&mut ctx, args).await,
+        "XPENDING" => stream::xpending(&ctx, args),
+        "XCLAIM" => stream::xclaim(&mut ctx, args).await,
+        "XAUTOCLAIM" => stream::xautoclaim(&mut ctx, args).await,
+        "XGROUP" => stream::xgroup(&mut ctx, args).await,
+        "XINFO" => stream::xinfo(&ctx, args),
+        "XSETID" => stream::xsetid(&mut ctx, args).await,
+        "CX.PUBLISH" => cx::publish(&mut ctx, args).await,
+        "CX.POLICY" => cx::policy(&mut ctx, args).await,
+        "CX.NACK" => cx::nack(&mut ctx, args).await,
+        "CX.DLQ" => cx::dlq(&mut ctx, args).await,
+        "CX.CLOCK" => cx::clock(&mut ctx, args),
+        _ => server::run(&mut ctx, args).await,
+    };
+    r.unwrap_or_else(|e| e)
+}

@@ -1,0 +1,475 @@
+//! The RESP wire format, pure and bounded: bytes in, commands out; replies in, bytes out.
+//! No sockets, no clocks. Every length a peer sends is checked against [`Limits`] before it is
+//! used; a request cannot nest (an array inside a command is a protocol error), so nesting
+//! depth is bounded at one.
+
+use std::fmt::Write as _;
+
+/// Bounds on what one client may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bulk string (one argument).
+    pub bulk_bytes_max: usize,
+    /// Most arguments in one command.
+    pub args_max: usize,
+    /// Longest inline command (a line without `*`).
+    pub inline_bytes_max: usize,
+    /// Most bytes buffered for one client before a command completes.
+    pub buffer_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            bulk_bytes_max: 8 << 20,
+            args_max: 1 << 20,
+            inline_bytes_max: 64 << 10,
+            buffer_bytes_max: 64 << 20,
+        }
+    }
+}
+
+/// A request that cannot be parsed. The connection answers `-ERR Protocol error: ...` and
+/// closes, as Redis does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProtocolError(pub String);
+
+/// One parsed command: its arguments as given.
+pub type Args = Vec<Vec<u8>>;
+
+fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i + 1 < buf.len() {
+        match memchr(b'\r', &buf[i..]) {
+            Some(p) => {
+                let at = i + p;
+                if at + 1 < buf.len() && buf[at + 1] == b'\n' {
+                    return Some(at);
+                }
+                i = at + 1;
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+fn memchr(b: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&x| x == b)
+}
+
+fn parse_len(digits: &[u8]) -> Option<i64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let (neg, d) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v: i64 = std::str::from_utf8(d).ok()?.parse().ok()?;
+    Some(if neg { -v } else { v })
+}
+
+/// Parses one command from the start of `buf`. `Ok(None)`: more bytes needed. On success,
+/// returns the arguments and the number of bytes consumed (an empty command, such as an
+/// empty line or `*0`, yields no arguments).
+pub fn parse_command(buf: &[u8], limits: &Limits) -> Result<Option<(Args, usize)>, ProtocolError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if buf[0] != b'*' {
+        return parse_inline(buf, limits);
+    }
+    let Some(end) = find_crlf(buf, 1) else {
+        if buf.len() > 64 {
+            return Err(ProtocolError("too big mbulk count string".into()));
+        }
+        return Ok(None);
+    };
+    let n = parse_len(&buf[1..end])
+        .filter(|n| *n <= limits.args_max as i64)
+        .ok_or_else(|| ProtocolError("invalid multibulk length".into()))?;
+    let mut pos = end + 2;
+    if n <= 0 {
+        return Ok(Some((Vec::new(), pos)));
+    }
+    let mut args = Vec::with_capacity((n as usize).min(1024));
+    for _ in 0..n {
+        if pos >= buf.len() {
+            return Ok(None);
+        }
+        if buf[pos] != b'$' {
+            return Err(ProtocolError(format!(
+                "expected '$', got '{}'",
+                char::from(buf[pos])
+            )));
+        }
+        let Some(end) = find_crlf(buf, pos + 1) else {
+            if buf.len() - pos > 64 {
+                return Err(ProtocolError("too big bulk count string".into()));
+            }
+            return Ok(None);
+        };
+        let len = parse_len(&buf[pos + 1..end])
+            .filter(|l| *l >= 0 && *l <= limits.bulk_bytes_max as i64)
+            .ok_or_else(|| ProtocolError("invalid bulk length".into()))? as usize;
+        let start = end + 2;
+        if buf.len() < start + len + 2 {
+            return Ok(None);
+        }
+        if &buf[start + len..start + len + 2] != b"\r\n" {
+            return Err(ProtocolError("invalid bulk string terminator".into()));
+        }
+        args.push(buf[start..start + len].to_vec());
+        pos = start + len + 2;
+    }
+    Ok(Some((args, pos)))
+}
+
+fn parse_inline(buf: &[u8], limits: &Limits) -> Result<Option<(Args, usize)>, ProtocolError> {
+    let Some(nl) = memchr(b'\n', buf) else {
+        if buf.len() > limits.inline_bytes_max {
+            return Err(ProtocolError("too big inline request".into()));
+        }
+        return Ok(None);
+    };
+    if nl > limits.inline_bytes_max {
+        return Err(ProtocolError("too big inline request".into()));
+    }
+    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    let args =
+        split_args(line).ok_or_else(|| ProtocolError("unbalanced quotes in request".into()))?;
+    if args.len() > limits.args_max {
+        return Err(ProtocolError("invalid multibulk length".into()));
+    }
+    Ok(Some((args, nl + 1)))
+}
+
+/// Splits an inline command like Redis's `sdssplitargs`: spaces separate, "double quotes"
+/// allow escapes (\n, \t, \xHH, ...), 'single quotes' only \'.
+pub fn split_args(line: &[u8]) -> Option<Args> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < line.len() {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= line.len() {
+            break;
+        }
+        let mut cur = Vec::new();
+        match line[i] {
+            b'"' => {
+                i += 1;
+                loop {
+                    let c = *line.get(i)?;
+                    if c == b'"' {
+                        i += 1;
+                        break;
+                    }
+                    if c == b'\\' && i + 1 < line.len() {
+                        let e = line[i + 1];
+                        if e == b'x'
+                            && i + 3 < line.len()
+                            && line[i + 2].is_ascii_hexdigit()
+                            && line[i + 3].is_ascii_hexdigit()
+                        {
+                            let hex = std::str::from_utf8(&line[i + 2..i + 4]).ok()?;
+                            cur.push(u8::from_str_radix(hex, 16).ok()?);
+                            i += 4;
+                            continue;
+                        }
+                        cur.push(match e {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 8,
+                            b'a' => 7,
+                            other => other,
+                        });
+                        i += 2;
+                        continue;
+                    }
+                    cur.push(c);
+                    i += 1;
+                }
+                if i < line.len() && !line[i].is_ascii_whitespace() {
+                    return None;
+                }
+            }
+            b'\'' => {
+                i += 1;
+                loop {
+                    let c = *line.get(i)?;
+                    if c == b'\'' {
+                        i += 1;
+                        break;
+                    }
+                    if c == b'\\' && line.get(i + 1) == Some(&b'\'') {
+                        cur.push(b'\'');
+                        i += 2;
+                        continue;
+                    }
+                    cur.push(c);
+                    i += 1;
+                }
+                if i < line.len() && !line[i].is_ascii_whitespace() {
+                    return None;
+                }
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    cur.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        out.push(cur);
+    }
+    Some(out)
+}
+
+/// A reply, independent of the protocol version it is written in.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// `+OK`
+    Simple(String),
+    /// `-ERR ...` (the text includes the error code, e.g. `ERR ...`, `NOGROUP ...`).
+    Error(String),
+    /// `:1`
+    Integer(i64),
+    /// `$3\r\nabc`
+    Bulk(Vec<u8>),
+    /// Null bulk (`$-1` in RESP2, `_` in RESP3).
+    Null,
+    /// Null array (`*-1` in RESP2, `_` in RESP3).
+    NullArray,
+    /// `*n`
+    Array(Vec<Frame>),
+    /// A map (`%n` in RESP3, a flat array in RESP2).
+    Map(Vec<(Frame, Frame)>),
+    /// A set (`~n` in RESP3, an array in RESP2).
+    Set(Vec<Frame>),
+    /// A double (`,1.5` in RESP3, a bulk string in RESP2).
+    Double(f64),
+    /// A verbatim string (`=` in RESP3, a bulk string in RESP2).
+    Verbatim(String),
+}
+
+impl Frame {
+    /// `+OK`.
+    pub fn ok() -> Frame {
+        Frame::Simple("OK".into())
+    }
+
+    /// A bulk string from text.
+    pub fn bulk(s: impl AsRef<[u8]>) -> Frame {
+        Frame::Bulk(s.as_ref().to_vec())
+    }
+
+    /// An error with the `ERR` code.
+    pub fn err(msg: impl std::fmt::Display) -> Frame {
+        Frame::Error(format!("ERR {msg}"))
+    }
+
+    /// True for error frames.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Frame::Error(_))
+    }
+
+    /// Writes the frame in RESP2 (`proto` 2) or RESP3 (`proto` 3).
+    pub fn encode(&self, proto: u8, out: &mut Vec<u8>) {
+        match self {
+            Frame::Simple(s) => {
+                out.push(b'+');
+                out.extend_from_slice(s.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            Frame::Error(s) => {
+                out.push(b'-');
+                // An error line cannot hold a newline.
+                out.extend(
+                    s.bytes()
+                        .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+                );
+                out.extend_from_slice(b"\r\n");
+            }
+            Frame::Integer(n) => header(out, b':', *n),
+            Frame::Bulk(b) => {
+                header(out, b'$', b.len() as i64);
+                out.extend_from_slice(b);
+                out.extend_from_slice(b"\r\n");
+            }
+            Frame::Null if proto >= 3 => out.extend_from_slice(b"_\r\n"),
+            Frame::Null => out.extend_from_slice(b"$-1\r\n"),
+            Frame::NullArray if proto >= 3 => out.extend_from_slice(b"_\r\n"),
+            Frame::NullArray => out.extend_from_slice(b"*-1\r\n"),
+            Frame::Array(items) => {
+                header(out, b'*', items.len() as i64);
+                for i in items {
+                    i.encode(proto, out);
+                }
+            }
+            Frame::Set(items) => {
+                header(
+                    out,
+                    if proto >= 3 { b'~' } else { b'*' },
+                    items.len() as i64,
+                );
+                for i in items {
+                    i.encode(proto, out);
+                }
+            }
+            Frame::Map(pairs) => {
+                if proto >= 3 {
+                    header(out, b'%', pairs.len() as i64);
+                } else {
+                    header(out, b'*', 2 * pairs.len() as i64);
+                }
+                for (k, v) in pairs {
+                    k.encode(proto, out);
+                    v.encode(proto, out);
+                }
+            }
+            Frame::Double(d) => {
+                let mut s = String::new();
+                if d.is_infinite() {
+                    s.push_str(if *d > 0.0 { "inf" } else { "-inf" });
+                } else {
+                    let _ = write!(s, "{d}");
+                }
+                if proto >= 3 {
+                    out.push(b',');
+                    out.extend_from_slice(s.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    Frame::Bulk(s.into_bytes()).encode(proto, out);
+                }
+            }
+            Frame::Verbatim(s) => {
+                if proto >= 3 {
+                    header(out, b'=', s.len() as i64 + 4);
+                    out.extend_from_slice(b"txt:");
+                    out.extend_from_slice(s.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                } else {
+                    Frame::Bulk(s.as_bytes().to_vec()).encode(proto, out);
+                }
+            }
+        }
+    }
+}
+
+fn header(out: &mut Vec<u8>, tag: u8, n: i64) {
+    out.push(tag);
+    let mut buf = itoa_buf(n);
+    out.append(&mut buf);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn itoa_buf(n: i64) -> Vec<u8> {
+    n.to_string().into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(b: &[u8]) -> Result<Option<(Args, usize)>, ProtocolError> {
+        parse_command(b, &Limits::default())
+    }
+
+    #[test]
+    fn multibulk_and_incomplete() {
+        let msg = b"*2\r\n$4\r\nPING\r\n$2\r\nhi\r\n";
+        assert_eq!(
+            parse(msg),
+            Ok(Some((vec![b"PING".to_vec(), b"hi".to_vec()], msg.len())))
+        );
+        for cut in 0..msg.len() {
+            assert_eq!(parse(&msg[..cut]), Ok(None), "cut {cut}");
+        }
+        assert_eq!(parse(b"*0\r\n"), Ok(Some((vec![], 4))));
+    }
+
+    #[test]
+    fn inline_commands() {
+        assert_eq!(parse(b"PING\r\n"), Ok(Some((vec![b"PING".to_vec()], 6))));
+        let (a, _) = parse(b"set \"a b\" 'c\\'d' \"\\x41\\n\"\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            a,
+            vec![
+                b"set".to_vec(),
+                b"a b".to_vec(),
+                b"c'd".to_vec(),
+                b"A\n".to_vec()
+            ]
+        );
+        assert!(parse(b"echo \"unbalanced\r\n").is_err());
+        assert_eq!(parse(b"\r\n"), Ok(Some((vec![], 2))));
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        let l = Limits {
+            bulk_bytes_max: 10,
+            args_max: 3,
+            inline_bytes_max: 16,
+            buffer_bytes_max: 100,
+        };
+        let p = |b: &[u8]| parse_command(b, &l);
+        assert_eq!(
+            p(b"*4\r\n"),
+            Err(ProtocolError("invalid multibulk length".into()))
+        );
+        assert_eq!(
+            p(b"*1\r\n$11\r\n"),
+            Err(ProtocolError("invalid bulk length".into()))
+        );
+        assert_eq!(
+            p(b"*1\r\n$-5\r\n"),
+            Err(ProtocolError("invalid bulk length".into()))
+        );
+        assert_eq!(
+            p(b"*1\r\n*1\r\n"),
+            Err(ProtocolError("expected '$', got '*'".into()))
+        );
+        assert_eq!(
+            p(b"*x\r\n"),
+            Err(ProtocolError("invalid multibulk length".into()))
+        );
+        assert_eq!(
+            p(b"*99999999999999999999999\r\n"),
+            Err(ProtocolError("invalid multibulk length".into()))
+        );
+        assert_eq!(
+            p(&[b'a'; 17]),
+            Err(ProtocolError("too big inline request".into()))
+        );
+        assert_eq!(
+            p(b"*1\r\n$3\r\nabcXY"),
+            Err(ProtocolError("invalid bulk string terminator".into()))
+        );
+    }
+
+    #[test]
+    fn encode_both_protocols() {
+        let f = Frame::Map(vec![(Frame::bulk("a"), Frame::Integer(1))]);
+        let mut two = Vec::new();
+        f.encode(2, &mut two);
+        assert_eq!(two, b"*2\r\n$1\r\na\r\n:1\r\n");
+        let mut three = Vec::new();
+        f.encode(3, &mut three);
+        assert_eq!(three, b"%1\r\n$1\r\na\r\n:1\r\n");
+        let mut n = Vec::new();
+        Frame::NullArray.encode(2, &mut n);
+        Frame::Null.encode(3, &mut n);
+        Frame::Error("ERR a\nb".into()).encode(2, &mut n);
+        assert_eq!(n, b"*-1\r\n_\r\n-ERR a b\r\n");
+    }
+}

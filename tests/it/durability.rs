@@ -1,0 +1,69 @@
+//! Restarts: everything acknowledged survives a SIGKILL; SIGTERM exits 0 after persisting.
+
+use crate::support::*;
+
+#[test]
+fn crash_keeps_acknowledged_entries_and_pending_lists() {
+    let mut s = Server::start(&["--fsync", "always"]);
+    let mut r = s.raw();
+    r.cmd(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(
+            r.cmd(&["XADD", "s", "*", "i", &i.to_string()])
+                .s()
+                .to_string(),
+        );
+    }
+    let got = r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "50",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    assert_eq!(got.arr()[0].arr()[1].arr().len(), 50);
+    r.cmd(&["XACK", "s", "g", &ids[0], &ids[1]]);
+    drop(r);
+    s.crash_and_restart();
+    let mut r = s.raw();
+    assert_eq!(r.cmd(&["XLEN", "s"]), V::Int(200));
+    let all = r.cmd(&["XRANGE", "s", "-", "+"]);
+    let got_ids: Vec<String> = all.arr().iter().map(entry_id).collect();
+    assert_eq!(got_ids, ids);
+    let p = r.cmd(&["XPENDING", "s", "g"]);
+    assert_eq!(p.arr()[0], V::Int(48));
+    assert_eq!(p.arr()[1], b(&ids[2]));
+    // The group continues where it was.
+    let next = r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    assert_eq!(entry_id(&next.arr()[0].arr()[1].arr()[0]), ids[50]);
+}
+
+#[test]
+fn sigterm_exits_zero_and_buffered_writes_survive() {
+    let mut s = Server::start(&["--fsync", "no"]);
+    let mut r = s.raw();
+    for i in 0..100 {
+        r.cmd(&["XADD", "s", "*", "i", &i.to_string()]);
+    }
+    drop(r);
+    let status = s.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    s.restart();
+    let mut r = s.raw();
+    assert_eq!(r.cmd(&["XLEN", "s"]), V::Int(100));
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the real `cortex` binary on loopback ports, real clients.
+
+mod auth;
+mod blocking;
+mod cx;
+mod durability;
+mod generic;
+mod groups;
+mod protocol;
+mod redis_cli;
+mod streams;
+mod support;

@@ -1,0 +1,271 @@
+//! Starts the real binary and talks to it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `cortex serve` on a free loopback port with its own data dir.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    extra: Vec<String>,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn(dir.path(), &extra);
+        Server {
+            child: Some(child),
+            addr,
+            dir,
+            extra,
+        }
+    }
+
+    /// Kills the process (SIGKILL: nothing is flushed) and starts it again on the same data.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill");
+            c.wait().expect("wait");
+        }
+        let (child, addr) = spawn(self.dir.path(), &self.extra);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .expect("kill -TERM");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = c.try_wait().expect("wait") {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not stop within 20 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn restart(&mut self) {
+        let (child, addr) = spawn(self.dir.path(), &self.extra);
+        self.child = Some(child);
+        self.addr = addr;
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        let client = redis::Client::open(format!("redis://{}/", self.addr)).expect("client");
+        client
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect")
+    }
+
+    pub fn raw(&self) -> Raw {
+        Raw::connect(self.addr)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn(dir: &std::path::Path, extra: &[String]) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--resp")
+        .arg("127.0.0.1:0")
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start cortex");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(a) = line.strip_prefix("cortex: RESP listening on ") {
+            if let Ok(addr) = a.trim().parse() {
+                // Keep draining stdout so the child never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines.by_ref() {});
+                return (child, addr);
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("cortex did not report its RESP port");
+}
+
+/// A reply as the tests see it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum V {
+    Simple(String),
+    Err(String),
+    Int(i64),
+    Bulk(String),
+    Nil,
+    Arr(Vec<V>),
+    Map(Vec<(V, V)>),
+    Double(String),
+    Verbatim(String),
+}
+
+impl V {
+    pub fn s(&self) -> &str {
+        match self {
+            V::Simple(s) | V::Bulk(s) | V::Err(s) | V::Verbatim(s) | V::Double(s) => s,
+            other => panic!("not a string: {other:?}"),
+        }
+    }
+    pub fn arr(&self) -> &[V] {
+        match self {
+            V::Arr(a) => a,
+            other => panic!("not an array: {other:?}"),
+        }
+    }
+    pub fn int(&self) -> i64 {
+        match self {
+            V::Int(n) => *n,
+            other => panic!("not an integer: {other:?}"),
+        }
+    }
+    pub fn is_err(&self) -> bool {
+        matches!(self, V::Err(_))
+    }
+}
+
+/// A raw RESP connection: send bytes, read one reply at a time.
+pub struct Raw {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Raw { s, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).expect("write");
+    }
+
+    /// Sends a command (as a multibulk) and reads its reply.
+    pub fn cmd(&mut self, args: &[&str]) -> V {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        self.send(&out);
+        self.read()
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 65536];
+        match self.s.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    fn line(&mut self) -> String {
+        loop {
+            if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let l = String::from_utf8_lossy(&self.buf[..p]).into_owned();
+                self.buf.drain(..p + 2);
+                return l;
+            }
+            assert!(self.fill(), "connection closed");
+        }
+    }
+
+    /// True when the server closed the connection.
+    pub fn closed(&mut self) -> bool {
+        self.buf.is_empty() && !self.fill()
+    }
+
+    pub fn read(&mut self) -> V {
+        let l = self.line();
+        let (t, rest) = l.split_at(1);
+        match t {
+            "+" => V::Simple(rest.into()),
+            "-" => V::Err(rest.into()),
+            ":" => V::Int(rest.parse().expect("int")),
+            "_" => V::Nil,
+            "," => V::Double(rest.into()),
+            "#" => V::Int(i64::from(rest == "t")),
+            "$" | "=" => {
+                let n: i64 = rest.parse().expect("len");
+                if n < 0 {
+                    return V::Nil;
+                }
+                let n = n as usize;
+                while self.buf.len() < n + 2 {
+                    assert!(self.fill(), "closed inside a bulk");
+                }
+                let s = String::from_utf8_lossy(&self.buf[..n]).into_owned();
+                self.buf.drain(..n + 2);
+                if t == "=" {
+                    V::Verbatim(s[4..].into())
+                } else {
+                    V::Bulk(s)
+                }
+            }
+            "*" | "~" | ">" => {
+                let n: i64 = rest.parse().expect("len");
+                if n < 0 {
+                    return V::Nil;
+                }
+                V::Arr((0..n).map(|_| self.read()).collect())
+            }
+            "%" => {
+                let n: usize = rest.parse().expect("len");
+                V::Map((0..n).map(|_| (self.read(), self.read())).collect())
+            }
+            other => panic!("unexpected reply type {other:?} in {l:?}"),
+        }
+    }
+}
+
+/// Shorthand for a bulk string.
+pub fn b(s: &str) -> V {
+    V::Bulk(s.into())
+}
+
+/// The fields of an `[id, [f, v, ...]]` entry reply.
+pub fn entry_id(v: &V) -> String {
+    v.arr()[0].s().to_string()
+}
