@@ -31,7 +31,7 @@ fn main() {
         .init();
     let result = match cli.cmd {
         Cmd::Serve(flags) => cortex::config::Config::load(&flags).and_then(|config| {
-            tokio::runtime::Builder::new_multi_thread()
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| format!("cannot start the async runtime: {e}"))?

@@ -277,11 +277,21 @@ impl Broker {
             }
             if !ops.is_empty() {
                 let now = self.now_ms();
+                // Only these can create or move a deadline the timer must see.
+                let moves_deadlines = ops.iter().any(|op| {
+                    !matches!(
+                        op,
+                        Op::Append { .. } | Op::Ack { .. } | Op::Delete { .. } | Op::Trim { .. }
+                    )
+                });
                 match self.inner.store.apply(ops, now) {
                     Ok(out) => {
                         self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
                         self.inner.stats.ops.fetch_add(n as u64, Ordering::Relaxed);
                         self.publish(&out.events);
+                        if moves_deadlines {
+                            self.inner.timer_wake.notify_one();
+                        }
                         let mut replies = out.replies.into_iter();
                         for (size, to) in sizes.into_iter().zip(replies_to) {
                             let mine: Replies = replies.by_ref().take(size).collect();
@@ -340,8 +350,6 @@ impl Broker {
                 _ => {}
             }
         }
-        // Deadlines may have moved.
-        self.inner.timer_wake.notify_one();
     }
 
     async fn timer_loop(self) {

@@ -12,8 +12,13 @@ use tokio::sync::{RwLock, Semaphore};
 
 use crate::broker::Broker;
 use crate::resp::cmd;
-use crate::resp::codec::{parse_command, Frame};
+use crate::resp::codec::{parse_command, Args, Frame};
 use crate::resp::conn::Conn;
+
+/// Most commands parsed ahead from one client's buffer.
+const PIPELINE_MAX: usize = 1024;
+/// Most pipelined commands sharing one submission.
+const BATCH_MAX: usize = 1024;
 
 /// State shared by all RESP connections.
 pub struct Clients {
@@ -94,34 +99,57 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, clien
     let limits = broker.config().resp_limits;
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    // Commands parsed from the buffer, waiting to run (bounded per read).
+    let mut queued: std::collections::VecDeque<Args> = std::collections::VecDeque::new();
     'conn: loop {
         let mut start = 0;
-        loop {
+        let mut protocol_error = None;
+        while queued.len() < PIPELINE_MAX {
             match parse_command(&buf[start..], &limits) {
                 Ok(Some((args, used))) => {
                     start += used;
-                    if args.is_empty() {
-                        continue;
-                    }
-                    let reply = cmd::dispatch(&mut conn, &broker, &clients, args).await;
-                    reply.encode(conn.proto, &mut out);
-                    if conn.close {
-                        let _ = sock.write_all(&out).await;
-                        break 'conn;
-                    }
-                    if out.len() >= 64 << 10 && sock.write_all(&out).await.is_ok() {
-                        out.clear();
+                    if !args.is_empty() {
+                        queued.push_back(args);
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    Frame::err(format!("Protocol error: {}", e.0)).encode(conn.proto, &mut out);
-                    let _ = sock.write_all(&out).await;
-                    break 'conn;
+                    protocol_error = Some(e);
+                    break;
                 }
             }
         }
         buf.drain(..start);
+        while let Some(args) = queued.pop_front() {
+            if cmd::batchable(&args[0]) && conn.authed && conn.multi.is_none() {
+                let mut run = vec![args];
+                while queued.front().is_some_and(|a| cmd::batchable(&a[0])) && run.len() < BATCH_MAX
+                {
+                    run.extend(queued.pop_front());
+                }
+                for reply in cmd::dispatch_batch(&mut conn, &broker, &clients, run).await {
+                    reply.encode(conn.proto, &mut out);
+                }
+            } else {
+                let reply = cmd::dispatch(&mut conn, &broker, &clients, args).await;
+                reply.encode(conn.proto, &mut out);
+                if conn.close {
+                    let _ = sock.write_all(&out).await;
+                    break 'conn;
+                }
+            }
+            if out.len() >= 64 << 10 {
+                if sock.write_all(&out).await.is_err() {
+                    break 'conn;
+                }
+                out.clear();
+            }
+        }
+        if let Some(e) = protocol_error {
+            Frame::err(format!("Protocol error: {}", e.0)).encode(conn.proto, &mut out);
+            let _ = sock.write_all(&out).await;
+            break;
+        }
         if !out.is_empty() {
             if sock.write_all(&out).await.is_err() {
                 break;
@@ -136,6 +164,10 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, clien
                 .encode(conn.proto, &mut out);
             let _ = sock.write_all(&out).await;
             break;
+        }
+        // A full command (or an error) still waits in the buffer: no need to read first.
+        if !buf.is_empty() && !matches!(parse_command(&buf, &limits), Ok(None)) {
+            continue;
         }
         buf.reserve(16 << 10);
         match sock.read_buf(&mut buf).await {

@@ -5,18 +5,26 @@ use cortex_storage::{
 };
 
 use super::args::*;
-use super::stream::{entry_frame, finish_trim, parse_trim_option};
+use super::stream::{append_reply, entry_frame, finish_trim, parse_trim_option};
 use super::Ctx;
 use crate::resp::codec::Frame;
 
 /// CX.PUBLISH key [PRIORITY lane] [TTL ms] [IDEMPOTENCY key] [PRODUCER name]
 ///   [HEADER name value] [MAXLEN|MINID [=|~] n [LIMIT n]] field value [field value ...]
 pub async fn publish(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+    let op = publish_op(ctx.conn.db, args, ctx.broker.now_ms())?;
+    Ok(append_reply(
+        "CX.PUBLISH",
+        ctx.broker.submit_one(op).await.map_err(Frame::err)?,
+    ))
+}
+
+/// Parses CX.PUBLISH into its op (also used when a pipeline is batched).
+pub fn publish_op(db: u16, args: &[Vec<u8>], now: u64) -> Result<Op, Frame> {
     let mut meta = Meta::default();
     let mut idem = None;
     let (mut trim, mut limit) = (None, None);
     let mut i = 2;
-    let now = ctx.broker.now_ms();
     // Options come first; the first word that is not an option starts the fields.
     while i + 2 < args.len() {
         match upper(&args[i]).as_str() {
@@ -59,8 +67,8 @@ pub async fn publish(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
     if fields.is_empty() || !fields.len().is_multiple_of(2) {
         return Err(arity("cx.publish"));
     }
-    let op = Op::Append {
-        stream: key(ctx.conn.db, &args[1]),
+    Ok(Op::Append {
+        stream: key(db, &args[1]),
         id: IdSpec::Auto,
         fields: fields
             .chunks(2)
@@ -70,12 +78,7 @@ pub async fn publish(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
         idempotency_key: idem,
         no_mkstream: false,
         trim,
-    };
-    match ctx.broker.submit_one(op).await.map_err(Frame::err)? {
-        Ok(Reply::Appended { id, .. }) => Ok(id_frame(id)),
-        Ok(_) => Ok(Frame::Null),
-        Err(e) => Err(storage_error("CX.PUBLISH", e)),
-    }
+    })
 }
 
 fn policy_frame(p: &DeliveryPolicy) -> Frame {

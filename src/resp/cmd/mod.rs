@@ -41,34 +41,60 @@ fn unknown(args: &Args) -> Frame {
     Frame::err(s)
 }
 
+/// Checks a command before it runs: known, right arity, authenticated. Inside MULTI, a
+/// failure also dooms the transaction.
+fn admit(conn: &mut Conn, name: &str, args: &Args) -> Result<&'static table::Spec, Frame> {
+    let r = match table::lookup(name) {
+        None => Err(unknown(args)),
+        Some(spec) if !spec.arity_ok(args.len()) => Err(args::arity(name)),
+        Some(_) if !conn.authed && !matches!(name, "AUTH" | "HELLO" | "PING" | "QUIT") => {
+            Err(Frame::Error("NOAUTH Authentication required.".into()))
+        }
+        Some(spec) => Ok(spec),
+    };
+    if r.is_err() && conn.multi.is_some() {
+        conn.multi_failed = true;
+    }
+    r
+}
+
+/// Counts a finished command for INFO commandstats/errorstats.
+fn record(clients: &Clients, name: &str, micros: u64, reply: &Frame) {
+    let mut stats = clients.cmdstats.lock().unwrap_or_else(|p| p.into_inner());
+    let e = stats.entry(name.to_ascii_lowercase()).or_default();
+    e.0 += 1;
+    e.2 += micros;
+    if reply.is_error() {
+        e.1 += 1;
+    }
+}
+
+fn touch(conn: &mut Conn, broker: &Broker, clients: &Clients, name: &str) -> u64 {
+    let now = broker.now_ms();
+    conn.last_ms = now;
+    conn.last_cmd = name.to_ascii_lowercase();
+    broker.stats().commands.fetch_add(1, Ordering::Relaxed);
+    let _ = clients;
+    now
+}
+
+fn publish_client(conn: &Conn, clients: &Clients, now: u64) {
+    let line = conn.info_line(now);
+    clients
+        .list
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(conn.id, line);
+}
+
 /// Runs one command and returns its reply.
 pub async fn dispatch(conn: &mut Conn, broker: &Broker, clients: &Clients, args: Args) -> Frame {
     let name = upper(&args[0]);
-    let now = broker.now_ms();
-    conn.last_ms = now;
-    broker.stats().commands.fetch_add(1, Ordering::Relaxed);
-    let Some(spec) = table::lookup(&name) else {
-        if conn.multi.is_some() {
-            conn.multi_failed = true;
-        }
-        return count_error(clients, unknown(&args));
+    let now = touch(conn, broker, clients, &name);
+    let spec = match admit(conn, &name, &args) {
+        Ok(s) => s,
+        Err(f) => return count_error(clients, f),
     };
-    conn.last_cmd = name.to_ascii_lowercase();
-    if !spec.arity_ok(args.len()) {
-        if conn.multi.is_some() {
-            conn.multi_failed = true;
-        }
-        return count_error(clients, args::arity(&name));
-    }
-    if !conn.authed && !matches!(name.as_str(), "AUTH" | "HELLO" | "PING" | "QUIT") {
-        if conn.multi.is_some() {
-            conn.multi_failed = true;
-        }
-        return count_error(
-            clients,
-            Frame::Error("NOAUTH Authentication required.".into()),
-        );
-    }
     if conn.multi.is_some()
         && !matches!(
             name.as_str(),
@@ -110,23 +136,69 @@ pub async fn dispatch(conn: &mut Conn, broker: &Broker, clients: &Clients, args:
         )
         .await
     };
-    let micros = started.elapsed().as_micros() as u64;
-    {
-        let mut stats = clients.cmdstats.lock().unwrap_or_else(|p| p.into_inner());
-        let e = stats.entry(name.to_ascii_lowercase()).or_default();
-        e.0 += 1;
-        e.2 += micros;
-        if reply.is_error() {
-            e.1 += 1;
-        }
-    }
-    let line = conn.info_line(now);
-    clients
-        .list
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(conn.id, line);
+    record(clients, &name, started.elapsed().as_micros() as u64, &reply);
+    publish_client(conn, clients, now);
     count_error(clients, reply)
+}
+
+/// Commands that map to exactly one op and may share one submission with their neighbours
+/// in a pipeline (their replies stay in order; later commands wait for the batch).
+pub fn batchable(name: &[u8]) -> bool {
+    [&b"XADD"[..], b"XACK", b"CX.PUBLISH"]
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Runs a run of pipelined batchable commands as one submission (one commit).
+pub async fn dispatch_batch(
+    conn: &mut Conn,
+    broker: &Broker,
+    clients: &Clients,
+    cmds: Vec<Args>,
+) -> Vec<Frame> {
+    let started = Instant::now();
+    let mut names = Vec::with_capacity(cmds.len());
+    let mut slots: Vec<Result<usize, Frame>> = Vec::with_capacity(cmds.len());
+    let mut ops = Vec::with_capacity(cmds.len());
+    let mut now = 0;
+    for args in &cmds {
+        let name = upper(&args[0]);
+        now = touch(conn, broker, clients, &name);
+        let op = admit(conn, &name, args).and_then(|_| match name.as_str() {
+            "XADD" => stream::xadd_op(conn.db, args),
+            "XACK" => stream::xack_op(conn.db, args),
+            _ => cx::publish_op(conn.db, args, now),
+        });
+        slots.push(op.map(|op| {
+            ops.push(op);
+            ops.len() - 1
+        }));
+        names.push(name);
+    }
+    let replies = if ops.is_empty() {
+        Ok(Vec::new())
+    } else {
+        let _gate = clients.gate.read().await;
+        broker.submit(ops).await
+    };
+    let micros = started.elapsed().as_micros() as u64 / cmds.len().max(1) as u64;
+    let mut replies = replies.map(|r| r.into_iter().map(Some).collect::<Vec<_>>());
+    let mut out = Vec::with_capacity(cmds.len());
+    for (name, slot) in names.iter().zip(slots) {
+        let f = match (slot, &mut replies) {
+            (Err(f), _) => f,
+            (Ok(i), Ok(r)) => match r.get_mut(i).and_then(Option::take) {
+                Some(reply) if name == "XACK" => stream::count_reply(name, reply),
+                Some(reply) => stream::append_reply(name, reply),
+                None => Frame::err("internal error: missing reply"),
+            },
+            (Ok(_), Err(e)) => Frame::err(e.clone()),
+        };
+        record(clients, name, micros, &f);
+        out.push(count_error(clients, f));
+    }
+    publish_client(conn, clients, now);
+    out
 }
 
 fn count_error(clients: &Clients, f: Frame) -> Frame {

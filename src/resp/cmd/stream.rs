@@ -131,6 +131,15 @@ pub fn finish_trim(t: Option<(bool, Trim)>, limit: Option<u64>) -> Result<Option
 
 /// XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT n]] *|id field value ...
 pub async fn xadd(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+    let op = xadd_op(ctx.conn.db, args)?;
+    Ok(append_reply(
+        "XADD",
+        ctx.broker.submit_one(op).await.map_err(Frame::err)?,
+    ))
+}
+
+/// Parses XADD into its op (also used when a pipeline is batched).
+pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
     let mut i = 2;
     let mut no_mkstream = false;
     let mut trim = None;
@@ -154,10 +163,9 @@ pub async fn xadd(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
     if fields.is_empty() || !fields.len().is_multiple_of(2) {
         return Err(arity("xadd"));
     }
-    let spec = parse_id_spec(id_arg)?;
-    let op = Op::Append {
-        stream: key(ctx.conn.db, &args[1]),
-        id: spec,
+    Ok(Op::Append {
+        stream: key(db, &args[1]),
+        id: parse_id_spec(id_arg)?,
         fields: fields
             .chunks(2)
             .map(|c| (c[0].clone(), c[1].clone()))
@@ -166,10 +174,24 @@ pub async fn xadd(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
         idempotency_key: None,
         no_mkstream,
         trim,
-    };
-    match one(ctx, op).await? {
-        Reply::Appended { id, .. } => Ok(id_frame(id)),
-        _ => Ok(Frame::Null),
+    })
+}
+
+/// The reply to an append: its ID, or nil with NOMKSTREAM on a missing stream.
+pub fn append_reply(cmd: &str, r: cortex_storage::Result<Reply>) -> Frame {
+    match r {
+        Ok(Reply::Appended { id, .. }) => id_frame(id),
+        Ok(_) => Frame::Null,
+        Err(e) => storage_error(cmd, e),
+    }
+}
+
+/// The reply to a counting op (XACK, XDEL, ...).
+pub fn count_reply(cmd: &str, r: cortex_storage::Result<Reply>) -> Frame {
+    match r {
+        Ok(Reply::Count(n)) => Frame::Integer(n as i64),
+        Ok(_) => Frame::Integer(0),
+        Err(e) => storage_error(cmd, e),
     }
 }
 
@@ -557,19 +579,24 @@ pub async fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
 
 /// XACK key group id ...
 pub async fn xack(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+    let op = xack_op(ctx.conn.db, args)?;
+    Ok(count_reply(
+        "XACK",
+        ctx.broker.submit_one(op).await.map_err(Frame::err)?,
+    ))
+}
+
+/// Parses XACK into its op.
+pub fn xack_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
     let ids = args[3..]
         .iter()
         .map(|a| id(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let op = Op::Ack {
-        stream: key(ctx.conn.db, &args[1]),
+    Ok(Op::Ack {
+        stream: key(db, &args[1]),
         group: args[2].clone(),
         ids,
-    };
-    match one(ctx, op).await? {
-        Reply::Count(n) => Ok(Frame::Integer(n as i64)),
-        _ => Ok(Frame::Integer(0)),
-    }
+    })
 }
 
 fn nogroup_plain(k: &[u8], g: &[u8]) -> Frame {
