@@ -1,8 +1,52 @@
 //! Per-connection state.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use crate::resp::codec::Args;
+
+/// What CLIENT LIST shows of a connection. Each connection copies its few scalar fields in
+/// after a command ([`Conn::publish`]); the line is formatted only when somebody asks.
+#[derive(Clone, Debug)]
+pub struct ClientView {
+    id: u64,
+    addr: SocketAddr,
+    laddr: SocketAddr,
+    created_ms: u64,
+    last_ms: u64,
+    last_cmd: &'static str,
+    name: Vec<u8>,
+    lib: (Vec<u8>, Vec<u8>),
+    db: u16,
+    proto: u8,
+    multi: i64,
+    user: String,
+}
+
+impl ClientView {
+    /// The CLIENT LIST line.
+    pub fn line(&self, now_ms: u64) -> String {
+        format!(
+            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} \
+             watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 \
+             events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            String::from_utf8_lossy(&self.name),
+            now_ms.saturating_sub(self.created_ms) / 1000,
+            now_ms.saturating_sub(self.last_ms) / 1000,
+            if self.multi >= 0 { "x" } else { "N" },
+            self.db,
+            self.multi,
+            self.last_cmd.to_ascii_lowercase(),
+            self.user,
+            self.proto,
+            String::from_utf8_lossy(&self.lib.0),
+            String::from_utf8_lossy(&self.lib.1),
+        )
+    }
+}
 
 /// What one client connection remembers between commands.
 pub struct Conn {
@@ -20,27 +64,37 @@ pub struct Conn {
     pub authed: bool,
     /// The agent that authenticated, if any.
     pub agent: Option<String>,
-    /// Peer address.
-    pub addr: SocketAddr,
-    /// Local address.
-    pub laddr: SocketAddr,
-    /// When it connected (Unix ms).
-    pub created_ms: u64,
     /// Last command time (Unix ms).
     pub last_ms: u64,
-    /// Last command name, lower case.
-    pub last_cmd: String,
+    /// Last command name (upper case, from the command table).
+    pub last_cmd: &'static str,
     /// Commands queued by MULTI.
     pub multi: Option<Vec<Args>>,
     /// A command queued in MULTI had an error: EXEC aborts.
     pub multi_failed: bool,
     /// Close after the current reply.
     pub close: bool,
+    /// Shared with CLIENT LIST.
+    pub view: Arc<Mutex<ClientView>>,
 }
 
 impl Conn {
     /// A fresh connection.
     pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, now_ms: u64, authed: bool) -> Self {
+        let view = ClientView {
+            id,
+            addr,
+            laddr,
+            created_ms: now_ms,
+            last_ms: now_ms,
+            last_cmd: "NULL",
+            name: Vec::new(),
+            lib: (Vec::new(), Vec::new()),
+            db: 0,
+            proto: 2,
+            multi: -1,
+            user: "default".into(),
+        };
         Conn {
             id,
             db: 0,
@@ -49,37 +103,42 @@ impl Conn {
             lib: (Vec::new(), Vec::new()),
             authed,
             agent: None,
-            addr,
-            laddr,
-            created_ms: now_ms,
             last_ms: now_ms,
-            last_cmd: "NULL".into(),
+            last_cmd: "NULL",
             multi: None,
             multi_failed: false,
             close: false,
+            view: Arc::new(Mutex::new(view)),
         }
     }
 
-    /// CLIENT LIST line.
+    /// Copies what CLIENT LIST shows into the shared view (cheap: scalars, and the strings
+    /// only when they changed).
+    pub fn publish(&self) {
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        v.last_ms = self.last_ms;
+        v.last_cmd = self.last_cmd;
+        v.db = self.db;
+        v.proto = self.proto;
+        v.multi = self.multi.as_ref().map_or(-1, |m| m.len() as i64);
+        if v.name != self.name {
+            v.name = self.name.clone();
+        }
+        if v.lib != self.lib {
+            v.lib = self.lib.clone();
+        }
+        let user = self.agent.as_deref().unwrap_or("default");
+        if v.user != user {
+            v.user = user.to_string();
+        }
+    }
+
+    /// This connection's CLIENT LIST line.
     pub fn info_line(&self, now_ms: u64) -> String {
-        format!(
-            "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} \
-             watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 \
-             events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
-            self.id,
-            self.addr,
-            self.laddr,
-            String::from_utf8_lossy(&self.name),
-            now_ms.saturating_sub(self.created_ms) / 1000,
-            now_ms.saturating_sub(self.last_ms) / 1000,
-            if self.multi.is_some() { "x" } else { "N" },
-            self.db,
-            self.multi.as_ref().map_or(-1, |m| m.len() as i64),
-            self.last_cmd,
-            self.agent.as_deref().unwrap_or("default"),
-            self.proto,
-            String::from_utf8_lossy(&self.lib.0),
-            String::from_utf8_lossy(&self.lib.1),
-        )
+        self.publish();
+        self.view
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .line(now_ms)
     }
 }

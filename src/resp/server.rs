@@ -13,7 +13,7 @@ use tokio::sync::{RwLock, Semaphore};
 use crate::broker::Broker;
 use crate::resp::cmd;
 use crate::resp::codec::{parse_command, Args, Frame};
-use crate::resp::conn::Conn;
+use crate::resp::conn::{ClientView, Conn};
 
 /// Most commands parsed ahead from one client's buffer.
 const PIPELINE_MAX: usize = 1024;
@@ -23,13 +23,13 @@ const BATCH_MAX: usize = 1024;
 /// State shared by all RESP connections.
 pub struct Clients {
     next_id: AtomicU64,
-    /// CLIENT LIST lines, by client ID (refreshed after each command).
-    pub list: Mutex<BTreeMap<u64, String>>,
+    /// Every connection's CLIENT LIST view, by client ID.
+    pub list: Mutex<BTreeMap<u64, Arc<Mutex<ClientView>>>>,
     /// MULTI/EXEC isolation: every command runs under the shared side, EXEC under the
     /// exclusive side, so nothing interleaves with a transaction.
     pub gate: RwLock<()>,
     /// Per-command counters for INFO commandstats: calls, errors, microseconds.
-    pub cmdstats: Mutex<BTreeMap<String, (u64, u64, u64)>>,
+    pub cmdstats: Mutex<BTreeMap<&'static str, (u64, u64, u64)>>,
     /// Error replies by error code, for INFO errorstats.
     pub errorstats: Mutex<BTreeMap<String, u64>>,
     /// Connections turned away at `clients_max`.
@@ -93,6 +93,11 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, clien
     let laddr = sock.local_addr().unwrap_or(addr);
     let authed = broker.config().tokens.is_empty();
     let mut conn = Conn::new(id, addr, laddr, broker.now_ms(), authed);
+    clients
+        .list
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id, conn.view.clone());
     let stats = broker.stats();
     stats.connections.fetch_add(1, Ordering::Relaxed);
     stats.clients.fetch_add(1, Ordering::Relaxed);

@@ -10,7 +10,7 @@ mod table;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use self::args::{text, upper, CmdResult};
+use self::args::{text, CmdResult};
 use crate::broker::Broker;
 use crate::resp::codec::{Args, Frame};
 use crate::resp::conn::Conn;
@@ -25,7 +25,7 @@ pub struct Ctx<'a> {
     /// Shared client state.
     pub clients: &'a Clients,
     /// Upper-case command name.
-    pub name: String,
+    pub name: &'static str,
     /// Running inside EXEC: never block.
     pub in_exec: bool,
 }
@@ -43,11 +43,11 @@ fn unknown(args: &Args) -> Frame {
 
 /// Checks a command before it runs: known, right arity, authenticated. Inside MULTI, a
 /// failure also dooms the transaction.
-fn admit(conn: &mut Conn, name: &str, args: &Args) -> Result<&'static table::Spec, Frame> {
-    let r = match table::lookup(name) {
+fn admit(conn: &mut Conn, args: &Args) -> Result<&'static table::Spec, Frame> {
+    let r = match table::lookup(&args[0]) {
         None => Err(unknown(args)),
-        Some(spec) if !spec.arity_ok(args.len()) => Err(args::arity(name)),
-        Some(_) if !conn.authed && !matches!(name, "AUTH" | "HELLO" | "PING" | "QUIT") => {
+        Some(spec) if !spec.arity_ok(args.len()) => Err(args::arity(spec.name)),
+        Some(spec) if !conn.authed && !matches!(spec.name, "AUTH" | "HELLO" | "PING" | "QUIT") => {
             Err(Frame::Error("NOAUTH Authentication required.".into()))
         }
         Some(spec) => Ok(spec),
@@ -59,9 +59,9 @@ fn admit(conn: &mut Conn, name: &str, args: &Args) -> Result<&'static table::Spe
 }
 
 /// Counts a finished command for INFO commandstats/errorstats.
-fn record(clients: &Clients, name: &str, micros: u64, reply: &Frame) {
+fn record(clients: &Clients, name: &'static str, micros: u64, reply: &Frame) {
     let mut stats = clients.cmdstats.lock().unwrap_or_else(|p| p.into_inner());
-    let e = stats.entry(name.to_ascii_lowercase()).or_default();
+    let e = stats.entry(name).or_default();
     e.0 += 1;
     e.2 += micros;
     if reply.is_error() {
@@ -69,75 +69,47 @@ fn record(clients: &Clients, name: &str, micros: u64, reply: &Frame) {
     }
 }
 
-fn touch(conn: &mut Conn, broker: &Broker, clients: &Clients, name: &str) -> u64 {
+fn touch(conn: &mut Conn, broker: &Broker, name: &'static str) -> u64 {
     let now = broker.now_ms();
     conn.last_ms = now;
-    conn.last_cmd = name.to_ascii_lowercase();
+    conn.last_cmd = name;
     broker.stats().commands.fetch_add(1, Ordering::Relaxed);
-    let _ = clients;
     now
-}
-
-fn publish_client(conn: &Conn, clients: &Clients, now: u64) {
-    let line = conn.info_line(now);
-    clients
-        .list
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(conn.id, line);
 }
 
 /// Runs one command and returns its reply.
 pub async fn dispatch(conn: &mut Conn, broker: &Broker, clients: &Clients, args: Args) -> Frame {
-    let name = upper(&args[0]);
-    let now = touch(conn, broker, clients, &name);
-    let spec = match admit(conn, &name, &args) {
+    let spec = match admit(conn, &args) {
         Ok(s) => s,
         Err(f) => return count_error(clients, f),
     };
-    if conn.multi.is_some()
-        && !matches!(
-            name.as_str(),
-            "EXEC" | "DISCARD" | "MULTI" | "QUIT" | "RESET"
-        )
-    {
+    let name = spec.name;
+    touch(conn, broker, name);
+    if conn.multi.is_some() && !matches!(name, "EXEC" | "DISCARD" | "MULTI" | "QUIT" | "RESET") {
         if let Some(q) = conn.multi.as_mut() {
             q.push(args);
         }
         return Frame::Simple("QUEUED".into());
     }
     let started = Instant::now();
+    let ctx = Ctx {
+        conn,
+        broker,
+        clients,
+        name,
+        in_exec: false,
+    };
     let reply = if name == "EXEC" {
-        exec(conn, broker, clients).await
+        exec(ctx.conn, broker, clients).await
     } else if spec.blocking {
         // Blocking reads take the MULTI gate for each attempt and release it while waiting.
-        run(
-            Ctx {
-                conn,
-                broker,
-                clients,
-                name: name.clone(),
-                in_exec: false,
-            },
-            &args,
-        )
-        .await
+        run(ctx, &args).await
     } else {
         let _gate = clients.gate.read().await;
-        run(
-            Ctx {
-                conn,
-                broker,
-                clients,
-                name: name.clone(),
-                in_exec: false,
-            },
-            &args,
-        )
-        .await
+        run(ctx, &args).await
     };
-    record(clients, &name, started.elapsed().as_micros() as u64, &reply);
-    publish_client(conn, clients, now);
+    record(clients, name, started.elapsed().as_micros() as u64, &reply);
+    conn.publish();
     count_error(clients, reply)
 }
 
@@ -160,15 +132,19 @@ pub async fn dispatch_batch(
     let mut names = Vec::with_capacity(cmds.len());
     let mut slots: Vec<Result<usize, Frame>> = Vec::with_capacity(cmds.len());
     let mut ops = Vec::with_capacity(cmds.len());
-    let mut now = 0;
     for args in &cmds {
-        let name = upper(&args[0]);
-        now = touch(conn, broker, clients, &name);
-        let op = admit(conn, &name, args).and_then(|_| match name.as_str() {
-            "XADD" => stream::xadd_op(conn.db, args),
-            "XACK" => stream::xack_op(conn.db, args),
-            _ => cx::publish_op(conn.db, args, now),
-        });
+        let (name, op) = match admit(conn, args) {
+            Err(f) => ("", Err(f)),
+            Ok(spec) => {
+                let now = touch(conn, broker, spec.name);
+                let op = match spec.name {
+                    "XADD" => stream::xadd_op(conn.db, args),
+                    "XACK" => stream::xack_op(conn.db, args),
+                    _ => cx::publish_op(conn.db, args, now),
+                };
+                (spec.name, op)
+            }
+        };
         slots.push(op.map(|op| {
             ops.push(op);
             ops.len() - 1
@@ -184,7 +160,7 @@ pub async fn dispatch_batch(
     let micros = started.elapsed().as_micros() as u64 / cmds.len().max(1) as u64;
     let mut replies = replies.map(|r| r.into_iter().map(Some).collect::<Vec<_>>());
     let mut out = Vec::with_capacity(cmds.len());
-    for (name, slot) in names.iter().zip(slots) {
+    for (&name, slot) in names.iter().zip(slots) {
         let f = match (slot, &mut replies) {
             (Err(f), _) => f,
             (Ok(i), Ok(r)) => match r.get_mut(i).and_then(Option::take) {
@@ -194,10 +170,12 @@ pub async fn dispatch_batch(
             },
             (Ok(_), Err(e)) => Frame::err(e.clone()),
         };
-        record(clients, name, micros, &f);
+        if !name.is_empty() {
+            record(clients, name, micros, &f);
+        }
         out.push(count_error(clients, f));
     }
-    publish_client(conn, clients, now);
+    conn.publish();
     out
 }
 
@@ -224,7 +202,8 @@ async fn exec(conn: &mut Conn, broker: &Broker, clients: &Clients) -> Frame {
     let _exclusive = clients.gate.write().await;
     let mut out = Vec::with_capacity(queued.len());
     for args in queued {
-        let name = upper(&args[0]);
+        // Queued commands passed `admit`, so they are in the table.
+        let name = table::lookup(&args[0]).map_or("", |s| s.name);
         out.push(
             run(
                 Ctx {
@@ -243,7 +222,7 @@ async fn exec(conn: &mut Conn, broker: &Broker, clients: &Clients) -> Frame {
 }
 
 async fn run(mut ctx: Ctx<'_>, args: &Args) -> Frame {
-    let r: CmdResult = match ctx.name.as_str() {
+    let r: CmdResult = match ctx.name {
         "XADD" => stream::xadd(&mut ctx, args).await,
         "XTRIM" => stream::xtrim(&mut ctx, args).await,
         "XDEL" => stream::xdel(&mut ctx, args).await,

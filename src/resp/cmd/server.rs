@@ -17,7 +17,7 @@ pub const DATABASES: u16 = 16;
 pub const REDIS_VERSION: &str = "7.2.0";
 
 pub async fn run(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
-    match ctx.name.as_str() {
+    match ctx.name {
         "PING" => match args.len() {
             1 => Ok(Frame::Simple("PONG".into())),
             2 => Ok(Frame::Bulk(args[1].clone())),
@@ -302,17 +302,14 @@ fn client(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
         }
         "LIST" => {
             let now = ctx.broker.now_ms();
-            let mut lines: Vec<String> = {
+            ctx.conn.publish();
+            let views: Vec<_> = {
                 let list = ctx.clients.list.lock().unwrap_or_else(|p| p.into_inner());
-                list.iter()
-                    .filter(|(id, _)| **id != ctx.conn.id)
-                    .map(|(_, l)| l.clone())
-                    .collect()
+                list.values().cloned().collect()
             };
-            lines.push(ctx.conn.info_line(now));
             let mut s = String::new();
-            for l in lines {
-                s.push_str(&l);
+            for v in views {
+                s.push_str(&v.lock().unwrap_or_else(|p| p.into_inner()).line(now));
                 s.push('\n');
             }
             Ok(Frame::Verbatim(s))
@@ -378,14 +375,14 @@ fn command(args: &[Vec<u8>]) -> CmdResult {
         "INFO" => Ok(Frame::Array(
             args[2..]
                 .iter()
-                .map(|n| lookup(&upper(n)).map_or(Frame::Null, command_info))
+                .map(|n| lookup(n).map_or(Frame::Null, command_info))
                 .collect(),
         )),
         "DOCS" => {
             let specs: Vec<&super::table::Spec> = if args.len() == 2 {
                 COMMANDS.iter().collect()
             } else {
-                args[2..].iter().filter_map(|n| lookup(&upper(n))).collect()
+                args[2..].iter().filter_map(|n| lookup(n)).collect()
             };
             Ok(Frame::Map(
                 specs
@@ -480,7 +477,8 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
             };
             let _ = write!(
                 out,
-                "cmdstat_{name}:calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls=0,failed_calls={errors}\r\n"
+                "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls=0,failed_calls={errors}\r\n",
+                name.to_ascii_lowercase()
             );
         }
         out.push_str("\r\n");

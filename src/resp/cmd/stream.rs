@@ -49,7 +49,7 @@ fn pairs_frame(e: &[(StreamId, Option<Record>)]) -> Frame {
 
 async fn one(ctx: &Ctx<'_>, op: Op) -> Result<Reply, Frame> {
     match ctx.broker.submit_one(op).await {
-        Ok(r) => r.map_err(|e| storage_error(&ctx.name, e)),
+        Ok(r) => r.map_err(|e| storage_error(ctx.name, e)),
         Err(e) => Err(Frame::err(e)),
     }
 }
@@ -297,7 +297,7 @@ pub fn xrange(ctx: &Ctx<'_>, args: &[Vec<u8>], rev: bool) -> CmdResult {
             count,
             rev,
         )
-        .map_err(|e| storage_error(&ctx.name, e))?;
+        .map_err(|e| storage_error(ctx.name, e))?;
     Ok(entries_frame(&e))
 }
 

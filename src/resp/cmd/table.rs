@@ -107,7 +107,9 @@ pub static COMMANDS: &[Spec] = &[
     spec!("CX.CLOCK", -1, F, 0, 0, 0, "cortex", "Shows the broker's clock; moves it in test mode."),
 ];
 
-/// The spec of a command by upper-case name.
-pub fn lookup(name: &str) -> Option<&'static Spec> {
-    COMMANDS.iter().find(|s| s.name == name)
+/// The spec of a command by name, in any case (no allocation).
+pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    COMMANDS
+        .iter()
+        .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
 }
