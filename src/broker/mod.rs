@@ -336,6 +336,11 @@ impl Broker {
                     self.inner.notifier.notify(stream);
                     last = Some(stream);
                 }
+                Event::Renamed { from, to } => {
+                    self.inner.notifier.notify(from);
+                    self.inner.notifier.notify(to);
+                    last = None;
+                }
                 Event::RetryReady { stream, .. }
                 | Event::StreamDeleted { stream }
                 | Event::GroupDestroyed { stream, .. } => {

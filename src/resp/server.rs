@@ -34,6 +34,8 @@ pub struct Clients {
     pub errorstats: Mutex<BTreeMap<String, u64>>,
     /// Connections turned away at `clients_max`.
     pub rejected: AtomicU64,
+    /// CONFIG stream-node-max-entries and -bytes (accepted for compatibility, no effect).
+    pub stream_node: Mutex<[i64; 2]>,
 }
 
 impl Clients {
@@ -45,6 +47,7 @@ impl Clients {
             cmdstats: Mutex::new(BTreeMap::new()),
             errorstats: Mutex::new(BTreeMap::new()),
             rejected: AtomicU64::new(0),
+            stream_node: Mutex::new([100, 4096]),
         }
     }
 }

@@ -1009,7 +1009,8 @@ impl Txn<'_> {
             let from = keys::id_key(gid, start);
             let to = keys::id_key(gid, StreamId::MAX);
             let mut it = self.tx.range(&self.ks.pel, from..=to);
-            while attempts > 0 && claims.len() < count {
+            // Like Redis, deleted entries count toward COUNT (it bounds the reply).
+            while attempts > 0 && claims.len() + drops.len() < count {
                 let Some(item) = it.next() else { break };
                 attempts -= 1;
                 let (k, v) = item.into_inner()?;

@@ -385,6 +385,13 @@ pub enum Event {
         /// Stream.
         stream: StreamKey,
     },
+    /// A stream was renamed onto `to` (readers blocked on either key must re-check).
+    Renamed {
+        /// Old name.
+        from: StreamKey,
+        /// New name.
+        to: StreamKey,
+    },
     /// A group was destroyed (blocked readers must be released).
     GroupDestroyed {
         /// Stream.

@@ -462,8 +462,9 @@ impl Txn<'_> {
             .remove(&self.ks.streams, keys::stream(from.ns, &from.name));
         self.staged.insert(from.clone(), None);
         self.staged.insert(to.clone(), Some(st));
-        self.events.push(Event::StreamDeleted {
-            stream: from.clone(),
+        self.events.push(Event::Renamed {
+            from: from.clone(),
+            to: to.clone(),
         });
         Ok(Reply::Count(1))
     }

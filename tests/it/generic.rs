@@ -128,6 +128,14 @@ fn client_command_info_config_function() {
         V::Arr(vec![b("appendfsync"), b("always")])
     );
     assert!(r.cmd(&["CONFIG", "SET", "appendfsync", "no"]).is_err());
+    assert_eq!(
+        r.cmd(&["CONFIG", "SET", "stream-node-max-entries", "2"]),
+        V::Simple("OK".into())
+    );
+    assert_eq!(
+        r.cmd(&["CONFIG", "GET", "stream-node-max-entries"]),
+        V::Arr(vec![b("stream-node-max-entries"), b("2")])
+    );
     assert_eq!(r.cmd(&["FUNCTION", "FLUSH"]), V::Simple("OK".into()));
     assert_eq!(r.cmd(&["ECHO", "hi"]), b("hi"));
     assert_eq!(r.cmd(&["PING", "x"]), b("x"));

@@ -171,3 +171,67 @@ fn xinfo_groups_and_consumers() {
         V::Err("NOGROUP No such consumer group 'nope' for key name 's'".into())
     );
 }
+
+#[test]
+fn redis_suite_details() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    // XAUTOCLAIM: deleted entries count toward COUNT (Redis's "XAUTOCLAIM with XDEL and count").
+    for i in 1..=3 {
+        r.cmd(&["XADD", "x", &format!("{i}-0"), "f", "v"]);
+    }
+    r.cmd(&["XGROUP", "CREATE", "x", "grp", "0"]);
+    r.cmd(&["XREADGROUP", "GROUP", "grp", "Alice", "STREAMS", "x", ">"]);
+    r.cmd(&["XDEL", "x", "1-0"]);
+    r.cmd(&["XDEL", "x", "2-0"]);
+    assert_eq!(
+        r.cmd(&["XAUTOCLAIM", "x", "grp", "Bob", "0", "0-0", "COUNT", "1"]),
+        V::Arr(vec![b("2-0"), V::Arr(vec![]), V::Arr(vec![b("1-0")])])
+    );
+    assert_eq!(
+        r.cmd(&["XAUTOCLAIM", "x", "grp", "Bob", "0", "2-0", "COUNT", "1"]),
+        V::Arr(vec![b("3-0"), V::Arr(vec![]), V::Arr(vec![b("2-0")])])
+    );
+    assert_eq!(
+        r.cmd(&["XAUTOCLAIM", "k", "g", "c", "1", "1", "COUNT", "0"]),
+        V::Err("ERR COUNT must be > 0".into())
+    );
+    // SETID accepts `-` (PEL NACK reassignment after XGROUP SETID).
+    assert_eq!(
+        r.cmd(&["XGROUP", "SETID", "x", "grp", "-"]),
+        V::Simple("OK".into())
+    );
+    let got = r.cmd(&["XREADGROUP", "GROUP", "grp", "c2", "STREAMS", "x", ">"]);
+    assert_eq!(ids(&got), vec!["3-0"]);
+    assert_eq!(
+        r.cmd(&["XREADGROUP", "GROUP", "grp", "Alice", "COUNT", "1", "STREAMS", "x"]),
+        V::Err("ERR Unbalanced 'xreadgroup' list of streams: for each stream key an ID or '>' must be specified.".into())
+    );
+    // RENAME onto a key wakes readers blocked on it.
+    r.cmd(&["XGROUP", "CREATE", "dst", "g", "$", "MKSTREAM"]);
+    let addr = s.addr;
+    let waiter = std::thread::spawn(move || {
+        let mut r = Raw::connect(addr);
+        r.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "dst",
+            ">",
+        ])
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    r.cmd(&["XGROUP", "CREATE", "src", "g", "$", "MKSTREAM"]);
+    r.cmd(&["XADD", "src", "100", "f1", "v1"]);
+    assert_eq!(r.cmd(&["RENAME", "src", "dst"]), V::Simple("OK".into()));
+    let v = waiter.join().unwrap();
+    assert_eq!(entry_id(&v.arr()[0].arr()[1].arr()[0]), "100-0");
+    assert!(r
+        .cmd(&["INFO", "stats"])
+        .s()
+        .contains("total_error_replies:"));
+}

@@ -454,9 +454,15 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
     if show("stats") {
         let _ = write!(
             out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ncortex_commits:{}\r\ncortex_ops_applied:{}\r\ncortex_alerts:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_error_replies:{}\r\ncortex_commits:{}\r\ncortex_ops_applied:{}\r\ncortex_alerts:{}\r\n\r\n",
             st.connections.load(Ordering::Relaxed),
             st.commands.load(Ordering::Relaxed),
+            ctx.clients
+                .errorstats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .values()
+                .sum::<u64>(),
             st.commits.load(Ordering::Relaxed),
             st.ops.load(Ordering::Relaxed),
             st.alerts.load(Ordering::Relaxed),
@@ -510,8 +516,15 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
 
 fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
     let c = ctx.broker.config();
+    let node = *ctx
+        .clients
+        .stream_node
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     let settings: Vec<(&str, String)> = vec![
         ("databases", DATABASES.to_string()),
+        ("stream-node-max-entries", node[0].to_string()),
+        ("stream-node-max-bytes", node[1].to_string()),
         ("appendonly", "yes".into()),
         (
             "appendfsync",
@@ -561,11 +574,36 @@ fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
                     "wrong number of arguments for 'config|set' command",
                 ));
             }
-            // Every setting is fixed at start-up (config file and flags).
-            Err(Frame::err(format!(
-                "Unknown option or number of arguments for CONFIG SET - '{}'",
-                text(&args[2])
-            )))
+            // Settings are fixed at start-up (config file and flags), except Redis's radix-tree
+            // node sizes, which tools and Redis's own tests set: they are accepted and shown,
+            // and change nothing here (cortex has no such nodes; `~` trimming is exact).
+            let mut node = ctx
+                .clients
+                .stream_node
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut new = *node;
+            for pair in args[2..].chunks(2) {
+                let slot = match text(&pair[0]).to_ascii_lowercase().as_str() {
+                    "stream-node-max-entries" => 0,
+                    "stream-node-max-bytes" => 1,
+                    _ => {
+                        return Err(Frame::err(format!(
+                            "Unknown option or number of arguments for CONFIG SET - '{}'",
+                            text(&pair[0])
+                        )))
+                    }
+                };
+                let v = int(&pair[1]).ok().filter(|v| *v >= 0).ok_or_else(|| {
+                    Frame::err(format!(
+                        "CONFIG SET failed (possibly related to argument '{}') - argument couldn't be parsed into an integer",
+                        text(&pair[0])
+                    ))
+                })?;
+                new[slot] = v;
+            }
+            *node = new;
+            Ok(Frame::ok())
         }
         "RESETSTAT" => {
             ctx.clients

@@ -359,8 +359,9 @@ fn parse_read(args: &[Vec<u8>], group_cmd: bool) -> Result<ReadArgs, Frame> {
     };
     let rest = &args[s..];
     if rest.is_empty() || !rest.len().is_multiple_of(2) {
+        let which = if group_cmd { ">" } else { "$" };
         return Err(Frame::err(format!(
-            "Unbalanced '{cmd}' list of streams: for each stream key an ID or '$' must be specified."
+            "Unbalanced '{cmd}' list of streams: for each stream key an ID or '{which}' must be specified."
         )));
     }
     let n = rest.len() / 2;
@@ -517,7 +518,6 @@ pub async fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             ctx.broker.notifier().subscribe(k, &notify);
         }
     }
-    let mut first = true;
     loop {
         let gate = if ctx.in_exec {
             None
@@ -528,15 +528,9 @@ pub async fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
         for (k, name) in keys.iter().zip(&r.keys) {
             let ok = ctx.broker.store().group_policy(k, &group).is_ok();
             if !ok {
-                if !first && !ctx.broker.store().exists(k) {
-                    return Err(Frame::Error(
-                        "UNBLOCKED the stream key no longer exists".into(),
-                    ));
-                }
                 return Err(nogroup(name));
             }
         }
-        first = false;
         let ops: Vec<Op> = keys
             .iter()
             .zip(&from)
@@ -775,8 +769,11 @@ pub async fn xautoclaim(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             "COUNT" if i + 1 < args.len() => {
                 let n = int(&args[i + 1])?;
                 let max = ctx.broker.config().store.limits.read_count_max as i64;
-                if n < 1 || n > max {
-                    return Err(Frame::err(format!("COUNT must be > 0 and <= {max}")));
+                if n < 1 {
+                    return Err(Frame::err("COUNT must be > 0"));
+                }
+                if n > max {
+                    return Err(Frame::err(format!("COUNT must be <= {max}")));
                 }
                 count = n as usize;
                 i += 2;
@@ -937,11 +934,13 @@ pub async fn xgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             text(&args[2])
         )));
     }
+    // Like Redis, `-` and `+` are the smallest and largest IDs here.
     let start = |a: &[u8]| -> Result<GroupStart, Frame> {
-        if a == b"$" {
-            Ok(GroupStart::Last)
-        } else {
-            Ok(GroupStart::Id(id(a)?))
+        match a {
+            b"$" => Ok(GroupStart::Last),
+            b"-" => Ok(GroupStart::Id(StreamId::MIN)),
+            b"+" => Ok(GroupStart::Id(StreamId::MAX)),
+            _ => Ok(GroupStart::Id(id(a)?)),
         }
     };
     match sub.as_str() {
