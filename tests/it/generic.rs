@@ -145,3 +145,73 @@ fn client_command_info_config_function() {
     assert_eq!(r.cmd(&["QUIT"]), V::Simple("OK".into()));
     assert!(r.closed());
 }
+
+fn commits(r: &mut Raw) -> u64 {
+    let info = r.cmd(&["INFO", "stats"]);
+    let line = info
+        .s()
+        .lines()
+        .find(|l| l.starts_with("cortex_commits:"))
+        .expect("cortex_commits");
+    line["cortex_commits:".len()..]
+        .trim()
+        .parse()
+        .expect("number")
+}
+
+#[test]
+fn exec_and_pipelines_share_one_commit() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    // A transaction of 2000 XADDs is one atomic commit.
+    let before = commits(&mut r);
+    r.cmd(&["MULTI"]);
+    for i in 0..2000 {
+        assert_eq!(
+            r.cmd(&["XADD", "s", "*", "item", &i.to_string()]),
+            V::Simple("QUEUED".into())
+        );
+    }
+    let ids = r.cmd(&["EXEC"]);
+    assert_eq!(commits(&mut r), before + 1);
+    assert_eq!(ids.arr().len(), 2000);
+    let all = r.cmd(&["XRANGE", "s", "-", "+"]);
+    assert_eq!(all.arr().len(), 2000);
+    assert_eq!(all.arr()[1999].arr()[1], V::Arr(vec![b("item"), b("1999")]));
+    // A pipeline of XADDs with a bad one in the middle: each gets its own reply, in order.
+    let mut batch = Vec::new();
+    for i in 0..100 {
+        let id = if i == 50 {
+            "0-0".to_string()
+        } else {
+            "*".to_string()
+        };
+        let v = i.to_string();
+        batch.extend_from_slice(
+            format!(
+                "*5\r\n$4\r\nXADD\r\n$1\r\np\r\n${}\r\n{id}\r\n$1\r\nf\r\n${}\r\n{v}\r\n",
+                id.len(),
+                v.len()
+            )
+            .as_bytes(),
+        );
+    }
+    let before = commits(&mut r);
+    r.send(&batch);
+    for i in 0..100 {
+        let reply = r.read();
+        if i == 50 {
+            assert_eq!(
+                reply,
+                V::Err("ERR The ID specified in XADD must be greater than 0-0".into())
+            );
+        } else {
+            assert!(matches!(reply, V::Bulk(_)), "{i}: {reply:?}");
+        }
+    }
+    assert!(
+        commits(&mut r) - before < 100,
+        "pipelined XADDs share commits"
+    );
+    assert_eq!(r.cmd(&["XLEN", "p"]), V::Int(99));
+}

@@ -128,6 +128,12 @@ pub async fn dispatch_batch(
     clients: &Clients,
     cmds: Vec<Args>,
 ) -> Vec<Frame> {
+    let _gate = clients.gate.read().await;
+    batch(conn, broker, clients, cmds).await
+}
+
+/// The batch itself; the caller holds the MULTI gate (shared, or exclusive in EXEC).
+async fn batch(conn: &mut Conn, broker: &Broker, clients: &Clients, cmds: Vec<Args>) -> Vec<Frame> {
     let started = Instant::now();
     let mut names = Vec::with_capacity(cmds.len());
     let mut slots: Vec<Result<usize, Frame>> = Vec::with_capacity(cmds.len());
@@ -154,7 +160,6 @@ pub async fn dispatch_batch(
     let replies = if ops.is_empty() {
         Ok(Vec::new())
     } else {
-        let _gate = clients.gate.read().await;
         broker.submit(ops).await
     };
     let micros = started.elapsed().as_micros() as u64 / cmds.len().max(1) as u64;
@@ -201,7 +206,17 @@ async fn exec(conn: &mut Conn, broker: &Broker, clients: &Clients) -> Frame {
     }
     let _exclusive = clients.gate.write().await;
     let mut out = Vec::with_capacity(queued.len());
-    for args in queued {
+    let mut queued = queued.into_iter().peekable();
+    while let Some(args) = queued.next() {
+        if batchable(&args[0]) {
+            // A run of simple writes goes in one commit.
+            let mut run = vec![args];
+            while queued.peek().is_some_and(|a| batchable(&a[0])) {
+                run.extend(queued.next());
+            }
+            out.extend(batch(conn, broker, clients, run).await);
+            continue;
+        }
         // Queued commands passed `admit`, so they are in the table.
         let name = table::lookup(&args[0]).map_or("", |s| s.name);
         out.push(
