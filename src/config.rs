@@ -51,6 +51,22 @@ impl PolicyFile {
     }
 }
 
+/// A retention rule: streams whose name matches `pattern` (Redis glob) keep at most these.
+/// The first matching rule applies. Trimming entries a group has not been handed yet raises
+/// an alert.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    /// Stream name pattern, e.g. `cortex:events:*`.
+    pub pattern: String,
+    /// Most entries.
+    pub max_len: Option<u64>,
+    /// Oldest entry age (by ID time).
+    pub max_age_ms: Option<u64>,
+    /// Most bytes of fields and values.
+    pub max_bytes: Option<u64>,
+}
+
 /// The config file. Every field is optional; flags win over the file.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -83,6 +99,10 @@ pub struct FileConfig {
     pub alert_interval_ms: Option<u64>,
     /// Let `CX.CLOCK` move the broker's clock (tests only).
     pub test_clock: Option<bool>,
+    /// Retention rules, checked in order.
+    pub retention: Vec<RetentionRule>,
+    /// How often retention is enforced.
+    pub retention_interval_ms: Option<u64>,
 }
 
 /// The validated configuration the server runs with.
@@ -116,6 +136,10 @@ pub struct Config {
     pub batch_ops_max: usize,
     /// Most submissions waiting for the writer.
     pub queue_max: usize,
+    /// Retention rules.
+    pub retention: Vec<RetentionRule>,
+    /// How often retention is enforced.
+    pub retention_interval_ms: u64,
 }
 
 /// Flags of `cortex serve` that override the file.
@@ -212,6 +236,8 @@ impl Config {
             test_clock: flags.test_clock || file.test_clock.unwrap_or(false),
             batch_ops_max: 4096,
             queue_max: 65_536,
+            retention: file.retention,
+            retention_interval_ms: file.retention_interval_ms.unwrap_or(1_000),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -242,8 +268,20 @@ impl Config {
         if l.buffer_bytes_max < 2 * l.bulk_bytes_max {
             return Err("client_buffer_bytes_max must be at least twice bulk_bytes_max".into());
         }
-        if self.clients_max == 0 || self.alert_interval_ms == 0 {
-            return Err("clients_max and alert_interval_ms must be positive".into());
+        if self.clients_max == 0 || self.alert_interval_ms == 0 || self.retention_interval_ms == 0 {
+            return Err(
+                "clients_max, alert_interval_ms and retention_interval_ms must be positive".into(),
+            );
+        }
+        for r in &self.retention {
+            if r.pattern.is_empty()
+                || (r.max_len.is_none() && r.max_age_ms.is_none() && r.max_bytes.is_none())
+            {
+                return Err(format!(
+                    "retention rule '{}' needs a pattern and at least one of max_len, max_age_ms, max_bytes",
+                    r.pattern
+                ));
+            }
         }
         if let Some(p) = &self.default_policy {
             if p.max_attempts == 0 {
@@ -282,6 +320,12 @@ mod tests {
         assert_eq!(c.fsync, Fsync::Everysec);
         assert_eq!(c.resp, addr("127.0.0.1:1"));
         assert_eq!(c.default_policy.unwrap().max_attempts, 5);
+        let file: FileConfig =
+            toml::from_str("[[retention]]\npattern = \"events:*\"\nmax_len = 10\n").unwrap();
+        let c = Config::build(file, &ServeFlags::default()).unwrap();
+        assert_eq!(c.retention[0].max_len, Some(10));
+        let file: FileConfig = toml::from_str("[[retention]]\npattern = \"events:*\"\n").unwrap();
+        assert!(Config::build(file, &ServeFlags::default()).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 mod alerts;
 mod notify;
+mod retention;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -166,6 +167,9 @@ impl Broker {
         }
         tokio::spawn(broker.clone().timer_loop());
         tokio::spawn(alerts::run(broker.clone(), alert_rx));
+        if !broker.inner.config.retention.is_empty() {
+            tokio::spawn(retention::run(broker.clone()));
+        }
         Ok((broker, writer))
     }
 

@@ -7,4 +7,5 @@ pub mod codec;
 mod conn;
 mod server;
 
+pub use cmd::glob;
 pub use server::{serve, Clients};

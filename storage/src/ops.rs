@@ -36,6 +36,8 @@ pub enum TrimStrategy {
     MinId(StreamId),
     /// Remove entries older than this many ms (by ID time) at the op's `now_ms`.
     MaxAgeMs(u64),
+    /// Remove the oldest entries until fields and values take at most this many bytes.
+    MaxBytes(u64),
 }
 
 /// A trim request.

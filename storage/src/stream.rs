@@ -333,7 +333,16 @@ impl Txn<'_> {
             TrimStrategy::MaxLen(n) => (st.meta.length.saturating_sub(n), StreamId::MAX),
             TrimStrategy::MinId(id) => (u64::MAX, id),
             TrimStrategy::MaxAgeMs(ms) => (u64::MAX, StreamId::new(self.now.saturating_sub(ms), 0)),
+            TrimStrategy::MaxBytes(_) => (u64::MAX, StreamId::MAX),
         };
+        // MaxBytes: bytes still to free.
+        let mut to_free = match t.strategy {
+            TrimStrategy::MaxBytes(b) => st.meta.bytes.saturating_sub(b),
+            _ => u64::MAX,
+        };
+        if to_free == 0 {
+            return Ok(0);
+        }
         let want = max_delete.min(cap);
         if want == 0 || st.meta.length == 0 || st.meta.first_id >= min_id {
             return Ok(0);
@@ -349,6 +358,12 @@ impl Txn<'_> {
             }
             let (lane, size) = lane_and_size(&self.tx, self.ks, sid, id, &v)?;
             gone.push((id, lane, size));
+            if matches!(t.strategy, TrimStrategy::MaxBytes(_)) {
+                to_free = to_free.saturating_sub(size.max(1));
+                if to_free == 0 {
+                    break;
+                }
+            }
         }
         // Count, per group, entries it had not been handed yet.
         for (gname, g) in &st.groups {

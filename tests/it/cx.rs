@@ -246,3 +246,55 @@ fn idempotent_publish_and_clock_guard() {
     );
     assert!(r.cmd(&["CX.CLOCK"]).int() > 1_700_000_000_000);
 }
+
+#[test]
+fn retention_trims_by_rule_and_alerts_on_undelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cortex.toml");
+    std::fs::write(
+        &cfg,
+        "retention_interval_ms = 100\nalert_interval_ms = 100\n\
+         [[retention]]\npattern = \"events:*\"\nmax_len = 5\n\
+         [[retention]]\npattern = \"big:*\"\nmax_bytes = 60\n",
+    )
+    .unwrap();
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let mut r = s.raw();
+    r.cmd(&["XGROUP", "CREATE", "events:a", "slow", "$", "MKSTREAM"]);
+    for i in 0..10 {
+        r.cmd(&["XADD", "events:a", "*", "i", &i.to_string()]);
+        r.cmd(&["XADD", "big:b", "*", "f", "123456789"]);
+        r.cmd(&["XADD", "other", "*", "i", &i.to_string()]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = r.cmd(&["XLEN", "events:a"]).int();
+        let b = r.cmd(&["XLEN", "big:b"]).int();
+        if a == 5 && b == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention did not trim: events:a {a}, big:b {b}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        r.cmd(&["XLEN", "other"]),
+        V::Int(10),
+        "no rule, no trimming"
+    );
+    // The newest entries stay.
+    let first = r.cmd(&["XRANGE", "events:a", "-", "+", "COUNT", "1"]);
+    assert_eq!(first.arr()[0].arr()[1], V::Arr(vec![b("i"), b("5")]));
+    // The group never got those 5 entries: an alert says so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alerts = format!("{:?}", r.cmd(&["XRANGE", "cortex:alerts", "-", "+"]));
+        if alerts.contains("undelivered entries trimmed") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no trim alert: {alerts}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -7,6 +7,8 @@ mod server;
 pub mod stream;
 mod table;
 
+pub use server::glob;
+
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 

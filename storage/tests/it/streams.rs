@@ -527,3 +527,26 @@ fn namespaces_are_separate() {
     assert_eq!(s.len(&key("s")), 0);
     assert_eq!(s.list_streams(1), vec![b"s".to_vec()]);
 }
+
+#[test]
+fn trim_by_bytes_removes_the_oldest_until_under_the_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    // Each entry: field "f" (1 byte) + 9-byte value = 10 bytes.
+    for i in 0..10 {
+        add(&s, "s", &format!("value{i:04}"), 100 + i);
+    }
+    assert_eq!(s.stream_info(&key("s")).unwrap().unwrap().bytes, 100);
+    let trim = Op::Trim {
+        stream: key("s"),
+        trim: Trim {
+            strategy: TrimStrategy::MaxBytes(35),
+            approx: false,
+            limit: None,
+        },
+    };
+    assert_eq!(count(s.apply_one(trim.clone(), 200)), 7);
+    let info = s.stream_info(&key("s")).unwrap().unwrap();
+    assert_eq!((info.length, info.bytes), (3, 30));
+    assert_eq!(count(s.apply_one(trim, 200)), 0);
+}
