@@ -29,7 +29,13 @@ pub async fn run(config: Config) -> Result<(), String> {
     let server = tokio::spawn(crate::resp::serve(listener, broker.clone(), async move {
         stop2.notified().await;
     }));
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        e = broker.failure() => {
+            stop.notify_one();
+            return Err(format!("storage failure, stopping (a restart recovers what was committed): {e}"));
+        }
+    }
     tracing::info!("shutting down: no new connections, finishing writes");
     stop.notify_one();
     let _ = server.await;
@@ -37,8 +43,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     let b = broker.clone();
     tokio::task::spawn_blocking(move || {
         let _ = writer.join();
-        if let Err(e) = b.store().persist() {
-            tracing::error!("final fsync failed: {e}");
+        // Flush memtables too, so the next start has no journal to replay.
+        if let Err(e) = b.store().checkpoint() {
+            tracing::error!("final flush failed: {e}");
         }
     })
     .await

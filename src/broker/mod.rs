@@ -113,6 +113,9 @@ struct Inner {
     timer_wake: Notify,
     stats: Stats,
     stopping: AtomicBool,
+    /// Set, and `failed_notify` woken, when the store failed: the process must exit.
+    failed: std::sync::Mutex<Option<String>>,
+    failed_notify: Notify,
     started_ms: u64,
     alerts: mpsc::Sender<Event>,
 }
@@ -140,6 +143,8 @@ impl Broker {
                 timer_wake: Notify::new(),
                 stats: Stats::default(),
                 stopping: AtomicBool::new(false),
+                failed: std::sync::Mutex::new(None),
+                failed_notify: Notify::new(),
                 started_ms,
                 alerts: alert_tx,
             }),
@@ -211,6 +216,24 @@ impl Broker {
     /// Wakes the timer (after the clock moved).
     pub fn wake_timer(&self) {
         self.inner.timer_wake.notify_one();
+    }
+
+    /// Resolves when the store failed; the broker cannot go on and the process should exit
+    /// (a restart recovers everything committed from the journal).
+    pub async fn failure(&self) -> String {
+        loop {
+            let notified = self.inner.failed_notify.notified();
+            if let Some(e) = self
+                .inner
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return e;
+            }
+            notified.await;
+        }
     }
 
     /// True once shutdown began.
@@ -310,6 +333,9 @@ impl Broker {
                             let _ = to.send(Err(BrokerError::Storage(e.to_string())));
                         }
                         self.inner.stopping.store(true, Ordering::Relaxed);
+                        *self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(e.to_string());
+                        self.inner.failed_notify.notify_one();
                         break;
                     }
                 }

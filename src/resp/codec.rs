@@ -457,6 +457,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic_and_reencode(data in proptest::collection::vec(proptest::num::u8::ANY, 0..1024)) {
+            let limits = Limits { bulk_bytes_max: 256, args_max: 64, inline_bytes_max: 256, buffer_bytes_max: 4096 };
+            let mut rest = &data[..];
+            while let Ok(Some((args, used))) = parse_command(rest, &limits) {
+                proptest::prop_assert!(used > 0 && used <= rest.len());
+                if !args.is_empty() {
+                    let mut again = format!("*{}\r\n", args.len()).into_bytes();
+                    for a in &args {
+                        again.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                        again.extend_from_slice(a);
+                        again.extend_from_slice(b"\r\n");
+                    }
+                    proptest::prop_assert_eq!(parse_command(&again, &limits), Ok(Some((args, again.len()))));
+                }
+                rest = &rest[used..];
+            }
+        }
+    }
+
     #[test]
     fn encode_both_protocols() {
         let f = Frame::Map(vec![(Frame::bulk("a"), Frame::Integer(1))]);

@@ -139,6 +139,35 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode::<Record>(Kind::Entry, &data);
+            // With a valid envelope around random bytes, the payload decoder must cope too.
+            let mut env = vec![FORMAT_VERSION, Kind::Entry as u8, 0, 0, 0, 0];
+            env.extend_from_slice(&data);
+            let crc = checksum(&env);
+            env[2..6].copy_from_slice(&crc.to_le_bytes());
+            if let Ok(r) = decode::<Record>(Kind::Entry, &env) {
+                proptest::prop_assert_eq!(decode::<Record>(Kind::Entry, &encode(Kind::Entry, &r)), Ok(r));
+            }
+        }
+
+        #[test]
+        fn records_round_trip(
+            fields in proptest::collection::vec((proptest::collection::vec(proptest::num::u8::ANY, 0..16), proptest::collection::vec(proptest::num::u8::ANY, 0..64)), 1..8),
+            lane in 0usize..5,
+            expiry in proptest::option::of(proptest::num::u64::ANY),
+        ) {
+            let r = Record {
+                fields,
+                meta: Meta { lane: Lane::from_index(lane).unwrap_or_default(), expires_at_ms: expiry, ..Meta::default() },
+                dead_letter: None,
+            };
+            proptest::prop_assert_eq!(decode::<Record>(Kind::Entry, &encode(Kind::Entry, &r)), Ok(r));
+        }
+    }
+
     #[test]
     fn wrong_kind_truncation_and_trailing_bytes() {
         let bytes = encode(Kind::Entry, &sample());

@@ -233,6 +233,12 @@ impl Store {
     /// open has no journal to replay. Dropping the store without closing is safe too (the
     /// next open replays the journal, bounded by `journal_bytes_max`).
     pub fn close(self) -> Result<()> {
+        self.checkpoint()
+    }
+
+    /// Flushes every memtable to disk tables and fsyncs, without closing (for a shared store
+    /// at shutdown): the next open has little or no journal to replay.
+    pub fn checkpoint(&self) -> Result<()> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         for ks in self.ks.all() {
             ks.ks.rotate_memtable_and_wait()?;
