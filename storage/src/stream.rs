@@ -541,6 +541,23 @@ fn decode_entry(name: &[u8], k: &[u8], v: &[u8]) -> Result<Entry> {
     Ok(Entry { id, record })
 }
 
+/// Decodes up to `count` entries from a key/value scan.
+fn collect_entries(
+    name: &[u8],
+    items: impl Iterator<Item = fjall::Result<(fjall::Slice, fjall::Slice)>>,
+    count: usize,
+) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for item in items {
+        if out.len() >= count {
+            break;
+        }
+        let (k, v) = item?;
+        out.push(decode_entry(name, &k, &v)?);
+    }
+    Ok(out)
+}
+
 /// Scans entries of a stream in `[start, end]` (inclusive bounds), oldest first.
 pub(crate) fn scan_entries(
     r: &impl View,
@@ -551,20 +568,15 @@ pub(crate) fn scan_entries(
     count: usize,
 ) -> Result<Vec<Entry>> {
     let (start, end) = bounds.into_inner();
-    let mut out = Vec::new();
     if start > end || count == 0 {
-        return Ok(out);
+        return Ok(Vec::new());
     }
-    let from = keys::id_key(stream_id, start);
-    let to = keys::id_key(stream_id, end);
-    for g in r.range(&ks.entries, from..=to) {
-        let (k, v) = g.into_inner()?;
-        out.push(decode_entry(name, &k, &v)?);
-        if out.len() >= count {
-            break;
-        }
-    }
-    Ok(out)
+    let range = keys::id_key(stream_id, start)..=keys::id_key(stream_id, end);
+    collect_entries(
+        name,
+        r.range(&ks.entries, range).map(|g| g.into_inner()),
+        count,
+    )
 }
 
 /// Like [`scan_entries`], newest first (snapshots only).
@@ -577,20 +589,14 @@ fn scan_entries_rev(
     count: usize,
 ) -> Result<Vec<Entry>> {
     let (start, end) = bounds.into_inner();
-    let mut out = Vec::new();
     if start > end || count == 0 {
-        return Ok(out);
+        return Ok(Vec::new());
     }
-    let from = keys::id_key(stream_id, start);
-    let to = keys::id_key(stream_id, end);
-    for g in fjall::Readable::range(snap, ks.entries.inner(), from..=to).rev() {
-        let (k, v) = g.into_inner()?;
-        out.push(decode_entry(name, &k, &v)?);
-        if out.len() >= count {
-            break;
-        }
-    }
-    Ok(out)
+    let range = keys::id_key(stream_id, start)..=keys::id_key(stream_id, end);
+    let items = fjall::Readable::range(snap, ks.entries.inner(), range)
+        .rev()
+        .map(|g| g.into_inner());
+    collect_entries(name, items, count)
 }
 
 fn lower(b: Bound<StreamId>) -> Option<StreamId> {

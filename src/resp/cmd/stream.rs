@@ -391,33 +391,61 @@ fn read_reply(proto: u8, results: Vec<(Vec<u8>, Frame)>) -> Frame {
     }
 }
 
-/// Waits until one of `keys` changes or the deadline passes. Returns false on timeout.
-async fn wait_for(
-    ctx: &Ctx<'_>,
-    keys: &[StreamKey],
-    notify: &Arc<Notify>,
-    deadline: Option<tokio::time::Instant>,
-) -> bool {
-    let _ = keys;
-    let stats = ctx.broker.stats();
-    stats
-        .blocked
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let woke = match deadline {
-        Some(d) => tokio::time::timeout_at(d, notify.notified()).await.is_ok(),
-        None => {
-            notify.notified().await;
-            true
-        }
-    };
-    stats
-        .blocked
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    woke && !ctx.broker.stopping()
+/// The blocking part of XREAD/XREADGROUP: registered for wake-ups on every key before the
+/// first attempt (so no append between an attempt and the wait is missed).
+struct Blocker {
+    notify: Arc<Notify>,
+    /// `None`: do not block; `Some(None)`: block for ever; `Some(Some(t))`: until `t`.
+    until: Option<Option<tokio::time::Instant>>,
 }
 
-fn deadline(block_ms: Option<u64>) -> Option<Option<tokio::time::Instant>> {
-    block_ms.map(|ms| (ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(ms)))
+impl Blocker {
+    fn new(ctx: &Ctx<'_>, keys: &[StreamKey], block_ms: Option<u64>) -> Self {
+        let until = block_ms
+            .filter(|_| !ctx.in_exec)
+            .map(|ms| (ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(ms)));
+        let notify = Arc::new(Notify::new());
+        if until.is_some() {
+            for k in keys {
+                ctx.broker.notifier().subscribe(k, &notify);
+            }
+        }
+        Blocker { notify, until }
+    }
+
+    /// The MULTI gate for one attempt (EXEC already holds it exclusively).
+    async fn gate<'a>(ctx: &'a Ctx<'_>) -> Option<tokio::sync::RwLockReadGuard<'a, ()>> {
+        if ctx.in_exec {
+            None
+        } else {
+            Some(ctx.clients.gate.read().await)
+        }
+    }
+
+    /// Waits for a wake-up; false when the caller should reply nil (no blocking, timeout,
+    /// shutdown).
+    async fn wait(&self, ctx: &Ctx<'_>) -> bool {
+        let Some(until) = self.until else {
+            return false;
+        };
+        let stats = ctx.broker.stats();
+        stats
+            .blocked
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let woke = match until {
+            Some(t) => tokio::time::timeout_at(t, self.notify.notified())
+                .await
+                .is_ok(),
+            None => {
+                self.notify.notified().await;
+                true
+            }
+        };
+        stats
+            .blocked
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        woke && !ctx.broker.stopping()
+    }
 }
 
 /// XREAD [COUNT n] [BLOCK ms] STREAMS key ... id ...
@@ -444,23 +472,9 @@ pub async fn xread(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             other => id(other)?,
         });
     }
-    let block = if ctx.in_exec {
-        None
-    } else {
-        deadline(r.block_ms)
-    };
-    let notify = Arc::new(Notify::new());
-    if block.is_some() {
-        for k in &keys {
-            ctx.broker.notifier().subscribe(k, &notify);
-        }
-    }
+    let blocker = Blocker::new(ctx, &keys, r.block_ms);
     loop {
-        let gate = if ctx.in_exec {
-            None
-        } else {
-            Some(ctx.clients.gate.read().await)
-        };
+        let gate = Blocker::gate(ctx).await;
         let mut results = Vec::new();
         for ((k, name), a) in keys.iter().zip(&r.keys).zip(&after) {
             let e = store
@@ -474,9 +488,8 @@ pub async fn xread(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             return Ok(read_reply(ctx.conn.proto, results));
         }
         drop(gate);
-        match block {
-            Some(d) if wait_for(ctx, &keys, &notify, d).await => continue,
-            _ => return Ok(Frame::NullArray),
+        if !blocker.wait(ctx).await {
+            return Ok(Frame::NullArray);
         }
     }
 }
@@ -506,24 +519,11 @@ pub async fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             text(&group)
         ))
     };
+    // A history read answers at once: BLOCK only applies to `>`.
     let history = from.iter().any(|f| matches!(f, ReadFrom::History(_)));
-    let block = if ctx.in_exec || history {
-        None
-    } else {
-        deadline(r.block_ms)
-    };
-    let notify = Arc::new(Notify::new());
-    if block.is_some() {
-        for k in &keys {
-            ctx.broker.notifier().subscribe(k, &notify);
-        }
-    }
+    let blocker = Blocker::new(ctx, &keys, r.block_ms.filter(|_| !history));
     loop {
-        let gate = if ctx.in_exec {
-            None
-        } else {
-            Some(ctx.clients.gate.read().await)
-        };
+        let gate = Blocker::gate(ctx).await;
         // Every key and group must exist before anything is read.
         for (k, name) in keys.iter().zip(&r.keys) {
             let ok = ctx.broker.store().group_policy(k, &group).is_ok();
@@ -564,9 +564,8 @@ pub async fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             return Ok(read_reply(ctx.conn.proto, results));
         }
         drop(gate);
-        match block {
-            Some(d) if wait_for(ctx, &keys, &notify, d).await => continue,
-            _ => return Ok(Frame::NullArray),
+        if !blocker.wait(ctx).await {
+            return Ok(Frame::NullArray);
         }
     }
 }
