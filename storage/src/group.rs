@@ -55,10 +55,15 @@ pub(crate) fn range_has_tombstones(m: &StreamMeta, start: StreamId) -> bool {
     start <= m.max_deleted_id
 }
 
-/// Redis 7's consumer group lag, `None` when it cannot be known.
+/// Redis's consumer group lag, `None` when it cannot be known. As in current Redis: an empty
+/// stream has lag 0, and a group whose last ID is behind the first entry (everything between
+/// was trimmed or deleted) has every remaining entry to read.
 pub(crate) fn lag(m: &StreamMeta, g: &GroupMeta) -> Option<u64> {
-    if m.entries_added == 0 {
+    if m.entries_added == 0 || m.length == 0 {
         return Some(0);
+    }
+    if g.last_id < m.first_id {
+        return Some(m.length);
     }
     if let Some(read) = g.entries_read {
         if !range_has_tombstones(m, g.last_id) {
@@ -76,8 +81,11 @@ fn consume(m: &StreamMeta, g: &mut GroupMeta, id: StreamId, lane: Lane) {
         *c = id;
     }
     if id > g.last_id {
+        // Entries between the last ID and the first entry were removed: the counter cannot
+        // simply step on, it is estimated again.
+        let gap = g.last_id < m.first_id;
         g.entries_read = match g.entries_read {
-            Some(read) if !range_has_tombstones(m, id) => Some(read + 1),
+            Some(read) if !gap && !range_has_tombstones(m, id) => Some(read + 1),
             _ if m.entries_added > 0 => estimate_distance(m, id),
             other => other,
         };
