@@ -560,6 +560,32 @@ fn lag_follows_redis_with_deletes_and_trims() {
     read(&s, "y", "g1", "alice", 10, 1);
     assert_eq!(lag_of(&s, "y", "g1"), (Some(3), Some(0)));
 
+    // ENTRIESREAD beyond entries-added is capped.
+    explicit(&s, "w", 1);
+    s.apply_one(
+        Op::CreateGroup {
+            stream: key("w"),
+            group: b"g".to_vec(),
+            start: GroupStart::Last,
+            mkstream: false,
+            entries_read: Some(9999),
+        },
+        1,
+    )
+    .unwrap();
+    assert_eq!(lag_of(&s, "w", "g"), (Some(1), Some(0)));
+    s.apply_one(
+        Op::SetGroupId {
+            stream: key("w"),
+            group: b"g".to_vec(),
+            start: GroupStart::Last,
+            entries_read: Some(9999),
+        },
+        1,
+    )
+    .unwrap();
+    assert_eq!(lag_of(&s, "w", "g"), (Some(1), Some(0)));
+
     // With XTRIM.
     create_group(&s, "z", "g", GroupStart::Last, 1);
     for ms in 1..=5 {
