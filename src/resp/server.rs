@@ -112,6 +112,8 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, clien
     'conn: loop {
         let mut start = 0;
         let mut protocol_error = None;
+        // True when parsing stopped at the cap, with more complete commands still buffered.
+        let mut capped = true;
         while queued.len() < PIPELINE_MAX {
             match parse_command(&buf[start..], &limits) {
                 Ok(Some((args, used))) => {
@@ -120,9 +122,13 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, clien
                         queued.push_back(args);
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    capped = false;
+                    break;
+                }
                 Err(e) => {
                     protocol_error = Some(e);
+                    capped = false;
                     break;
                 }
             }
@@ -173,8 +179,8 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, clien
             let _ = sock.write_all(&out).await;
             break;
         }
-        // A full command (or an error) still waits in the buffer: no need to read first.
-        if !buf.is_empty() && !matches!(parse_command(&buf, &limits), Ok(None)) {
+        // Parsing stopped at the cap: run the rest of the buffer before reading more.
+        if capped {
             continue;
         }
         buf.reserve(16 << 10);

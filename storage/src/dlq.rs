@@ -2,7 +2,6 @@
 
 use crate::overlay::View;
 
-use crate::codec;
 use crate::error::Result;
 use crate::id::{IdSpec, Lane, StreamId};
 use crate::keys;
@@ -166,7 +165,7 @@ impl Txn<'_> {
             .iter()
             .map(|(e, _)| (e.id, e.record.meta.lane, e.record.payload_len() as u64))
             .collect();
-        self.with_stream(dlq, |txn, st| txn.remove_entries_pub(st, &list))
+        self.with_stream(dlq, |txn, st| txn.remove_entries(st, &list))
             .unwrap_or(Ok(()))
     }
 
@@ -310,7 +309,6 @@ impl Txn<'_> {
             }
         }
         self.sys.garbage_pending = remaining;
-        let _ = codec::HEADER_LEN;
         Ok(())
     }
 }

@@ -233,15 +233,7 @@ impl Txn<'_> {
     }
 
     /// Removes entries (given with lane and size) and fixes the metadata.
-    pub(crate) fn remove_entries_pub(
-        &mut self,
-        st: &mut StreamState,
-        gone: &[(StreamId, Lane, u64)],
-    ) -> Result<()> {
-        self.remove_entries(st, gone)
-    }
-
-    fn remove_entries(
+    pub(crate) fn remove_entries(
         &mut self,
         st: &mut StreamState,
         gone: &[(StreamId, Lane, u64)],

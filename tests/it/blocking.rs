@@ -49,61 +49,48 @@ fn xreadgroup_block_wakes_times_out_and_is_released() {
     );
     assert!(t.elapsed() >= Duration::from_millis(190));
     // Woken by an append from another client.
-    let addr = s.addr;
-    let waiter = std::thread::spawn(move || {
-        let mut r = Raw::connect(addr);
-        r.cmd(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "s",
-            ">",
-        ])
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let waiter = s.spawn_blocked(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
     r.cmd(&["XADD", "s", "1-0", "f", "v"]);
     let v = waiter.join().unwrap();
     assert_eq!(entry_id(&v.arr()[0].arr()[1].arr()[0]), "1-0");
     // Group destroyed while blocked: NOGROUP.
-    let waiter = std::thread::spawn(move || {
-        let mut r = Raw::connect(addr);
-        r.cmd(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "s",
-            ">",
-        ])
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let waiter = s.spawn_blocked(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
     r.cmd(&["XGROUP", "DESTROY", "s", "g"]);
     let v = waiter.join().unwrap();
     assert!(v.s().starts_with("NOGROUP"), "{v:?}");
     // Stream deleted while blocked: NOGROUP (the command runs again and finds no group).
     r.cmd(&["XGROUP", "CREATE", "s", "g2", "$"]);
-    let waiter = std::thread::spawn(move || {
-        let mut r = Raw::connect(addr);
-        r.cmd(&[
-            "XREADGROUP",
-            "GROUP",
-            "g2",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "s",
-            ">",
-        ])
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let waiter = s.spawn_blocked(&[
+        "XREADGROUP",
+        "GROUP",
+        "g2",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
     assert_eq!(r.cmd(&["DEL", "s"]), V::Int(1));
     let v = waiter.join().unwrap();
     assert_eq!(

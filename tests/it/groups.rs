@@ -209,22 +209,17 @@ fn redis_suite_details() {
     );
     // RENAME onto a key wakes readers blocked on it.
     r.cmd(&["XGROUP", "CREATE", "dst", "g", "$", "MKSTREAM"]);
-    let addr = s.addr;
-    let waiter = std::thread::spawn(move || {
-        let mut r = Raw::connect(addr);
-        r.cmd(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "dst",
-            ">",
-        ])
-    });
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let waiter = s.spawn_blocked(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "dst",
+        ">",
+    ]);
     r.cmd(&["XGROUP", "CREATE", "src", "g", "$", "MKSTREAM"]);
     r.cmd(&["XADD", "src", "100", "f1", "v1"]);
     assert_eq!(r.cmd(&["RENAME", "src", "dst"]), V::Simple("OK".into()));

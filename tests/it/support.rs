@@ -79,6 +79,39 @@ impl Server {
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
+
+    fn blocked_clients(&self) -> usize {
+        let info = self.raw().cmd(&["INFO", "clients"]);
+        let line = info
+            .s()
+            .lines()
+            .find(|l| l.starts_with("blocked_clients:"))
+            .expect("blocked_clients")
+            .to_string();
+        line["blocked_clients:".len()..]
+            .trim()
+            .parse()
+            .expect("number")
+    }
+
+    /// Sends a (blocking) command from another client and returns once the server reports one
+    /// more blocked client; join the handle for its reply.
+    pub fn spawn_blocked(&self, args: &[&str]) -> std::thread::JoinHandle<V> {
+        let before = self.blocked_clients();
+        let addr = self.addr;
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let handle = std::thread::spawn(move || {
+            let mut r = Raw::connect(addr);
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            r.cmd(&a)
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.blocked_clients() <= before {
+            assert!(Instant::now() < deadline, "the command never blocked");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        handle
+    }
 }
 
 impl Drop for Server {
