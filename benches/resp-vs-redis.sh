@@ -5,6 +5,7 @@
 #
 #   benches/resp-vs-redis.sh                       # full run
 #   N=20000 RSS_ENTRIES=1000000 benches/resp-vs-redis.sh   # quicker
+#   CORTEX=/tmp/cortex-before benches/resp-vs-redis.sh       # an older build, for before/after
 #
 # Loopback only; every server it starts is stopped on exit.
 set -euo pipefail
@@ -18,8 +19,11 @@ PAYLOAD=$(head -c 100 /dev/zero | tr '\0' 'x')
 for tool in redis-server redis-benchmark redis-cli; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install redis-server redis-tools)"; exit 1; }
 done
-cargo build --release --bin cortex >/dev/null 2>&1 || cargo build --release --bin cortex
-CORTEX=target/release/cortex
+# CORTEX=path/to/cortex compares a given binary (for before/after runs) instead of building.
+if [ -z "${CORTEX:-}" ]; then
+  cargo build --release --bin cortex >/dev/null 2>&1 || cargo build --release --bin cortex
+  CORTEX=target/release/cortex
+fi
 
 WORK=$(mktemp -d)
 PIDS=()

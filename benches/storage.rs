@@ -79,12 +79,12 @@ fn append(c: &mut Criterion) {
 
 fn read_op(count: usize) -> Op {
     Op::ReadGroup {
-        stream: key(),
+        streams: vec![(key(), ReadFrom::New)],
         group: b"g".to_vec(),
         consumer: b"c".to_vec(),
         count: Some(count),
         noack: false,
-        from: ReadFrom::New,
+        retry: false,
     }
 }
 
@@ -98,7 +98,7 @@ fn ack_op(ids: Vec<StreamId>) -> Op {
 
 fn entries(r: Option<cortex_storage::Result<Reply>>) -> Vec<StreamId> {
     match r {
-        Some(Ok(Reply::Entries(e))) => e.into_iter().map(|x| x.0).collect(),
+        Some(Ok(Reply::GroupRead(mut e))) => e.remove(0).into_iter().map(|x| x.0).collect(),
         other => panic!("read failed: {other:?}"),
     }
 }
@@ -129,6 +129,7 @@ fn read_ack(c: &mut Criterion) {
                     start: GroupStart::Id(StreamId::MIN),
                     mkstream: true,
                     entries_read: None,
+                    policy: None,
                 },
                 now_ms(),
             )

@@ -77,6 +77,7 @@ fn main() {
                 start: GroupStart::Id(StreamId::MIN),
                 mkstream: true,
                 entries_read: None,
+                policy: None,
             },
             1,
         )
@@ -145,17 +146,17 @@ fn main() {
     let read = store
         .apply_one(
             Op::ReadGroup {
-                stream: key.clone(),
+                streams: vec![(key.clone(), ReadFrom::New)],
                 group: b"g".to_vec(),
                 consumer: b"c".to_vec(),
                 count: Some(100),
                 noack: false,
-                from: ReadFrom::New,
+                retry: false,
             },
             2,
         )
         .expect("read");
-    assert!(matches!(read, Reply::Entries(ref e) if e.len() == 100));
+    assert!(matches!(read, Reply::GroupRead(ref e) if e[0].len() == 100));
     let first_reads_ms = t.elapsed().as_secs_f64() * 1000.0;
     let disk = store.disk_space().unwrap_or(0) as f64 / (1 << 20) as f64;
 

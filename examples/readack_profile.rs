@@ -46,6 +46,7 @@ fn main() {
                 start: GroupStart::Id(StreamId::MIN),
                 mkstream: false,
                 entries_read: None,
+                policy: None,
             },
             1,
         )
@@ -53,19 +54,20 @@ fn main() {
     let (mut tr, mut ta) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for _ in 0..rounds {
         let t = Instant::now();
-        let Ok(Reply::Entries(e)) = store.apply_one(
+        let Ok(Reply::GroupRead(mut e)) = store.apply_one(
             Op::ReadGroup {
-                stream: key.clone(),
+                streams: vec![(key.clone(), ReadFrom::New)],
                 group: b"g".to_vec(),
                 consumer: b"c".to_vec(),
                 count: Some(100),
                 noack: false,
-                from: ReadFrom::New,
+                retry: false,
             },
             2,
         ) else {
             panic!()
         };
+        let e = e.remove(0);
         tr += t.elapsed();
         let t = Instant::now();
         store

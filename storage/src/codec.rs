@@ -42,6 +42,8 @@ pub enum Kind {
     System = 7,
     /// Garbage awaiting collection.
     Garbage = 8,
+    /// A writer batch: the leader's `now_ms` and its ops ([`crate::ops::encode_batch`]).
+    Batch = 9,
 }
 
 fn config() -> impl bincode::config::Config {

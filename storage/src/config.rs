@@ -43,6 +43,14 @@ pub struct Limits {
     pub due_per_tick_max: usize,
     /// Most keys garbage collection deletes per tick.
     pub gc_keys_per_tick_max: usize,
+    /// Most streams one group read names.
+    pub streams_per_read_max: usize,
+    /// Most dead letters one listing returns.
+    pub dlq_list_max: usize,
+    /// Most dead letters one redrive or purge moves.
+    pub dlq_batch_max: usize,
+    /// Most entries of a dead-letter stream one listing, redrive or purge examines.
+    pub dlq_scan_max: usize,
 }
 
 impl Default for Limits {
@@ -61,6 +69,10 @@ impl Default for Limits {
             dead_letters_per_read_max: 1_000,
             due_per_tick_max: 10_000,
             gc_keys_per_tick_max: 100_000,
+            streams_per_read_max: 1_000,
+            dlq_list_max: 10_000,
+            dlq_batch_max: 100_000,
+            dlq_scan_max: 100_000,
         }
     }
 }
@@ -117,6 +129,12 @@ impl StoreConfig {
         if l.dead_letters_per_read_max == 0 || l.trim_per_op_max == 0 || l.gc_keys_per_tick_max == 0
         {
             return bad("per-op limits must be positive");
+        }
+        if l.streams_per_read_max == 0 || l.dlq_list_max == 0 || l.dlq_batch_max == 0 {
+            return bad("per-op limits must be positive");
+        }
+        if l.dlq_scan_max < l.dlq_list_max || l.dlq_scan_max < l.dlq_batch_max {
+            return bad("dlq_scan_max must be at least dlq_list_max and dlq_batch_max");
         }
         if self.journal_bytes_max < (64 << 20) {
             return bad("journal_bytes_max must be at least 64 MiB");

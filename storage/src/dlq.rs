@@ -12,9 +12,6 @@ use crate::store::{GroupState, PendingDeadLetter, Txn};
 use crate::stream::next_id;
 use crate::Store;
 
-/// Most entries one redrive or purge examines.
-const DLQ_SCAN_MAX: usize = 100_000;
-
 fn matches(filter: &DlqFilter, id: StreamId, d: &DeadLetter) -> bool {
     filter.id.is_none_or(|f| f == id)
         && filter
@@ -145,7 +142,7 @@ impl Txn<'_> {
             &dlq.name,
             st.meta.stream_id,
             lo.max(st.meta.first_id)..=hi,
-            DLQ_SCAN_MAX,
+            self.cfg.limits.dlq_scan_max,
         )?;
         for e in entries {
             if out.len() >= limit {
@@ -165,7 +162,7 @@ impl Txn<'_> {
             .iter()
             .map(|(e, _)| (e.id, e.record.meta.lane, e.record.payload_len() as u64))
             .collect();
-        self.with_stream(dlq, |txn, st| txn.remove_entries(st, &list))
+        self.with_stream(dlq, |txn, st| txn.remove_entries(dlq, st, &list))
             .unwrap_or(Ok(()))
     }
 
@@ -175,7 +172,7 @@ impl Txn<'_> {
         filter: &DlqFilter,
         limit: usize,
     ) -> Result<Reply> {
-        let found = self.dlq_matching(dlq, filter, limit)?;
+        let found = self.dlq_matching(dlq, filter, limit.min(self.cfg.limits.dlq_batch_max))?;
         let now = self.now;
         let mut moved = Vec::new();
         for (e, d) in found {
@@ -215,7 +212,7 @@ impl Txn<'_> {
         filter: &DlqFilter,
         limit: usize,
     ) -> Result<Reply> {
-        let found = self.dlq_matching(dlq, filter, limit)?;
+        let found = self.dlq_matching(dlq, filter, limit.min(self.cfg.limits.dlq_batch_max))?;
         self.remove_dead_letters(dlq, &found)?;
         Ok(Reply::Count(found.len() as u64))
     }
@@ -333,7 +330,7 @@ impl Store {
                 dlq,
                 std::ops::Bound::Unbounded,
                 std::ops::Bound::Unbounded,
-                Some(DLQ_SCAN_MAX),
+                Some(self.cfg.limits.dlq_scan_max),
                 false,
             )?,
         };
@@ -343,7 +340,7 @@ impl Store {
                 let d = e.record.dead_letter.clone()?;
                 matches(filter, e.id, &d).then_some((e, *d))
             })
-            .take(count)
+            .take(count.min(self.cfg.limits.dlq_list_max))
             .collect())
     }
 }

@@ -17,7 +17,7 @@ use crate::meta::{
 };
 use crate::ops::{GroupStart, ReadFrom, Reply, StreamKey};
 use crate::record::{DeadReason, Record};
-use crate::store::{corrupt, get_record, GroupState, Keyspaces, Txn};
+use crate::store::{corrupt, get_record, key_id, unique_ids, GroupState, Keyspaces, Txn};
 use crate::stream::check_name;
 use crate::Store;
 
@@ -192,7 +192,7 @@ impl LaneReader {
                 }
                 self.scan_budget -= 1;
                 let (k, v) = g.into_inner()?;
-                let id = keys::trailing_id(&k).unwrap_or(StreamId::MAX);
+                let id = key_id(&k, "entry key", name)?;
                 let rec: Record = codec::decode(Kind::Entry, &v)
                     .map_err(|reason| corrupt("entry", name, Some(id), reason))?;
                 self.next_after = id;
@@ -214,7 +214,7 @@ impl LaneReader {
                     break;
                 }
                 let k = g.key()?;
-                let id = keys::trailing_id(&k).unwrap_or(StreamId::MAX);
+                let id = key_id(&k, "lane key", name)?;
                 self.next_after = id;
                 if let Some(rec) = get_record(r, ks, name, sid, id)? {
                     self.buf.push_back((id, rec, None));
@@ -250,8 +250,12 @@ impl Txn<'_> {
         start: GroupStart,
         mkstream: bool,
         entries_read: Option<u64>,
+        policy: Option<DeliveryPolicy>,
     ) -> Result<Reply> {
         self.group_names(key, group)?;
+        if let Some(p) = &policy {
+            self.validate_policy(p)?;
+        }
         match self.stream(key) {
             None if !mkstream => {
                 return Err(Error::NoSuchStream {
@@ -275,6 +279,7 @@ impl Txn<'_> {
                 ..GroupMeta::default()
             };
             meta.set_cursor(resolve_start(&st.meta, start));
+            meta.policy = policy;
             st.groups
                 .insert(group.to_vec(), std::sync::Arc::new(GroupState::new(meta)));
             txn.touched_groups
@@ -386,7 +391,7 @@ impl Txn<'_> {
         let from = keys::consumer_pending(gid, cid, StreamId::MIN);
         let to = keys::consumer_pending(gid, cid, StreamId::MAX);
         for item in self.tx.range(&self.ks.cpel, from..=to) {
-            let id = keys::trailing_id(&item.key()?).unwrap_or(StreamId::MAX);
+            let id = key_id(&item.key()?, "consumer pending key", &key.name)?;
             owned.push((id, self.pending_entry(&key.name, gid, id)?));
         }
         let n = owned.len() as u64;
@@ -404,13 +409,8 @@ impl Txn<'_> {
         Ok(Reply::Count(n))
     }
 
-    pub(crate) fn set_policy(
-        &mut self,
-        key: &StreamKey,
-        group: &[u8],
-        policy: Option<DeliveryPolicy>,
-    ) -> Result<Reply> {
-        if let Some(p) = &policy {
+    fn validate_policy(&self, p: &DeliveryPolicy) -> Result<()> {
+        {
             if p.max_attempts == 0 || p.max_attempts > DeliveryPolicy::MAX_ATTEMPTS_MAX {
                 return Err(Error::InvalidArgument(format!(
                     "max_attempts must be 1 to {}",
@@ -435,9 +435,32 @@ impl Txn<'_> {
                 self.cfg.limits.stream_name_max,
             )?;
         }
+        Ok(())
+    }
+
+    pub(crate) fn set_policy(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        policy: Option<DeliveryPolicy>,
+    ) -> Result<Reply> {
+        if let Some(p) = &policy {
+            self.validate_policy(p)?;
+        }
         self.group(key, group)?;
         self.with_group(key, group, |_, _, g| g.meta.policy = policy);
         Ok(Reply::Ok)
+    }
+
+    /// Changes some fields of the policy, reading the current one inside the batch.
+    pub(crate) fn patch_policy(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        patch: &crate::ops::PolicyPatch,
+    ) -> Result<Reply> {
+        let current = self.group(key, group)?.meta.policy.clone();
+        self.set_policy(key, group, Some(patch.apply(current)))
     }
 
     /// Reads a pending entry of a group.
@@ -472,6 +495,7 @@ impl Txn<'_> {
                     .remove(&self.ks.cpel, keys::consumer_pending(gid, old, id));
                 let name = g.consumer_name(old).to_vec();
                 if let Some(c) = g.consumers.get_mut(&name) {
+                    debug_assert!(c.pending > 0, "consumer pending underflow");
                     c.pending = c.pending.saturating_sub(1);
                 }
             }
@@ -505,6 +529,7 @@ impl Txn<'_> {
             g.ready_floor = g.ready_floor.min(id);
         } else if was_ready && !is_ready {
             self.tx.remove(&self.ks.ready, keys::id_key(gid, id));
+            debug_assert!(g.meta.ready > 0, "ready count underflow");
             g.meta.ready = g.meta.ready.saturating_sub(1);
         }
     }
@@ -519,12 +544,15 @@ impl Txn<'_> {
         );
         if pel.state == PendingState::Ready {
             self.tx.remove(&self.ks.ready, keys::id_key(gid, id));
+            debug_assert!(g.meta.ready > 0, "ready count underflow");
             g.meta.ready = g.meta.ready.saturating_sub(1);
         }
         let name = g.consumer_name(pel.consumer_id).to_vec();
         if let Some(c) = g.consumers.get_mut(&name) {
+            debug_assert!(c.pending > 0, "consumer pending underflow");
             c.pending = c.pending.saturating_sub(1);
         }
+        debug_assert!(g.meta.pending > 0, "group pending underflow");
         g.meta.pending = g.meta.pending.saturating_sub(1);
     }
 
@@ -537,8 +565,67 @@ impl Txn<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn read_group(
+    /// XREADGROUP over every stream of the op: validates all of them, then reads each.
+    pub(crate) fn read_groups(
+        &mut self,
+        streams: &[(StreamKey, ReadFrom)],
+        group: &[u8],
+        consumer: &[u8],
+        count: Option<usize>,
+        noack: bool,
+        retry: bool,
+    ) -> Result<Reply> {
+        check_name("consumer name", consumer, self.cfg.limits.group_name_max)?;
+        let max = self.cfg.limits.streams_per_read_max;
+        if streams.is_empty() || streams.len() > max {
+            return Err(Error::TooLarge {
+                what: "number of streams in one read",
+                len: streams.len(),
+                max,
+            });
+        }
+        for (key, _) in streams {
+            self.group(key, group)?;
+        }
+        if retry
+            && !streams
+                .iter()
+                .any(|(k, f)| self.may_hand_out(k, group, consumer, *f))
+        {
+            return Ok(Reply::GroupRead(vec![Vec::new(); streams.len()]));
+        }
+        let mut out = Vec::with_capacity(streams.len());
+        for (key, from) in streams {
+            out.push(self.read_group(key, group, consumer, count, noack, *from)?);
+        }
+        Ok(Reply::GroupRead(out))
+    }
+
+    /// False when a read of the group certainly hands out nothing and changes nothing
+    /// (judged from metadata alone: no retry ready or due, no lane with unread entries).
+    fn may_hand_out(&self, key: &StreamKey, group: &[u8], consumer: &[u8], from: ReadFrom) -> bool {
+        let Some(st) = self.stream(key) else {
+            return true;
+        };
+        let Some(g) = st.groups.get(group) else {
+            return true;
+        };
+        let Some(c) = g.consumers.get(consumer) else {
+            return true;
+        };
+        match from {
+            ReadFrom::History(_) => c.pending > 0,
+            ReadFrom::New => {
+                g.meta.ready > 0
+                    || (g.meta.policy.is_some() && g.due_floor_ms <= self.now)
+                    || Lane::ALL
+                        .iter()
+                        .any(|&l| g.meta.cursor(l) < st.meta.lane_last[l.index()])
+            }
+        }
+    }
+
+    fn read_group(
         &mut self,
         key: &StreamKey,
         group: &[u8],
@@ -546,9 +633,7 @@ impl Txn<'_> {
         count: Option<usize>,
         noack: bool,
         from: ReadFrom,
-    ) -> Result<Reply> {
-        check_name("consumer name", consumer, self.cfg.limits.group_name_max)?;
-        self.group(key, group)?;
+    ) -> Result<Vec<(StreamId, Option<Record>)>> {
         let max = self.cfg.limits.read_count_max;
         let count = count.unwrap_or(max).min(max);
         let now = self.now;
@@ -573,7 +658,7 @@ impl Txn<'_> {
         cid: u64,
         after: StreamId,
         count: usize,
-    ) -> Result<Reply> {
+    ) -> Result<Vec<(StreamId, Option<Record>)>> {
         let (sid, gid) = {
             let st = self.existing(key)?;
             (
@@ -590,11 +675,8 @@ impl Txn<'_> {
                 .tx
                 .range(&self.ks.cpel, from..=to)
                 .take(count)
-                .map(|g| {
-                    g.key()
-                        .map(|k| keys::trailing_id(&k).unwrap_or(StreamId::MAX))
-                })
-                .collect::<Result<_, _>>()?;
+                .map(|g| key_id(&g.key()?, "consumer pending key", &key.name))
+                .collect::<Result<_>>()?;
             for id in ids {
                 let record = self.get_record(key, sid, id)?;
                 if record.is_some() {
@@ -624,7 +706,7 @@ impl Txn<'_> {
                 txn.put_pending(g, id, &pel, Some(&prev));
             }
         });
-        Ok(Reply::Entries(out))
+        Ok(out)
     }
 
     fn freshness(
@@ -647,7 +729,7 @@ impl Txn<'_> {
         cid: u64,
         count: usize,
         noack: bool,
-    ) -> Result<Reply> {
+    ) -> Result<Vec<(StreamId, Option<Record>)>> {
         let now = self.now;
         let limits = &self.cfg.limits;
         let dl_max = limits.dead_letters_per_read_max;
@@ -674,11 +756,8 @@ impl Txn<'_> {
                 .tx
                 .range(&self.ks.ready, from..=to)
                 .take(count)
-                .map(|g| {
-                    g.key()
-                        .map(|k| keys::trailing_id(&k).unwrap_or(StreamId::MAX))
-                })
-                .collect::<Result<_, _>>()?;
+                .map(|g| key_id(&g.key()?, "ready key", &key.name))
+                .collect::<Result<_>>()?;
             for id in ids {
                 let Some(pel) = self.pending_entry(&key.name, gid, id)? else {
                     continue;
@@ -850,33 +929,19 @@ impl Txn<'_> {
                 }
             }
         });
-        Ok(Reply::Entries(out))
+        Ok(out)
     }
 
-    fn check_ids(&self, ids: &[StreamId]) -> Result<()> {
-        let max = self.cfg.limits.ids_per_op_max;
-        if ids.len() > max {
-            return Err(Error::TooLarge {
-                what: "number of IDs",
-                len: ids.len(),
-                max,
-            });
-        }
-        Ok(())
-    }
-
-    /// Pending entries of the group for the given IDs, duplicates dropped.
+    /// Pending entries of the group for the given IDs (already without duplicates, see
+    /// [`unique_ids`]).
     pub(crate) fn pending_of(
         &self,
         key: &StreamKey,
         gid: u64,
         ids: &[StreamId],
     ) -> Result<Vec<(StreamId, PendingEntry)>> {
-        let mut found: Vec<(StreamId, PendingEntry)> = Vec::new();
+        let mut found: Vec<(StreamId, PendingEntry)> = Vec::with_capacity(ids.len());
         for &id in ids {
-            if found.iter().any(|(f, _)| *f == id) {
-                continue;
-            }
             if let Some(p) = self.pending_entry(&key.name, gid, id)? {
                 found.push((id, p));
             }
@@ -885,14 +950,14 @@ impl Txn<'_> {
     }
 
     pub(crate) fn ack(&mut self, key: &StreamKey, group: &[u8], ids: &[StreamId]) -> Result<Reply> {
-        self.check_ids(ids)?;
+        let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
         let Some(st) = self.stream(key) else {
             return Ok(Reply::Count(0));
         };
         let Some(g) = st.groups.get(group) else {
             return Ok(Reply::Count(0));
         };
-        let found = self.pending_of(key, g.meta.group_id, ids)?;
+        let found = self.pending_of(key, g.meta.group_id, &ids)?;
         let n = found.len() as u64;
         self.with_group(key, group, |txn, _, g| {
             for (id, pel) in &found {
@@ -918,17 +983,14 @@ impl Txn<'_> {
         last_id: Option<StreamId>,
     ) -> Result<Reply> {
         check_name("consumer name", consumer, self.cfg.limits.group_name_max)?;
-        self.check_ids(ids)?;
+        let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
         let g = self.group(key, group)?;
         let (sid, gid) = (self.existing(key)?.meta.stream_id, g.meta.group_id);
         let now = self.now;
         // Plan: (id, previous pending entry, record) to claim; pending entries to drop.
         let mut claims: Vec<(StreamId, Option<PendingEntry>, Option<Record>)> = Vec::new();
         let mut drops: Vec<(StreamId, PendingEntry)> = Vec::new();
-        for &id in ids {
-            if claims.iter().any(|c| c.0 == id) || drops.iter().any(|d| d.0 == id) {
-                continue;
-            }
+        for id in ids {
             let pel = self.pending_entry(&key.name, gid, id)?;
             let record = self.get_record(key, sid, id)?;
             let Some(record) = record else {
@@ -1023,7 +1085,7 @@ impl Txn<'_> {
                 let Some(item) = it.next() else { break };
                 attempts -= 1;
                 let (k, v) = item.into_inner()?;
-                let id = keys::trailing_id(&k).unwrap_or(StreamId::MAX);
+                let id = key_id(&k, "pending key", &key.name)?;
                 let pel: PendingEntry = codec::decode(Kind::Pending, &v)
                     .map_err(|r| corrupt("pending entry", &key.name, Some(id), r))?;
                 match get_record(&self.tx, self.ks, &key.name, sid, id)? {
@@ -1035,7 +1097,7 @@ impl Txn<'_> {
                 }
             }
             if let Some(item) = it.next() {
-                next = keys::trailing_id(&item.key()?).unwrap_or(StreamId::MIN);
+                next = key_id(&item.key()?, "pending key", &key.name)?;
             }
         }
         let mut out = Vec::with_capacity(claims.len());
@@ -1240,11 +1302,11 @@ impl Store {
         let g = &st.groups[group];
         let mut it = fjall::Readable::prefix(&snap, self.ks.pel.inner(), keys::prefix(gid));
         let first = match it.next() {
-            Some(i) => keys::trailing_id(&i.key()?),
+            Some(i) => Some(key_id(&i.key()?, "pending key", &key.name)?),
             None => None,
         };
         let last = match it.next_back() {
-            Some(i) => keys::trailing_id(&i.key()?),
+            Some(i) => Some(key_id(&i.key()?, "pending key", &key.name)?),
             None => first,
         };
         Ok(PendingSummary {
@@ -1295,7 +1357,7 @@ impl Store {
             let from = keys::consumer_pending(gid, c.consumer_id, q.start);
             let to = keys::consumer_pending(gid, c.consumer_id, q.end);
             for item in snap.range(&self.ks.cpel, from..=to) {
-                let id = keys::trailing_id(&item.key()?).unwrap_or(StreamId::MAX);
+                let id = key_id(&item.key()?, "consumer pending key", &key.name)?;
                 if let Some(p) = read_pending(&snap, &self.ks, &key.name, gid, id)? {
                     if push(id, p) {
                         break;
@@ -1307,7 +1369,7 @@ impl Store {
             let to = keys::id_key(gid, q.end);
             for item in snap.range(&self.ks.pel, from..=to) {
                 let (k, v) = item.into_inner()?;
-                let id = keys::trailing_id(&k).unwrap_or(StreamId::MAX);
+                let id = key_id(&k, "pending key", &key.name)?;
                 let p: PendingEntry = codec::decode(Kind::Pending, &v)
                     .map_err(|r| corrupt("pending entry", &key.name, Some(id), r))?;
                 if push(id, p) {

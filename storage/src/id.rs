@@ -114,7 +114,7 @@ impl FromStr for StreamId {
 }
 
 /// How an append chooses its ID.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum IdSpec {
     /// `*`: milliseconds from the clock (never going backwards), next sequence.
     Auto,

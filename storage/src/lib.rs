@@ -45,7 +45,8 @@ pub use meta::{
     PendingState, StreamMeta, SystemMeta, DEFAULT_DLQ,
 };
 pub use ops::{
-    BatchOutcome, DlqFilter, Event, GroupStart, Op, ReadFrom, Reply, StreamKey, Trim, TrimStrategy,
+    decode_batch, encode_batch, BatchOutcome, DlqFilter, Event, GroupStart, Op, PolicyPatch,
+    ReadFrom, Reply, StreamKey, Trim, TrimStrategy,
 };
 pub use policy::DueReport;
 pub use record::{DeadLetter, DeadReason, Entry, Fields, Meta, Record};

@@ -1,15 +1,19 @@
 //! Operations that change state, their replies, and the events they raise.
 //!
 //! Every state change is an [`Op`] applied through [`crate::Store::apply`]; a batch of ops is
-//! one atomic fjall commit with one fsync. This enum is also the natural unit of a future
-//! replication log.
+//! one atomic fjall commit with one fsync. A batch has a stable, versioned encoding
+//! ([`encode_batch`] / [`decode_batch`], through [`crate::codec`]), so it can be written to a
+//! replicated log and applied on another node with the same result.
 
+use bincode::{Decode, Encode};
+
+use crate::codec::{self, Kind};
 use crate::id::{IdSpec, Lane, StreamId};
 use crate::meta::DeliveryPolicy;
 use crate::record::{DeadReason, Fields, Meta, Record};
 
 /// A stream's full name: namespace (RESP database) and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
 pub struct StreamKey {
     /// Namespace; the RESP front maps database N to namespace N.
     pub ns: u16,
@@ -28,7 +32,7 @@ impl StreamKey {
 }
 
 /// How to trim.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum TrimStrategy {
     /// Keep at most this many entries.
     MaxLen(u64),
@@ -41,7 +45,7 @@ pub enum TrimStrategy {
 }
 
 /// A trim request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Trim {
     /// What to keep.
     pub strategy: TrimStrategy,
@@ -52,7 +56,7 @@ pub struct Trim {
 }
 
 /// Where a group starts or is moved to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum GroupStart {
     /// `$`: the stream's last ID.
     Last,
@@ -61,7 +65,7 @@ pub enum GroupStart {
 }
 
 /// What a group read returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum ReadFrom {
     /// `>`: due retries, then entries never delivered to the group.
     New,
@@ -70,7 +74,7 @@ pub enum ReadFrom {
 }
 
 /// Which dead letters a DLQ operation concerns.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
 pub struct DlqFilter {
     /// Only this DLQ entry.
     pub id: Option<StreamId>,
@@ -82,8 +86,48 @@ pub struct DlqFilter {
     pub reason: Option<DeadReason>,
 }
 
+/// Changes to some fields of a group's delivery policy; the others keep their value (or
+/// the default, for a group without a policy). Applied by the writer, so concurrent
+/// changes of different fields never lose one another.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct PolicyPatch {
+    /// New `max_attempts`.
+    pub max_attempts: Option<u32>,
+    /// New backoff steps.
+    pub backoff_ms: Option<Vec<u64>>,
+    /// New ack wait (`Some(None)`: none).
+    pub ack_wait_ms: Option<Option<u64>>,
+    /// New maximum age (`Some(None)`: none).
+    pub max_age_ms: Option<Option<u64>>,
+    /// New dead-letter stream.
+    pub dead_letter: Option<Vec<u8>>,
+}
+
+impl PolicyPatch {
+    /// The policy after the patch.
+    pub fn apply(&self, current: Option<DeliveryPolicy>) -> DeliveryPolicy {
+        let mut p = current.unwrap_or_default();
+        if let Some(v) = self.max_attempts {
+            p.max_attempts = v;
+        }
+        if let Some(v) = &self.backoff_ms {
+            p.backoff_ms = v.clone();
+        }
+        if let Some(v) = self.ack_wait_ms {
+            p.ack_wait_ms = v;
+        }
+        if let Some(v) = self.max_age_ms {
+            p.max_age_ms = v;
+        }
+        if let Some(v) = &self.dead_letter {
+            p.dead_letter = v.clone();
+        }
+        p
+    }
+}
+
 /// A state change.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 #[non_exhaustive]
 pub enum Op {
     /// XADD / CX.PUBLISH.
@@ -159,6 +203,8 @@ pub enum Op {
         mkstream: bool,
         /// ENTRIESREAD.
         entries_read: Option<u64>,
+        /// The group's delivery policy from the start (`None`: Redis semantics).
+        policy: Option<DeliveryPolicy>,
     },
     /// XGROUP SETID.
     SetGroupId {
@@ -205,20 +251,33 @@ pub enum Op {
         /// `None` returns the group to plain Redis semantics.
         policy: Option<DeliveryPolicy>,
     },
-    /// XREADGROUP on one stream.
-    ReadGroup {
+    /// CX.POLICY with options: changes some fields of a group's policy, atomically.
+    PatchPolicy {
         /// Stream.
         stream: StreamKey,
         /// Group.
         group: Vec<u8>,
+        /// The fields to change.
+        patch: PolicyPatch,
+    },
+    /// XREADGROUP over one or more streams, as one op: every stream's group is checked
+    /// before anything is handed out, so a missing group leaves no trace on the others.
+    ReadGroup {
+        /// Streams and where to read each from.
+        streams: Vec<(StreamKey, ReadFrom)>,
+        /// Group.
+        group: Vec<u8>,
         /// Consumer (created if missing).
         consumer: Vec<u8>,
-        /// COUNT (`None`: no limit for history; the store's read limit for new entries).
+        /// COUNT per stream (`None`: no limit for history; the store's read limit for new
+        /// entries).
         count: Option<usize>,
         /// NOACK: do not add to the pending list.
         noack: bool,
-        /// `>` or an ID.
-        from: ReadFrom,
+        /// A blocked reader's attempt after a wake-up: when no stream can hand anything out
+        /// it changes nothing (not even the consumer's seen-time), so idle wake-ups write no
+        /// log entries. A first attempt always records that the consumer was seen.
+        retry: bool,
     },
     /// XACK.
     Ack {
@@ -321,9 +380,12 @@ pub enum Reply {
         /// True when nothing was stored because the key was seen in the window.
         duplicate: bool,
     },
-    /// Entries from a group read or claim. `None` records are entries deleted from the stream
-    /// while pending (history reads) or claimed IDs (JUSTID).
+    /// Entries from a claim. `None` records are entries deleted from the stream while pending
+    /// or claimed IDs (JUSTID).
     Entries(Vec<(StreamId, Option<Record>)>),
+    /// A group read: per stream, in the op's order, the entries handed out (`None` records:
+    /// entries deleted from the stream while pending, in history reads).
+    GroupRead(Vec<Vec<(StreamId, Option<Record>)>>),
     /// XAUTOCLAIM's answer.
     AutoClaimed {
         /// Cursor for the next call (`0-0` when the scan is complete).
@@ -410,4 +472,19 @@ pub struct BatchOutcome {
     pub replies: Vec<crate::Result<Reply>>,
     /// Events raised by the batch, in order.
     pub events: Vec<Event>,
+    /// After this batch, the earliest moment [`Op::Tick`] has work (may be in the past:
+    /// tick now); `None` when nothing time-driven is pending. The broker's timer sleeps
+    /// until exactly this, as quinn-proto's `poll_timeout` tells its caller.
+    pub next_deadline_ms: Option<u64>,
+}
+
+/// Encodes a writer batch (its ops and the leader's clock) for a replicated log: the
+/// codec's envelope (version, kind, CRC) around a bincode 2 payload.
+pub fn encode_batch(ops: &[Op], now_ms: u64) -> Vec<u8> {
+    codec::encode(Kind::Batch, &(now_ms, ops))
+}
+
+/// Decodes [`encode_batch`]'s bytes; a failed check is an error, never a batch.
+pub fn decode_batch(bytes: &[u8]) -> Result<(u64, Vec<Op>), String> {
+    codec::decode(Kind::Batch, bytes)
 }

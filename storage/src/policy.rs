@@ -10,7 +10,7 @@ use crate::keys;
 use crate::meta::{DeliveryPolicy, IdempotencyRecord, PendingEntry, PendingState};
 use crate::ops::{Event, Reply, StreamKey};
 use crate::record::{DeadReason, Record};
-use crate::store::{GroupState, Txn};
+use crate::store::{due_key, unique_ids, GroupState, Txn};
 use crate::Store;
 
 /// What [`Store::due`] finds: when the broker must next tick, and which groups have retries
@@ -115,10 +115,7 @@ impl Txn<'_> {
                 complete = false;
                 break;
             }
-            let k = item.key()?;
-            if let (Some(t), Some(id)) = (keys::due_time(&k), keys::trailing_id(&k)) {
-                seen.push((t, id));
-            }
+            seen.push(due_key(&item.key()?, &key.name)?);
         }
         let mut failures = Vec::new();
         let mut now_ready = Vec::new();
@@ -176,7 +173,7 @@ impl Txn<'_> {
             let from = keys::due(gid, now.saturating_add(1), StreamId::MIN);
             let to = keys::due(gid, u64::MAX, StreamId::MAX);
             let next = match self.tx.range(&self.ks.due, from..=to).next() {
-                Some(item) => keys::due_time(&item.key()?),
+                Some(item) => Some(due_key(&item.key()?, &key.name)?.0),
                 None => None,
             };
             self.with_group(key, group, |_, _, g| {
@@ -194,14 +191,7 @@ impl Txn<'_> {
         error: Option<Vec<u8>>,
         reject: bool,
     ) -> Result<Reply> {
-        let max = self.cfg.limits.ids_per_op_max;
-        if ids.len() > max {
-            return Err(Error::TooLarge {
-                what: "number of IDs",
-                len: ids.len(),
-                max,
-            });
-        }
+        let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
         let g = self.group(key, group)?;
         let policy =
             match (&g.meta.policy, reject) {
@@ -219,7 +209,7 @@ impl Txn<'_> {
             e.truncate(self.cfg.limits.error_text_max);
         }
         let mut failures = Vec::new();
-        for (id, prev) in self.pending_of(key, gid, ids)? {
+        for (id, prev) in self.pending_of(key, gid, &ids)? {
             let dead = if reject {
                 Some(DeadReason::Rejected)
             } else {
@@ -310,6 +300,10 @@ impl Txn<'_> {
                 floor = t;
             }
         }
+        debug_assert!(
+            self.sys.idem_keys >= expired.len() as u64,
+            "idempotency key count underflow"
+        );
         self.sys.idem_keys = self.sys.idem_keys.saturating_sub(expired.len() as u64);
         for k in expired {
             self.tx.remove(&self.ks.idem_exp, k);
@@ -323,30 +317,17 @@ impl Store {
     /// When the broker must tick next, and which groups have retries waiting.
     pub fn due(&self, now_ms: u64) -> DueReport {
         let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        let mut report = DueReport::default();
-        let mut next = u64::MAX;
+        let mut report = DueReport {
+            next_deadline_ms: cat.next_deadline_ms(now_ms, self.cfg.idempotency_window_ms),
+            ready: Vec::new(),
+        };
         for (k, st) in &cat.streams {
             for (name, g) in &st.groups {
-                if g.meta.policy.is_none() {
-                    continue;
-                }
-                next = next.min(g.due_floor_ms);
-                if g.meta.ready > 0 {
+                if g.meta.policy.is_some() && g.meta.ready > 0 {
                     report.ready.push((k.clone(), name.clone(), g.meta.ready));
                 }
             }
         }
-        if cat.sys.garbage_pending {
-            next = next.min(now_ms);
-        }
-        let idem_due = cat
-            .sys
-            .idem_floor_ms
-            .saturating_add(self.cfg.idempotency_window_ms);
-        if cat.sys.idem_keys > 0 {
-            next = next.min(idem_due);
-        }
-        report.next_deadline_ms = (next != u64::MAX).then_some(next);
         report.ready.sort();
         report
     }

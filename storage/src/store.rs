@@ -10,7 +10,7 @@
 //! only after the commit succeeded; readers on other threads see the catalog as of the last
 //! commit and never wait for a batch to finish.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -78,10 +78,39 @@ pub(crate) struct StreamState {
     pub(crate) groups: BTreeMap<Vec<u8>, Arc<GroupState>>,
 }
 
-#[derive(Default)]
+/// The committed state readers see: the in-memory catalog and the fjall snapshot taken
+/// right after the commit that produced it, installed together, so a reader never pairs a
+/// catalog with data of another commit.
 pub(crate) struct Catalog {
     pub(crate) streams: HashMap<StreamKey, Arc<StreamState>>,
     pub(crate) sys: SystemMeta,
+    /// The snapshot committed with this catalog.
+    pub(crate) snap: fjall::Snapshot,
+    /// (due floor, group ID) of every group with a policy and a deadline: the broker's
+    /// next tick is the first one (quinn-proto's `poll_timeout`, kept in O(log n)).
+    pub(crate) deadlines: BTreeSet<(u64, u64)>,
+}
+
+impl Catalog {
+    /// The deadlines of one stream's groups (policy groups with a due key).
+    fn stream_deadlines(st: &StreamState) -> impl Iterator<Item = (u64, u64)> + '_ {
+        st.groups
+            .values()
+            .filter(|g| g.meta.policy.is_some() && g.due_floor_ms != u64::MAX)
+            .map(|g| (g.due_floor_ms, g.meta.group_id))
+    }
+
+    /// The earliest moment the store has time-driven work (may be in the past).
+    pub(crate) fn next_deadline_ms(&self, now_ms: u64, idem_window_ms: u64) -> Option<u64> {
+        let mut next = self.deadlines.first().map_or(u64::MAX, |d| d.0);
+        if self.sys.garbage_pending {
+            next = next.min(now_ms);
+        }
+        if self.sys.idem_keys > 0 {
+            next = next.min(self.sys.idem_floor_ms.saturating_add(idem_window_ms));
+        }
+        (next != u64::MAX).then_some(next)
+    }
 }
 
 /// The broker's durable state. Cheap to share between threads (`Arc<Store>`): writes are
@@ -133,6 +162,48 @@ pub(crate) fn corrupt(
         id,
         reason,
     }
+}
+
+/// The entry ID at the end of a key read from disk; a malformed key is corruption, never an ID.
+pub(crate) fn key_id(key: &[u8], what: &'static str, stream: &[u8]) -> Result<StreamId> {
+    keys::trailing_id(key).ok_or_else(|| {
+        corrupt(
+            what,
+            stream,
+            None,
+            format!("malformed key of {} bytes", key.len()),
+        )
+    })
+}
+
+/// The due time and entry ID of a `due` key read from disk.
+pub(crate) fn due_key(key: &[u8], stream: &[u8]) -> Result<(u64, StreamId)> {
+    match (keys::due_time(key), keys::trailing_id(key)) {
+        (Some(t), Some(id)) if key.len() == 32 => Ok((t, id)),
+        _ => Err(corrupt(
+            "due key",
+            stream,
+            None,
+            format!("malformed key of {} bytes", key.len()),
+        )),
+    }
+}
+
+/// IDs without duplicates, in the order first given; at most `max` (checked before any
+/// work). O(n log n), so one command with many IDs cannot stall the writer.
+pub(crate) fn unique_ids(ids: &[StreamId], max: usize) -> Result<Vec<StreamId>> {
+    if ids.len() > max {
+        return Err(Error::TooLarge {
+            what: "number of IDs",
+            len: ids.len(),
+            max,
+        });
+    }
+    let mut order: Vec<(StreamId, usize)> = ids.iter().copied().zip(0..).collect();
+    order.sort_unstable();
+    order.dedup_by_key(|(id, _)| *id);
+    order.sort_unstable_by_key(|(_, i)| *i);
+    Ok(order.into_iter().map(|(id, _)| id).collect())
 }
 
 impl Store {
@@ -208,10 +279,19 @@ impl Store {
         };
         tx.commit(&self.db, &self.ks.all(), mode)?;
         drop(base);
+        // Still under the writer mutex: this snapshot sees exactly this commit. It is
+        // installed with the catalog, under the same lock, so readers get a matching pair.
+        let snap = self.db.snapshot();
         let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
         for (key, state) in staged {
+            if let Some(old) = cat.streams.get(&key) {
+                for d in Catalog::stream_deadlines(old).collect::<Vec<_>>() {
+                    cat.deadlines.remove(&d);
+                }
+            }
             match state {
                 Some(s) => {
+                    cat.deadlines.extend(Catalog::stream_deadlines(&s));
                     cat.streams.insert(key, Arc::new(s));
                 }
                 None => {
@@ -220,7 +300,13 @@ impl Store {
             }
         }
         cat.sys = sys;
-        Ok(BatchOutcome { replies, events })
+        cat.snap = snap;
+        let next_deadline_ms = cat.next_deadline_ms(now_ms, self.cfg.idempotency_window_ms);
+        Ok(BatchOutcome {
+            replies,
+            events,
+            next_deadline_ms,
+        })
     }
 
     /// Applies one op in its own batch.
@@ -263,16 +349,28 @@ impl Store {
         cat.streams.get(key).cloned()
     }
 
-    /// The committed state of a stream and a read snapshot taken at the same moment.
+    /// The committed state of a stream and the snapshot committed with it.
     pub(crate) fn read_view(&self, key: &StreamKey) -> (Option<Arc<StreamState>>, fjall::Snapshot) {
         let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        (cat.streams.get(key).cloned(), self.db.snapshot())
+        (cat.streams.get(key).cloned(), cat.snap.clone())
+    }
+
+    /// The earliest moment [`Op::Tick`] has work (may be in the past: tick now); `None`
+    /// when nothing is pending. Also returned by every [`Store::apply`].
+    pub fn next_deadline_ms(&self, now_ms: u64) -> Option<u64> {
+        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        cat.next_deadline_ms(now_ms, self.cfg.idempotency_window_ms)
     }
 }
 
 fn load_catalog(db: &Database, ks: &Keyspaces) -> Result<Catalog> {
     let snap = db.snapshot();
-    let mut cat = Catalog::default();
+    let mut cat = Catalog {
+        streams: HashMap::new(),
+        sys: SystemMeta::default(),
+        snap: snap.clone(),
+        deadlines: BTreeSet::new(),
+    };
     if let Some(v) = Readable::get(&snap, ks.sys.inner(), keys::SYSTEM_KEY)? {
         cat.sys =
             codec::decode(Kind::System, &v).map_err(|r| corrupt("system record", b"", None, r))?;
@@ -311,19 +409,19 @@ fn load_catalog(db: &Database, ks: &Keyspaces) -> Result<Catalog> {
             }
             if let Some(first) = Readable::prefix(&snap, ks.due.inner(), keys::prefix(gid)).next() {
                 let k = first.key()?;
-                gs.due_floor_ms = keys::due_time(&k).unwrap_or(0);
+                gs.due_floor_ms = due_key(&k, name)?.0;
             }
             if let Some(first) = Readable::prefix(&snap, ks.ready.inner(), keys::prefix(gid)).next()
             {
                 let k = first.key()?;
-                gs.ready_floor = keys::trailing_id(&k).unwrap_or(StreamId::MIN);
+                gs.ready_floor = key_id(&k, "ready key", name)?;
             }
             groups.insert(gname, Arc::new(gs));
         }
-        cat.streams.insert(
-            StreamKey::new(ns, name.to_vec()),
-            Arc::new(StreamState { meta, groups }),
-        );
+        let st = StreamState { meta, groups };
+        cat.deadlines.extend(Catalog::stream_deadlines(&st));
+        cat.streams
+            .insert(StreamKey::new(ns, name.to_vec()), Arc::new(st));
     }
     Ok(cat)
 }
@@ -389,7 +487,8 @@ impl<'a> Txn<'a> {
                 start,
                 mkstream,
                 entries_read,
-            } => self.create_group(&stream, &group, start, mkstream, entries_read),
+                policy,
+            } => self.create_group(&stream, &group, start, mkstream, entries_read, policy),
             Op::SetGroupId {
                 stream,
                 group,
@@ -412,14 +511,19 @@ impl<'a> Txn<'a> {
                 group,
                 policy,
             } => self.set_policy(&stream, &group, policy),
-            Op::ReadGroup {
+            Op::PatchPolicy {
                 stream,
+                group,
+                patch,
+            } => self.patch_policy(&stream, &group, &patch),
+            Op::ReadGroup {
+                streams,
                 group,
                 consumer,
                 count,
                 noack,
-                from,
-            } => self.read_group(&stream, &group, &consumer, count, noack, from),
+                retry,
+            } => self.read_groups(&streams, &group, &consumer, count, noack, retry),
             Op::Ack { stream, group, ids } => self.ack(&stream, &group, &ids),
             Op::Nack {
                 stream,

@@ -11,7 +11,7 @@ use crate::keys;
 use crate::meta::IdempotencyRecord;
 use crate::ops::{Event, Reply, StreamKey, Trim, TrimStrategy};
 use crate::record::{Entry, Fields, Meta, Record};
-use crate::store::{corrupt, Keyspaces, StreamState, Txn};
+use crate::store::{corrupt, key_id, unique_ids, Keyspaces, StreamState, Txn};
 use crate::Store;
 
 /// Checks a name against its limit.
@@ -181,6 +181,13 @@ impl Txn<'_> {
                 );
                 txn.tx
                     .insert(&txn.ks.idem_exp, keys::idempotency_expiry(now, sid, k), []);
+                // The floor is exact when this is the only key, and never above a key (a
+                // clock that went back would otherwise hide this one from expiry).
+                txn.sys.idem_floor_ms = if txn.sys.idem_keys == 0 {
+                    now
+                } else {
+                    txn.sys.idem_floor_ms.min(now)
+                };
                 txn.sys.idem_keys += 1;
             }
             match trim {
@@ -235,6 +242,7 @@ impl Txn<'_> {
     /// Removes entries (given with lane and size) and fixes the metadata.
     pub(crate) fn remove_entries(
         &mut self,
+        key: &StreamKey,
         st: &mut StreamState,
         gone: &[(StreamId, Lane, u64)],
     ) -> Result<()> {
@@ -247,6 +255,9 @@ impl Txn<'_> {
                     .remove_weak(&self.ks.lanes, keys::lane(sid, lane, id));
             }
             let m = &mut st.meta;
+            debug_assert!(m.length > 0, "stream length underflow");
+            debug_assert!(m.lane_len[lane.index()] > 0, "lane length underflow");
+            debug_assert!(m.bytes >= size, "stream bytes underflow");
             m.length -= 1;
             m.lane_len[lane.index()] = m.lane_len[lane.index()].saturating_sub(1);
             m.bytes = m.bytes.saturating_sub(size);
@@ -258,7 +269,7 @@ impl Txn<'_> {
             let from = keys::id_key(sid, st.meta.first_id);
             let to = keys::id_key(sid, StreamId::MAX);
             let first = match self.tx.range(&self.ks.entries, from..=to).next() {
-                Some(g) => keys::trailing_id(&g.key()?),
+                Some(g) => Some(key_id(&g.key()?, "entry key", &key.name)?),
                 None => None,
             };
             st.meta.first_id = first.unwrap_or(StreamId::MIN);
@@ -267,23 +278,13 @@ impl Txn<'_> {
     }
 
     pub(crate) fn delete_entries(&mut self, key: &StreamKey, ids: &[StreamId]) -> Result<Reply> {
-        let max = self.cfg.limits.ids_per_op_max;
-        if ids.len() > max {
-            return Err(Error::TooLarge {
-                what: "number of IDs",
-                len: ids.len(),
-                max,
-            });
-        }
+        let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
         let Some(st) = self.stream(key) else {
             return Ok(Reply::Count(0));
         };
         let sid = st.meta.stream_id;
         let mut gone: Vec<(StreamId, Lane, u64)> = Vec::new();
-        for &id in ids {
-            if gone.iter().any(|g| g.0 == id) {
-                continue;
-            }
+        for id in ids {
             if let Some(v) = self.tx.get(&self.ks.entries, keys::id_key(sid, id))? {
                 let (lane, size) = lane_and_size(&self.tx, self.ks, sid, id, &v)?;
                 gone.push((id, lane, size));
@@ -299,7 +300,7 @@ impl Txn<'_> {
                     st.meta.max_deleted_id = g.0;
                 }
             }
-            txn.remove_entries(st, &gone)
+            txn.remove_entries(key, st, &gone)
         })
         .unwrap_or(Ok(()))?;
         Ok(Reply::Count(n))
@@ -344,7 +345,7 @@ impl Txn<'_> {
         let mut gone = Vec::new();
         for g in self.tx.range(&self.ks.entries, from..=to) {
             let (k, v) = g.into_inner()?;
-            let id = keys::trailing_id(&k).unwrap_or(StreamId::MAX);
+            let id = key_id(&k, "entry key", &key.name)?;
             if gone.len() as u64 >= want || id >= min_id {
                 break;
             }
@@ -372,7 +373,7 @@ impl Txn<'_> {
                 });
             }
         }
-        self.remove_entries(st, &gone)?;
+        self.remove_entries(key, st, &gone)?;
         Ok(gone.len() as u64)
     }
 
@@ -394,7 +395,7 @@ impl Txn<'_> {
             let from = keys::id_key(sid, StreamId::MIN);
             let to = keys::id_key(sid, StreamId::MAX);
             let top = match self.tx.last_key(&self.ks.entries, from..=to)? {
-                Some(k) => keys::trailing_id(&k).unwrap_or(StreamId::MIN),
+                Some(k) => key_id(&k, "entry key", &key.name)?,
                 None => StreamId::MIN,
             };
             if last_id < top {

@@ -28,7 +28,8 @@ fn read_ack_pending_like_redis() {
                 group: b"g".to_vec(),
                 start: GroupStart::Last,
                 mkstream: false,
-                entries_read: None
+                entries_read: None,
+                policy: None,
             },
             200
         ),
@@ -112,18 +113,18 @@ fn history_reads_count_deliveries_and_show_deleted() {
     let hist = |after| match s
         .apply_one(
             Op::ReadGroup {
-                stream: key("s"),
+                streams: vec![(key("s"), ReadFrom::History(after))],
                 group: b"g".to_vec(),
                 consumer: b"c".to_vec(),
                 count: None,
                 noack: false,
-                from: ReadFrom::History(after),
+                retry: false,
             },
             300,
         )
         .unwrap()
     {
-        Reply::Entries(e) => e,
+        Reply::GroupRead(mut e) => e.remove(0),
         r => panic!("{r:?}"),
     };
     let h = hist(StreamId::MIN);
@@ -402,17 +403,17 @@ fn noack_reads_move_the_cursor_only() {
     let r = s
         .apply_one(
             Op::ReadGroup {
-                stream: key("s"),
+                streams: vec![(key("s"), ReadFrom::New)],
                 group: b"g".to_vec(),
                 consumer: b"c".to_vec(),
                 count: None,
                 noack: true,
-                from: ReadFrom::New,
+                retry: false,
             },
             2,
         )
         .unwrap();
-    assert!(matches!(r, Reply::Entries(ref e) if e.len() == 1));
+    assert!(matches!(r, Reply::GroupRead(ref e) if e[0].len() == 1));
     assert_eq!(s.pending_summary(&key("s"), b"g").unwrap().count, 0);
     assert!(read(&s, "s", "g", "c", 10, 3).is_empty());
 }
@@ -569,6 +570,7 @@ fn lag_follows_redis_with_deletes_and_trims() {
             start: GroupStart::Last,
             mkstream: false,
             entries_read: Some(9999),
+            policy: None,
         },
         1,
     )

@@ -1,5 +1,6 @@
 //! Integration tests of cortex-storage: one binary, one module per area.
 
+mod core;
 mod groups;
 mod model;
 mod policy;

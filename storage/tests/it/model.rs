@@ -150,6 +150,12 @@ fn reduce(r: Result<Reply>) -> Out {
         Ok(Reply::Nil) => Out::Nil,
         Ok(Reply::Count(n)) => Out::Count(n),
         Ok(Reply::Appended { id, .. }) => Out::Id(id),
+        Ok(Reply::GroupRead(mut e)) if e.len() == 1 => Out::Entries(
+            e.remove(0)
+                .into_iter()
+                .map(|(id, r)| (id, r.map(|r| r.fields[0].1.clone())))
+                .collect(),
+        ),
         Ok(Reply::Entries(e)) => Out::Entries(
             e.into_iter()
                 .map(|(id, r)| (id, r.map(|r| r.fields[0].1.clone())))
@@ -500,6 +506,7 @@ impl Model {
                     },
                     mkstream: true,
                     entries_read: None,
+                    policy: None,
                 }];
                 let exists = self
                     .streams
@@ -520,20 +527,20 @@ impl Model {
                 v
             }
             MOp::Read { s, g, c, count } => vec![Op::ReadGroup {
-                stream: key(s),
+                streams: vec![(key(s), ReadFrom::New)],
                 group: group(g),
                 consumer: consumer(c),
                 count: Some(count),
                 noack: false,
-                from: ReadFrom::New,
+                retry: false,
             }],
             MOp::History { s, g, c } => vec![Op::ReadGroup {
-                stream: key(s),
+                streams: vec![(key(s), ReadFrom::History(StreamId::MIN))],
                 group: group(g),
                 consumer: consumer(c),
                 count: None,
                 noack: false,
-                from: ReadFrom::History(StreamId::MIN),
+                retry: false,
             }],
             MOp::Ack { s, g, pick } => vec![Op::Ack {
                 stream: key(s),

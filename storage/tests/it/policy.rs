@@ -228,6 +228,7 @@ fn expired_and_stale_entries_are_never_handed_out() {
             start: GroupStart::Id(StreamId::MIN),
             mkstream: true,
             entries_read: None,
+            policy: None,
         },
         0,
     )

@@ -124,12 +124,12 @@ fn a_flipped_byte_is_a_corruption_error_naming_stream_and_id() {
     create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 3);
     let r = s.apply_one(
         Op::ReadGroup {
-            stream: key("s"),
+            streams: vec![(key("s"), ReadFrom::New)],
             group: b"g".to_vec(),
             consumer: b"c".to_vec(),
             count: None,
             noack: false,
-            from: ReadFrom::New,
+            retry: false,
         },
         4,
     );
@@ -251,6 +251,7 @@ fn write_fixture() {
             start: GroupStart::Id(StreamId::MIN),
             mkstream: false,
             entries_read: None,
+            policy: None,
         },
         t,
     )

@@ -334,12 +334,12 @@ fn limits_are_typed_errors() {
     ));
     let r = s.apply_one(
         Op::ReadGroup {
-            stream: key("s"),
+            streams: vec![(key("s"), ReadFrom::New)],
             group: b"g".to_vec(),
             consumer: b"c".to_vec(),
             count: None,
             noack: false,
-            from: ReadFrom::New,
+            retry: false,
         },
         1,
     );
@@ -347,12 +347,12 @@ fn limits_are_typed_errors() {
     add(&s, "s", "v", 1);
     let r = s.apply_one(
         Op::ReadGroup {
-            stream: key("s"),
+            streams: vec![(key("s"), ReadFrom::New)],
             group: b"g".to_vec(),
             consumer: b"c".to_vec(),
             count: None,
             noack: false,
-            from: ReadFrom::New,
+            retry: false,
         },
         1,
     );
@@ -365,6 +365,7 @@ fn limits_are_typed_errors() {
             start: GroupStart::Last,
             mkstream: false,
             entries_read: None,
+            policy: None,
         },
         1,
     );

@@ -47,6 +47,7 @@ pub fn create_group(s: &Store, stream: &str, group: &str, start: GroupStart, now
             start,
             mkstream: true,
             entries_read: None,
+            policy: None,
         },
         now,
     );
@@ -63,16 +64,16 @@ pub fn read(
 ) -> Vec<(StreamId, Option<Record>)> {
     match s.apply_one(
         Op::ReadGroup {
-            stream: key(stream),
+            streams: vec![(key(stream), ReadFrom::New)],
             group: group.into(),
             consumer: consumer.into(),
             count: Some(count),
             noack: false,
-            from: ReadFrom::New,
+            retry: false,
         },
         now,
     ) {
-        Ok(Reply::Entries(e)) => e,
+        Ok(Reply::GroupRead(mut e)) => e.remove(0),
         other => panic!("read group: {other:?}"),
     }
 }
