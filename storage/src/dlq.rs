@@ -10,9 +10,8 @@ use crate::ops::{DlqFilter, Event, Reply, StreamKey};
 use crate::record::{DeadLetter, DeadReason, Entry, Meta, Record};
 use crate::store::{GroupState, PendingDeadLetter, Txn};
 use crate::stream::next_id;
-use crate::Store;
 
-fn matches(filter: &DlqFilter, id: StreamId, d: &DeadLetter) -> bool {
+pub(crate) fn matches(filter: &DlqFilter, id: StreamId, d: &DeadLetter) -> bool {
     filter.id.is_none_or(|f| f == id)
         && filter
             .origin_stream
@@ -136,13 +135,14 @@ impl Txn<'_> {
         if st.meta.length == 0 {
             return Ok(out);
         }
-        let entries = crate::stream::scan_entries(
+        let entries = crate::read::scan_entries(
             &self.tx,
             self.ks,
             &dlq.name,
             st.meta.stream_id,
             lo.max(st.meta.first_id)..=hi,
             self.cfg.limits.dlq_scan_max,
+            false,
         )?;
         for e in entries {
             if out.len() >= limit {
@@ -307,40 +307,5 @@ impl Txn<'_> {
         }
         self.sys.garbage_pending = remaining;
         Ok(())
-    }
-}
-
-impl Store {
-    /// Entries of a dead-letter stream matching the filter, oldest first, at most `count`.
-    pub fn dlq_list(
-        &self,
-        dlq: &StreamKey,
-        filter: &DlqFilter,
-        count: usize,
-    ) -> Result<Vec<(Entry, DeadLetter)>> {
-        let entries = match filter.id {
-            Some(id) => self.range(
-                dlq,
-                std::ops::Bound::Included(id),
-                std::ops::Bound::Included(id),
-                None,
-                false,
-            )?,
-            None => self.range(
-                dlq,
-                std::ops::Bound::Unbounded,
-                std::ops::Bound::Unbounded,
-                Some(self.cfg.limits.dlq_scan_max),
-                false,
-            )?,
-        };
-        Ok(entries
-            .into_iter()
-            .filter_map(|e| {
-                let d = e.record.dead_letter.clone()?;
-                matches(filter, e.id, &d).then_some((e, *d))
-            })
-            .take(count.min(self.cfg.limits.dlq_list_max))
-            .collect())
     }
 }

@@ -14,6 +14,8 @@
 //! - [`group`]: groups, consumers, pending entries, lanes, claim; XPENDING/XINFO reads.
 //! - [`policy`]: ack timeouts, nack, backoff, retries, the tick, [`Store::due`].
 //! - [`dlq`]: dead-letter moves, redrive, purge, garbage collection.
+//! - [`read`]: the one read API: [`Query`] -> [`Answer`], from the last commit
+//!   ([`Store::query`]) or inside a batch ([`Op::Query`], read-your-writes).
 //! - [`codec`]: the one record encoding (version byte, bincode 2, CRC32).
 //! - [`keys`]: big-endian key encodings of every keyspace.
 #![deny(unsafe_code)]
@@ -32,13 +34,13 @@ mod meta;
 mod ops;
 mod overlay;
 pub mod policy;
+pub mod read;
 mod record;
 pub mod store;
 pub mod stream;
 
 pub use config::{Durability, Limits, StoreConfig};
 pub use error::{Error, Result};
-pub use group::{ConsumerInfo, GroupInfo, PendingInfo, PendingQuery, PendingSummary};
 pub use id::{IdSpec, Lane, ParseIdError, StreamId};
 pub use meta::{
     ConsumerMeta, DeliveryPolicy, GroupCounters, GroupMeta, IdempotencyRecord, PendingEntry,
@@ -49,6 +51,9 @@ pub use ops::{
     ReadFrom, Reply, StreamKey, Trim, TrimStrategy,
 };
 pub use policy::DueReport;
+pub use read::{
+    Answer, ConsumerInfo, GroupFull, GroupInfo, PendingInfo, PendingQuery, PendingSummary, Query,
+    ReadStart, StreamFull, StreamInfo,
+};
 pub use record::{DeadLetter, DeadReason, Entry, Fields, Meta, Record};
 pub use store::Store;
-pub use stream::StreamInfo;

@@ -352,6 +352,9 @@ pub enum Op {
         /// At most this many.
         limit: usize,
     },
+    /// A read inside a batch: sees the batch's earlier writes and changes nothing (so a
+    /// transaction's reads and writes are one atomic batch).
+    Query(crate::read::Query),
     /// Deletes dead letters.
     DlqPurge {
         /// The dead-letter stream.
@@ -386,6 +389,8 @@ pub enum Reply {
     /// A group read: per stream, in the op's order, the entries handed out (`None` records:
     /// entries deleted from the stream while pending, in history reads).
     GroupRead(Vec<Vec<(StreamId, Option<Record>)>>),
+    /// A [`Op::Query`]'s answer.
+    Answer(crate::read::Answer),
     /// XAUTOCLAIM's answer.
     AutoClaimed {
         /// Cursor for the next call (`0-0` when the scan is complete).

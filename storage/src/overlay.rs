@@ -83,6 +83,9 @@ pub(crate) trait View {
     /// Forward scan.
     fn scan(&self, ks: &Ks, b: Bounds) -> Box<dyn Iterator<Item = Item> + '_>;
 
+    /// Backward scan (largest key first).
+    fn scan_rev(&self, ks: &Ks, b: Bounds) -> Box<dyn Iterator<Item = Item> + '_>;
+
     /// True when the key exists.
     fn contains_key(&self, ks: &Ks, key: impl AsRef<[u8]>) -> fjall::Result<bool> {
         Ok(self.get(ks, key)?.is_some())
@@ -113,6 +116,17 @@ impl View for Snapshot {
             return Box::new(std::iter::empty());
         }
         Box::new(Readable::range(self, &ks.ks, b).map(|g| Item(g.into_inner())))
+    }
+
+    fn scan_rev(&self, ks: &Ks, b: Bounds) -> Box<dyn Iterator<Item = Item> + '_> {
+        if is_empty(&b) {
+            return Box::new(std::iter::empty());
+        }
+        Box::new(
+            Readable::range(self, &ks.ks, b)
+                .rev()
+                .map(|g| Item(g.into_inner())),
+        )
     }
 }
 
@@ -234,16 +248,53 @@ impl View for Overlay {
         let base = Readable::range(&self.snap, &ks.ks, b)
             .map(|g| g.into_inner())
             .peekable();
-        Box::new(Merge { mine, base })
+        Box::new(Merge {
+            mine,
+            base,
+            rev: false,
+        })
+    }
+
+    fn scan_rev(&self, ks: &Ks, b: Bounds) -> Box<dyn Iterator<Item = Item> + '_> {
+        if is_empty(&b) {
+            return Box::new(std::iter::empty());
+        }
+        let map = &self.writes[ks.id];
+        let mine = map
+            .range::<[u8], _>((
+                b.0.as_ref().map(Vec::as_slice),
+                b.1.as_ref().map(Vec::as_slice),
+            ))
+            .rev()
+            .peekable();
+        let base = Readable::range(&self.snap, &ks.ks, b)
+            .rev()
+            .map(|g| g.into_inner())
+            .peekable();
+        Box::new(Merge {
+            mine,
+            base,
+            rev: true,
+        })
     }
 }
 
-struct Merge<'a, B: Iterator<Item = fjall::Result<(Slice, Slice)>>> {
-    mine: std::iter::Peekable<std::collections::btree_map::Range<'a, Vec<u8>, Write>>,
+/// The batch's writes merged over the snapshot, in key order (`rev`: largest first).
+struct Merge<'a, M, B>
+where
+    M: Iterator<Item = (&'a Vec<u8>, &'a Write)>,
+    B: Iterator<Item = fjall::Result<(Slice, Slice)>>,
+{
+    mine: std::iter::Peekable<M>,
     base: std::iter::Peekable<B>,
+    rev: bool,
 }
 
-impl<B: Iterator<Item = fjall::Result<(Slice, Slice)>>> Iterator for Merge<'_, B> {
+impl<'a, M, B> Iterator for Merge<'a, M, B>
+where
+    M: Iterator<Item = (&'a Vec<u8>, &'a Write)>,
+    B: Iterator<Item = fjall::Result<(Slice, Slice)>>,
+{
     type Item = Item;
 
     fn next(&mut self) -> Option<Item> {
@@ -252,6 +303,7 @@ impl<B: Iterator<Item = fjall::Result<(Slice, Slice)>>> Iterator for Merge<'_, B
                 (None, None) => return None,
                 (None, Some(_)) | (Some(_), Some(Err(_))) => return self.base.next().map(Item),
                 (Some(_), None) => std::cmp::Ordering::Less,
+                (Some((mk, _)), Some(Ok((bk, _)))) if self.rev => bk[..].cmp(mk.as_slice()),
                 (Some((mk, _)), Some(Ok((bk, _)))) => mk.as_slice().cmp(&bk[..]),
             };
             match order {
@@ -314,6 +366,11 @@ mod tests {
             ov.last_key(&ks, "a"..="f").unwrap().as_deref(),
             Some(&b"c"[..])
         );
+        let rev: Vec<Vec<u8>> = ov
+            .scan_rev(&ks, owned(&("a".."z")))
+            .map(|i| i.key().unwrap().to_vec())
+            .collect();
+        assert_eq!(rev, [&b"h"[..], b"g", b"c", b"b", b"a"]);
         assert_eq!(ov.range(&ks, "d"..="d").count(), 0);
         assert_eq!(ov.prefix(&ks, "").count(), 5);
         ov.commit(&db, &[&ks], PersistMode::Buffer).unwrap();

@@ -349,12 +349,6 @@ impl Store {
         cat.streams.get(key).cloned()
     }
 
-    /// The committed state of a stream and the snapshot committed with it.
-    pub(crate) fn read_view(&self, key: &StreamKey) -> (Option<Arc<StreamState>>, fjall::Snapshot) {
-        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        (cat.streams.get(key).cloned(), cat.snap.clone())
-    }
-
     /// The earliest moment [`Op::Tick`] has work (may be in the past: tick now); `None`
     /// when nothing is pending. Also returned by every [`Store::apply`].
     pub fn next_deadline_ms(&self, now_ms: u64) -> Option<u64> {
@@ -575,6 +569,7 @@ impl<'a> Txn<'a> {
             Op::Tick => self.tick(),
             Op::DlqRedrive { dlq, filter, limit } => self.dlq_redrive(&dlq, &filter, limit),
             Op::DlqPurge { dlq, filter, limit } => self.dlq_purge(&dlq, &filter, limit),
+            Op::Query(q) => crate::read::answer(&*self, &q, self.now).map(Reply::Answer),
         };
         // Dead letters are appended once the op's own stream is back in the staging map.
         self.flush_dead_letters();

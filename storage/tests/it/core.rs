@@ -360,3 +360,72 @@ fn a_batch_encodes_and_decodes_to_the_same_ops() {
     bad[last] ^= 1;
     assert!(decode_batch(&bad).unwrap_err().contains("CRC"));
 }
+
+#[test]
+fn a_query_inside_a_batch_sees_the_batch_and_the_committed_view_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    add(&s, "s", "1", 1);
+    let range = Query::Range {
+        stream: key("s"),
+        start: StreamId::MIN,
+        end: StreamId::MAX,
+        count: None,
+        rev: true,
+    };
+    let out = s
+        .apply(
+            vec![
+                append("s", IdSpec::Auto, fields("2"), Meta::default()),
+                Op::Query(range.clone()),
+                Op::Delete {
+                    stream: key("s"),
+                    ids: vec![StreamId::new(1, 0)],
+                },
+                Op::Query(Query::Stream { stream: key("s") }),
+            ],
+            5,
+        )
+        .unwrap();
+    match &out.replies[1] {
+        Ok(Reply::Answer(Answer::Entries(e))) => {
+            let v: Vec<_> = e.iter().map(|e| e.record.fields[0].1.clone()).collect();
+            assert_eq!(
+                v,
+                [b"2".to_vec(), b"1".to_vec()],
+                "newest first, with the batch's append"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match &out.replies[3] {
+        Ok(Reply::Answer(Answer::Stream(Some(info)))) => assert_eq!(info.length, 1),
+        other => panic!("{other:?}"),
+    }
+    // XREAD starts: `$` reads nothing now and continues after the last ID; `+` is the last entry.
+    let read = s
+        .query(
+            &Query::Read {
+                streams: vec![
+                    (key("s"), ReadStart::New),
+                    (key("s"), ReadStart::LastEntry),
+                    (key("s"), ReadStart::After(StreamId::MIN)),
+                    (key("missing"), ReadStart::LastEntry),
+                ],
+                count: Some(10),
+            },
+            6,
+        )
+        .unwrap();
+    match read {
+        Answer::Read(v) => {
+            let last = s.last_id(&key("s")).unwrap();
+            assert_eq!(v[0], (vec![], last));
+            assert_eq!(v[1].0.len(), 1);
+            assert_eq!(v[1].1, last);
+            assert_eq!(v[2].0.len(), 1);
+            assert_eq!(v[3], (vec![], StreamId::MIN));
+        }
+        other => panic!("{other:?}"),
+    }
+}
