@@ -12,5 +12,6 @@
 
 pub mod broker;
 pub mod config;
+pub mod glob;
 pub mod resp;
 pub mod serve;

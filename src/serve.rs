@@ -44,7 +44,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     tokio::task::spawn_blocking(move || {
         let _ = writer.join();
         // Flush memtables too, so the next start has no journal to replay.
-        if let Err(e) = b.store().checkpoint() {
+        if let Err(e) = b.checkpoint() {
             tracing::error!("final flush failed: {e}");
         }
     })

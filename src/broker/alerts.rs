@@ -159,7 +159,7 @@ pub(super) async fn run(broker: Broker, mut rx: mpsc::Receiver<Event>) {
         }
         let ops: Vec<Op> = pending.into_iter().map(|(ns, s)| s.into_op(ns)).collect();
         let n = ops.len() as u64;
-        match broker.submit(ops).await {
+        match broker.submit(&super::Principal::internal(), ops).await {
             Ok(_) => {
                 broker
                     .stats()

@@ -1,17 +1,24 @@
-//! The one broker core every protocol front uses.
+//! The one broker core every front uses. A front parses requests and formats replies; what
+//! the broker *does* is reached through [`Broker`]:
 //!
-//! - A single **writer thread** owns storage writes. Fronts submit batches of [`Op`]s; the
-//!   writer drains everything waiting, applies it as one commit (one fsync under
-//!   `--fsync always`) and answers each submitter only after that commit.
-//! - Reads go to the store directly ([`Broker::store`]) and never queue behind the writer.
-//! - The [`Notifier`] wakes blocked readers when the writer reports appends, due retries,
-//!   deleted streams or destroyed groups; nothing polls.
-//! - A timer task drives time (ack timeouts, backoff, TTL, garbage) by submitting
-//!   [`Op::Tick`] when [`Store::due`] says a deadline passed, and an alert task summarises
-//!   dead letters on `cortex:alerts`.
+//! - [`Broker::authenticate`] / [`Broker::open_session`]: a [`Principal`], without which
+//!   no other call can be made.
+//! - [`Broker::submit`]: a batch of [`Op`]s. A single **writer thread** drains everything
+//!   waiting, applies it as one commit (one fsync under `--fsync always`) and answers each
+//!   submitter after that commit. One submission is never split: it is applied as one
+//!   contiguous, atomic run of one batch, so [`Broker::transaction`] (MULTI/EXEC) is isolated
+//!   from every other client and from the broker's own timer, retention and alerts.
+//! - [`Broker::query`], [`Broker::read_group`], [`Broker::read_streams`] (`read.rs`): reads
+//!   and blocking reads, woken by the writer's events through the [`Notifier`].
+//! - A timer task drives time (ack timeouts, backoff, TTL, idempotency expiry, garbage) by
+//!   submitting [`Op::Tick`] at exactly the deadline every commit reports
+//!   ([`cortex_storage::BatchOutcome::next_deadline_ms`]); nothing polls. An alert task
+//!   summarises dead letters on `cortex:alerts`.
 
 mod alerts;
+mod auth;
 mod notify;
+mod read;
 mod retention;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -22,7 +29,9 @@ use cortex_storage::{Event, Op, Reply, Store, StreamKey};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::{Config, Fsync};
+pub use auth::{AuthError, Principal};
 pub use notify::Notifier;
+pub use read::{Blocking, GroupRead, INLINE_READ_MAX};
 
 /// Replies of one submission, one per op.
 pub type Replies = Vec<cortex_storage::Result<Reply>>;
@@ -36,6 +45,8 @@ pub enum BrokerError {
     Storage(String),
     /// Too many submissions are waiting.
     Busy,
+    /// A broker task failed unexpectedly.
+    Internal(String),
 }
 
 impl std::fmt::Display for BrokerError {
@@ -44,6 +55,7 @@ impl std::fmt::Display for BrokerError {
             BrokerError::ShuttingDown => f.write_str("the broker is shutting down"),
             BrokerError::Storage(e) => write!(f, "storage failure: {e}"),
             BrokerError::Busy => f.write_str("the broker's write queue is full, retry later"),
+            BrokerError::Internal(e) => write!(f, "internal error: {e}"),
         }
     }
 }
@@ -118,6 +130,8 @@ struct Inner {
     failed_notify: Notify,
     started_ms: u64,
     alerts: mpsc::Sender<Event>,
+    /// The next deadline the store reported (`u64::MAX`: none); the timer sleeps until it.
+    next_deadline_ms: AtomicU64,
 }
 
 impl Broker {
@@ -133,6 +147,7 @@ impl Broker {
         let (alert_tx, alert_rx) = mpsc::channel(10_000);
         let clock = Clock::new();
         let started_ms = clock.now_ms();
+        let first_deadline = store.next_deadline_ms(started_ms).unwrap_or(u64::MAX);
         let broker = Broker {
             inner: Arc::new(Inner {
                 store,
@@ -147,6 +162,7 @@ impl Broker {
                 failed_notify: Notify::new(),
                 started_ms,
                 alerts: alert_tx,
+                next_deadline_ms: AtomicU64::new(first_deadline),
             }),
         };
         let writer = {
@@ -178,14 +194,40 @@ impl Broker {
         Ok((broker, writer))
     }
 
-    /// The store, for reads.
-    pub fn store(&self) -> &Store {
+    /// The store (the broker's own tasks; fronts read through [`Broker::query`]).
+    pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }
 
-    /// The notifier, for blocked reads.
-    pub fn notifier(&self) -> &Notifier {
-        &self.inner.notifier
+    /// Disk space used by the store, in bytes.
+    pub fn disk_bytes(&self) -> u64 {
+        self.inner.store.disk_space().unwrap_or(0)
+    }
+
+    /// Flushes memtables and fsyncs (at shutdown, after the writer stopped).
+    pub fn checkpoint(&self) -> Result<(), String> {
+        self.inner.store.checkpoint().map_err(|e| e.to_string())
+    }
+
+    /// A principal for a new connection: the anonymous one when no tokens are configured,
+    /// else `None` (the client must authenticate first).
+    pub fn open_session(&self) -> Option<Principal> {
+        self.inner
+            .config
+            .tokens
+            .is_empty()
+            .then(Principal::internal)
+    }
+
+    /// True when clients must authenticate.
+    pub fn requires_auth(&self) -> bool {
+        !self.inner.config.tokens.is_empty()
+    }
+
+    /// Checks an agent's token (constant time); `agent` `None` or `default` matches any
+    /// agent with that token.
+    pub fn authenticate(&self, agent: Option<&[u8]>, token: &[u8]) -> Result<Principal, AuthError> {
+        auth::authenticate(&self.inner.config.tokens, agent, token)
     }
 
     /// The validated configuration.
@@ -213,9 +255,20 @@ impl Broker {
         self.inner.started_ms
     }
 
-    /// Wakes the timer (after the clock moved).
-    pub fn wake_timer(&self) {
+    /// Moves the broker's clock forward (servers started with `--test-clock` only) and
+    /// lets the timer act on deadlines that passed. Returns the new time.
+    pub fn advance_clock(&self, ms: i64) -> Result<u64, String> {
+        if !self.inner.config.test_clock {
+            return Err("CX.CLOCK ADVANCE needs a server started with --test-clock".into());
+        }
+        self.inner.clock.advance(ms);
         self.inner.timer_wake.notify_one();
+        Ok(self.now_ms())
+    }
+
+    /// Number of streams in a namespace.
+    pub fn stream_count(&self, ns: u16) -> usize {
+        self.inner.store.stream_count(ns)
     }
 
     /// Resolves when the store failed; the broker cannot go on and the process should exit
@@ -242,11 +295,13 @@ impl Broker {
     }
 
     /// Applies `ops` in the next commit and returns each op's result once durable under the
-    /// configured `--fsync` mode.
-    pub async fn submit(&self, ops: Vec<Op>) -> Result<Replies, BrokerError> {
+    /// configured `--fsync` mode. The ops of one submission are applied one after the other
+    /// with nothing in between, in one atomic batch.
+    pub async fn submit(&self, _who: &Principal, mut ops: Vec<Op>) -> Result<Replies, BrokerError> {
         if self.stopping() {
             return Err(BrokerError::ShuttingDown);
         }
+        self.prepare(&mut ops);
         let (tx, rx) = oneshot::channel();
         self.inner
             .submit
@@ -258,10 +313,45 @@ impl Broker {
         rx.await.unwrap_or(Err(BrokerError::ShuttingDown))
     }
 
+    /// A transaction (MULTI/EXEC): its ops, reads included ([`Op::Query`], which see the
+    /// transaction's earlier writes), as one submission: one atomic batch that nothing else
+    /// interleaves with, from any front or any of the broker's own tasks.
+    pub async fn transaction(&self, who: &Principal, ops: Vec<Op>) -> Result<Replies, BrokerError> {
+        self.submit(who, ops).await
+    }
+
     /// Submits one op.
-    pub async fn submit_one(&self, op: Op) -> Result<cortex_storage::Result<Reply>, BrokerError> {
-        let mut r = self.submit(vec![op]).await?;
+    pub async fn submit_one(
+        &self,
+        who: &Principal,
+        op: Op,
+    ) -> Result<cortex_storage::Result<Reply>, BrokerError> {
+        let mut r = self.submit(who, vec![op]).await?;
         Ok(r.pop().unwrap_or(Ok(Reply::Ok)))
+    }
+
+    /// Broker-wide rules applied to ops before they are logged: a group created without a
+    /// policy gets the configured default (so the op carries it, and a replica applying it
+    /// needs no config of its own).
+    fn prepare(&self, ops: &mut [Op]) {
+        let Some(default) = &self.inner.config.default_policy else {
+            return;
+        };
+        for op in ops {
+            if let Op::CreateGroup { policy, .. } = op {
+                if policy.is_none() {
+                    *policy = Some(default.clone());
+                }
+            }
+        }
+    }
+
+    /// Records the store's next deadline and wakes the timer when it moved.
+    fn set_deadline(&self, next: Option<u64>) {
+        let next = next.unwrap_or(u64::MAX);
+        if self.inner.next_deadline_ms.swap(next, Ordering::AcqRel) != next {
+            self.inner.timer_wake.notify_one();
+        }
     }
 
     /// Begins shutdown: new submissions are refused; the writer finishes what is queued,
@@ -304,21 +394,12 @@ impl Broker {
             }
             if !ops.is_empty() {
                 let now = self.now_ms();
-                // Only these can create or move a deadline the timer must see.
-                let moves_deadlines = ops.iter().any(|op| {
-                    !matches!(
-                        op,
-                        Op::Append { .. } | Op::Ack { .. } | Op::Delete { .. } | Op::Trim { .. }
-                    )
-                });
                 match self.inner.store.apply(ops, now) {
                     Ok(out) => {
                         self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
                         self.inner.stats.ops.fetch_add(n as u64, Ordering::Relaxed);
                         self.publish(&out.events);
-                        if moves_deadlines {
-                            self.inner.timer_wake.notify_one();
-                        }
+                        self.set_deadline(out.next_deadline_ms);
                         let mut replies = out.replies.into_iter();
                         for (size, to) in sizes.into_iter().zip(replies_to) {
                             let mine: Replies = replies.by_ref().take(size).collect();
@@ -387,37 +468,31 @@ impl Broker {
         }
     }
 
+    /// Submits [`Op::Tick`] when the store's next deadline passes; sleeps until exactly
+    /// that deadline (or until a commit or a clock change moves it), never polling.
     async fn timer_loop(self) {
-        loop {
-            if self.stopping() {
-                break;
-            }
+        let me = Principal::internal();
+        while !self.stopping() {
+            let wake = self.inner.timer_wake.notified();
             let now = self.now_ms();
-            let due = self.inner.store.due(now);
-            match due.next_deadline_ms {
-                Some(t) if t <= now => {
-                    match self.submit_one(Op::Tick).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => tracing::warn!("tick failed: {e}"),
-                        Err(BrokerError::Busy) => {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        Err(_) => break,
+            let due = self.inner.next_deadline_ms.load(Ordering::Acquire);
+            if due <= now {
+                match self.submit_one(&me, Op::Tick).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!("tick failed: {e}"),
+                    Err(BrokerError::Busy) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    continue;
+                    Err(_) => break,
                 }
-                Some(t) => {
-                    let wait = Duration::from_millis((t - now).min(1_000));
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = self.inner.timer_wake.notified() => {}
-                    }
-                }
-                None => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = self.inner.timer_wake.notified() => {}
-                    }
+                continue;
+            }
+            if due == u64::MAX {
+                wake.await;
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(due - now)) => {}
+                    _ = wake => {}
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cortex_storage::{Op, StreamKey, Trim, TrimStrategy};
 
 use super::Broker;
-use crate::resp::glob;
+use crate::glob::glob;
 
 /// Namespaces retention looks at (the RESP databases).
 const NAMESPACES: u16 = 16;
@@ -62,7 +62,7 @@ pub(super) async fn run(broker: Broker) {
         if ops.is_empty() {
             continue;
         }
-        match broker.submit(ops).await {
+        match broker.submit(&super::Principal::internal(), ops).await {
             Ok(replies) => {
                 for r in replies {
                     if let Err(e) = r {

@@ -1,9 +1,41 @@
-//! Per-connection state.
+//! Per-connection state, and the state all RESP connections share.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
+use crate::broker::Principal;
 use crate::resp::codec::Args;
+
+/// State shared by all RESP connections (statistics and the CLIENT LIST views).
+pub struct Shared {
+    /// Next client ID.
+    pub next_id: AtomicU64,
+    /// Every connection's CLIENT LIST view, by client ID.
+    pub list: Mutex<BTreeMap<u64, Arc<Mutex<ClientView>>>>,
+    /// Per-command counters for INFO commandstats: calls, errors, microseconds.
+    pub cmdstats: Mutex<BTreeMap<&'static str, (u64, u64, u64)>>,
+    /// Error replies by error code, for INFO errorstats.
+    pub errorstats: Mutex<BTreeMap<String, u64>>,
+    /// Connections turned away at `clients_max`.
+    pub rejected: AtomicU64,
+    /// CONFIG stream-node-max-entries and -bytes (accepted for compatibility, no effect).
+    pub stream_node: Mutex<[i64; 2]>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            next_id: AtomicU64::new(1),
+            list: Mutex::new(BTreeMap::new()),
+            cmdstats: Mutex::new(BTreeMap::new()),
+            errorstats: Mutex::new(BTreeMap::new()),
+            rejected: AtomicU64::new(0),
+            stream_node: Mutex::new([100, 4096]),
+        }
+    }
+}
 
 /// What CLIENT LIST shows of a connection. Each connection copies its few scalar fields in
 /// after a command ([`Conn::publish`]); the line is formatted only when somebody asks.
@@ -60,10 +92,9 @@ pub struct Conn {
     pub name: Vec<u8>,
     /// CLIENT SETINFO LIB-NAME / LIB-VER.
     pub lib: (Vec<u8>, Vec<u8>),
-    /// Authenticated (always true without tokens).
-    pub authed: bool,
-    /// The agent that authenticated, if any.
-    pub agent: Option<String>,
+    /// Who this connection acts as; `None` until it authenticates (only when the broker
+    /// has tokens).
+    pub principal: Option<Principal>,
     /// Last command time (Unix ms).
     pub last_ms: u64,
     /// Last command name (upper case, from the command table).
@@ -80,7 +111,13 @@ pub struct Conn {
 
 impl Conn {
     /// A fresh connection.
-    pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, now_ms: u64, authed: bool) -> Self {
+    pub fn new(
+        id: u64,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        now_ms: u64,
+        principal: Option<Principal>,
+    ) -> Self {
         let view = ClientView {
             id,
             addr,
@@ -101,8 +138,7 @@ impl Conn {
             proto: 2,
             name: Vec::new(),
             lib: (Vec::new(), Vec::new()),
-            authed,
-            agent: None,
+            principal,
             last_ms: now_ms,
             last_cmd: "NULL",
             multi: None,
@@ -127,7 +163,11 @@ impl Conn {
         if v.lib != self.lib {
             v.lib = self.lib.clone();
         }
-        let user = self.agent.as_deref().unwrap_or("default");
+        let user = self
+            .principal
+            .as_ref()
+            .and_then(Principal::agent)
+            .unwrap_or("default");
         if v.user != user {
             v.user = user.to_string();
         }

@@ -1,11 +1,15 @@
-//! The Redis-protocol front: a thin layer that parses commands, turns them into storage ops
-//! or reads through the [`Broker`], and writes Redis's replies. It holds no broker semantics
-//! of its own.
+//! The Redis-protocol front: parses commands into plans (ops, queries, blocking reads) that
+//! the [`crate::broker::Broker`] carries out, and formats Redis's replies. It holds no broker
+//! semantics of its own.
+//!
+//! - [`codec`]: the pure, bounded RESP parser and encoder.
+//! - `server`: the listener and the per-connection loop (I/O only).
+//! - `conn`: per-connection and shared state.
+//! - `cmd`: one file per command family, each command a `parse -> Plan` and a formatter.
 
 mod cmd;
 pub mod codec;
 mod conn;
 mod server;
 
-pub use cmd::glob;
-pub use server::{serve, Clients};
+pub use server::serve;

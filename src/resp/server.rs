@@ -1,56 +1,23 @@
-//! The RESP listener and the per-connection loop (pipelining: every complete command in the
-//! buffer is answered before the replies are flushed together).
+//! The RESP listener and the per-connection loop: I/O only. Every complete command in the
+//! buffer is planned, the plans run (runs of pipelined writes share one submission), and the
+//! replies are flushed together.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{RwLock, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::broker::Broker;
 use crate::resp::cmd;
 use crate::resp::codec::{parse_command, Args, Frame};
-use crate::resp::conn::{ClientView, Conn};
+use crate::resp::conn::{Conn, Shared};
 
 /// Most commands parsed ahead from one client's buffer.
 const PIPELINE_MAX: usize = 1024;
-/// Most pipelined commands sharing one submission.
-const BATCH_MAX: usize = 1024;
-
-/// State shared by all RESP connections.
-pub struct Clients {
-    next_id: AtomicU64,
-    /// Every connection's CLIENT LIST view, by client ID.
-    pub list: Mutex<BTreeMap<u64, Arc<Mutex<ClientView>>>>,
-    /// MULTI/EXEC isolation: every command runs under the shared side, EXEC under the
-    /// exclusive side, so nothing interleaves with a transaction.
-    pub gate: RwLock<()>,
-    /// Per-command counters for INFO commandstats: calls, errors, microseconds.
-    pub cmdstats: Mutex<BTreeMap<&'static str, (u64, u64, u64)>>,
-    /// Error replies by error code, for INFO errorstats.
-    pub errorstats: Mutex<BTreeMap<String, u64>>,
-    /// Connections turned away at `clients_max`.
-    pub rejected: AtomicU64,
-    /// CONFIG stream-node-max-entries and -bytes (accepted for compatibility, no effect).
-    pub stream_node: Mutex<[i64; 2]>,
-}
-
-impl Clients {
-    fn new() -> Self {
-        Clients {
-            next_id: AtomicU64::new(1),
-            list: Mutex::new(BTreeMap::new()),
-            gate: RwLock::new(()),
-            cmdstats: Mutex::new(BTreeMap::new()),
-            errorstats: Mutex::new(BTreeMap::new()),
-            rejected: AtomicU64::new(0),
-            stream_node: Mutex::new([100, 4096]),
-        }
-    }
-}
 
 /// Accepts RESP clients until `shutdown` resolves.
 pub async fn serve(
@@ -58,7 +25,7 @@ pub async fn serve(
     broker: Broker,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let clients = Arc::new(Clients::new());
+    let shared = Arc::new(Shared::default());
     let limit = Arc::new(Semaphore::new(broker.config().clients_max));
     tokio::pin!(shutdown);
     loop {
@@ -74,7 +41,7 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            clients.rejected.fetch_add(1, Ordering::Relaxed);
+            shared.rejected.fetch_add(1, Ordering::Relaxed);
             let mut sock = sock;
             let _ = sock
                 .write_all(b"-ERR max number of clients reached\r\n")
@@ -83,20 +50,19 @@ pub async fn serve(
         };
         let _ = sock.set_nodelay(true);
         let b = broker.clone();
-        let c = clients.clone();
+        let s = shared.clone();
         tokio::spawn(async move {
-            connection(sock, addr, b, c).await;
+            connection(sock, addr, b, s).await;
             drop(permit);
         });
     }
 }
 
-async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, clients: Arc<Clients>) {
-    let id = clients.next_id.fetch_add(1, Ordering::Relaxed);
+async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, shared: Arc<Shared>) {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let laddr = sock.local_addr().unwrap_or(addr);
-    let authed = broker.config().tokens.is_empty();
-    let mut conn = Conn::new(id, addr, laddr, broker.now_ms(), authed);
-    clients
+    let mut conn = Conn::new(id, addr, laddr, broker.now_ms(), broker.open_session());
+    shared
         .list
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -108,7 +74,7 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, clien
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
     // Commands parsed from the buffer, waiting to run (bounded per read).
-    let mut queued: std::collections::VecDeque<Args> = std::collections::VecDeque::new();
+    let mut queued: VecDeque<Args> = VecDeque::new();
     'conn: loop {
         let mut start = 0;
         let mut protocol_error = None;
@@ -134,29 +100,46 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, clien
             }
         }
         buf.drain(..start);
+        // Plan commands in order; a run of plans that are plain ops goes to the broker as
+        // one submission. Anything else (and a command that closes the connection) runs
+        // on its own, after what was planned before it.
+        let mut run: Vec<cmd::Planned> = Vec::new();
+        let mut run_ops = 0;
         while let Some(args) = queued.pop_front() {
-            if cmd::batchable(&args[0]) && conn.authed && conn.multi.is_none() {
-                let mut run = vec![args];
-                while queued.front().is_some_and(|a| cmd::batchable(&a[0])) && run.len() < BATCH_MAX
-                {
-                    run.extend(queued.pop_front());
-                }
-                for reply in cmd::dispatch_batch(&mut conn, &broker, &clients, run).await {
+            let p = cmd::prepare(&mut conn, &broker, &shared, args);
+            let ops = p.batchable();
+            if run_ops > 0 && (ops.is_none() || run_ops + ops.unwrap_or(0) > cmd::PIPELINE_OPS_MAX)
+            {
+                for reply in cmd::run(&mut conn, &broker, &shared, std::mem::take(&mut run)).await {
                     reply.encode(conn.proto, &mut out);
                 }
-            } else {
-                let reply = cmd::dispatch(&mut conn, &broker, &clients, args).await;
-                reply.encode(conn.proto, &mut out);
-                if conn.close {
-                    let _ = sock.write_all(&out).await;
-                    break 'conn;
+                run_ops = 0;
+            }
+            run.push(p);
+            match ops {
+                Some(n) => run_ops += n,
+                None => {
+                    for reply in
+                        cmd::run(&mut conn, &broker, &shared, std::mem::take(&mut run)).await
+                    {
+                        reply.encode(conn.proto, &mut out);
+                    }
                 }
+            }
+            if conn.close {
+                let _ = sock.write_all(&out).await;
+                break 'conn;
             }
             if out.len() >= 64 << 10 {
                 if sock.write_all(&out).await.is_err() {
                     break 'conn;
                 }
                 out.clear();
+            }
+        }
+        if !run.is_empty() {
+            for reply in cmd::run(&mut conn, &broker, &shared, std::mem::take(&mut run)).await {
+                reply.encode(conn.proto, &mut out);
             }
         }
         if let Some(e) = protocol_error {
@@ -189,7 +172,7 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, clien
             Ok(_) => {}
         }
     }
-    clients
+    shared
         .list
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -176,7 +176,7 @@ pub enum Answer {
     /// Read: per stream, the entries and the ID a later read should continue after.
     Read(Vec<(Vec<Entry>, StreamId)>),
     /// Stream (`None`: no such stream).
-    Stream(Option<StreamInfo>),
+    Stream(Option<Box<StreamInfo>>),
     /// Exist.
     Count(u64),
     /// Names.
@@ -453,7 +453,7 @@ pub(crate) fn answer(ctx: &impl ReadCtx, q: &Query, now: u64) -> Result<Answer> 
             }
             Answer::Read(out)
         }
-        Query::Stream { stream } => Answer::Stream(stream_info(ctx, stream)?),
+        Query::Stream { stream } => Answer::Stream(stream_info(ctx, stream)?.map(Box::new)),
         Query::Exist { streams } => {
             Answer::Count(streams.iter().filter(|k| ctx.stream(k).is_some()).count() as u64)
         }

@@ -1,11 +1,8 @@
 //! Argument parsing shared by the command families, with Redis's error texts.
 
-use cortex_storage::{Error, StreamId, StreamKey};
+use cortex_storage::{Error, IdSpec, StreamId, StreamKey, Trim, TrimStrategy};
 
 use crate::resp::codec::Frame;
-
-/// A command's result: a reply, or an error reply.
-pub type CmdResult = Result<Frame, Frame>;
 
 /// Upper-cased text of an argument.
 pub fn upper(a: &[u8]) -> String {
@@ -141,4 +138,95 @@ pub fn storage_error(cmd: &str, e: Error) -> Frame {
         Error::TargetExists => Frame::err("target key exists"),
         other => Frame::err(other),
     }
+}
+
+/// Parses `MAXLEN|MINID [=|~] threshold [LIMIT n]` at `args[*i]`; returns false if the
+/// argument there is not a trim option.
+pub fn parse_trim_option(
+    args: &[Vec<u8>],
+    i: &mut usize,
+    out: &mut Option<(bool, Trim)>,
+    limit: &mut Option<u64>,
+) -> Result<bool, Frame> {
+    let opt = upper(&args[*i]);
+    let more = args.len() - *i - 1;
+    match opt.as_str() {
+        "MAXLEN" | "MINID" if more >= 1 => {
+            if out.is_some() {
+                return Err(Frame::err(
+                    "syntax error, MAXLEN and MINID options at the same time are not compatible",
+                ));
+            }
+            let mut j = *i + 1;
+            let mut approx = false;
+            if args[j] == b"~" || args[j] == b"=" {
+                approx = args[j] == b"~";
+                j += 1;
+            }
+            let Some(threshold) = args.get(j) else {
+                return Err(syntax());
+            };
+            let strategy = if opt == "MAXLEN" {
+                let n = int(threshold)?;
+                if n < 0 {
+                    return Err(Frame::err("The MAXLEN argument must be >= 0."));
+                }
+                TrimStrategy::MaxLen(n as u64)
+            } else {
+                TrimStrategy::MinId(id(threshold)?)
+            };
+            *out = Some((
+                approx,
+                Trim {
+                    strategy,
+                    approx,
+                    limit: None,
+                },
+            ));
+            *i = j + 1;
+            Ok(true)
+        }
+        "LIMIT" if more >= 1 => {
+            let n = int(&args[*i + 1])?;
+            if n < 0 {
+                return Err(Frame::err("The LIMIT argument must be >= 0."));
+            }
+            *limit = Some(n as u64);
+            *i += 2;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Combines a parsed trim and LIMIT, with Redis's rules.
+pub fn finish_trim(t: Option<(bool, Trim)>, limit: Option<u64>) -> Result<Option<Trim>, Frame> {
+    match (t, limit) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(syntax()),
+        (Some((false, _)), Some(_)) => Err(Frame::err(
+            "syntax error, LIMIT cannot be used without the special ~ option",
+        )),
+        (Some((_, mut t)), l) => {
+            // LIMIT 0 means no limit, as in Redis.
+            t.limit = l.filter(|n| *n > 0);
+            Ok(Some(t))
+        }
+    }
+}
+
+/// `*`, `ms-*` or an explicit ID.
+pub fn parse_id_spec(a: &[u8]) -> Result<IdSpec, Frame> {
+    if a == b"*" {
+        return Ok(IdSpec::Auto);
+    }
+    if let Some(ms) = a.strip_suffix(b"-*") {
+        let ms = std::str::from_utf8(ms)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(bad_id)?;
+        return Ok(IdSpec::AutoSeq(ms));
+    }
+    Ok(IdSpec::Explicit(id(a)?))
 }

@@ -1,22 +1,26 @@
 //! Extension commands for what Redis lacks: CX.PUBLISH, CX.POLICY, CX.NACK, CX.DLQ, CX.CLOCK.
 
 use cortex_storage::{
-    DeadReason, DeliveryPolicy, DlqFilter, IdSpec, Lane, Meta, Op, Reply, DEFAULT_DLQ,
+    Answer, DeadReason, DeliveryPolicy, DlqFilter, IdSpec, Lane, Meta, Op, PolicyPatch, Query,
+    DEFAULT_DLQ,
 };
 
 use super::args::*;
-use super::stream::{append_reply, entry_frame, finish_trim, parse_trim_option};
-use super::Ctx;
+use super::reply::{append_reply, count_reply, entry_frame, ok_reply};
+use super::{Ctx, Plan};
 use crate::resp::codec::Frame;
 
-/// CX.PUBLISH key [PRIORITY lane] [TTL ms] [IDEMPOTENCY key] [PRODUCER name]
-///   [HEADER name value] [MAXLEN|MINID [=|~] n [LIMIT n]] field value [field value ...]
-pub async fn publish(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
-    let op = publish_op(ctx.conn.db, args, ctx.broker.now_ms())?;
-    Ok(append_reply(
-        "CX.PUBLISH",
-        ctx.broker.submit_one(op).await.map_err(Frame::err)?,
-    ))
+pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    match ctx.name {
+        "CX.PUBLISH" => Ok(Plan::op(
+            publish_op(ctx.conn.db, args, ctx.broker.now_ms())?,
+            |r| append_reply("CX.PUBLISH", r),
+        )),
+        "CX.POLICY" => policy(ctx, args),
+        "CX.NACK" => nack(ctx, args),
+        "CX.DLQ" => dlq(ctx, args),
+        _ => clock(ctx, args).map(Plan::Done),
+    }
 }
 
 /// Parses CX.PUBLISH into its op (also used when a pipeline is batched).
@@ -110,71 +114,83 @@ fn policy_frame(p: &DeliveryPolicy) -> Frame {
 
 /// CX.POLICY key group [MAXATTEMPTS n] [BACKOFF ms[,ms...]] [ACKWAIT ms|NONE] [MAXAGE ms|NONE]
 ///   [DLQ key] | CX.POLICY key group RESET. Without options: shows the policy (nil if none).
-pub async fn policy(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+/// Options change only the fields named, atomically in the writer (a patch), so two
+/// concurrent calls never lose each other's change.
+fn policy(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     if args.len() < 3 {
         return Err(arity("cx.policy"));
     }
     let k = key(ctx.conn.db, &args[1]);
     let group = args[2].clone();
-    let current = ctx
-        .broker
-        .store()
-        .group_policy(&k, &group)
-        .map_err(|e| storage_error("CX.POLICY", e))?;
     if args.len() == 3 {
-        return Ok(current.as_ref().map_or(Frame::Null, policy_frame));
+        return Ok(Plan::query(
+            Query::Policy { stream: k, group },
+            |r| match r {
+                Ok(Answer::Policy(p)) => p.as_ref().map_or(Frame::Null, policy_frame),
+                Ok(_) => Frame::Null,
+                Err(e) => storage_error("CX.POLICY", e),
+            },
+        ));
     }
-    let new = if args.len() == 4 && upper(&args[3]) == "RESET" {
-        None
-    } else {
-        let mut p = current.unwrap_or_default();
-        let mut i = 3;
-        while i < args.len() {
-            let Some(v) = args.get(i + 1) else {
-                return Err(syntax());
-            };
-            let none = upper(v) == "NONE";
-            match upper(&args[i]).as_str() {
-                "MAXATTEMPTS" => {
-                    p.max_attempts = u32::try_from(uint(v)?)
-                        .map_err(|_| Frame::err("MAXATTEMPTS is too large"))?
-                }
-                "BACKOFF" => {
-                    p.backoff_ms = text(v)
-                        .split(',')
-                        .map(|s| {
-                            s.trim().parse::<u64>().map_err(|_| {
-                                Frame::err("BACKOFF must be a comma-separated list of milliseconds")
-                            })
-                        })
-                        .collect::<Result<_, _>>()?;
-                }
-                "ACKWAIT" => p.ack_wait_ms = if none { None } else { Some(uint(v)?) },
-                "MAXAGE" => p.max_age_ms = if none { None } else { Some(uint(v)?) },
-                "DLQ" => p.dead_letter = v.clone(),
-                _ => return Err(syntax()),
+    if args.len() == 4 && upper(&args[3]) == "RESET" {
+        return Ok(Plan::op(
+            Op::SetPolicy {
+                stream: k,
+                group,
+                policy: None,
+            },
+            |r| ok_reply("CX.POLICY", r),
+        ));
+    }
+    let mut p = PolicyPatch::default();
+    let mut i = 3;
+    while i < args.len() {
+        let Some(v) = args.get(i + 1) else {
+            return Err(syntax());
+        };
+        let none = upper(v) == "NONE";
+        match upper(&args[i]).as_str() {
+            "MAXATTEMPTS" => {
+                p.max_attempts = Some(
+                    u32::try_from(uint(v)?).map_err(|_| Frame::err("MAXATTEMPTS is too large"))?,
+                )
             }
-            i += 2;
+            "BACKOFF" => {
+                let steps: Vec<u64> = text(v)
+                    .split(',')
+                    .map(|s| {
+                        s.trim().parse::<u64>().map_err(|_| {
+                            Frame::err("BACKOFF must be a comma-separated list of milliseconds")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                if steps.len() > DeliveryPolicy::BACKOFF_STEPS_MAX {
+                    return Err(Frame::err(format!(
+                        "BACKOFF has at most {} steps",
+                        DeliveryPolicy::BACKOFF_STEPS_MAX
+                    )));
+                }
+                p.backoff_ms = Some(steps);
+            }
+            "ACKWAIT" => p.ack_wait_ms = Some(if none { None } else { Some(uint(v)?) }),
+            "MAXAGE" => p.max_age_ms = Some(if none { None } else { Some(uint(v)?) }),
+            "DLQ" => p.dead_letter = Some(v.clone()),
+            _ => return Err(syntax()),
         }
-        Some(p)
-    };
-    match ctx
-        .broker
-        .submit_one(Op::SetPolicy {
+        i += 2;
+    }
+    Ok(Plan::op(
+        Op::PatchPolicy {
             stream: k,
             group,
-            policy: new,
-        })
-        .await
-        .map_err(Frame::err)?
-    {
-        Ok(_) => Ok(Frame::ok()),
-        Err(e) => Err(storage_error("CX.POLICY", e)),
-    }
+            patch: p,
+        },
+        |r| ok_reply("CX.POLICY", r),
+    ))
 }
 
 /// CX.NACK key group id [id ...] [ERROR text] [REJECT]
-pub async fn nack(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+fn nack(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let mut ids = Vec::new();
     let (mut error, mut reject) = (None, false);
     let mut i = 3;
@@ -197,23 +213,24 @@ pub async fn nack(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
     if ids.is_empty() {
         return Err(arity("cx.nack"));
     }
-    let op = Op::Nack {
-        stream: key(ctx.conn.db, &args[1]),
-        group: args[2].clone(),
-        ids,
-        error,
-        reject,
-    };
-    match ctx.broker.submit_one(op).await.map_err(Frame::err)? {
-        Ok(Reply::Count(n)) => Ok(Frame::Integer(n as i64)),
-        Ok(_) => Ok(Frame::Integer(0)),
-        Err(e) => Err(storage_error("CX.NACK", e)),
-    }
+    Ok(Plan::op(
+        Op::Nack {
+            stream: key(ctx.conn.db, &args[1]),
+            group: args[2].clone(),
+            ids,
+            error,
+            reject,
+        },
+        |r| count_reply("CX.NACK", r),
+    ))
 }
 
-/// CX.DLQ LIST|REDRIVE|PURGE [FROM dlq] [ID id] [STREAM s] [GROUP g] [REASON r] [COUNT n]
-pub async fn dlq(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+/// CX.DLQ LIST|REDRIVE|PURGE [FROM dlq] [ID id] [STREAM s] [GROUP g] [REASON r] [COUNT n].
+/// LIST returns at most `dlq_list_max` entries; REDRIVE and PURGE move at most
+/// `dlq_batch_max` (storage limits, reported with the storage's error when crossed).
+fn dlq(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let sub = upper(&args[1]);
+    let limits = &ctx.broker.config().store.limits;
     let mut from = DEFAULT_DLQ.to_vec();
     let mut filter = DlqFilter::default();
     let mut count = if sub == "LIST" { 100 } else { usize::MAX };
@@ -239,30 +256,30 @@ pub async fn dlq(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
     }
     let dlq = key(ctx.conn.db, &from);
     match sub.as_str() {
-        "LIST" => {
-            let list = ctx
-                .broker
-                .store()
-                .dlq_list(&dlq, &filter, count.min(10_000))
-                .map_err(|e| storage_error("CX.DLQ", e))?;
-            Ok(Frame::Array(
-                list.iter()
-                    .map(|(e, _)| entry_frame(e.id, Some(&e.record)))
-                    .collect(),
-            ))
-        }
+        "LIST" => Ok(Plan::query(
+            Query::DeadLetters {
+                dlq,
+                filter,
+                count: count.min(limits.dlq_list_max),
+            },
+            |r| match r {
+                Ok(Answer::DeadLetters(list)) => Frame::Array(
+                    list.iter()
+                        .map(|(e, _)| entry_frame(e.id, Some(&e.record)))
+                        .collect(),
+                ),
+                Ok(_) => Frame::Array(vec![]),
+                Err(e) => storage_error("CX.DLQ", e),
+            },
+        )),
         "REDRIVE" | "PURGE" => {
-            let limit = count.min(100_000);
+            let limit = count.min(limits.dlq_batch_max);
             let op = if sub == "REDRIVE" {
                 Op::DlqRedrive { dlq, filter, limit }
             } else {
                 Op::DlqPurge { dlq, filter, limit }
             };
-            match ctx.broker.submit_one(op).await.map_err(Frame::err)? {
-                Ok(Reply::Count(n)) => Ok(Frame::Integer(n as i64)),
-                Ok(_) => Ok(Frame::Integer(0)),
-                Err(e) => Err(storage_error("CX.DLQ", e)),
-            }
+            Ok(Plan::op(op, |r| count_reply("CX.DLQ", r)))
         }
         _ => Err(Frame::err(format!(
             "unknown subcommand '{}'. Try LIST, REDRIVE or PURGE.",
@@ -272,22 +289,18 @@ pub async fn dlq(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
 }
 
 /// CX.CLOCK [ADVANCE ms]
-pub fn clock(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+fn clock(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
     match args.len() {
         1 => Ok(Frame::Integer(ctx.broker.now_ms() as i64)),
         3 if upper(&args[1]) == "ADVANCE" => {
-            if !ctx.broker.config().test_clock {
-                return Err(Frame::err(
-                    "CX.CLOCK ADVANCE needs a server started with --test-clock",
-                ));
-            }
             let ms = int(&args[2])?;
             if ms < 0 {
                 return Err(Frame::err("the clock only moves forward"));
             }
-            ctx.broker.clock().advance(ms);
-            ctx.broker.wake_timer();
-            Ok(Frame::Integer(ctx.broker.now_ms() as i64))
+            ctx.broker
+                .advance_clock(ms)
+                .map_err(Frame::err)
+                .map(|now| Frame::Integer(now as i64))
         }
         _ => Err(syntax()),
     }

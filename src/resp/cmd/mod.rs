@@ -1,35 +1,115 @@
-//! Command dispatch: arity, authentication, MULTI queueing, statistics, then one handler per
-//! command family.
+//! Commands. Each command is a `parse -> Plan` (in its family's file) and the plan's
+//! formatter `replies -> Frame`; this module checks a command (known, arity, NOAUTH gate),
+//! queues it inside MULTI, runs plans through the broker and keeps statistics. Nothing here
+//! decides broker behaviour: a plan is ops, a query or a (blocking) read that the broker
+//! carries out.
+//!
+//! - Outside MULTI, runs of pipelined `Plan::Ops` share one submission (one commit).
+//! - EXEC plans every queued command in order, turns every plan into ops (reads become
+//!   `Op::Query`, blocking reads do not block) and submits them as ONE broker transaction:
+//!   one atomic batch that no other client and none of the broker's own tasks interleave
+//!   with.
 
 pub mod args;
 mod cx;
+mod group;
+mod info;
+mod read;
+pub mod reply;
 mod server;
-pub mod stream;
 mod table;
-
-pub use server::glob;
+mod write;
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use self::args::{text, CmdResult};
-use crate::broker::Broker;
-use crate::resp::codec::{Args, Frame};
-use crate::resp::conn::Conn;
-use crate::resp::server::Clients;
+use cortex_storage::{Answer, Op, Query, ReadStart, Reply, StreamKey};
 
-/// What a handler gets.
+use self::args::text;
+use crate::broker::{Blocking, Broker, GroupRead};
+use crate::resp::codec::{Args, Frame};
+use crate::resp::conn::{Conn, Shared};
+
+/// Most commands one MULTI may queue.
+pub const MULTI_QUEUE_MAX: usize = 10_000;
+/// Most ops one pipelined run shares in one submission.
+pub const PIPELINE_OPS_MAX: usize = 1024;
+
+/// Turns a command's results (one per op) into its reply.
+pub type Format = Box<dyn FnOnce(Vec<cortex_storage::Result<Reply>>) -> Frame + Send>;
+
+/// What running a command takes.
+pub enum Plan {
+    /// Answered already (connection commands, errors found while parsing).
+    Done(Frame),
+    /// Ops for the writer (writes, and reads that belong in a transaction).
+    Ops(Vec<Op>, Format),
+    /// A read from the last commit.
+    Query(Query, Format),
+    /// XREADGROUP, possibly blocking.
+    GroupRead(GroupRead, Blocking, Format),
+    /// XREAD, possibly blocking.
+    StreamRead(Vec<(StreamKey, ReadStart)>, Option<usize>, Blocking, Format),
+    /// EXEC (needs the queued commands).
+    Exec,
+}
+
+impl Plan {
+    /// One op, its one result formatted by `f`.
+    pub fn op(
+        op: Op,
+        f: impl FnOnce(cortex_storage::Result<Reply>) -> Frame + Send + 'static,
+    ) -> Plan {
+        Plan::Ops(
+            vec![op],
+            Box::new(move |mut r| f(r.pop().unwrap_or(Ok(Reply::Ok)))),
+        )
+    }
+
+    /// A read, its answer formatted by `f`.
+    pub fn query(
+        q: Query,
+        f: impl FnOnce(cortex_storage::Result<Answer>) -> Frame + Send + 'static,
+    ) -> Plan {
+        Plan::Query(q, Box::new(move |r| f(answer(r))))
+    }
+
+    /// The ops this plan is inside a transaction, and its formatter.
+    fn into_tx(self) -> Result<(Vec<Op>, Format), Frame> {
+        match self {
+            Plan::Done(f) => Err(f),
+            Plan::Ops(ops, fmt) => Ok((ops, fmt)),
+            Plan::Query(q, fmt) => Ok((vec![Op::Query(q)], fmt)),
+            Plan::GroupRead(req, _, fmt) => Ok((vec![req.op(false)], fmt)),
+            Plan::StreamRead(streams, count, _, fmt) => {
+                Ok((vec![Op::Query(Query::Read { streams, count })], fmt))
+            }
+            Plan::Exec => Err(Frame::err("EXEC inside MULTI is not allowed")),
+        }
+    }
+}
+
+/// The one result of a read plan as an answer.
+pub fn answer(mut r: Vec<cortex_storage::Result<Reply>>) -> cortex_storage::Result<Answer> {
+    match r.pop() {
+        Some(Ok(Reply::Answer(a))) => Ok(a),
+        Some(Err(e)) => Err(e),
+        other => Err(cortex_storage::Error::InvalidArgument(format!(
+            "internal error: a read got {other:?}"
+        ))),
+    }
+}
+
+/// What a command's parser gets.
 pub struct Ctx<'a> {
     /// The connection.
     pub conn: &'a mut Conn,
     /// The broker.
     pub broker: &'a Broker,
     /// Shared client state.
-    pub clients: &'a Clients,
+    pub shared: &'a Shared,
     /// Upper-case command name.
     pub name: &'static str,
-    /// Running inside EXEC: never block.
-    pub in_exec: bool,
 }
 
 fn unknown(args: &Args) -> Frame {
@@ -49,7 +129,10 @@ fn admit(conn: &mut Conn, args: &Args) -> Result<&'static table::Spec, Frame> {
     let r = match table::lookup(&args[0]) {
         None => Err(unknown(args)),
         Some(spec) if !spec.arity_ok(args.len()) => Err(args::arity(spec.name)),
-        Some(spec) if !conn.authed && !matches!(spec.name, "AUTH" | "HELLO" | "PING" | "QUIT") => {
+        Some(spec)
+            if conn.principal.is_none()
+                && !matches!(spec.name, "AUTH" | "HELLO" | "PING" | "QUIT") =>
+        {
             Err(Frame::Error("NOAUTH Authentication required.".into()))
         }
         Some(spec) => Ok(spec),
@@ -61,206 +144,264 @@ fn admit(conn: &mut Conn, args: &Args) -> Result<&'static table::Spec, Frame> {
 }
 
 /// Counts a finished command for INFO commandstats/errorstats.
-fn record(clients: &Clients, name: &'static str, micros: u64, reply: &Frame) {
-    let mut stats = clients.cmdstats.lock().unwrap_or_else(|p| p.into_inner());
-    let e = stats.entry(name).or_default();
-    e.0 += 1;
-    e.2 += micros;
-    if reply.is_error() {
-        e.1 += 1;
-    }
-}
-
-fn touch(conn: &mut Conn, broker: &Broker, name: &'static str) -> u64 {
-    let now = broker.now_ms();
-    conn.last_ms = now;
-    conn.last_cmd = name;
-    broker.stats().commands.fetch_add(1, Ordering::Relaxed);
-    now
-}
-
-/// Runs one command and returns its reply.
-pub async fn dispatch(conn: &mut Conn, broker: &Broker, clients: &Clients, args: Args) -> Frame {
-    let spec = match admit(conn, &args) {
-        Ok(s) => s,
-        Err(f) => return count_error(clients, f),
-    };
-    let name = spec.name;
-    touch(conn, broker, name);
-    if conn.multi.is_some() && !matches!(name, "EXEC" | "DISCARD" | "MULTI" | "QUIT" | "RESET") {
-        if let Some(q) = conn.multi.as_mut() {
-            q.push(args);
+fn record(shared: &Shared, name: &'static str, micros: u64, reply: &Frame) {
+    {
+        let mut stats = shared.cmdstats.lock().unwrap_or_else(|p| p.into_inner());
+        let e = stats.entry(name).or_default();
+        e.0 += 1;
+        e.2 += micros;
+        if reply.is_error() {
+            e.1 += 1;
         }
-        return Frame::Simple("QUEUED".into());
     }
-    let started = Instant::now();
-    let ctx = Ctx {
-        conn,
-        broker,
-        clients,
-        name,
-        in_exec: false,
-    };
-    let reply = if name == "EXEC" {
-        exec(ctx.conn, broker, clients).await
-    } else if spec.blocking {
-        // Blocking reads take the MULTI gate for each attempt and release it while waiting.
-        run(ctx, &args).await
-    } else {
-        let _gate = clients.gate.read().await;
-        run(ctx, &args).await
-    };
-    record(clients, name, started.elapsed().as_micros() as u64, &reply);
-    conn.publish();
-    count_error(clients, reply)
-}
-
-/// Commands that map to exactly one op and may share one submission with their neighbours
-/// in a pipeline (their replies stay in order; later commands wait for the batch).
-pub fn batchable(name: &[u8]) -> bool {
-    [&b"XADD"[..], b"XACK", b"CX.PUBLISH"]
-        .iter()
-        .any(|n| n.eq_ignore_ascii_case(name))
-}
-
-/// Runs a run of pipelined batchable commands as one submission (one commit).
-pub async fn dispatch_batch(
-    conn: &mut Conn,
-    broker: &Broker,
-    clients: &Clients,
-    cmds: Vec<Args>,
-) -> Vec<Frame> {
-    let _gate = clients.gate.read().await;
-    batch(conn, broker, clients, cmds).await
-}
-
-/// The batch itself; the caller holds the MULTI gate (shared, or exclusive in EXEC).
-async fn batch(conn: &mut Conn, broker: &Broker, clients: &Clients, cmds: Vec<Args>) -> Vec<Frame> {
-    let started = Instant::now();
-    let mut names = Vec::with_capacity(cmds.len());
-    let mut slots: Vec<Result<usize, Frame>> = Vec::with_capacity(cmds.len());
-    let mut ops = Vec::with_capacity(cmds.len());
-    for args in &cmds {
-        let (name, op) = match admit(conn, args) {
-            Err(f) => ("", Err(f)),
-            Ok(spec) => {
-                let now = touch(conn, broker, spec.name);
-                let op = match spec.name {
-                    "XADD" => stream::xadd_op(conn.db, args),
-                    "XACK" => stream::xack_op(conn.db, args),
-                    _ => cx::publish_op(conn.db, args, now),
-                };
-                (spec.name, op)
-            }
-        };
-        slots.push(op.map(|op| {
-            ops.push(op);
-            ops.len() - 1
-        }));
-        names.push(name);
-    }
-    let replies = if ops.is_empty() {
-        Ok(Vec::new())
-    } else {
-        broker.submit(ops).await
-    };
-    let micros = started.elapsed().as_micros() as u64 / cmds.len().max(1) as u64;
-    let mut replies = replies.map(|r| r.into_iter().map(Some).collect::<Vec<_>>());
-    let mut out = Vec::with_capacity(cmds.len());
-    for (&name, slot) in names.iter().zip(slots) {
-        let f = match (slot, &mut replies) {
-            (Err(f), _) => f,
-            (Ok(i), Ok(r)) => match r.get_mut(i).and_then(Option::take) {
-                Some(reply) if name == "XACK" => stream::count_reply(name, reply),
-                Some(reply) => stream::append_reply(name, reply),
-                None => Frame::err("internal error: missing reply"),
-            },
-            (Ok(_), Err(e)) => Frame::err(e.clone()),
-        };
-        if !name.is_empty() {
-            record(clients, name, micros, &f);
-        }
-        out.push(count_error(clients, f));
-    }
-    conn.publish();
-    out
-}
-
-fn count_error(clients: &Clients, f: Frame) -> Frame {
-    if let Frame::Error(e) = &f {
+    if let Frame::Error(e) = reply {
         let code = e.split_whitespace().next().unwrap_or("ERR").to_string();
-        *clients
+        *shared
             .errorstats
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(code)
             .or_default() += 1;
     }
-    f
 }
 
-async fn exec(conn: &mut Conn, broker: &Broker, clients: &Clients) -> Frame {
+fn touch(conn: &mut Conn, broker: &Broker, name: &'static str) {
+    conn.last_ms = broker.now_ms();
+    conn.last_cmd = name;
+    broker.stats().commands.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Parses one admitted command into its plan.
+fn plan(ctx: &mut Ctx<'_>, args: &Args) -> Plan {
+    let r = match ctx.name {
+        "XADD" | "XTRIM" | "XDEL" | "XSETID" | "XACK" => write::plan(ctx, args),
+        "XLEN" | "XRANGE" | "XREVRANGE" | "XREAD" => read::plan(ctx, args),
+        "XREADGROUP" | "XGROUP" | "XPENDING" | "XCLAIM" | "XAUTOCLAIM" => group::plan(ctx, args),
+        "XINFO" => info::plan(ctx, args),
+        "CX.PUBLISH" | "CX.POLICY" | "CX.NACK" | "CX.DLQ" | "CX.CLOCK" => cx::plan(ctx, args),
+        "EXEC" => Ok(Plan::Exec),
+        _ => server::plan(ctx, args),
+    };
+    r.unwrap_or_else(Plan::Done)
+}
+
+/// A command admitted and planned, waiting to run (pipelines run several together).
+pub struct Planned {
+    name: &'static str,
+    plan: Plan,
+    started: Instant,
+}
+
+/// Checks and plans one command; inside MULTI, queues it (the reply is `QUEUED`).
+pub fn prepare(conn: &mut Conn, broker: &Broker, shared: &Shared, args: Args) -> Planned {
+    let started = Instant::now();
+    let spec = match admit(conn, &args) {
+        Ok(s) => s,
+        Err(f) => {
+            return Planned {
+                name: "",
+                plan: Plan::Done(f),
+                started,
+            }
+        }
+    };
+    let name = spec.name;
+    touch(conn, broker, name);
+    if let Some(q) = conn.multi.as_mut() {
+        if !matches!(name, "EXEC" | "DISCARD" | "MULTI" | "QUIT" | "RESET") {
+            let reply = if q.len() >= MULTI_QUEUE_MAX {
+                conn.multi_failed = true;
+                Frame::err(format!(
+                    "MULTI queue is full ({MULTI_QUEUE_MAX} commands); the transaction is discarded at EXEC"
+                ))
+            } else {
+                q.push(args);
+                Frame::Simple("QUEUED".into())
+            };
+            return Planned {
+                name,
+                plan: Plan::Done(reply),
+                started,
+            };
+        }
+    }
+    let mut ctx = Ctx {
+        conn,
+        broker,
+        shared,
+        name,
+    };
+    let plan = plan(&mut ctx, &args);
+    Planned {
+        name,
+        plan,
+        started,
+    }
+}
+
+impl Planned {
+    /// True for plans that may share one submission with their neighbours.
+    pub fn batchable(&self) -> Option<usize> {
+        match &self.plan {
+            Plan::Ops(ops, _) => Some(ops.len()),
+            _ => None,
+        }
+    }
+}
+
+fn finish(shared: &Shared, name: &'static str, started: Instant, reply: Frame) -> Frame {
+    if !name.is_empty() {
+        record(shared, name, started.elapsed().as_micros() as u64, &reply);
+    }
+    reply
+}
+
+/// Runs planned commands: a run of `Ops` plans as one submission, anything else alone.
+/// Returns the replies in order.
+pub async fn run(
+    conn: &mut Conn,
+    broker: &Broker,
+    shared: &Shared,
+    planned: Vec<Planned>,
+) -> Vec<Frame> {
+    let mut out = Vec::with_capacity(planned.len());
+    let mut batch: Vec<(Planned, usize)> = Vec::new();
+    let mut ops = Vec::new();
+    for p in planned {
+        if let Plan::Ops(..) = p.plan {
+            let Plan::Ops(mut o, fmt) = p.plan else {
+                unreachable!()
+            };
+            let n = o.len();
+            ops.append(&mut o);
+            batch.push((
+                Planned {
+                    name: p.name,
+                    plan: Plan::Ops(Vec::new(), fmt),
+                    started: p.started,
+                },
+                n,
+            ));
+            continue;
+        }
+        flush(conn, broker, shared, &mut batch, &mut ops, &mut out).await;
+        let reply = run_one(conn, broker, shared, p.plan).await;
+        out.push(finish(shared, p.name, p.started, reply));
+    }
+    flush(conn, broker, shared, &mut batch, &mut ops, &mut out).await;
+    conn.publish();
+    out
+}
+
+async fn flush(
+    conn: &Conn,
+    broker: &Broker,
+    shared: &Shared,
+    batch: &mut Vec<(Planned, usize)>,
+    ops: &mut Vec<Op>,
+    out: &mut Vec<Frame>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let ops = std::mem::take(ops);
+    let replies = match conn.principal.as_ref() {
+        Some(who) => broker.submit(who, ops).await,
+        None => Err(crate::broker::BrokerError::Internal("no principal".into())),
+    };
+    let mut replies = replies.map(Vec::into_iter);
+    for (p, n) in batch.drain(..) {
+        let Plan::Ops(_, fmt) = p.plan else {
+            continue;
+        };
+        let frame = match &mut replies {
+            Ok(it) => fmt(it.by_ref().take(n).collect()),
+            Err(e) => Frame::err(e.clone()),
+        };
+        out.push(finish(shared, p.name, p.started, frame));
+    }
+}
+
+async fn run_one(conn: &mut Conn, broker: &Broker, shared: &Shared, plan: Plan) -> Frame {
+    if let Plan::Done(f) = plan {
+        return f;
+    }
+    if let Plan::Exec = plan {
+        return exec(conn, broker, shared).await;
+    }
+    // Every plan but Done passed the NOAUTH gate, so there is a principal.
+    let Some(who) = conn.principal.clone() else {
+        return Frame::Error("NOAUTH Authentication required.".into());
+    };
+    let r = match plan {
+        Plan::Ops(ops, fmt) => broker.submit(&who, ops).await.map(fmt),
+        Plan::Query(q, fmt) => broker
+            .query(&who, q)
+            .await
+            .map(|a| fmt(vec![a.map(Reply::Answer)])),
+        Plan::GroupRead(req, block, fmt) => broker
+            .read_group(&who, &req, block)
+            .await
+            .map(|r| fmt(vec![r])),
+        Plan::StreamRead(streams, count, block, fmt) => broker
+            .read_streams(&who, streams, count, block)
+            .await
+            .map(|a| fmt(vec![a.map(Reply::Answer)])),
+        Plan::Done(f) => Ok(f),
+        Plan::Exec => Ok(Frame::err("EXEC without MULTI")),
+    };
+    r.unwrap_or_else(Frame::err)
+}
+
+/// EXEC: plans the queued commands in order and submits all their ops as one transaction.
+async fn exec(conn: &mut Conn, broker: &Broker, shared: &Shared) -> Frame {
     let Some(queued) = conn.multi.take() else {
         return Frame::err("EXEC without MULTI");
     };
     if std::mem::take(&mut conn.multi_failed) {
         return Frame::Error("EXECABORT Transaction discarded because of previous errors.".into());
     }
-    let _exclusive = clients.gate.write().await;
-    let mut out = Vec::with_capacity(queued.len());
-    let mut queued = queued.into_iter().peekable();
-    while let Some(args) = queued.next() {
-        if batchable(&args[0]) {
-            // A run of simple writes goes in one commit.
-            let mut run = vec![args];
-            while queued.peek().is_some_and(|a| batchable(&a[0])) {
-                run.extend(queued.next());
-            }
-            out.extend(batch(conn, broker, clients, run).await);
-            continue;
-        }
-        // Queued commands passed `admit`, so they are in the table.
-        let name = table::lookup(&args[0]).map_or("", |s| s.name);
-        out.push(
-            run(
-                Ctx {
-                    conn: &mut *conn,
-                    broker,
-                    clients,
-                    name,
-                    in_exec: true,
-                },
-                &args,
-            )
-            .await,
-        );
-    }
-    Frame::Array(out)
-}
-
-async fn run(mut ctx: Ctx<'_>, args: &Args) -> Frame {
-    let r: CmdResult = match ctx.name {
-        "XADD" => stream::xadd(&mut ctx, args).await,
-        "XTRIM" => stream::xtrim(&mut ctx, args).await,
-        "XDEL" => stream::xdel(&mut ctx, args).await,
-        "XLEN" => stream::xlen(&ctx, args),
-        "XRANGE" => stream::xrange(&ctx, args, false),
-        "XREVRANGE" => stream::xrange(&ctx, args, true),
-        "XREAD" => stream::xread(&mut ctx, args).await,
-        "XREADGROUP" => stream::xreadgroup(&mut ctx, args).await,
-        "XACK" => stream::xack(&mut ctx, args).await,
-        "XPENDING" => stream::xpending(&ctx, args),
-        "XCLAIM" => stream::xclaim(&mut ctx, args).await,
-        "XAUTOCLAIM" => stream::xautoclaim(&mut ctx, args).await,
-        "XGROUP" => stream::xgroup(&mut ctx, args).await,
-        "XINFO" => stream::xinfo(&ctx, args),
-        "XSETID" => stream::xsetid(&mut ctx, args).await,
-        "CX.PUBLISH" => cx::publish(&mut ctx, args).await,
-        "CX.POLICY" => cx::policy(&mut ctx, args).await,
-        "CX.NACK" => cx::nack(&mut ctx, args).await,
-        "CX.DLQ" => cx::dlq(&mut ctx, args).await,
-        "CX.CLOCK" => cx::clock(&mut ctx, args),
-        _ => server::run(&mut ctx, args).await,
+    let Some(who) = conn.principal.clone() else {
+        return Frame::Error("NOAUTH Authentication required.".into());
     };
-    r.unwrap_or_else(|e| e)
+    // Each queued command: its reply already (connection commands), or its ops' range.
+    type Slot = Result<(usize, usize, Format), Frame>;
+    let mut slots: Vec<(&'static str, Slot)> = Vec::with_capacity(queued.len());
+    let mut ops = Vec::new();
+    for args in &queued {
+        let name = table::lookup(&args[0]).map_or("", |s| s.name);
+        let mut ctx = Ctx {
+            conn: &mut *conn,
+            broker,
+            shared,
+            name,
+        };
+        let slot = plan(&mut ctx, args).into_tx().map(|(mut o, fmt)| {
+            let start = ops.len();
+            ops.append(&mut o);
+            (start, ops.len(), fmt)
+        });
+        slots.push((name, slot));
+    }
+    let replies = if ops.is_empty() {
+        Ok(Vec::new())
+    } else {
+        broker.transaction(&who, ops).await
+    };
+    let mut replies = match replies {
+        Ok(r) => r.into_iter().map(Some).collect::<Vec<_>>(),
+        Err(e) => return Frame::err(format!("EXECABORT {e}")),
+    };
+    let started = Instant::now();
+    let out = slots
+        .into_iter()
+        .map(|(name, slot)| {
+            let f = match slot {
+                Err(f) => f,
+                Ok((a, b, fmt)) => fmt(replies[a..b].iter_mut().filter_map(Option::take).collect()),
+            };
+            finish(shared, name, started, f)
+        })
+        .collect();
+    Frame::Array(out)
 }

@@ -3,12 +3,15 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use cortex_storage::{Op, Reply};
+use cortex_storage::{Answer, Error, Op, Query, Reply, StreamKey};
 
 use super::args::*;
+use super::reply::help;
 use super::table::{lookup, COMMANDS};
-use super::Ctx;
+use super::{Ctx, Plan};
+use crate::broker::AuthError;
 use crate::config::Fsync;
+use crate::glob::glob;
 use crate::resp::codec::Frame;
 
 /// Databases (namespaces) SELECT accepts.
@@ -16,27 +19,53 @@ pub const DATABASES: u16 = 16;
 /// The Redis version we behave as.
 pub const REDIS_VERSION: &str = "7.2.0";
 
-pub async fn run(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+/// The sum of the counts of several ops (DEL of many keys).
+fn sum_counts(r: Vec<cortex_storage::Result<Reply>>) -> Frame {
+    let n: u64 = r
+        .into_iter()
+        .map(|r| match r {
+            Ok(Reply::Count(n)) => n,
+            _ => 0,
+        })
+        .sum();
+    Frame::Integer(n as i64)
+}
+
+/// The stream names of the connection's database, for KEYS, SCAN and DBSIZE.
+fn names(db: u16, f: impl FnOnce(Vec<Vec<u8>>) -> Frame + Send + 'static) -> Plan {
+    Plan::query(Query::Names { ns: db }, move |r| match r {
+        Ok(Answer::Names(n)) => f(n),
+        Ok(_) => f(Vec::new()),
+        Err(e) => storage_error("KEYS", e),
+    })
+}
+
+pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    let db = ctx.conn.db;
+    let done = |f: Frame| Ok(Plan::Done(f));
     match ctx.name {
         "PING" => match args.len() {
-            1 => Ok(Frame::Simple("PONG".into())),
-            2 => Ok(Frame::Bulk(args[1].clone())),
+            1 => done(Frame::Simple("PONG".into())),
+            2 => done(Frame::Bulk(args[1].clone())),
             _ => Err(arity("ping")),
         },
-        "ECHO" => Ok(Frame::Bulk(args[1].clone())),
-        "HELLO" => hello(ctx, args),
-        "AUTH" => auth(ctx, &args[1..]).map(|_| Frame::ok()),
+        "ECHO" => done(Frame::Bulk(args[1].clone())),
+        "HELLO" => hello(ctx, args).map(Plan::Done),
+        "AUTH" => {
+            auth(ctx, &args[1..])?;
+            done(Frame::ok())
+        }
         "SELECT" => {
             let n = int(&args[1])?;
             if n < 0 || n >= i64::from(DATABASES) {
                 return Err(Frame::err("DB index is out of range"));
             }
             ctx.conn.db = n as u16;
-            Ok(Frame::ok())
+            done(Frame::ok())
         }
         "QUIT" => {
             ctx.conn.close = true;
-            Ok(Frame::ok())
+            done(Frame::ok())
         }
         "RESET" => {
             let c = &mut *ctx.conn;
@@ -45,83 +74,66 @@ pub async fn run(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             c.name.clear();
             c.multi = None;
             c.multi_failed = false;
-            c.authed = ctx.broker.config().tokens.is_empty();
-            c.agent = None;
-            Ok(Frame::Simple("RESET".into()))
+            c.principal = ctx.broker.open_session();
+            done(Frame::Simple("RESET".into()))
         }
-        "CLIENT" => client(ctx, args),
-        "COMMAND" => command(args),
-        "INFO" => Ok(Frame::Verbatim(info(ctx, &args[1..]))),
-        "CONFIG" => config(ctx, args),
-        "DBSIZE" => Ok(Frame::Integer(
-            ctx.broker.store().stream_count(ctx.conn.db) as i64
-        )),
+        "CLIENT" => client(ctx, args).map(Plan::Done),
+        "COMMAND" => command(args).map(Plan::Done),
+        "INFO" => done(Frame::Verbatim(info(ctx, &args[1..]))),
+        "CONFIG" => config(ctx, args).map(Plan::Done),
+        "DBSIZE" => Ok(names(db, |n| Frame::Integer(n.len() as i64))),
         "DEL" | "UNLINK" => {
             let ops = args[1..]
                 .iter()
-                .map(|k| Op::DeleteStream {
-                    stream: key(ctx.conn.db, k),
-                })
+                .map(|k| Op::DeleteStream { stream: key(db, k) })
                 .collect();
-            let replies = ctx.broker.submit(ops).await.map_err(Frame::err)?;
-            let n: u64 = replies
-                .into_iter()
-                .map(|r| match r {
-                    Ok(Reply::Count(n)) => n,
-                    _ => 0,
-                })
-                .sum();
-            Ok(Frame::Integer(n as i64))
+            Ok(Plan::Ops(ops, Box::new(sum_counts)))
         }
-        "EXISTS" => {
-            let store = ctx.broker.store();
-            let n = args[1..]
-                .iter()
-                .filter(|k| store.exists(&key(ctx.conn.db, k)))
-                .count();
-            Ok(Frame::Integer(n as i64))
-        }
-        "TYPE" => {
-            let t = if ctx.broker.store().exists(&key(ctx.conn.db, &args[1])) {
-                "stream"
-            } else {
-                "none"
-            };
-            Ok(Frame::Simple(t.into()))
+        "EXISTS" | "TYPE" => {
+            let streams: Vec<StreamKey> = args[1..].iter().map(|k| key(db, k)).collect();
+            let is_type = ctx.name == "TYPE";
+            Ok(Plan::query(Query::Exist { streams }, move |r| {
+                let n = match r {
+                    Ok(Answer::Count(n)) => n,
+                    Ok(_) => 0,
+                    Err(e) => return storage_error("EXISTS", e),
+                };
+                match (is_type, n) {
+                    (false, n) => Frame::Integer(n as i64),
+                    (true, 0) => Frame::Simple("none".into()),
+                    (true, _) => Frame::Simple("stream".into()),
+                }
+            }))
         }
         "KEYS" => {
-            let names = ctx.broker.store().list_streams(ctx.conn.db);
-            Ok(Frame::Array(
-                names
-                    .into_iter()
-                    .filter(|n| glob(&args[1], n))
-                    .map(Frame::Bulk)
-                    .collect(),
-            ))
+            let pattern = args[1].clone();
+            Ok(names(db, move |n| {
+                Frame::Array(
+                    n.into_iter()
+                        .filter(|n| glob(&pattern, n))
+                        .map(Frame::Bulk)
+                        .collect(),
+                )
+            }))
         }
-        "SCAN" => scan(ctx, args),
+        "SCAN" => scan(db, args),
         "RENAME" | "RENAMENX" => {
             let nx = ctx.name == "RENAMENX";
-            let (from, to) = (key(ctx.conn.db, &args[1]), key(ctx.conn.db, &args[2]));
-            if !ctx.broker.store().exists(&from) {
-                return Err(Frame::err("no such key"));
-            }
-            let r = ctx
-                .broker
-                .submit_one(Op::RenameStream {
+            let (from, to) = (key(db, &args[1]), key(db, &args[2]));
+            Ok(Plan::op(
+                Op::RenameStream {
                     from,
                     to,
                     replace: !nx,
-                })
-                .await
-                .map_err(Frame::err)?;
-            match r {
-                Ok(_) if nx => Ok(Frame::Integer(1)),
-                Ok(_) => Ok(Frame::ok()),
-                Err(cortex_storage::Error::TargetExists) => Ok(Frame::Integer(0)),
-                Err(cortex_storage::Error::NoSuchStream { .. }) => Err(Frame::err("no such key")),
-                Err(e) => Err(storage_error("RENAME", e)),
-            }
+                },
+                move |r| match r {
+                    Ok(_) if nx => Frame::Integer(1),
+                    Ok(_) => Frame::ok(),
+                    Err(Error::TargetExists) => Frame::Integer(0),
+                    Err(Error::NoSuchStream { .. }) => Frame::err("no such key"),
+                    Err(e) => storage_error("RENAME", e),
+                },
+            ))
         }
         "FLUSHDB" | "FLUSHALL" => {
             if args.len() > 2
@@ -130,7 +142,7 @@ pub async fn run(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
                 return Err(syntax());
             }
             let dbs: Vec<u16> = if ctx.name == "FLUSHDB" {
-                vec![ctx.conn.db]
+                vec![db]
             } else {
                 (0..DATABASES).collect()
             };
@@ -138,8 +150,13 @@ pub async fn run(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
                 .into_iter()
                 .map(|ns| Op::FlushNamespace { ns })
                 .collect();
-            ctx.broker.submit(ops).await.map_err(Frame::err)?;
-            Ok(Frame::ok())
+            Ok(Plan::Ops(
+                ops,
+                Box::new(|r| match r.into_iter().find_map(Result::err) {
+                    None => Frame::ok(),
+                    Some(e) => storage_error("FLUSHDB", e),
+                }),
+            ))
         }
         "MULTI" => {
             if ctx.conn.multi.is_some() {
@@ -147,19 +164,19 @@ pub async fn run(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             }
             ctx.conn.multi = Some(Vec::new());
             ctx.conn.multi_failed = false;
-            Ok(Frame::ok())
+            done(Frame::ok())
         }
         "DISCARD" => {
             if ctx.conn.multi.take().is_none() {
                 return Err(Frame::err("DISCARD without MULTI"));
             }
             ctx.conn.multi_failed = false;
-            Ok(Frame::ok())
+            done(Frame::ok())
         }
         "FUNCTION" => match upper(&args[1]).as_str() {
             // There are no functions; FLUSH succeeds (test harnesses call it), LIST is empty.
-            "FLUSH" if args.len() <= 3 => Ok(Frame::ok()),
-            "LIST" => Ok(Frame::Array(vec![])),
+            "FLUSH" if args.len() <= 3 => done(Frame::ok()),
+            "LIST" => done(Frame::Array(vec![])),
             _ => Err(Frame::err(format!(
                 "unknown subcommand '{}'. Try FUNCTION HELP.",
                 text(&args[1])
@@ -173,34 +190,26 @@ pub async fn run(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
 }
 
 fn auth(ctx: &mut Ctx<'_>, a: &[Vec<u8>]) -> Result<(), Frame> {
-    let tokens = &ctx.broker.config().tokens;
-    if tokens.is_empty() {
-        return Err(Frame::err(
-            "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
-        ));
-    }
     let (agent, token) = match a {
         [t] => (None, t),
-        [u, t] => (Some(text(u)), t),
+        [u, t] => (Some(&u[..]), t),
         _ => return Err(syntax()),
     };
-    let token = text(token);
-    let found = tokens.iter().find(|(name, t)| {
-        **t == token && agent.as_ref().is_none_or(|a| a == *name || a == "default")
-    });
-    match found {
-        Some((name, _)) => {
-            ctx.conn.authed = true;
-            ctx.conn.agent = Some(name.clone());
+    match ctx.broker.authenticate(agent, token) {
+        Ok(p) => {
+            ctx.conn.principal = Some(p);
             Ok(())
         }
-        None => Err(Frame::Error(
+        Err(AuthError::NotConfigured) => Err(Frame::err(
+            "AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?",
+        )),
+        Err(AuthError::Denied) => Err(Frame::Error(
             "WRONGPASS invalid username-password pair or user is disabled.".into(),
         )),
     }
 }
 
-fn hello(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+fn hello(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
     let mut proto = ctx.conn.proto;
     let mut i = 1;
     if args.len() > 1 {
@@ -231,7 +240,7 @@ fn hello(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             }
         }
     }
-    if !ctx.conn.authed {
+    if ctx.conn.principal.is_none() {
         return Err(Frame::Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into()));
     }
     ctx.conn.proto = proto;
@@ -256,7 +265,7 @@ fn set_name(ctx: &mut Ctx<'_>, name: &[u8]) -> Result<(), Frame> {
     Ok(())
 }
 
-fn client(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+fn client(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
     let sub = upper(&args[1]);
     let wrong = || {
         Frame::err(format!(
@@ -304,7 +313,7 @@ fn client(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             let now = ctx.broker.now_ms();
             ctx.conn.publish();
             let views: Vec<_> = {
-                let list = ctx.clients.list.lock().unwrap_or_else(|p| p.into_inner());
+                let list = ctx.shared.list.lock().unwrap_or_else(|p| p.into_inner());
                 list.values().cloned().collect()
             };
             let mut s = String::new();
@@ -319,7 +328,7 @@ fn client(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             ctx.conn.info_line(ctx.broker.now_ms())
         ))),
         "NO-EVICT" | "NO-TOUCH" => Ok(Frame::ok()),
-        "HELP" => Ok(super::stream::help(&[
+        "HELP" => Ok(help(&[
             "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "GETNAME",
             "ID",
@@ -366,7 +375,7 @@ fn command_docs(s: &super::table::Spec) -> Frame {
     ])
 }
 
-fn command(args: &[Vec<u8>]) -> CmdResult {
+fn command(args: &[Vec<u8>]) -> Result<Frame, Frame> {
     if args.len() == 1 {
         return Ok(Frame::Array(COMMANDS.iter().map(command_info).collect()));
     }
@@ -436,11 +445,11 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
             st.clients.load(Ordering::Relaxed),
             b.config().clients_max,
             st.blocked.load(Ordering::Relaxed),
-            ctx.clients.rejected.load(Ordering::Relaxed),
+            ctx.shared.rejected.load(Ordering::Relaxed),
         );
     }
     if show("persistence") {
-        let disk = b.store().disk_space().unwrap_or(0);
+        let disk = b.disk_bytes();
         let _ = write!(
             out,
             "# Persistence\r\nloading:0\r\naof_enabled:1\r\ncortex_fsync:{}\r\ncortex_disk_bytes:{disk}\r\n\r\n",
@@ -457,7 +466,7 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_error_replies:{}\r\ncortex_commits:{}\r\ncortex_ops_applied:{}\r\ncortex_alerts:{}\r\n\r\n",
             st.connections.load(Ordering::Relaxed),
             st.commands.load(Ordering::Relaxed),
-            ctx.clients
+            ctx.shared
                 .errorstats
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -471,7 +480,7 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
     if show("commandstats") {
         out.push_str("# Commandstats\r\n");
         let stats = ctx
-            .clients
+            .shared
             .cmdstats
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -492,7 +501,7 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
     if show("errorstats") {
         out.push_str("# Errorstats\r\n");
         let stats = ctx
-            .clients
+            .shared
             .errorstats
             .lock()
             .unwrap_or_else(|p| p.into_inner());
@@ -504,7 +513,7 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
     if show("keyspace") {
         out.push_str("# Keyspace\r\n");
         for db in 0..DATABASES {
-            let n = b.store().stream_count(db);
+            let n = b.stream_count(db);
             if n > 0 {
                 let _ = write!(out, "db{db}:keys={n},expires=0,avg_ttl=0\r\n");
             }
@@ -514,10 +523,10 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
     out
 }
 
-fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
     let c = ctx.broker.config();
     let node = *ctx
-        .clients
+        .shared
         .stream_node
         .lock()
         .unwrap_or_else(|p| p.into_inner());
@@ -578,7 +587,7 @@ fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             // node sizes, which tools and Redis's own tests set: they are accepted and shown,
             // and change nothing here (cortex has no such nodes; `~` trimming is exact).
             let mut node = ctx
-                .clients
+                .shared
                 .stream_node
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
@@ -606,19 +615,19 @@ fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
             Ok(Frame::ok())
         }
         "RESETSTAT" => {
-            ctx.clients
+            ctx.shared
                 .cmdstats
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
-            ctx.clients
+            ctx.shared
                 .errorstats
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
             Ok(Frame::ok())
         }
-        "HELP" => Ok(super::stream::help(&[
+        "HELP" => Ok(help(&[
             "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "GET <pattern>",
             "SET <directive> <value>",
@@ -632,70 +641,6 @@ fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
     }
 }
 
-/// Redis-style glob: `*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`. Linear backtracking to the
-/// last `*` only, so no pattern takes more than O(pattern x text) steps.
-pub fn glob(p: &[u8], s: &[u8]) -> bool {
-    // Matches one pattern element at p[pi] against byte c; returns the element's length.
-    fn one(p: &[u8], pi: usize, c: u8) -> (bool, usize) {
-        match p[pi] {
-            b'?' => (true, 1),
-            b'\\' if pi + 1 < p.len() => (p[pi + 1] == c, 2),
-            b'[' => {
-                let mut j = pi + 1;
-                let neg = j < p.len() && p[j] == b'^';
-                if neg {
-                    j += 1;
-                }
-                let mut hit = false;
-                while j < p.len() && p[j] != b']' {
-                    if p[j] == b'\\' && j + 1 < p.len() {
-                        hit |= p[j + 1] == c;
-                        j += 2;
-                    } else if j + 2 < p.len() && p[j + 1] == b'-' && p[j + 2] != b']' {
-                        let (lo, hi) = (p[j].min(p[j + 2]), p[j].max(p[j + 2]));
-                        hit |= (lo..=hi).contains(&c);
-                        j += 3;
-                    } else {
-                        hit |= p[j] == c;
-                        j += 1;
-                    }
-                }
-                (hit != neg, (j + 1).min(p.len()) - pi)
-            }
-            other => (other == c, 1),
-        }
-    }
-    let (mut pi, mut si) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while si < s.len() {
-        if pi < p.len() && p[pi] == b'*' {
-            pi += 1;
-            star = Some((pi, si));
-            continue;
-        }
-        if pi < p.len() {
-            let (ok, len) = one(p, pi, s[si]);
-            if ok {
-                pi += len;
-                si += 1;
-                continue;
-            }
-        }
-        match star {
-            Some((sp, ss)) => {
-                pi = sp;
-                si = ss + 1;
-                star = Some((sp, ss + 1));
-            }
-            None => return false,
-        }
-    }
-    while pi < p.len() && p[pi] == b'*' {
-        pi += 1;
-    }
-    pi == p.len()
-}
-
 fn fnv(s: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in s {
@@ -707,7 +652,7 @@ fn fnv(s: &[u8]) -> u64 {
 
 /// SCAN cursor [MATCH p] [COUNT n] [TYPE t]. The cursor is a position in hash order, so keys
 /// added or removed between calls never shift the others.
-fn scan(ctx: &Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
+fn scan(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let cursor: u64 = text(&args[1])
         .parse()
         .map_err(|_| Frame::err("invalid cursor"))?;
@@ -731,52 +676,21 @@ fn scan(ctx: &Ctx<'_>, args: &[Vec<u8>]) -> CmdResult {
         }
         i += 2;
     }
-    let mut names: Vec<(u64, Vec<u8>)> = ctx
-        .broker
-        .store()
-        .list_streams(ctx.conn.db)
-        .into_iter()
-        .map(|n| (fnv(&n), n))
-        .filter(|(h, _)| *h >= cursor)
-        .collect();
-    names.sort();
-    let page: Vec<&(u64, Vec<u8>)> = names.iter().take(count).collect();
-    let next = names.get(count).map_or(0, |(h, _)| *h);
-    let keys = page
-        .into_iter()
-        .filter(|(_, n)| pattern.as_ref().is_none_or(|p| glob(p, n)))
-        .filter(|_| kind.as_deref().is_none_or(|k| k == "stream"))
-        .map(|(_, n)| Frame::Bulk(n.clone()))
-        .collect();
-    Ok(Frame::Array(vec![
-        Frame::bulk(next.to_string()),
-        Frame::Array(keys),
-    ]))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob;
-
-    #[test]
-    fn glob_patterns() {
-        assert!(glob(b"*", b"anything"));
-        assert!(glob(b"cortex:*", b"cortex:dlq"));
-        assert!(!glob(b"cortex:*", b"other"));
-        assert!(glob(b"h?llo", b"hello"));
-        assert!(glob(b"h[ae]llo", b"hallo"));
-        assert!(!glob(b"h[^e]llo", b"hello"));
-        assert!(glob(b"h[a-c]llo", b"hbllo"));
-        assert!(glob(b"a\\*b", b"a*b"));
-        assert!(!glob(b"a\\*b", b"axb"));
-        assert!(glob(&[b'*'; 200], b"short"));
-        assert!(glob(b"*a*b", b"xxaxxb"));
-        assert!(!glob(b"*a*b", b"xxaxx"));
-        assert!(glob(b"h*", b"h"));
-        assert!(!glob(b"h?", b"h"));
-        // A pathological pattern is linear, not exponential (this returned only after the
-        // heat death of the universe with a naive recursive matcher).
-        let p: Vec<u8> = b"a*".repeat(1000).into_iter().chain(*b"b").collect();
-        assert!(!glob(&p, &[b'a'; 5000]));
-    }
+    Ok(names(db, move |all| {
+        let mut names: Vec<(u64, Vec<u8>)> = all
+            .into_iter()
+            .map(|n| (fnv(&n), n))
+            .filter(|(h, _)| *h >= cursor)
+            .collect();
+        names.sort();
+        let page: Vec<&(u64, Vec<u8>)> = names.iter().take(count).collect();
+        let next = names.get(count).map_or(0, |(h, _)| *h);
+        let keys = page
+            .into_iter()
+            .filter(|(_, n)| pattern.as_ref().is_none_or(|p| glob(p, n)))
+            .filter(|_| kind.as_deref().is_none_or(|k| k == "stream"))
+            .map(|(_, n)| Frame::Bulk(n.clone()))
+            .collect();
+        Frame::Array(vec![Frame::bulk(next.to_string()), Frame::Array(keys)])
+    }))
 }

@@ -18,8 +18,6 @@ pub struct Spec {
     pub group: &'static str,
     /// Summary for COMMAND DOCS.
     pub summary: &'static str,
-    /// May block.
-    pub blocking: bool,
 }
 
 impl Spec {
@@ -52,7 +50,6 @@ macro_rules! spec {
             step: $st,
             group: $group,
             summary: $summary,
-            blocking: false,
         }
     };
 }
@@ -65,8 +62,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("XLEN", 2, RF, 1, 1, 1, "stream", "Return the number of messages in a stream."),
     spec!("XRANGE", -4, R, 1, 1, 1, "stream", "Returns the messages from a stream within a range of IDs."),
     spec!("XREVRANGE", -4, R, 1, 1, 1, "stream", "Returns the messages from a stream within a range of IDs in reverse order."),
-    Spec { blocking: true, ..spec!("XREAD", -4, &["readonly", "blocking", "movablekeys"], 0, 0, 0, "stream", "Returns messages from multiple streams with IDs greater than the ones requested. Blocks until a message is available otherwise.") },
-    Spec { blocking: true, ..spec!("XREADGROUP", -7, &["write", "blocking", "movablekeys"], 0, 0, 0, "stream", "Returns new or historical messages from a stream for a consumer in a group. Blocks until a message is available otherwise.") },
+    spec!("XREAD", -4, &["readonly", "blocking", "movablekeys"], 0, 0, 0, "stream", "Returns messages from multiple streams with IDs greater than the ones requested. Blocks until a message is available otherwise."),
+    spec!("XREADGROUP", -7, &["write", "blocking", "movablekeys"], 0, 0, 0, "stream", "Returns new or historical messages from a stream for a consumer in a group. Blocks until a message is available otherwise."),
     spec!("XACK", -4, &["write", "fast"], 1, 1, 1, "stream", "Returns the number of messages that were successfully acknowledged by the consumer group member of a stream."),
     spec!("XPENDING", -3, R, 1, 1, 1, "stream", "Returns the information and entries from a stream consumer group's pending entries list."),
     spec!("XCLAIM", -6, &["write", "fast"], 1, 1, 1, "stream", "Changes, or acquires, ownership of a message in a consumer group, as if the message was delivered a consumer group member."),

@@ -1,0 +1,192 @@
+//! Reads and blocking reads, for every front.
+//!
+//! - [`Broker::query`]: a read from the last commit. Small ones run inline; one whose answer
+//!   may be large (no `COUNT`, or a big one) runs on the blocking pool, so one client's huge
+//!   read never stalls the thread that serves everybody else.
+//! - [`Broker::read_group`] and [`Broker::read_streams`]: `XREADGROUP` / `XREAD`, blocking
+//!   until something arrives, the deadline passes or the broker stops. A blocked reader
+//!   registers for wake-ups on its streams before its first attempt, so an append between
+//!   an attempt and the wait is never missed; the writer's events wake it, nothing polls.
+//!   A group read's wake-up attempts are marked `retry`, so idle wake-ups write nothing.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_storage::{Answer, Op, Query, ReadFrom, ReadStart, Reply, StreamId, StreamKey};
+use tokio::sync::Notify;
+
+use super::{Broker, BrokerError, Principal};
+
+/// Answers up to this many items are read on the caller's thread; larger ones on the
+/// blocking pool.
+pub const INLINE_READ_MAX: usize = 1_000;
+
+/// How long a read may wait for data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Blocking {
+    /// Answer at once.
+    No,
+    /// Wait at most this long.
+    For(Duration),
+    /// Wait until something arrives (or the broker stops).
+    Forever,
+}
+
+/// An `XREADGROUP`.
+#[derive(Clone, Debug)]
+pub struct GroupRead {
+    /// Streams and where to read each from.
+    pub streams: Vec<(StreamKey, ReadFrom)>,
+    /// Group.
+    pub group: Vec<u8>,
+    /// Consumer.
+    pub consumer: Vec<u8>,
+    /// COUNT per stream.
+    pub count: Option<usize>,
+    /// NOACK.
+    pub noack: bool,
+}
+
+impl GroupRead {
+    /// The op for one attempt.
+    pub fn op(&self, retry: bool) -> Op {
+        Op::ReadGroup {
+            streams: self.streams.clone(),
+            group: self.group.clone(),
+            consumer: self.consumer.clone(),
+            count: self.count,
+            noack: self.noack,
+            retry,
+        }
+    }
+}
+
+/// A registration for wake-ups on some streams, made before the first attempt.
+struct Waiter {
+    notify: Arc<Notify>,
+    until: Option<tokio::time::Instant>,
+    blocks: bool,
+}
+
+impl Waiter {
+    fn new(broker: &Broker, keys: impl Iterator<Item = StreamKey>, blocking: Blocking) -> Self {
+        let notify = Arc::new(Notify::new());
+        let (blocks, until) = match blocking {
+            Blocking::No => (false, None),
+            Blocking::Forever => (true, None),
+            Blocking::For(d) => (true, Some(tokio::time::Instant::now() + d)),
+        };
+        if blocks {
+            for k in keys {
+                broker.inner.notifier.subscribe(&k, &notify);
+            }
+        }
+        Waiter {
+            notify,
+            until,
+            blocks,
+        }
+    }
+
+    /// Waits for a wake-up; false when the read should answer empty (not blocking, timed
+    /// out, shutting down).
+    async fn wait(&self, broker: &Broker) -> bool {
+        if !self.blocks || broker.stopping() {
+            return false;
+        }
+        let stats = broker.stats();
+        stats.blocked.fetch_add(1, Ordering::Relaxed);
+        let woke = match self.until {
+            Some(t) => tokio::time::timeout_at(t, self.notify.notified())
+                .await
+                .is_ok(),
+            None => {
+                self.notify.notified().await;
+                true
+            }
+        };
+        stats.blocked.fetch_sub(1, Ordering::Relaxed);
+        woke && !broker.stopping()
+    }
+}
+
+impl Broker {
+    /// Answers a read from the last commit (never waits for the writer). Reads whose answer
+    /// may hold more than [`INLINE_READ_MAX`] items run on the blocking pool.
+    pub async fn query(
+        &self,
+        _who: &Principal,
+        q: Query,
+    ) -> Result<cortex_storage::Result<Answer>, BrokerError> {
+        let now = self.now_ms();
+        if q.size_bound() <= INLINE_READ_MAX {
+            return Ok(self.inner.store.query(&q, now));
+        }
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.query(&q, now))
+            .await
+            .map_err(|e| BrokerError::Internal(format!("read task failed: {e}")))
+    }
+
+    /// `XREADGROUP`: one op per attempt over every stream (validated together); blocks
+    /// (for `>` reads only) until an attempt hands something out. An attempt that found
+    /// nothing answers `GroupRead` with every list empty.
+    pub async fn read_group(
+        &self,
+        who: &Principal,
+        req: &GroupRead,
+        blocking: Blocking,
+    ) -> Result<cortex_storage::Result<Reply>, BrokerError> {
+        // A history read answers at once: BLOCK applies to `>` only, as in Redis.
+        let history = req
+            .streams
+            .iter()
+            .any(|(_, f)| matches!(f, ReadFrom::History(_)));
+        let blocking = if history { Blocking::No } else { blocking };
+        let waiter = Waiter::new(self, req.streams.iter().map(|s| s.0.clone()), blocking);
+        let mut retry = false;
+        loop {
+            let r = self.submit_one(who, req.op(retry)).await?;
+            let empty = matches!(&r, Ok(Reply::GroupRead(v)) if v.iter().all(Vec::is_empty));
+            if !empty || history || !waiter.wait(self).await {
+                return Ok(r);
+            }
+            retry = true;
+        }
+    }
+
+    /// `XREAD`: reads every stream from one view; blocks until some stream has entries.
+    /// `$` and `+` are resolved on the first attempt (to the stream's last ID at that
+    /// moment), so later attempts return only what was added after it.
+    pub async fn read_streams(
+        &self,
+        who: &Principal,
+        mut streams: Vec<(StreamKey, ReadStart)>,
+        count: Option<usize>,
+        blocking: Blocking,
+    ) -> Result<cortex_storage::Result<Answer>, BrokerError> {
+        let waiter = Waiter::new(self, streams.iter().map(|s| s.0.clone()), blocking);
+        loop {
+            let q = Query::Read {
+                streams: streams.clone(),
+                count,
+            };
+            let a = match self.query(who, q).await? {
+                Ok(Answer::Read(v)) => v,
+                other => return Ok(other),
+            };
+            if a.iter().any(|(e, _)| !e.is_empty()) || !waiter.wait(self).await {
+                return Ok(Ok(Answer::Read(a)));
+            }
+            for ((_, start), (_, after)) in streams.iter_mut().zip(&a) {
+                *start = ReadStart::After(*after);
+            }
+        }
+    }
+
+    /// The last ID of a stream (`0-0` for a missing one), for callers that resolve `$`.
+    pub fn last_id(&self, key: &StreamKey) -> StreamId {
+        self.inner.store.last_id(key).unwrap_or(StreamId::MIN)
+    }
+}

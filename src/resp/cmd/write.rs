@@ -1,0 +1,140 @@
+//! Stream writes: XADD, XTRIM, XDEL, XSETID, XACK. Each parses Redis's syntax into one op
+//! and formats Redis's reply.
+
+use cortex_storage::{Error, Meta, Op};
+
+use super::args::*;
+use super::reply::{append_reply, count_reply};
+use super::{Ctx, Plan};
+use crate::resp::codec::Frame;
+
+pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    let db = ctx.conn.db;
+    match ctx.name {
+        "XADD" => Ok(Plan::op(xadd_op(db, args)?, |r| append_reply("XADD", r))),
+        "XTRIM" => xtrim(db, args),
+        "XDEL" => {
+            let ids = ids(&args[2..])?;
+            Ok(Plan::op(
+                Op::Delete {
+                    stream: key(db, &args[1]),
+                    ids,
+                },
+                |r| count_reply("XDEL", r),
+            ))
+        }
+        "XSETID" => xsetid(db, args),
+        _ => Ok(Plan::op(xack_op(db, args)?, |r| count_reply("XACK", r))),
+    }
+}
+
+fn ids(a: &[Vec<u8>]) -> Result<Vec<cortex_storage::StreamId>, Frame> {
+    a.iter().map(|a| id(a)).collect()
+}
+
+/// XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT n]] *|id field value ...
+pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
+    let mut i = 2;
+    let mut no_mkstream = false;
+    let mut trim = None;
+    let mut limit = None;
+    while i < args.len() {
+        if upper(&args[i]) == "NOMKSTREAM" {
+            no_mkstream = true;
+            i += 1;
+            continue;
+        }
+        if parse_trim_option(args, &mut i, &mut trim, &mut limit)? {
+            continue;
+        }
+        break;
+    }
+    let trim = finish_trim(trim, limit)?;
+    let Some(id_arg) = args.get(i) else {
+        return Err(arity("xadd"));
+    };
+    let fields = &args[i + 1..];
+    if fields.is_empty() || !fields.len().is_multiple_of(2) {
+        return Err(arity("xadd"));
+    }
+    Ok(Op::Append {
+        stream: key(db, &args[1]),
+        id: parse_id_spec(id_arg)?,
+        fields: fields
+            .chunks(2)
+            .map(|c| (c[0].clone(), c[1].clone()))
+            .collect(),
+        meta: Meta::default(),
+        idempotency_key: None,
+        no_mkstream,
+        trim,
+    })
+}
+
+/// XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT n]
+fn xtrim(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    let mut i = 2;
+    let mut trim = None;
+    let mut limit = None;
+    while i < args.len() {
+        if !parse_trim_option(args, &mut i, &mut trim, &mut limit)? {
+            return Err(syntax());
+        }
+    }
+    let Some(trim) = finish_trim(trim, limit)? else {
+        return Err(syntax());
+    };
+    Ok(Plan::op(
+        Op::Trim {
+            stream: key(db, &args[1]),
+            trim,
+        },
+        |r| count_reply("XTRIM", r),
+    ))
+}
+
+/// XSETID key last-id [ENTRIESADDED n] [MAXDELETEDID id]
+fn xsetid(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    let last = id(&args[2])?;
+    let (mut added, mut maxdel) = (None, None);
+    let mut i = 3;
+    while i < args.len() {
+        match upper(&args[i]).as_str() {
+            "ENTRIESADDED" if i + 1 < args.len() => {
+                let n = int(&args[i + 1])?;
+                if n < 0 {
+                    return Err(Frame::err("entries_added must be positive"));
+                }
+                added = Some(n as u64);
+                i += 2;
+            }
+            "MAXDELETEDID" if i + 1 < args.len() => {
+                maxdel = Some(id(&args[i + 1])?);
+                i += 2;
+            }
+            _ => return Err(syntax()),
+        }
+    }
+    Ok(Plan::op(
+        Op::SetId {
+            stream: key(db, &args[1]),
+            last_id: last,
+            entries_added: added,
+            max_deleted_id: maxdel,
+        },
+        |r| match r {
+            Ok(_) => Frame::ok(),
+            Err(Error::NoSuchStream { .. }) => Frame::err("no such key"),
+            Err(e) => storage_error("XSETID", e),
+        },
+    ))
+}
+
+/// XACK key group id ...
+pub fn xack_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
+    Ok(Op::Ack {
+        stream: key(db, &args[1]),
+        group: args[2].clone(),
+        ids: ids(&args[3..])?,
+    })
+}
