@@ -257,6 +257,9 @@ pub enum Frame {
     Double(f64),
     /// A verbatim string (`=` in RESP3, a bulk string in RESP2).
     Verbatim(String),
+    /// A reply already encoded for the connection's protocol (large replies are built and
+    /// encoded off the network thread).
+    Encoded(Vec<u8>),
 }
 
 impl Frame {
@@ -283,6 +286,7 @@ impl Frame {
     /// Writes the frame in RESP2 (`proto` 2) or RESP3 (`proto` 3).
     pub fn encode(&self, proto: u8, out: &mut Vec<u8>) {
         match self {
+            Frame::Encoded(bytes) => out.extend_from_slice(bytes),
             Frame::Simple(s) => {
                 out.push(b'+');
                 out.extend_from_slice(s.as_bytes());

@@ -58,6 +58,37 @@ pub async fn serve(
     }
 }
 
+/// Replies larger than this are written straight from their own buffer, in chunks, letting
+/// other connections run between chunks.
+const DIRECT_WRITE_MIN: usize = 1 << 20;
+/// Chunk size of a direct write.
+const WRITE_CHUNK: usize = 256 << 10;
+
+/// Adds a reply to the output buffer, or writes a large pre-encoded one directly (after
+/// what is buffered, so the order of replies holds).
+async fn emit(
+    sock: &mut TcpStream,
+    out: &mut Vec<u8>,
+    proto: u8,
+    reply: Frame,
+) -> std::io::Result<()> {
+    match reply {
+        Frame::Encoded(bytes) if bytes.len() >= DIRECT_WRITE_MIN => {
+            sock.write_all(out).await?;
+            out.clear();
+            for chunk in bytes.chunks(WRITE_CHUNK) {
+                sock.write_all(chunk).await?;
+                tokio::task::yield_now().await;
+            }
+            Ok(())
+        }
+        other => {
+            other.encode(proto, out);
+            Ok(())
+        }
+    }
+}
+
 async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, shared: Arc<Shared>) {
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
     let laddr = sock.local_addr().unwrap_or(addr);
@@ -111,7 +142,9 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
             if run_ops > 0 && (ops.is_none() || run_ops + ops.unwrap_or(0) > cmd::PIPELINE_OPS_MAX)
             {
                 for reply in cmd::run(&mut conn, &broker, &shared, std::mem::take(&mut run)).await {
-                    reply.encode(conn.proto, &mut out);
+                    if emit(&mut sock, &mut out, conn.proto, reply).await.is_err() {
+                        break 'conn;
+                    }
                 }
                 run_ops = 0;
             }
@@ -122,7 +155,9 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
                     for reply in
                         cmd::run(&mut conn, &broker, &shared, std::mem::take(&mut run)).await
                     {
-                        reply.encode(conn.proto, &mut out);
+                        if emit(&mut sock, &mut out, conn.proto, reply).await.is_err() {
+                            break 'conn;
+                        }
                     }
                 }
             }
@@ -139,7 +174,9 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
         }
         if !run.is_empty() {
             for reply in cmd::run(&mut conn, &broker, &shared, std::mem::take(&mut run)).await {
-                reply.encode(conn.proto, &mut out);
+                if emit(&mut sock, &mut out, conn.proto, reply).await.is_err() {
+                    break 'conn;
+                }
             }
         }
         if let Some(e) = protocol_error {

@@ -8,21 +8,17 @@ use crate::support::*;
 #[test]
 fn xread_block_is_woken_by_xadd() {
     let s = Server::start(&[]);
-    let addr = s.addr;
-    let waiter = std::thread::spawn(move || {
-        let mut r = Raw::connect(addr);
-        let t = Instant::now();
-        let v = r.cmd(&["XREAD", "BLOCK", "10000", "STREAMS", "s", "$"]);
-        (v, t.elapsed())
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    // Returns once the server reports the reader blocked: no sleeping and hoping.
+    let waiter = s.spawn_blocked(&["XREAD", "BLOCK", "10000", "STREAMS", "s", "$"]);
+    let t = Instant::now();
     let mut w = s.raw();
     w.cmd(&["XADD", "s", "7-0", "f", "v"]);
-    let (v, waited) = waiter.join().unwrap();
+    let v = waiter.join().unwrap();
     assert_eq!(entry_id(&v.arr()[0].arr()[1].arr()[0]), "7-0");
     assert!(
-        waited < Duration::from_secs(5),
-        "woken by the append, not the timeout: {waited:?}"
+        t.elapsed() < Duration::from_secs(5),
+        "woken by the append, not the timeout: {:?}",
+        t.elapsed()
     );
 }
 

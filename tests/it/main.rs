@@ -2,6 +2,7 @@
 
 mod auth;
 mod blocking;
+mod core;
 mod cx;
 mod durability;
 mod generic;

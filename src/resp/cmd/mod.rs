@@ -315,11 +315,54 @@ async fn flush(
             continue;
         };
         let frame = match &mut replies {
-            Ok(it) => fmt(it.by_ref().take(n).collect()),
+            Ok(it) => format(conn.proto, fmt, it.by_ref().take(n).collect()).await,
             Err(e) => Frame::err(e.clone()),
         };
         out.push(finish(shared, p.name, p.started, frame));
     }
+}
+
+/// Items in a command's results (entries, pending entries, names ...), to decide where the
+/// reply is built.
+fn reply_items(r: &[cortex_storage::Result<Reply>]) -> usize {
+    r.iter()
+        .map(|r| match r {
+            Ok(Reply::GroupRead(v)) => v.iter().map(Vec::len).sum(),
+            Ok(Reply::Entries(e)) => e.len(),
+            Ok(Reply::AutoClaimed { claimed, .. }) => claimed.len(),
+            Ok(Reply::Answer(a)) => match a {
+                Answer::Entries(e) => e.len(),
+                Answer::Read(v) => v.iter().map(|(e, _)| e.len()).sum(),
+                Answer::Names(n) => n.len(),
+                Answer::Pending(p) => p.len(),
+                Answer::DeadLetters(d) => d.len(),
+                Answer::StreamFull(Some(f)) => {
+                    f.entries.len()
+                        + f.groups
+                            .iter()
+                            .map(|g| g.pending.len() * 2 + g.consumers.len())
+                            .sum::<usize>()
+                }
+                _ => 1,
+            },
+            _ => 1,
+        })
+        .sum()
+}
+
+/// Formats a command's reply; a large one is built and encoded on the blocking pool, so one
+/// client's huge reply never stalls the thread that serves every connection.
+async fn format(proto: u8, fmt: Format, r: Vec<cortex_storage::Result<Reply>>) -> Frame {
+    if reply_items(&r) <= crate::broker::INLINE_READ_MAX {
+        return fmt(r);
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        fmt(r).encode(proto, &mut out);
+        Frame::Encoded(out)
+    })
+    .await
+    .unwrap_or_else(|e| Frame::err(format!("internal error: reply task failed: {e}")))
 }
 
 async fn run_one(conn: &mut Conn, broker: &Broker, shared: &Shared, plan: Plan) -> Frame {
@@ -333,24 +376,28 @@ async fn run_one(conn: &mut Conn, broker: &Broker, shared: &Shared, plan: Plan) 
     let Some(who) = conn.principal.clone() else {
         return Frame::Error("NOAUTH Authentication required.".into());
     };
+    let proto = conn.proto;
     let r = match plan {
-        Plan::Ops(ops, fmt) => broker.submit(&who, ops).await.map(fmt),
+        Plan::Ops(ops, fmt) => broker.submit(&who, ops).await.map(|r| (fmt, r)),
         Plan::Query(q, fmt) => broker
             .query(&who, q)
             .await
-            .map(|a| fmt(vec![a.map(Reply::Answer)])),
+            .map(|a| (fmt, vec![a.map(Reply::Answer)])),
         Plan::GroupRead(req, block, fmt) => broker
             .read_group(&who, &req, block)
             .await
-            .map(|r| fmt(vec![r])),
+            .map(|r| (fmt, vec![r])),
         Plan::StreamRead(streams, count, block, fmt) => broker
             .read_streams(&who, streams, count, block)
             .await
-            .map(|a| fmt(vec![a.map(Reply::Answer)])),
-        Plan::Done(f) => Ok(f),
-        Plan::Exec => Ok(Frame::err("EXEC without MULTI")),
+            .map(|a| (fmt, vec![a.map(Reply::Answer)])),
+        Plan::Done(f) => return f,
+        Plan::Exec => return Frame::err("EXEC without MULTI"),
     };
-    r.unwrap_or_else(Frame::err)
+    match r {
+        Ok((fmt, r)) => format(proto, fmt, r).await,
+        Err(e) => Frame::err(e),
+    }
 }
 
 /// EXEC: plans the queued commands in order and submits all their ops as one transaction.

@@ -1,0 +1,210 @@
+//! The one broker core, seen through the RESP port: multi-stream group reads are one op,
+//! EXEC is one atomic batch nothing interleaves with (not even the broker's timer),
+//! concurrent CX.POLICY changes are not lost, huge ID lists and huge replies work.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+#[test]
+fn xreadgroup_over_streams_with_a_missing_group_delivers_nothing() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    r.cmd(&["XADD", "a", "1-1", "f", "v"]);
+    r.cmd(&["XADD", "b", "1-1", "f", "v"]);
+    r.cmd(&["XGROUP", "CREATE", "a", "g", "0"]);
+    // "b" has no group g: NOGROUP naming b, and a's entry is not left pending.
+    let reply = r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "STREAMS",
+        "a",
+        "b",
+        ">",
+        ">",
+    ]);
+    assert!(
+        reply.s().starts_with("NOGROUP No such key 'b'"),
+        "{reply:?}"
+    );
+    assert_eq!(r.cmd(&["XPENDING", "a", "g"]).arr()[0], V::Int(0));
+    // The entry is still there for the next read.
+    r.cmd(&["XGROUP", "CREATE", "b", "g", "0"]);
+    let reply = r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "STREAMS",
+        "a",
+        "b",
+        ">",
+        ">",
+    ]);
+    assert_eq!(reply.arr().len(), 2);
+}
+
+#[test]
+fn exec_is_one_batch_the_timer_cannot_split() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    for i in 0..400 {
+        r.cmd(&["XADD", "s", "*", "n", &i.to_string()]);
+    }
+    r.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
+    // Every delivery times out after 1 ms and its first failure dead-letters it: the
+    // broker's timer keeps changing the pending list on its own.
+    r.cmd(&["CX.POLICY", "s", "g", "ACKWAIT", "1", "MAXATTEMPTS", "1"]);
+    for round in 0..80 {
+        r.cmd(&["MULTI"]);
+        r.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "COUNT",
+            "5",
+            "STREAMS",
+            "s",
+            ">",
+        ]);
+        r.cmd(&["XPENDING", "s", "g"]);
+        r.cmd(&["XLEN", "cortex:dlq"]);
+        r.cmd(&["XPENDING", "s", "g"]);
+        r.cmd(&["XLEN", "cortex:dlq"]);
+        let out = r.cmd(&["EXEC"]);
+        let out = out.arr();
+        assert_eq!(out.len(), 5);
+        // Reads inside the transaction see its own delivery and nothing else moves between
+        // them: the second pair equals the first.
+        assert_eq!(
+            out[1], out[3],
+            "round {round}: the pending list changed inside EXEC"
+        );
+        assert_eq!(out[2], out[4], "round {round}: the DLQ changed inside EXEC");
+        if let V::Arr(read) = &out[0] {
+            let delivered = read[0].arr()[1].arr().len() as i64;
+            assert!(out[1].arr()[0].int() >= delivered);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn exec_sees_its_own_writes_and_applies_all_or_nothing() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    r.cmd(&["MULTI"]);
+    r.cmd(&["XADD", "s", "1-1", "f", "a"]);
+    r.cmd(&["XADD", "s", "1-2", "f", "b"]);
+    r.cmd(&["XLEN", "s"]);
+    r.cmd(&["XREVRANGE", "s", "+", "-", "COUNT", "1"]);
+    r.cmd(&["SELECT", "1"]);
+    r.cmd(&["XLEN", "s"]);
+    let out = r.cmd(&["EXEC"]);
+    let out = out.arr();
+    assert_eq!(out[2], V::Int(2));
+    assert_eq!(entry_id(&out[3].arr()[0]), "1-2");
+    assert_eq!(out[4], V::Simple("OK".into()));
+    assert_eq!(
+        out[5],
+        V::Int(0),
+        "SELECT inside MULTI applies to what follows"
+    );
+}
+
+#[test]
+fn concurrent_cx_policy_changes_are_not_lost() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    r.cmd(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
+    let rounds = 150;
+    let set = |field: &'static str| {
+        let addr = s.addr;
+        std::thread::spawn(move || {
+            let mut c = Raw::connect(addr);
+            for i in 1..=rounds {
+                let v = c.cmd(&["CX.POLICY", "s", "g", field, &(1000 + i).to_string()]);
+                assert_eq!(v, V::Simple("OK".into()));
+            }
+        })
+    };
+    let (a, b) = (set("ACKWAIT"), set("MAXAGE"));
+    a.join().unwrap();
+    b.join().unwrap();
+    let p = format!("{:?}", r.cmd(&["CX.POLICY", "s", "g"]));
+    let want = (1000 + rounds).to_string();
+    assert!(
+        p.contains(&format!("Bulk(\"ack-wait-ms\"), Int({want})")),
+        "ACKWAIT lost: {p}"
+    );
+    assert!(
+        p.contains(&format!("Bulk(\"max-age-ms\"), Int({want})")),
+        "MAXAGE lost: {p}"
+    );
+}
+
+#[test]
+fn xack_with_100000_ids_and_a_huge_xrange_work() {
+    let s = Server::start(&[]);
+    let mut c = s.redis();
+    let mut pipe = redis::pipe();
+    for i in 1..=1500 {
+        pipe.cmd("XADD")
+            .arg("s")
+            .arg(format!("1-{i}"))
+            .arg("f")
+            .arg("v")
+            .ignore();
+    }
+    let () = pipe.query(&mut c).unwrap();
+    let () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("s")
+        .arg("g")
+        .arg("0")
+        .query(&mut c)
+        .unwrap();
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("c")
+        .arg("STREAMS")
+        .arg("s")
+        .arg(">")
+        .query(&mut c)
+        .unwrap();
+    let mut ack = redis::cmd("XACK");
+    ack.arg("s").arg("g");
+    for i in 0..100_000 {
+        ack.arg(format!("1-{}", i % 2000 + 1));
+    }
+    let n: i64 = ack.query(&mut c).unwrap();
+    assert_eq!(n, 1500);
+    let mut too_many = redis::cmd("XACK");
+    too_many.arg("s").arg("g");
+    for i in 0..100_001 {
+        too_many.arg(format!("2-{i}"));
+    }
+    let e = too_many.query::<i64>(&mut c).unwrap_err();
+    assert!(e.to_string().contains("number of IDs"), "{e}");
+    // Larger than what is read and formatted inline: built off the network thread, the
+    // same reply.
+    let all: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg("s")
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(all.len(), 1500);
+    let rev: Vec<redis::Value> = redis::cmd("XREVRANGE")
+        .arg("s")
+        .arg("+")
+        .arg("-")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(rev.len(), 1500);
+    assert_eq!(rev.first(), all.last());
+}
