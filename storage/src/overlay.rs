@@ -235,47 +235,38 @@ impl View for Overlay {
     }
 
     fn scan(&self, ks: &Ks, b: Bounds) -> Box<dyn Iterator<Item = Item> + '_> {
-        if is_empty(&b) {
-            return Box::new(std::iter::empty());
-        }
-        let map = &self.writes[ks.id];
-        let mine = map
-            .range::<[u8], _>((
-                b.0.as_ref().map(Vec::as_slice),
-                b.1.as_ref().map(Vec::as_slice),
-            ))
-            .peekable();
-        let base = Readable::range(&self.snap, &ks.ks, b)
-            .map(|g| g.into_inner())
-            .peekable();
-        Box::new(Merge {
-            mine,
-            base,
-            rev: false,
-        })
+        self.merged(ks, b, false)
     }
 
     fn scan_rev(&self, ks: &Ks, b: Bounds) -> Box<dyn Iterator<Item = Item> + '_> {
+        self.merged(ks, b, true)
+    }
+}
+
+impl Overlay {
+    /// The batch's writes in `b` merged over the snapshot's keys, in either direction.
+    fn merged(&self, ks: &Ks, b: Bounds, rev: bool) -> Box<dyn Iterator<Item = Item> + '_> {
         if is_empty(&b) {
             return Box::new(std::iter::empty());
         }
-        let map = &self.writes[ks.id];
-        let mine = map
-            .range::<[u8], _>((
-                b.0.as_ref().map(Vec::as_slice),
-                b.1.as_ref().map(Vec::as_slice),
-            ))
-            .rev()
-            .peekable();
-        let base = Readable::range(&self.snap, &ks.ks, b)
-            .rev()
-            .map(|g| g.into_inner())
-            .peekable();
-        Box::new(Merge {
-            mine,
-            base,
-            rev: true,
-        })
+        let mine = self.writes[ks.id].range::<[u8], _>((
+            b.0.as_ref().map(Vec::as_slice),
+            b.1.as_ref().map(Vec::as_slice),
+        ));
+        let base = Readable::range(&self.snap, &ks.ks, b).map(|g| g.into_inner());
+        if rev {
+            Box::new(Merge {
+                mine: mine.rev().peekable(),
+                base: base.rev().peekable(),
+                rev,
+            })
+        } else {
+            Box::new(Merge {
+                mine: mine.peekable(),
+                base: base.peekable(),
+                rev,
+            })
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use cortex_storage::{
 
 use super::args::*;
 use super::read::parse_read;
-use super::reply::{help, pairs_frame, read_reply};
+use super::reply::{help, pairs_frame, streams_reply};
 use super::{Ctx, Plan};
 use crate::broker::GroupRead;
 use crate::resp::codec::Frame;
@@ -84,11 +84,7 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                     .filter(|((_, e), hist)| *hist || !e.is_empty())
                     .map(|((n, e), _)| (n, pairs_frame(&e)))
                     .collect();
-                if results.is_empty() {
-                    Frame::NullArray
-                } else {
-                    read_reply(proto, results)
-                }
+                streams_reply(proto, results)
             }
             Ok(_) => Frame::NullArray,
             Err(Error::NoSuchStream { stream } | Error::NoSuchGroup { stream, .. }) => {

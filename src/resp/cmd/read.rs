@@ -5,7 +5,7 @@ use std::time::Duration;
 use cortex_storage::{Answer, Query, ReadStart};
 
 use super::args::*;
-use super::reply::{entries_frame, read_reply};
+use super::reply::{entries_frame, streams_reply};
 use super::{Ctx, Plan};
 use crate::broker::Blocking;
 use crate::resp::codec::Frame;
@@ -192,11 +192,7 @@ fn xread(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                     .filter(|(_, (e, _))| !e.is_empty())
                     .map(|(n, (e, _))| (n, entries_frame(&e)))
                     .collect();
-                if results.is_empty() {
-                    Frame::NullArray
-                } else {
-                    read_reply(proto, results)
-                }
+                streams_reply(proto, results)
             }
             Ok(_) => Frame::NullArray,
             Err(e) => storage_error("XREAD", e),

@@ -57,6 +57,15 @@ pub fn read_reply(proto: u8, results: Vec<(Vec<u8>, Frame)>) -> Frame {
     }
 }
 
+/// XREAD / XREADGROUP's reply for the streams that have something, nil when none has.
+pub fn streams_reply(proto: u8, results: Vec<(Vec<u8>, Frame)>) -> Frame {
+    if results.is_empty() {
+        Frame::NullArray
+    } else {
+        read_reply(proto, results)
+    }
+}
+
 /// Help lines as Redis replies them.
 pub fn help(lines: &[&str]) -> Frame {
     Frame::Array(
