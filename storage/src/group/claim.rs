@@ -1,0 +1,199 @@
+//! Acknowledging and claiming pending entries: XACK, XCLAIM, XAUTOCLAIM.
+
+use crate::codec::{self, Kind};
+use crate::error::{Error, Result};
+use crate::id::StreamId;
+use crate::keys;
+use crate::meta::PendingEntry;
+use crate::ops::{Reply, StreamKey};
+use crate::overlay::View;
+use crate::record::Record;
+use crate::store::{corrupt, get_record, key_id, unique_ids, Txn};
+use crate::stream::check_name;
+
+impl Txn<'_> {
+    pub(crate) fn ack(&mut self, key: &StreamKey, group: &[u8], ids: &[StreamId]) -> Result<Reply> {
+        let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
+        let Some(st) = self.stream(key) else {
+            return Ok(Reply::Count(0));
+        };
+        let Some(g) = st.groups.get(group) else {
+            return Ok(Reply::Count(0));
+        };
+        let found = self.pending_of(key, g.meta.group_id, &ids)?;
+        let n = found.len() as u64;
+        self.with_group(key, group, |txn, _, g| {
+            for (id, pel) in &found {
+                txn.remove_pending(g, *id, pel);
+                g.meta.counters.acked += 1;
+            }
+        });
+        Ok(Reply::Count(n))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn claim(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        consumer: &[u8],
+        min_idle_ms: u64,
+        ids: &[StreamId],
+        delivery_time_ms: Option<u64>,
+        retry_count: Option<u64>,
+        force: bool,
+        justid: bool,
+        last_id: Option<StreamId>,
+    ) -> Result<Reply> {
+        check_name("consumer name", consumer, self.cfg.limits.group_name_max)?;
+        let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
+        let g = self.group(key, group)?;
+        let (sid, gid) = (self.existing(key)?.meta.stream_id, g.meta.group_id);
+        let now = self.now;
+        // Plan: (id, previous pending entry, record) to claim; pending entries to drop.
+        let mut claims: Vec<(StreamId, Option<PendingEntry>, Option<Record>)> = Vec::new();
+        let mut drops: Vec<(StreamId, PendingEntry)> = Vec::new();
+        for id in ids {
+            let pel = self.pending_entry(&key.name, gid, id)?;
+            let record = self.get_record(key, sid, id)?;
+            let Some(record) = record else {
+                if let Some(p) = pel {
+                    drops.push((id, p));
+                }
+                continue;
+            };
+            match &pel {
+                None if !force => continue,
+                Some(p) if min_idle_ms > 0 && now.saturating_sub(p.delivered_ms) < min_idle_ms => {
+                    continue
+                }
+                _ => {}
+            }
+            claims.push((id, pel, Some(record)));
+        }
+        let mut out = Vec::with_capacity(claims.len());
+        self.with_group(key, group, |txn, _, g| {
+            for (id, pel) in &drops {
+                txn.remove_pending(g, *id, pel);
+            }
+            if !claims.is_empty() {
+                let cid = Self::ensure_consumer(g, consumer, now);
+                if let Some(c) = g.consumers.get_mut(consumer) {
+                    c.active_ms = Some(now);
+                }
+                let state = txn.delivered_state(g.meta.policy.as_ref());
+                for (id, prev, record) in claims {
+                    let mut pel = prev.clone().unwrap_or(PendingEntry {
+                        consumer_id: cid,
+                        delivered_ms: now,
+                        deliveries: 0,
+                        failures: 0,
+                        state,
+                        last_error: None,
+                    });
+                    pel.consumer_id = cid;
+                    pel.delivered_ms = delivery_time_ms.unwrap_or(now);
+                    pel.state = state;
+                    match retry_count {
+                        Some(n) => pel.deliveries = n,
+                        None if !justid => pel.deliveries += 1,
+                        None => {}
+                    }
+                    g.meta.counters.redelivered += 1;
+                    txn.put_pending(g, id, &pel, prev.as_ref());
+                    out.push((id, if justid { None } else { record }));
+                }
+            }
+            if let Some(l) = last_id {
+                if l > g.meta.last_id {
+                    g.meta.last_id = l;
+                }
+                for c in &mut g.meta.lane_cursor {
+                    *c = (*c).max(l);
+                }
+            }
+        });
+        Ok(Reply::Entries(out))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn autoclaim(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        consumer: &[u8],
+        min_idle_ms: u64,
+        start: StreamId,
+        count: usize,
+        justid: bool,
+    ) -> Result<Reply> {
+        check_name("consumer name", consumer, self.cfg.limits.group_name_max)?;
+        let max = self.cfg.limits.read_count_max;
+        if count == 0 || count > max {
+            return Err(Error::InvalidArgument(format!("COUNT must be 1 to {max}")));
+        }
+        let g = self.group(key, group)?;
+        let (sid, gid) = (self.existing(key)?.meta.stream_id, g.meta.group_id);
+        let now = self.now;
+        let mut attempts = count.saturating_mul(10);
+        let mut claims = Vec::new();
+        let mut drops = Vec::new();
+        let mut next = StreamId::MIN;
+        {
+            let from = keys::id_key(gid, start);
+            let to = keys::id_key(gid, StreamId::MAX);
+            let mut it = self.tx.range(&self.ks.pel, from..=to);
+            // Like Redis, deleted entries count toward COUNT (it bounds the reply).
+            while attempts > 0 && claims.len() + drops.len() < count {
+                let Some(item) = it.next() else { break };
+                attempts -= 1;
+                let (k, v) = item.into_inner()?;
+                let id = key_id(&k, "pending key", &key.name)?;
+                let pel: PendingEntry = codec::decode(Kind::Pending, &v)
+                    .map_err(|r| corrupt("pending entry", &key.name, Some(id), r))?;
+                match get_record(&self.tx, self.ks, &key.name, sid, id)? {
+                    None => drops.push((id, pel)),
+                    Some(_)
+                        if min_idle_ms > 0
+                            && now.saturating_sub(pel.delivered_ms) < min_idle_ms => {}
+                    Some(rec) => claims.push((id, pel, rec)),
+                }
+            }
+            if let Some(item) = it.next() {
+                next = key_id(&item.key()?, "pending key", &key.name)?;
+            }
+        }
+        let mut out = Vec::with_capacity(claims.len());
+        let deleted: Vec<StreamId> = drops.iter().map(|d| d.0).collect();
+        self.with_group(key, group, |txn, _, g| {
+            for (id, pel) in &drops {
+                txn.remove_pending(g, *id, pel);
+            }
+            if claims.is_empty() {
+                return;
+            }
+            let cid = Self::ensure_consumer(g, consumer, now);
+            if let Some(c) = g.consumers.get_mut(consumer) {
+                c.active_ms = Some(now);
+            }
+            let state = txn.delivered_state(g.meta.policy.as_ref());
+            for (id, prev, record) in claims {
+                let mut pel = prev.clone();
+                pel.consumer_id = cid;
+                pel.delivered_ms = now;
+                pel.state = state;
+                if !justid {
+                    pel.deliveries += 1;
+                }
+                g.meta.counters.redelivered += 1;
+                txn.put_pending(g, id, &pel, Some(&prev));
+                out.push((id, if justid { None } else { Some(record) }));
+            }
+        });
+        Ok(Reply::AutoClaimed {
+            next,
+            claimed: out,
+            deleted,
+        })
+    }
+}

@@ -1,0 +1,80 @@
+//! Redis's entries-read and lag estimates, and how a group's cursor and read counter move
+//! when it consumes an entry.
+
+use crate::id::{Lane, StreamId};
+use crate::meta::{GroupMeta, StreamMeta};
+
+/// Redis's `streamEstimateDistanceFromFirstEverEntry`: the logical read counter of `id`, if
+/// it can be known.
+pub(crate) fn estimate_distance(m: &StreamMeta, id: StreamId) -> Option<u64> {
+    if m.entries_added == 0 {
+        return Some(0);
+    }
+    if m.length == 0 && id <= m.last_id {
+        return Some(m.entries_added);
+    }
+    if id == m.last_id {
+        return Some(m.entries_added);
+    }
+    if id > m.last_id {
+        return None;
+    }
+    if m.max_deleted_id.is_zero() || (id < m.first_id && m.max_deleted_id < m.first_id) {
+        if id < m.first_id {
+            return Some(m.entries_added - m.length);
+        }
+        if id == m.first_id {
+            return Some(m.entries_added - m.length + 1);
+        }
+    }
+    None
+}
+
+/// Redis's `streamRangeHasTombstones(s, start, NULL)`.
+pub(crate) fn range_has_tombstones(m: &StreamMeta, start: StreamId) -> bool {
+    if m.length == 0 || m.max_deleted_id.is_zero() || m.first_id > m.max_deleted_id {
+        return false;
+    }
+    start <= m.max_deleted_id
+}
+
+/// Redis's consumer group lag, `None` when it cannot be known. As in current Redis: an empty
+/// stream has lag 0, and a group whose last ID is behind the first entry (everything between
+/// was trimmed or deleted) has every remaining entry to read.
+pub(crate) fn lag(m: &StreamMeta, g: &GroupMeta) -> Option<u64> {
+    if m.entries_added == 0 || m.length == 0 {
+        return Some(0);
+    }
+    if g.last_id < m.first_id {
+        return Some(m.length);
+    }
+    if let Some(read) = g.entries_read {
+        if !range_has_tombstones(m, g.last_id) {
+            return Some(m.entries_added.saturating_sub(read));
+        }
+    }
+    estimate_distance(m, g.last_id).map(|read| m.entries_added.saturating_sub(read))
+}
+
+/// Updates a group's cursor and read counter for an entry it has consumed (delivered,
+/// delivered without ack, or dead-lettered on the way).
+pub(crate) fn consume(m: &StreamMeta, g: &mut GroupMeta, id: StreamId, lane: Lane) {
+    let c = &mut g.lane_cursor[lane.index()];
+    if id > *c {
+        *c = id;
+    }
+    if id > g.last_id {
+        // Entries between the last ID and the first entry were removed: the counter cannot
+        // simply step on, it is estimated again.
+        let gap = g.last_id < m.first_id;
+        g.entries_read = match g.entries_read {
+            Some(read) if !gap && !range_has_tombstones(m, id) => Some(read + 1),
+            _ if m.entries_added > 0 => estimate_distance(m, id),
+            other => other,
+        };
+        g.last_id = id;
+    } else if let Some(read) = g.entries_read {
+        // Handed out out of ID order (a lower lane after a higher one).
+        g.entries_read = Some((read + 1).min(m.entries_added));
+    }
+}

@@ -1,0 +1,148 @@
+//! The pending-entries list: every change to a pending entry goes through
+//! [`Txn::put_pending`] or [`Txn::remove_pending`], which keep the pending list, the
+//! per-consumer index, the due and ready indexes and the counters in step.
+
+use crate::codec::{self, Kind};
+use crate::error::Result;
+use crate::id::StreamId;
+use crate::keys;
+use crate::meta::{DeliveryPolicy, PendingEntry, PendingState};
+use crate::ops::StreamKey;
+use crate::overlay::View;
+use crate::store::{corrupt, GroupState, Keyspaces, Txn};
+
+impl Txn<'_> {
+    /// Reads a pending entry of a group.
+    pub(crate) fn pending_entry(
+        &self,
+        stream: &[u8],
+        gid: u64,
+        id: StreamId,
+    ) -> Result<Option<PendingEntry>> {
+        read_pending(&self.tx, self.ks, stream, gid, id)
+    }
+
+    /// Writes a pending entry and keeps every index and counter in step with the change
+    /// from `prev` (`None`: the entry was not pending).
+    pub(crate) fn put_pending(
+        &mut self,
+        g: &mut GroupState,
+        id: StreamId,
+        pel: &PendingEntry,
+        prev: Option<&PendingEntry>,
+    ) {
+        let gid = g.meta.group_id;
+        self.tx.insert(
+            &self.ks.pel,
+            keys::id_key(gid, id),
+            codec::encode(Kind::Pending, pel),
+        );
+        let prev_owner = prev.map(|p| p.consumer_id);
+        if prev_owner != Some(pel.consumer_id) {
+            if let Some(old) = prev_owner {
+                self.tx
+                    .remove(&self.ks.cpel, keys::consumer_pending(gid, old, id));
+                let name = g.consumer_name(old).to_vec();
+                if let Some(c) = g.consumers.get_mut(&name) {
+                    debug_assert!(c.pending > 0, "consumer pending underflow");
+                    c.pending = c.pending.saturating_sub(1);
+                }
+            }
+            self.tx.insert(
+                &self.ks.cpel,
+                keys::consumer_pending(gid, pel.consumer_id, id),
+                [],
+            );
+            let name = g.consumer_name(pel.consumer_id).to_vec();
+            if let Some(c) = g.consumers.get_mut(&name) {
+                c.pending += 1;
+            }
+        }
+        if prev.is_none() {
+            g.meta.pending += 1;
+        }
+        // Due keys are never deleted eagerly: a stale one is recognised (its time differs
+        // from the entry's) and dropped when time passes it, so the future part of the due
+        // index never fills with tombstones.
+        if let Some(t) = pel.due_ms() {
+            if prev.and_then(PendingEntry::due_ms) != Some(t) {
+                self.tx.insert(&self.ks.due, keys::due(gid, t, id), []);
+                g.due_floor_ms = g.due_floor_ms.min(t);
+            }
+        }
+        let was_ready = prev.is_some_and(|p| p.state == PendingState::Ready);
+        let is_ready = pel.state == PendingState::Ready;
+        if is_ready && !was_ready {
+            self.tx.insert(&self.ks.ready, keys::id_key(gid, id), []);
+            g.meta.ready += 1;
+            g.ready_floor = g.ready_floor.min(id);
+        } else if was_ready && !is_ready {
+            self.tx.remove(&self.ks.ready, keys::id_key(gid, id));
+            debug_assert!(g.meta.ready > 0, "ready count underflow");
+            g.meta.ready = g.meta.ready.saturating_sub(1);
+        }
+    }
+
+    /// Removes a pending entry with its index keys and counters.
+    pub(crate) fn remove_pending(&mut self, g: &mut GroupState, id: StreamId, pel: &PendingEntry) {
+        let gid = g.meta.group_id;
+        self.tx.remove(&self.ks.pel, keys::id_key(gid, id));
+        self.tx.remove(
+            &self.ks.cpel,
+            keys::consumer_pending(gid, pel.consumer_id, id),
+        );
+        if pel.state == PendingState::Ready {
+            self.tx.remove(&self.ks.ready, keys::id_key(gid, id));
+            debug_assert!(g.meta.ready > 0, "ready count underflow");
+            g.meta.ready = g.meta.ready.saturating_sub(1);
+        }
+        let name = g.consumer_name(pel.consumer_id).to_vec();
+        if let Some(c) = g.consumers.get_mut(&name) {
+            debug_assert!(c.pending > 0, "consumer pending underflow");
+            c.pending = c.pending.saturating_sub(1);
+        }
+        debug_assert!(g.meta.pending > 0, "group pending underflow");
+        g.meta.pending = g.meta.pending.saturating_sub(1);
+    }
+
+    /// The state a pending entry gets when handed to a consumer now.
+    pub(crate) fn delivered_state(&self, policy: Option<&DeliveryPolicy>) -> PendingState {
+        PendingState::Delivered {
+            deadline_ms: policy
+                .and_then(|p| p.ack_wait_ms)
+                .map(|w| self.now.saturating_add(w)),
+        }
+    }
+
+    /// Pending entries of the group for the given IDs (already without duplicates:
+    /// `unique_ids`).
+    pub(crate) fn pending_of(
+        &self,
+        key: &StreamKey,
+        gid: u64,
+        ids: &[StreamId],
+    ) -> Result<Vec<(StreamId, PendingEntry)>> {
+        let mut found: Vec<(StreamId, PendingEntry)> = Vec::with_capacity(ids.len());
+        for &id in ids {
+            if let Some(p) = self.pending_entry(&key.name, gid, id)? {
+                found.push((id, p));
+            }
+        }
+        Ok(found)
+    }
+}
+
+pub(crate) fn read_pending(
+    r: &impl View,
+    ks: &Keyspaces,
+    stream: &[u8],
+    gid: u64,
+    id: StreamId,
+) -> Result<Option<PendingEntry>> {
+    match r.get(&ks.pel, keys::id_key(gid, id))? {
+        None => Ok(None),
+        Some(v) => codec::decode(Kind::Pending, &v)
+            .map(Some)
+            .map_err(|reason| corrupt("pending entry", stream, Some(id), reason)),
+    }
+}

@@ -1,0 +1,385 @@
+//! Group reads (XREADGROUP): history reads, and new entries handed out by lane with the
+//! starvation guard, due retries first, expired and stale entries dead-lettered on the way.
+
+use crate::error::{Error, Result};
+use crate::id::{Lane, StreamId};
+use crate::keys;
+use crate::meta::{DeliveryPolicy, PendingEntry, DEFAULT_DLQ};
+use crate::ops::{ReadFrom, Reply, StreamKey};
+use crate::overlay::View;
+use crate::record::{DeadReason, Record};
+use crate::store::{key_id, Txn};
+use crate::stream::check_name;
+
+use super::lag::consume;
+use super::lanes::LaneReader;
+use super::Action;
+
+impl Txn<'_> {
+    /// XREADGROUP over every stream of the op: validates all of them, then reads each.
+    pub(crate) fn read_groups(
+        &mut self,
+        streams: &[(StreamKey, ReadFrom)],
+        group: &[u8],
+        consumer: &[u8],
+        count: Option<usize>,
+        noack: bool,
+        retry: bool,
+    ) -> Result<Reply> {
+        check_name("consumer name", consumer, self.cfg.limits.group_name_max)?;
+        let max = self.cfg.limits.streams_per_read_max;
+        if streams.is_empty() || streams.len() > max {
+            return Err(Error::TooLarge {
+                what: "number of streams in one read",
+                len: streams.len(),
+                max,
+            });
+        }
+        for (key, _) in streams {
+            self.group(key, group)?;
+        }
+        if retry
+            && !streams
+                .iter()
+                .any(|(k, f)| self.may_hand_out(k, group, consumer, *f))
+        {
+            return Ok(Reply::GroupRead(vec![Vec::new(); streams.len()]));
+        }
+        let mut out = Vec::with_capacity(streams.len());
+        for (key, from) in streams {
+            out.push(self.read_group(key, group, consumer, count, noack, *from)?);
+        }
+        Ok(Reply::GroupRead(out))
+    }
+
+    /// False when a read of the group certainly hands out nothing and changes nothing
+    /// (judged from metadata alone: no retry ready or due, no lane with unread entries).
+    fn may_hand_out(&self, key: &StreamKey, group: &[u8], consumer: &[u8], from: ReadFrom) -> bool {
+        let Some(st) = self.stream(key) else {
+            return true;
+        };
+        let Some(g) = st.groups.get(group) else {
+            return true;
+        };
+        let Some(c) = g.consumers.get(consumer) else {
+            return true;
+        };
+        match from {
+            ReadFrom::History(_) => c.pending > 0,
+            ReadFrom::New => {
+                g.meta.ready > 0
+                    || (g.meta.policy.is_some() && g.due_floor_ms <= self.now)
+                    || Lane::ALL
+                        .iter()
+                        .any(|&l| g.meta.cursor(l) < st.meta.lane_last[l.index()])
+            }
+        }
+    }
+
+    fn read_group(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        consumer: &[u8],
+        count: Option<usize>,
+        noack: bool,
+        from: ReadFrom,
+    ) -> Result<Vec<(StreamId, Option<Record>)>> {
+        let max = self.cfg.limits.read_count_max;
+        let count = count.unwrap_or(max).min(max);
+        let now = self.now;
+        let cid = self
+            .with_group(key, group, |_, _, g| {
+                Self::ensure_consumer(g, consumer, now)
+            })
+            .unwrap_or(0);
+        match from {
+            ReadFrom::History(after) => self.read_history(key, group, cid, after, count),
+            ReadFrom::New => {
+                self.process_due(key, group)?;
+                self.read_new(key, group, cid, count, noack)
+            }
+        }
+    }
+
+    fn read_history(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        cid: u64,
+        after: StreamId,
+        count: usize,
+    ) -> Result<Vec<(StreamId, Option<Record>)>> {
+        let (sid, gid) = {
+            let st = self.existing(key)?;
+            (
+                st.meta.stream_id,
+                st.groups.get(group).map_or(0, |g| g.meta.group_id),
+            )
+        };
+        let mut out = Vec::new();
+        let mut plan = Vec::new();
+        if let Some(start) = after.next() {
+            let from = keys::consumer_pending(gid, cid, start);
+            let to = keys::consumer_pending(gid, cid, StreamId::MAX);
+            let ids: Vec<StreamId> = self
+                .tx
+                .range(&self.ks.cpel, from..=to)
+                .take(count)
+                .map(|g| key_id(&g.key()?, "consumer pending key", &key.name))
+                .collect::<Result<_>>()?;
+            for id in ids {
+                let record = self.get_record(key, sid, id)?;
+                if record.is_some() {
+                    if let Some(pel) = self.pending_entry(&key.name, gid, id)? {
+                        plan.push((id, pel));
+                    }
+                }
+                out.push((id, record));
+            }
+        }
+        let now = self.now;
+        self.with_group(key, group, |txn, _, g| {
+            if !out.is_empty() {
+                if let Some(name) = g.names.get(&cid).cloned() {
+                    if let Some(c) = g.consumers.get_mut(&name) {
+                        c.active_ms = Some(now);
+                    }
+                }
+            }
+            let state = txn.delivered_state(g.meta.policy.as_ref());
+            for (id, prev) in plan {
+                let mut pel = prev.clone();
+                pel.deliveries += 1;
+                pel.delivered_ms = now;
+                pel.state = state;
+                g.meta.counters.redelivered += 1;
+                txn.put_pending(g, id, &pel, Some(&prev));
+            }
+        });
+        Ok(out)
+    }
+
+    fn freshness(
+        policy: Option<&DeliveryPolicy>,
+        id: StreamId,
+        record: &Record,
+        now: u64,
+    ) -> Option<DeadReason> {
+        if record.is_expired(now) {
+            return Some(DeadReason::Expired);
+        }
+        let max_age = policy.and_then(|p| p.max_age_ms)?;
+        (now.saturating_sub(id.ms) > max_age).then_some(DeadReason::Stale)
+    }
+
+    fn read_new(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        cid: u64,
+        count: usize,
+        noack: bool,
+    ) -> Result<Vec<(StreamId, Option<Record>)>> {
+        let now = self.now;
+        let limits = &self.cfg.limits;
+        let dl_max = limits.dead_letters_per_read_max;
+        let guard = self.cfg.starvation_guard;
+        let st = self.existing(key)?;
+        let sid = st.meta.stream_id;
+        let g = st.groups.get(group).ok_or_else(|| Error::NoSuchGroup {
+            stream: key.name.clone(),
+            group: group.to_vec(),
+        })?;
+        let gid = g.meta.group_id;
+        let policy = g.meta.policy.clone();
+        let mut streak = g.meta.streak;
+        let rewound_below = g.meta.rewound_below;
+        let mut plan: Vec<Action> = Vec::new();
+        let mut handed = 0usize;
+        let mut dead = 0usize;
+
+        // 1. Retries that are due (only groups with a policy have any).
+        if g.meta.ready > 0 && count > 0 {
+            let from = keys::id_key(gid, g.ready_floor);
+            let to = keys::id_key(gid, StreamId::MAX);
+            let ids: Vec<StreamId> = self
+                .tx
+                .range(&self.ks.ready, from..=to)
+                .take(count)
+                .map(|g| key_id(&g.key()?, "ready key", &key.name))
+                .collect::<Result<_>>()?;
+            for id in ids {
+                let Some(pel) = self.pending_entry(&key.name, gid, id)? else {
+                    continue;
+                };
+                match self.get_record(key, sid, id)? {
+                    None => plan.push(Action::Drop { id, pel }),
+                    Some(record) => match Self::freshness(policy.as_ref(), id, &record, now) {
+                        Some(reason) if dead < dl_max => {
+                            dead += 1;
+                            plan.push(Action::DeadLetter {
+                                id,
+                                lane: record.meta.lane,
+                                record,
+                                pel: Some(pel),
+                                reason,
+                            });
+                        }
+                        Some(_) => {}
+                        None => {
+                            handed += 1;
+                            plan.push(Action::Redeliver { id, pel, record });
+                        }
+                    },
+                }
+            }
+        }
+
+        // 2. New entries, highest lane first, with the starvation guard.
+        let scan_budget = count.saturating_add(10_000);
+        let mut readers: Vec<LaneReader> = Lane::ALL
+            .iter()
+            .map(|&l| {
+                LaneReader::new(
+                    l,
+                    g.meta.cursor(l),
+                    st.meta.lane_last[l.index()],
+                    scan_budget,
+                )
+            })
+            .collect();
+        while handed < count && dead < dl_max {
+            let want = count - handed;
+            let mut heads = [None; 5];
+            for (i, r) in readers.iter_mut().enumerate() {
+                heads[i] = r.peek(&self.tx, self.ks, &key.name, sid, want)?;
+            }
+            let Some(top) = heads.iter().position(Option::is_some) else {
+                break;
+            };
+            let oldest_lower = (top + 1..5)
+                .filter_map(|i| heads[i].map(|id| (id, i)))
+                .min()
+                .map(|(_, i)| i);
+            let pick = match oldest_lower {
+                Some(lower) if guard > 0 && streak >= guard => {
+                    streak = 0;
+                    lower
+                }
+                Some(_) => {
+                    streak += 1;
+                    top
+                }
+                None => {
+                    streak = 0;
+                    top
+                }
+            };
+            let Some((id, record, _)) = readers[pick].buf.pop_front() else {
+                break;
+            };
+            let lane = readers[pick].lane;
+            if let Some(reason) = Self::freshness(policy.as_ref(), id, &record, now) {
+                dead += 1;
+                plan.push(Action::DeadLetter {
+                    id,
+                    lane,
+                    record,
+                    pel: None,
+                    reason,
+                });
+                continue;
+            }
+            let existing = if !noack && id <= rewound_below {
+                self.pending_entry(&key.name, gid, id)?
+            } else {
+                None
+            };
+            handed += 1;
+            plan.push(Action::Deliver {
+                id,
+                lane,
+                record,
+                existing,
+            });
+        }
+        let normal_skip = readers[Lane::Normal.index()].consumed_to();
+
+        // 3. Apply the plan.
+        let mut out = Vec::with_capacity(handed);
+        self.with_group(key, group, |txn, m, g| {
+            let state = txn.delivered_state(g.meta.policy.as_ref());
+            let dlq = policy
+                .as_ref()
+                .map_or(DEFAULT_DLQ.to_vec(), |p| p.dead_letter.clone());
+            for action in plan {
+                match action {
+                    Action::Deliver {
+                        id,
+                        lane,
+                        record,
+                        existing,
+                    } => {
+                        consume(m, &mut g.meta, id, lane);
+                        g.meta.counters.delivered += 1;
+                        if !noack {
+                            let pel = PendingEntry {
+                                consumer_id: cid,
+                                delivered_ms: now,
+                                deliveries: 1,
+                                failures: 0,
+                                state,
+                                last_error: None,
+                            };
+                            txn.put_pending(g, id, &pel, existing.as_ref());
+                        }
+                        out.push((id, Some(record)));
+                    }
+                    Action::Redeliver {
+                        id,
+                        pel: prev,
+                        record,
+                    } => {
+                        let mut pel = prev.clone();
+                        pel.consumer_id = cid;
+                        pel.deliveries += 1;
+                        pel.delivered_ms = now;
+                        pel.state = state;
+                        g.meta.counters.redelivered += 1;
+                        txn.put_pending(g, id, &pel, Some(&prev));
+                        out.push((id, Some(record)));
+                    }
+                    Action::Drop { id, pel } => txn.remove_pending(g, id, &pel),
+                    Action::DeadLetter {
+                        id,
+                        lane,
+                        record,
+                        pel,
+                        reason,
+                    } => {
+                        if pel.is_none() {
+                            consume(m, &mut g.meta, id, lane);
+                        }
+                        txn.dead_letter(key, group, g, &dlq, id, record, pel.as_ref(), reason);
+                    }
+                }
+            }
+            if let Some(skip) = normal_skip {
+                let c = &mut g.meta.lane_cursor[Lane::Normal.index()];
+                if skip > *c {
+                    *c = skip;
+                }
+            }
+            g.meta.streak = streak;
+            if !out.is_empty() {
+                if let Some(name) = g.names.get(&cid).cloned() {
+                    if let Some(c) = g.consumers.get_mut(&name) {
+                        c.active_ms = Some(now);
+                    }
+                }
+            }
+        });
+        Ok(out)
+    }
+}
