@@ -113,14 +113,15 @@ impl Waiter {
 
 impl Broker {
     /// Answers a read from the last commit (never waits for the writer). Reads whose answer
-    /// may hold more than [`INLINE_READ_MAX`] items run on the blocking pool.
+    /// may hold more than [`INLINE_READ_MAX`] items (their count, capped by what the streams
+    /// hold now) run on the blocking pool.
     pub async fn query(
         &self,
         _who: &Principal,
         q: Query,
     ) -> Result<cortex_storage::Result<Answer>, BrokerError> {
         let now = self.now_ms();
-        if q.size_bound() <= INLINE_READ_MAX {
+        if self.inner.store.answer_bound(&q) <= INLINE_READ_MAX {
             return Ok(self.inner.store.query(&q, now));
         }
         let store = self.inner.store.clone();

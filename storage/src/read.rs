@@ -145,26 +145,6 @@ impl Query {
             Query::Names { .. } => Vec::new(),
         }
     }
-
-    /// How many items the answer may hold at most (for choosing where to run it).
-    pub fn size_bound(&self) -> usize {
-        match self {
-            Query::Range { count, .. } => count.unwrap_or(usize::MAX),
-            Query::Read { streams, count } => {
-                count.unwrap_or(usize::MAX).saturating_mul(streams.len())
-            }
-            Query::Pending { query, .. } => query.count,
-            Query::DeadLetters { count, .. } => *count,
-            Query::StreamFull { count, .. } => *count,
-            Query::Exist { streams } => streams.len(),
-            Query::Names { .. } => usize::MAX,
-            Query::Stream { .. }
-            | Query::Groups { .. }
-            | Query::Consumers { .. }
-            | Query::PendingSummary { .. }
-            | Query::Policy { .. } => 1,
-        }
-    }
 }
 
 /// The answer to a [`Query`], in the same shape.
@@ -427,6 +407,48 @@ impl Store {
             streams,
             names,
             snap: cat.snap.clone(),
+        }
+    }
+
+    /// At most how many items the query's answer holds now (its count, capped by what the
+    /// streams hold), so a caller can tell a small read from a large one before running it.
+    pub fn answer_bound(&self, q: &Query) -> usize {
+        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let len = |k: &StreamKey| cat.streams.get(k).map_or(0, |s| s.meta.length as usize);
+        let pending = |k: &StreamKey, g: &[u8]| {
+            cat.streams
+                .get(k)
+                .and_then(|s| s.groups.get(g))
+                .map_or(0, |g| g.meta.pending as usize)
+        };
+        match q {
+            Query::Range { stream, count, .. } => count.unwrap_or(usize::MAX).min(len(stream)),
+            Query::Read { streams, count } => streams
+                .iter()
+                .map(|(k, _)| count.unwrap_or(usize::MAX).min(len(k)))
+                .fold(0usize, usize::saturating_add),
+            Query::Pending {
+                stream,
+                group,
+                query,
+            } => query.count.min(pending(stream, group)),
+            Query::DeadLetters { dlq, count, .. } => (*count).min(len(dlq)),
+            Query::StreamFull { stream, count } => {
+                let groups = cat.streams.get(stream).map_or(0, |s| {
+                    s.groups
+                        .values()
+                        .map(|g| (*count).min(g.meta.pending as usize) * 2 + g.consumers.len())
+                        .fold(0usize, usize::saturating_add)
+                });
+                (*count).min(len(stream)).saturating_add(groups)
+            }
+            Query::Names { .. } => cat.streams.len(),
+            Query::Exist { streams } => streams.len(),
+            Query::Stream { .. }
+            | Query::Groups { .. }
+            | Query::Consumers { .. }
+            | Query::PendingSummary { .. }
+            | Query::Policy { .. } => 1,
         }
     }
 
