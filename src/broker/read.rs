@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_storage::{Answer, Op, Query, ReadFrom, ReadStart, Reply, StreamId, StreamKey};
+use cortex_storage::{Answer, Op, Query, ReadFrom, ReadStart, Reply, StreamKey};
 use tokio::sync::Notify;
 
 use super::{Broker, BrokerError, Principal};
@@ -184,10 +184,5 @@ impl Broker {
                 *start = ReadStart::After(*after);
             }
         }
-    }
-
-    /// The last ID of a stream (`0-0` for a missing one), for callers that resolve `$`.
-    pub fn last_id(&self, key: &StreamKey) -> StreamId {
-        self.inner.store.last_id(key).unwrap_or(StreamId::MIN)
     }
 }
