@@ -469,6 +469,14 @@ pub(crate) fn answer(ctx: &impl ReadCtx, q: &Query, now: u64) -> Result<Answer> 
             rev,
         } => Answer::Entries(range(ctx, stream, *start, *end, *count, *rev)?),
         Query::Read { streams, count } => {
+            let max = ctx.limits().streams_per_read_max;
+            if streams.len() > max {
+                return Err(Error::TooLarge {
+                    what: "number of streams in one read",
+                    len: streams.len(),
+                    max,
+                });
+            }
             let mut out = Vec::with_capacity(streams.len());
             for (k, start) in streams {
                 out.push(read_after(ctx, k, *start, *count)?);

@@ -199,6 +199,9 @@ pub(crate) fn unique_ids(ids: &[StreamId], max: usize) -> Result<Vec<StreamId>> 
             max,
         });
     }
+    if ids.len() <= 1 {
+        return Ok(ids.to_vec());
+    }
     let mut order: Vec<(StreamId, usize)> = ids.iter().copied().zip(0..).collect();
     order.sort_unstable();
     order.dedup_by_key(|(id, _)| *id);

@@ -2,9 +2,24 @@
 //! EXEC is one atomic batch nothing interleaves with (not even the broker's timer),
 //! concurrent CX.POLICY changes are not lost, huge ID lists and huge replies work.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
+
+/// XREADGROUP of group g over streams a and b, new entries.
+fn read_a_and_b(r: &mut Raw) -> V {
+    r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "STREAMS",
+        "a",
+        "b",
+        ">",
+        ">",
+    ])
+}
 
 #[test]
 fn xreadgroup_over_streams_with_a_missing_group_delivers_nothing() {
@@ -14,17 +29,7 @@ fn xreadgroup_over_streams_with_a_missing_group_delivers_nothing() {
     r.cmd(&["XADD", "b", "1-1", "f", "v"]);
     r.cmd(&["XGROUP", "CREATE", "a", "g", "0"]);
     // "b" has no group g: NOGROUP naming b, and a's entry is not left pending.
-    let reply = r.cmd(&[
-        "XREADGROUP",
-        "GROUP",
-        "g",
-        "c",
-        "STREAMS",
-        "a",
-        "b",
-        ">",
-        ">",
-    ]);
+    let reply = read_a_and_b(&mut r);
     assert!(
         reply.s().starts_with("NOGROUP No such key 'b'"),
         "{reply:?}"
@@ -32,17 +37,7 @@ fn xreadgroup_over_streams_with_a_missing_group_delivers_nothing() {
     assert_eq!(r.cmd(&["XPENDING", "a", "g"]).arr()[0], V::Int(0));
     // The entry is still there for the next read.
     r.cmd(&["XGROUP", "CREATE", "b", "g", "0"]);
-    let reply = r.cmd(&[
-        "XREADGROUP",
-        "GROUP",
-        "g",
-        "c",
-        "STREAMS",
-        "a",
-        "b",
-        ">",
-        ">",
-    ]);
+    let reply = read_a_and_b(&mut r);
     assert_eq!(reply.arr().len(), 2);
 }
 
@@ -88,7 +83,28 @@ fn exec_is_one_batch_the_timer_cannot_split() {
             let delivered = read[0].arr()[1].arr().len() as i64;
             assert!(out[1].arr()[0].int() >= delivered);
         }
-        std::thread::sleep(Duration::from_millis(1));
+        // Let the timer act before the next round: wait (blocked on the DLQ, as the server
+        // reports it) until everything pending now has been dead-lettered.
+        let target = out[2].int() + out[1].arr()[0].int();
+        wait_for_dead_letters(&mut r, target);
+    }
+}
+
+/// Blocks on `cortex:dlq` until it holds at least `n` entries (bounded).
+fn wait_for_dead_letters(r: &mut Raw, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // The last ID first, then the length: an entry added in between wakes the XREAD.
+        let last = r.cmd(&["XREVRANGE", "cortex:dlq", "+", "-", "COUNT", "1"]);
+        let after = last.arr().first().map_or("0-0".to_string(), entry_id);
+        if r.cmd(&["XLEN", "cortex:dlq"]).int() >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the timer never dead-lettered {n} entries"
+        );
+        r.cmd(&["XREAD", "BLOCK", "1000", "STREAMS", "cortex:dlq", &after]);
     }
 }
 

@@ -265,39 +265,44 @@ pub async fn run(
     planned: Vec<Planned>,
 ) -> Vec<Frame> {
     let mut out = Vec::with_capacity(planned.len());
-    let mut batch: Vec<(Planned, usize)> = Vec::new();
+    let mut batch: Vec<Batched> = Vec::new();
     let mut ops = Vec::new();
     for p in planned {
-        if let Plan::Ops(..) = p.plan {
-            let Plan::Ops(mut o, fmt) = p.plan else {
-                unreachable!()
-            };
-            let n = o.len();
-            ops.append(&mut o);
-            batch.push((
-                Planned {
+        match p.plan {
+            Plan::Ops(mut o, fmt) => {
+                batch.push(Batched {
                     name: p.name,
-                    plan: Plan::Ops(Vec::new(), fmt),
                     started: p.started,
-                },
-                n,
-            ));
-            continue;
+                    fmt,
+                    ops: o.len(),
+                });
+                ops.append(&mut o);
+            }
+            plan => {
+                flush(conn, broker, shared, &mut batch, &mut ops, &mut out).await;
+                let reply = run_one(conn, broker, shared, plan).await;
+                out.push(finish(shared, p.name, p.started, reply));
+            }
         }
-        flush(conn, broker, shared, &mut batch, &mut ops, &mut out).await;
-        let reply = run_one(conn, broker, shared, p.plan).await;
-        out.push(finish(shared, p.name, p.started, reply));
     }
     flush(conn, broker, shared, &mut batch, &mut ops, &mut out).await;
     conn.publish();
     out
 }
 
+/// A command whose ops wait in a shared submission.
+struct Batched {
+    name: &'static str,
+    started: Instant,
+    fmt: Format,
+    ops: usize,
+}
+
 async fn flush(
     conn: &Conn,
     broker: &Broker,
     shared: &Shared,
-    batch: &mut Vec<(Planned, usize)>,
+    batch: &mut Vec<Batched>,
     ops: &mut Vec<Op>,
     out: &mut Vec<Frame>,
 ) {
@@ -310,15 +315,12 @@ async fn flush(
         None => Err(crate::broker::BrokerError::Internal("no principal".into())),
     };
     let mut replies = replies.map(Vec::into_iter);
-    for (p, n) in batch.drain(..) {
-        let Plan::Ops(_, fmt) = p.plan else {
-            continue;
-        };
+    for b in batch.drain(..) {
         let frame = match &mut replies {
-            Ok(it) => format(conn.proto, fmt, it.by_ref().take(n).collect()).await,
+            Ok(it) => format(conn.proto, b.fmt, it.by_ref().take(b.ops).collect()).await,
             Err(e) => Frame::err(e.clone()),
         };
-        out.push(finish(shared, p.name, p.started, frame));
+        out.push(finish(shared, b.name, b.started, frame));
     }
 }
 

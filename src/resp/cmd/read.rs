@@ -49,7 +49,7 @@ fn xrange(db: u16, args: &[Vec<u8>], rev: bool) -> Result<Plan, Frame> {
         }
     }
     if count == Some(0) {
-        return Err(Frame::Array(vec![]));
+        return Ok(Plan::Done(Frame::Array(vec![])));
     }
     let name = if rev { "XREVRANGE" } else { "XRANGE" };
     Ok(Plan::query(
