@@ -8,7 +8,23 @@ use std::path::{Path, PathBuf};
 use cortex_storage::{DeliveryPolicy, Durability, StoreConfig};
 use serde::Deserialize;
 
+use crate::broker::Permissions;
 use crate::resp::codec::Limits as RespLimits;
+
+/// The QUIC front's settings.
+#[derive(Clone, Debug)]
+pub struct QuicSettings {
+    /// Certificate chain (PEM); `None`: self-signed in the data dir.
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Most connections.
+    pub connections_max: usize,
+    /// Most concurrent bidirectional streams per connection.
+    pub streams_max: u32,
+    /// Idle timeout; keep-alives are sent at a third of it.
+    pub idle_timeout_ms: u64,
+}
 
 /// `--fsync`: when an acknowledged write is on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -83,6 +99,20 @@ pub struct FileConfig {
     pub fsync: Option<Fsync>,
     /// Agent name -> token. With any token configured, clients must AUTH.
     pub tokens: BTreeMap<String, String>,
+    /// Agent name -> rights (`[agents.NAME]`). An agent without a section may use only
+    /// its own inbox.
+    pub agents: BTreeMap<String, Permissions>,
+    /// TLS certificate chain (PEM) for the QUIC port; with none, a self-signed one is
+    /// made in the data dir.
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Most QUIC connections.
+    pub quic_connections_max: Option<usize>,
+    /// Most concurrent streams a QUIC connection may open.
+    pub quic_streams_max: Option<u32>,
+    /// QUIC idle timeout.
+    pub quic_idle_timeout_ms: Option<u64>,
     /// Policy given to every group created without one (`None`: plain Redis semantics).
     pub default_policy: Option<PolicyFile>,
     /// Most client connections.
@@ -120,6 +150,10 @@ pub struct Config {
     pub fsync: Fsync,
     /// Agent name -> token.
     pub tokens: BTreeMap<String, String>,
+    /// Agent name -> rights.
+    pub agents: BTreeMap<String, Permissions>,
+    /// QUIC settings.
+    pub quic_cfg: QuicSettings,
     /// Default group policy.
     pub default_policy: Option<DeliveryPolicy>,
     /// Most client connections.
@@ -228,6 +262,14 @@ impl Config {
                 .unwrap_or_else(|| addr("127.0.0.1:7401")),
             fsync,
             tokens: file.tokens,
+            agents: file.agents,
+            quic_cfg: QuicSettings {
+                cert: file.tls_cert,
+                key: file.tls_key,
+                connections_max: file.quic_connections_max.unwrap_or(10_000),
+                streams_max: file.quic_streams_max.unwrap_or(256),
+                idle_timeout_ms: file.quic_idle_timeout_ms.unwrap_or(30_000),
+            },
             default_policy: file.default_policy.map(PolicyFile::into_policy),
             clients_max: file.clients_max.unwrap_or(10_000),
             resp_limits,
@@ -261,6 +303,19 @@ impl Config {
         if self.tokens.values().any(String::is_empty) {
             return Err("tokens must not be empty".into());
         }
+        if let Some(a) = self.agents.keys().find(|a| !self.tokens.contains_key(*a)) {
+            return Err(format!(
+                "[agents.{a}] has no token: add it under [tokens] or remove the section"
+            ));
+        }
+        let q = &self.quic_cfg;
+        if q.cert.is_some() != q.key.is_some() {
+            return Err("tls_cert and tls_key must be given together".into());
+        }
+        if q.connections_max == 0 || q.streams_max == 0 || q.idle_timeout_ms < 1_000 {
+            return Err("quic_connections_max and quic_streams_max must be positive, quic_idle_timeout_ms at least 1000".into());
+        }
+
         let l = &self.resp_limits;
         if l.bulk_bytes_max < self.store.limits.entry_bytes_max.min(1 << 20) {
             return Err("bulk_bytes_max is smaller than the largest entry".into());

@@ -11,7 +11,11 @@
 #![deny(unsafe_code)]
 
 pub mod broker;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod glob;
+pub mod quic;
 pub mod resp;
 pub mod serve;
+pub mod wire;

@@ -15,8 +15,38 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the broker (RESP port for redis-cli and Redis clients).
+    /// Run the broker: QUIC for agents, RESP for redis-cli and Redis clients.
     Serve(cortex::config::ServeFlags),
+    /// Publish a message; prints its ID once durable.
+    Pub(cortex::cli::PubArgs),
+    /// Subscribe: prints one JSON object per pushed delivery, acks after printing.
+    Sub(cortex::cli::SubArgs),
+    /// Send a request to an agent; prints the reply parts as JSON.
+    Req(cortex::cli::ReqArgs),
+    /// Serve an agent's requests with a command: request JSON on stdin, stdout is the reply.
+    Reply(cortex::cli::ReplyArgs),
+    /// Print a stream's entries in an ID or time range as JSON lines.
+    Replay(cortex::cli::ReplayArgs),
+    /// List, redrive or purge dead letters (admin).
+    Dlq(cortex::cli::DlqArgs),
+    /// Streams, groups, lag, pending as JSON lines.
+    Stat(cortex::cli::StatArgs),
+    /// Measure the broker over QUIC: publish, deliver or reqrep.
+    Bench(cortex::cli::bench::BenchArgs),
+}
+
+fn client(
+    f: impl std::future::Future<Output = Result<(), cortex::cli::Exit>>,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    if let Err(e) = rt.block_on(f) {
+        eprintln!("cortex: {}", e.message);
+        std::process::exit(e.code);
+    }
+    Ok(())
 }
 
 fn main() {
@@ -37,6 +67,14 @@ fn main() {
                 .map_err(|e| format!("cannot start the async runtime: {e}"))?
                 .block_on(cortex::serve::run(config))
         }),
+        Cmd::Pub(a) => client(cortex::cli::publish(a)),
+        Cmd::Sub(a) => client(cortex::cli::subscribe(a)),
+        Cmd::Req(a) => client(cortex::cli::request(a)),
+        Cmd::Reply(a) => client(cortex::cli::reply(a)),
+        Cmd::Replay(a) => client(cortex::cli::replay(a)),
+        Cmd::Dlq(a) => client(cortex::cli::dlq(a)),
+        Cmd::Stat(a) => client(cortex::cli::stat(a)),
+        Cmd::Bench(a) => client(cortex::cli::bench::run(a)),
     };
     if let Err(e) = result {
         eprintln!("cortex: {e}");

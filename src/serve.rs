@@ -1,7 +1,5 @@
 //! `cortex serve`: start the broker and its fronts; stop cleanly on SIGINT/SIGTERM.
 
-use std::sync::Arc;
-
 use tokio::net::TcpListener;
 
 use crate::broker::Broker;
@@ -15,30 +13,43 @@ pub async fn run(config: Config) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot bind the RESP port {resp_addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    // Tests and scripts read this line to find the port when started on port 0.
+    let endpoint = crate::quic::server::bind(broker.config())?;
+    let quic_local = endpoint.local_addr().map_err(|e| e.to_string())?;
+    // Tests and scripts read these lines to find the ports when started on port 0.
+    println!("cortex: QUIC listening on {quic_local}");
     println!("cortex: RESP listening on {local}");
     tracing::info!(
         data_dir = %broker.config().data_dir.display(),
         fsync = ?broker.config().fsync,
-        "RESP on {local}; the QUIC ({}) and HTTP ({}) fronts are not built yet",
-        broker.config().quic,
+        "QUIC on {quic_local}, RESP on {local}; the HTTP front ({}) is not built yet",
         broker.config().http
     );
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let stop2 = stop.clone();
-    let server = tokio::spawn(crate::resp::serve(listener, broker.clone(), async move {
-        stop2.notified().await;
-    }));
+    // A watch channel, so a front that starts waiting late still sees the stop.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let server = tokio::spawn(crate::resp::serve(
+        listener,
+        broker.clone(),
+        until_stop(stopped.clone()),
+    ));
+    let quic = tokio::spawn(crate::quic::server::serve(
+        endpoint,
+        broker.clone(),
+        until_stop(stopped),
+    ));
     tokio::select! {
         _ = wait_for_signal() => {}
         e = broker.failure() => {
-            stop.notify_one();
+            let _ = stop.send(true);
             return Err(format!("storage failure, stopping (a restart recovers what was committed): {e}"));
         }
     }
     tracing::info!("shutting down: no new connections, finishing writes");
-    stop.notify_one();
+    let _ = stop.send(true);
     let _ = server.await;
+    let _ = quic.await;
     broker.shutdown();
     let b = broker.clone();
     tokio::task::spawn_blocking(move || {

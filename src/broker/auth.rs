@@ -1,21 +1,41 @@
 //! Who is asking: authentication by agent token, compared in constant time. Every broker
 //! call takes a [`Principal`]; a front gets one only from [`super::Broker::authenticate`]
 //! (or [`super::Broker::open_session`] when no tokens are configured), so nothing reaches
-//! the broker unauthenticated. Per-agent permissions (publish, consume, admin) hang off the
-//! principal when they come.
+//! the broker unauthenticated. Its [`Permissions`] (`perm.rs`) decide what it may do.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-/// An authenticated caller.
+use super::perm::Permissions;
+
+/// An authenticated caller with its rights.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     agent: Option<String>,
+    perms: Arc<Permissions>,
 }
 
 impl Principal {
-    /// The broker's own tasks (timer, retention, alerts).
+    /// The broker's own tasks (timer, retention, alerts), and the anonymous client of a
+    /// broker without tokens: every right.
     pub(crate) fn internal() -> Principal {
-        Principal { agent: None }
+        Principal {
+            agent: None,
+            perms: Arc::new(Permissions::all()),
+        }
+    }
+
+    /// An agent with the given rights.
+    pub(crate) fn agent_with(name: &str, perms: Permissions) -> Principal {
+        Principal {
+            agent: Some(name.to_string()),
+            perms: Arc::new(perms),
+        }
+    }
+
+    /// Its rights.
+    pub fn permissions(&self) -> &Permissions {
+        &self.perms
     }
 
     /// The agent's name (`None`: anonymous on a broker without tokens, or internal).
@@ -50,6 +70,7 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 /// `default` as the agent name means "any agent" (Redis clients send `AUTH default pw`).
 pub(crate) fn authenticate(
     tokens: &BTreeMap<String, String>,
+    perms: &BTreeMap<String, Permissions>,
     agent: Option<&[u8]>,
     token: &[u8],
 ) -> Result<Principal, AuthError> {
@@ -66,9 +87,7 @@ pub(crate) fn authenticate(
         }
     }
     found
-        .map(|name| Principal {
-            agent: Some(name.clone()),
-        })
+        .map(|name| Principal::agent_with(name, perms.get(name).cloned().unwrap_or_default()))
         .ok_or(AuthError::Denied)
 }
 
@@ -82,29 +101,37 @@ mod tests {
         t.insert("harold".to_string(), "secret-h".to_string());
         t.insert("pink".to_string(), "secret-p".to_string());
         assert_eq!(
-            authenticate(&t, None, b"secret-p").unwrap().agent(),
+            authenticate(&t, &BTreeMap::new(), None, b"secret-p")
+                .unwrap()
+                .agent(),
             Some("pink")
         );
         assert_eq!(
-            authenticate(&t, Some(b"harold"), b"secret-h")
+            authenticate(&t, &BTreeMap::new(), Some(b"harold"), b"secret-h")
                 .unwrap()
                 .agent(),
             Some("harold")
         );
         assert_eq!(
-            authenticate(&t, Some(b"default"), b"secret-h")
+            authenticate(&t, &BTreeMap::new(), Some(b"default"), b"secret-h")
                 .unwrap()
                 .agent(),
             Some("harold")
         );
         assert_eq!(
-            authenticate(&t, Some(b"pink"), b"secret-h"),
+            authenticate(&t, &BTreeMap::new(), Some(b"pink"), b"secret-h"),
             Err(AuthError::Denied)
         );
-        assert_eq!(authenticate(&t, None, b"secret"), Err(AuthError::Denied));
-        assert_eq!(authenticate(&t, None, b"secret-hh"), Err(AuthError::Denied));
         assert_eq!(
-            authenticate(&BTreeMap::new(), None, b"x"),
+            authenticate(&t, &BTreeMap::new(), None, b"secret"),
+            Err(AuthError::Denied)
+        );
+        assert_eq!(
+            authenticate(&t, &BTreeMap::new(), None, b"secret-hh"),
+            Err(AuthError::Denied)
+        );
+        assert_eq!(
+            authenticate(&BTreeMap::new(), &BTreeMap::new(), None, b"x"),
             Err(AuthError::NotConfigured)
         );
         assert!(ct_eq(b"", b""));

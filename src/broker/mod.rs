@@ -18,7 +18,10 @@
 mod alerts;
 mod auth;
 mod notify;
+pub mod perm;
+pub mod push;
 mod read;
+pub mod reqrep;
 mod retention;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -31,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::config::{Config, Fsync};
 pub use auth::{AuthError, Principal};
 pub use notify::Notifier;
+pub use perm::{Permissions, Refusal, Right};
 pub use read::{Blocking, GroupRead, INLINE_READ_MAX};
 
 /// Replies of one submission, one per op.
@@ -47,6 +51,8 @@ pub enum BrokerError {
     Busy,
     /// A broker task failed unexpectedly.
     Internal(String),
+    /// The principal lacks a right.
+    NoPermission(Refusal),
 }
 
 impl std::fmt::Display for BrokerError {
@@ -56,6 +62,7 @@ impl std::fmt::Display for BrokerError {
             BrokerError::Storage(e) => write!(f, "storage failure: {e}"),
             BrokerError::Busy => f.write_str("the broker's write queue is full, retry later"),
             BrokerError::Internal(e) => write!(f, "internal error: {e}"),
+            BrokerError::NoPermission(r) => write!(f, "{r}"),
         }
     }
 }
@@ -132,6 +139,8 @@ struct Inner {
     alerts: mpsc::Sender<Event>,
     /// The next deadline the store reported (`u64::MAX`: none); the timer sleeps until it.
     next_deadline_ms: AtomicU64,
+    /// Live requests and inbox subscribers.
+    requests: reqrep::Requests,
 }
 
 impl Broker {
@@ -163,6 +172,7 @@ impl Broker {
                 started_ms,
                 alerts: alert_tx,
                 next_deadline_ms: AtomicU64::new(first_deadline),
+                requests: reqrep::Requests::default(),
             }),
         };
         let writer = {
@@ -219,6 +229,16 @@ impl Broker {
             .then(Principal::internal)
     }
 
+    /// The session of a client on a broker without tokens: every right, under the name it
+    /// gives (its inbox and reply stream are named after it).
+    pub fn anonymous_session(&self, agent: &str) -> Principal {
+        if agent.is_empty() {
+            Principal::internal()
+        } else {
+            Principal::agent_with(agent, Permissions::all())
+        }
+    }
+
     /// True when clients must authenticate.
     pub fn requires_auth(&self) -> bool {
         !self.inner.config.tokens.is_empty()
@@ -227,7 +247,12 @@ impl Broker {
     /// Checks an agent's token (constant time); `agent` `None` or `default` matches any
     /// agent with that token.
     pub fn authenticate(&self, agent: Option<&[u8]>, token: &[u8]) -> Result<Principal, AuthError> {
-        auth::authenticate(&self.inner.config.tokens, agent, token)
+        auth::authenticate(
+            &self.inner.config.tokens,
+            &self.inner.config.agents,
+            agent,
+            token,
+        )
     }
 
     /// The validated configuration.
@@ -297,10 +322,11 @@ impl Broker {
     /// Applies `ops` in the next commit and returns each op's result once durable under the
     /// configured `--fsync` mode. The ops of one submission are applied one after the other
     /// with nothing in between, in one atomic batch.
-    pub async fn submit(&self, _who: &Principal, mut ops: Vec<Op>) -> Result<Replies, BrokerError> {
+    pub async fn submit(&self, who: &Principal, mut ops: Vec<Op>) -> Result<Replies, BrokerError> {
         if self.stopping() {
             return Err(BrokerError::ShuttingDown);
         }
+        who.authorize_ops(&ops).map_err(BrokerError::NoPermission)?;
         self.prepare(&mut ops);
         let (tx, rx) = oneshot::channel();
         self.inner

@@ -117,9 +117,10 @@ impl Broker {
     /// hold now) run on the blocking pool.
     pub async fn query(
         &self,
-        _who: &Principal,
+        who: &Principal,
         q: Query,
     ) -> Result<cortex_storage::Result<Answer>, BrokerError> {
+        who.authorize_query(&q).map_err(BrokerError::NoPermission)?;
         let now = self.now_ms();
         if self.inner.store.answer_bound(&q) <= INLINE_READ_MAX {
             return Ok(self.inner.store.query(&q, now));

@@ -364,6 +364,20 @@ pub enum Op {
         /// At most this many.
         limit: usize,
     },
+    /// "In progress": the consumer still works on these deliveries. Each one it still owns
+    /// (delivered, not failed since) gets a fresh ack deadline (`now + ack_wait`) and its
+    /// idle time restarts; the delivery count does not change. Replies with how many were
+    /// extended, so a consumer learns when one was taken from it.
+    Progress {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// The consumer that holds them.
+        consumer: Vec<u8>,
+        /// IDs.
+        ids: Vec<StreamId>,
+    },
 }
 
 /// The reply to one [`Op`].

@@ -522,6 +522,12 @@ impl<'a> Txn<'a> {
                 retry,
             } => self.read_groups(&streams, &group, &consumer, count, noack, retry),
             Op::Ack { stream, group, ids } => self.ack(&stream, &group, &ids),
+            Op::Progress {
+                stream,
+                group,
+                consumer,
+                ids,
+            } => self.progress(&stream, &group, &consumer, &ids),
             Op::Nack {
                 stream,
                 group,

@@ -10,7 +10,9 @@ fn tokens_require_auth() {
     let cfg = dir.path().join("cortex.toml");
     std::fs::write(
         &cfg,
-        "[tokens]\nharold = \"h-secret\"\npink = \"p-secret\"\n",
+        "[tokens]\nharold = \"h-secret\"\npink = \"p-secret\"\n\
+         [agents.harold]\npublish = [\"*\"]\nconsume = [\"*\"]\n\
+         [agents.pink]\nconsume = [\"*\"]\n",
     )
     .unwrap();
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);

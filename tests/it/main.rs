@@ -8,6 +8,7 @@ mod durability;
 mod generic;
 mod groups;
 mod protocol;
+mod quic;
 mod redis_cli;
 mod streams;
 mod support;

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The QUIC port (kept across restarts, so clients can reconnect).
+    pub quic: SocketAddr,
     pub dir: tempfile::TempDir,
     extra: Vec<String>,
 }
@@ -17,10 +19,11 @@ impl Server {
     pub fn start(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn(dir.path(), &extra);
+        let (child, addr, quic) = spawn(dir.path(), &extra, None);
         Server {
             child: Some(child),
             addr,
+            quic,
             dir,
             extra,
         }
@@ -32,7 +35,7 @@ impl Server {
             c.kill().expect("kill");
             c.wait().expect("wait");
         }
-        let (child, addr) = spawn(self.dir.path(), &self.extra);
+        let (child, addr, _) = spawn(self.dir.path(), &self.extra, Some(self.quic));
         self.child = Some(child);
         self.addr = addr;
     }
@@ -60,7 +63,7 @@ impl Server {
     }
 
     pub fn restart(&mut self) {
-        let (child, addr) = spawn(self.dir.path(), &self.extra);
+        let (child, addr, _) = spawn(self.dir.path(), &self.extra, Some(self.quic));
         self.child = Some(child);
         self.addr = addr;
     }
@@ -123,13 +126,20 @@ impl Drop for Server {
     }
 }
 
-fn spawn(dir: &std::path::Path, extra: &[String]) -> (Child, SocketAddr) {
+fn spawn(
+    dir: &std::path::Path,
+    extra: &[String],
+    quic: Option<SocketAddr>,
+) -> (Child, SocketAddr, SocketAddr) {
+    let quic_arg = quic.map_or("127.0.0.1:0".to_string(), |q| q.to_string());
     let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
         .arg("serve")
         .arg("--data-dir")
         .arg(dir)
         .arg("--resp")
         .arg("127.0.0.1:0")
+        .arg("--quic")
+        .arg(quic_arg)
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -139,13 +149,17 @@ fn spawn(dir: &std::path::Path, extra: &[String]) -> (Child, SocketAddr) {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut quic = None;
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
+        if let Some(a) = line.strip_prefix("cortex: QUIC listening on ") {
+            quic = a.trim().parse().ok();
+        }
         if let Some(a) = line.strip_prefix("cortex: RESP listening on ") {
-            if let Ok(addr) = a.trim().parse() {
+            if let (Ok(addr), Some(quic)) = (a.trim().parse(), quic) {
                 // Keep draining stdout so the child never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines.by_ref() {});
-                return (child, addr);
+                return (child, addr, quic);
             }
         }
     }

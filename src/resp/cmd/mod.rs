@@ -182,7 +182,38 @@ fn plan(ctx: &mut Ctx<'_>, args: &Args) -> Plan {
         "EXEC" => Ok(Plan::Exec),
         _ => server::plan(ctx, args),
     };
-    r.unwrap_or_else(Plan::Done)
+    let plan = r.unwrap_or_else(Plan::Done);
+    match &ctx.conn.principal {
+        Some(who) => authorize(who, plan),
+        None => plan,
+    }
+}
+
+/// Refuses a plan the principal may not run, with its own `-NOPERM` (so one forbidden
+/// command in a pipeline does not fail its neighbours). The broker checks again on submit.
+fn authorize(who: &crate::broker::Principal, plan: Plan) -> Plan {
+    let r = match &plan {
+        Plan::Done(_) | Plan::Exec => Ok(()),
+        Plan::Ops(ops, _) => who.authorize_ops(ops),
+        Plan::Query(q, _) => who.authorize_query(q),
+        Plan::GroupRead(req, _, _) => who.authorize_op(&req.op(false)),
+        Plan::StreamRead(streams, _, _, _) => who.authorize_query(&Query::Read {
+            streams: streams.clone(),
+            count: None,
+        }),
+    };
+    match r {
+        Ok(()) => plan,
+        Err(refusal) => Plan::Done(Frame::Error(format!("NOPERM {refusal}"))),
+    }
+}
+
+/// A broker error as a reply: a refusal is `-NOPERM`, anything else `-ERR`.
+fn broker_error(e: &crate::broker::BrokerError) -> Frame {
+    match e {
+        crate::broker::BrokerError::NoPermission(r) => Frame::Error(format!("NOPERM {r}")),
+        e => Frame::err(e),
+    }
 }
 
 /// A command admitted and planned, waiting to run (pipelines run several together).
@@ -318,7 +349,7 @@ async fn flush(
     for b in batch.drain(..) {
         let frame = match &mut replies {
             Ok(it) => format(conn.proto, b.fmt, it.by_ref().take(b.ops).collect()).await,
-            Err(e) => Frame::err(e.clone()),
+            Err(e) => broker_error(e),
         };
         out.push(finish(shared, b.name, b.started, frame));
     }
@@ -398,7 +429,7 @@ async fn run_one(conn: &mut Conn, broker: &Broker, shared: &Shared, plan: Plan) 
     };
     match r {
         Ok((fmt, r)) => format(proto, fmt, r).await,
-        Err(e) => Frame::err(e),
+        Err(e) => broker_error(&e),
     }
 }
 

@@ -4,7 +4,7 @@ use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
 use crate::id::StreamId;
 use crate::keys;
-use crate::meta::PendingEntry;
+use crate::meta::{PendingEntry, PendingState};
 use crate::ops::{Reply, StreamKey};
 use crate::overlay::View;
 use crate::record::Record;
@@ -26,6 +26,43 @@ impl Txn<'_> {
             for (id, pel) in &found {
                 txn.remove_pending(g, *id, pel);
                 g.meta.counters.acked += 1;
+            }
+        });
+        Ok(Reply::Count(n))
+    }
+
+    /// [`crate::Op::Progress`]: fresh ack deadlines for deliveries the consumer still holds.
+    pub(crate) fn progress(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        consumer: &[u8],
+        ids: &[StreamId],
+    ) -> Result<Reply> {
+        let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
+        let g = self.group(key, group)?;
+        let Some(cid) = g.consumers.get(consumer).map(|c| c.consumer_id) else {
+            return Ok(Reply::Count(0));
+        };
+        let policy = g.meta.policy.clone();
+        let found = self.pending_of(key, g.meta.group_id, &ids)?;
+        let state = self.delivered_state(policy.as_ref());
+        let now = self.now;
+        let mut n = 0;
+        self.with_group(key, group, |txn, _, g| {
+            for (id, prev) in &found {
+                if prev.consumer_id != cid || !matches!(prev.state, PendingState::Delivered { .. })
+                {
+                    continue;
+                }
+                let mut pel = prev.clone();
+                pel.delivered_ms = now;
+                pel.state = state;
+                txn.put_pending(g, *id, &pel, Some(prev));
+                n += 1;
+            }
+            if let Some(c) = g.consumers.get_mut(consumer) {
+                c.seen_ms = now;
             }
         });
         Ok(Reply::Count(n))

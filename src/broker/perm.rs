@@ -1,0 +1,264 @@
+//! Who may do what: per-agent permissions from the config, checked here, in the core, for
+//! every op and query any front sends, so QUIC, RESP and HTTP refuse the same things with
+//! the same words.
+//!
+//! Three rights, each over stream-name patterns (Redis globs):
+//! - **publish**: append to a stream.
+//! - **consume**: read it, create and use consumer groups on it (read, ack, nack, claim,
+//!   in-progress), see its info and pending lists.
+//! - **admin**: everything else: policies, DLQ list, redrive and purge, deletes, trims,
+//!   renames, XSETID, group destruction; and every stream.
+//!
+//! An agent always may publish to and consume its own inbox (`cortex:inbox:<agent>`) and
+//! consume its own replies (`cortex:replies:<agent>`). The broker's own tasks and the
+//! anonymous principal of a broker without tokens may do everything.
+
+use cortex_storage::{Op, Query, StreamKey};
+
+use super::auth::Principal;
+use crate::glob::glob;
+
+/// Prefix of an agent's inbox stream.
+pub const INBOX_PREFIX: &str = "cortex:inbox:";
+/// Prefix of the stream where an agent's replies are kept.
+pub const REPLIES_PREFIX: &str = "cortex:replies:";
+
+/// The inbox stream of an agent.
+pub fn inbox(agent: &str) -> Vec<u8> {
+    format!("{INBOX_PREFIX}{agent}").into_bytes()
+}
+
+/// The reply stream of an agent.
+pub fn replies(agent: &str) -> Vec<u8> {
+    format!("{REPLIES_PREFIX}{agent}").into_bytes()
+}
+
+/// An agent's rights, as configured (`[agents.NAME]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Permissions {
+    /// Streams it may publish to (globs).
+    pub publish: Vec<String>,
+    /// Streams it may consume (globs).
+    pub consume: Vec<String>,
+    /// Administration, and every stream.
+    pub admin: bool,
+}
+
+impl Permissions {
+    /// Everything (anonymous on a token-less broker, the broker's own tasks).
+    pub fn all() -> Permissions {
+        Permissions {
+            publish: vec!["*".into()],
+            consume: vec!["*".into()],
+            admin: true,
+        }
+    }
+}
+
+/// A right over a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Right {
+    /// Append.
+    Publish,
+    /// Read and use groups.
+    Consume,
+    /// Administer.
+    Admin,
+}
+
+impl Right {
+    fn verb(self) -> &'static str {
+        match self {
+            Right::Publish => "publish to",
+            Right::Consume => "consume from",
+            Right::Admin => "administer",
+        }
+    }
+}
+
+/// A refusal, naming who was refused what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The agent.
+    pub agent: String,
+    /// The right it lacks.
+    pub right: Right,
+    /// The stream (`None`: a broker-wide operation).
+    pub stream: Option<String>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.stream {
+            Some(s) => write!(
+                f,
+                "agent '{}' may not {} stream '{}'",
+                self.agent,
+                self.right.verb(),
+                s
+            ),
+            None => write!(
+                f,
+                "agent '{}' may not do this: it needs the admin permission",
+                self.agent
+            ),
+        }
+    }
+}
+
+fn matches(patterns: &[String], name: &[u8]) -> bool {
+    patterns.iter().any(|p| glob(p.as_bytes(), name))
+}
+
+impl Principal {
+    /// May this principal use `right` on `stream`?
+    pub fn may(&self, right: Right, stream: &[u8]) -> bool {
+        let p = self.permissions();
+        if p.admin {
+            return true;
+        }
+        if let Some(agent) = self.agent() {
+            let own_inbox = stream.strip_prefix(INBOX_PREFIX.as_bytes()) == Some(agent.as_bytes());
+            let own_replies =
+                stream.strip_prefix(REPLIES_PREFIX.as_bytes()) == Some(agent.as_bytes());
+            if own_inbox && right != Right::Admin {
+                return true;
+            }
+            if own_replies && right == Right::Consume {
+                return true;
+            }
+        }
+        match right {
+            Right::Publish => matches(&p.publish, stream),
+            Right::Consume => matches(&p.consume, stream),
+            Right::Admin => false,
+        }
+    }
+
+    fn need(&self, right: Right, stream: Option<&StreamKey>) -> Result<(), Refusal> {
+        let ok = match stream {
+            Some(k) => self.may(right, &k.name),
+            None => self.permissions().admin,
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(Refusal {
+            agent: self.agent().unwrap_or("anonymous").to_string(),
+            right,
+            stream: stream.map(|k| String::from_utf8_lossy(&k.name).into_owned()),
+        })
+    }
+
+    /// Checks one op.
+    pub fn authorize_op(&self, op: &Op) -> Result<(), Refusal> {
+        if self.permissions().admin {
+            return Ok(());
+        }
+        use Right::*;
+        match op {
+            Op::Append { stream, .. } => self.need(Publish, Some(stream)),
+            Op::CreateGroup { stream, .. }
+            | Op::SetGroupId { stream, .. }
+            | Op::CreateConsumer { stream, .. }
+            | Op::DeleteConsumer { stream, .. }
+            | Op::Ack { stream, .. }
+            | Op::Nack { stream, .. }
+            | Op::Claim { stream, .. }
+            | Op::AutoClaim { stream, .. }
+            | Op::Progress { stream, .. } => self.need(Consume, Some(stream)),
+            Op::ReadGroup { streams, .. } => streams
+                .iter()
+                .try_for_each(|(s, _)| self.need(Consume, Some(s))),
+            Op::Delete { stream, .. }
+            | Op::Trim { stream, .. }
+            | Op::SetId { stream, .. }
+            | Op::DeleteStream { stream }
+            | Op::DestroyGroup { stream, .. }
+            | Op::SetPolicy { stream, .. }
+            | Op::PatchPolicy { stream, .. } => self.need(Admin, Some(stream)),
+            Op::RenameStream { from, .. } => self.need(Admin, Some(from)),
+            Op::DlqRedrive { dlq, .. } | Op::DlqPurge { dlq, .. } => self.need(Admin, Some(dlq)),
+            Op::Query(q) => self.authorize_query(q),
+            // Flushing a namespace, ticks, and ops added later: admin only.
+            _ => self.need(Admin, None),
+        }
+    }
+
+    /// Checks a read.
+    pub fn authorize_query(&self, q: &Query) -> Result<(), Refusal> {
+        if self.permissions().admin {
+            return Ok(());
+        }
+        match q {
+            // Names only; every agent may list them (as XINFO-free discovery).
+            Query::Names { .. } => Ok(()),
+            Query::DeadLetters { dlq, .. } => self.need(Right::Admin, Some(dlq)),
+            Query::Range { stream, .. }
+            | Query::Stream { stream }
+            | Query::Groups { stream }
+            | Query::Consumers { stream, .. }
+            | Query::PendingSummary { stream, .. }
+            | Query::Pending { stream, .. }
+            | Query::Policy { stream, .. }
+            | Query::StreamFull { stream, .. } => self.need(Right::Consume, Some(stream)),
+            Query::Read { streams, .. } => streams
+                .iter()
+                .try_for_each(|(s, _)| self.need(Right::Consume, Some(s))),
+            Query::Exist { streams } => streams
+                .iter()
+                .try_for_each(|s| self.need(Right::Consume, Some(s))),
+            _ => self.need(Right::Admin, None),
+        }
+    }
+
+    /// Checks a batch of ops.
+    pub fn authorize_ops(&self, ops: &[Op]) -> Result<(), Refusal> {
+        ops.iter().try_for_each(|op| self.authorize_op(op))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str, p: Permissions) -> Principal {
+        Principal::agent_with(name, p)
+    }
+
+    #[test]
+    fn rights_follow_patterns_and_inboxes() {
+        let p = agent(
+            "pink",
+            Permissions {
+                publish: vec!["tasks:*".into(), "cortex:inbox:*".into()],
+                consume: vec!["tasks:pink".into()],
+                admin: false,
+            },
+        );
+        assert!(p.may(Right::Publish, b"tasks:red"));
+        assert!(!p.may(Right::Consume, b"tasks:red"));
+        assert!(p.may(Right::Consume, b"tasks:pink"));
+        assert!(p.may(Right::Consume, b"cortex:inbox:pink"));
+        assert!(p.may(Right::Publish, b"cortex:inbox:pink"));
+        assert!(p.may(Right::Consume, b"cortex:replies:pink"));
+        assert!(!p.may(Right::Publish, b"cortex:replies:pink"));
+        assert!(!p.may(Right::Consume, b"cortex:inbox:red"));
+        assert!(!p.may(Right::Admin, b"cortex:inbox:pink"));
+        let none = agent("red", Permissions::default());
+        assert!(none.may(Right::Consume, b"cortex:inbox:red"));
+        assert!(!none.may(Right::Consume, b"cortex:inbox:redx"));
+        let e = none
+            .authorize_op(&Op::DeleteStream {
+                stream: StreamKey::new(0, "x"),
+            })
+            .unwrap_err();
+        assert_eq!(e.to_string(), "agent 'red' may not administer stream 'x'");
+        assert!(none.authorize_op(&Op::Tick).is_err());
+        assert!(agent("a", Permissions::all())
+            .authorize_op(&Op::Tick)
+            .is_ok());
+        assert!(Principal::internal().authorize_op(&Op::Tick).is_ok());
+    }
+}

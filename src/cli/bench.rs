@@ -1,0 +1,304 @@
+//! `cortex bench`: drives a running broker over QUIC and reports latency percentiles from
+//! an HDR histogram (microseconds).
+//!
+//! - `publish`: `--publishers` tasks, each publishing `--batch` 100-byte messages per call
+//!   as fast as acks come back; latency is per call (durable ack), throughput per message.
+//! - `deliver`: publishes at a fixed `--rate` (open loop: each message has a scheduled
+//!   time, and latency runs from that time, so a stall is not hidden by slowing down) to a
+//!   push subscriber that acks; latency is schedule -> delivery.
+//! - `reqrep`: one requester, one responder (the same agent, serving its own inbox):
+//!   round trips through the broker, both hops durable.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use super::{ConnFlags, Exit};
+use crate::client::{Client, Message, SubscribeOptions};
+
+/// What to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Durable publish acks.
+    Publish,
+    /// Publish -> push delivery at a fixed rate.
+    Deliver,
+    /// Request/reply round trips.
+    Reqrep,
+}
+
+/// `cortex bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// publish, deliver or reqrep.
+    #[arg(value_enum)]
+    pub workload: Workload,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Concurrent publishers (publish).
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Messages per publish call (publish).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Messages per second (deliver).
+    #[arg(long, default_value_t = 5_000)]
+    pub rate: u64,
+    /// Bytes per message body.
+    #[arg(long, default_value_t = 100)]
+    pub size: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: ConnFlags,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 us .. 60 s at 3 significant digits.
+    Histogram::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+fn progress(args: &BenchArgs) -> indicatif::ProgressBar {
+    if args.json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(args.duration);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} s")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+/// Runs a benchmark and prints its figures.
+pub async fn run(args: BenchArgs) -> Result<(), Exit> {
+    let stream = format!("bench:{:?}:{}", args.workload, super::time::now_ms()).to_lowercase();
+    let client = args.conn.connect("bench").await?;
+    let body = vec![b'x'; args.size];
+    let pb = progress(&args);
+    pb.set_message(format!("{:?}", args.workload));
+    let ticker = {
+        let pb = pb.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                pb.inc(1);
+            }
+        })
+    };
+    let started = Instant::now();
+    let until = started + Duration::from_secs(args.duration);
+    let (hist, count) = match args.workload {
+        Workload::Publish => publish(&client, &args, &stream, &body, until).await?,
+        Workload::Deliver => deliver(&client, &args, &stream, &body, until).await?,
+        Workload::Reqrep => reqrep(&client, &args, &body, until).await?,
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    ticker.abort();
+    pb.finish_and_clear();
+    let q = |p: f64| hist.value_at_quantile(p);
+    let out = json!({
+        "workload": format!("{:?}", args.workload).to_lowercase(),
+        "count": count,
+        "ops_per_s": (count as f64 / elapsed).round(),
+        "p50_us": q(0.5),
+        "p90_us": q(0.9),
+        "p99_us": q(0.99),
+        "p999_us": q(0.999),
+        "max_us": hist.max(),
+        "publishers": args.publishers,
+        "batch": args.batch,
+        "rate": args.rate,
+        "size": args.size,
+        "seconds": args.duration,
+    });
+    if args.json {
+        println!("{out}");
+    } else {
+        println!(
+            "{:?}: {} ops in {:.1} s = {:.0}/s; latency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
+            args.workload,
+            count,
+            elapsed,
+            count as f64 / elapsed,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            hist.max()
+        );
+    }
+    Ok(())
+}
+
+async fn publish(
+    client: &Client,
+    args: &BenchArgs,
+    stream: &str,
+    body: &[u8],
+    until: Instant,
+) -> Result<(Histogram<u64>, u64), Exit> {
+    let hist = Arc::new(Mutex::new(histogram()));
+    let mut tasks = Vec::new();
+    for _ in 0..args.publishers.max(1) {
+        let (c, h, s, b, n) = (
+            client.clone(),
+            hist.clone(),
+            stream.to_string(),
+            body.to_vec(),
+            args.batch.max(1),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut local = histogram();
+            let mut count = 0u64;
+            while Instant::now() < until {
+                let msgs = (0..n)
+                    .map(|_| Message {
+                        fields: vec![(b"body".to_vec(), b.clone())],
+                        lane: 2,
+                        ..Message::default()
+                    })
+                    .collect();
+                let t = Instant::now();
+                c.publish_batch(s.clone(), msgs).await?;
+                let _ = local.record(t.elapsed().as_micros().max(1) as u64);
+                count += n as u64;
+            }
+            let _ = h.lock().await.add(&local);
+            Ok::<u64, crate::client::ClientError>(count)
+        }));
+    }
+    let mut count = 0;
+    for t in tasks {
+        count += t.await.map_err(|e| Exit {
+            code: 1,
+            message: e.to_string(),
+        })??;
+    }
+    let h = hist.lock().await.clone();
+    Ok((h, count))
+}
+
+async fn deliver(
+    client: &Client,
+    args: &BenchArgs,
+    stream: &str,
+    body: &[u8],
+    until: Instant,
+) -> Result<(Histogram<u64>, u64), Exit> {
+    let mut opts = SubscribeOptions::new(stream);
+    opts.window = 1_000;
+    let mut sub = client.subscribe(opts).await?;
+    let origin = Instant::now();
+    let rate = args.rate.max(1);
+    let interval_ns = 1_000_000_000 / rate;
+    let mut sent: Option<u64> = None;
+    let mut publisher = {
+        let (c, s, b) = (client.clone(), stream.to_string(), body.to_vec());
+        tokio::spawn(async move {
+            let limit = Arc::new(tokio::sync::Semaphore::new(256));
+            let mut i: u64 = 0;
+            loop {
+                let at = origin + Duration::from_nanos(i * interval_ns);
+                if at >= until {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    break;
+                };
+                let sched = (at - origin).as_micros() as u64;
+                let m = Message {
+                    fields: vec![
+                        (b"t".to_vec(), sched.to_string().into_bytes()),
+                        (b"body".to_vec(), b.clone()),
+                    ],
+                    lane: 2,
+                    ..Message::default()
+                };
+                let (c, s) = (c.clone(), s.clone());
+                tokio::spawn(async move {
+                    let _ = c.publish(s, m).await;
+                    drop(permit);
+                });
+                i += 1;
+            }
+            i
+        })
+    };
+    let mut hist = histogram();
+    let mut count = 0u64;
+    let deadline = until + Duration::from_secs(5);
+    loop {
+        let d = tokio::select! {
+            d = sub.next() => d,
+            _ = tokio::time::sleep_until(deadline.into()) => break,
+        };
+        let Some(d) = d else { break };
+        let d = d?;
+        let now = origin.elapsed().as_micros() as u64;
+        if let Some(t) = d
+            .fields
+            .iter()
+            .find(|(k, _)| k == b"t")
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+        {
+            let _ = hist.record(now.saturating_sub(t).max(1));
+        }
+        count += 1;
+        // Ack without waiting, as a worker that acks after its work would.
+        tokio::spawn(async move {
+            let _ = d.ack().await;
+        });
+        if sent.is_none() && publisher.is_finished() {
+            sent = Some((&mut publisher).await.unwrap_or(0));
+        }
+        if sent.is_some_and(|s| count >= s) {
+            break;
+        }
+    }
+    Ok((hist, count))
+}
+
+async fn reqrep(
+    client: &Client,
+    args: &BenchArgs,
+    body: &[u8],
+    until: Instant,
+) -> Result<(Histogram<u64>, u64), Exit> {
+    // A second connection serves the agent's own inbox.
+    let responder = Client::connect(args.conn.options(client.agent())).await?;
+    let mut reqs = responder.serve(64).await?;
+    let server = tokio::spawn(async move {
+        while let Some(Ok(r)) = reqs.next().await {
+            let fields = r.fields().to_vec();
+            tokio::spawn(async move {
+                let _ = r.reply(fields).await;
+            });
+        }
+    });
+    let mut hist = histogram();
+    let mut count = 0u64;
+    let me = client.agent().to_string();
+    while Instant::now() < until {
+        let t = Instant::now();
+        client
+            .request(
+                &me,
+                vec![(b"body".to_vec(), body.to_vec())],
+                Duration::from_secs(10),
+            )
+            .await?;
+        let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+        count += 1;
+    }
+    server.abort();
+    Ok((hist, count))
+}

@@ -1,0 +1,786 @@
+//! The QUIC front: accepts connections, authenticates each on its first stream, then serves
+//! one request per bidirectional stream (publish, request, respond, range, admin) and one
+//! long-lived stream per subscription. It parses and formats only: everything it does is a
+//! [`Broker`] call.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cortex_storage::{
+    DlqFilter, GroupStart, IdSpec, Lane, Meta, Op, PolicyPatch, Query, Reply, StreamId, StreamKey,
+};
+use quinn::{Connection, Endpoint, RecvStream, SendStream};
+use tokio::sync::mpsc;
+
+use super::convert::*;
+use super::io::{read_frame, write_frame, ReadError};
+use crate::broker::push::{SubscribeSpec, Subscription};
+use crate::broker::reqrep::ReqError;
+use crate::broker::{Broker, Principal, Right};
+use crate::config::Config;
+use crate::wire::{
+    self, AdminAnswer, AdminRequest, ErrorCode, Frame, GroupStat, Limits, StreamStat, PROTOCOL,
+};
+
+/// Time a new connection has to authenticate.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Heartbeat interval on a quiet subscription unless the client asks otherwise.
+pub const HEARTBEAT_MS: u32 = 5_000;
+/// Shortest heartbeat interval a client may ask for.
+const HEARTBEAT_MIN_MS: u32 = 100;
+/// Application close codes.
+const CLOSE_AUTH: u32 = 1;
+const CLOSE_SHUTDOWN: u32 = 2;
+
+/// Binds the QUIC endpoint with TLS 1.3 and the connection limits from the config.
+pub fn bind(config: &Config) -> Result<Endpoint, String> {
+    let q = &config.quic_cfg;
+    let (certs, key) =
+        super::tls::server_identity(q.cert.as_deref(), q.key.as_deref(), &config.data_dir)?;
+    let fp = super::tls::fingerprint(&certs[0]);
+    let tls = super::tls::server_config(certs, key)?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| format!("TLS config unusable for QUIC: {e}"))?;
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(q.streams_max.into());
+    t.max_concurrent_uni_streams(0u32.into());
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(Duration::from_millis(q.idle_timeout_ms))
+            .map_err(|e| format!("bad idle timeout: {e}"))?,
+    ));
+    t.keep_alive_interval(Some(Duration::from_millis(q.idle_timeout_ms / 3)));
+    t.datagram_receive_buffer_size(None);
+    sc.transport_config(Arc::new(t));
+    let (reset, cid_key) = super::tls::reset_key(&config.data_dir)?;
+    let mut ep_cfg = quinn::EndpointConfig::new(Arc::new(reset));
+    ep_cfg.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    let socket = std::net::UdpSocket::bind(config.quic)
+        .map_err(|e| format!("cannot bind the QUIC port {}: {e}", config.quic))?;
+    let runtime = quinn::default_runtime().ok_or("no async runtime for QUIC")?;
+    let ep = Endpoint::new(ep_cfg, Some(sc), socket, runtime)
+        .map_err(|e| format!("cannot start QUIC on {}: {e}", config.quic))?;
+    tracing::info!("QUIC certificate SHA-256 fingerprint: {fp}");
+    Ok(ep)
+}
+
+/// Serves until `stop` resolves, then closes every connection.
+pub async fn serve(
+    endpoint: Endpoint,
+    broker: Broker,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let live = Arc::new(AtomicUsize::new(0));
+    let max = broker.config().quic_cfg.connections_max;
+    tokio::pin!(stop);
+    loop {
+        let incoming = tokio::select! {
+            _ = &mut stop => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        if live.load(Ordering::Relaxed) >= max {
+            tracing::warn!("QUIC connection refused: {max} connections already");
+            incoming.refuse();
+            continue;
+        }
+        live.fetch_add(1, Ordering::Relaxed);
+        let b = broker.clone();
+        let l = live.clone();
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => connection(conn, b).await,
+                Err(e) => tracing::debug!("QUIC handshake failed: {e}"),
+            }
+            l.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+    endpoint.close(CLOSE_SHUTDOWN.into(), b"server shutting down");
+    endpoint.wait_idle().await;
+}
+
+async fn error(send: &mut SendStream, code: ErrorCode, message: impl Into<String>) {
+    let _ = write_frame(
+        send,
+        &Frame::Error {
+            code,
+            message: message.into(),
+        },
+    )
+    .await;
+    let _ = send.finish();
+}
+
+async fn connection(conn: Connection, broker: Broker) {
+    let limits = Limits::default();
+    let who = match tokio::time::timeout(AUTH_TIMEOUT, authenticate(&conn, &broker, &limits)).await
+    {
+        Ok(Some(who)) => who,
+        Ok(None) => return,
+        Err(_) => {
+            conn.close(CLOSE_AUTH.into(), b"no authentication in time");
+            return;
+        }
+    };
+    broker.stats().connections.fetch_add(1, Ordering::Relaxed);
+    loop {
+        let (send, recv) = match conn.accept_bi().await {
+            Ok(s) => s,
+            Err(_) => break,
+        };
+        let b = broker.clone();
+        let w = who.clone();
+        tokio::spawn(async move { stream(send, recv, b, w, limits).await });
+    }
+}
+
+/// The first stream's first frame must be a good `Hello`; anything else closes the
+/// connection after an error frame.
+async fn authenticate(conn: &Connection, broker: &Broker, limits: &Limits) -> Option<Principal> {
+    let (mut send, mut recv) = conn.accept_bi().await.ok()?;
+    match hello(&mut recv, broker, limits).await {
+        Ok(who) => {
+            let welcome = Frame::Welcome {
+                protocol: PROTOCOL,
+                server: format!("cortex {}", env!("CARGO_PKG_VERSION")),
+                agent: who.agent().unwrap_or("").to_string(),
+                limits: *limits,
+            };
+            write_frame(&mut send, &welcome).await.ok()?;
+            let _ = send.finish();
+            Some(who)
+        }
+        Err(None) => None,
+        Err(Some((code, message))) => {
+            error(&mut send, code, message).await;
+            // Let the error frame reach the client before the connection closes.
+            let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
+            conn.close(CLOSE_AUTH.into(), b"authentication failed");
+            None
+        }
+    }
+}
+
+/// Reads and checks `Hello`. `Err(None)`: the stream failed, nothing to answer.
+async fn hello(
+    recv: &mut RecvStream,
+    broker: &Broker,
+    limits: &Limits,
+) -> Result<Principal, Option<(ErrorCode, String)>> {
+    let frame = match read_frame(recv, limits).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(Some((ErrorCode::NotAuthenticated, "no Hello".into()))),
+        Err(ReadError::Decode(e)) => return Err(Some((e.code(), e.to_string()))),
+        Err(ReadError::Stream(_)) => return Err(None),
+    };
+    let Frame::Hello {
+        protocol,
+        agent,
+        token,
+        ..
+    } = frame
+    else {
+        return Err(Some((
+            ErrorCode::NotAuthenticated,
+            "authenticate first: the first frame must be Hello".into(),
+        )));
+    };
+    if protocol != PROTOCOL {
+        return Err(Some((
+            ErrorCode::UnsupportedVersion,
+            format!("protocol {protocol} is not spoken here; this server speaks {PROTOCOL}"),
+        )));
+    }
+    if !broker.requires_auth() {
+        return Ok(broker.anonymous_session(&agent));
+    }
+    broker
+        .authenticate(Some(agent.as_bytes()), token.as_bytes())
+        .map_err(|_| Some((ErrorCode::AuthFailed, "unknown agent or wrong token".into())))
+}
+
+async fn stream(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    broker: Broker,
+    who: Principal,
+    limits: Limits,
+) {
+    let frame = match read_frame(&mut recv, &limits).await {
+        Ok(Some(f)) => f,
+        Ok(None) => return,
+        Err(ReadError::Decode(e)) => {
+            error(&mut send, e.code(), e.to_string()).await;
+            let _ = recv.stop(0u32.into());
+            return;
+        }
+        Err(ReadError::Stream(_)) => return,
+    };
+    broker.stats().commands.fetch_add(1, Ordering::Relaxed);
+    let reply = match frame {
+        Frame::Publish { stream, messages } => publish(&broker, &who, stream, messages).await,
+        Frame::Subscribe { .. } => {
+            return subscription(send, recv, broker, who, frame, limits).await
+        }
+        Frame::Request { .. } => return request(send, broker, who, frame).await,
+        Frame::Respond {
+            correlation,
+            kind,
+            fields,
+        } => match broker
+            .respond(&who, &correlation, part_kind(kind), fields)
+            .await
+        {
+            Ok(_) => Frame::Done { seq: 0, count: 1 },
+            Err(e) => req_error(&e),
+        },
+        Frame::Range {
+            stream,
+            start,
+            end,
+            count,
+            rev,
+        } => {
+            let q = Query::Range {
+                stream: StreamKey::new(0, stream),
+                start: sid(start),
+                end: sid(end),
+                count: Some(count as usize),
+                rev,
+            };
+            match broker.query(&who, q).await {
+                Ok(Ok(cortex_storage::Answer::Entries(e))) => Frame::Entries {
+                    items: e.into_iter().map(entry).collect(),
+                },
+                Ok(Ok(_)) => internal("unexpected answer"),
+                Ok(Err(e)) => store_error(&e),
+                Err(e) => broker_error(&e),
+            }
+        }
+        Frame::Admin(a) => admin(&broker, &who, a).await,
+        Frame::Hello { .. } => Frame::Error {
+            code: ErrorCode::BadFrame,
+            message: "already authenticated".into(),
+        },
+        _ => Frame::Error {
+            code: ErrorCode::BadFrame,
+            message: "this frame cannot open a stream".into(),
+        },
+    };
+    let _ = write_frame(&mut send, &reply).await;
+    let _ = send.finish();
+}
+
+async fn publish(
+    broker: &Broker,
+    who: &Principal,
+    stream: Vec<u8>,
+    messages: Vec<wire::Message>,
+) -> Frame {
+    let key = StreamKey::new(0, stream);
+    let now = broker.now_ms();
+    let producer = who.agent().map(|a| a.as_bytes().to_vec());
+    let ops = messages
+        .into_iter()
+        .map(|m| Op::Append {
+            stream: key.clone(),
+            id: IdSpec::Auto,
+            fields: m.fields,
+            meta: Meta {
+                lane: Lane::from_index(usize::from(m.lane)).unwrap_or_default(),
+                expires_at_ms: m.ttl_ms.map(|t| now.saturating_add(t)),
+                producer: producer.clone(),
+                headers: m.headers,
+            },
+            idempotency_key: m.key,
+            no_mkstream: false,
+            trim: None,
+        })
+        .collect();
+    match broker.submit(who, ops).await {
+        Ok(replies) => {
+            let mut results = Vec::with_capacity(replies.len());
+            for r in replies {
+                match r {
+                    Ok(Reply::Appended { id, duplicate }) => results.push(wire::Published {
+                        id: wid(id),
+                        duplicate,
+                    }),
+                    Ok(_) => return internal("unexpected reply to an append"),
+                    // The messages before it are stored; the error says which failed.
+                    Err(e) => {
+                        let mut f = store_error(&e);
+                        if let Frame::Error { message, .. } = &mut f {
+                            *message = format!(
+                                "message {} of the batch: {message} ({} before it were stored)",
+                                results.len() + 1,
+                                results.len()
+                            );
+                        }
+                        return f;
+                    }
+                }
+            }
+            Frame::Published { results }
+        }
+        Err(e) => broker_error(&e),
+    }
+}
+
+async fn request(mut send: SendStream, broker: Broker, who: Principal, frame: Frame) {
+    let Frame::Request {
+        agent,
+        fields,
+        headers,
+        timeout_ms,
+        lane,
+    } = frame
+    else {
+        return;
+    };
+    let timeout = Duration::from_millis(u64::from(timeout_ms));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let lane = Lane::from_index(usize::from(lane)).unwrap_or_default();
+    let mut pending = match broker
+        .request(&who, &agent, fields, headers, lane, timeout)
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = write_frame(&mut send, &req_error(&e)).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            part = pending.parts.recv() => {
+                let Some(part) = part else { break };
+                let end = part.kind != crate::broker::reqrep::PartKind::Progress;
+                let f = Frame::ReplyPart {
+                    kind: wire_part_kind(part.kind),
+                    from: part.from,
+                    fields: part.fields,
+                };
+                if write_frame(&mut send, &f).await.is_err() || end {
+                    break;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                let f = Frame::Error {
+                    code: ErrorCode::Timeout,
+                    message: format!("no complete reply from '{agent}' within {timeout_ms} ms"),
+                };
+                let _ = write_frame(&mut send, &f).await;
+                break;
+            }
+            // The requester gave up (reset its stream or closed the connection).
+            _ = send.stopped() => break,
+        }
+    }
+    let _ = send.finish();
+}
+
+async fn subscription(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    broker: Broker,
+    who: Principal,
+    frame: Frame,
+    limits: Limits,
+) {
+    let Frame::Subscribe {
+        stream,
+        group,
+        consumer,
+        from,
+        window,
+        heartbeat_ms,
+        no_ack,
+    } = frame
+    else {
+        return;
+    };
+    let me = who.agent().unwrap_or("anonymous").as_bytes().to_vec();
+    let spec = SubscribeSpec {
+        stream: StreamKey::new(0, stream),
+        group: group.unwrap_or_else(|| me.clone()),
+        consumer: consumer.unwrap_or(me),
+        start: match from {
+            wire::Start::New => GroupStart::Last,
+            wire::Start::All => GroupStart::Id(StreamId::MIN),
+            wire::Start::After(id) => GroupStart::Id(sid(id)),
+            wire::Start::Time(0) => GroupStart::Id(StreamId::MIN),
+            wire::Start::Time(t) => GroupStart::Id(StreamId {
+                ms: t - 1,
+                seq: u64::MAX,
+            }),
+        },
+        window,
+        no_ack,
+        policy: Some(broker.config().default_policy.clone().unwrap_or_default()),
+    };
+    let mut sub = match broker.subscribe(&who, spec).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = write_frame(&mut send, &sub_error(&e)).await;
+            let _ = send.finish();
+            return;
+        }
+    };
+    let ok = Frame::Subscribed {
+        group: sub.group().to_vec(),
+        consumer: sub.consumer().to_vec(),
+    };
+    if write_frame(&mut send, &ok).await.is_err() {
+        return;
+    }
+    let heartbeat = Duration::from_millis(u64::from(match heartbeat_ms {
+        0 => HEARTBEAT_MS,
+        h => h.max(HEARTBEAT_MIN_MS),
+    }));
+    // Control frames are read by their own task so that reading is never cancelled halfway.
+    let (tx, mut rx) = mpsc::channel::<Result<Frame, ReadError>>(64);
+    let reader = tokio::spawn(async move {
+        loop {
+            let r = read_frame(&mut recv, &limits).await;
+            let end = !matches!(r, Ok(Some(_)));
+            let item = match r {
+                Ok(Some(f)) => Ok(f),
+                Ok(None) => break,
+                Err(e) => Err(e),
+            };
+            if tx.send(item).await.is_err() || end {
+                break;
+            }
+        }
+    });
+    let mut quiet_since = tokio::time::Instant::now();
+    let mut out = Vec::new();
+    loop {
+        if broker.stopping() {
+            break;
+        }
+        if sub.room() > 0 {
+            match sub.fetch().await {
+                Ok(items) if !items.is_empty() => {
+                    let f = Frame::Deliveries {
+                        items: items
+                            .into_iter()
+                            .map(|p| delivery(sub.stream(), p))
+                            .collect(),
+                    };
+                    if write_frame(&mut send, &f).await.is_err() {
+                        break;
+                    }
+                    quiet_since = tokio::time::Instant::now();
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = write_frame(&mut send, &sub_error(&e)).await;
+                    break;
+                }
+            }
+        }
+        let room = sub.room() > 0;
+        tokio::select! {
+            f = rx.recv() => {
+                let Some(first) = f else { break };
+                // Take every control frame already here: their acks share one commit.
+                let mut frames = vec![first];
+                while frames.len() < 64 {
+                    match rx.try_recv() {
+                        Ok(f) => frames.push(f),
+                        Err(_) => break,
+                    }
+                }
+                out.clear();
+                let fatal = control(&mut sub, frames, &mut out).await;
+                if !out.is_empty() && send.write_all(&out).await.is_err() {
+                    break;
+                }
+                if fatal {
+                    break;
+                }
+            }
+            _ = sub.wait(), if room => {}
+            _ = tokio::time::sleep_until(quiet_since + heartbeat) => {
+                let f = Frame::Heartbeat { in_flight: sub.in_flight(), window: sub.window() };
+                if write_frame(&mut send, &f).await.is_err() {
+                    break;
+                }
+                quiet_since = tokio::time::Instant::now();
+            }
+        }
+    }
+    reader.abort();
+    let _ = send.finish();
+}
+
+/// Applies a run of control frames, acks of consecutive frames sharing one commit; writes
+/// their answers to `out`. True when the subscription must end (a broken frame).
+async fn control(
+    sub: &mut Subscription,
+    frames: Vec<Result<Frame, ReadError>>,
+    out: &mut Vec<u8>,
+) -> bool {
+    let mut acks: Vec<(u64, Vec<StreamId>)> = Vec::new();
+    let mut fatal = false;
+    for f in frames {
+        let f = match f {
+            Ok(f) => f,
+            Err(e) => {
+                let (code, message) = match &e {
+                    ReadError::Decode(d) => (d.code(), d.to_string()),
+                    ReadError::Stream(s) => (ErrorCode::BadFrame, s.clone()),
+                };
+                wire::encode_into(&Frame::Error { code, message }, out);
+                fatal = true;
+                break;
+            }
+        };
+        if let Frame::Ack { seq, ids } = f {
+            acks.push((seq, ids.into_iter().map(sid).collect()));
+            continue;
+        }
+        flush_acks(sub, &mut acks, out).await;
+        let answer = match f {
+            Frame::Credit { window } => {
+                sub.set_window(window);
+                continue;
+            }
+            Frame::Nack {
+                seq,
+                ids,
+                error,
+                reject,
+            } => {
+                let ids: Vec<StreamId> = ids.into_iter().map(sid).collect();
+                result(
+                    seq,
+                    sub.nack(&ids, error.map(String::into_bytes), reject).await,
+                )
+            }
+            Frame::Progress { seq, ids } => {
+                let ids: Vec<StreamId> = ids.into_iter().map(sid).collect();
+                result(seq, sub.progress(&ids).await)
+            }
+            _ => Frame::Failed {
+                seq: 0,
+                code: ErrorCode::BadFrame,
+                message: "only Ack, Nack, Progress and Credit go on a subscription stream".into(),
+            },
+        };
+        wire::encode_into(&answer, out);
+    }
+    flush_acks(sub, &mut acks, out).await;
+    fatal
+}
+
+async fn flush_acks(
+    sub: &mut Subscription,
+    acks: &mut Vec<(u64, Vec<StreamId>)>,
+    out: &mut Vec<u8>,
+) {
+    if acks.is_empty() {
+        return;
+    }
+    let batch = std::mem::take(acks);
+    let seqs: Vec<u64> = batch.iter().map(|a| a.0).collect();
+    let results = sub.ack_many(batch.into_iter().map(|a| a.1).collect()).await;
+    for (seq, r) in seqs.into_iter().zip(results) {
+        wire::encode_into(&result(seq, r), out);
+    }
+}
+
+fn result(seq: u64, r: Result<u64, crate::broker::push::SubError>) -> Frame {
+    match r {
+        Ok(count) => Frame::Done { seq, count },
+        Err(e) => match sub_error(&e) {
+            Frame::Error { code, message } => Frame::Failed { seq, code, message },
+            other => other,
+        },
+    }
+}
+
+async fn admin(broker: &Broker, who: &Principal, a: AdminRequest) -> Frame {
+    match a {
+        AdminRequest::Stat { stream } => stat(broker, who, stream).await,
+        AdminRequest::Policy {
+            stream,
+            group,
+            change,
+        } => {
+            let key = StreamKey::new(0, stream);
+            if let Some(c) = change {
+                let op = Op::PatchPolicy {
+                    stream: key.clone(),
+                    group: group.clone(),
+                    patch: PolicyPatch {
+                        max_attempts: c.max_attempts,
+                        backoff_ms: c.backoff_ms,
+                        ack_wait_ms: c.ack_wait_ms,
+                        max_age_ms: c.max_age_ms,
+                        dead_letter: c.dead_letter,
+                    },
+                };
+                match broker.submit_one(who, op).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return store_error(&e),
+                    Err(e) => return broker_error(&e),
+                }
+            }
+            match broker
+                .query(who, Query::Policy { stream: key, group })
+                .await
+            {
+                Ok(Ok(cortex_storage::Answer::Policy(p))) => {
+                    Frame::AdminAnswer(AdminAnswer::Policy(p.map(policy)))
+                }
+                Ok(Ok(_)) => internal("unexpected answer"),
+                Ok(Err(e)) => store_error(&e),
+                Err(e) => broker_error(&e),
+            }
+        }
+        AdminRequest::DlqList(s) => {
+            let (dlq, filter, count) = match dlq_select(s) {
+                Ok(x) => x,
+                Err(f) => return *f,
+            };
+            let q = Query::DeadLetters { dlq, filter, count };
+            match broker.query(who, q).await {
+                Ok(Ok(cortex_storage::Answer::DeadLetters(d))) => Frame::AdminAnswer(
+                    AdminAnswer::DeadLetters(d.into_iter().map(dead_letter).collect()),
+                ),
+                Ok(Ok(_)) => internal("unexpected answer"),
+                Ok(Err(e)) => store_error(&e),
+                Err(e) => broker_error(&e),
+            }
+        }
+        AdminRequest::DlqRedrive(s) => match dlq_select(s) {
+            Ok((dlq, filter, limit)) => {
+                count_answer(broker, who, Op::DlqRedrive { dlq, filter, limit }).await
+            }
+            Err(f) => *f,
+        },
+        AdminRequest::DlqPurge(s) => match dlq_select(s) {
+            Ok((dlq, filter, limit)) => {
+                count_answer(broker, who, Op::DlqPurge { dlq, filter, limit }).await
+            }
+            Err(f) => *f,
+        },
+    }
+}
+
+async fn count_answer(broker: &Broker, who: &Principal, op: Op) -> Frame {
+    match broker.submit_one(who, op).await {
+        Ok(Ok(Reply::Count(n))) => Frame::AdminAnswer(AdminAnswer::Count(n)),
+        Ok(Ok(_)) => internal("unexpected reply"),
+        Ok(Err(e)) => store_error(&e),
+        Err(e) => broker_error(&e),
+    }
+}
+
+fn dlq_select(s: wire::DlqSelect) -> Result<(StreamKey, DlqFilter, usize), Box<Frame>> {
+    let reason = match s.reason {
+        None => None,
+        Some(r) => Some(
+            cortex_storage::DeadReason::parse(&r).ok_or_else(|| Frame::Error {
+                code: ErrorCode::InvalidArgument,
+                message: format!("unknown reason '{r}' (max_attempts, expired, stale, rejected)"),
+            })?,
+        ),
+    };
+    Ok((
+        StreamKey::new(
+            0,
+            s.dlq
+                .unwrap_or_else(|| cortex_storage::DEFAULT_DLQ.to_vec()),
+        ),
+        DlqFilter {
+            id: s.id.map(sid),
+            origin_stream: s.origin,
+            group: s.group,
+            reason,
+        },
+        (s.count as usize).max(1),
+    ))
+}
+
+/// Streams the agent may consume, with their groups (at most 1,000 streams).
+async fn stat(broker: &Broker, who: &Principal, only: Option<Vec<u8>>) -> Frame {
+    let names = match only {
+        Some(s) => vec![s],
+        None => match broker.query(who, Query::Names { ns: 0 }).await {
+            Ok(Ok(cortex_storage::Answer::Names(n))) => n,
+            Ok(Ok(_)) => return internal("unexpected answer"),
+            Ok(Err(e)) => return store_error(&e),
+            Err(e) => return broker_error(&e),
+        },
+    };
+    let mut out = Vec::new();
+    for name in names
+        .into_iter()
+        .filter(|n| who.may(Right::Consume, n))
+        .take(1_000)
+    {
+        let key = StreamKey::new(0, name.clone());
+        let info = match broker
+            .query(
+                who,
+                Query::Stream {
+                    stream: key.clone(),
+                },
+            )
+            .await
+        {
+            Ok(Ok(cortex_storage::Answer::Stream(Some(i)))) => i,
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => return store_error(&e),
+            Err(e) => return broker_error(&e),
+        };
+        let groups = match broker.query(who, Query::Groups { stream: key }).await {
+            Ok(Ok(cortex_storage::Answer::Groups(g))) => g,
+            _ => Vec::new(),
+        };
+        out.push(StreamStat {
+            name,
+            length: info.length,
+            last_id: wid(info.last_generated_id),
+            lanes: info.lane_len.to_vec(),
+            groups: groups
+                .into_iter()
+                .map(|g| GroupStat {
+                    name: g.name,
+                    consumers: g.consumers as u64,
+                    pending: g.pending,
+                    lag: g.lag,
+                    last_delivered: wid(g.last_delivered_id),
+                    policy: g.policy.is_some(),
+                })
+                .collect(),
+        });
+    }
+    Frame::AdminAnswer(AdminAnswer::Stat(out))
+}
+
+fn req_error(e: &ReqError) -> Frame {
+    let code = match e {
+        ReqError::NoResponders(_) => ErrorCode::NoResponders,
+        ReqError::UnknownRequest => ErrorCode::NotFound,
+        ReqError::TooManyParts => ErrorCode::TooLarge,
+        ReqError::Busy => ErrorCode::Busy,
+        ReqError::Broker(b) => return broker_error(b),
+        ReqError::Store(s) => return store_error(s),
+    };
+    Frame::Error {
+        code,
+        message: e.to_string(),
+    }
+}

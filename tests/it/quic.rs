@@ -1,0 +1,380 @@
+//! Agents over QUIC, end to end against the real binary on loopback.
+
+use std::time::Duration;
+
+use cortex::client::{
+    AdminAnswer, AdminRequest, Client, ClientOptions, DlqSelect, ErrorCode, Message, PartKind,
+    Start, SubscribeOptions, Trust,
+};
+use cortex::wire::{self, Frame};
+
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(10);
+
+fn opts(s: &Server, agent: &str, token: &str) -> ClientOptions {
+    ClientOptions {
+        server: s.quic,
+        server_name: "localhost".into(),
+        agent: agent.into(),
+        token: token.into(),
+        trust: Trust::local(s.dir.path()),
+        connect_timeout: Duration::from_secs(15),
+    }
+}
+
+async fn client(s: &Server, agent: &str) -> Client {
+    Client::connect(opts(s, agent, "")).await.expect("connect")
+}
+
+fn msg(k: &str, v: &str) -> Message {
+    Message {
+        fields: vec![(k.into(), v.into())],
+        lane: 2,
+        ..Message::default()
+    }
+}
+
+async fn next(sub: &mut cortex::client::Subscription) -> cortex::client::Delivery {
+    tokio::time::timeout(T, sub.next())
+        .await
+        .expect("a delivery in time")
+        .expect("subscription open")
+        .expect("delivery")
+}
+
+fn pending(s: &Server, stream: &str, group: &str) -> i64 {
+    s.raw().cmd(&["XPENDING", stream, group]).arr()[0].int()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn push_credits_and_acks() {
+    let s = Server::start(&[]);
+    let c = client(&s, "worker").await;
+    for i in 0..5 {
+        c.publish("jobs", msg("n", &i.to_string())).await.unwrap();
+    }
+    let mut o = SubscribeOptions::new("jobs");
+    o.from = Start::All;
+    o.window = 2;
+    let mut sub = c.subscribe(o).await.unwrap();
+    let a = next(&mut sub).await;
+    let b = next(&mut sub).await;
+    assert_eq!((a.fields[0].1.as_slice(), a.attempt), (&b"0"[..], 1));
+    assert_eq!(b.fields[0].1, b"1");
+    // The window is full: the server has handed out exactly two.
+    assert_eq!(pending(&s, "jobs", "worker"), 2);
+    assert_eq!(a.ack().await.unwrap(), 1);
+    let third = next(&mut sub).await;
+    assert_eq!(third.fields[0].1, b"2");
+    assert_eq!(pending(&s, "jobs", "worker"), 2);
+    // Window 0 pauses delivery even after acks.
+    sub.set_window(0);
+    b.ack().await.unwrap();
+    third.ack().await.unwrap();
+    assert_eq!(pending(&s, "jobs", "worker"), 0);
+    sub.set_window(10);
+    let d = next(&mut sub).await;
+    let e = next(&mut sub).await;
+    assert_eq!(
+        (d.fields[0].1.as_slice(), e.fields[0].1.as_slice()),
+        (&b"3"[..], &b"4"[..])
+    );
+    // Pushed as soon as it is published: nothing polls.
+    c.publish("jobs", msg("n", "5")).await.unwrap();
+    assert_eq!(next(&mut sub).await.fields[0].1, b"5");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn nack_retries_after_backoff_then_dead_letters() {
+    let s = Server::start(&[]);
+    let c = client(&s, "worker").await;
+    let mut sub = c.subscribe(SubscribeOptions::new("tasks")).await.unwrap();
+    let r = s.raw().cmd(&[
+        "CX.POLICY",
+        "tasks",
+        "worker",
+        "MAXATTEMPTS",
+        "2",
+        "BACKOFF",
+        "20",
+    ]);
+    assert!(!r.is_err(), "{r:?}");
+    c.publish("tasks", msg("job", "x")).await.unwrap();
+    let d = next(&mut sub).await;
+    assert_eq!(d.attempt, 1);
+    d.nack("boom").await.unwrap();
+    let d = next(&mut sub).await;
+    assert_eq!(d.attempt, 2);
+    d.nack("boom again").await.unwrap();
+    let AdminAnswer::DeadLetters(dl) = c
+        .admin(AdminRequest::DlqList(DlqSelect {
+            count: 10,
+            ..DlqSelect::default()
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!("dead letters")
+    };
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].reason, "max_attempts");
+    assert_eq!(dl[0].last_error.as_deref(), Some(&b"boom again"[..]));
+    assert_eq!(dl[0].fields, vec![(b"job".to_vec(), b"x".to_vec())]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn in_progress_keeps_a_slow_delivery() {
+    let s = Server::start(&["--test-clock"]);
+    let c = client(&s, "slow").await;
+    let mut sub = c.subscribe(SubscribeOptions::new("llm")).await.unwrap();
+    s.raw().cmd(&[
+        "CX.POLICY",
+        "llm",
+        "slow",
+        "ACKWAIT",
+        "1000",
+        "BACKOFF",
+        "1",
+    ]);
+    c.publish("llm", msg("prompt", "long")).await.unwrap();
+    let d = next(&mut sub).await;
+    let mut r = s.raw();
+    r.cmd(&["CX.CLOCK", "ADVANCE", "600"]);
+    assert_eq!(d.in_progress().await.unwrap(), 1);
+    // Past the first deadline, before the extended one: still one delivery, still ours.
+    r.cmd(&["CX.CLOCK", "ADVANCE", "600"]);
+    let p = r.cmd(&["XPENDING", "llm", "slow", "-", "+", "10"]);
+    assert_eq!(p.arr().len(), 1);
+    assert_eq!(p.arr()[0].arr()[3].int(), 1, "not redelivered: {p:?}");
+    // Silent past the extended deadline: it fails and comes back.
+    r.cmd(&["CX.CLOCK", "ADVANCE", "600"]);
+    r.cmd(&["CX.CLOCK", "ADVANCE", "10"]);
+    let again = next(&mut sub).await;
+    assert_eq!((again.id, again.attempt), (d.id, 2));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn stale_messages_are_never_delivered() {
+    let s = Server::start(&["--test-clock"]);
+    let c = client(&s, "w").await;
+    let mut m = msg("v", "old");
+    m.ttl_ms = Some(100);
+    c.publish("fresh", m).await.unwrap();
+    s.raw().cmd(&["CX.CLOCK", "ADVANCE", "200"]);
+    c.publish("fresh", msg("v", "new")).await.unwrap();
+    let mut o = SubscribeOptions::new("fresh");
+    o.from = Start::All;
+    let mut sub = c.subscribe(o).await.unwrap();
+    let d = next(&mut sub).await;
+    assert_eq!(d.fields[0].1, b"new");
+    d.ack().await.unwrap();
+    let AdminAnswer::DeadLetters(dl) = c
+        .admin(AdminRequest::DlqList(DlqSelect {
+            count: 10,
+            ..DlqSelect::default()
+        }))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].reason, "expired");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn client_resumes_after_a_server_crash() {
+    let mut s = Server::start(&[]);
+    let c = client(&s, "w").await;
+    let mut o = SubscribeOptions::new("r");
+    o.from = Start::All;
+    let mut sub = c.subscribe(o).await.unwrap();
+    c.publish("r", msg("n", "1")).await.unwrap();
+    c.publish("r", msg("n", "2")).await.unwrap();
+    let one = next(&mut sub).await;
+    let two = next(&mut sub).await;
+    one.ack().await.unwrap();
+    let _ = two; // delivered, never acknowledged
+    s.crash_and_restart();
+    // The unacknowledged delivery comes back from the pending list on the new connection.
+    let again = next(&mut sub).await;
+    assert_eq!(again.fields[0].1, b"2");
+    assert_eq!(again.attempt, 2);
+    again.ack().await.unwrap();
+    // Publishing works on the new connection, and new messages are pushed.
+    let mut k = msg("n", "3");
+    k.key = Some(b"three".to_vec());
+    c.publish("r", k).await.unwrap();
+    assert_eq!(next(&mut sub).await.fields[0].1, b"3");
+    assert!(matches!(c.state(), cortex::client::State::Connected(n) if n >= 2));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn request_reply_parts_timeout_and_no_responders() {
+    let s = Server::start(&[]);
+    let asker = client(&s, "harold").await;
+    let e = asker
+        .request("pink", vec![(b"q".to_vec(), b"?".to_vec())], T)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoResponders), "{e}");
+    let pink = client(&s, "pink").await;
+    let mut reqs = pink.serve(4).await.unwrap();
+    let server = tokio::spawn(async move {
+        while let Some(Ok(r)) = reqs.next().await {
+            if r.fields()[0].1 == b"ignore" {
+                continue; // never answered: the requester times out
+            }
+            r.progress(vec![(b"status".to_vec(), b"working".to_vec())])
+                .await
+                .unwrap();
+            let mut out = r.fields().to_vec();
+            out.push((b"by".to_vec(), b"pink".to_vec()));
+            r.reply(out).await.unwrap();
+        }
+    });
+    let mut parts = asker
+        .request_parts("pink", vec![(b"q".to_vec(), b"sum".to_vec())], T)
+        .await
+        .unwrap();
+    let p1 = parts.next().await.unwrap().unwrap();
+    assert_eq!(p1.kind, PartKind::Progress);
+    assert_eq!(p1.fields[0].1, b"working");
+    let p2 = parts.next().await.unwrap().unwrap();
+    assert_eq!(p2.kind, PartKind::Final);
+    assert_eq!(p2.from.as_deref(), Some("pink"));
+    assert_eq!(p2.fields[1], (b"by".to_vec(), b"pink".to_vec()));
+    assert!(parts.next().await.is_none());
+    // Both hops are durable: the request in pink's inbox, the parts in harold's replies.
+    assert_eq!(s.raw().cmd(&["XLEN", "cortex:inbox:pink"]).int(), 1);
+    assert_eq!(s.raw().cmd(&["XLEN", "cortex:replies:harold"]).int(), 2);
+    let e = asker
+        .request(
+            "pink",
+            vec![(b"q".to_vec(), b"ignore".to_vec())],
+            Duration::from_millis(300),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Timeout), "{e}");
+    server.abort();
+}
+
+#[test]
+fn cli_reply_and_req_round_trip() {
+    let s = Server::start(&[]);
+    let bin = env!("CARGO_BIN_EXE_cortex");
+    let common = |c: &mut std::process::Command| {
+        c.arg("--server")
+            .arg(s.quic.to_string())
+            .arg("--data-dir")
+            .arg(s.dir.path());
+    };
+    let mut reply = std::process::Command::new(bin);
+    reply.args(["reply", "echo-bot", "--count", "1"]);
+    common(&mut reply);
+    reply.args(["--", "sh", "-c", "cat; echo ' ok'"]);
+    let mut responder = reply
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cortex reply");
+    // Until the responder has subscribed the broker answers "no responders" (exit 4).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let mut req = std::process::Command::new(bin);
+        req.args(["req", "echo-bot", "q=hello"]);
+        common(&mut req);
+        let out = req.output().expect("cortex req");
+        if out.status.code() != Some(4) || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8(out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(v["kind"], "final");
+    let output = v["fields"]["output"].as_str().unwrap();
+    assert!(
+        output.contains("\"q\":\"hello\"") && output.ends_with(" ok\n"),
+        "{output}"
+    );
+    assert!(responder.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn refusals_are_clear_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[tokens]\nharold = \"h\"\npink = \"p\"\n[agents.harold]\npublish = [\"tasks:*\"]\nconsume = [\"tasks:*\"]\n",
+    )
+    .unwrap();
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let e = Client::connect(opts(&s, "harold", "wrong"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), Some(ErrorCode::AuthFailed), "{e}");
+    let h = Client::connect(opts(&s, "harold", "h")).await.unwrap();
+    h.publish("tasks:a", msg("f", "v")).await.unwrap();
+    let e = h.publish("secrets", msg("f", "v")).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::NoPermission));
+    assert!(
+        e.to_string()
+            .contains("agent 'harold' may not publish to stream 'secrets'"),
+        "{e}"
+    );
+    // Pink has only its inbox.
+    let p = Client::connect(opts(&s, "pink", "p")).await.unwrap();
+    let e = p
+        .subscribe(SubscribeOptions::new("tasks:a"))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.code(), Some(ErrorCode::NoPermission));
+    p.publish("cortex:inbox:pink", msg("f", "v")).await.unwrap();
+    // The same rule on the RESP port.
+    let mut r = s.raw();
+    assert_eq!(r.cmd(&["AUTH", "pink", "p"]), V::Simple("OK".into()));
+    assert_eq!(
+        r.cmd(&["XADD", "tasks:a", "*", "f", "v"]),
+        V::Err("NOPERM agent 'pink' may not publish to stream 'tasks:a'".into())
+    );
+    assert_eq!(r.cmd(&["XLEN", "cortex:inbox:pink"]), V::Int(1));
+    // Raw frames: before Hello, and oversized.
+    let conn = raw_connection(&s).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let f = Frame::Publish {
+        stream: b"tasks:a".to_vec(),
+        messages: vec![msg("f", "v")],
+    };
+    send.write_all(&wire::encode(&f)).await.unwrap();
+    let _ = send.finish();
+    match cortex::quic::io::read_frame(&mut recv, &wire::Limits::default()).await {
+        Ok(Some(Frame::Error { code, .. })) => assert_eq!(code, ErrorCode::NotAuthenticated),
+        other => panic!("{other:?}"),
+    }
+    let (mut send, mut recv) = h.raw_stream().await.unwrap();
+    send.write_all(&(64u32 << 20).to_le_bytes()).await.unwrap();
+    match cortex::quic::io::read_frame(&mut recv, &wire::Limits::default()).await {
+        Ok(Some(Frame::Error { code, message })) => {
+            assert_eq!(code, ErrorCode::TooLarge, "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Still serving, on the same connection and to others.
+    h.publish("tasks:a", msg("f", "again")).await.unwrap();
+    assert_eq!(s.raw().cmd(&["PING"]), V::Simple("PONG".into()));
+}
+
+async fn raw_connection(s: &Server) -> quinn::Connection {
+    let tls = cortex::quic::tls::client_config(&Trust::local(s.dir.path())).unwrap();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
+    ep.connect(s.quic, "localhost").unwrap().await.unwrap()
+}
