@@ -163,15 +163,16 @@ impl Requests {
     }
 
     fn forget(&self, correlation: &[u8]) {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(correlation);
+        self.table().remove(correlation);
     }
 
     /// Live requests (INFO).
-    pub fn waiting(&self) -> usize {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).len()
+    pub fn live(&self) -> usize {
+        self.table().len()
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Waiting>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -238,12 +239,7 @@ impl Broker {
         headers.push((DEADLINE.into(), deadline.to_string().into_bytes()));
         let (tx, rx) = mpsc::channel(64);
         {
-            let mut w = self
-                .inner
-                .requests
-                .waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut w = self.inner.requests.table();
             if w.len() >= REQUESTS_MAX {
                 return Err(ReqError::Busy);
             }
@@ -276,11 +272,13 @@ impl Broker {
             no_mkstream: false,
             trim: None,
         };
+        pending.id = self.append(who, op).await?;
+        Ok(pending)
+    }
+
+    async fn append(&self, who: &Principal, op: Op) -> Result<StreamId, ReqError> {
         match self.submit_one(who, op).await {
-            Ok(Ok(Reply::Appended { id, .. })) => {
-                pending.id = id;
-                Ok(pending)
-            }
+            Ok(Ok(Reply::Appended { id, .. })) => Ok(id),
             Ok(Ok(other)) => Err(ReqError::Broker(BrokerError::Internal(format!(
                 "unexpected reply to an append: {other:?}"
             )))),
@@ -299,12 +297,7 @@ impl Broker {
         fields: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<StreamId, ReqError> {
         let reply_stream = {
-            let mut w = self
-                .inner
-                .requests
-                .waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut w = self.inner.requests.table();
             let Some(req) = w.get_mut(correlation) else {
                 return Err(ReqError::UnknownRequest);
             };
@@ -340,23 +333,9 @@ impl Broker {
             }),
         };
         // The capability was checked above; the append itself is the broker's.
-        let id = match self.submit_one(&Principal::internal(), op).await {
-            Ok(Ok(Reply::Appended { id, .. })) => id,
-            Ok(Ok(other)) => {
-                return Err(ReqError::Broker(BrokerError::Internal(format!(
-                    "unexpected reply to an append: {other:?}"
-                ))))
-            }
-            Ok(Err(e)) => return Err(ReqError::Store(e)),
-            Err(e) => return Err(ReqError::Broker(e)),
-        };
+        let id = self.append(&Principal::internal(), op).await?;
         let tx = {
-            let mut w = self
-                .inner
-                .requests
-                .waiting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut w = self.inner.requests.table();
             let tx = w.get(correlation).map(|r| r.tx.clone());
             if kind.ends() {
                 w.remove(correlation);
