@@ -229,14 +229,17 @@ impl Broker {
             .then(Principal::internal)
     }
 
-    /// The session of a client on a broker without tokens: every right, under the name it
-    /// gives (its inbox and reply stream are named after it).
-    pub fn anonymous_session(&self, agent: &str) -> Principal {
-        if agent.is_empty() {
-            Principal::internal()
-        } else {
-            Principal::agent_with(agent, Permissions::all())
-        }
+    /// On a broker without tokens, the session of a client under the name it gives (its
+    /// inbox and reply stream are named after it), with every right; `None` when tokens are
+    /// configured (the client must authenticate).
+    pub fn anonymous_session(&self, agent: &str) -> Option<Principal> {
+        let p = match agent {
+            "" => self.open_session()?,
+            a => self
+                .open_session()
+                .map(|_| Principal::agent_with(a, Permissions::all()))?,
+        };
+        Some(p)
     }
 
     /// True when clients must authenticate.

@@ -192,24 +192,14 @@ impl Principal {
             return Ok(());
         }
         match q {
-            // Names only; every agent may list them (as XINFO-free discovery).
+            // Names only; every agent may list them.
             Query::Names { .. } => Ok(()),
             Query::DeadLetters { dlq, .. } => self.need(Right::Admin, Some(dlq)),
-            Query::Range { stream, .. }
-            | Query::Stream { stream }
-            | Query::Groups { stream }
-            | Query::Consumers { stream, .. }
-            | Query::PendingSummary { stream, .. }
-            | Query::Pending { stream, .. }
-            | Query::Policy { stream, .. }
-            | Query::StreamFull { stream, .. } => self.need(Right::Consume, Some(stream)),
-            Query::Read { streams, .. } => streams
-                .iter()
-                .try_for_each(|(s, _)| self.need(Right::Consume, Some(s))),
-            Query::Exist { streams } => streams
-                .iter()
+            // Every other read needs the consume right on each stream it reads.
+            q => q
+                .streams()
+                .into_iter()
                 .try_for_each(|s| self.need(Right::Consume, Some(s))),
-            _ => self.need(Right::Admin, None),
         }
     }
 

@@ -467,7 +467,9 @@ pub async fn replay(a: ReplayArgs) -> Result<(), Exit> {
                 "producer": e.producer.as_deref().map(text),
             }));
         }
-        if page.len() < 1_000 || last == end {
+        // A page may be shorter than asked (the server keeps answers under its frame
+        // limit): only an empty page, or the end of the range, ends the replay.
+        if last == end {
             break;
         }
         start = if last.seq == u64::MAX {

@@ -196,8 +196,8 @@ async fn hello(
             format!("protocol {protocol} is not spoken here; this server speaks {PROTOCOL}"),
         )));
     }
-    if !broker.requires_auth() {
-        return Ok(broker.anonymous_session(&agent));
+    if let Some(anonymous) = broker.anonymous_session(&agent) {
+        return Ok(anonymous);
     }
     broker
         .authenticate(Some(agent.as_bytes()), token.as_bytes())
@@ -255,7 +255,9 @@ async fn stream(
             };
             match broker.query(&who, q).await {
                 Ok(Ok(cortex_storage::Answer::Entries(e))) => Frame::Entries {
-                    items: e.into_iter().map(entry).collect(),
+                    items: fitting(e.into_iter().map(entry), |e| {
+                        wire::pairs_bytes(&e.fields) + wire::pairs_bytes(&e.headers)
+                    }),
                 },
                 Ok(Ok(_)) => internal("unexpected answer"),
                 Ok(Err(e)) => store_error(&e),
@@ -469,13 +471,18 @@ async fn subscription(
         if sub.room() > 0 {
             match sub.fetch().await {
                 Ok(items) if !items.is_empty() => {
-                    let f = Frame::Deliveries {
-                        items: items
-                            .into_iter()
-                            .map(|p| delivery(sub.stream(), p))
-                            .collect(),
-                    };
-                    if write_frame(&mut send, &f).await.is_err() {
+                    let items: Vec<wire::Delivery> = items
+                        .into_iter()
+                        .map(|p| delivery(sub.stream(), p))
+                        .collect();
+                    out.clear();
+                    // Several frames when one would pass the frame limit.
+                    for chunk in chunks(items, |d| {
+                        wire::pairs_bytes(&d.fields) + wire::pairs_bytes(&d.headers)
+                    }) {
+                        wire::encode_into(&Frame::Deliveries { items: chunk }, &mut out);
+                    }
+                    if send.write_all(&out).await.is_err() {
                         break;
                     }
                     quiet_since = tokio::time::Instant::now();
@@ -656,7 +663,9 @@ async fn admin(broker: &Broker, who: &Principal, a: AdminRequest) -> Frame {
             let q = Query::DeadLetters { dlq, filter, count };
             match broker.query(who, q).await {
                 Ok(Ok(cortex_storage::Answer::DeadLetters(d))) => Frame::AdminAnswer(
-                    AdminAnswer::DeadLetters(d.into_iter().map(dead_letter).collect()),
+                    AdminAnswer::DeadLetters(fitting(d.into_iter().map(dead_letter), |d| {
+                        wire::pairs_bytes(&d.fields) + d.last_error.as_ref().map_or(0, Vec::len)
+                    })),
                 ),
                 Ok(Ok(_)) => internal("unexpected answer"),
                 Ok(Err(e)) => store_error(&e),
@@ -770,6 +779,44 @@ async fn stat(broker: &Broker, who: &Principal, only: Option<Vec<u8>>) -> Frame 
     Frame::AdminAnswer(AdminAnswer::Stat(out))
 }
 
+/// Bytes of items one answer frame may carry (the rest of the frame's limit is headroom
+/// for the items' fixed fields).
+const ANSWER_BYTES: usize = wire::FRAME_BYTES_MAX / 2;
+
+/// The leading items that fit in one frame (at least one; a single item is at most an
+/// entry, which the store bounds well below the frame limit). The reader continues after
+/// the last ID it got, so a shortened answer loses nothing.
+fn fitting<T>(items: impl Iterator<Item = T>, size: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut used = 0;
+    let mut out = Vec::new();
+    for it in items {
+        used += size(&it) + 64;
+        if used > ANSWER_BYTES && !out.is_empty() {
+            break;
+        }
+        out.push(it);
+    }
+    out
+}
+
+/// Items split into runs that each fit in one frame.
+fn chunks<T>(items: Vec<T>, size: impl Fn(&T) -> usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = vec![Vec::new()];
+    let mut used = 0;
+    for it in items {
+        let n = size(&it) + 64;
+        if used + n > ANSWER_BYTES && out.last().is_some_and(|c| !c.is_empty()) {
+            out.push(Vec::new());
+            used = 0;
+        }
+        used += n;
+        if let Some(c) = out.last_mut() {
+            c.push(it);
+        }
+    }
+    out
+}
+
 fn req_error(e: &ReqError) -> Frame {
     let code = match e {
         ReqError::NoResponders(_) => ErrorCode::NoResponders,
@@ -782,5 +829,24 @@ fn req_error(e: &ReqError) -> Frame {
     Frame::Error {
         code,
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_stay_under_the_frame_limit() {
+        let big = ANSWER_BYTES / 3;
+        let c = chunks(vec![big; 7], |n| *n);
+        assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 2, 1]);
+        assert!(c
+            .iter()
+            .all(|c| c.iter().map(|n| n + 64).sum::<usize>() <= ANSWER_BYTES));
+        assert_eq!(fitting(vec![big; 7].into_iter(), |n| *n).len(), 2);
+        // One oversized item still goes out (alone), never an empty answer.
+        assert_eq!(fitting(vec![ANSWER_BYTES * 2].into_iter(), |n| *n).len(), 1);
+        assert_eq!(chunks(vec![1usize; 3], |n| *n), vec![vec![1, 1, 1]]);
     }
 }

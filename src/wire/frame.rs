@@ -483,16 +483,21 @@ fn count(what: &str, n: usize, max: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn message(m: &Message, l: &Limits) -> Result<(), String> {
-    count("fields", m.fields.len(), l.fields)?;
-    count("headers", m.headers.len(), l.headers)?;
-    if m.fields.is_empty() {
+fn body(fields: &Pairs, headers: &Pairs, lane: u8, l: &Limits) -> Result<(), String> {
+    count("fields", fields.len(), l.fields)?;
+    count("headers", headers.len(), l.headers)?;
+    if fields.is_empty() {
         return Err("a message needs at least one field".into());
     }
-    if m.lane > 4 {
-        return Err(format!("lane {} does not exist (0..=4)", m.lane));
+    if lane > 4 {
+        return Err(format!("lane {lane} does not exist (0..=4)"));
     }
     Ok(())
+}
+
+/// Bytes a body's pairs take on the wire (to keep answers under the frame limit).
+pub fn pairs_bytes(p: &Pairs) -> usize {
+    p.iter().map(|(k, v)| 16 + k.len() + v.len()).sum()
 }
 
 impl Frame {
@@ -509,7 +514,9 @@ impl Frame {
                     return Err("a publish needs at least one message".into());
                 }
                 count("messages", messages.len(), l.batch)?;
-                messages.iter().try_for_each(|m| message(m, l))
+                messages
+                    .iter()
+                    .try_for_each(|m| body(&m.fields, &m.headers, m.lane, l))
             }
             Frame::Subscribe {
                 stream,
@@ -545,15 +552,7 @@ impl Frame {
                 lane,
             } => {
                 name("agent name", agent.as_bytes(), l)?;
-                message(
-                    &Message {
-                        fields: fields.clone(),
-                        lane: *lane,
-                        headers: headers.clone(),
-                        ..Message::default()
-                    },
-                    l,
-                )?;
+                body(fields, headers, *lane, l)?;
                 if *timeout_ms == 0 {
                     return Err("a request needs a timeout".into());
                 }

@@ -128,8 +128,9 @@ pub enum Query {
 }
 
 impl Query {
-    /// The streams the query reads (the committed view takes just these).
-    fn streams(&self) -> Vec<&StreamKey> {
+    /// The streams the query reads (the committed view takes just these; the broker checks
+    /// the caller's rights on them).
+    pub fn streams(&self) -> Vec<&StreamKey> {
         match self {
             Query::Range { stream, .. }
             | Query::Stream { stream }

@@ -43,6 +43,20 @@ async fn next(sub: &mut cortex::client::Subscription) -> cortex::client::Deliver
         .expect("delivery")
 }
 
+async fn dead_letters(c: &Client) -> Vec<cortex::client::DeadLetter> {
+    let a = c
+        .admin(AdminRequest::DlqList(DlqSelect {
+            count: 10,
+            ..DlqSelect::default()
+        }))
+        .await
+        .unwrap();
+    match a {
+        AdminAnswer::DeadLetters(d) => d,
+        other => panic!("not dead letters: {other:?}"),
+    }
+}
+
 fn pending(s: &Server, stream: &str, group: &str) -> i64 {
     s.raw().cmd(&["XPENDING", stream, group]).arr()[0].int()
 }
@@ -107,16 +121,7 @@ async fn nack_retries_after_backoff_then_dead_letters() {
     let d = next(&mut sub).await;
     assert_eq!(d.attempt, 2);
     d.nack("boom again").await.unwrap();
-    let AdminAnswer::DeadLetters(dl) = c
-        .admin(AdminRequest::DlqList(DlqSelect {
-            count: 10,
-            ..DlqSelect::default()
-        }))
-        .await
-        .unwrap()
-    else {
-        panic!("dead letters")
-    };
+    let dl = dead_letters(&c).await;
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0].reason, "max_attempts");
     assert_eq!(dl[0].last_error.as_deref(), Some(&b"boom again"[..]));
@@ -169,16 +174,7 @@ async fn stale_messages_are_never_delivered() {
     let d = next(&mut sub).await;
     assert_eq!(d.fields[0].1, b"new");
     d.ack().await.unwrap();
-    let AdminAnswer::DeadLetters(dl) = c
-        .admin(AdminRequest::DlqList(DlqSelect {
-            count: 10,
-            ..DlqSelect::default()
-        }))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    let dl = dead_letters(&c).await;
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0].reason, "expired");
 }
@@ -277,21 +273,21 @@ fn cli_reply_and_req_round_trip() {
     reply.args(["--", "sh", "-c", "cat; echo ' ok'"]);
     let mut responder = reply
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("cortex reply");
-    // Until the responder has subscribed the broker answers "no responders" (exit 4).
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let out = loop {
-        let mut req = std::process::Command::new(bin);
-        req.args(["req", "echo-bot", "q=hello"]);
-        common(&mut req);
-        let out = req.output().expect("cortex req");
-        if out.status.code() != Some(4) || std::time::Instant::now() > deadline {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    // `cortex reply` says so once its subscription to the inbox is confirmed by the broker.
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(responder.stderr.take().unwrap()));
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.contains("serving requests for echo-bot"));
+    assert!(ready, "cortex reply never started serving");
+    let mut req = std::process::Command::new(bin);
+    req.args(["req", "echo-bot", "q=hello"]);
+    common(&mut req);
+    let out = req.output().expect("cortex req");
     assert!(out.status.success(), "{out:?}");
     let line = String::from_utf8(out.stdout).unwrap();
     let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
