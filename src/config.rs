@@ -133,6 +133,8 @@ pub struct FileConfig {
     pub retention: Vec<RetentionRule>,
     /// How often retention is enforced.
     pub retention_interval_ms: Option<u64>,
+    /// Streams with series of their own in `/metrics`; the rest are summed as `other`.
+    pub metrics_streams_max: Option<usize>,
 }
 
 /// The validated configuration the server runs with.
@@ -174,6 +176,8 @@ pub struct Config {
     pub retention: Vec<RetentionRule>,
     /// How often retention is enforced.
     pub retention_interval_ms: u64,
+    /// Streams with series of their own in `/metrics`.
+    pub metrics_streams_max: usize,
 }
 
 /// Flags of `cortex serve` that override the file.
@@ -209,12 +213,10 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 impl Config {
-    /// Reads the file (if any), applies the flags, validates.
+    /// Reads the file (if any), then `CORTEX_*` environment variables over it, then the
+    /// flags over both; validates.
     pub fn load(flags: &ServeFlags) -> Result<Config, String> {
-        let file = match &flags.config {
-            Some(p) => read_file(p)?,
-            None => FileConfig::default(),
-        };
+        let file = load_file(flags.config.as_deref(), std::env::vars())?;
         Config::build(file, flags)
     }
 
@@ -280,6 +282,7 @@ impl Config {
             queue_max: 65_536,
             retention: file.retention,
             retention_interval_ms: file.retention_interval_ms.unwrap_or(1_000),
+            metrics_streams_max: file.metrics_streams_max.unwrap_or(100),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -347,10 +350,72 @@ impl Config {
     }
 }
 
-fn read_file(path: &Path) -> Result<FileConfig, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))
+/// The settings an environment variable may give: `CORTEX_` + the key in upper case (the
+/// tables, `tokens`, `agents`, `retention` and `default_policy`, only in the file).
+pub const ENV_KEYS: [&str; 18] = [
+    "data_dir",
+    "resp",
+    "quic",
+    "http",
+    "fsync",
+    "tls_cert",
+    "tls_key",
+    "quic_connections_max",
+    "quic_streams_max",
+    "quic_idle_timeout_ms",
+    "clients_max",
+    "bulk_bytes_max",
+    "client_buffer_bytes_max",
+    "starvation_guard",
+    "idempotency_window_ms",
+    "alert_interval_ms",
+    "retention_interval_ms",
+    "metrics_streams_max",
+];
+
+/// The file's settings with `CORTEX_*` variables over them. A bad file is an error naming
+/// the file, line and key (the TOML parser's message); a bad variable names the variable.
+pub fn load_file(
+    path: Option<&Path>,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<FileConfig, String> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?,
+        None => String::new(),
+    };
+    let name = path.map_or(String::new(), |p| p.display().to_string());
+    // Parsed once from the text alone, so errors carry the file's line and column.
+    let file: FileConfig = toml::from_str(&text).map_err(|e| format!("config file {name}: {e}"))?;
+    let mut overrides = Vec::new();
+    for (var, raw) in env {
+        let Some(key) = var.strip_prefix("CORTEX_").map(str::to_ascii_lowercase) else {
+            continue;
+        };
+        if !ENV_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        // A number stays a number; anything else (addresses, paths, names) is a string.
+        let value = raw
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| toml::Value::String(raw.clone()));
+        let mut one = toml::Table::new();
+        one.insert(key.clone(), value.clone());
+        toml::Value::Table(one)
+            .try_into::<FileConfig>()
+            .map_err(|e| format!("environment variable {var}={raw}: {e}"))?;
+        overrides.push((key, value));
+    }
+    if overrides.is_empty() {
+        return Ok(file);
+    }
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| format!("config file {name}: {e}"))?;
+    table.extend(overrides);
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e| format!("config file {name} with CORTEX_* variables: {e}"))
 }
 
 #[cfg(test)]
@@ -394,5 +459,65 @@ mod tests {
         let file: FileConfig = toml::from_str("[tokens]\nharold = \"s3cret\"\n").unwrap();
         assert!(Config::build(file, &flags).is_ok());
         assert!(toml::from_str::<FileConfig>("unknown_key = 1").is_err());
+    }
+
+    /// `cortex.toml.example` documents every setting with its default: it must parse, and
+    /// give exactly the built-in configuration.
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cortex.toml.example");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file = load_file(Some(&path), std::iter::empty()).unwrap();
+        let c = Config::build(file, &ServeFlags::default()).unwrap();
+        let d = Config::build(FileConfig::default(), &ServeFlags::default()).unwrap();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+        for key in ENV_KEYS {
+            assert!(
+                text.contains(&format!("{key} =")),
+                "{key} is not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cortex.toml");
+        std::fs::write(
+            &path,
+            "fsync = \"no\"\nclients_max = 5\nhttp = \"127.0.0.1:1\"\n",
+        )
+        .unwrap();
+        let env = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        let f = load_file(
+            Some(&path),
+            env(&[
+                ("CORTEX_CLIENTS_MAX", "7"),
+                ("CORTEX_HTTP", "127.0.0.1:2"),
+                ("CORTEX_TOKEN", "not a setting of serve"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(f.clients_max, Some(7));
+        assert_eq!(f.fsync, Some(Fsync::No));
+        let flags = ServeFlags {
+            http: Some(addr("127.0.0.1:3")),
+            ..ServeFlags::default()
+        };
+        let c = Config::build(f, &flags).unwrap();
+        assert_eq!(c.http, addr("127.0.0.1:3"));
+        assert_eq!(c.clients_max, 7);
+        let err = load_file(Some(&path), env(&[("CORTEX_FSYNC", "sometimes")])).unwrap_err();
+        assert!(err.contains("CORTEX_FSYNC"), "{err}");
+        std::fs::write(&path, "fsync = \"no\"\n\nclient_max = 5\n").unwrap();
+        let err = load_file(Some(&path), env(&[])).unwrap_err();
+        assert!(err.contains("cortex.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("client_max"), "{err}");
     }
 }

@@ -7,6 +7,8 @@
 //! - [`broker`]: the one core: the writer thread (group commit), blocked-reader wake-ups, the
 //!   timer that drives time, alerts.
 //! - [`resp`]: the Redis-protocol front: a pure bounded codec, connections, commands.
+//! - [`quic`]: the agents' front (cortex/1 over QUIC); [`client`] is its Rust client.
+//! - [`http`]: `/metrics`, health, the JSON API and the embedded dashboard.
 //! - [`serve`]: starts everything and shuts it down on SIGINT/SIGTERM.
 #![deny(unsafe_code)]
 
@@ -15,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod glob;
+pub mod http;
 pub mod quic;
 pub mod resp;
 pub mod serve;

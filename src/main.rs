@@ -15,7 +15,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the broker: QUIC for agents, RESP for redis-cli and Redis clients.
+    /// Run the broker: QUIC for agents, RESP for Redis clients, HTTP for operators.
     Serve(cortex::config::ServeFlags),
     /// Publish a message; prints its ID once durable.
     Pub(cortex::cli::PubArgs),
@@ -33,6 +33,10 @@ enum Cmd {
     Stat(cortex::cli::StatArgs),
     /// Measure the broker over QUIC: publish, deliver or reqrep.
     Bench(cortex::cli::bench::BenchArgs),
+    /// Copy a running broker's data as of one commit into DIR (admin).
+    Backup(cortex::cli::BackupArgs),
+    /// Check a stopped broker's data offline: every record's CRC and the indexes.
+    Verify(cortex::cli::VerifyArgs),
 }
 
 fn client(
@@ -75,6 +79,14 @@ fn main() {
         Cmd::Dlq(a) => client(cortex::cli::dlq(a)),
         Cmd::Stat(a) => client(cortex::cli::stat(a)),
         Cmd::Bench(a) => client(cortex::cli::bench::run(a)),
+        Cmd::Backup(a) => client(cortex::cli::backup(a)),
+        Cmd::Verify(a) => {
+            if let Err(e) = cortex::cli::verify(a) {
+                eprintln!("cortex: {}", e.message);
+                std::process::exit(e.code);
+            }
+            Ok(())
+        }
     };
     if let Err(e) = result {
         eprintln!("cortex: {e}");

@@ -15,14 +15,16 @@ pub async fn run(config: Config) -> Result<(), String> {
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let endpoint = crate::quic::server::bind(broker.config())?;
     let quic_local = endpoint.local_addr().map_err(|e| e.to_string())?;
+    let http = crate::http::bind(&broker).await?;
+    let http_local = http.local_addr().map_err(|e| e.to_string())?;
     // Tests and scripts read these lines to find the ports when started on port 0.
     println!("cortex: QUIC listening on {quic_local}");
+    println!("cortex: HTTP listening on {http_local}");
     println!("cortex: RESP listening on {local}");
     tracing::info!(
         data_dir = %broker.config().data_dir.display(),
         fsync = ?broker.config().fsync,
-        "QUIC on {quic_local}, RESP on {local}; the HTTP front ({}) is not built yet",
-        broker.config().http
+        "QUIC on {quic_local}, RESP on {local}, dashboard and metrics on http://{http_local}/"
     );
     // A watch channel, so a front that starts waiting late still sees the stop.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -37,8 +39,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     let quic = tokio::spawn(crate::quic::server::serve(
         endpoint,
         broker.clone(),
-        until_stop(stopped),
+        until_stop(stopped.clone()),
     ));
+    let web = tokio::spawn(crate::http::serve(http, broker.clone(), stopped));
     tokio::select! {
         _ = wait_for_signal() => {}
         e = broker.failure() => {
@@ -50,6 +53,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     let _ = stop.send(true);
     let _ = server.await;
     let _ = quic.await;
+    if let Ok(Err(e)) = web.await {
+        tracing::warn!("HTTP front: {e}");
+    }
     broker.shutdown();
     let b = broker.clone();
     tokio::task::spawn_blocking(move || {

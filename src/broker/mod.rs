@@ -17,8 +17,10 @@
 
 mod alerts;
 mod auth;
+pub mod metrics;
 mod notify;
 pub mod perm;
+pub mod publish;
 pub mod push;
 mod read;
 pub mod reqrep;
@@ -141,6 +143,8 @@ struct Inner {
     next_deadline_ms: AtomicU64,
     /// Live requests and inbox subscribers.
     requests: reqrep::Requests,
+    /// Latencies and counts for `/metrics`.
+    metrics: metrics::Metrics,
 }
 
 impl Broker {
@@ -173,6 +177,7 @@ impl Broker {
                 alerts: alert_tx,
                 next_deadline_ms: AtomicU64::new(first_deadline),
                 requests: reqrep::Requests::default(),
+                metrics: metrics::Metrics::default(),
             }),
         };
         let writer = {
@@ -268,6 +273,82 @@ impl Broker {
         &self.inner.stats
     }
 
+    /// Process measurements (latencies, connection gauges).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Everything an operator looks at, from the last commit: streams with their groups,
+    /// dead-letter streams, connections, storage and writer figures. `/metrics`, the HTTP
+    /// API and `cortex stat` all read this, so they agree.
+    pub fn overview(&self) -> metrics::Overview {
+        let streams = self.inner.store.overview(0);
+        let s = &self.inner.stats;
+        metrics::Overview {
+            now_ms: self.now_ms(),
+            uptime_s: self.now_ms().saturating_sub(self.inner.started_ms) / 1000,
+            dlqs: metrics::Overview::dlqs_of(&streams),
+            streams,
+            connections: vec![
+                ("resp", s.clients.load(Ordering::Relaxed)),
+                (
+                    "quic",
+                    self.inner.metrics.quic_connections.load(Ordering::Relaxed),
+                ),
+                (
+                    "http_sse",
+                    self.inner.metrics.http_streams.load(Ordering::Relaxed),
+                ),
+            ],
+            storage_bytes: self.disk_bytes(),
+            writer_queue: (self.inner.submit.max_capacity() - self.inner.submit.capacity()) as u64,
+            commits: s.commits.load(Ordering::Relaxed),
+            ops: s.ops.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Copies the store as of the last commit into `dir` (new or empty), with the TLS
+    /// identity kept in the data dir, so the copy opens and serves as this broker does.
+    /// Admin only. Writers go on meanwhile; the copy runs on the blocking pool.
+    pub async fn backup(
+        &self,
+        who: &Principal,
+        dir: std::path::PathBuf,
+    ) -> Result<Result<cortex_storage::BackupReport, String>, BrokerError> {
+        who.authorize_admin().map_err(BrokerError::NoPermission)?;
+        let store = self.inner.store.clone();
+        let tls = self.inner.config.data_dir.join("tls");
+        tokio::task::spawn_blocking(move || {
+            let report = store.backup_to(&dir).map_err(|e| e.to_string())?;
+            if tls.is_dir() {
+                let to = dir.join("tls");
+                std::fs::create_dir_all(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+                for f in std::fs::read_dir(&tls).map_err(|e| format!("{}: {e}", tls.display()))? {
+                    let f = f.map_err(|e| e.to_string())?;
+                    if f.file_type().is_ok_and(|t| t.is_file()) {
+                        std::fs::copy(f.path(), to.join(f.file_name()))
+                            .map_err(|e| format!("{}: {e}", f.path().display()))?;
+                    }
+                }
+            }
+            Ok(report)
+        })
+        .await
+        .map_err(|e| BrokerError::Internal(format!("backup task failed: {e}")))
+    }
+
+    /// `/metrics`: the Prometheus text format, or OpenMetrics when `openmetrics`.
+    pub fn render_metrics(&self, openmetrics: bool) -> String {
+        let o = self.overview();
+        metrics::render(
+            &o,
+            &self.inner.metrics,
+            self.inner.config.metrics_streams_max,
+            openmetrics,
+        )
+        .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+
     /// The broker's clock.
     pub fn clock(&self) -> &Clock {
         &self.inner.clock
@@ -331,6 +412,8 @@ impl Broker {
         }
         who.authorize_ops(&ops).map_err(BrokerError::NoPermission)?;
         self.prepare(&mut ops);
+        let publish = ops.iter().any(|o| matches!(o, Op::Append { .. }));
+        let started = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
         self.inner
             .submit
@@ -339,7 +422,14 @@ impl Broker {
                 mpsc::error::TrySendError::Full(_) => BrokerError::Busy,
                 mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
             })?;
-        rx.await.unwrap_or(Err(BrokerError::ShuttingDown))
+        let r = rx.await.unwrap_or(Err(BrokerError::ShuttingDown));
+        if publish && r.is_ok() {
+            self.inner
+                .metrics
+                .publish_durable
+                .observe(started.elapsed());
+        }
+        r
     }
 
     /// A transaction (MULTI/EXEC): its ops, reads included ([`Op::Query`], which see the
@@ -423,11 +513,13 @@ impl Broker {
             }
             if !ops.is_empty() {
                 let now = self.now_ms();
+                let started = std::time::Instant::now();
                 match self.inner.store.apply(ops, now) {
                     Ok(out) => {
+                        self.inner.metrics.on_commit(&out.events, started.elapsed());
                         self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
                         self.inner.stats.ops.fetch_add(n as u64, Ordering::Relaxed);
-                        self.publish(&out.events);
+                        self.wake(&out.events);
                         self.set_deadline(out.next_deadline_ms);
                         let mut replies = out.replies.into_iter();
                         for (size, to) in sizes.into_iter().zip(replies_to) {
@@ -467,7 +559,7 @@ impl Broker {
         tracing::info!("writer stopped");
     }
 
-    fn publish(&self, events: &[Event]) {
+    fn wake(&self, events: &[Event]) {
         let mut last: Option<&StreamKey> = None;
         for e in events {
             match e {

@@ -151,6 +151,11 @@ impl Principal {
         })
     }
 
+    /// Checks a broker-wide administrative action (backup, say).
+    pub fn authorize_admin(&self) -> Result<(), Refusal> {
+        self.need(Right::Admin, None)
+    }
+
     /// Checks one op.
     pub fn authorize_op(&self, op: &Op) -> Result<(), Refusal> {
         if self.permissions().admin {

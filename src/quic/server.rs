@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cortex_storage::{
-    DlqFilter, GroupStart, IdSpec, Lane, Meta, Op, PolicyPatch, Query, Reply, StreamId, StreamKey,
+    DlqFilter, GroupStart, Lane, Op, PolicyPatch, Query, Reply, StreamId, StreamKey,
 };
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use super::convert::*;
 use super::io::{read_frame, write_frame, ReadError};
+use crate::broker::publish::Message;
 use crate::broker::push::{SubscribeSpec, Subscription};
 use crate::broker::reqrep::ReqError;
 use crate::broker::{Broker, Principal, Right};
@@ -128,6 +129,8 @@ async fn connection(conn: Connection, broker: Broker) {
         }
     };
     broker.stats().connections.fetch_add(1, Ordering::Relaxed);
+    let open = &broker.metrics().quic_connections;
+    open.fetch_add(1, Ordering::Relaxed);
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -137,6 +140,7 @@ async fn connection(conn: Connection, broker: Broker) {
         let w = who.clone();
         tokio::spawn(async move { stream(send, recv, b, w, limits).await });
     }
+    open.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// The first stream's first frame must be a good `Hello`; anything else closes the
@@ -284,27 +288,17 @@ async fn publish(
     stream: Vec<u8>,
     messages: Vec<wire::Message>,
 ) -> Frame {
-    let key = StreamKey::new(0, stream);
-    let now = broker.now_ms();
-    let producer = who.agent().map(|a| a.as_bytes().to_vec());
-    let ops = messages
+    let messages = messages
         .into_iter()
-        .map(|m| Op::Append {
-            stream: key.clone(),
-            id: IdSpec::Auto,
+        .map(|m| Message {
             fields: m.fields,
-            meta: Meta {
-                lane: Lane::from_index(usize::from(m.lane)).unwrap_or_default(),
-                expires_at_ms: m.ttl_ms.map(|t| now.saturating_add(t)),
-                producer: producer.clone(),
-                headers: m.headers,
-            },
-            idempotency_key: m.key,
-            no_mkstream: false,
-            trim: None,
+            lane: Lane::from_index(usize::from(m.lane)).unwrap_or_default(),
+            ttl_ms: m.ttl_ms,
+            key: m.key,
+            headers: m.headers,
         })
         .collect();
-    match broker.submit(who, ops).await {
+    match broker.publish(who, stream, messages).await {
         Ok(replies) => {
             let mut results = Vec::with_capacity(replies.len());
             for r in replies {
@@ -618,7 +612,7 @@ fn result(seq: u64, r: Result<u64, crate::broker::push::SubError>) -> Frame {
 
 async fn admin(broker: &Broker, who: &Principal, a: AdminRequest) -> Frame {
     match a {
-        AdminRequest::Stat { stream } => stat(broker, who, stream).await,
+        AdminRequest::Stat { stream } => stat(broker, who, stream),
         AdminRequest::Policy {
             stream,
             group,
@@ -678,6 +672,18 @@ async fn admin(broker: &Broker, who: &Principal, a: AdminRequest) -> Frame {
             }
             Err(f) => *f,
         },
+        AdminRequest::Backup { dir } => match broker.backup(who, dir.into()).await {
+            Ok(Ok(r)) => Frame::AdminAnswer(AdminAnswer::Backup {
+                streams: r.streams,
+                keys: r.keys,
+                bytes: r.bytes,
+            }),
+            Ok(Err(e)) => Frame::Error {
+                code: ErrorCode::InvalidArgument,
+                message: format!("backup failed: {e}"),
+            },
+            Err(e) => broker_error(&e),
+        },
         AdminRequest::DlqPurge(s) => match dlq_select(s) {
             Ok((dlq, filter, limit)) => {
                 count_answer(broker, who, Op::DlqPurge { dlq, filter, limit }).await
@@ -722,48 +728,22 @@ fn dlq_select(s: wire::DlqSelect) -> Result<(StreamKey, DlqFilter, usize), Box<F
     ))
 }
 
-/// Streams the agent may consume, with their groups (at most 1,000 streams).
-async fn stat(broker: &Broker, who: &Principal, only: Option<Vec<u8>>) -> Frame {
-    let names = match only {
-        Some(s) => vec![s],
-        None => match broker.query(who, Query::Names { ns: 0 }).await {
-            Ok(Ok(cortex_storage::Answer::Names(n))) => n,
-            Ok(Ok(_)) => return internal("unexpected answer"),
-            Ok(Err(e)) => return store_error(&e),
-            Err(e) => return broker_error(&e),
-        },
-    };
-    let mut out = Vec::new();
-    for name in names
+/// Streams the agent may consume, with their groups (at most 1,000 streams): the same
+/// numbers as `/metrics` and the dashboard ([`Broker::overview`]).
+fn stat(broker: &Broker, who: &Principal, only: Option<Vec<u8>>) -> Frame {
+    let out = broker
+        .overview()
+        .streams
         .into_iter()
-        .filter(|n| who.may(Right::Consume, n))
+        .filter(|s| only.as_ref().is_none_or(|o| *o == s.name))
+        .filter(|s| who.may(Right::Consume, &s.name))
         .take(1_000)
-    {
-        let key = StreamKey::new(0, name.clone());
-        let info = match broker
-            .query(
-                who,
-                Query::Stream {
-                    stream: key.clone(),
-                },
-            )
-            .await
-        {
-            Ok(Ok(cortex_storage::Answer::Stream(Some(i)))) => i,
-            Ok(Ok(_)) => continue,
-            Ok(Err(e)) => return store_error(&e),
-            Err(e) => return broker_error(&e),
-        };
-        let groups = match broker.query(who, Query::Groups { stream: key }).await {
-            Ok(Ok(cortex_storage::Answer::Groups(g))) => g,
-            _ => Vec::new(),
-        };
-        out.push(StreamStat {
-            name,
-            length: info.length,
-            last_id: wid(info.last_generated_id),
-            lanes: info.lane_len.to_vec(),
-            groups: groups
+        .map(|s| StreamStat {
+            length: s.length,
+            last_id: wid(s.last_id),
+            lanes: s.lane_len.to_vec(),
+            groups: s
+                .groups
                 .into_iter()
                 .map(|g| GroupStat {
                     name: g.name,
@@ -774,8 +754,9 @@ async fn stat(broker: &Broker, who: &Principal, only: Option<Vec<u8>>) -> Frame 
                     policy: g.policy.is_some(),
                 })
                 .collect(),
-        });
-    }
+            name: s.name,
+        })
+        .collect();
     Frame::AdminAnswer(AdminAnswer::Stat(out))
 }
 

@@ -212,6 +212,12 @@ pub enum AdminRequest {
     DlqRedrive(DlqSelect),
     /// Delete dead letters (admin).
     DlqPurge(DlqSelect),
+    /// Copy the store as of the last commit into a directory on the broker's machine
+    /// (admin). Answered with [`AdminAnswer::Backup`].
+    Backup {
+        /// Target directory (absent or empty).
+        dir: String,
+    },
 }
 
 /// A group in [`StreamStat`].
@@ -282,6 +288,15 @@ pub enum AdminAnswer {
     DeadLetters(Vec<DeadLetter>),
     /// DlqRedrive / DlqPurge: how many.
     Count(u64),
+    /// Backup: what was copied.
+    Backup {
+        /// Streams.
+        streams: u64,
+        /// Keys.
+        keys: u64,
+        /// Bytes of keys and values.
+        bytes: u64,
+    },
 }
 
 /// A frame. The tag (variant index) is its type on the wire.
@@ -586,6 +601,7 @@ impl Frame {
                 | AdminRequest::DlqPurge(s) => {
                     count("dead letters", s.count as usize, l.range_count)
                 }
+                AdminRequest::Backup { dir } => count("directory bytes", dir.len(), 4096),
             },
             _ => Ok(()),
         }

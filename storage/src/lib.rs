@@ -30,6 +30,7 @@ mod error;
 pub mod group;
 mod id;
 pub mod keys;
+pub mod maintenance;
 mod meta;
 mod ops;
 mod overlay;
@@ -42,6 +43,7 @@ pub mod stream;
 pub use config::{Durability, Limits, StoreConfig};
 pub use error::{Error, Result};
 pub use id::{IdSpec, Lane, ParseIdError, StreamId};
+pub use maintenance::{verify, BackupReport, Damage, VerifyReport};
 pub use meta::{
     ConsumerMeta, DeliveryPolicy, GroupCounters, GroupMeta, IdempotencyRecord, PendingEntry,
     PendingState, StreamMeta, SystemMeta, DEFAULT_DLQ,
@@ -53,7 +55,7 @@ pub use ops::{
 pub use policy::DueReport;
 pub use read::{
     Answer, ConsumerInfo, GroupFull, GroupInfo, PendingInfo, PendingQuery, PendingSummary, Query,
-    ReadStart, StreamFull, StreamInfo,
+    ReadStart, StreamFull, StreamInfo, StreamSummary,
 };
 pub use record::{DeadLetter, DeadReason, Entry, Fields, Meta, Record};
 pub use store::Store;

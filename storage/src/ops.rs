@@ -482,6 +482,25 @@ pub enum Event {
         /// Group.
         group: Vec<u8>,
     },
+    /// A group read handed out entries for the first time (for metrics: publish-to-delivery
+    /// latency). Redeliveries are not included.
+    Delivered {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// For each entry, the batch's clock minus the entry ID's milliseconds (its age).
+        ages_ms: Vec<u64>,
+    },
+    /// A consumer reported failed attempts (CX.NACK, reject included).
+    Nacked {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// How many pending entries it failed.
+        count: u64,
+    },
 }
 
 /// What a batch did.

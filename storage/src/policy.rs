@@ -231,6 +231,13 @@ impl Txn<'_> {
         self.with_group(key, group, |txn, _, g| {
             txn.apply_failures(key, group, g, &policy, failures, error.as_deref());
         });
+        if n > 0 {
+            self.events.push(crate::ops::Event::Nacked {
+                stream: key.clone(),
+                group: group.to_vec(),
+                count: n,
+            });
+        }
         Ok(Reply::Count(n))
     }
 

@@ -388,6 +388,63 @@ impl ReadCtx for Txn<'_> {
     }
 }
 
+/// One stream's facts straight from the in-memory catalog (no disk reads), for metrics,
+/// `cortex stat` and dashboards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Entries stored.
+    pub length: u64,
+    /// Bytes of fields and values stored.
+    pub bytes: u64,
+    /// Entries ever added.
+    pub entries_added: u64,
+    /// Last generated ID.
+    pub last_id: StreamId,
+    /// Entries per lane, critical first.
+    pub lane_len: [u64; 5],
+    /// Entries trimmed before some group had them.
+    pub trimmed_undelivered: u64,
+    /// Creation time (Unix ms).
+    pub created_ms: u64,
+    /// Its groups, by name.
+    pub groups: Vec<GroupInfo>,
+}
+
+impl Store {
+    /// Every stream of a namespace with its groups, sorted by name, from the last commit.
+    /// Costs one pass over the catalog; the catalog lock is held only to copy pointers.
+    pub fn overview(&self, ns: u16) -> Vec<StreamSummary> {
+        let mut streams: Vec<(Vec<u8>, Arc<StreamState>)> = {
+            let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+            cat.streams
+                .iter()
+                .filter(|(k, _)| k.ns == ns)
+                .map(|(k, s)| (k.name.clone(), s.clone()))
+                .collect()
+        };
+        streams.sort_by(|a, b| a.0.cmp(&b.0));
+        streams
+            .into_iter()
+            .map(|(name, st)| {
+                let m = &st.meta;
+                StreamSummary {
+                    length: m.length,
+                    bytes: m.bytes,
+                    entries_added: m.entries_added,
+                    last_id: m.last_id,
+                    lane_len: m.lane_len,
+                    trimmed_undelivered: m.trimmed_undelivered,
+                    created_ms: m.created_ms,
+                    groups: group_infos(&st),
+                    name,
+                }
+            })
+            .collect()
+    }
+}
+
 impl Store {
     /// The committed view for a query: only the streams it names are taken from the
     /// catalog (all names for [`Query::Names`]), with the snapshot committed with them.
@@ -652,8 +709,11 @@ fn groups_info(ctx: &impl ReadCtx, key: &StreamKey) -> Result<Vec<GroupInfo>> {
     let st = ctx.stream(key).ok_or_else(|| Error::NoSuchStream {
         stream: key.name.clone(),
     })?;
-    Ok(st
-        .groups
+    Ok(group_infos(st))
+}
+
+fn group_infos(st: &StreamState) -> Vec<GroupInfo> {
+    st.groups
         .iter()
         .map(|(name, g)| GroupInfo {
             name: name.clone(),
@@ -666,7 +726,7 @@ fn groups_info(ctx: &impl ReadCtx, key: &StreamKey) -> Result<Vec<GroupInfo>> {
             ready: g.meta.ready,
             counters: g.meta.counters,
         })
-        .collect())
+        .collect()
 }
 
 fn consumers_info(_st: &StreamState, g: &GroupState, now_ms: u64) -> Vec<ConsumerInfo> {

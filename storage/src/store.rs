@@ -123,6 +123,26 @@ pub struct Store {
     writer: Mutex<()>,
 }
 
+/// Opens (creating when missing) the store's keyspaces with their settings.
+pub(crate) fn open_keyspaces(db: &Database, cfg: &StoreConfig) -> Result<Keyspaces> {
+    let big = cfg.memtable_bytes;
+    let small = big.min(4 << 20);
+    Ok(Keyspaces {
+        streams: open_keyspace(db, 0, "streams", small)?,
+        groups: open_keyspace(db, 1, "groups", small)?,
+        consumers: open_keyspace(db, 2, "consumers", small)?,
+        entries: open_keyspace(db, 3, "entries", big)?,
+        lanes: open_keyspace(db, 4, "lanes", small)?,
+        pel: open_keyspace(db, 5, "pel", big)?,
+        cpel: open_keyspace(db, 6, "cpel", small)?,
+        due: open_keyspace(db, 7, "due", small)?,
+        ready: open_keyspace(db, 8, "ready", small)?,
+        idem: open_keyspace(db, 9, "idem", small)?,
+        idem_exp: open_keyspace(db, 10, "idem_exp", small)?,
+        sys: open_keyspace(db, 11, "sys", small)?,
+    })
+}
+
 fn open_keyspace(db: &Database, id: usize, name: &str, memtable: u64) -> Result<Ks> {
     let ks = db.keyspace(name, || {
         KeyspaceCreateOptions::default().max_memtable_size(memtable)
@@ -217,22 +237,7 @@ impl Store {
             .cache_size(cfg.cache_bytes)
             .max_journaling_size(cfg.journal_bytes_max)
             .open()?;
-        let big = cfg.memtable_bytes;
-        let small = big.min(4 << 20);
-        let ks = Keyspaces {
-            streams: open_keyspace(&db, 0, "streams", small)?,
-            groups: open_keyspace(&db, 1, "groups", small)?,
-            consumers: open_keyspace(&db, 2, "consumers", small)?,
-            entries: open_keyspace(&db, 3, "entries", big)?,
-            lanes: open_keyspace(&db, 4, "lanes", small)?,
-            pel: open_keyspace(&db, 5, "pel", big)?,
-            cpel: open_keyspace(&db, 6, "cpel", small)?,
-            due: open_keyspace(&db, 7, "due", small)?,
-            ready: open_keyspace(&db, 8, "ready", small)?,
-            idem: open_keyspace(&db, 9, "idem", small)?,
-            idem_exp: open_keyspace(&db, 10, "idem_exp", small)?,
-            sys: open_keyspace(&db, 11, "sys", small)?,
-        };
+        let ks = open_keyspaces(&db, &cfg)?;
         let catalog = load_catalog(&db, &ks)?;
         Ok(Store {
             db,

@@ -7,6 +7,7 @@ mod cx;
 mod durability;
 mod generic;
 mod groups;
+mod http;
 mod protocol;
 mod quic;
 mod redis_cli;

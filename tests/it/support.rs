@@ -11,20 +11,40 @@ pub struct Server {
     pub addr: SocketAddr,
     /// The QUIC port (kept across restarts, so clients can reconnect).
     pub quic: SocketAddr,
+    /// The HTTP port (kept across restarts).
+    pub http: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The data directory (`dir`, unless started on another one).
+    data: std::path::PathBuf,
     extra: Vec<String>,
 }
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_path_buf();
+        Server::launch(dir, data, extra)
+    }
+
+    /// A server on an existing data directory (a backup, say).
+    pub fn start_in(data: &std::path::Path, extra: &[&str]) -> Server {
+        Server::launch(
+            tempfile::tempdir().expect("tempdir"),
+            data.to_path_buf(),
+            extra,
+        )
+    }
+
+    fn launch(dir: tempfile::TempDir, data: std::path::PathBuf, extra: &[&str]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, quic) = spawn(dir.path(), &extra, None);
+        let (child, addr, quic, http) = spawn(&data, &extra, None);
         Server {
             child: Some(child),
             addr,
             quic,
+            http,
             dir,
+            data,
             extra,
         }
     }
@@ -35,7 +55,7 @@ impl Server {
             c.kill().expect("kill");
             c.wait().expect("wait");
         }
-        let (child, addr, _) = spawn(self.dir.path(), &self.extra, Some(self.quic));
+        let (child, addr, _, _) = spawn(&self.data, &self.extra, Some((self.quic, self.http)));
         self.child = Some(child);
         self.addr = addr;
     }
@@ -63,7 +83,7 @@ impl Server {
     }
 
     pub fn restart(&mut self) {
-        let (child, addr, _) = spawn(self.dir.path(), &self.extra, Some(self.quic));
+        let (child, addr, _, _) = spawn(&self.data, &self.extra, Some((self.quic, self.http)));
         self.child = Some(child);
         self.addr = addr;
     }
@@ -129,9 +149,12 @@ impl Drop for Server {
 fn spawn(
     dir: &std::path::Path,
     extra: &[String],
-    quic: Option<SocketAddr>,
-) -> (Child, SocketAddr, SocketAddr) {
-    let quic_arg = quic.map_or("127.0.0.1:0".to_string(), |q| q.to_string());
+    keep: Option<(SocketAddr, SocketAddr)>,
+) -> (Child, SocketAddr, SocketAddr, SocketAddr) {
+    let (quic_arg, http_arg) = keep.map_or(
+        ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string()),
+        |(q, h)| (q.to_string(), h.to_string()),
+    );
     let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
         .arg("serve")
         .arg("--data-dir")
@@ -140,6 +163,8 @@ fn spawn(
         .arg("127.0.0.1:0")
         .arg("--quic")
         .arg(quic_arg)
+        .arg("--http")
+        .arg(http_arg)
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -149,17 +174,20 @@ fn spawn(
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut quic = None;
+    let (mut quic, mut http) = (None, None);
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
         if let Some(a) = line.strip_prefix("cortex: QUIC listening on ") {
             quic = a.trim().parse().ok();
         }
+        if let Some(a) = line.strip_prefix("cortex: HTTP listening on ") {
+            http = a.trim().parse().ok();
+        }
         if let Some(a) = line.strip_prefix("cortex: RESP listening on ") {
-            if let (Ok(addr), Some(quic)) = (a.trim().parse(), quic) {
+            if let (Ok(addr), Some(quic), Some(http)) = (a.trim().parse(), quic, http) {
                 // Keep draining stdout so the child never blocks on a full pipe.
                 std::thread::spawn(move || for _ in lines.by_ref() {});
-                return (child, addr, quic);
+                return (child, addr, quic, http);
             }
         }
     }

@@ -308,6 +308,7 @@ impl Txn<'_> {
 
         // 3. Apply the plan.
         let mut out = Vec::with_capacity(handed);
+        let mut ages_ms = Vec::new();
         self.with_group(key, group, |txn, m, g| {
             let state = txn.delivered_state(g.meta.policy.as_ref());
             let dlq = policy
@@ -323,6 +324,7 @@ impl Txn<'_> {
                     } => {
                         consume(m, &mut g.meta, id, lane);
                         g.meta.counters.delivered += 1;
+                        ages_ms.push(now.saturating_sub(id.ms));
                         if !noack {
                             let pel = PendingEntry {
                                 consumer_id: cid,
@@ -380,6 +382,13 @@ impl Txn<'_> {
                 }
             }
         });
+        if !ages_ms.is_empty() {
+            self.events.push(crate::ops::Event::Delivered {
+                stream: key.clone(),
+                group: group.to_vec(),
+                ages_ms,
+            });
+        }
         Ok(out)
     }
 }

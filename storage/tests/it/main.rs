@@ -2,6 +2,7 @@
 
 mod core;
 mod groups;
+mod maintenance;
 mod model;
 mod policy;
 mod recovery;

@@ -1,0 +1,518 @@
+//! What the broker measures, and the one place its numbers are put together: `/metrics`,
+//! the HTTP API's overview (the dashboard) and `cortex stat` all read [`Broker::overview`],
+//! so they always agree.
+//!
+//! Two kinds of numbers:
+//! - **Durable** ones come from the store's catalog at scrape time (stream lengths, group
+//!   lag and pending, and the per-group counters the store keeps in its metadata:
+//!   delivered, redelivered, acked, failed attempts, dead-lettered). They survive restarts.
+//! - **Process** ones are counted by the writer from each commit's events and timings
+//!   (latency histograms, nacks, dead letters by reason), and restart from zero, as
+//!   Prometheus counters may.
+//!
+//! Cardinality is bounded: labels are stream, group, reason and protocol names only (never
+//! an agent or message ID), and at most `metrics_streams_max` streams get series of their
+//! own (by name order, so membership is stable); the rest are summed under `stream="other"`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use cortex_storage::{DeadReason, Event, GroupInfo, StreamSummary, DEFAULT_DLQ};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Label of series beyond the per-stream cap, and of their groups.
+pub const OTHER: &str = "other";
+
+/// Upper bounds (seconds) of the latency histograms: 50 µs to 10 s, about three per decade.
+const LATENCY_BOUNDS: [f64; 17] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// A fixed-bucket latency histogram: lock-free to record, readable by the dashboard (bucket
+/// counts) and encodable for Prometheus.
+#[derive(Debug)]
+pub struct Latency {
+    /// Per bucket (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    sum_ns: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_ns: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Latency {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BOUNDS.partition_point(|&b| b < s);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(
+            d.as_nanos().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Upper bounds (seconds; the last bucket, not listed, is `+Inf`).
+    pub fn bounds() -> &'static [f64] {
+        &LATENCY_BOUNDS
+    }
+
+    /// Per-bucket counts (not cumulative), `+Inf` last.
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// A [`Latency`] as registered: the registry needs an owned value, this borrows by `Arc`.
+#[derive(Debug, Clone)]
+struct LatencyMetric(std::sync::Arc<Latency>);
+
+impl EncodeMetric for LatencyMetric {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.0.counts();
+        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(counts.iter().copied())
+            .collect();
+        // The count is the buckets' sum, so the two always agree within one scrape.
+        let count = counts.iter().sum();
+        let sum = self.0.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The broker's process-lifetime measurements.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// From a publish submitted to its durable acknowledgement.
+    pub publish_durable: std::sync::Arc<Latency>,
+    /// From an entry's ID time (its publication) to its first delivery to a group.
+    pub delivery: std::sync::Arc<Latency>,
+    /// One writer commit: apply plus fsync (under `--fsync always`, mostly fsync).
+    pub commit: std::sync::Arc<Latency>,
+    /// Dead letters by reason, in the order of [`DeadReason::ALL`].
+    dead: [AtomicU64; 4],
+    /// Nacked entries per (stream, group); bounded like every labelled series.
+    nacked: Mutex<HashMap<GroupKey, u64>>,
+    /// QUIC connections open.
+    pub quic_connections: AtomicU64,
+    /// HTTP live tails (server-sent event streams) open.
+    pub http_streams: AtomicU64,
+    /// HTTP requests answered.
+    pub http_requests: AtomicU64,
+}
+
+/// A (stream, group) pair.
+type GroupKey = (Vec<u8>, Vec<u8>);
+
+/// Most (stream, group) pairs whose nacks are counted apart; more go to `other`.
+const NACKED_SERIES_MAX: usize = 10_000;
+
+fn reason_index(r: DeadReason) -> usize {
+    match r {
+        DeadReason::MaxAttempts => 0,
+        DeadReason::Expired => 1,
+        DeadReason::Stale => 2,
+        DeadReason::Rejected => 3,
+    }
+}
+
+const REASONS: [&str; 4] = ["max_attempts", "expired", "stale", "rejected"];
+
+impl Metrics {
+    /// Counts what one commit did (called by the writer after each commit).
+    pub fn on_commit(&self, events: &[Event], took: Duration) {
+        self.commit.observe(took);
+        for e in events {
+            match e {
+                Event::Delivered { ages_ms, .. } => {
+                    for &a in ages_ms {
+                        self.delivery.observe(Duration::from_millis(a));
+                    }
+                }
+                Event::DeadLettered { reason, .. } => {
+                    self.dead[reason_index(*reason)].fetch_add(1, Ordering::Relaxed);
+                }
+                Event::Nacked {
+                    stream,
+                    group,
+                    count,
+                } => {
+                    let mut m = self.nacked.lock().unwrap_or_else(|p| p.into_inner());
+                    let key = (stream.name.clone(), group.clone());
+                    let key = if m.len() < NACKED_SERIES_MAX || m.contains_key(&key) {
+                        key
+                    } else {
+                        (OTHER.into(), OTHER.into())
+                    };
+                    *m.entry(key).or_default() += count;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Dead letters since start, by reason name.
+    pub fn dead_by_reason(&self) -> Vec<(&'static str, u64)> {
+        REASONS
+            .iter()
+            .zip(&self.dead)
+            .map(|(r, n)| (*r, n.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Nacks since start of one group.
+    pub fn nacked(&self, stream: &[u8], group: &[u8]) -> u64 {
+        let m = self.nacked.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&(stream.to_vec(), group.to_vec()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Everything an operator looks at, at one moment.
+#[derive(Clone, Debug)]
+pub struct Overview {
+    /// Unix ms when taken.
+    pub now_ms: u64,
+    /// Seconds since the broker started.
+    pub uptime_s: u64,
+    /// Streams (namespace 0, the one agents use) with their groups.
+    pub streams: Vec<StreamSummary>,
+    /// Dead-letter streams (the default one and every policy's) and their lengths.
+    pub dlqs: Vec<(Vec<u8>, u64)>,
+    /// Open connections per protocol.
+    pub connections: Vec<(&'static str, u64)>,
+    /// Store files on disk.
+    pub storage_bytes: u64,
+    /// Submissions waiting for the writer.
+    pub writer_queue: u64,
+    /// Writer commits since start.
+    pub commits: u64,
+    /// Ops applied since start.
+    pub ops: u64,
+}
+
+impl Overview {
+    /// Builds the dead-letter list from the streams: the default DLQ plus every dead-letter
+    /// stream a group's policy names, with their current lengths.
+    pub(crate) fn dlqs_of(streams: &[StreamSummary]) -> Vec<(Vec<u8>, u64)> {
+        let mut names: Vec<Vec<u8>> = vec![DEFAULT_DLQ.to_vec()];
+        for s in streams {
+            for g in &s.groups {
+                if let Some(p) = &g.policy {
+                    names.push(p.dead_letter.clone());
+                }
+            }
+        }
+        names.sort();
+        names.dedup();
+        let len = |n: &[u8]| {
+            streams
+                .binary_search_by(|s| s.name.as_slice().cmp(n))
+                .map_or(0, |i| streams[i].length)
+        };
+        names.into_iter().map(|n| (n.clone(), len(&n))).collect()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StreamLabel {
+    stream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupLabel {
+    stream: String,
+    group: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabel {
+    protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DlqLabel {
+    dlq: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+type Counters<L> = Family<L, Counter>;
+type Gauges<L> = Family<L, Gauge>;
+
+/// The per-group families.
+#[derive(Default)]
+struct GroupFamilies {
+    delivered: Counters<GroupLabel>,
+    redelivered: Counters<GroupLabel>,
+    acked: Counters<GroupLabel>,
+    nacked: Counters<GroupLabel>,
+    failed: Counters<GroupLabel>,
+    dead: Counters<GroupLabel>,
+    lag: Gauges<GroupLabel>,
+    pending: Gauges<GroupLabel>,
+    consumers: Gauges<GroupLabel>,
+    ready: Gauges<GroupLabel>,
+}
+
+impl GroupFamilies {
+    fn add(&self, l: &GroupLabel, g: &GroupInfo, nacked: u64) {
+        let c = &g.counters;
+        self.delivered.get_or_create(l).inc_by(c.delivered);
+        self.redelivered.get_or_create(l).inc_by(c.redelivered);
+        self.acked.get_or_create(l).inc_by(c.acked);
+        self.nacked.get_or_create(l).inc_by(nacked);
+        self.failed.get_or_create(l).inc_by(c.failures);
+        self.dead.get_or_create(l).inc_by(c.dead_lettered);
+        let gauge = |v: u64| v.min(i64::MAX as u64) as i64;
+        self.lag.get_or_create(l).inc_by(gauge(g.lag.unwrap_or(0)));
+        self.pending.get_or_create(l).inc_by(gauge(g.pending));
+        self.consumers
+            .get_or_create(l)
+            .inc_by(gauge(g.consumers as u64));
+        self.ready.get_or_create(l).inc_by(gauge(g.ready));
+    }
+
+    fn register(self, r: &mut Registry) {
+        r.register(
+            "group_delivered",
+            "Entries handed to a consumer of the group for the first time (durable)",
+            self.delivered,
+        );
+        r.register(
+            "group_redelivered",
+            "Entries handed out again: history reads, claims and retries (durable)",
+            self.redelivered,
+        );
+        r.register("group_acked", "Entries acknowledged (durable)", self.acked);
+        r.register(
+            "group_nacked",
+            "Entries a consumer reported as failed (NACK or reject) since the broker started",
+            self.nacked,
+        );
+        r.register(
+            "group_failed_attempts",
+            "Failed delivery attempts: nacks plus ack timeouts (durable)",
+            self.failed,
+        );
+        r.register(
+            "group_dead_lettered",
+            "Entries the group sent to its dead-letter stream (durable)",
+            self.dead,
+        );
+        r.register(
+            "group_lag",
+            "Entries of the stream not yet handed to the group (0 when unknown)",
+            self.lag,
+        );
+        r.register(
+            "group_pending",
+            "Entries delivered to the group and not yet acknowledged",
+            self.pending,
+        );
+        r.register(
+            "group_consumers",
+            "Consumers known to the group",
+            self.consumers,
+        );
+        r.register(
+            "group_retries_ready",
+            "Pending entries whose retry is due",
+            self.ready,
+        );
+    }
+}
+
+/// Renders an overview plus the process metrics in the Prometheus text format (0.0.4), or
+/// in OpenMetrics when `openmetrics`.
+pub(crate) fn render(
+    o: &Overview,
+    m: &Metrics,
+    streams_max: usize,
+    openmetrics: bool,
+) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::with_prefix("cortex");
+    let published: Counters<StreamLabel> = Family::default();
+    let entries: Gauges<StreamLabel> = Family::default();
+    let bytes: Gauges<StreamLabel> = Family::default();
+    let groups = GroupFamilies::default();
+    for (i, s) in o.streams.iter().enumerate() {
+        let (stream, own) = if i < streams_max {
+            (text(&s.name), true)
+        } else {
+            (OTHER.to_string(), false)
+        };
+        let l = StreamLabel {
+            stream: stream.clone(),
+        };
+        published.get_or_create(&l).inc_by(s.entries_added);
+        entries
+            .get_or_create(&l)
+            .inc_by(s.length.min(i64::MAX as u64) as i64);
+        bytes
+            .get_or_create(&l)
+            .inc_by(s.bytes.min(i64::MAX as u64) as i64);
+        for g in &s.groups {
+            let gl = GroupLabel {
+                stream: stream.clone(),
+                group: if own { text(&g.name) } else { OTHER.into() },
+            };
+            groups.add(&gl, g, m.nacked(&s.name, &g.name));
+        }
+    }
+    reg.register(
+        "stream_published",
+        "Entries appended to the stream, all time (durable)",
+        published,
+    );
+    reg.register("stream_entries", "Entries stored in the stream", entries);
+    reg.register_with_unit(
+        "stream",
+        "Bytes of fields and values stored in the stream",
+        Unit::Bytes,
+        bytes,
+    );
+    groups.register(&mut reg);
+
+    let dlq: Gauges<DlqLabel> = Family::default();
+    for (name, len) in &o.dlqs {
+        dlq.get_or_create(&DlqLabel { dlq: text(name) })
+            .set((*len).min(i64::MAX as u64) as i64);
+    }
+    reg.register(
+        "dlq_entries",
+        "Dead letters waiting in each dead-letter stream",
+        dlq,
+    );
+    let dead: Counters<ReasonLabel> = Family::default();
+    for (reason, n) in m.dead_by_reason() {
+        dead.get_or_create(&ReasonLabel {
+            reason: reason.into(),
+        })
+        .inc_by(n);
+    }
+    reg.register(
+        "dead_letters",
+        "Entries dead-lettered since the broker started, by reason",
+        dead,
+    );
+    let conns: Gauges<ProtocolLabel> = Family::default();
+    for (p, n) in &o.connections {
+        conns
+            .get_or_create(&ProtocolLabel {
+                protocol: (*p).into(),
+            })
+            .set(*n as i64);
+    }
+    reg.register("connections", "Open client connections by protocol", conns);
+    reg.register_with_unit(
+        "publish_durable",
+        "Time from a publish's submission to its durable acknowledgement",
+        Unit::Seconds,
+        LatencyMetric(m.publish_durable.clone()),
+    );
+    reg.register_with_unit(
+        "delivery_latency",
+        "Time from an entry's publication (its ID time) to its first delivery to a group",
+        Unit::Seconds,
+        LatencyMetric(m.delivery.clone()),
+    );
+    reg.register_with_unit(
+        "commit_duration",
+        "One writer commit: applying a batch and its fsync",
+        Unit::Seconds,
+        LatencyMetric(m.commit.clone()),
+    );
+    let gauge = |v: u64| {
+        let g: Gauge = Gauge::default();
+        g.set(v.min(i64::MAX as u64) as i64);
+        g
+    };
+    let counter = |v: u64| {
+        let c: Counter = Counter::default();
+        c.inc_by(v);
+        c
+    };
+    reg.register_with_unit(
+        "storage",
+        "Size of the store's files on disk",
+        Unit::Bytes,
+        gauge(o.storage_bytes),
+    );
+    reg.register(
+        "writer_queue_depth",
+        "Submissions waiting for the writer",
+        gauge(o.writer_queue),
+    );
+    reg.register("commits", "Writer commits", counter(o.commits));
+    reg.register("ops", "Operations applied by the writer", counter(o.ops));
+    reg.register(
+        "http_requests",
+        "HTTP requests answered",
+        counter(m.http_requests.load(Ordering::Relaxed)),
+    );
+    reg.register_with_unit(
+        "uptime",
+        "Time since the broker started",
+        Unit::Seconds,
+        gauge(o.uptime_s),
+    );
+    let info: Gauges<VersionLabel> = Family::default();
+    info.get_or_create(&VersionLabel {
+        version: env!("CARGO_PKG_VERSION").into(),
+    })
+    .set(1);
+    reg.register("build_info", "The broker's version (always 1)", info);
+    let mut out = String::new();
+    if openmetrics {
+        prometheus_client::encoding::text::encode(&mut out, &reg)?;
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &reg)?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,730 @@
+//! `/api/v1/`: read the broker's state, publish, consume with groups, manage dead letters,
+//! and tail streams live (server-sent events). Reference: `docs/HTTP.md`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{Path, Query as Q, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cortex_storage::{
+    Answer, DeadReason, DlqFilter, GroupStart, Lane, Op, PendingQuery, PolicyPatch, Query,
+    ReadFrom, ReadStart, Reply, StreamId, StreamKey, DEFAULT_DLQ,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::json::{self as js, text};
+use super::{principal, ApiError, App, BLOCK_MS_MAX, TAIL_WAIT};
+use crate::broker::publish::Message;
+use crate::broker::{Blocking, GroupRead, Principal, Right};
+
+/// Most items one list answer holds.
+const LIST_MAX: usize = 1_000;
+/// Most messages in one publish request.
+const PUBLISH_MAX: usize = 1_000;
+/// Most streams a timeline or tail looks at.
+const STREAMS_MAX: usize = 256;
+
+type ApiResult = Result<Response, ApiError>;
+
+pub(super) fn routes() -> Router<App> {
+    Router::new()
+        .route("/overview", get(overview))
+        .route("/streams", get(streams))
+        .route("/streams/{stream}", get(stream))
+        .route("/streams/{stream}/messages", get(messages).post(publish))
+        .route("/streams/{stream}/groups", post(create_group))
+        .route("/streams/{stream}/groups/{group}/consumers", get(consumers))
+        .route("/streams/{stream}/groups/{group}/pending", get(pending))
+        .route("/streams/{stream}/groups/{group}/read", post(read))
+        .route("/streams/{stream}/groups/{group}/ack", post(ack))
+        .route("/streams/{stream}/groups/{group}/nack", post(nack))
+        .route("/dlq", get(dlq_list))
+        .route("/dlq/redrive", post(dlq_redrive))
+        .route("/dlq/purge", post(dlq_purge))
+        .route("/timeline", get(timeline))
+        .route("/tail", get(tail))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
+        })
+}
+
+fn ok(v: Value) -> ApiResult {
+    Ok(Json(v).into_response())
+}
+
+fn key(stream: &str) -> StreamKey {
+    StreamKey::new(0, stream.as_bytes().to_vec())
+}
+
+fn id(s: &str) -> Result<StreamId, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::bad(format!("'{s}' is not a stream ID (ms-seq)")))
+}
+
+fn ids(v: &[String]) -> Result<Vec<StreamId>, ApiError> {
+    if v.is_empty() || v.len() > LIST_MAX {
+        return Err(ApiError::bad(format!("give 1 to {LIST_MAX} ids")));
+    }
+    v.iter().map(|s| id(s)).collect()
+}
+
+async fn answer(app: &App, who: &Principal, q: Query) -> Result<Answer, ApiError> {
+    Ok(app.broker.query(who, q).await??)
+}
+
+async fn reply(app: &App, who: &Principal, op: Op) -> Result<Reply, ApiError> {
+    Ok(app.broker.submit_one(who, op).await??)
+}
+
+fn unexpected() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "unexpected answer from the broker",
+    )
+}
+
+// ---- state -------------------------------------------------------------------------------
+
+async fn overview(State(app): State<App>, h: HeaderMap) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let o = app.broker.overview();
+    ok(js::overview(&app.broker, &o, |s| {
+        who.may(Right::Consume, s)
+    }))
+}
+
+async fn streams(State(app): State<App>, h: HeaderMap) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let o = app.broker.overview();
+    let v: Vec<Value> = o
+        .streams
+        .iter()
+        .filter(|s| who.may(Right::Consume, &s.name))
+        .map(|s| js::stream(&app.broker, s))
+        .collect();
+    ok(json!({ "streams": v }))
+}
+
+async fn stream(State(app): State<App>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    if !who.may(Right::Consume, name.as_bytes()) {
+        return Err(
+            crate::broker::BrokerError::NoPermission(crate::broker::Refusal {
+                agent: who.agent().unwrap_or_default().to_string(),
+                right: Right::Consume,
+                stream: Some(name),
+            })
+            .into(),
+        );
+    }
+    let o = app.broker.overview();
+    let s = o
+        .streams
+        .iter()
+        .find(|s| s.name == name.as_bytes())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no stream '{name}'"),
+            )
+        })?;
+    ok(js::stream(&app.broker, s))
+}
+
+#[derive(Deserialize)]
+struct Browse {
+    /// First ID or time (default `-`: the oldest).
+    from: Option<String>,
+    /// Last ID or time (default `+`: the newest).
+    to: Option<String>,
+    /// At most this many (default 100).
+    count: Option<usize>,
+    /// Newest first.
+    #[serde(default)]
+    rev: bool,
+}
+
+/// Browses a stream by ID or time without consuming anything.
+async fn messages(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Q(b): Q<Browse>,
+) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let now = app.broker.now_ms();
+    let bound = |s: Option<&String>, d: &str, end: bool| {
+        let s = s.map_or(d, String::as_str);
+        js::id_or_time(s, now, end)
+            .ok_or_else(|| ApiError::bad(format!("'{s}' is neither an ID nor a time")))
+    };
+    let start = bound(b.from.as_ref(), "-", false)?;
+    let end = bound(b.to.as_ref(), "+", true)?;
+    let count = b.count.unwrap_or(100).clamp(1, LIST_MAX);
+    let q = Query::Range {
+        stream: key(&name),
+        start,
+        end,
+        count: Some(count),
+        rev: b.rev,
+    };
+    let Answer::Entries(e) = answer(&app, &who, q).await? else {
+        return Err(unexpected());
+    };
+    let items: Vec<Value> = e.iter().map(|e| js::entry(name.as_bytes(), e)).collect();
+    ok(json!({ "stream": name, "messages": items }))
+}
+
+#[derive(Deserialize)]
+struct ConsumersQ {
+    count: Option<usize>,
+    consumer: Option<String>,
+}
+
+async fn consumers(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((name, group)): Path<(String, String)>,
+) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let q = Query::Consumers {
+        stream: key(&name),
+        group: group.into_bytes(),
+    };
+    let Answer::Consumers(c) = answer(&app, &who, q).await? else {
+        return Err(unexpected());
+    };
+    ok(json!({ "consumers": c.iter().map(js::consumer).collect::<Vec<_>>() }))
+}
+
+async fn pending(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((name, group)): Path<(String, String)>,
+    Q(p): Q<ConsumersQ>,
+) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let q = Query::Pending {
+        stream: key(&name),
+        group: group.into_bytes(),
+        query: PendingQuery {
+            start: StreamId::MIN,
+            end: StreamId::MAX,
+            count: p.count.unwrap_or(100).clamp(1, LIST_MAX),
+            consumer: p.consumer.map(String::into_bytes),
+            min_idle_ms: None,
+        },
+    };
+    let Answer::Pending(items) = answer(&app, &who, q).await? else {
+        return Err(unexpected());
+    };
+    ok(json!({ "pending": items.iter().map(js::pending).collect::<Vec<_>>() }))
+}
+
+// ---- publish and consume ---------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Outgoing {
+    fields: BTreeMap<String, String>,
+    /// Lane name (`critical`, `high`, `normal`, `low`, `heartbeat`).
+    priority: Option<String>,
+    ttl_ms: Option<u64>,
+    /// Idempotency key.
+    key: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PublishBody {
+    Batch { messages: Vec<Outgoing> },
+    One(Outgoing),
+}
+
+fn message(o: Outgoing) -> Result<Message, ApiError> {
+    if o.fields.is_empty() {
+        return Err(ApiError::bad("a message needs at least one field"));
+    }
+    let lane = match o.priority.as_deref() {
+        None => Lane::Normal,
+        Some(p) => Lane::parse(p).ok_or_else(|| {
+            ApiError::bad(format!(
+                "unknown priority '{p}' (critical, high, normal, low, heartbeat)"
+            ))
+        })?,
+    };
+    let bytes = |m: BTreeMap<String, String>| {
+        m.into_iter()
+            .map(|(k, v)| (k.into_bytes(), v.into_bytes()))
+            .collect()
+    };
+    Ok(Message {
+        fields: bytes(o.fields),
+        lane,
+        ttl_ms: o.ttl_ms,
+        key: o.key.map(String::into_bytes),
+        headers: bytes(o.headers),
+    })
+}
+
+/// Publishes one message (`{"fields": {...}}`) or a batch (`{"messages": [...]}`) in one
+/// commit; answers once durable with the IDs.
+async fn publish(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(body): Json<PublishBody>,
+) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let (list, one) = match body {
+        PublishBody::Batch { messages } => (messages, false),
+        PublishBody::One(m) => (vec![m], true),
+    };
+    if list.is_empty() || list.len() > PUBLISH_MAX {
+        return Err(ApiError::bad(format!(
+            "publish 1 to {PUBLISH_MAX} messages"
+        )));
+    }
+    let msgs = list.into_iter().map(message).collect::<Result<_, _>>()?;
+    let replies = app
+        .broker
+        .publish(&who, name.clone().into_bytes(), msgs)
+        .await?;
+    let mut out = Vec::with_capacity(replies.len());
+    for r in replies {
+        match r {
+            Ok(Reply::Appended { id, duplicate }) => {
+                out.push(json!({"id": id.to_string(), "duplicate": duplicate}))
+            }
+            Ok(_) => return Err(unexpected()),
+            Err(e) => {
+                let mut err = ApiError::from(e);
+                err.message = format!(
+                    "message {} of the batch: {} ({} before it were stored)",
+                    out.len() + 1,
+                    err.message,
+                    out.len()
+                );
+                return Err(err);
+            }
+        }
+    }
+    let body = if one {
+        out.pop().unwrap_or(Value::Null)
+    } else {
+        json!({ "published": out })
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroup {
+    group: String,
+    /// `$` (only new entries, the default), `0` (everything) or an ID.
+    start: Option<String>,
+    /// Create the stream when missing (default true).
+    mkstream: Option<bool>,
+    /// A delivery policy: retries, backoff, ack wait, freshness, DLQ.
+    policy: Option<PolicyBody>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    max_attempts: Option<u32>,
+    backoff_ms: Option<Vec<u64>>,
+    ack_wait_ms: Option<u64>,
+    max_age_ms: Option<u64>,
+    dead_letter: Option<String>,
+}
+
+async fn create_group(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(g): Json<NewGroup>,
+) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let start = match g.start.as_deref().unwrap_or("$") {
+        "$" => GroupStart::Last,
+        s => GroupStart::Id(id(s)?),
+    };
+    let mut ops = vec![Op::CreateGroup {
+        stream: key(&name),
+        group: g.group.clone().into_bytes(),
+        start,
+        mkstream: g.mkstream.unwrap_or(true),
+        entries_read: None,
+        policy: None,
+    }];
+    if let Some(p) = g.policy {
+        ops.push(Op::PatchPolicy {
+            stream: key(&name),
+            group: g.group.clone().into_bytes(),
+            patch: PolicyPatch {
+                max_attempts: p.max_attempts,
+                backoff_ms: p.backoff_ms,
+                ack_wait_ms: p.ack_wait_ms.map(Some),
+                max_age_ms: p.max_age_ms.map(Some),
+                dead_letter: p.dead_letter.map(String::into_bytes),
+            },
+        });
+    }
+    // One transaction: the group never exists without its policy.
+    for r in app.broker.transaction(&who, ops).await? {
+        r?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"stream": name, "group": g.group})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReadBody {
+    consumer: String,
+    /// At most this many (default 10).
+    count: Option<usize>,
+    /// Wait up to this long for new entries (default 0, at most 60 s).
+    block_ms: Option<u64>,
+    /// `>` (new and due retries, the default) or an ID: this consumer's own pending
+    /// entries after it.
+    from: Option<String>,
+}
+
+/// A group read: hands entries to `consumer`; they stay pending until acked or nacked.
+async fn read(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((name, group)): Path<(String, String)>,
+    Json(r): Json<ReadBody>,
+) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let from = match r.from.as_deref().unwrap_or(">") {
+        ">" => ReadFrom::New,
+        s => ReadFrom::History(id(s)?),
+    };
+    let req = GroupRead {
+        streams: vec![(key(&name), from)],
+        group: group.into_bytes(),
+        consumer: r.consumer.into_bytes(),
+        count: Some(r.count.unwrap_or(10).clamp(1, LIST_MAX)),
+        noack: false,
+    };
+    let blocking = match r.block_ms.unwrap_or(0) {
+        0 => Blocking::No,
+        ms => Blocking::For(Duration::from_millis(ms.min(BLOCK_MS_MAX))),
+    };
+    let Reply::GroupRead(mut v) = app.broker.read_group(&who, &req, blocking).await?? else {
+        return Err(unexpected());
+    };
+    let handed = v.pop().unwrap_or_default();
+    let items: Vec<Value> = handed
+        .into_iter()
+        .map(|(id, rec)| match rec {
+            Some(record) => js::entry(name.as_bytes(), &cortex_storage::Entry { id, record }),
+            None => json!({"stream": name, "id": id.to_string(), "deleted": true}),
+        })
+        .collect();
+    ok(json!({ "messages": items }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    ids: Vec<String>,
+}
+
+async fn ack(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((name, group)): Path<(String, String)>,
+    Json(a): Json<AckBody>,
+) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let op = Op::Ack {
+        stream: key(&name),
+        group: group.into_bytes(),
+        ids: ids(&a.ids)?,
+    };
+    match reply(&app, &who, op).await? {
+        Reply::Count(n) => ok(json!({ "acked": n })),
+        _ => Err(unexpected()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NackBody {
+    ids: Vec<String>,
+    error: Option<String>,
+    /// Dead-letter at once (reason `rejected`) instead of retrying.
+    #[serde(default)]
+    reject: bool,
+}
+
+async fn nack(
+    State(app): State<App>,
+    h: HeaderMap,
+    Path((name, group)): Path<(String, String)>,
+    Json(n): Json<NackBody>,
+) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let op = Op::Nack {
+        stream: key(&name),
+        group: group.into_bytes(),
+        ids: ids(&n.ids)?,
+        error: n.error.map(String::into_bytes),
+        reject: n.reject,
+    };
+    match reply(&app, &who, op).await? {
+        Reply::Count(c) => ok(json!({ "nacked": c })),
+        _ => Err(unexpected()),
+    }
+}
+
+// ---- dead letters ----------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DlqSelect {
+    /// The dead-letter stream (default `cortex:dlq`).
+    dlq: Option<String>,
+    /// Only this dead letter (its ID in the DLQ).
+    id: Option<String>,
+    /// Only those from this origin stream.
+    stream: Option<String>,
+    group: Option<String>,
+    /// `max_attempts`, `expired`, `stale` or `rejected`.
+    reason: Option<String>,
+    /// At most this many (default 100).
+    count: Option<usize>,
+}
+
+fn select(s: DlqSelect) -> Result<(StreamKey, DlqFilter, usize), ApiError> {
+    let reason = match s.reason.as_deref() {
+        None | Some("") => None,
+        Some(r) => Some(DeadReason::parse(r).ok_or_else(|| {
+            ApiError::bad(format!(
+                "unknown reason '{r}' (max_attempts, expired, stale, rejected)"
+            ))
+        })?),
+    };
+    let dlq = s
+        .dlq
+        .filter(|d| !d.is_empty())
+        .map_or(DEFAULT_DLQ.to_vec(), String::into_bytes);
+    Ok((
+        StreamKey::new(0, dlq),
+        DlqFilter {
+            id: s.id.as_deref().map(id).transpose()?,
+            origin_stream: s.stream.filter(|s| !s.is_empty()).map(String::into_bytes),
+            group: s.group.filter(|s| !s.is_empty()).map(String::into_bytes),
+            reason,
+        },
+        s.count.unwrap_or(100).clamp(1, LIST_MAX),
+    ))
+}
+
+async fn dlq_list(State(app): State<App>, h: HeaderMap, Q(s): Q<DlqSelect>) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let (dlq, filter, count) = select(s)?;
+    let name = dlq.name.clone();
+    let Answer::DeadLetters(d) =
+        answer(&app, &who, Query::DeadLetters { dlq, filter, count }).await?
+    else {
+        return Err(unexpected());
+    };
+    let items: Vec<Value> = d
+        .iter()
+        .map(|(e, d)| js::dead_letter(&name, e, d))
+        .collect();
+    ok(json!({ "dlq": text(&name), "dead_letters": items }))
+}
+
+/// Puts dead letters back on their origin streams (admin).
+async fn dlq_redrive(State(app): State<App>, h: HeaderMap, Json(s): Json<DlqSelect>) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let (dlq, filter, limit) = select(s)?;
+    match reply(&app, &who, Op::DlqRedrive { dlq, filter, limit }).await? {
+        Reply::Count(n) => ok(json!({ "redriven": n })),
+        _ => Err(unexpected()),
+    }
+}
+
+/// Deletes dead letters (admin).
+async fn dlq_purge(State(app): State<App>, h: HeaderMap, Json(s): Json<DlqSelect>) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let (dlq, filter, limit) = select(s)?;
+    match reply(&app, &who, Op::DlqPurge { dlq, filter, limit }).await? {
+        Reply::Count(n) => ok(json!({ "purged": n })),
+        _ => Err(unexpected()),
+    }
+}
+
+// ---- timeline and live tail ------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct TimelineQ {
+    /// At most this many (default 100).
+    count: Option<usize>,
+    /// Only entries at or after this time or ID.
+    since: Option<String>,
+    /// Only these streams (comma-separated; default: every stream the caller may read,
+    /// dead-letter and reply streams included).
+    streams: Option<String>,
+}
+
+/// The streams a caller may read, or the ones it named (at most [`STREAMS_MAX`]).
+fn chosen(app: &App, who: &Principal, named: Option<&str>) -> Vec<Vec<u8>> {
+    let all: Vec<Vec<u8>> = match named {
+        Some(list) => list
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_bytes().to_vec())
+            .collect(),
+        None => app
+            .broker
+            .overview()
+            .streams
+            .into_iter()
+            .map(|s| s.name)
+            .collect(),
+    };
+    all.into_iter()
+        .filter(|s| who.may(Right::Consume, s))
+        .take(STREAMS_MAX)
+        .collect()
+}
+
+/// Recent traffic across streams, newest first: who published what, on which lane.
+async fn timeline(State(app): State<App>, h: HeaderMap, Q(t): Q<TimelineQ>) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let count = t.count.unwrap_or(100).clamp(1, LIST_MAX);
+    let now = app.broker.now_ms();
+    let since = match &t.since {
+        Some(s) => js::id_or_time(s, now, false)
+            .ok_or_else(|| ApiError::bad(format!("'{s}' is neither an ID nor a time")))?,
+        None => StreamId::MIN,
+    };
+    let mut all = Vec::new();
+    for name in chosen(&app, &who, t.streams.as_deref()) {
+        let q = Query::Range {
+            stream: StreamKey::new(0, name.clone()),
+            start: since,
+            end: StreamId::MAX,
+            count: Some(count),
+            rev: true,
+        };
+        if let Answer::Entries(e) = answer(&app, &who, q).await? {
+            all.extend(e.into_iter().map(|e| (name.clone(), e)));
+        }
+    }
+    all.sort_by_key(|e| std::cmp::Reverse(e.1.id));
+    all.truncate(count);
+    let items: Vec<Value> = all.iter().map(|(s, e)| js::entry(s, e)).collect();
+    ok(json!({ "messages": items }))
+}
+
+#[derive(Deserialize)]
+struct TailQ {
+    /// Comma-separated streams (default: all the caller may read, as of the start).
+    streams: Option<String>,
+}
+
+/// Server-sent events: one `message` event per new entry on the streams, as JSON; a
+/// comment every [`TAIL_WAIT`] keeps idle connections open. Consumes nothing.
+async fn tail(State(app): State<App>, h: HeaderMap, Q(t): Q<TailQ>) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let names = chosen(&app, &who, t.streams.as_deref());
+    if names.is_empty() {
+        return Err(ApiError::bad("no stream to tail"));
+    }
+    let starts: Vec<(StreamKey, ReadStart)> = names
+        .into_iter()
+        .map(|n| (StreamKey::new(0, n), ReadStart::New))
+        .collect();
+    let gauge = TailGauge::new(&app);
+    let state = (app, who, starts, gauge);
+    let events = futures_util::stream::unfold(state, |(app, who, mut starts, gauge)| async move {
+        let mut stop = app.stop.clone();
+        let read = app.broker.read_streams(
+            &who,
+            starts.clone(),
+            Some(LIST_MAX),
+            Blocking::For(TAIL_WAIT),
+        );
+        let got = tokio::select! {
+            r = read => r,
+            _ = stop.wait_for(|s| *s) => return None,
+        };
+        let batch = match got {
+            Ok(Ok(Answer::Read(v))) => v,
+            Ok(Ok(_)) => return None,
+            Ok(Err(e)) => {
+                let ev = SseEvent::default().event("error").data(e.to_string());
+                return Some((vec![ev], (app, who, starts, gauge)));
+            }
+            Err(_) => return None,
+        };
+        let mut out = Vec::new();
+        for ((key, start), (entries, after)) in starts.iter_mut().zip(batch) {
+            for e in &entries {
+                out.push(
+                    SseEvent::default()
+                        .event("message")
+                        .id(e.id.to_string())
+                        .data(js::entry(&key.name, e).to_string()),
+                );
+            }
+            *start = ReadStart::After(after);
+        }
+        if out.is_empty() {
+            out.push(SseEvent::default().comment("idle"));
+        }
+        Some((out, (app, who, starts, gauge)))
+    });
+    use futures_util::StreamExt;
+    let flat = events.flat_map(|v| {
+        futures_util::stream::iter(v.into_iter().map(Ok::<_, std::convert::Infallible>))
+    });
+    Ok(Sse::new(flat)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Counts open tails for the `connections{protocol="http_sse"}` gauge.
+struct TailGauge(App);
+
+impl TailGauge {
+    fn new(app: &App) -> Self {
+        app.broker
+            .metrics()
+            .http_streams
+            .fetch_add(1, Ordering::Relaxed);
+        TailGauge(app.clone())
+    }
+}
+
+impl Drop for TailGauge {
+    fn drop(&mut self) {
+        self.0
+            .broker
+            .metrics()
+            .http_streams
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}

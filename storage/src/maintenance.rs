@@ -1,0 +1,416 @@
+//! Offline and online maintenance: a consistent backup of a live store, and a full check of
+//! a store's records (CRC) and indexes.
+//!
+//! Backup is logical: it copies every key and value of one committed snapshot into a new
+//! database with the same keyspaces. The snapshot is taken between two commits, so the copy
+//! is exactly the store as of one commit; the writer is never paused and background
+//! compaction cannot tear it (fjall has no file-level checkpoint API, and its table files
+//! are rewritten by compaction at any time).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use fjall::{Database, Readable};
+
+use crate::codec::{self, Kind};
+use crate::error::{Error, Result};
+use crate::id::{Lane, StreamId};
+use crate::keys;
+use crate::meta::{ConsumerMeta, GroupMeta, PendingEntry, StreamMeta, SystemMeta};
+use crate::record::Record;
+use crate::store::{open_keyspaces, Keyspaces};
+use crate::{Store, StoreConfig};
+
+/// Writes of one backup batch before it is committed (bounds the copy's memory).
+const BACKUP_BATCH_BYTES: usize = 8 << 20;
+
+/// What a backup copied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackupReport {
+    /// Keys copied.
+    pub keys: u64,
+    /// Bytes of keys and values copied.
+    pub bytes: u64,
+    /// Streams in the copy.
+    pub streams: u64,
+}
+
+impl Store {
+    /// Copies the store as of the last commit into a new store at `dir` (which must not
+    /// exist or be empty), then flushes and fsyncs it. Writers go on meanwhile: the copy
+    /// reads one snapshot. Runs for as long as the data takes to copy; call it off the
+    /// async runtime.
+    pub fn backup_to(&self, dir: &Path) -> Result<BackupReport> {
+        if dir.exists()
+            && std::fs::read_dir(dir)
+                .map_err(|e| Error::InvalidArgument(format!("{}: {e}", dir.display())))?
+                .next()
+                .is_some()
+        {
+            return Err(Error::InvalidArgument(format!(
+                "backup directory {} is not empty",
+                dir.display()
+            )));
+        }
+        let (snap, streams) = {
+            let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+            (cat.snap.clone(), cat.streams.len() as u64)
+        };
+        let dest = Store::open(dir, self.cfg.clone())?;
+        let mut report = BackupReport {
+            streams,
+            ..BackupReport::default()
+        };
+        for (from, to) in self.ks.all().into_iter().zip(dest.ks.all()) {
+            let mut batch = dest.db.batch();
+            let mut pending = 0usize;
+            for item in Readable::iter(&snap, from.inner()) {
+                let (k, v) = item.into_inner()?;
+                pending += k.len() + v.len();
+                report.keys += 1;
+                report.bytes += (k.len() + v.len()) as u64;
+                batch.insert(to.inner(), k, v);
+                if pending >= BACKUP_BATCH_BYTES {
+                    batch.commit()?;
+                    batch = dest.db.batch();
+                    pending = 0;
+                }
+            }
+            batch.commit()?;
+        }
+        dest.checkpoint()?;
+        Ok(report)
+    }
+}
+
+/// One problem [`verify`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// The stream it concerns (empty: store-wide).
+    pub stream: Vec<u8>,
+    /// What is wrong.
+    pub what: String,
+    /// Entry IDs concerned (at most [`IDS_PER_DAMAGE`]).
+    pub ids: Vec<StreamId>,
+}
+
+/// IDs listed per damage line; more are counted in its text.
+pub const IDS_PER_DAMAGE: usize = 20;
+
+/// What [`verify`] checked and found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Streams checked.
+    pub streams: u64,
+    /// Entries read (each one's CRC checked).
+    pub entries: u64,
+    /// Groups checked.
+    pub groups: u64,
+    /// Pending entries checked.
+    pub pending: u64,
+    /// Other records checked (consumers, idempotency keys, system).
+    pub other: u64,
+    /// Problems, in the order found.
+    pub damage: Vec<Damage>,
+}
+
+impl VerifyReport {
+    fn damage(&mut self, stream: &[u8], what: impl Into<String>, ids: Vec<StreamId>) {
+        self.damage.push(Damage {
+            stream: stream.to_vec(),
+            what: what.into(),
+            ids,
+        });
+    }
+}
+
+/// Collects bad IDs of one kind, listing the first few.
+#[derive(Default)]
+struct Bad {
+    n: u64,
+    ids: Vec<StreamId>,
+    first_reason: Option<String>,
+}
+
+impl Bad {
+    fn add(&mut self, id: Option<StreamId>, reason: impl FnOnce() -> String) {
+        self.n += 1;
+        if let Some(id) = id {
+            if self.ids.len() < IDS_PER_DAMAGE {
+                self.ids.push(id);
+            }
+        }
+        if self.first_reason.is_none() {
+            self.first_reason = Some(reason());
+        }
+    }
+
+    fn report(self, r: &mut VerifyReport, stream: &[u8], what: &str) {
+        if self.n > 0 {
+            let why = self.first_reason.unwrap_or_default();
+            r.damage(
+                stream,
+                format!("{} {what} (first: {why})", self.n),
+                self.ids,
+            );
+        }
+    }
+}
+
+/// Checks a store that no process has open: every record's envelope and CRC, and that the
+/// indexes agree with the records (lane index, pending lists, per-consumer pending lists,
+/// the counts in stream, group and consumer metadata). Never writes.
+pub fn verify(path: &Path, cfg: &StoreConfig) -> Result<VerifyReport> {
+    if !path.join("version").exists() && !path.join("keyspaces").exists() {
+        return Err(Error::InvalidArgument(format!(
+            "{} holds no store",
+            path.display()
+        )));
+    }
+    let db = Database::builder(path)
+        .cache_size(cfg.cache_bytes)
+        .max_journaling_size(cfg.journal_bytes_max)
+        .open()?;
+    let ks = open_keyspaces(&db, cfg)?;
+    let snap = db.snapshot();
+    let mut r = VerifyReport::default();
+    if let Some(v) = Readable::get(&snap, ks.sys.inner(), keys::SYSTEM_KEY)? {
+        r.other += 1;
+        if let Err(why) = codec::decode::<SystemMeta>(Kind::System, &v) {
+            r.damage(b"", format!("system record: {why}"), Vec::new());
+        }
+    }
+    let mut sids = HashMap::new();
+    for item in Readable::iter(&snap, ks.streams.inner()) {
+        let (k, v) = item.into_inner()?;
+        let Some((_, name)) = keys::parse_stream(&k) else {
+            r.damage(b"", "a stream key is too short", Vec::new());
+            continue;
+        };
+        r.streams += 1;
+        match codec::decode::<StreamMeta>(Kind::StreamMeta, &v) {
+            Ok(meta) => {
+                sids.insert(meta.stream_id, name.to_vec());
+                verify_stream(&snap, &ks, name, &meta, &mut r)?;
+            }
+            Err(why) => r.damage(
+                name,
+                format!("stream metadata unreadable: {why}"),
+                Vec::new(),
+            ),
+        }
+    }
+    let mut bad_idem: BTreeMap<u64, Bad> = BTreeMap::new();
+    for item in Readable::iter(&snap, ks.idem.inner()) {
+        let (k, v) = item.into_inner()?;
+        r.other += 1;
+        if let Err(why) = codec::decode::<crate::meta::IdempotencyRecord>(Kind::Idempotency, &v) {
+            let sid = k
+                .get(..8)
+                .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
+            bad_idem.entry(sid).or_default().add(None, || why);
+        }
+    }
+    for (sid, bad) in bad_idem {
+        let name = sids.get(&sid).cloned().unwrap_or_default();
+        bad.report(&mut r, &name, "idempotency records unreadable");
+    }
+    Ok(r)
+}
+
+fn verify_stream(
+    snap: &fjall::Snapshot,
+    ks: &Keyspaces,
+    name: &[u8],
+    meta: &StreamMeta,
+    r: &mut VerifyReport,
+) -> Result<()> {
+    let sid = meta.stream_id;
+    let mut bad = Bad::default();
+    let mut count = 0u64;
+    let mut lanes: HashMap<StreamId, Lane> = HashMap::new();
+    let mut ids = HashSet::new();
+    // Entries whose lane is unknown because their record is damaged (reported once, above).
+    let mut unreadable = HashSet::new();
+    for item in Readable::prefix(snap, ks.entries.inner(), keys::prefix(sid)) {
+        let (k, v) = item.into_inner()?;
+        let id = keys::trailing_id(&k);
+        count += 1;
+        r.entries += 1;
+        match codec::decode::<Record>(Kind::Entry, &v) {
+            Ok(rec) => {
+                if let Some(id) = id {
+                    ids.insert(id);
+                    if rec.meta.lane != Lane::Normal {
+                        lanes.insert(id, rec.meta.lane);
+                    }
+                }
+            }
+            Err(why) => {
+                if let Some(id) = id {
+                    ids.insert(id);
+                    unreadable.insert(id);
+                }
+                bad.add(id, || why);
+            }
+        }
+    }
+    bad.report(r, name, "entries fail their CRC or cannot be decoded");
+    if count != meta.length {
+        r.damage(
+            name,
+            format!(
+                "the stream's metadata says {} entries, {count} are stored",
+                meta.length
+            ),
+            Vec::new(),
+        );
+    }
+    let mut orphan = Bad::default();
+    for item in Readable::prefix(snap, ks.lanes.inner(), keys::prefix(sid)) {
+        let k = item.key()?;
+        let id = keys::trailing_id(&k);
+        let lane = k.get(8).and_then(|&b| Lane::from_index(usize::from(b)));
+        match id {
+            Some(id) if lanes.get(&id).copied() == lane && lane.is_some() => {
+                lanes.remove(&id);
+            }
+            Some(id) if unreadable.contains(&id) => {}
+            Some(id) if !ids.contains(&id) => {
+                orphan.add(Some(id), || "no such entry".into());
+            }
+            _ => orphan.add(id, || "lane does not match the entry's".into()),
+        }
+    }
+    orphan.report(r, name, "lane index keys point at no entry of that lane");
+    if !lanes.is_empty() {
+        let mut missing = Bad::default();
+        let mut left: Vec<StreamId> = lanes.into_keys().collect();
+        left.sort();
+        for id in left {
+            missing.add(Some(id), || "not in the lane index".into());
+        }
+        missing.report(r, name, "priority entries missing from the lane index");
+    }
+    for item in Readable::prefix(snap, ks.groups.inner(), keys::prefix(sid)) {
+        let (k, v) = item.into_inner()?;
+        let gname = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+        r.groups += 1;
+        match codec::decode::<GroupMeta>(Kind::GroupMeta, &v) {
+            Ok(g) => verify_group(snap, ks, name, &gname, &g, r)?,
+            Err(why) => r.damage(
+                name,
+                format!("group '{gname}' metadata unreadable: {why}"),
+                Vec::new(),
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn verify_group(
+    snap: &fjall::Snapshot,
+    ks: &Keyspaces,
+    name: &[u8],
+    gname: &str,
+    g: &GroupMeta,
+    r: &mut VerifyReport,
+) -> Result<()> {
+    let gid = g.group_id;
+    let mut consumers: HashMap<u64, (String, u64, u64)> = HashMap::new();
+    for item in Readable::prefix(snap, ks.consumers.inner(), keys::prefix(gid)) {
+        let (k, v) = item.into_inner()?;
+        r.other += 1;
+        let cname = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
+        match codec::decode::<ConsumerMeta>(Kind::ConsumerMeta, &v) {
+            Ok(c) => {
+                consumers.insert(c.consumer_id, (cname, c.pending, 0));
+            }
+            Err(why) => r.damage(
+                name,
+                format!("group '{gname}': consumer '{cname}' metadata unreadable: {why}"),
+                Vec::new(),
+            ),
+        }
+    }
+    let mut owners: HashMap<StreamId, u64> = HashMap::new();
+    let mut bad = Bad::default();
+    let mut count = 0u64;
+    for item in Readable::prefix(snap, ks.pel.inner(), keys::prefix(gid)) {
+        let (k, v) = item.into_inner()?;
+        let id = keys::trailing_id(&k);
+        count += 1;
+        r.pending += 1;
+        match codec::decode::<PendingEntry>(Kind::Pending, &v) {
+            Ok(p) => {
+                if let Some(id) = id {
+                    owners.insert(id, p.consumer_id);
+                }
+            }
+            Err(why) => bad.add(id, || why),
+        }
+    }
+    bad.report(
+        r,
+        name,
+        &format!("pending entries of group '{gname}' unreadable"),
+    );
+    if count != g.pending {
+        r.damage(
+            name,
+            format!(
+                "group '{gname}': its metadata says {} pending, {count} are stored",
+                g.pending
+            ),
+            Vec::new(),
+        );
+    }
+    let mut stray = Bad::default();
+    for item in Readable::prefix(snap, ks.cpel.inner(), keys::prefix(gid)) {
+        let k = item.key()?;
+        let id = keys::trailing_id(&k);
+        let cid = k
+            .get(8..16)
+            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
+        match id.and_then(|id| owners.remove(&id).map(|owner| (id, owner))) {
+            Some((_, owner)) if owner == cid => {
+                if let Some(c) = consumers.get_mut(&cid) {
+                    c.2 += 1;
+                }
+            }
+            _ => stray.add(id, || "no pending entry owned by that consumer".into()),
+        }
+    }
+    stray.report(
+        r,
+        name,
+        &format!("group '{gname}': consumer pending keys disagree with the pending list"),
+    );
+    if !owners.is_empty() {
+        let mut missing = Bad::default();
+        let mut left: Vec<StreamId> = owners.into_keys().collect();
+        left.sort();
+        for id in left {
+            missing.add(Some(id), || "not in its consumer's list".into());
+        }
+        missing.report(
+            r,
+            name,
+            &format!("group '{gname}': pending entries missing from their consumer's list"),
+        );
+    }
+    let mut counts: Vec<_> = consumers.into_values().collect();
+    counts.sort();
+    for (cname, said, found) in counts {
+        if said != found {
+            r.damage(
+                name,
+                format!(
+                    "group '{gname}': consumer '{cname}' metadata says {said} pending, {found} are listed"
+                ),
+                Vec::new(),
+            );
+        }
+    }
+    Ok(())
+}
