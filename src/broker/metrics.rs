@@ -123,8 +123,8 @@ pub struct Metrics {
     pub commit: std::sync::Arc<Latency>,
     /// Dead letters by reason, in the order of [`DeadReason::ALL`].
     dead: [AtomicU64; 4],
-    /// Nacked entries per (stream, group); bounded like every labelled series.
-    nacked: Mutex<HashMap<GroupKey, u64>>,
+    /// Nacked entries per stream, then group; bounded like every labelled series.
+    nacked: Mutex<Nacks>,
     /// QUIC connections open.
     pub quic_connections: AtomicU64,
     /// HTTP live tails (server-sent event streams) open.
@@ -133,8 +133,44 @@ pub struct Metrics {
     pub http_requests: AtomicU64,
 }
 
-/// A (stream, group) pair.
-type GroupKey = (Vec<u8>, Vec<u8>);
+/// Nacks by stream, then group, and how many (stream, group) series there are.
+#[derive(Debug, Default)]
+struct Nacks {
+    by_stream: HashMap<Vec<u8>, HashMap<Vec<u8>, u64>>,
+    series: usize,
+}
+
+impl Nacks {
+    fn get(&self, stream: &[u8], group: &[u8]) -> u64 {
+        self.by_stream
+            .get(stream)
+            .and_then(|g| g.get(group))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Adds to a series; a new series past the cap is counted under `other`.
+    fn add(&mut self, stream: &[u8], group: &[u8], n: u64) {
+        if let Some(c) = self
+            .by_stream
+            .get_mut(stream)
+            .and_then(|g| g.get_mut(group))
+        {
+            *c += n;
+            return;
+        }
+        let (stream, group) = if self.series < NACKED_SERIES_MAX {
+            (stream, group)
+        } else {
+            (OTHER.as_bytes(), OTHER.as_bytes())
+        };
+        let groups = self.by_stream.entry(stream.to_vec()).or_default();
+        if !groups.contains_key(group) {
+            self.series += 1;
+        }
+        *groups.entry(group.to_vec()).or_default() += n;
+    }
+}
 
 /// Most (stream, group) pairs whose nacks are counted apart; more go to `other`.
 const NACKED_SERIES_MAX: usize = 10_000;
@@ -168,16 +204,11 @@ impl Metrics {
                     stream,
                     group,
                     count,
-                } => {
-                    let mut m = self.nacked.lock().unwrap_or_else(|p| p.into_inner());
-                    let key = (stream.name.clone(), group.clone());
-                    let key = if m.len() < NACKED_SERIES_MAX || m.contains_key(&key) {
-                        key
-                    } else {
-                        (OTHER.into(), OTHER.into())
-                    };
-                    *m.entry(key).or_default() += count;
-                }
+                } => self.nacked.lock().unwrap_or_else(|p| p.into_inner()).add(
+                    &stream.name,
+                    group,
+                    *count,
+                ),
                 _ => {}
             }
         }
@@ -194,10 +225,10 @@ impl Metrics {
 
     /// Nacks since start of one group.
     pub fn nacked(&self, stream: &[u8], group: &[u8]) -> u64 {
-        let m = self.nacked.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&(stream.to_vec(), group.to_vec()))
-            .copied()
-            .unwrap_or(0)
+        self.nacked
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream, group)
     }
 }
 
@@ -381,6 +412,7 @@ pub(crate) fn render(
     let entries: Gauges<StreamLabel> = Family::default();
     let bytes: Gauges<StreamLabel> = Family::default();
     let groups = GroupFamilies::default();
+    let nacks = m.nacked.lock().unwrap_or_else(|p| p.into_inner());
     for (i, s) in o.streams.iter().enumerate() {
         let (stream, own) = if i < streams_max {
             (text(&s.name), true)
@@ -402,9 +434,10 @@ pub(crate) fn render(
                 stream: stream.clone(),
                 group: if own { text(&g.name) } else { OTHER.into() },
             };
-            groups.add(&gl, g, m.nacked(&s.name, &g.name));
+            groups.add(&gl, g, nacks.get(&s.name, &g.name));
         }
     }
+    drop(nacks);
     reg.register(
         "stream_published",
         "Entries appended to the stream, all time (durable)",

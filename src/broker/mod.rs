@@ -278,11 +278,17 @@ impl Broker {
         &self.inner.metrics
     }
 
+    /// Every stream of namespace 0 with its groups, from the last commit's catalog (no disk
+    /// reads): the part of [`Broker::overview`] that most readers need.
+    pub fn streams(&self) -> Vec<cortex_storage::StreamSummary> {
+        self.inner.store.overview(0)
+    }
+
     /// Everything an operator looks at, from the last commit: streams with their groups,
     /// dead-letter streams, connections, storage and writer figures. `/metrics`, the HTTP
     /// API and `cortex stat` all read this, so they agree.
     pub fn overview(&self) -> metrics::Overview {
-        let streams = self.inner.store.overview(0);
+        let streams = self.streams();
         let s = &self.inner.stats;
         metrics::Overview {
             now_ms: self.now_ms(),

@@ -102,9 +102,9 @@ async fn overview(State(app): State<App>, h: HeaderMap) -> ApiResult {
 
 async fn streams(State(app): State<App>, h: HeaderMap) -> ApiResult {
     let who = principal(&app.broker, &h)?;
-    let o = app.broker.overview();
-    let v: Vec<Value> = o
-        .streams
+    let v: Vec<Value> = app
+        .broker
+        .streams()
         .iter()
         .filter(|s| who.may(Right::Consume, &s.name))
         .map(|s| js::stream(&app.broker, s))
@@ -114,20 +114,12 @@ async fn streams(State(app): State<App>, h: HeaderMap) -> ApiResult {
 
 async fn stream(State(app): State<App>, h: HeaderMap, Path(name): Path<String>) -> ApiResult {
     let who = principal(&app.broker, &h)?;
-    if !who.may(Right::Consume, name.as_bytes()) {
-        return Err(
-            crate::broker::BrokerError::NoPermission(crate::broker::Refusal {
-                agent: who.agent().unwrap_or_default().to_string(),
-                right: Right::Consume,
-                stream: Some(name),
-            })
-            .into(),
-        );
-    }
-    let o = app.broker.overview();
-    let s = o
-        .streams
-        .iter()
+    who.authorize_query(&Query::Stream { stream: key(&name) })
+        .map_err(crate::broker::BrokerError::NoPermission)?;
+    let s = app
+        .broker
+        .streams()
+        .into_iter()
         .find(|s| s.name == name.as_bytes())
         .ok_or_else(|| {
             ApiError::new(
@@ -136,7 +128,7 @@ async fn stream(State(app): State<App>, h: HeaderMap, Path(name): Path<String>) 
                 format!("no stream '{name}'"),
             )
         })?;
-    ok(js::stream(&app.broker, s))
+    ok(js::stream(&app.broker, &s))
 }
 
 #[derive(Deserialize)]
@@ -588,24 +580,32 @@ struct TimelineQ {
     streams: Option<String>,
 }
 
-/// The streams a caller may read, or the ones it named (at most [`STREAMS_MAX`]).
-fn chosen(app: &App, who: &Principal, named: Option<&str>) -> Vec<Vec<u8>> {
-    let all: Vec<Vec<u8>> = match named {
+/// The streams a caller may read, or the ones it named (at most [`STREAMS_MAX`]), each with
+/// its last ID as of now (`0-0` for a stream that does not exist yet).
+fn chosen(app: &App, who: &Principal, named: Option<&str>) -> Vec<(Vec<u8>, StreamId)> {
+    let all: Vec<(Vec<u8>, StreamId)> = app
+        .broker
+        .streams()
+        .into_iter()
+        .map(|s| (s.name, s.last_id))
+        .collect();
+    let picked: Vec<(Vec<u8>, StreamId)> = match named {
         Some(list) => list
             .split(',')
             .filter(|s| !s.is_empty())
-            .map(|s| s.as_bytes().to_vec())
+            .map(|n| {
+                let n = n.as_bytes();
+                let last = all
+                    .binary_search_by(|(a, _)| a.as_slice().cmp(n))
+                    .map_or(StreamId::MIN, |i| all[i].1);
+                (n.to_vec(), last)
+            })
             .collect(),
-        None => app
-            .broker
-            .overview()
-            .streams
-            .into_iter()
-            .map(|s| s.name)
-            .collect(),
+        None => all,
     };
-    all.into_iter()
-        .filter(|s| who.may(Right::Consume, s))
+    picked
+        .into_iter()
+        .filter(|(s, _)| who.may(Right::Consume, s))
         .take(STREAMS_MAX)
         .collect()
 }
@@ -621,7 +621,7 @@ async fn timeline(State(app): State<App>, h: HeaderMap, Q(t): Q<TimelineQ>) -> A
         None => StreamId::MIN,
     };
     let mut all = Vec::new();
-    for name in chosen(&app, &who, t.streams.as_deref()) {
+    for (name, _) in chosen(&app, &who, t.streams.as_deref()) {
         let q = Query::Range {
             stream: StreamKey::new(0, name.clone()),
             start: since,
@@ -645,17 +645,20 @@ struct TailQ {
     streams: Option<String>,
 }
 
-/// Server-sent events: one `message` event per new entry on the streams, as JSON; a
-/// comment every [`TAIL_WAIT`] keeps idle connections open. Consumes nothing.
+/// Server-sent events: one `message` event per entry added to the streams after the
+/// request, as JSON; a comment every [`TAIL_WAIT`] keeps idle connections open. Consumes
+/// nothing.
 async fn tail(State(app): State<App>, h: HeaderMap, Q(t): Q<TailQ>) -> ApiResult {
     let who = principal(&app.broker, &h)?;
     let names = chosen(&app, &who, t.streams.as_deref());
     if names.is_empty() {
         return Err(ApiError::bad("no stream to tail"));
     }
+    // Start after each stream's last ID as of this request, not of the first read: an entry
+    // published once the response head has arrived is certain to be sent.
     let starts: Vec<(StreamKey, ReadStart)> = names
         .into_iter()
-        .map(|n| (StreamKey::new(0, n), ReadStart::New))
+        .map(|(n, last)| (StreamKey::new(0, n), ReadStart::After(last)))
         .collect();
     let gauge = TailGauge::new(&app);
     let state = (app, who, starts, gauge);

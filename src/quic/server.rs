@@ -732,8 +732,7 @@ fn dlq_select(s: wire::DlqSelect) -> Result<(StreamKey, DlqFilter, usize), Box<F
 /// numbers as `/metrics` and the dashboard ([`Broker::overview`]).
 fn stat(broker: &Broker, who: &Principal, only: Option<Vec<u8>>) -> Frame {
     let out = broker
-        .overview()
-        .streams
+        .streams()
         .into_iter()
         .filter(|s| only.as_ref().is_none_or(|o| *o == s.name))
         .filter(|s| who.may(Right::Consume, &s.name))
