@@ -1,5 +1,6 @@
-//! Alerts on `cortex:alerts`: dead letters and undelivered trims, summarised per interval
-//! ("3 messages failed to pink") and rate-limited to one entry per interval and namespace.
+//! Alerts on `cortex:alerts`: dead letters and undelivered trims. The first after a quiet
+//! period goes out at once; later ones are summarised per interval ("3 messages failed to
+//! pink"), at most one entry per interval and namespace.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -141,32 +142,60 @@ fn ns_of(e: &Event) -> u16 {
     }
 }
 
-/// Collects events for one interval, then writes at most one alert per namespace.
+/// Writes the first alert after a quiet period at once; events that follow within the
+/// interval are summarised into one alert per namespace at its end, and so on while they keep
+/// coming. An interval without events makes the next one immediate again.
 pub(super) async fn run(broker: Broker, mut rx: mpsc::Receiver<Event>) {
     let interval = Duration::from_millis(broker.config().alert_interval_ms);
     while let Some(first) = rx.recv().await {
         let mut pending: BTreeMap<u16, Summary> = BTreeMap::new();
         pending.entry(ns_of(&first)).or_default().add(&first);
-        let until = tokio::time::Instant::now() + interval;
+        // Whatever the same commit raised is already queued: it joins the first alert.
+        while let Ok(e) = rx.try_recv() {
+            pending.entry(ns_of(&e)).or_default().add(&e);
+        }
+        write(&broker, pending).await;
         loop {
-            tokio::select! {
-                e = rx.recv() => match e {
-                    Some(e) => pending.entry(ns_of(&e)).or_default().add(&e),
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(until) => break,
+            let until = tokio::time::Instant::now() + interval;
+            let mut pending: BTreeMap<u16, Summary> = BTreeMap::new();
+            let mut closed = false;
+            loop {
+                tokio::select! {
+                    e = rx.recv() => match e {
+                        Some(e) => pending.entry(ns_of(&e)).or_default().add(&e),
+                        None => {
+                            closed = true;
+                            break;
+                        }
+                    },
+                    _ = tokio::time::sleep_until(until) => break,
+                }
+            }
+            let quiet = pending.is_empty();
+            write(&broker, pending).await;
+            if closed {
+                return;
+            }
+            if quiet {
+                break;
             }
         }
-        let ops: Vec<Op> = pending.into_iter().map(|(ns, s)| s.into_op(ns)).collect();
-        let n = ops.len() as u64;
-        match broker.submit(&super::Principal::internal(), ops).await {
-            Ok(_) => {
-                broker
-                    .stats()
-                    .alerts
-                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(e) => tracing::warn!("could not write an alert: {e}"),
+    }
+}
+
+async fn write(broker: &Broker, pending: BTreeMap<u16, Summary>) {
+    if pending.is_empty() {
+        return;
+    }
+    let ops: Vec<Op> = pending.into_iter().map(|(ns, s)| s.into_op(ns)).collect();
+    let n = ops.len() as u64;
+    match broker.submit(&super::Principal::internal(), ops).await {
+        Ok(_) => {
+            broker
+                .stats()
+                .alerts
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }
+        Err(e) => tracing::warn!("could not write an alert: {e}"),
     }
 }

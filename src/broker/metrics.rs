@@ -341,7 +341,9 @@ impl GroupFamilies {
         self.failed.get_or_create(l).inc_by(c.failures);
         self.dead.get_or_create(l).inc_by(c.dead_lettered);
         let gauge = |v: u64| v.min(i64::MAX as u64) as i64;
-        self.lag.get_or_create(l).inc_by(gauge(g.lag.unwrap_or(0)));
+        self.lag
+            .get_or_create(l)
+            .inc_by(gauge(g.lag.map_or(0, |l| l.max(0) as u64)));
         self.pending.get_or_create(l).inc_by(gauge(g.pending));
         self.consumers
             .get_or_create(l)

@@ -117,6 +117,9 @@ pub struct Stats {
     pub blocked: AtomicU64,
     /// Alerts written.
     pub alerts: AtomicU64,
+    /// Changes since start, counted as Redis counts its "dirty" counter (INFO's
+    /// `rdb_changes_since_last_save`; there is no save to reset it).
+    pub dirty: AtomicU64,
 }
 
 /// Handle to the broker; cheap to clone.
@@ -381,6 +384,11 @@ impl Broker {
         Ok(self.now_ms())
     }
 
+    /// Redis radix-tree node sizes in effect (CONFIG stream-node-max-*).
+    pub fn node_limits(&self) -> cortex_storage::nodes::NodeLimits {
+        self.inner.store.node_limits()
+    }
+
     /// Number of streams in a namespace.
     pub fn stream_count(&self, ns: u16) -> usize {
         self.inner.store.stream_count(ns)
@@ -525,6 +533,10 @@ impl Broker {
                         self.inner.metrics.on_commit(&out.events, started.elapsed());
                         self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
                         self.inner.stats.ops.fetch_add(n as u64, Ordering::Relaxed);
+                        self.inner
+                            .stats
+                            .dirty
+                            .fetch_add(out.changes, Ordering::Relaxed);
                         self.wake(&out.events);
                         self.set_deadline(out.next_deadline_ms);
                         let mut replies = out.replies.into_iter();

@@ -748,7 +748,7 @@ fn stat(broker: &Broker, who: &Principal, only: Option<Vec<u8>>) -> Frame {
                     name: g.name,
                     consumers: g.consumers as u64,
                     pending: g.pending,
-                    lag: g.lag,
+                    lag: g.lag.map(|l| l.max(0) as u64),
                     last_delivered: wid(g.last_delivered_id),
                     policy: g.policy.is_some(),
                 })

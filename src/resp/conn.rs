@@ -20,8 +20,6 @@ pub struct Shared {
     pub errorstats: Mutex<BTreeMap<String, u64>>,
     /// Connections turned away at `clients_max`.
     pub rejected: AtomicU64,
-    /// CONFIG stream-node-max-entries and -bytes (accepted for compatibility, no effect).
-    pub stream_node: Mutex<[i64; 2]>,
 }
 
 impl Default for Shared {
@@ -32,7 +30,6 @@ impl Default for Shared {
             cmdstats: Mutex::new(BTreeMap::new()),
             errorstats: Mutex::new(BTreeMap::new()),
             rejected: AtomicU64::new(0),
-            stream_node: Mutex::new([100, 4096]),
         }
     }
 }

@@ -44,6 +44,10 @@ pub enum Kind {
     Garbage = 8,
     /// A writer batch: the leader's `now_ms` and its ops ([`crate::ops::encode_batch`]).
     Batch = 9,
+    /// Stream metadata with radix-tree node tracking (replaces `StreamMeta`, still read).
+    StreamMetaNodes = 10,
+    /// A closed radix-tree node ([`crate::nodes::Node`]).
+    Node = 11,
 }
 
 fn config() -> impl bincode::config::Config {

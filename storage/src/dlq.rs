@@ -235,7 +235,12 @@ impl Txn<'_> {
                 continue;
             };
             let spaces = match kind {
-                keys::GC_STREAM => vec![&self.ks.entries, &self.ks.lanes, &self.ks.idem],
+                keys::GC_STREAM => vec![
+                    &self.ks.entries,
+                    &self.ks.lanes,
+                    &self.ks.idem,
+                    &self.ks.nodes,
+                ],
                 _ => vec![
                     &self.ks.pel,
                     &self.ks.cpel,

@@ -27,6 +27,8 @@ pub enum Error {
     EntriesAddedTooSmall,
     /// XSETID `max_deleted_entry_id` greater than the ID being set.
     MaxDeletedTooLarge,
+    /// XSETID below the stream's current max-deleted-entry-id.
+    SetIdBelowMaxDeleted,
     /// The stream does not exist.
     NoSuchStream {
         /// Stream name.
@@ -103,6 +105,9 @@ impl fmt::Display for Error {
             Error::SetIdTooSmall => f.write_str("the ID is smaller than the stream's top item"),
             Error::EntriesAddedTooSmall => {
                 f.write_str("entries_added is smaller than the stream length")
+            }
+            Error::SetIdBelowMaxDeleted => {
+                f.write_str("the ID is smaller than the stream's max_deleted_entry_id")
             }
             Error::MaxDeletedTooLarge => {
                 f.write_str("the ID is smaller than the provided max_deleted_entry_id")

@@ -16,6 +16,7 @@
 //! | `idem`      | stream_id u64 · idempotency key                 | IdempotencyRecord|
 //! | `idem_exp`  | seen_ms u64 · stream_id u64 · idempotency key   | empty            |
 //! | `sys`       | `system`, `gc` · kind u8 · id u64               | SystemMeta, empty|
+//! | `nodes`     | stream_id u64 · first ms · first seq            | Node (closed)    |
 
 use crate::id::{Lane, StreamId};
 

@@ -32,6 +32,7 @@ mod id;
 pub mod keys;
 pub mod maintenance;
 mod meta;
+pub mod nodes;
 mod ops;
 mod overlay;
 pub mod policy;

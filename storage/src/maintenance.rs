@@ -188,7 +188,7 @@ pub fn verify(path: &Path, cfg: &StoreConfig) -> Result<VerifyReport> {
             continue;
         };
         r.streams += 1;
-        match codec::decode::<StreamMeta>(Kind::StreamMeta, &v) {
+        match StreamMeta::decode(&v) {
             Ok(meta) => {
                 sids.insert(meta.stream_id, name.to_vec());
                 verify_stream(&snap, &ks, name, &meta, &mut r)?;

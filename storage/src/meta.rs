@@ -2,7 +2,9 @@
 
 use bincode::{Decode, Encode};
 
+use crate::codec::{self, Kind};
 use crate::id::{Lane, StreamId};
+use crate::nodes::Node;
 
 /// Delivery policy of a consumer group. A group without one behaves exactly as in Redis 7.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
@@ -77,6 +79,63 @@ pub struct StreamMeta {
     pub created_ms: u64,
     /// Entries trimmed before at least one group had them delivered.
     pub trimmed_undelivered: u64,
+    /// Redis's last radix-tree node, the one appends go to ([`crate::nodes`]).
+    pub tail: Option<Node>,
+    /// Radix-tree nodes, the tail included.
+    pub nodes: u64,
+    /// Entries up to this ID were written before nodes were tracked (trimmed exactly).
+    pub untracked_through: StreamId,
+}
+
+/// [`StreamMeta`] as format 1 stored it, before radix-tree nodes were tracked.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct StreamMetaV1 {
+    stream_id: u64,
+    last_id: StreamId,
+    first_id: StreamId,
+    length: u64,
+    entries_added: u64,
+    max_deleted_id: StreamId,
+    lane_len: [u64; 5],
+    lane_last: [StreamId; 5],
+    bytes: u64,
+    created_ms: u64,
+    trimmed_undelivered: u64,
+}
+
+impl StreamMeta {
+    /// Decodes a stream's metadata in either layout.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<StreamMeta, String> {
+        if bytes.get(1) == Some(&(Kind::StreamMeta as u8)) {
+            let v: StreamMetaV1 = codec::decode(Kind::StreamMeta, bytes)?;
+            return Ok(StreamMeta {
+                stream_id: v.stream_id,
+                last_id: v.last_id,
+                first_id: v.first_id,
+                length: v.length,
+                entries_added: v.entries_added,
+                max_deleted_id: v.max_deleted_id,
+                lane_len: v.lane_len,
+                lane_last: v.lane_last,
+                bytes: v.bytes,
+                created_ms: v.created_ms,
+                trimmed_undelivered: v.trimmed_undelivered,
+                tail: None,
+                nodes: 0,
+                untracked_through: if v.length > 0 {
+                    v.last_id
+                } else {
+                    StreamId::MIN
+                },
+            });
+        }
+        codec::decode(Kind::StreamMetaNodes, bytes)
+    }
+
+    /// Encodes the metadata (current layout).
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        codec::encode(Kind::StreamMetaNodes, self)
+    }
 }
 
 /// Counters of a group, for INFO, metrics and the dashboard.
@@ -215,4 +274,27 @@ pub struct SystemMeta {
     pub idem_keys: u64,
     /// Deleted streams or groups still have keys to remove.
     pub garbage_pending: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_1_stream_metadata_still_reads_with_its_entries_untracked() {
+        let v1 = StreamMetaV1 {
+            stream_id: 7,
+            last_id: StreamId::new(5, 1),
+            first_id: StreamId::new(1, 0),
+            length: 3,
+            entries_added: 4,
+            bytes: 30,
+            ..StreamMetaV1::default()
+        };
+        let m = StreamMeta::decode(&codec::encode(Kind::StreamMeta, &v1)).unwrap();
+        assert_eq!((m.stream_id, m.length, m.entries_added), (7, 3, 4));
+        assert_eq!((&m.tail, m.nodes), (&None, 0));
+        assert_eq!(m.untracked_through, StreamId::new(5, 1));
+        assert_eq!(StreamMeta::decode(&m.encode()), Ok(m));
+    }
 }

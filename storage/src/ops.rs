@@ -191,6 +191,13 @@ pub enum Op {
         /// Namespace.
         ns: u16,
     },
+    /// SWAPDB: every stream of one namespace moves to the other, and back.
+    SwapNamespaces {
+        /// One namespace.
+        a: u16,
+        /// The other.
+        b: u16,
+    },
     /// XGROUP CREATE.
     CreateGroup {
         /// Stream.
@@ -364,6 +371,9 @@ pub enum Op {
         /// At most this many.
         limit: usize,
     },
+    /// CONFIG SET stream-node-max-entries / stream-node-max-bytes: the node sizes later
+    /// appends are placed by (in memory only, as in Redis; see [`crate::nodes`]).
+    SetNodeLimits(crate::nodes::NodeLimits),
     /// "In progress": the consumer still works on these deliveries. Each one it still owns
     /// (delivered, not failed since) gets a fresh ack deadline (`now + ack_wait`) and its
     /// idle time restarts; the delivery count does not change. Replies with how many were
@@ -503,6 +513,81 @@ pub enum Event {
     },
 }
 
+/// How an op counts toward Redis's "dirty" counter (changes since the last save), known
+/// before the op is applied and completed by its reply.
+pub(crate) enum Changes {
+    /// Never a change (reads, ticks).
+    None,
+    /// One change when it succeeds.
+    One,
+    /// As many as the reply's count.
+    Count,
+    /// A group read: one per stream read with `>` that handed something out (Redis counts a
+    /// read of many entries once, and a read of the consumer's own pending list not at all).
+    GroupRead(Vec<bool>),
+    /// Claims: one per claimed or dropped entry.
+    Claimed,
+}
+
+impl Changes {
+    pub(crate) fn of(op: &Op) -> Changes {
+        match op {
+            Op::Append { .. }
+            | Op::SetId { .. }
+            | Op::RenameStream { .. }
+            | Op::SwapNamespaces { .. }
+            | Op::CreateGroup { .. }
+            | Op::SetGroupId { .. }
+            | Op::DeleteConsumer { .. }
+            | Op::SetPolicy { .. }
+            | Op::PatchPolicy { .. } => Changes::One,
+            Op::Delete { .. }
+            | Op::Trim { .. }
+            | Op::DeleteStream { .. }
+            | Op::FlushNamespace { .. }
+            | Op::DestroyGroup { .. }
+            | Op::CreateConsumer { .. }
+            | Op::Ack { .. }
+            | Op::Nack { .. }
+            | Op::DlqRedrive { .. }
+            | Op::DlqPurge { .. }
+            | Op::Progress { .. } => Changes::Count,
+            Op::ReadGroup { streams, .. } => Changes::GroupRead(
+                streams
+                    .iter()
+                    .map(|(_, from)| matches!(from, ReadFrom::New))
+                    .collect(),
+            ),
+            Op::Claim { .. } | Op::AutoClaim { .. } => Changes::Claimed,
+            Op::Tick | Op::Query(_) | Op::SetNodeLimits(_) => Changes::None,
+        }
+    }
+
+    pub(crate) fn count(&self, r: &crate::Result<Reply>) -> u64 {
+        let Ok(r) = r else { return 0 };
+        match (self, r) {
+            (Changes::None, _) | (_, Reply::Nil) => 0,
+            (_, Reply::Appended { duplicate, .. }) => u64::from(!duplicate),
+            (Changes::One, _) => 1,
+            (Changes::Count, Reply::Count(n)) => *n,
+            (Changes::Count, _) => 1,
+            (Changes::GroupRead(new), Reply::GroupRead(per)) => new
+                .iter()
+                .zip(per)
+                .filter(|(new, got)| **new && !got.is_empty())
+                .count() as u64,
+            (Changes::Claimed, Reply::Entries(e)) => e.len() as u64,
+            (
+                Changes::Claimed,
+                Reply::AutoClaimed {
+                    claimed, deleted, ..
+                },
+            ) => (claimed.len() + deleted.len()) as u64,
+            _ => 0,
+        }
+    }
+}
+
 /// What a batch did.
 #[derive(Debug)]
 pub struct BatchOutcome {
@@ -514,6 +599,9 @@ pub struct BatchOutcome {
     /// tick now); `None` when nothing time-driven is pending. The broker's timer sleeps
     /// until exactly this, as quinn-proto's `poll_timeout` tells its caller.
     pub next_deadline_ms: Option<u64>,
+    /// Redis's "dirty" count of the batch: changes made, counted as Redis 7.4 counts them
+    /// (INFO's `rdb_changes_since_last_save`).
+    pub changes: u64,
 }
 
 /// Encodes a writer batch (its ops and the leader's clock) for a replicated log: the

@@ -205,6 +205,8 @@ pub struct StreamInfo {
     pub trimmed_undelivered: u64,
     /// Creation time (Unix ms).
     pub created_ms: u64,
+    /// Redis radix-tree nodes (emulated, [`crate::nodes`]).
+    pub nodes: u64,
 }
 
 /// XINFO STREAM FULL's answer.
@@ -242,8 +244,9 @@ pub struct GroupInfo {
     pub last_delivered_id: StreamId,
     /// Redis's entries-read (`None`: unknown).
     pub entries_read: Option<u64>,
-    /// Redis's lag (`None`: unknown).
-    pub lag: Option<u64>,
+    /// Redis 7.4's lag (`None`: unknown; negative only after an ENTRIESREAD above the
+    /// entries added).
+    pub lag: Option<i64>,
     /// Delivery policy.
     pub policy: Option<DeliveryPolicy>,
     /// Pending entries whose retry is due.
@@ -687,6 +690,7 @@ fn stream_info(ctx: &impl ReadCtx, key: &StreamKey) -> Result<Option<StreamInfo>
         bytes: m.bytes,
         trimmed_undelivered: m.trimmed_undelivered,
         created_ms: m.created_ms,
+        nodes: m.nodes,
     }))
 }
 
@@ -972,6 +976,14 @@ impl Store {
     pub fn stream_count(&self, ns: u16) -> usize {
         let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
         cat.streams.keys().filter(|k| k.ns == ns).count()
+    }
+
+    /// The radix-tree node sizes appends are placed by (CONFIG stream-node-max-*).
+    pub fn node_limits(&self) -> crate::nodes::NodeLimits {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .node_limits
     }
 
     /// XINFO STREAM.

@@ -22,7 +22,8 @@ use crate::error::{Error, Result};
 use crate::id::StreamId;
 use crate::keys;
 use crate::meta::{ConsumerMeta, GroupMeta, StreamMeta, SystemMeta};
-use crate::ops::{BatchOutcome, Event, Op, Reply, StreamKey};
+use crate::nodes::NodeLimits;
+use crate::ops::{BatchOutcome, Changes, Event, Op, Reply, StreamKey};
 use crate::overlay::{Ks, Overlay, View};
 use crate::record::Record;
 
@@ -40,6 +41,7 @@ pub(crate) struct Keyspaces {
     pub(crate) idem: Ks,
     pub(crate) idem_exp: Ks,
     pub(crate) sys: Ks,
+    pub(crate) nodes: Ks,
 }
 
 /// In-memory state of a consumer group.
@@ -89,6 +91,8 @@ pub(crate) struct Catalog {
     /// (due floor, group ID) of every group with a policy and a deadline: the broker's
     /// next tick is the first one (quinn-proto's `poll_timeout`, kept in O(log n)).
     pub(crate) deadlines: BTreeSet<(u64, u64)>,
+    /// Radix-tree node sizes new entries are placed by (not persisted, as in Redis).
+    pub(crate) node_limits: NodeLimits,
 }
 
 impl Catalog {
@@ -140,6 +144,7 @@ pub(crate) fn open_keyspaces(db: &Database, cfg: &StoreConfig) -> Result<Keyspac
         idem: open_keyspace(db, 9, "idem", small)?,
         idem_exp: open_keyspace(db, 10, "idem_exp", small)?,
         sys: open_keyspace(db, 11, "sys", small)?,
+        nodes: open_keyspace(db, 12, "nodes", small)?,
     })
 }
 
@@ -152,7 +157,7 @@ fn open_keyspace(db: &Database, id: usize, name: &str, memtable: u64) -> Result<
 
 impl Keyspaces {
     /// Every keyspace, in `Ks::id` order.
-    pub(crate) fn all(&self) -> [&Ks; 12] {
+    pub(crate) fn all(&self) -> [&Ks; 13] {
         [
             &self.streams,
             &self.groups,
@@ -166,6 +171,7 @@ impl Keyspaces {
             &self.idem,
             &self.idem_exp,
             &self.sys,
+            &self.nodes,
         ]
     }
 }
@@ -269,17 +275,24 @@ impl Store {
             now: now_ms,
             staged: HashMap::new(),
             sys: base.sys,
+            node_limits: base.node_limits,
             touched_groups: HashSet::new(),
             events: Vec::new(),
             dead_letters: Vec::new(),
         };
         let mut replies = Vec::with_capacity(ops.len());
+        let mut changes = 0;
         for op in ops {
+            let counts = Changes::of(&op);
             match txn.apply_op(op) {
                 Err(e) if e.is_fatal() => return Err(e),
-                r => replies.push(r),
+                r => {
+                    changes += counts.count(&r);
+                    replies.push(r);
+                }
             }
         }
+        let node_limits = txn.node_limits;
         let (tx, staged, sys, events) = txn.finish();
         let mode = match self.cfg.durability {
             Durability::SyncEachCommit => PersistMode::SyncData,
@@ -309,11 +322,13 @@ impl Store {
         }
         cat.sys = sys;
         cat.snap = snap;
+        cat.node_limits = node_limits;
         let next_deadline_ms = cat.next_deadline_ms(now_ms, self.cfg.idempotency_window_ms);
         Ok(BatchOutcome {
             replies,
             events,
             next_deadline_ms,
+            changes,
         })
     }
 
@@ -372,6 +387,7 @@ fn load_catalog(db: &Database, ks: &Keyspaces) -> Result<Catalog> {
         sys: SystemMeta::default(),
         snap: snap.clone(),
         deadlines: BTreeSet::new(),
+        node_limits: NodeLimits::default(),
     };
     if let Some(v) = Readable::get(&snap, ks.sys.inner(), keys::SYSTEM_KEY)? {
         cat.sys =
@@ -381,8 +397,7 @@ fn load_catalog(db: &Database, ks: &Keyspaces) -> Result<Catalog> {
         let (k, v) = item.into_inner()?;
         let (ns, name) = keys::parse_stream(&k)
             .ok_or_else(|| corrupt("stream key", &k, None, "too short".into()))?;
-        let meta: StreamMeta = codec::decode(Kind::StreamMeta, &v)
-            .map_err(|r| corrupt("stream meta", name, None, r))?;
+        let meta = StreamMeta::decode(&v).map_err(|r| corrupt("stream meta", name, None, r))?;
         if meta.stream_id >= cat.sys.next_stream_id {
             return Err(corrupt(
                 "stream meta",
@@ -446,6 +461,8 @@ pub(crate) struct Txn<'a> {
     /// Streams changed by this batch (`None`: deleted).
     pub(crate) staged: HashMap<StreamKey, Option<StreamState>>,
     pub(crate) sys: SystemMeta,
+    /// Node sizes for appends (an op of this batch may change them).
+    pub(crate) node_limits: NodeLimits,
     /// (stream_id, group name) whose metadata must be written.
     pub(crate) touched_groups: HashSet<(u64, Vec<u8>)>,
     pub(crate) events: Vec<Event>,
@@ -483,6 +500,7 @@ impl<'a> Txn<'a> {
             Op::DeleteStream { stream } => self.delete_stream(&stream),
             Op::RenameStream { from, to, replace } => self.rename_stream(&from, &to, replace),
             Op::FlushNamespace { ns } => self.flush_namespace(ns),
+            Op::SwapNamespaces { a, b } => self.swap_namespaces(a, b),
             Op::CreateGroup {
                 stream,
                 group,
@@ -584,6 +602,10 @@ impl<'a> Txn<'a> {
             Op::DlqRedrive { dlq, filter, limit } => self.dlq_redrive(&dlq, &filter, limit),
             Op::DlqPurge { dlq, filter, limit } => self.dlq_purge(&dlq, &filter, limit),
             Op::Query(q) => crate::read::answer(&*self, &q, self.now).map(Reply::Answer),
+            Op::SetNodeLimits(l) => {
+                self.node_limits = l;
+                Ok(Reply::Ok)
+            }
         };
         // Dead letters are appended once the op's own stream is back in the staging map.
         self.flush_dead_letters();
@@ -602,11 +624,7 @@ impl<'a> Txn<'a> {
         for (key, state) in &self.staged {
             let Some(st) = state else { continue };
             let sk = keys::stream(key.ns, &key.name);
-            self.tx.insert(
-                &self.ks.streams,
-                sk,
-                codec::encode(Kind::StreamMeta, &st.meta),
-            );
+            self.tx.insert(&self.ks.streams, sk, st.meta.encode());
             for (gname, g) in &st.groups {
                 if !self
                     .touched_groups

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::id::{IdSpec, Lane, StreamId};
 use crate::keys;
 use crate::meta::IdempotencyRecord;
+use crate::nodes::Node;
 use crate::ops::{Event, Reply, StreamKey, Trim, TrimStrategy};
 use crate::record::{Fields, Meta, Record};
 use crate::store::{corrupt, key_id, unique_ids, Keyspaces, StreamState, Txn};
@@ -78,8 +79,10 @@ fn lane_and_size(
 }
 
 fn validate_trim(t: &Trim) -> Result<()> {
-    if t.limit == Some(0) {
-        return Err(Error::InvalidArgument("trim LIMIT must be positive".into()));
+    if t.limit.is_some() && !t.approx {
+        return Err(Error::InvalidArgument(
+            "LIMIT cannot be used without the special ~ option".into(),
+        ));
     }
     Ok(())
 }
@@ -218,7 +221,22 @@ impl Txn<'_> {
             self.tx
                 .insert(&self.ks.lanes, keys::lane(sid, lane, id), []);
         }
+        let lim = self.node_limits;
         let m = &mut st.meta;
+        match &mut m.tail {
+            Some(t) if !t.is_full_for(&record.fields, lim) => t.push(id, &record.fields),
+            tail => {
+                if let Some(old) = tail.take() {
+                    self.tx.insert(
+                        &self.ks.nodes,
+                        keys::id_key(sid, old.first),
+                        codec::encode(Kind::Node, &old),
+                    );
+                }
+                *tail = Some(Node::new(id, &record.fields));
+                m.nodes += 1;
+            }
+        }
         debug_assert!(id > m.last_id, "appended IDs only grow");
         m.last_id = id;
         if m.length == 0 {
@@ -260,6 +278,7 @@ impl Txn<'_> {
             m.bytes = m.bytes.saturating_sub(size);
             first_gone |= id == m.first_id;
         }
+        self.forget_in_nodes(&key.name, st, gone.iter().map(|g| g.0))?;
         if st.meta.length == 0 {
             st.meta.first_id = StreamId::MIN;
         } else if first_gone {
@@ -311,51 +330,260 @@ impl Txn<'_> {
         Ok(Reply::Count(n))
     }
 
-    /// Trims the head of a stream. Cannot fail but for the disk (corrupt records are removed
-    /// like any other). Returns how many entries went.
-    pub(crate) fn trim(&mut self, key: &StreamKey, st: &mut StreamState, t: Trim) -> Result<u64> {
+    /// Marks removed entries deleted in their radix-tree nodes; a node left with no live
+    /// entry goes, as in Redis (and if it was the tail, the node before becomes the tail).
+    fn forget_in_nodes(
+        &mut self,
+        name: &[u8],
+        st: &mut StreamState,
+        ids: impl Iterator<Item = StreamId>,
+    ) -> Result<()> {
         let sid = st.meta.stream_id;
-        let cap = t
-            .limit
-            .unwrap_or(u64::MAX)
-            .min(self.cfg.limits.trim_per_op_max);
-        let (max_delete, min_id) = match t.strategy {
-            TrimStrategy::MaxLen(n) => (st.meta.length.saturating_sub(n), StreamId::MAX),
-            TrimStrategy::MinId(id) => (u64::MAX, id),
-            TrimStrategy::MaxAgeMs(ms) => (u64::MAX, StreamId::new(self.now.saturating_sub(ms), 0)),
-            TrimStrategy::MaxBytes(_) => (u64::MAX, StreamId::MAX),
-        };
-        // MaxBytes: bytes still to free.
-        let mut to_free = match t.strategy {
-            TrimStrategy::MaxBytes(b) => st.meta.bytes.saturating_sub(b),
-            _ => u64::MAX,
-        };
-        if to_free == 0 {
-            return Ok(0);
+        let untracked = st.meta.untracked_through;
+        let mut ids: Vec<StreamId> = ids.filter(|id| *id > untracked).collect();
+        if ids.is_empty() {
+            return Ok(());
         }
-        let want = max_delete.min(cap);
-        if want == 0 || st.meta.length == 0 || st.meta.first_id >= min_id {
-            return Ok(0);
+        ids.sort_unstable();
+        let mut cur: Option<Node> = None;
+        for id in ids {
+            if let Some(t) = st.meta.tail.as_mut().filter(|t| id >= t.first) {
+                t.mark_deleted();
+                continue;
+            }
+            if !cur.as_ref().is_some_and(|n| id >= n.first && id <= n.last) {
+                if let Some(n) = cur.take() {
+                    self.put_node(sid, &mut st.meta, n);
+                }
+                cur = self.node_at_or_before(sid, id, name)?.map(|(_, n)| n);
+            }
+            if let Some(n) = cur.as_mut() {
+                n.mark_deleted();
+            }
         }
-        let from = keys::id_key(sid, st.meta.first_id);
+        if let Some(n) = cur.take() {
+            self.put_node(sid, &mut st.meta, n);
+        }
+        if st.meta.tail.as_ref().is_some_and(|t| t.live == 0) {
+            st.meta.tail = None;
+            st.meta.nodes = st.meta.nodes.saturating_sub(1);
+            if let Some((k, n)) = self.node_at_or_before(sid, StreamId::MAX, name)? {
+                self.tx.remove(&self.ks.nodes, k);
+                st.meta.tail = Some(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes back a closed node, or removes it when nothing in it is live.
+    fn put_node(&mut self, sid: u64, m: &mut crate::meta::StreamMeta, n: Node) {
+        let k = keys::id_key(sid, n.first);
+        if n.live == 0 {
+            self.tx.remove(&self.ks.nodes, k);
+            m.nodes = m.nodes.saturating_sub(1);
+        } else {
+            self.tx
+                .insert(&self.ks.nodes, k, codec::encode(Kind::Node, &n));
+        }
+    }
+
+    /// The closed node with the largest first ID at or below `id`.
+    fn node_at_or_before(
+        &self,
+        sid: u64,
+        id: StreamId,
+        name: &[u8],
+    ) -> Result<Option<(Vec<u8>, Node)>> {
+        let from = keys::id_key(sid, StreamId::MIN);
+        let to = keys::id_key(sid, id);
+        let Some(k) = self.tx.last_key(&self.ks.nodes, from..=to)? else {
+            return Ok(None);
+        };
+        self.node_at(&k, name).map(|n| n.map(|n| (k.to_vec(), n)))
+    }
+
+    fn node_at(&self, k: &[u8], name: &[u8]) -> Result<Option<Node>> {
+        let Some(v) = self.tx.get(&self.ks.nodes, k)? else {
+            return Ok(None);
+        };
+        codec::decode(Kind::Node, &v)
+            .map(Some)
+            .map_err(|r| corrupt("radix-tree node", name, None, r))
+    }
+
+    /// The closed node with the smallest first ID above `after` (`None`: from the start).
+    fn node_after(&self, sid: u64, after: Option<StreamId>, name: &[u8]) -> Result<Option<Node>> {
+        let from = match after.and_then(StreamId::next) {
+            Some(id) => keys::id_key(sid, id),
+            None if after.is_some() => return Ok(None),
+            None => keys::id_key(sid, StreamId::MIN),
+        };
         let to = keys::id_key(sid, StreamId::MAX);
-        let mut gone = Vec::new();
-        for g in self.tx.range(&self.ks.entries, from..=to) {
+        let Some(item) = self.tx.range(&self.ks.nodes, from..=to).next() else {
+            return Ok(None);
+        };
+        let (_, v) = item.into_inner()?;
+        codec::decode(Kind::Node, &v)
+            .map(Some)
+            .map_err(|r| corrupt("radix-tree node", name, None, r))
+    }
+
+    /// Entries of a stream from `from` through `to`, in ID order, with lane and size, while
+    /// `keep` says so.
+    fn collect_entries(
+        &self,
+        name: &[u8],
+        sid: u64,
+        from: StreamId,
+        to: StreamId,
+        gone: &mut Vec<(StreamId, Lane, u64)>,
+        mut keep: impl FnMut(StreamId, u64) -> bool,
+    ) -> Result<()> {
+        let range = keys::id_key(sid, from)..=keys::id_key(sid, to);
+        for g in self.tx.range(&self.ks.entries, range) {
             let (k, v) = g.into_inner()?;
-            let id = key_id(&k, "entry key", &key.name)?;
-            if gone.len() as u64 >= want || id >= min_id {
+            let id = key_id(&k, "entry key", name)?;
+            let (lane, size) = lane_and_size(&self.tx, self.ks, sid, id, &v)?;
+            if !keep(id, size) {
                 break;
             }
-            let (lane, size) = lane_and_size(&self.tx, self.ks, sid, id, &v)?;
             gone.push((id, lane, size));
-            if matches!(t.strategy, TrimStrategy::MaxBytes(_)) {
-                to_free = to_free.saturating_sub(size.max(1));
-                if to_free == 0 {
-                    break;
-                }
-            }
         }
-        // Count, per group, entries it had not been handed yet.
+        Ok(())
+    }
+
+    /// Trims the head of a stream. Cannot fail but for the disk (corrupt records are removed
+    /// like any other). Returns how many entries went.
+    ///
+    /// MAXLEN, MINID and MAXAGE follow Redis's `streamTrim` over the emulated radix-tree
+    /// nodes ([`crate::nodes`]): whole nodes go while the threshold allows; `~` stops at the
+    /// first node that cannot go whole, an exact trim goes on inside it. A `~` trim without
+    /// LIMIT removes at most 100 nodes' worth of entries, as in Redis.
+    pub(crate) fn trim(&mut self, key: &StreamKey, st: &mut StreamState, t: Trim) -> Result<u64> {
+        let (maxlen, min_id) = match t.strategy {
+            TrimStrategy::MaxLen(n) => (Some(n), StreamId::MAX),
+            TrimStrategy::MinId(id) => (None, id),
+            TrimStrategy::MaxAgeMs(ms) => (None, StreamId::new(self.now.saturating_sub(ms), 0)),
+            TrimStrategy::MaxBytes(b) => return self.trim_bytes(key, st, b, t.limit),
+        };
+        let cap = self.cfg.limits.trim_per_op_max;
+        let limit = match t.limit {
+            Some(0) => cap,
+            Some(n) => n.min(cap),
+            None if t.approx => self.node_limits.approx_trim_limit().min(cap),
+            None => cap,
+        };
+        let sid = st.meta.stream_id;
+        let name = &key.name[..];
+        let mut length = st.meta.length;
+        let enough = |length: u64| maxlen.is_some_and(|m| length <= m);
+        let mut gone: Vec<(StreamId, Lane, u64)> = Vec::new();
+        // Entries from before node tracking: exactly, as they were trimmed then.
+        if length > 0 && st.meta.first_id <= st.meta.untracked_through {
+            let (first, through) = (st.meta.first_id, st.meta.untracked_through);
+            let mut n = 0u64;
+            self.collect_entries(name, sid, first, through, &mut gone, |id, _| {
+                let go = !enough(length) && id < min_id && n < limit;
+                if go {
+                    length -= 1;
+                    n += 1;
+                }
+                go
+            })?;
+        }
+        let mut after: Option<StreamId> = None;
+        let mut tail_done = false;
+        loop {
+            if enough(length) || tail_done {
+                break;
+            }
+            let node = match self.node_after(sid, after, name)? {
+                Some(n) => n,
+                None => match st.meta.tail.clone() {
+                    Some(n) => {
+                        tail_done = true;
+                        n
+                    }
+                    None => break,
+                },
+            };
+            after = Some(node.first);
+            let entries = node.live;
+            if gone.len() as u64 + entries > limit {
+                break;
+            }
+            let whole = match maxlen {
+                Some(m) => length - entries >= m,
+                None => node.last < min_id,
+            };
+            if whole {
+                let before = gone.len();
+                self.collect_entries(name, sid, node.first, node.last, &mut gone, |_, _| true)?;
+                length -= (gone.len() - before) as u64;
+                continue;
+            }
+            if t.approx {
+                break;
+            }
+            self.collect_entries(name, sid, node.first, node.last, &mut gone, |id, _| {
+                let go = !enough(length) && id < min_id;
+                if go {
+                    length -= 1;
+                }
+                go
+            })?;
+            break;
+        }
+        self.finish_trim(key, st, gone)
+    }
+
+    /// MAXBYTES (cortex retention): oldest entries until the stream's payload fits.
+    fn trim_bytes(
+        &mut self,
+        key: &StreamKey,
+        st: &mut StreamState,
+        max_bytes: u64,
+        limit: Option<u64>,
+    ) -> Result<u64> {
+        let mut to_free = st.meta.bytes.saturating_sub(max_bytes);
+        if to_free == 0 || st.meta.length == 0 {
+            return Ok(0);
+        }
+        let cap = match limit {
+            Some(0) | None => self.cfg.limits.trim_per_op_max,
+            Some(n) => n.min(self.cfg.limits.trim_per_op_max),
+        };
+        let mut gone = Vec::new();
+        let mut n = 0u64;
+        let (sid, first) = (st.meta.stream_id, st.meta.first_id);
+        self.collect_entries(
+            &key.name,
+            sid,
+            first,
+            StreamId::MAX,
+            &mut gone,
+            |_, size| {
+                let go = to_free > 0 && n < cap;
+                if go {
+                    n += 1;
+                    to_free = to_free.saturating_sub(size.max(1));
+                }
+                go
+            },
+        )?;
+        self.finish_trim(key, st, gone)
+    }
+
+    /// Removes trimmed entries, counting per group those it had not been handed yet.
+    fn finish_trim(
+        &mut self,
+        key: &StreamKey,
+        st: &mut StreamState,
+        gone: Vec<(StreamId, Lane, u64)>,
+    ) -> Result<u64> {
+        if gone.is_empty() {
+            return Ok(0);
+        }
         for (gname, g) in &st.groups {
             let undelivered = gone
                 .iter()
@@ -381,11 +609,14 @@ impl Txn<'_> {
         entries_added: Option<u64>,
         max_deleted_id: Option<StreamId>,
     ) -> Result<Reply> {
-        let st = self.existing(key)?;
         if let Some(md) = max_deleted_id {
             if last_id < md {
                 return Err(Error::MaxDeletedTooLarge);
             }
+        }
+        let st = self.existing(key)?;
+        if last_id < st.meta.max_deleted_id {
+            return Err(Error::SetIdBelowMaxDeleted);
         }
         if st.meta.length > 0 {
             let sid = st.meta.stream_id;
@@ -474,7 +705,8 @@ impl Txn<'_> {
         Ok(Reply::Count(1))
     }
 
-    pub(crate) fn flush_namespace(&mut self, ns: u16) -> Result<Reply> {
+    /// Keys of a namespace's streams as this batch sees them (some may be deleted).
+    fn namespace_keys(&self, ns: u16) -> Vec<StreamKey> {
         let mut names: Vec<StreamKey> = self
             .base
             .streams
@@ -485,6 +717,40 @@ impl Txn<'_> {
         names.extend(self.staged.keys().filter(|k| k.ns == ns).cloned());
         names.sort();
         names.dedup();
+        names
+    }
+
+    /// SWAPDB: the streams of `a` and `b` trade places. Only their catalog keys move (a
+    /// stream's data is keyed by its internal ID); readers blocked on either side re-check.
+    pub(crate) fn swap_namespaces(&mut self, a: u16, b: u16) -> Result<Reply> {
+        if a == b {
+            return Ok(Reply::Ok);
+        }
+        let mut moved = Vec::new();
+        for k in self
+            .namespace_keys(a)
+            .into_iter()
+            .chain(self.namespace_keys(b))
+        {
+            if let Some(st) = self.stream(&k).cloned() {
+                moved.push((k, st));
+            }
+        }
+        for (k, _) in &moved {
+            self.tx
+                .remove(&self.ks.streams, keys::stream(k.ns, &k.name));
+            self.staged.insert(k.clone(), None);
+        }
+        for (from, st) in moved {
+            let to = StreamKey::new(if from.ns == a { b } else { a }, from.name.clone());
+            self.staged.insert(to.clone(), Some(st));
+            self.events.push(Event::Renamed { from, to });
+        }
+        Ok(Reply::Ok)
+    }
+
+    pub(crate) fn flush_namespace(&mut self, ns: u16) -> Result<Reply> {
+        let names = self.namespace_keys(ns);
         let mut n = 0;
         for k in names {
             if let Reply::Count(c) = self.delete_stream(&k)? {

@@ -10,6 +10,7 @@ mod groups;
 mod http;
 mod protocol;
 mod quic;
+mod redis74;
 mod redis_cli;
 mod streams;
 mod support;

@@ -120,11 +120,18 @@ impl Server {
     /// Sends a (blocking) command from another client and returns once the server reports one
     /// more blocked client; join the handle for its reply.
     pub fn spawn_blocked(&self, args: &[&str]) -> std::thread::JoinHandle<V> {
+        self.spawn_blocked_in("0", args)
+    }
+
+    /// [`Server::spawn_blocked`] from a client that first SELECTs database `db`.
+    pub fn spawn_blocked_in(&self, db: &str, args: &[&str]) -> std::thread::JoinHandle<V> {
         let before = self.blocked_clients();
         let addr = self.addr;
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let db = db.to_string();
         let handle = std::thread::spawn(move || {
             let mut r = Raw::connect(addr);
+            assert_eq!(r.cmd(&["SELECT", &db]), V::Simple("OK".into()));
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
             r.cmd(&a)
         });
@@ -240,6 +247,16 @@ pub struct Raw {
     buf: Vec<u8>,
 }
 
+fn multibulk(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
         let s = TcpStream::connect(addr).expect("connect");
@@ -254,14 +271,19 @@ impl Raw {
 
     /// Sends a command (as a multibulk) and reads its reply.
     pub fn cmd(&mut self, args: &[&str]) -> V {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a.as_bytes());
-            out.extend_from_slice(b"\r\n");
+        self.send(&multibulk(args));
+        self.read()
+    }
+
+    /// Sends commands in one write and reads their replies.
+    pub fn pipeline(&mut self, cmds: &[Vec<String>]) -> Vec<V> {
+        let mut out = Vec::new();
+        for c in cmds {
+            let args: Vec<&str> = c.iter().map(String::as_str).collect();
+            out.extend(multibulk(&args));
         }
         self.send(&out);
-        self.read()
+        cmds.iter().map(|_| self.read()).collect()
     }
 
     fn fill(&mut self) -> bool {

@@ -120,6 +120,9 @@ pub fn storage_error(cmd: &str, e: Error) -> Frame {
         Error::EntriesAddedTooSmall => Frame::err(
             "The entries_added specified in XSETID is smaller than the target stream length",
         ),
+        Error::SetIdBelowMaxDeleted => {
+            Frame::err("The ID specified in XSETID is smaller than current max_deleted_entry_id")
+        }
         Error::MaxDeletedTooLarge => Frame::err(
             "The ID specified in XSETID is smaller than the provided max_deleted_entry_id",
         ),
@@ -203,13 +206,15 @@ pub fn parse_trim_option(
 pub fn finish_trim(t: Option<(bool, Trim)>, limit: Option<u64>) -> Result<Option<Trim>, Frame> {
     match (t, limit) {
         (None, None) => Ok(None),
-        (None, Some(_)) => Err(syntax()),
-        (Some((false, _)), Some(_)) => Err(Frame::err(
+        (None, Some(n)) if n > 0 => Err(Frame::err(
+            "syntax error, LIMIT cannot be used without specifying a trimming strategy",
+        )),
+        (None, Some(_)) | (Some((false, _)), Some(_)) => Err(Frame::err(
             "syntax error, LIMIT cannot be used without the special ~ option",
         )),
         (Some((_, mut t)), l) => {
-            // LIMIT 0 means no limit, as in Redis.
-            t.limit = l.filter(|n| *n > 0);
+            // LIMIT 0 means no limit, as in Redis; none means 100 nodes' worth for `~`.
+            t.limit = l;
             Ok(Some(t))
         }
     }

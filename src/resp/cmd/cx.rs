@@ -6,11 +6,66 @@ use cortex_storage::{
 };
 
 use super::args::*;
-use super::reply::{append_reply, count_reply, entry_frame, ok_reply};
+use super::reply::{append_reply, count_reply, entry_frame, help, ok_reply};
 use super::{Ctx, Plan};
 use crate::resp::codec::Frame;
 
+const PUBLISH_HELP: &[&str] = &[
+    "CX.PUBLISH <key> [PRIORITY <lane>] [TTL <ms>] [IDEMPOTENCY <key>] [PRODUCER <name>]",
+    "    [HEADER <name> <value>] [MAXLEN|MINID [=|~] <threshold> [LIMIT <count>]] <field> <value> ...",
+    "    Appends an entry and returns its ID. <lane> is one of critical, high, normal, low,",
+    "    heartbeat. A repeated IDEMPOTENCY key within the window returns the first ID.",
+    "HELP",
+    "    Print this help.",
+];
+const POLICY_HELP: &[&str] = &[
+    "CX.POLICY <key> <group>",
+    "    Show the group's delivery policy (nil when it has none).",
+    "CX.POLICY <key> <group> [MAXATTEMPTS <n>] [BACKOFF <ms>[,<ms>...]] [ACKWAIT <ms>|NONE]",
+    "    [MAXAGE <ms>|NONE] [DLQ <key>]",
+    "    Change the fields named, keeping the others.",
+    "CX.POLICY <key> <group> RESET",
+    "    Return the group to plain Redis semantics.",
+    "HELP",
+    "    Print this help.",
+];
+const NACK_HELP: &[&str] = &[
+    "CX.NACK <key> <group> <id> [<id> ...] [ERROR <text>] [REJECT]",
+    "    Report failed processing: retry after the backoff, or dead-letter when attempts",
+    "    run out. REJECT dead-letters at once.",
+    "HELP",
+    "    Print this help.",
+];
+const DLQ_HELP: &[&str] = &[
+    "CX.DLQ <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "LIST [FROM <dlq>] [ID <id>] [STREAM <key>] [GROUP <group>] [REASON <reason>] [COUNT <n>]",
+    "    Show dead letters with their origin, reason, error and attempts.",
+    "REDRIVE [same filters]",
+    "    Put dead letters back on their origin streams.",
+    "PURGE [same filters]",
+    "    Delete dead letters.",
+    "HELP",
+    "    Print this help.",
+];
+const CLOCK_HELP: &[&str] = &[
+    "CX.CLOCK",
+    "    Show the broker's clock (Unix ms).",
+    "CX.CLOCK ADVANCE <ms>",
+    "    Move the clock forward (test mode only).",
+    "HELP",
+    "    Print this help.",
+];
+
 pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    if args.len() == 2 && args[1].eq_ignore_ascii_case(b"HELP") {
+        return Ok(Plan::Done(help(match ctx.name {
+            "CX.PUBLISH" => PUBLISH_HELP,
+            "CX.POLICY" => POLICY_HELP,
+            "CX.NACK" => NACK_HELP,
+            "CX.DLQ" => DLQ_HELP,
+            _ => CLOCK_HELP,
+        })));
+    }
     match ctx.name {
         "CX.PUBLISH" => Ok(Plan::op(
             publish_op(ctx.conn.db, args, ctx.broker.now_ms())?,

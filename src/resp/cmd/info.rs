@@ -95,7 +95,7 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                                     kv("pending", Frame::Integer(g.pending as i64)),
                                     kv("last-delivered-id", id_frame(g.last_delivered_id)),
                                     kv("entries-read", opt_int(g.entries_read)),
-                                    kv("lag", opt_int(g.lag)),
+                                    kv("lag", g.lag.map_or(Frame::Null, Frame::Integer)),
                                 ])
                             })
                             .collect(),
@@ -161,7 +161,11 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
 }
 
 fn stream_fields(info: &StreamInfo) -> Vec<(Frame, Frame)> {
-    let nodes = info.length.div_ceil(100) as i64;
+    // Streams written before node tracking have no node count: estimated at 100 per node.
+    let nodes = match info.nodes {
+        0 => info.length.div_ceil(100),
+        n => n,
+    } as i64;
     vec![
         kv("length", Frame::Integer(info.length as i64)),
         kv("radix-tree-keys", Frame::Integer(nodes)),
@@ -218,7 +222,7 @@ fn full_frame(f: cortex_storage::StreamFull, now: u64) -> Frame {
                 kv("name", Frame::Bulk(g.info.name.clone())),
                 kv("last-delivered-id", id_frame(g.info.last_delivered_id)),
                 kv("entries-read", opt_int(g.info.entries_read)),
-                kv("lag", opt_int(g.info.lag)),
+                kv("lag", g.info.lag.map_or(Frame::Null, Frame::Integer)),
                 kv("pel-count", Frame::Integer(g.info.pending as i64)),
                 kv(
                     "pending",

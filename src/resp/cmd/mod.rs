@@ -128,6 +128,21 @@ fn unknown(args: &Args) -> Frame {
 fn admit(conn: &mut Conn, args: &Args) -> Result<&'static table::Spec, Frame> {
     let r = match table::lookup(&args[0]) {
         None => Err(unknown(args)),
+        // `<container> HELP extra`: Redis's arity error of the HELP subcommand.
+        Some(spec)
+            if spec.is_container() && args.len() > 2 && args[1].eq_ignore_ascii_case(b"HELP") =>
+        {
+            Err(args::arity(&format!("{}|help", spec.name)))
+        }
+        // Every CX.* command answers HELP, whatever its arity.
+        Some(spec)
+            if spec.name.starts_with("CX.")
+                && args.len() == 2
+                && args[1].eq_ignore_ascii_case(b"HELP")
+                && conn.principal.is_some() =>
+        {
+            Ok(spec)
+        }
         Some(spec) if !spec.arity_ok(args.len()) => Err(args::arity(spec.name)),
         Some(spec)
             if conn.principal.is_none()

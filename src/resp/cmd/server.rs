@@ -17,7 +17,7 @@ use crate::resp::codec::Frame;
 /// Databases (namespaces) SELECT accepts.
 pub const DATABASES: u16 = 16;
 /// The Redis version we behave as.
-pub const REDIS_VERSION: &str = "7.2.0";
+pub const REDIS_VERSION: &str = "7.4.1";
 
 /// The sum of the counts of several ops (DEL of many keys).
 fn sum_counts(r: Vec<cortex_storage::Result<Reply>>) -> Frame {
@@ -80,7 +80,7 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         "CLIENT" => client(ctx, args).map(Plan::Done),
         "COMMAND" => command(args).map(Plan::Done),
         "INFO" => done(Frame::Verbatim(info(ctx, &args[1..]))),
-        "CONFIG" => config(ctx, args).map(Plan::Done),
+        "CONFIG" => config(ctx, args),
         "DBSIZE" => Ok(names(db, |n| Frame::Integer(n.len() as i64))),
         "DEL" | "UNLINK" => {
             let ops = args[1..]
@@ -156,6 +156,26 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                     None => Frame::ok(),
                     Some(e) => storage_error("FLUSHDB", e),
                 }),
+            ))
+        }
+        "SWAPDB" => {
+            let ix = |a: &[u8], what: &str| {
+                int(a).map_err(|_| Frame::err(format!("invalid {what} DB index")))
+            };
+            let (a, b) = (ix(&args[1], "first")?, ix(&args[2], "second")?);
+            let range = 0..i64::from(DATABASES);
+            if !range.contains(&a) || !range.contains(&b) {
+                return Err(Frame::err("DB index is out of range"));
+            }
+            Ok(Plan::op(
+                Op::SwapNamespaces {
+                    a: a as u16,
+                    b: b as u16,
+                },
+                |r| match r {
+                    Ok(_) => Frame::ok(),
+                    Err(e) => storage_error("SWAPDB", e),
+                },
             ))
         }
         "MULTI" => {
@@ -413,72 +433,234 @@ fn command(args: &[Vec<u8>]) -> Result<Frame, Frame> {
     }
 }
 
+/// INFO's sections, in Redis 7.4's order; `default` and an empty argument list mean the
+/// first eleven, `all` adds commandstats, `everything` is the same here (no modules).
+const INFO_DEFAULT: &[&str] = &[
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "modules",
+    "errorstats",
+    "cluster",
+    "keyspace",
+];
+
+/// Resident set size in bytes, from /proc (0 where there is none).
+fn rss_bytes() -> u64 {
+    let page = 4096;
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |p| p * page)
+}
+
+/// Total memory of the machine in bytes, from /proc (0 where there is none).
+fn total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// (system, user) CPU seconds of the process, from /proc (Linux's 100 ticks a second).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
+    (tick(12), tick(11))
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2}G", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.2}M", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.2}K", b / 1024.0)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
 fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
     let want: Vec<String> = sections
         .iter()
         .map(|s| text(s).to_ascii_lowercase())
         .collect();
-    let all = want.is_empty()
-        || want
-            .iter()
-            .any(|w| w == "all" || w == "everything" || w == "default");
-    let show = |s: &str| all || want.iter().any(|w| w == s);
+    let every = want.iter().any(|w| w == "all" || w == "everything");
+    let default = want.is_empty() || want.iter().any(|w| w == "default");
+    let show =
+        |s: &str| every || (default && INFO_DEFAULT.contains(&s)) || want.iter().any(|w| w == s);
     let b = ctx.broker;
     let st = b.stats();
     let now = b.now_ms();
+    let c = b.config();
+    let uptime = now.saturating_sub(b.started_ms()) / 1000;
     let mut out = String::new();
+    let section = |out: &mut String, title: &str, body: String| {
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let _ = write!(out, "# {title}\r\n{body}");
+    };
     if show("server") {
-        let _ = write!(
-            out,
-            "# Server\r\nredis_version:{REDIS_VERSION}\r\ncortex_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nexecutable:cortex\r\n\r\n",
-            env!("CARGO_PKG_VERSION"),
-            std::env::consts::OS,
-            std::process::id(),
-            b.config().resp.port(),
-            now.saturating_sub(b.started_ms()) / 1000,
+        let os = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|r| format!("Linux {} {}", r.trim(), std::env::consts::ARCH))
+            .unwrap_or_else(|_| std::env::consts::OS.to_string());
+        section(
+            &mut out,
+            "Server",
+            format!(
+                "redis_version:{REDIS_VERSION}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\n\
+                 redis_build_id:0\r\nredis_mode:standalone\r\nos:{os}\r\narch_bits:{}\r\n\
+                 monotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:epoll\r\n\
+                 atomicvar_api:c11-builtin\r\ngcc_version:0.0.0\r\nprocess_id:{}\r\n\
+                 process_supervised:no\r\nrun_id:{:040x}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\n\
+                 uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:10\r\nconfigured_hz:10\r\n\
+                 lru_clock:{}\r\nexecutable:{}\r\nconfig_file:\r\nio_threads_active:0\r\n\
+                 listener0:name=tcp,bind={},port={}\r\ncortex_version:{}\r\n",
+                usize::BITS,
+                std::process::id(),
+                u128::from(b.started_ms()) << 64 | u128::from(std::process::id()),
+                c.resp.port(),
+                now * 1000,
+                uptime / 86_400,
+                (now / 1000) & ((1 << 24) - 1),
+                std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                c.resp.ip(),
+                c.resp.port(),
+                env!("CARGO_PKG_VERSION"),
+            ),
         );
     }
     if show("clients") {
-        let _ = write!(
-            out,
-            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:{}\r\nrejected_connections:{}\r\n\r\n",
-            st.clients.load(Ordering::Relaxed),
-            b.config().clients_max,
-            st.blocked.load(Ordering::Relaxed),
-            ctx.shared.rejected.load(Ordering::Relaxed),
+        section(
+            &mut out,
+            "Clients",
+            format!(
+                "connected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\
+                 blocked_clients:{}\r\ntracking_clients:0\r\npubsub_clients:0\r\n\
+                 watching_clients:0\r\nclients_in_timeout_table:0\r\ntotal_watched_keys:0\r\n\
+                 total_blocking_keys:0\r\ntotal_blocking_keys_on_nokey:0\r\n",
+                st.clients.load(Ordering::Relaxed),
+                c.clients_max,
+                st.blocked.load(Ordering::Relaxed),
+            ),
+        );
+    }
+    if show("memory") {
+        // No allocator statistics here: used memory is the resident set.
+        let rss = rss_bytes();
+        let total = total_memory();
+        section(
+            &mut out,
+            "Memory",
+            format!(
+                "used_memory:{rss}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\n\
+                 used_memory_rss_human:{}\r\nused_memory_peak:{rss}\r\nused_memory_peak_human:{}\r\n\
+                 total_system_memory:{total}\r\ntotal_system_memory_human:{}\r\n\
+                 used_memory_lua:0\r\nused_memory_scripts:0\r\nmaxmemory:0\r\n\
+                 maxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\n\
+                 mem_fragmentation_ratio:1.00\r\nmem_allocator:libc\r\n\
+                 lazyfree_pending_objects:0\r\ncortex_disk_bytes:{}\r\n",
+                human(rss),
+                human(rss),
+                human(rss),
+                human(total),
+                b.disk_bytes(),
+            ),
         );
     }
     if show("persistence") {
-        let disk = b.disk_bytes();
-        let _ = write!(
-            out,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\ncortex_fsync:{}\r\ncortex_disk_bytes:{disk}\r\n\r\n",
-            match b.config().fsync {
-                Fsync::Always => "always",
-                Fsync::Everysec => "everysec",
-                Fsync::No => "no",
-            }
+        let fsync = match c.fsync {
+            Fsync::Always => "always",
+            Fsync::Everysec => "everysec",
+            Fsync::No => "no",
+        };
+        section(
+            &mut out,
+            "Persistence",
+            format!(
+                "loading:0\r\nasync_loading:0\r\ncurrent_cow_peak:0\r\ncurrent_cow_size:0\r\n\
+                 current_fork_perc:0.00\r\nrdb_changes_since_last_save:{}\r\n\
+                 rdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\n\
+                 rdb_last_bgsave_status:ok\r\nrdb_saves:0\r\naof_enabled:1\r\n\
+                 aof_rewrite_in_progress:0\r\naof_rewrite_scheduled:0\r\n\
+                 aof_last_write_status:ok\r\naof_rewrites:0\r\ncortex_fsync:{fsync}\r\n",
+                st.dirty.load(Ordering::Relaxed),
+                b.started_ms() / 1000,
+            ),
         );
     }
+    let errors: u64 = ctx
+        .shared
+        .errorstats
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .sum();
     if show("stats") {
-        let _ = write!(
-            out,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\ntotal_error_replies:{}\r\ncortex_commits:{}\r\ncortex_ops_applied:{}\r\ncortex_alerts:{}\r\n\r\n",
-            st.connections.load(Ordering::Relaxed),
-            st.commands.load(Ordering::Relaxed),
-            ctx.shared
-                .errorstats
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .sum::<u64>(),
-            st.commits.load(Ordering::Relaxed),
-            st.ops.load(Ordering::Relaxed),
-            st.alerts.load(Ordering::Relaxed),
+        section(
+            &mut out,
+            "Stats",
+            format!(
+                "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+                 rejected_connections:{}\r\nexpired_keys:0\r\nevicted_keys:0\r\n\
+                 keyspace_hits:0\r\nkeyspace_misses:0\r\npubsub_channels:0\r\n\
+                 pubsub_patterns:0\r\ntotal_forks:0\r\nunexpected_error_replies:0\r\n\
+                 total_error_replies:{errors}\r\ncortex_commits:{}\r\ncortex_ops_applied:{}\r\n\
+                 cortex_alerts:{}\r\n",
+                st.connections.load(Ordering::Relaxed),
+                st.commands.load(Ordering::Relaxed),
+                ctx.shared.rejected.load(Ordering::Relaxed),
+                st.commits.load(Ordering::Relaxed),
+                st.ops.load(Ordering::Relaxed),
+                st.alerts.load(Ordering::Relaxed),
+            ),
         );
+    }
+    if show("replication") {
+        section(
+            &mut out,
+            "Replication",
+            "role:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n\
+             master_replid:0000000000000000000000000000000000000000\r\n\
+             master_replid2:0000000000000000000000000000000000000000\r\n\
+             master_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\n\
+             repl_backlog_size:0\r\nrepl_backlog_first_byte_offset:0\r\n\
+             repl_backlog_histlen:0\r\n"
+                .to_string(),
+        );
+    }
+    if show("cpu") {
+        let (sys, user) = cpu_seconds();
+        section(
+            &mut out,
+            "CPU",
+            format!(
+                "used_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\nused_cpu_sys_children:0.000000\r\n\
+                 used_cpu_user_children:0.000000\r\n"
+            ),
+        );
+    }
+    if show("modules") {
+        section(&mut out, "Modules", String::new());
     }
     if show("commandstats") {
-        out.push_str("# Commandstats\r\n");
+        let mut body = String::new();
         let stats = ctx
             .shared
             .cmdstats
@@ -491,49 +673,48 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
                 0.0
             };
             let _ = write!(
-                out,
+                body,
                 "cmdstat_{}:calls={calls},usec={usec},usec_per_call={per:.2},rejected_calls=0,failed_calls={errors}\r\n",
                 name.to_ascii_lowercase()
             );
         }
-        out.push_str("\r\n");
+        section(&mut out, "Commandstats", body);
     }
     if show("errorstats") {
-        out.push_str("# Errorstats\r\n");
+        let mut body = String::new();
         let stats = ctx
             .shared
             .errorstats
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         for (code, n) in stats.iter() {
-            let _ = write!(out, "errorstat_{code}:count={n}\r\n");
+            let _ = write!(body, "errorstat_{code}:count={n}\r\n");
         }
-        out.push_str("\r\n");
+        section(&mut out, "Errorstats", body);
+    }
+    if show("cluster") {
+        section(&mut out, "Cluster", "cluster_enabled:0\r\n".to_string());
     }
     if show("keyspace") {
-        out.push_str("# Keyspace\r\n");
+        let mut body = String::new();
         for db in 0..DATABASES {
             let n = b.stream_count(db);
             if n > 0 {
-                let _ = write!(out, "db{db}:keys={n},expires=0,avg_ttl=0\r\n");
+                let _ = write!(body, "db{db}:keys={n},expires=0,avg_ttl=0,subexpiry=0\r\n");
             }
         }
-        out.push_str("\r\n");
+        section(&mut out, "Keyspace", body);
     }
     out
 }
 
-fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
+fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let c = ctx.broker.config();
-    let node = *ctx
-        .shared
-        .stream_node
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let node = ctx.broker.node_limits();
     let settings: Vec<(&str, String)> = vec![
         ("databases", DATABASES.to_string()),
-        ("stream-node-max-entries", node[0].to_string()),
-        ("stream-node-max-bytes", node[1].to_string()),
+        ("stream-node-max-entries", node.entries.to_string()),
+        ("stream-node-max-bytes", node.bytes.to_string()),
         ("appendonly", "yes".into()),
         (
             "appendfsync",
@@ -575,7 +756,7 @@ fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
                     pairs.push((Frame::bulk(k), Frame::bulk(v)));
                 }
             }
-            Ok(Frame::Map(pairs))
+            Ok(Plan::Done(Frame::Map(pairs)))
         }
         "SET" => {
             if args.len() < 4 || !args.len().is_multiple_of(2) {
@@ -584,35 +765,33 @@ fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
                 ));
             }
             // Settings are fixed at start-up (config file and flags), except Redis's radix-tree
-            // node sizes, which tools and Redis's own tests set: they are accepted and shown,
-            // and change nothing here (cortex has no such nodes; `~` trimming is exact).
-            let mut node = ctx
-                .shared
-                .stream_node
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let mut new = *node;
+            // node sizes, which tools and Redis's own tests set: they decide where `~` trims
+            // may cut from then on (storage's `nodes`), in memory only, as in Redis.
+            let mut new = node;
             for pair in args[2..].chunks(2) {
-                let slot = match text(&pair[0]).to_ascii_lowercase().as_str() {
-                    "stream-node-max-entries" => 0,
-                    "stream-node-max-bytes" => 1,
-                    _ => {
-                        return Err(Frame::err(format!(
-                            "Unknown option or number of arguments for CONFIG SET - '{}'",
-                            text(&pair[0])
-                        )))
-                    }
-                };
+                let name = text(&pair[0]).to_ascii_lowercase();
+                if name != "stream-node-max-entries" && name != "stream-node-max-bytes" {
+                    return Err(Frame::err(format!(
+                        "Unknown option or number of arguments for CONFIG SET - '{}'",
+                        text(&pair[0])
+                    )));
+                }
                 let v = int(&pair[1]).ok().filter(|v| *v >= 0).ok_or_else(|| {
                     Frame::err(format!(
                         "CONFIG SET failed (possibly related to argument '{}') - argument couldn't be parsed into an integer",
                         text(&pair[0])
                     ))
-                })?;
-                new[slot] = v;
+                })? as u64;
+                if name == "stream-node-max-entries" {
+                    new.entries = v;
+                } else {
+                    new.bytes = v;
+                }
             }
-            *node = new;
-            Ok(Frame::ok())
+            Ok(Plan::op(Op::SetNodeLimits(new), |r| match r {
+                Ok(_) => Frame::ok(),
+                Err(e) => storage_error("CONFIG", e),
+            }))
         }
         "RESETSTAT" => {
             ctx.shared
@@ -625,15 +804,15 @@ fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clear();
-            Ok(Frame::ok())
+            Ok(Plan::Done(Frame::ok()))
         }
-        "HELP" => Ok(help(&[
+        "HELP" => Ok(Plan::Done(help(&[
             "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "GET <pattern>",
             "SET <directive> <value>",
             "RESETSTAT",
             "HELP",
-        ])),
+        ]))),
         _ => Err(Frame::err(format!(
             "unknown subcommand '{}'. Try CONFIG HELP.",
             text(&args[1])

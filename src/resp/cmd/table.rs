@@ -21,6 +21,14 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// A container of subcommands (`XGROUP CREATE ...`): its `HELP` takes no arguments.
+    pub fn is_container(&self) -> bool {
+        matches!(
+            self.name,
+            "XGROUP" | "XINFO" | "CLIENT" | "CONFIG" | "COMMAND" | "FUNCTION" | "CX.DLQ"
+        )
+    }
+
     /// True when `n` arguments (with the name) fit the arity.
     pub fn arity_ok(&self, n: usize) -> bool {
         let n = n as i32;
@@ -93,6 +101,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("RENAMENX", 3, &["write", "fast"], 1, 2, 1, "generic", "Renames a key only when the target key name doesn't exist."),
     spec!("FLUSHDB", -1, W, 0, 0, 0, "server", "Remove all keys from the current database."),
     spec!("FLUSHALL", -1, W, 0, 0, 0, "server", "Removes all keys from all databases."),
+    spec!("SWAPDB", 3, &["write", "fast"], 0, 0, 0, "server", "Swaps two Redis databases."),
     spec!("MULTI", 1, &["fast", "allow_busy"], 0, 0, 0, "transactions", "Starts a transaction."),
     spec!("EXEC", 1, &["skip_slowlog"], 0, 0, 0, "transactions", "Executes all commands in a transaction."),
     spec!("DISCARD", 1, &["fast", "allow_busy"], 0, 0, 0, "transactions", "Discards a transaction."),

@@ -82,7 +82,9 @@ fn xtrim(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         }
     }
     let Some(trim) = finish_trim(trim, limit)? else {
-        return Err(syntax());
+        return Err(Frame::err(
+            "syntax error, XTRIM must be called with a trimming strategy",
+        ));
     };
     Ok(Plan::op(
         Op::Trim {

@@ -38,22 +38,19 @@ pub(crate) fn range_has_tombstones(m: &StreamMeta, start: StreamId) -> bool {
     start <= m.max_deleted_id
 }
 
-/// Redis's consumer group lag, `None` when it cannot be known. As in current Redis: an empty
-/// stream has lag 0, and a group whose last ID is behind the first entry (everything between
-/// was trimmed or deleted) has every remaining entry to read.
-pub(crate) fn lag(m: &StreamMeta, g: &GroupMeta) -> Option<u64> {
-    if m.entries_added == 0 || m.length == 0 {
+/// Redis 7.4's consumer group lag (`streamReplyWithCGLag`), `None` when it cannot be known
+/// (entries deleted after the group's position). Negative only when ENTRIESREAD was set above
+/// the entries added, as Redis 7.4 answers then.
+pub(crate) fn lag(m: &StreamMeta, g: &GroupMeta) -> Option<i64> {
+    let added = i64::try_from(m.entries_added).unwrap_or(i64::MAX);
+    if m.entries_added == 0 {
         return Some(0);
     }
-    if g.last_id < m.first_id {
-        return Some(m.length);
-    }
-    if let Some(read) = g.entries_read {
-        if !range_has_tombstones(m, g.last_id) {
-            return Some(m.entries_added.saturating_sub(read));
-        }
-    }
-    estimate_distance(m, g.last_id).map(|read| m.entries_added.saturating_sub(read))
+    let read = match g.entries_read {
+        Some(read) if !range_has_tombstones(m, g.last_id) => Some(read),
+        _ => estimate_distance(m, g.last_id),
+    }?;
+    Some(added.saturating_sub(i64::try_from(read).unwrap_or(i64::MAX)))
 }
 
 /// Updates a group's cursor and read counter for an entry it has consumed (delivered,
@@ -64,11 +61,8 @@ pub(crate) fn consume(m: &StreamMeta, g: &mut GroupMeta, id: StreamId, lane: Lan
         *c = id;
     }
     if id > g.last_id {
-        // Entries between the last ID and the first entry were removed: the counter cannot
-        // simply step on, it is estimated again.
-        let gap = g.last_id < m.first_id;
         g.entries_read = match g.entries_read {
-            Some(read) if !gap && !range_has_tombstones(m, id) => Some(read + 1),
+            Some(read) if !range_has_tombstones(m, id) => Some(read + 1),
             _ if m.entries_added > 0 => estimate_distance(m, id),
             other => other,
         };

@@ -96,10 +96,10 @@ impl Txn<'_> {
         }
         let gid = self.next_group_id();
         self.with_stream(key, |txn, st| {
-            // Like Redis, ENTRIESREAD cannot exceed what the stream ever had.
+            // As in Redis 7.4, ENTRIESREAD is taken as given (Redis 8 caps it).
             let mut meta = GroupMeta {
                 group_id: gid,
-                entries_read: entries_read.map(|n| n.min(st.meta.entries_added)),
+                entries_read,
                 ..GroupMeta::default()
             };
             meta.set_cursor(resolve_start(&st.meta, start));
@@ -132,7 +132,7 @@ impl Txn<'_> {
                 .unwrap_or(StreamId::MIN);
             g.meta.rewound_below = high;
             g.meta.set_cursor(id);
-            g.meta.entries_read = entries_read.map(|n| n.min(m.entries_added));
+            g.meta.entries_read = entries_read;
         });
         Ok(Reply::Ok)
     }

@@ -1,5 +1,6 @@
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
+use cortex_storage::nodes::NodeLimits;
 use cortex_storage::*;
 
 use crate::util::*;
@@ -182,8 +183,28 @@ fn delete_trim_and_xinfo_counters() {
             limit: Some(4),
         },
     };
-    assert_eq!(count(s.apply_one(limited, 500)), 4);
+    // `~` removes whole radix-tree nodes only: ten entries sit in one 100-entry node, and
+    // removing it would exceed the limit, so nothing goes (as in Redis).
+    assert_eq!(count(s.apply_one(limited.clone(), 500)), 0);
+    assert_eq!(s.len(&k), 10);
+    // With 2-entry nodes, LIMIT 4 removes two whole nodes.
+    s.apply_one(Op::DeleteStream { stream: k.clone() }, 500)
+        .unwrap();
+    s.apply_one(
+        Op::SetNodeLimits(NodeLimits {
+            entries: 2,
+            bytes: 4096,
+        }),
+        500,
+    )
+    .unwrap();
+    for i in 0..10 {
+        add(&s, "s", "v", 600 + i);
+    }
+    assert_eq!(s.stream_info(&k).unwrap().unwrap().nodes, 5);
+    assert_eq!(count(s.apply_one(limited, 700)), 4);
     assert_eq!(s.len(&k), 6);
+    assert_eq!(s.stream_info(&k).unwrap().unwrap().nodes, 3);
 }
 
 #[test]
@@ -280,7 +301,7 @@ fn xadd_with_trim_nomkstream_and_setid() {
     );
     assert!(matches!(
         s.apply_one(setid(StreamId::new(1, 0), None, None), 70),
-        Err(Error::SetIdTooSmall)
+        Err(Error::SetIdBelowMaxDeleted)
     ));
     assert!(matches!(
         s.apply_one(
