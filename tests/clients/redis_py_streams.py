@@ -1,0 +1,145 @@
+"""redis-py against cortex's RESP port, through the library's own API: the seed's flows,
+groups, XADD/XREADGROUP/XACK/XPENDING/XCLAIM/XAUTOCLAIM/XINFO, blocking reads, pipelines
+and transactions, over RESP2 and RESP3."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import redis
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def start_cortex():
+    binary = os.environ.get("CORTEX_BIN", os.path.join(ROOT, "target", "debug", "cortex"))
+    data = tempfile.mkdtemp(prefix="cortex-py-")
+    proc = subprocess.Popen(
+        [binary, "serve", "--data-dir", data, "--resp", "127.0.0.1:0",
+         "--quic", "127.0.0.1:0", "--http", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "RUST_LOG": "warn"})
+    deadline = time.time() + 20
+    for line in proc.stdout:
+        if line.startswith("cortex: RESP listening on "):
+            port = int(line.strip().rsplit(":", 1)[1])
+            # Keep draining stdout so the server never blocks on a full pipe.
+            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
+            return proc, data, port
+        if time.time() > deadline:
+            break
+    proc.kill()
+    raise SystemExit("cortex did not report its RESP port")
+
+
+def entries(reply, stream):
+    """XREADGROUP's entries of one stream, in either protocol's shape."""
+    if isinstance(reply, dict):
+        return reply[stream][0]
+    return dict(reply)[stream]
+
+
+def wait_blocked(r, n):
+    deadline = time.time() + 10
+    while r.info("clients")["blocked_clients"] < n:
+        assert time.time() < deadline, "the read never blocked"
+        time.sleep(0.02)
+
+
+def flows(r, tag):
+    s = f"tasks:{tag}"
+    # The seed's flow: XADD with its fields; XGROUP CREATE ... MKSTREAM then XREADGROUP.
+    assert r.xgroup_create(s, "workers", id="$", mkstream=True)
+    id1 = r.xadd(s, {"type": "task", "from": "harold", "body": "build X"})
+    id2 = r.xadd(s, {"type": "task", "from": "pink", "body": "test Y"})
+    assert r.xlen(s) == 2
+    got = entries(r.xreadgroup("workers", "w1", {s: ">"}, count=10), s)
+    assert [e[0] for e in got] == [id1, id2], got
+    assert got[0][1]["body"] == "build X"
+
+    p = r.xpending(s, "workers")
+    assert p["pending"] == 2 and p["min"] == id1 and p["max"] == id2, p
+    assert p["consumers"] == [{"name": "w1", "pending": 2}], p
+    rng = r.xpending_range(s, "workers", "-", "+", 10)
+    assert [x["message_id"] for x in rng] == [id1, id2], rng
+    assert rng[0]["times_delivered"] == 1
+
+    claimed = r.xclaim(s, "workers", "w2", 0, [id1])
+    assert claimed[0][0] == id1, claimed
+    auto = r.xautoclaim(s, "workers", "w2", 0, "0-0", count=10)
+    assert auto[0] == "0-0" and [e[0] for e in auto[1]] == [id1, id2], auto
+    justid = r.xautoclaim(s, "workers", "w1", 0, "0-0", count=10, justid=True)
+    # redis-py hands back the IDs alone for JUSTID.
+    assert justid == [id1, id2], justid
+
+    assert r.xack(s, "workers", id1, id2) == 2
+    assert r.xpending(s, "workers")["pending"] == 0
+
+    info = r.xinfo_stream(s)
+    assert info["length"] == 2 and info["last-generated-id"] == id2, info
+    assert info["first-entry"][0] == id1
+    full = r.xinfo_stream(s, full=True)
+    assert full["groups"][0]["name"] == "workers", full
+    groups = r.xinfo_groups(s)
+    assert groups[0]["name"] == "workers" and groups[0]["lag"] == 0, groups
+    consumers = r.xinfo_consumers(s, "workers")
+    assert sorted(c["name"] for c in consumers) == ["w1", "w2"], consumers
+
+    # A transaction and a plain pipeline.
+    with r.pipeline(transaction=True) as t:
+        t.xadd(s, {"n": "1"}).xadd(s, {"n": "2"}).xlen(s)
+        a, b, n = t.execute()
+    assert a < b and n == 4
+    with r.pipeline(transaction=False) as p:
+        for i in range(100):
+            p.xadd(f"{s}:pipe", {"i": str(i)})
+        assert len(p.execute()) == 100
+    assert r.xlen(f"{s}:pipe") == 100
+
+    # A blocking group read on another connection, released by an append.
+    r.xgroup_create(f"{s}:block", "g", id="$", mkstream=True)
+    out = {}
+    other = redis.Redis(connection_pool=r.connection_pool)
+
+    def read():
+        out["got"] = other.xreadgroup("g", "c", {f"{s}:block": ">"}, block=10000)
+
+    before = r.info("clients")["blocked_clients"]
+    t = threading.Thread(target=read)
+    t.start()
+    wait_blocked(r, before + 1)
+    idb = r.xadd(f"{s}:block", {"wake": "up"})
+    t.join(15)
+    assert entries(out["got"], f"{s}:block")[0][0] == idb
+
+    # Trimming through the library's options; a wrong one comes back as Redis's error.
+    r.xadd(f"{s}:trim", {"a": "1"})
+    r.xadd(f"{s}:trim", {"a": "2"}, maxlen=1, approximate=False)
+    assert r.xlen(f"{s}:trim") == 1
+    try:
+        r.xtrim(f"{s}:trim", maxlen=0, approximate=False, limit=5)
+        raise AssertionError("LIMIT without ~ was accepted")
+    except redis.ResponseError as e:
+        assert "LIMIT cannot be used without the special ~ option" in str(e), e
+
+
+def main():
+    proc, data, port = start_cortex()
+    try:
+        for protocol in (2, 3):
+            r = redis.Redis(host="127.0.0.1", port=port, protocol=protocol, decode_responses=True)
+            assert r.info("server")["redis_version"].startswith("7.4.")
+            flows(r, f"resp{protocol}")
+            r.close()
+            print(f"redis-py {redis.__version__} RESP{protocol}: stream flows passed")
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
