@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Side-by-side: Debian's redis-server 7 (appendonly yes, appendfsync always, then everysec)
-# against `cortex serve --fsync always`, the same redis-benchmark workloads, printed as ratios.
-# Also: this disk's serial fsync rate, and RSS growth per stored entry.
+# Side-by-side: Debian's redis-server 7 (appendonly yes, appendfsync always) against
+# `cortex serve --fsync always`, the same redis-benchmark workloads in one run, printed as
+# throughput and p99 ratios: XADD (100 B and 1 KB, 50 clients unpipelined and P16, one
+# client), XREADGROUP COUNT 100, and XACK of random IDs among 1M pending (one per call at
+# P16, 100 per call). Also this disk's serial fsync rate and, with RSS=1, RSS per entry.
 #
-#   benches/resp-vs-redis.sh                       # full run
-#   N=20000 RSS_ENTRIES=1000000 benches/resp-vs-redis.sh   # quicker
+#   benches/resp-vs-redis.sh                       # throughput and p99, side by side
+#   N=20000 ACK_ENTRIES=200000 benches/resp-vs-redis.sh     # quicker
+#   RSS=1 benches/resp-vs-redis.sh                 # also RSS per stored entry (10M entries)
 #   CORTEX=/tmp/cortex-before benches/resp-vs-redis.sh       # an older build, for before/after
 #
 # Loopback only; every server it starts is stopped on exit.
@@ -51,9 +54,13 @@ start_cortex() {
 }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-rps() { # port clients pipeline requests command...
+# Runs one redis-benchmark workload; sets RPS and P99 (ms) from its CSV line.
+bench() { # port clients pipeline requests [redis-benchmark options --] command...
   local port=$1 c=$2 p=$3 n=$4; shift 4
-  redis-benchmark -p "$port" -c "$c" -P "$p" -n "$n" --csv "$@" 2>/dev/null | tail -1 | cut -d, -f2 | tr -d '"'
+  local line
+  line=$(redis-benchmark -p "$port" -c "$c" -P "$p" -n "$n" --csv "$@" 2>/dev/null | tail -1 | tr -d '"')
+  RPS=$(echo "$line" | cut -d, -f2)
+  P99=$(echo "$line" | cut -d, -f7)
 }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 
@@ -70,34 +77,57 @@ PY
 )
 echo "fsync rate: $FSYNC_RATE /s"
 
-declare -A R
+KB=$(head -c 1000 /dev/zero | tr '\0' 'x')
+ACK_ENTRIES=${ACK_ENTRIES:-1000000}
+ACK_IDS_100=()
+for _ in $(seq 100); do ACK_IDS_100+=("1-__rand_int__"); done
+ROWS=(c50p1 c50p16 kb_c50p1 kb_c50p16 c1p1 read ack1 ack100)
+declare -A NAME=(
+  [c50p1]="XADD 100B c50 P1" [c50p16]="XADD 100B c50 P16" [kb_c50p1]="XADD 1KB c50 P1"
+  [kb_c50p16]="XADD 1KB c50 P16" [c1p1]="XADD 100B c1 P1" [read]="XREADGROUP COUNT 100 c1"
+  [ack1]="XACK 1 random ID c50 P16" [ack100]="XACK 100 random IDs c50 P1")
+declare -A TARGET=(
+  [c50p1]=">=1.2" [c50p16]=">=1.0" [kb_c50p1]="" [kb_c50p16]="" [c1p1]=""
+  [read]=">=1.2" [ack1]=">=1.0" [ack100]=">=1.0")
+declare -A R L
 run_all() { # label port
   local label=$1 port=$2
-  R[$label,c50p1]=$(rps "$port" 50 1 "$N" XADD s '*' f "$PAYLOAD")
-  R[$label,c50p16]=$(rps "$port" 50 16 "$N" XADD s '*' f "$PAYLOAD")
-  R[$label,c1p1]=$(rps "$port" 1 1 "$((N / 10))" XADD s '*' f "$PAYLOAD")
+  bench "$port" 50 1 "$N" XADD s '*' f "$PAYLOAD"; R[$label,c50p1]=$RPS; L[$label,c50p1]=$P99
+  bench "$port" 50 16 "$N" XADD s '*' f "$PAYLOAD"; R[$label,c50p16]=$RPS; L[$label,c50p16]=$P99
+  bench "$port" 50 1 "$((N / 2))" XADD k '*' f "$KB"; R[$label,kb_c50p1]=$RPS; L[$label,kb_c50p1]=$P99
+  bench "$port" 50 16 "$((N / 2))" XADD k '*' f "$KB"; R[$label,kb_c50p16]=$RPS; L[$label,kb_c50p16]=$P99
+  bench "$port" 1 1 "$((N / 10))" XADD s '*' f "$PAYLOAD"; R[$label,c1p1]=$RPS; L[$label,c1p1]=$P99
   # XREADGROUP COUNT 100 on a prefilled stream: prefill, then read READS*100 entries.
-  rps "$port" 50 64 "$((READS * 100 + 1000))" XADD r '*' f "$PAYLOAD" >/dev/null
+  bench "$port" 50 64 "$((READS * 100 + 1000))" XADD r '*' f "$PAYLOAD"
   redis-cli -p "$port" XGROUP CREATE r g 0 >/dev/null
-  R[$label,read]=$(rps "$port" 1 1 "$READS" XREADGROUP GROUP g c COUNT 100 STREAMS r '>')
-  echo "$label: c50P1 ${R[$label,c50p1]}  c50P16 ${R[$label,c50p16]}  c1P1 ${R[$label,c1p1]}  XREADGROUP(COUNT 100) ${R[$label,read]} calls/s"
+  bench "$port" 1 1 "$READS" XREADGROUP GROUP g c COUNT 100 STREAMS r '>'; R[$label,read]=$RPS; L[$label,read]=$P99
+  # XACK: ACK_ENTRIES pending entries (IDs 1-0 .. 1-(ACK_ENTRIES-1)), acked by random ID.
+  bench "$port" 50 64 "$ACK_ENTRIES" XADD a '1-*' f "$PAYLOAD"
+  redis-cli -p "$port" XGROUP CREATE a g 0 >/dev/null
+  while [ "$(redis-cli -p "$port" XREADGROUP GROUP g c COUNT 10000 STREAMS a '>' | wc -l)" -gt 1 ]; do :; done
+  bench "$port" 50 16 "$N" -r "$ACK_ENTRIES" XACK a g '1-__rand_int__'; R[$label,ack1]=$RPS; L[$label,ack1]=$P99
+  bench "$port" 50 1 "$((N / 50))" -r "$ACK_ENTRIES" XACK a g "${ACK_IDS_100[@]}"; R[$label,ack100]=$RPS; L[$label,ack100]=$P99
+  echo "$label: pending left $(redis-cli -p "$port" XPENDING a g | head -1) of $ACK_ENTRIES"
+  for k in "${ROWS[@]}"; do printf '  %-28s %10s/s  p99 %8s ms\n' "${NAME[$k]}" "${R[$label,$k]}" "${L[$label,$k]}"; done
 }
 
 echo "== redis-server appendfsync always"
-start_redis always; run_all redis-always "$PORT"; stop "$P"
-echo "== redis-server appendfsync everysec"
-start_redis everysec; run_all redis-everysec "$PORT"; stop "$P"
+start_redis always; run_all redis "$PORT"; stop "$P"
 echo "== cortex serve --fsync always"
 start_cortex; run_all cortex "$PORT"; stop "$P"
 
 echo
-echo "== ratios (cortex / redis)"
-printf '%-28s %8s %8s %8s\n' workload always everysec target
-printf '%-28s %8s %8s %8s\n' "XADD c50 P1" "$(ratio "${R[cortex,c50p1]}" "${R[redis-always,c50p1]}")" "$(ratio "${R[cortex,c50p1]}" "${R[redis-everysec,c50p1]}")" ">=1.5 / >=1.0"
-printf '%-28s %8s %8s %8s\n' "XADD c50 P16" "$(ratio "${R[cortex,c50p16]}" "${R[redis-always,c50p16]}")" "$(ratio "${R[cortex,c50p16]}" "${R[redis-everysec,c50p16]}")" ">=1.2 (always)"
-printf '%-28s %8s %8s %8s\n' "XREADGROUP COUNT 100" "$(ratio "${R[cortex,read]}" "${R[redis-always,read]}")" "$(ratio "${R[cortex,read]}" "${R[redis-everysec,read]}")" ">=1.5 (always)"
-echo "XADD c1 P1: cortex ${R[cortex,c1p1]}/s = $(ratio "${R[cortex,c1p1]}" "$FSYNC_RATE") of the disk's serial fsync rate (target >= 0.80)"
+echo "== cortex / redis (appendfsync always), same run"
+printf '%-28s %10s %10s %7s %9s %9s %7s %8s\n' workload cortex/s redis/s ratio "p99 cx" "p99 redis" "p99 x" target
+for k in "${ROWS[@]}"; do
+  printf '%-28s %10s %10s %7s %9s %9s %7s %8s\n' "${NAME[$k]}" "${R[cortex,$k]}" "${R[redis,$k]}" \
+    "$(ratio "${R[cortex,$k]}" "${R[redis,$k]}")" "${L[cortex,$k]}" "${L[redis,$k]}" \
+    "$(ratio "${L[cortex,$k]}" "${L[redis,$k]}")" "${TARGET[$k]}"
+done
+echo "XADD c1 P1: cortex ${R[cortex,c1p1]}/s = $(ratio "${R[cortex,c1p1]}" "$FSYNC_RATE") of the disk's serial fsync rate"
+echo "(p99 target: every row within 2x of Redis's; p99 x is cortex's p99 over Redis's)"
 
+[ "${RSS:-0}" = 1 ] || exit 0
 echo
 echo "== RSS per stored entry ($RSS_ENTRIES entries of 100 bytes)"
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
