@@ -191,13 +191,6 @@ pub enum Op {
         /// Namespace.
         ns: u16,
     },
-    /// SWAPDB: every stream of one namespace moves to the other, and back.
-    SwapNamespaces {
-        /// One namespace.
-        a: u16,
-        /// The other.
-        b: u16,
-    },
     /// XGROUP CREATE.
     CreateGroup {
         /// Stream.
@@ -371,9 +364,6 @@ pub enum Op {
         /// At most this many.
         limit: usize,
     },
-    /// CONFIG SET stream-node-max-entries / stream-node-max-bytes: the node sizes later
-    /// appends are placed by (in memory only, as in Redis; see [`crate::nodes`]).
-    SetNodeLimits(crate::nodes::NodeLimits),
     /// "In progress": the consumer still works on these deliveries. Each one it still owns
     /// (delivered, not failed since) gets a fresh ack deadline (`now + ack_wait`) and its
     /// idle time restarts; the delivery count does not change. Replies with how many were
@@ -387,6 +377,17 @@ pub enum Op {
         consumer: Vec<u8>,
         /// IDs.
         ids: Vec<StreamId>,
+    },
+    // New variants go last: the bincode encoding of a batch numbers them in order.
+    /// CONFIG SET stream-node-max-entries / stream-node-max-bytes: the node sizes later
+    /// appends are placed by (in memory only, as in Redis; see [`crate::nodes`]).
+    SetNodeLimits(crate::nodes::NodeLimits),
+    /// SWAPDB: every stream of one namespace moves to the other, and back.
+    SwapNamespaces {
+        /// One namespace.
+        a: u16,
+        /// The other.
+        b: u16,
     },
 }
 

@@ -7,7 +7,8 @@ const path = require('node:path');
 const readline = require('node:readline');
 
 function startCortex() {
-  const bin = process.env.CORTEX_BIN || path.join(__dirname, '..', '..', 'target', 'debug', 'cortex');
+  const target = process.env.CARGO_TARGET_DIR || path.join(__dirname, '..', '..', 'target');
+  const bin = process.env.CORTEX_BIN || path.join(target, 'debug', 'cortex');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cortex-node-'));
   const child = spawn(bin, ['serve', '--data-dir', dir, '--resp', '127.0.0.1:0',
     '--quic', '127.0.0.1:0', '--http', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'inherit'],

@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def start_cortex():
-    binary = os.environ.get("CORTEX_BIN", os.path.join(ROOT, "target", "debug", "cortex"))
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    binary = os.environ.get("CORTEX_BIN", os.path.join(target, "debug", "cortex"))
     data = tempfile.mkdtemp(prefix="cortex-py-")
     proc = subprocess.Popen(
         [binary, "serve", "--data-dir", data, "--resp", "127.0.0.1:0",
