@@ -78,6 +78,10 @@ fn lane_and_size(
     Ok((Lane::Normal, 0))
 }
 
+fn decode_node(v: &[u8], name: &[u8]) -> Result<Node> {
+    codec::decode(Kind::Node, v).map_err(|r| corrupt("radix-tree node", name, None, r))
+}
+
 fn validate_trim(t: &Trim) -> Result<()> {
     if t.limit.is_some() && !t.approx {
         return Err(Error::InvalidArgument(
@@ -399,16 +403,10 @@ impl Txn<'_> {
         let Some(k) = self.tx.last_key(&self.ks.nodes, from..=to)? else {
             return Ok(None);
         };
-        self.node_at(&k, name).map(|n| n.map(|n| (k.to_vec(), n)))
-    }
-
-    fn node_at(&self, k: &[u8], name: &[u8]) -> Result<Option<Node>> {
-        let Some(v) = self.tx.get(&self.ks.nodes, k)? else {
+        let Some(v) = self.tx.get(&self.ks.nodes, &k)? else {
             return Ok(None);
         };
-        codec::decode(Kind::Node, &v)
-            .map(Some)
-            .map_err(|r| corrupt("radix-tree node", name, None, r))
+        Ok(Some((k.to_vec(), decode_node(&v, name)?)))
     }
 
     /// The closed node with the smallest first ID above `after` (`None`: from the start).
@@ -423,9 +421,7 @@ impl Txn<'_> {
             return Ok(None);
         };
         let (_, v) = item.into_inner()?;
-        codec::decode(Kind::Node, &v)
-            .map(Some)
-            .map_err(|r| corrupt("radix-tree node", name, None, r))
+        decode_node(&v, name).map(Some)
     }
 
     /// Entries of a stream from `from` through `to`, in ID order, with lane and size, while
@@ -509,13 +505,17 @@ impl Txn<'_> {
             };
             after = Some(node.first);
             let entries = node.live;
-            if gone.len() as u64 + entries > limit {
+            // Redis's LIMIT stops a `~` trim before a node it cannot take whole; an exact trim
+            // (no LIMIT in Redis, only our per-op cap) goes on inside the node up to the cap.
+            let over = gone.len() as u64 + entries > limit;
+            if over && t.approx {
                 break;
             }
-            let whole = match maxlen {
-                Some(m) => length - entries >= m,
-                None => node.last < min_id,
-            };
+            let whole = !over
+                && match maxlen {
+                    Some(m) => length - entries >= m,
+                    None => node.last < min_id,
+                };
             if whole {
                 let before = gone.len();
                 self.collect_entries(name, sid, node.first, node.last, &mut gone, |_, _| true)?;
@@ -525,10 +525,14 @@ impl Txn<'_> {
             if t.approx {
                 break;
             }
+            // Inside a node: bounded by the per-op cap too (with both node limits at 0 one
+            // node can hold the whole stream).
+            let mut room = limit.saturating_sub(gone.len() as u64);
             self.collect_entries(name, sid, node.first, node.last, &mut gone, |id, _| {
-                let go = !enough(length) && id < min_id;
+                let go = !enough(length) && id < min_id && room > 0;
                 if go {
                     length -= 1;
+                    room -= 1;
                 }
                 go
             })?;

@@ -572,3 +572,36 @@ fn trim_by_bytes_removes_the_oldest_until_under_the_bound() {
     assert_eq!((info.length, info.bytes), (3, 30));
     assert_eq!(count(s.apply_one(trim, 200)), 0);
 }
+
+#[test]
+fn an_exact_trim_inside_one_unbounded_node_stops_at_the_per_op_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::default();
+    cfg.limits.trim_per_op_max = 7;
+    let s = Store::open(dir.path(), cfg).unwrap();
+    // Both node limits off: every entry lands in one node.
+    s.apply_one(
+        Op::SetNodeLimits(NodeLimits {
+            entries: 0,
+            bytes: 0,
+        }),
+        1,
+    )
+    .unwrap();
+    for i in 0..20 {
+        add(&s, "s", "v", 10 + i);
+    }
+    let k = key("s");
+    assert_eq!(s.stream_info(&k).unwrap().unwrap().nodes, 1);
+    let exact = Op::Trim {
+        stream: k.clone(),
+        trim: Trim {
+            strategy: TrimStrategy::MaxLen(0),
+            approx: false,
+            limit: None,
+        },
+    };
+    assert_eq!(count(s.apply_one(exact.clone(), 100)), 7);
+    assert_eq!(count(s.apply_one(exact, 100)), 7);
+    assert_eq!(s.len(&k), 6);
+}
