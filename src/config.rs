@@ -83,6 +83,41 @@ pub struct RetentionRule {
     pub max_bytes: Option<u64>,
 }
 
+/// One voter in `[[cluster.nodes]]`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// Node ID (unique, not 0).
+    pub id: u64,
+    /// Its cluster address (QUIC).
+    pub addr: SocketAddr,
+}
+
+/// `[cluster]`: replication across nodes. Absent: a single node, no replication.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterFile {
+    /// This node's ID.
+    pub node_id: Option<u64>,
+    /// Where this node listens for its peers (default: its own entry in `nodes`).
+    pub listen: Option<SocketAddr>,
+    /// Shared secret (at least 16 bytes) authenticating nodes to each other; better given
+    /// as `CORTEX_CLUSTER_SECRET`.
+    pub secret: Option<String>,
+    /// Every voter, this node included.
+    pub nodes: Vec<NodeFile>,
+    /// Leader heartbeat.
+    pub heartbeat_ms: Option<u64>,
+    /// Election timeout, lower bound.
+    pub election_timeout_min_ms: Option<u64>,
+    /// Election timeout, upper bound.
+    pub election_timeout_max_ms: Option<u64>,
+    /// Log entries between snapshots.
+    pub snapshot_logs: Option<u64>,
+    /// Log entries kept behind a snapshot.
+    pub logs_kept: Option<u64>,
+}
+
 /// The config file. Every field is optional; flags win over the file.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -135,6 +170,8 @@ pub struct FileConfig {
     pub retention_interval_ms: Option<u64>,
     /// Streams with series of their own in `/metrics`; the rest are summed as `other`.
     pub metrics_streams_max: Option<usize>,
+    /// Replication.
+    pub cluster: Option<ClusterFile>,
 }
 
 /// The validated configuration the server runs with.
@@ -178,6 +215,8 @@ pub struct Config {
     pub retention_interval_ms: u64,
     /// Streams with series of their own in `/metrics`.
     pub metrics_streams_max: usize,
+    /// Replication (`None`: a single node).
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Flags of `cortex serve` that override the file.
@@ -205,6 +244,19 @@ pub struct ServeFlags {
     /// Allow CX.CLOCK to move the broker's clock (for tests).
     #[arg(long, hide = true)]
     pub test_clock: bool,
+    /// This node's ID in the cluster (with --cluster-node; overrides [cluster] node_id)
+    #[arg(long)]
+    pub node_id: Option<u64>,
+    /// Cluster listen address (QUIC, node to node) [default: this node's --cluster-node]
+    #[arg(long)]
+    pub cluster_listen: Option<SocketAddr>,
+    /// A cluster voter as ID=ADDR, repeated for every node (this one included); replaces
+    /// [[cluster.nodes]]
+    #[arg(long = "cluster-node", value_name = "ID=ADDR")]
+    pub cluster_nodes: Vec<String>,
+    /// The cluster's shared secret (at least 16 bytes)
+    #[arg(long, env = "CORTEX_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -283,9 +335,19 @@ impl Config {
             retention: file.retention,
             retention_interval_ms: file.retention_interval_ms.unwrap_or(1_000),
             metrics_streams_max: file.metrics_streams_max.unwrap_or(100),
+            cluster: cluster_config(file.cluster, flags)?,
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// The store settings of a cluster node: commits reach the OS but are not fsynced one
+    /// by one; the Raft log (fsynced per append) is the durable copy, replayed after a crash.
+    pub fn store_for_cluster(&self) -> StoreConfig {
+        StoreConfig {
+            durability: Durability::Buffered,
+            ..self.store.clone()
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -348,6 +410,86 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `[cluster]` and the cluster flags (flags win; `--cluster-node` replaces the file's list).
+fn cluster_config(
+    file: Option<ClusterFile>,
+    flags: &ServeFlags,
+) -> Result<Option<crate::cluster::ClusterConfig>, String> {
+    let mut nodes = std::collections::BTreeMap::new();
+    for n in &flags.cluster_nodes {
+        let (id, a) = n
+            .split_once('=')
+            .ok_or_else(|| format!("--cluster-node {n}: expected ID=ADDR"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("--cluster-node {n}: the ID must be a number"))?;
+        let a: SocketAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("--cluster-node {n}: bad address"))?;
+        if nodes.insert(id, a).is_some() {
+            return Err(format!("--cluster-node: node {id} given twice"));
+        }
+    }
+    let file = match file {
+        Some(f) => f,
+        None if nodes.is_empty() && flags.node_id.is_none() => return Ok(None),
+        None => ClusterFile::default(),
+    };
+    if nodes.is_empty() {
+        for n in &file.nodes {
+            if nodes.insert(n.id, n.addr).is_some() {
+                return Err(format!("[[cluster.nodes]]: node {} given twice", n.id));
+            }
+        }
+    }
+    let node_id = flags
+        .node_id
+        .or(file.node_id)
+        .ok_or("the cluster needs this node's ID: [cluster] node_id or --node-id")?;
+    if nodes.contains_key(&0) {
+        return Err("cluster node IDs start at 1".into());
+    }
+    let own = *nodes.get(&node_id).ok_or_else(|| {
+        format!("node {node_id} is not in the cluster's node list: add it to [[cluster.nodes]] or --cluster-node")
+    })?;
+    let secret = flags
+        .cluster_secret
+        .clone()
+        .or(file.secret)
+        .ok_or("the cluster needs a shared secret: CORTEX_CLUSTER_SECRET, --cluster-secret or [cluster] secret")?;
+    if secret.len() < 16 {
+        return Err("the cluster secret must be at least 16 bytes".into());
+    }
+    if nodes.len() == 2 {
+        tracing::warn!(
+            "a two-node cluster cannot fail over (losing either stops writes); use three"
+        );
+    }
+    let c = crate::cluster::ClusterConfig {
+        node_id,
+        listen: flags.cluster_listen.or(file.listen).unwrap_or(own),
+        nodes,
+        secret,
+        heartbeat_ms: file.heartbeat_ms.unwrap_or(50),
+        election_min_ms: file.election_timeout_min_ms.unwrap_or(200),
+        election_max_ms: file.election_timeout_max_ms.unwrap_or(400),
+        snapshot_logs: file.snapshot_logs.unwrap_or(10_000),
+        logs_kept: file.logs_kept.unwrap_or(1_000),
+    };
+    if c.heartbeat_ms == 0
+        || c.election_min_ms <= 2 * c.heartbeat_ms
+        || c.election_max_ms <= c.election_min_ms
+    {
+        return Err("cluster timing: need 0 < heartbeat_ms, 2 * heartbeat_ms < election_timeout_min_ms < election_timeout_max_ms".into());
+    }
+    if c.snapshot_logs == 0 {
+        return Err("cluster snapshot_logs must be positive".into());
+    }
+    Ok(Some(c))
 }
 
 /// The settings an environment variable may give: `CORTEX_` + the key in upper case (the

@@ -8,7 +8,7 @@ use crate::config::Config;
 /// Runs until SIGINT or SIGTERM: stop accepting, finish what is in flight, persist, return.
 pub async fn run(config: Config) -> Result<(), String> {
     let resp_addr = config.resp;
-    let (broker, writer) = Broker::start(config)?;
+    let (broker, writer) = Broker::start(config).await?;
     let listener = TcpListener::bind(resp_addr)
         .await
         .map_err(|e| format!("cannot bind the RESP port {resp_addr}: {e}"))?;
@@ -57,9 +57,15 @@ pub async fn run(config: Config) -> Result<(), String> {
         tracing::warn!("HTTP front: {e}");
     }
     broker.shutdown();
+    writer.join().await;
+    if let Some(node) = broker.cluster() {
+        if let Err(e) = node.raft.shutdown().await {
+            tracing::warn!("Raft did not stop cleanly: {e}");
+        }
+        node.net.close();
+    }
     let b = broker.clone();
     tokio::task::spawn_blocking(move || {
-        let _ = writer.join();
         // Flush memtables too, so the next start has no journal to replay.
         if let Err(e) = b.checkpoint() {
             tracing::error!("final flush failed: {e}");

@@ -184,7 +184,8 @@ pub(super) async fn run(broker: Broker, mut rx: mpsc::Receiver<Event>) {
 }
 
 async fn write(broker: &Broker, pending: BTreeMap<u16, Summary>) {
-    if pending.is_empty() {
+    // Every node sees the events as it applies them; the leader writes the alerts.
+    if pending.is_empty() || !broker.is_leader() {
         return;
     }
     let ops: Vec<Op> = pending.into_iter().map(|(ns, s)| s.into_op(ns)).collect();

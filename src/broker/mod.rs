@@ -27,12 +27,13 @@ pub mod reqrep;
 mod retention;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use cortex_storage::{Event, Op, Reply, Store, StreamKey};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::cluster;
 use crate::config::{Config, Fsync};
 pub use auth::{AuthError, Principal};
 pub use notify::Notifier;
@@ -55,6 +56,8 @@ pub enum BrokerError {
     Internal(String),
     /// The principal lacks a right.
     NoPermission(Refusal),
+    /// The cluster cannot take the write now (no leader, or the leader changed under it).
+    Unavailable(String),
 }
 
 impl std::fmt::Display for BrokerError {
@@ -65,13 +68,62 @@ impl std::fmt::Display for BrokerError {
             BrokerError::Busy => f.write_str("the broker's write queue is full, retry later"),
             BrokerError::Internal(e) => write!(f, "internal error: {e}"),
             BrokerError::NoPermission(r) => write!(f, "{r}"),
+            BrokerError::Unavailable(e) => write!(f, "cluster unavailable: {e}"),
         }
     }
 }
 
 struct Submission {
     ops: Vec<Op>,
-    reply: oneshot::Sender<Result<Replies, BrokerError>>,
+    reply: ReplyTo,
+}
+
+/// Who waits for a submission.
+enum ReplyTo {
+    /// A local caller, for the replies.
+    Local(oneshot::Sender<Result<Replies, BrokerError>>),
+    /// A follower's forwarded batch (cluster leader): the origins name the follower's
+    /// waiting submissions, answered there when it applies the entry; `done` hears whether
+    /// the entry was committed.
+    Forwarded {
+        origins: Vec<cluster::Origin>,
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+impl ReplyTo {
+    fn fail(self, e: BrokerError) {
+        match self {
+            ReplyTo::Local(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            ReplyTo::Forwarded { done, .. } => {
+                let _ = done.send(Err(e.to_string()));
+            }
+        }
+    }
+}
+
+/// The writer: a thread (single node) or a task (cluster: proposals are async).
+pub enum Writer {
+    /// The single node's writer thread.
+    Thread(std::thread::JoinHandle<()>),
+    /// The cluster writer task.
+    Task(tokio::task::JoinHandle<()>),
+}
+
+impl Writer {
+    /// Waits until the writer stopped.
+    pub async fn join(self) {
+        match self {
+            Writer::Thread(t) => {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+            Writer::Task(t) => {
+                let _ = t.await;
+            }
+        }
+    }
 }
 
 /// The broker's clock: the system clock plus an offset that only tests move.
@@ -129,7 +181,10 @@ pub struct Broker {
 }
 
 struct Inner {
-    store: Arc<Store>,
+    /// The store; swapped only when a cluster node installs a snapshot.
+    store: RwLock<Arc<Store>>,
+    /// This node's cluster side (`[cluster]` configured).
+    cluster: OnceLock<Arc<cluster::Node>>,
     submit: mpsc::Sender<Submission>,
     notifier: Notifier,
     clock: Clock,
@@ -153,11 +208,22 @@ struct Inner {
 impl Broker {
     /// Opens the store and starts the writer, timer and alert tasks (on the current tokio
     /// runtime). Returns the broker and a handle that finishes when the writer has stopped.
-    pub fn start(config: Config) -> Result<(Broker, std::thread::JoinHandle<()>), String> {
+    pub async fn start(config: Config) -> Result<(Broker, Writer), String> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| format!("cannot create data dir {}: {e}", config.data_dir.display()))?;
-        let store = Store::open(&config.data_dir, config.store.clone())
-            .map_err(|e| format!("cannot open store in {}: {e}", config.data_dir.display()))?;
+        let dirs = cluster::sm::Dirs {
+            root: config.data_dir.join("cluster"),
+        };
+        let (store_dir, store_cfg) = if config.cluster.is_some() {
+            std::fs::create_dir_all(&dirs.root)
+                .map_err(|e| format!("cannot create {}: {e}", dirs.root.display()))?;
+            dirs.clean()?;
+            (dirs.current_state().0, config.store_for_cluster())
+        } else {
+            (config.data_dir.clone(), config.store.clone())
+        };
+        let store = Store::open(&store_dir, store_cfg)
+            .map_err(|e| format!("cannot open store in {}: {e}", store_dir.display()))?;
         let store = Arc::new(store);
         let (tx, rx) = mpsc::channel(config.queue_max);
         let (alert_tx, alert_rx) = mpsc::channel(10_000);
@@ -166,7 +232,8 @@ impl Broker {
         let first_deadline = store.next_deadline_ms(started_ms).unwrap_or(u64::MAX);
         let broker = Broker {
             inner: Arc::new(Inner {
-                store,
+                store: RwLock::new(store),
+                cluster: OnceLock::new(),
                 submit: tx,
                 notifier: Notifier::default(),
                 clock,
@@ -183,21 +250,26 @@ impl Broker {
                 metrics: metrics::Metrics::default(),
             }),
         };
-        let writer = {
+        let writer = if let Some(cc) = broker.inner.config.cluster.clone() {
+            let node = broker.start_cluster(cc, dirs).await?;
+            Writer::Task(tokio::spawn(broker.clone().cluster_writer(rx, node)))
+        } else {
             let b = broker.clone();
-            std::thread::Builder::new()
-                .name("cortex-writer".into())
-                .spawn(move || b.writer_loop(rx))
-                .map_err(|e| format!("cannot start the writer thread: {e}"))?
+            Writer::Thread(
+                std::thread::Builder::new()
+                    .name("cortex-writer".into())
+                    .spawn(move || b.writer_loop(rx))
+                    .map_err(|e| format!("cannot start the writer thread: {e}"))?,
+            )
         };
-        if broker.inner.config.fsync == Fsync::Everysec {
+        if broker.inner.config.fsync == Fsync::Everysec && broker.cluster().is_none() {
             let b = broker.clone();
             std::thread::Builder::new()
                 .name("cortex-fsync".into())
                 .spawn(move || {
                     while !b.inner.stopping.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_secs(1));
-                        if let Err(e) = b.inner.store.persist() {
+                        if let Err(e) = b.store().persist() {
                             tracing::error!("periodic fsync failed: {e}");
                         }
                     }
@@ -213,18 +285,47 @@ impl Broker {
     }
 
     /// The store (the broker's own tasks; fronts read through [`Broker::query`]).
-    pub(crate) fn store(&self) -> &Store {
-        &self.inner.store
+    pub(crate) fn store(&self) -> Arc<Store> {
+        self.store_arc()
+    }
+
+    /// The store as of now (a snapshot install may swap it for a newer one later).
+    pub(crate) fn store_arc(&self) -> Arc<Store> {
+        self.inner
+            .store
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps the store for one installed from a snapshot; wakes every blocked reader (the
+    /// state they wait on moved) and re-reads the next deadline.
+    pub(crate) fn replace_store(&self, store: Store) {
+        let deadline = store.next_deadline_ms(self.now_ms());
+        *self.inner.store.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(store);
+        self.inner.notifier.notify_all();
+        self.set_deadline(deadline);
+    }
+
+    /// This node's cluster side, when `[cluster]` is configured.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Node>> {
+        self.inner.cluster.get()
+    }
+
+    /// True unless this node is a cluster follower: time-driven work (ticks, retention,
+    /// alerts) runs only where this is true.
+    pub fn is_leader(&self) -> bool {
+        self.cluster().is_none_or(|n| n.is_leader())
     }
 
     /// Disk space used by the store, in bytes.
     pub fn disk_bytes(&self) -> u64 {
-        self.inner.store.disk_space().unwrap_or(0)
+        self.store().disk_space().unwrap_or(0)
     }
 
     /// Flushes memtables and fsyncs (at shutdown, after the writer stopped).
     pub fn checkpoint(&self) -> Result<(), String> {
-        self.inner.store.checkpoint().map_err(|e| e.to_string())
+        self.store().checkpoint().map_err(|e| e.to_string())
     }
 
     /// A principal for a new connection: the anonymous one when no tokens are configured,
@@ -284,7 +385,7 @@ impl Broker {
     /// Every stream of namespace 0 with its groups, from the last commit's catalog (no disk
     /// reads): the part of [`Broker::overview`] that most readers need.
     pub fn streams(&self) -> Vec<cortex_storage::StreamSummary> {
-        self.inner.store.overview(0)
+        self.store().overview(0)
     }
 
     /// Everything an operator looks at, from the last commit: streams with their groups,
@@ -325,7 +426,7 @@ impl Broker {
         dir: std::path::PathBuf,
     ) -> Result<Result<cortex_storage::BackupReport, String>, BrokerError> {
         who.authorize_admin().map_err(BrokerError::NoPermission)?;
-        let store = self.inner.store.clone();
+        let store = self.store();
         let tls = self.inner.config.data_dir.join("tls");
         tokio::task::spawn_blocking(move || {
             let report = store.backup_to(&dir).map_err(|e| e.to_string())?;
@@ -386,12 +487,12 @@ impl Broker {
 
     /// Redis radix-tree node sizes in effect (CONFIG stream-node-max-*).
     pub fn node_limits(&self) -> cortex_storage::nodes::NodeLimits {
-        self.inner.store.node_limits()
+        self.store().node_limits()
     }
 
     /// Number of streams in a namespace.
     pub fn stream_count(&self, ns: u16) -> usize {
-        self.inner.store.stream_count(ns)
+        self.store().stream_count(ns)
     }
 
     /// Resolves when the store failed; the broker cannot go on and the process should exit
@@ -431,7 +532,10 @@ impl Broker {
         let (tx, rx) = oneshot::channel();
         self.inner
             .submit
-            .try_send(Submission { ops, reply: tx })
+            .try_send(Submission {
+                ops,
+                reply: ReplyTo::Local(tx),
+            })
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => BrokerError::Busy,
                 mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
@@ -495,28 +599,62 @@ impl Broker {
         let (tx, _rx) = oneshot::channel();
         let _ = self.inner.submit.try_send(Submission {
             ops: Vec::new(),
-            reply: tx,
+            reply: ReplyTo::Local(tx),
         });
         self.inner.timer_wake.notify_one();
     }
 
-    fn writer_loop(self, mut rx: mpsc::Receiver<Submission>) {
+    /// Takes the first waiting submission and whatever else waits, up to `batch_ops_max`
+    /// ops (at least one submission, never split).
+    fn drain(&self, first: Submission, rx: &mut mpsc::Receiver<Submission>) -> Vec<Submission> {
         let max = self.inner.config.batch_ops_max;
+        let mut n = first.ops.len();
+        let mut subs = vec![first];
+        while n < max {
+            match rx.try_recv() {
+                Ok(s) => {
+                    n += s.ops.len();
+                    subs.push(s);
+                }
+                Err(_) => break,
+            }
+        }
+        subs
+    }
+
+    /// What every commit does for the broker, on any node: metrics, counters, wake-ups,
+    /// alerts, the timer's next deadline.
+    fn after_commit(&self, out: &cortex_storage::BatchOutcome, ops: usize, took: Duration) {
+        self.inner.metrics.on_commit(&out.events, took);
+        self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .stats
+            .ops
+            .fetch_add(ops as u64, Ordering::Relaxed);
+        self.inner
+            .stats
+            .dirty
+            .fetch_add(out.changes, Ordering::Relaxed);
+        self.wake(&out.events);
+        self.set_deadline(out.next_deadline_ms);
+    }
+
+    /// Records a store failure: the process must exit (a restart recovers what was
+    /// committed).
+    fn fail_store(&self, e: &str) {
+        tracing::error!("storage failure, the broker stops: {e}");
+        self.inner.stopping.store(true, Ordering::Relaxed);
+        *self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        self.inner.failed_notify.notify_one();
+    }
+
+    fn writer_loop(self, mut rx: mpsc::Receiver<Submission>) {
         loop {
             let Some(first) = rx.blocking_recv() else {
                 break;
             };
-            let mut subs = vec![first];
-            let mut n = subs[0].ops.len();
-            while n < max {
-                match rx.try_recv() {
-                    Ok(s) => {
-                        n += s.ops.len();
-                        subs.push(s);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let subs = self.drain(first, &mut rx);
+            let n: usize = subs.iter().map(|s| s.ops.len()).sum();
             let mut ops = Vec::with_capacity(n);
             let mut sizes = Vec::with_capacity(subs.len());
             let mut replies_to = Vec::with_capacity(subs.len());
@@ -528,53 +666,194 @@ impl Broker {
             if !ops.is_empty() {
                 let now = self.now_ms();
                 let started = std::time::Instant::now();
-                match self.inner.store.apply(ops, now) {
+                match self.store().apply(ops, now) {
                     Ok(out) => {
-                        self.inner.metrics.on_commit(&out.events, started.elapsed());
-                        self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
-                        self.inner.stats.ops.fetch_add(n as u64, Ordering::Relaxed);
-                        self.inner
-                            .stats
-                            .dirty
-                            .fetch_add(out.changes, Ordering::Relaxed);
-                        self.wake(&out.events);
-                        self.set_deadline(out.next_deadline_ms);
+                        self.after_commit(&out, n, started.elapsed());
                         let mut replies = out.replies.into_iter();
                         for (size, to) in sizes.into_iter().zip(replies_to) {
                             let mine: Replies = replies.by_ref().take(size).collect();
-                            let _ = to.send(Ok(mine));
+                            if let ReplyTo::Local(tx) = to {
+                                let _ = tx.send(Ok(mine));
+                            }
                         }
                     }
                     Err(e) => {
                         // fjall refuses writes after a failed fsync: stop, let the supervisor
                         // restart us; the journal recovery brings back everything committed.
-                        tracing::error!("storage failure, the broker stops: {e}");
                         for to in replies_to {
-                            let _ = to.send(Err(BrokerError::Storage(e.to_string())));
+                            to.fail(BrokerError::Storage(e.to_string()));
                         }
-                        self.inner.stopping.store(true, Ordering::Relaxed);
-                        *self.inner.failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some(e.to_string());
-                        self.inner.failed_notify.notify_one();
+                        self.fail_store(&e.to_string());
                         break;
                     }
                 }
             } else {
                 for to in replies_to {
-                    let _ = to.send(Ok(Vec::new()));
+                    if let ReplyTo::Local(tx) = to {
+                        let _ = tx.send(Ok(Vec::new()));
+                    }
                 }
             }
             if self.stopping() && rx.is_empty() {
                 break;
             }
         }
+        self.writer_stopped(rx);
+    }
+
+    fn writer_stopped(&self, mut rx: mpsc::Receiver<Submission>) {
         rx.close();
         while let Ok(s) = rx.try_recv() {
-            let _ = s.reply.send(Err(BrokerError::ShuttingDown));
+            s.reply.fail(BrokerError::ShuttingDown);
         }
         // Everybody waiting must see the shutdown.
         self.inner.notifier.notify_all();
         tracing::info!("writer stopped");
+    }
+
+    /// Opens the Raft log, binds the cluster port, starts Raft and serves peers; a pristine
+    /// node proposes the configured membership (every node may: the same list is safe).
+    async fn start_cluster(
+        &self,
+        cc: cluster::ClusterConfig,
+        dirs: cluster::sm::Dirs,
+    ) -> Result<Arc<cluster::Node>, String> {
+        let progress = cluster::sm::Progress::of(&self.store())?;
+        let log = cluster::log::LogStore::open(&dirs.log())?;
+        let net = Arc::new(cluster::net::Net::bind(
+            cc.node_id, cc.listen, &cc.secret, &cc.nodes,
+        )?);
+        let sm = cluster::sm::StateMachine::new(self.clone(), dirs.clone(), progress.clone());
+        let raft = cluster::Raft::new(
+            cc.node_id,
+            cluster::raft_config(&cc)?,
+            cluster::net::Factory { net: net.clone() },
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| format!("cannot start Raft: {e}"))?;
+        let local = net.local_addr()?;
+        let node = Arc::new(cluster::Node::new(
+            raft.clone(),
+            net.clone(),
+            cc.clone(),
+            progress.now_ms,
+        ));
+        let _ = self.inner.cluster.set(node.clone());
+        tokio::spawn(net.clone().serve(raft.clone(), self.clone(), dirs));
+        println!("cortex: cluster listening on {local}");
+        if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+            let members: std::collections::BTreeMap<u64, openraft::BasicNode> = cc
+                .nodes
+                .iter()
+                .map(|(id, a)| (*id, openraft::BasicNode::new(a.to_string())))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!("cluster initialised with {} voters", cc.nodes.len()),
+                Err(e) => tracing::info!("cluster already initialised: {e}"),
+            }
+        }
+        Ok(node)
+    }
+
+    /// The cluster writer: drains submissions like the single node's writer, and proposes
+    /// each drain as one log entry (on the leader) or forwards it (on a follower).
+    /// Proposals are pipelined; local submissions are answered when their entry is applied
+    /// here (`apply_logged`).
+    async fn cluster_writer(self, mut rx: mpsc::Receiver<Submission>, node: Arc<cluster::Node>) {
+        loop {
+            let Some(first) = rx.recv().await else {
+                break;
+            };
+            let subs = self.drain(first, &mut rx);
+            let mut ops = Vec::new();
+            let mut origins = Vec::new();
+            let mut done = Vec::new();
+            for s in subs {
+                match s.reply {
+                    ReplyTo::Local(tx) if s.ops.is_empty() => {
+                        let _ = tx.send(Ok(Vec::new()));
+                    }
+                    ReplyTo::Local(tx) => {
+                        origins.push(node.register(tx, s.ops.len()));
+                        ops.extend(s.ops);
+                    }
+                    ReplyTo::Forwarded {
+                        origins: o,
+                        done: d,
+                    } => {
+                        origins.extend(o);
+                        ops.extend(s.ops);
+                        done.push(d);
+                    }
+                }
+            }
+            if !ops.is_empty() {
+                node.propose(ops, origins, done, self.now_ms()).await;
+            }
+            if self.stopping() && rx.is_empty() {
+                break;
+            }
+        }
+        self.writer_stopped(rx);
+    }
+
+    /// A follower's batch, on the leader: proposed with the follower's origins; `Ok` when
+    /// committed.
+    pub(crate) async fn submit_forwarded(
+        &self,
+        ops: Vec<Op>,
+        origins: Vec<cluster::Origin>,
+    ) -> Result<(), String> {
+        if self.stopping() {
+            return Err(BrokerError::ShuttingDown.to_string());
+        }
+        let (done, rx) = oneshot::channel();
+        self.inner
+            .submit
+            .try_send(Submission {
+                ops,
+                reply: ReplyTo::Forwarded { origins, done },
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BrokerError::Busy.to_string(),
+                mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown.to_string(),
+            })?;
+        rx.await
+            .unwrap_or_else(|_| Err(BrokerError::ShuttingDown.to_string()))
+    }
+
+    /// Applies committed log entries to the store (the state machine, on every node), each
+    /// with its recorded progress in the same commit; answers this node's submissions.
+    pub(crate) fn apply_logged(&self, work: Vec<cluster::Applying>) -> Result<(), String> {
+        let store = self.store();
+        let node = self.cluster().cloned();
+        for w in work {
+            let n = w.ops.len();
+            let started = std::time::Instant::now();
+            let out = match store.apply_logged(w.ops, w.now_ms, &w.progress) {
+                Ok(out) => out,
+                Err(e) => {
+                    self.fail_store(&e.to_string());
+                    return Err(e.to_string());
+                }
+            };
+            if let Some(node) = &node {
+                node.applied_at(w.now_ms);
+            }
+            if n > 0 {
+                self.after_commit(&out, n, started.elapsed());
+            }
+            let mut replies = out.replies.into_iter();
+            for o in &w.origins {
+                let mine: Replies = replies.by_ref().take(o.ops as usize).collect();
+                if let Some(node) = &node {
+                    node.deliver(o, mine);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn wake(&self, events: &[Event]) {
@@ -612,6 +891,16 @@ impl Broker {
     async fn timer_loop(self) {
         let me = Principal::internal();
         while !self.stopping() {
+            if let Some(node) = self.cluster().cloned() {
+                if !node.is_leader() {
+                    // Time-driven work is the leader's, as ops in the log.
+                    tokio::select! {
+                        _ = node.until_leader() => {}
+                        _ = self.inner.timer_wake.notified() => {}
+                    }
+                    continue;
+                }
+            }
             let wake = self.inner.timer_wake.notified();
             let now = self.now_ms();
             let due = self.inner.next_deadline_ms.load(Ordering::Acquire);

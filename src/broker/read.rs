@@ -122,10 +122,10 @@ impl Broker {
     ) -> Result<cortex_storage::Result<Answer>, BrokerError> {
         who.authorize_query(&q).map_err(BrokerError::NoPermission)?;
         let now = self.now_ms();
-        if self.inner.store.answer_bound(&q) <= INLINE_READ_MAX {
-            return Ok(self.inner.store.query(&q, now));
+        let store = self.store();
+        if store.answer_bound(&q) <= INLINE_READ_MAX {
+            return Ok(store.query(&q, now));
         }
-        let store = self.inner.store.clone();
         tokio::task::spawn_blocking(move || store.query(&q, now))
             .await
             .map_err(|e| BrokerError::Internal(format!("read task failed: {e}")))

@@ -59,7 +59,8 @@ pub(super) async fn run(broker: Broker) {
     while !broker.stopping() {
         tokio::time::sleep(every).await;
         let ops = trims(&broker);
-        if ops.is_empty() {
+        // Followers apply the leader's trims.
+        if ops.is_empty() || !broker.is_leader() {
             continue;
         }
         match broker.submit(&super::Principal::internal(), ops).await {

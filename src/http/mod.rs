@@ -131,6 +131,7 @@ impl From<BrokerError> for ApiError {
         let (status, code) = match &e {
             BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             BrokerError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            BrokerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
             BrokerError::NoPermission(_) => (StatusCode::FORBIDDEN, "no_permission"),
             BrokerError::Storage(_) | BrokerError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -209,6 +210,8 @@ async fn healthz() -> &'static str {
 async fn readyz(State(app): State<App>) -> Response {
     if app.broker.stopping() {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
+    } else if app.broker.cluster().is_some_and(|n| n.leader().is_none()) {
+        (StatusCode::SERVICE_UNAVAILABLE, "no cluster leader\n").into_response()
     } else {
         "ready\n".into_response()
     }

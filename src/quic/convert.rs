@@ -113,7 +113,7 @@ pub(super) fn store_error(e: &StoreError) -> Frame {
 pub(super) fn broker_error(e: &BrokerError) -> Frame {
     let code = match e {
         BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
-        BrokerError::Busy => ErrorCode::Busy,
+        BrokerError::Busy | BrokerError::Unavailable(_) => ErrorCode::Busy,
         BrokerError::NoPermission(_) => ErrorCode::NoPermission,
         BrokerError::Storage(_) | BrokerError::Internal(_) => ErrorCode::Internal,
     };

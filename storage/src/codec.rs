@@ -48,6 +48,8 @@ pub enum Kind {
     StreamMetaNodes = 10,
     /// A closed radix-tree node ([`crate::nodes::Node`]).
     Node = 11,
+    /// A replicated log's progress, opaque to storage ([`crate::Store::apply_logged`]).
+    Progress = 12,
 }
 
 fn config() -> impl bincode::config::Config {

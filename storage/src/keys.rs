@@ -24,6 +24,8 @@ use crate::id::{Lane, StreamId};
 pub const SYSTEM_KEY: &[u8] = b"system";
 /// Prefix of garbage records in `sys`.
 pub const GC_PREFIX: &[u8] = b"gc";
+/// `sys` key of a replicated log's progress (written with the batch it describes).
+pub const PROGRESS_KEY: &[u8] = b"progress";
 /// Garbage kind: all keys of a deleted stream.
 pub const GC_STREAM: u8 = 1;
 /// Garbage kind: all keys of a destroyed group.

@@ -33,6 +33,8 @@ pub struct BackupReport {
     pub bytes: u64,
     /// Streams in the copy.
     pub streams: u64,
+    /// The log progress recorded in the copied commit ([`Store::apply_logged`]).
+    pub progress: Option<Vec<u8>>,
 }
 
 impl Store {
@@ -59,6 +61,7 @@ impl Store {
         let dest = Store::open(dir, self.cfg.clone())?;
         let mut report = BackupReport {
             streams,
+            progress: crate::store::read_progress(&snap, &self.ks)?,
             ..BackupReport::default()
         };
         for (from, to) in self.ks.all().into_iter().zip(dest.ks.all()) {

@@ -191,6 +191,16 @@ pub(crate) fn corrupt(
 }
 
 /// The entry ID at the end of a key read from disk; a malformed key is corruption, never an ID.
+/// Reads the recorded log progress from a snapshot.
+pub(crate) fn read_progress(snap: &fjall::Snapshot, ks: &Keyspaces) -> Result<Option<Vec<u8>>> {
+    match Readable::get(snap, ks.sys.inner(), keys::PROGRESS_KEY)? {
+        None => Ok(None),
+        Some(v) => codec::decode::<Vec<u8>>(Kind::Progress, &v)
+            .map(Some)
+            .map_err(|r| corrupt("log progress", b"", None, r)),
+    }
+}
+
 pub(crate) fn key_id(key: &[u8], what: &'static str, stream: &[u8]) -> Result<StreamId> {
     keys::trailing_id(key).ok_or_else(|| {
         corrupt(
@@ -264,6 +274,34 @@ impl Store {
     /// with an argument error changes nothing; the others still apply. An I/O failure fails
     /// the whole batch and nothing of it is applied.
     pub fn apply(&self, ops: Vec<Op>, now_ms: u64) -> Result<BatchOutcome> {
+        self.apply_inner(ops, now_ms, None)
+    }
+
+    /// [`Store::apply`] for a replicated log: `progress` (opaque here: the log position and
+    /// whatever else the log needs to resume) is written in the same atomic commit, so after
+    /// a crash the store and its recorded progress always agree. Read it back with
+    /// [`Store::progress`]. `ops` may be empty (a log entry with no ops still moves it).
+    pub fn apply_logged(&self, ops: Vec<Op>, now_ms: u64, progress: &[u8]) -> Result<BatchOutcome> {
+        self.apply_inner(ops, now_ms, Some(progress))
+    }
+
+    /// The progress the last [`Store::apply_logged`] recorded, as of the last commit.
+    pub fn progress(&self) -> Result<Option<Vec<u8>>> {
+        let snap = self
+            .catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .snap
+            .clone();
+        read_progress(&snap, &self.ks)
+    }
+
+    fn apply_inner(
+        &self,
+        ops: Vec<Op>,
+        now_ms: u64,
+        progress: Option<&[u8]>,
+    ) -> Result<BatchOutcome> {
         let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let base = self.catalog.read().unwrap_or_else(|p| p.into_inner());
         let tx = Overlay::new(self.db.snapshot(), self.ks.all().len());
@@ -293,7 +331,14 @@ impl Store {
             }
         }
         let node_limits = txn.node_limits;
-        let (tx, staged, sys, events) = txn.finish();
+        let (mut tx, staged, sys, events) = txn.finish();
+        if let Some(p) = progress {
+            tx.insert(
+                &self.ks.sys,
+                keys::PROGRESS_KEY,
+                codec::encode(Kind::Progress, &p),
+            );
+        }
         let mode = match self.cfg.durability {
             Durability::SyncEachCommit => PersistMode::SyncData,
             Durability::Buffered => PersistMode::Buffer,

@@ -2,6 +2,7 @@
 
 mod auth;
 mod blocking;
+mod cluster;
 mod core;
 mod cx;
 mod durability;

@@ -60,6 +60,24 @@ impl Server {
         self.addr = addr;
     }
 
+    /// Kills the process (SIGKILL) and leaves it down; [`Server::restart`] brings it back.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// The process ID, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the process runs.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// SIGTERM; returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
@@ -173,7 +191,7 @@ fn spawn(
         .arg("--http")
         .arg(http_arg)
         .args(extra)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "warn,openraft=off")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -245,6 +263,7 @@ impl V {
 pub struct Raw {
     s: TcpStream,
     buf: Vec<u8>,
+    tolerant: bool,
 }
 
 fn multibulk(args: &[&str]) -> Vec<u8> {
@@ -262,7 +281,11 @@ impl Raw {
         let s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        Raw { s, buf: Vec::new() }
+        Raw {
+            s,
+            buf: Vec::new(),
+            tolerant: false,
+        }
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -294,18 +317,24 @@ impl Raw {
                 self.buf.extend_from_slice(&chunk[..n]);
                 true
             }
+            Err(e) if self.tolerant => {
+                let _ = e;
+                false
+            }
             Err(e) => panic!("read: {e}"),
         }
     }
 
-    fn line(&mut self) -> String {
+    fn try_line(&mut self) -> Option<String> {
         loop {
             if let Some(p) = self.buf.windows(2).position(|w| w == b"\r\n") {
                 let l = String::from_utf8_lossy(&self.buf[..p]).into_owned();
                 self.buf.drain(..p + 2);
-                return l;
+                return Some(l);
             }
-            assert!(self.fill(), "connection closed");
+            if !self.fill() {
+                return None;
+            }
         }
     }
 
@@ -315,9 +344,31 @@ impl Raw {
     }
 
     pub fn read(&mut self) -> V {
-        let l = self.line();
+        self.try_read().expect("connection closed")
+    }
+
+    /// A connection that reports failures as `None` instead of panicking (servers that
+    /// get killed under it).
+    pub fn try_connect(addr: SocketAddr) -> Option<Raw> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+        Some(Raw {
+            s,
+            buf: Vec::new(),
+            tolerant: true,
+        })
+    }
+
+    /// Sends a command; `None` when the connection failed.
+    pub fn try_cmd(&mut self, args: &[&str]) -> Option<V> {
+        self.s.write_all(&multibulk(args)).ok()?;
+        self.try_read()
+    }
+
+    fn try_read(&mut self) -> Option<V> {
+        let l = self.try_line()?;
         let (t, rest) = l.split_at(1);
-        match t {
+        Some(match t {
             "+" => V::Simple(rest.into()),
             "-" => V::Err(rest.into()),
             ":" => V::Int(rest.parse().expect("int")),
@@ -327,11 +378,13 @@ impl Raw {
             "$" | "=" => {
                 let n: i64 = rest.parse().expect("len");
                 if n < 0 {
-                    return V::Nil;
+                    return Some(V::Nil);
                 }
                 let n = n as usize;
                 while self.buf.len() < n + 2 {
-                    assert!(self.fill(), "closed inside a bulk");
+                    if !self.fill() {
+                        return None;
+                    }
                 }
                 let s = String::from_utf8_lossy(&self.buf[..n]).into_owned();
                 self.buf.drain(..n + 2);
@@ -344,16 +397,24 @@ impl Raw {
             "*" | "~" | ">" => {
                 let n: i64 = rest.parse().expect("len");
                 if n < 0 {
-                    return V::Nil;
+                    return Some(V::Nil);
                 }
-                V::Arr((0..n).map(|_| self.read()).collect())
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(self.try_read()?);
+                }
+                V::Arr(v)
             }
             "%" => {
                 let n: usize = rest.parse().expect("len");
-                V::Map((0..n).map(|_| (self.read(), self.read())).collect())
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push((self.try_read()?, self.try_read()?));
+                }
+                V::Map(v)
             }
             other => panic!("unexpected reply type {other:?} in {l:?}"),
-        }
+        })
     }
 }
 

@@ -493,6 +493,64 @@ fn human(bytes: u64) -> String {
     }
 }
 
+/// INFO's replication section for a cluster node, in Redis's words: the leader is
+/// `role:master` with one `slaveN` line per follower (matched log index and lag in
+/// entries), a follower `role:slave` with its leader's address and link state.
+fn cluster_replication(st: &crate::cluster::Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let leader_addr = st
+        .leader
+        .and_then(|l| st.members.iter().find(|(id, _)| *id == l))
+        .map(|(_, a)| a.clone());
+    let is_leader = st.leader == Some(st.id) && st.state == "Leader";
+    let _ = write!(
+        out,
+        "role:{}\r\ncluster_node_id:{}\r\ncluster_state:{}\r\ncluster_leader_id:{}\r\ncluster_term:{}\r\ncluster_voters:{}\r\n",
+        if is_leader { "master" } else { "slave" },
+        st.id,
+        st.state.to_ascii_lowercase(),
+        st.leader.map_or("none".into(), |l| l.to_string()),
+        st.term,
+        st.voters.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+    );
+    if is_leader {
+        let followers = st.followers.clone().unwrap_or_default();
+        let _ = write!(out, "connected_slaves:{}\r\n", followers.len());
+        for (i, (id, matched, lag)) in followers.iter().enumerate() {
+            let addr = st
+                .members
+                .iter()
+                .find(|(m, _)| m == id)
+                .map_or("", |(_, a)| a.as_str());
+            let (ip, port) = addr.rsplit_once(':').unwrap_or((addr, "0"));
+            let _ = write!(
+                out,
+                "slave{i}:id={id},ip={ip},port={port},state=online,offset={matched},lag={lag}\r\n"
+            );
+        }
+    } else {
+        let addr = leader_addr.unwrap_or_default();
+        let (ip, port) = addr.rsplit_once(':').unwrap_or(("", "0"));
+        let _ = write!(
+            out,
+            "master_host:{ip}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nslave_repl_offset:{}\r\nslave_lag:{}\r\nconnected_slaves:0\r\n",
+            if st.leader.is_some() { "up" } else { "down" },
+            st.applied_index,
+            st.last_log_index.saturating_sub(st.applied_index),
+        );
+    }
+    let _ = write!(
+        out,
+        "master_repl_offset:{}\r\ncluster_applied_index:{}\r\ncluster_snapshot_index:{}\r\ncluster_purged_index:{}\r\n",
+        st.last_log_index,
+        st.applied_index,
+        st.snapshot_index.map_or(-1, |i| i as i64),
+        st.purged_index.map_or(-1, |i| i as i64),
+    );
+    out
+}
+
 fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
     let want: Vec<String> = sections
         .iter()
@@ -633,17 +691,21 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
         );
     }
     if show("replication") {
-        section(
-            &mut out,
-            "Replication",
-            "role:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n\
+        if let Some(node) = b.cluster() {
+            section(&mut out, "Replication", cluster_replication(&node.status()));
+        } else {
+            section(
+                &mut out,
+                "Replication",
+                "role:master\r\nconnected_slaves:0\r\nmaster_failover_state:no-failover\r\n\
              master_replid:0000000000000000000000000000000000000000\r\n\
              master_replid2:0000000000000000000000000000000000000000\r\n\
              master_repl_offset:0\r\nsecond_repl_offset:-1\r\nrepl_backlog_active:0\r\n\
              repl_backlog_size:0\r\nrepl_backlog_first_byte_offset:0\r\n\
              repl_backlog_histlen:0\r\n"
-                .to_string(),
-        );
+                    .to_string(),
+            );
+        }
     }
     if show("cpu") {
         let (sys, user) = cpu_seconds();

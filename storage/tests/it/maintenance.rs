@@ -100,3 +100,45 @@ fn verify_names_the_stream_and_ids_of_damage() {
     assert_eq!(orphan.ids, vec![ids[9]]);
     assert!(verify(&dir.path().join("nothing"), &StoreConfig::default()).is_err());
 }
+
+/// A replicated log's progress is written in the same commit as its ops: it survives a
+/// reopen with them, a failed op does not lose it, and a backup carries the progress of
+/// the commit it copied.
+#[test]
+fn log_progress_is_committed_with_its_batch_and_copied_by_backups() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    assert_eq!(s.progress().unwrap(), None);
+    let out = s
+        .apply_logged(
+            vec![append("jobs", IdSpec::Auto, fields("a"), Meta::default())],
+            1_000,
+            b"index 1",
+        )
+        .unwrap();
+    assert!(out.replies[0].is_ok());
+    // An entry with no ops still moves the progress; a failing op does not stop it.
+    s.apply_logged(Vec::new(), 1_000, b"index 2").unwrap();
+    let out = s
+        .apply_logged(
+            vec![Op::DeleteConsumer {
+                stream: key("nope"),
+                group: b"g".to_vec(),
+                consumer: b"c".to_vec(),
+            }],
+            1_001,
+            b"index 3",
+        )
+        .unwrap();
+    assert!(out.replies[0].is_err());
+    assert_eq!(s.progress().unwrap().as_deref(), Some(&b"index 3"[..]));
+    let copy = tempfile::tempdir().unwrap();
+    let report = s.backup_to(&copy.path().join("b")).unwrap();
+    assert_eq!(report.progress.as_deref(), Some(&b"index 3"[..]));
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(s.progress().unwrap().as_deref(), Some(&b"index 3"[..]));
+    assert_eq!(s.stream_info(&key("jobs")).unwrap().unwrap().length, 1);
+    let b = open(&copy.path().join("b"));
+    assert_eq!(b.progress().unwrap().as_deref(), Some(&b"index 3"[..]));
+}

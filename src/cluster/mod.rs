@@ -1,0 +1,438 @@
+//! Replication: three (or five) `cortex` nodes as one cluster, on openraft (pinned exactly,
+//! used nowhere outside this module tree).
+//!
+//! - A Raft log entry is one writer batch: the leader's stamp and the ops of every
+//!   submission the writer drained ([`LogBatch`]), with who submitted each run of ops
+//!   ([`Origin`]). Every node applies every entry to its own store ([`sm`]); storage is
+//!   deterministic, so every node computes the same replies, and a node answers its own
+//!   clients' submissions when *it* applies the entry: a follower's client sees its write
+//!   applied locally before the reply (read-your-writes on the node it talks to).
+//! - A write is answered only after a majority has the entry fsynced in its log
+//!   ([`log`]) and this node applied it.
+//! - A follower forwards its writer's batch to the leader ([`net`]), which proposes it with
+//!   the follower's origins.
+//! - Time-driven work (the timer's ticks, retention, alerts) runs on the leader only, as
+//!   ops in the log; followers never read their clock for state.
+
+pub mod log;
+pub mod net;
+pub mod sm;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cortex_storage::Op;
+use openraft::{BasicNode, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::broker::{BrokerError, Replies};
+
+openraft::declare_raft_types!(
+    /// The cluster's Raft types.
+    pub TypeConfig:
+        D = LogBatch,
+        R = (),
+        NodeId = u64,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = sm::SnapshotDir,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// One log entry's payload: a writer batch.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LogBatch {
+    /// `cortex_storage::encode_batch`: the leader's `now_ms` and the ops, in an envelope
+    /// with its own CRC.
+    pub ops: Vec<u8>,
+    /// Who submitted the ops, run by run, in order.
+    pub origins: Vec<Origin>,
+}
+
+impl std::fmt::Debug for LogBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "LogBatch({} bytes, {} submissions)",
+            self.ops.len(),
+            self.origins.len()
+        )
+    }
+}
+
+/// A submission's place in a batch: the node (and its process run) that waits for its
+/// replies, its number there, and how many ops it has.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Origin {
+    /// Node ID.
+    pub node: u64,
+    /// Random per process start, so a restarted node never takes an old entry for a new
+    /// submission.
+    pub run: u64,
+    /// Submission number within the run.
+    pub seq: u64,
+    /// Ops of the submission.
+    pub ops: u32,
+}
+
+/// One entry, ready for the store.
+pub struct Applying {
+    /// Its ops.
+    pub ops: Vec<Op>,
+    /// The time it is applied at (never behind an earlier entry's).
+    pub now_ms: u64,
+    /// The progress recorded with it.
+    pub progress: Vec<u8>,
+    /// Whose ops they are.
+    pub origins: Vec<Origin>,
+}
+
+/// A random `u64` from the system's CSPRNG.
+pub fn random_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        // Only uniqueness matters here; the clock is a fallback.
+        return std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    }
+    u64::from_le_bytes(b)
+}
+
+/// `[cluster]`: this node and its peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's ID.
+    pub node_id: u64,
+    /// Where this node listens for its peers (QUIC).
+    pub listen: SocketAddr,
+    /// Every voter: ID -> cluster address (this node included).
+    pub nodes: BTreeMap<u64, SocketAddr>,
+    /// The shared secret that authenticates nodes to each other.
+    pub secret: String,
+    /// Leader heartbeat.
+    pub heartbeat_ms: u64,
+    /// Election timeout, lower bound.
+    pub election_min_ms: u64,
+    /// Election timeout, upper bound.
+    pub election_max_ms: u64,
+    /// Log entries between snapshots.
+    pub snapshot_logs: u64,
+    /// Log entries kept behind a snapshot (a follower further behind gets the snapshot).
+    pub logs_kept: u64,
+}
+
+type Waiter = oneshot::Sender<Result<Replies, BrokerError>>;
+
+/// How long a submission waits for a leader to exist before it is refused.
+pub const LEADER_WAIT: Duration = Duration::from_secs(3);
+/// Proposals in flight from one node's writer.
+const IN_FLIGHT_MAX: usize = 256;
+
+/// This node's side of the cluster.
+pub struct Node {
+    /// The Raft handle.
+    pub raft: Raft,
+    /// This node's ID.
+    pub id: u64,
+    run: u64,
+    seq: AtomicU64,
+    waiters: Mutex<HashMap<u64, Waiter>>,
+    /// Peers.
+    pub net: Arc<net::Net>,
+    /// The largest `now_ms` applied here (the leader stamps at least this).
+    applied_now: AtomicU64,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Settings.
+    pub config: ClusterConfig,
+}
+
+impl Node {
+    pub(crate) fn new(raft: Raft, net: Arc<net::Net>, config: ClusterConfig, now: u64) -> Node {
+        Node {
+            raft,
+            id: config.node_id,
+            run: random_u64(),
+            seq: AtomicU64::new(0),
+            waiters: Mutex::new(HashMap::new()),
+            net,
+            applied_now: AtomicU64::new(now),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX)),
+            config,
+        }
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a local submission of `ops` ops; its replies come when the entry holding
+    /// it is applied here.
+    pub(crate) fn register(&self, reply: Waiter, ops: usize) -> Origin {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.waiters().insert(seq, reply);
+        Origin {
+            node: self.id,
+            run: self.run,
+            seq,
+            ops: ops as u32,
+        }
+    }
+
+    /// Answers a local submission with its replies (called as its entry is applied).
+    pub(crate) fn deliver(&self, origin: &Origin, replies: Replies) {
+        if origin.node != self.id || origin.run != self.run {
+            return;
+        }
+        if let Some(w) = self.waiters().remove(&origin.seq) {
+            let _ = w.send(Ok(replies));
+        }
+    }
+
+    /// Records the time of an applied entry.
+    pub(crate) fn applied_at(&self, now_ms: u64) {
+        self.applied_now.fetch_max(now_ms, Ordering::AcqRel);
+    }
+
+    fn fail(&self, origins: &[Origin], e: &BrokerError) {
+        let mut w = self.waiters();
+        for o in origins
+            .iter()
+            .filter(|o| o.node == self.id && o.run == self.run)
+        {
+            if let Some(tx) = w.remove(&o.seq) {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
+    }
+
+    /// Fails the submissions still waiting after `grace`: a proposal whose fate is
+    /// unknown (the leader changed under it) may yet be applied in that time.
+    fn fail_later(self: &Arc<Self>, origins: Vec<Origin>, e: BrokerError) {
+        let me = self.clone();
+        // A new leader commits what its predecessor replicated to a majority within a
+        // round trip of taking over; the election timeout is ample for that.
+        let grace = Duration::from_millis(self.config.election_min_ms);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            me.fail(&origins, &e);
+        });
+    }
+
+    /// The leader, if one is known.
+    pub fn leader(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// True when this node is the leader.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.current_leader == Some(self.id) && m.state == ServerState::Leader
+    }
+
+    /// Resolves when this node is the leader.
+    pub async fn until_leader(&self) {
+        let mut m = self.raft.metrics();
+        let id = self.id;
+        let _ = m
+            .wait_for(|m| m.current_leader == Some(id) && m.state == ServerState::Leader)
+            .await;
+    }
+
+    /// Waits (up to [`LEADER_WAIT`]) for a leader to be known.
+    async fn wait_leader(&self) -> Option<u64> {
+        let mut m = self.raft.metrics();
+        let got = tokio::time::timeout(LEADER_WAIT, m.wait_for(|m| m.current_leader.is_some()))
+            .await
+            .ok()?
+            .ok()?
+            .current_leader;
+        got
+    }
+
+    /// Proposes a writer batch: on the leader, appends it to the log; on a follower,
+    /// forwards it to the leader. `done` hears whether it was committed (forwarded
+    /// batches); local submissions are answered at apply.
+    pub(crate) async fn propose(
+        self: &Arc<Self>,
+        ops: Vec<Op>,
+        origins: Vec<Origin>,
+        done: Vec<oneshot::Sender<Result<(), String>>>,
+        now_ms: u64,
+    ) {
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let finish = move |r: Result<(), String>| {
+            for d in done {
+                let _ = d.send(r.clone());
+            }
+        };
+        let Some(leader) = self.wait_leader().await else {
+            let e = BrokerError::Unavailable("no cluster leader".into());
+            self.fail(&origins, &e);
+            finish(Err(e.to_string()));
+            return;
+        };
+        let me = self.clone();
+        if leader == self.id {
+            let stamp = now_ms.max(self.applied_now.load(Ordering::Acquire));
+            let batch = LogBatch {
+                ops: cortex_storage::encode_batch(&ops, stamp),
+                origins: origins.clone(),
+            };
+            let rx = match self.raft.client_write_ff(batch).await {
+                Ok(rx) => rx,
+                Err(e) => {
+                    let e = BrokerError::Unavailable(format!("raft stopped: {e}"));
+                    self.fail(&origins, &e);
+                    finish(Err(e.to_string()));
+                    return;
+                }
+            };
+            tokio::spawn(async move {
+                let r = rx.await;
+                drop(permit);
+                match r {
+                    Ok(Ok(_)) => finish(Ok(())),
+                    Ok(Err(e)) => {
+                        let e = unknown_outcome(e);
+                        finish(Err(e.to_string()));
+                        me.fail_later(origins, e);
+                    }
+                    Err(e) => {
+                        let e = unknown_outcome(e);
+                        finish(Err(e.to_string()));
+                        me.fail_later(origins, e);
+                    }
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                // A leader that dies keeps its connection open until the idle timeout:
+                // stop waiting as soon as another leader is known.
+                let mut m = me.raft.metrics();
+                let r = tokio::select! {
+                    r = me.net.forward(leader, &ops, &origins) => r,
+                    _ = m.wait_for(|m| m.current_leader.is_some_and(|l| l != leader)) => {
+                        Err(format!("node {leader} stopped being the leader"))
+                    }
+                };
+                drop(permit);
+                match r {
+                    // Committed; our own apply answers the local submissions.
+                    Ok(()) => {
+                        finish(Ok(()));
+                        me.fail_later(
+                            origins,
+                            BrokerError::Unavailable(
+                                "the write was committed but not yet applied here".into(),
+                            ),
+                        );
+                    }
+                    Err(e) => {
+                        let e = unknown_outcome(e);
+                        finish(Err(e.to_string()));
+                        me.fail_later(origins, e);
+                    }
+                }
+            });
+        }
+    }
+
+    /// The cluster as this node sees it.
+    pub fn status(&self) -> Status {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let last = m.last_log_index.unwrap_or(0);
+        let members: Vec<(u64, String)> = m
+            .membership_config
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect();
+        let voters: Vec<u64> = m.membership_config.voter_ids().collect();
+        let followers = m.replication.as_ref().map(|r| {
+            r.iter()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, matched)| {
+                    let matched = matched.map_or(0, |l| l.index);
+                    (*id, matched, last.saturating_sub(matched))
+                })
+                .collect()
+        });
+        Status {
+            id: self.id,
+            state: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: last,
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            members,
+            voters,
+            followers,
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+        }
+    }
+}
+
+fn unknown_outcome(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!(
+        "the leader changed before the write was confirmed, its outcome is unknown (retry with an idempotency key): {e}"
+    ))
+}
+
+/// The cluster as one node sees it (`INFO replication`, `cortex cluster status`, metrics).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// This node.
+    pub id: u64,
+    /// Leader, Follower, Candidate, Learner.
+    pub state: String,
+    /// The leader, if known.
+    pub leader: Option<u64>,
+    /// The current term.
+    pub term: u64,
+    /// Last log index here.
+    pub last_log_index: u64,
+    /// Last applied index here.
+    pub applied_index: u64,
+    /// Last snapshot's index.
+    pub snapshot_index: Option<u64>,
+    /// Log purged up to.
+    pub purged_index: Option<u64>,
+    /// Members: ID and address.
+    pub members: Vec<(u64, String)>,
+    /// Voters' IDs.
+    pub voters: Vec<u64>,
+    /// On the leader: each follower's ID, matched index and lag in entries.
+    pub followers: Option<Vec<(u64, u64, u64)>>,
+    /// On the leader: time since a quorum last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+/// openraft's settings from ours.
+pub fn raft_config(c: &ClusterConfig) -> Result<Arc<openraft::Config>, String> {
+    let cfg = openraft::Config {
+        cluster_name: "cortex".into(),
+        heartbeat_interval: c.heartbeat_ms,
+        election_timeout_min: c.election_min_ms,
+        election_timeout_max: c.election_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(c.snapshot_logs),
+        max_in_snapshot_log_to_keep: c.logs_kept,
+        // Snapshots move as whole directories: give big ones time.
+        install_snapshot_timeout: 60_000,
+        ..openraft::Config::default()
+    };
+    Ok(Arc::new(cfg.validate().map_err(|e| e.to_string())?))
+}
