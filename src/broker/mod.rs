@@ -741,6 +741,20 @@ impl Broker {
             progress.now_ms,
         ));
         let _ = self.inner.cluster.set(node.clone());
+        // A (re)started node first listens for a leader before it campaigns: a node that
+        // was down would otherwise start elections with a stale log and a higher term,
+        // deposing a healthy leader or delaying the next election.
+        raft.runtime_config().elect(false);
+        {
+            let raft = raft.clone();
+            let quiet = Duration::from_millis(3 * cc.election_max_ms);
+            tokio::spawn(async move {
+                let mut m = raft.metrics();
+                let _ =
+                    tokio::time::timeout(quiet, m.wait_for(|m| m.current_leader.is_some())).await;
+                raft.runtime_config().elect(true);
+            });
+        }
         tokio::spawn(net.clone().serve(raft.clone(), self.clone(), dirs));
         println!("cortex: cluster listening on {local}");
         if !raft.is_initialized().await.map_err(|e| e.to_string())? {

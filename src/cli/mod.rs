@@ -18,14 +18,16 @@ use crate::client::{
 /// Connection flags every client subcommand takes.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ConnFlags {
-    /// Broker's QUIC address.
+    /// Broker's QUIC address; a cluster's nodes as a comma-separated list (the client moves
+    /// to the next that answers when one fails).
     #[arg(
         long,
         env = "CORTEX_SERVER",
         default_value = "127.0.0.1:7400",
+        value_delimiter = ',',
         global = true
     )]
-    pub server: SocketAddr,
+    pub server: Vec<SocketAddr>,
     /// Agent name [default: the AGENT argument for `reply`, else "cli"].
     #[arg(long, env = "CORTEX_AGENT", global = true)]
     pub agent: Option<String>,
@@ -57,7 +59,12 @@ impl ConnFlags {
     /// Client options for these flags.
     pub fn options(&self, default_agent: &str) -> ClientOptions {
         ClientOptions {
-            server: self.server,
+            server: self
+                .server
+                .first()
+                .copied()
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7400))),
+            also: self.server.iter().skip(1).copied().collect(),
             server_name: self.server_name.clone(),
             agent: self.agent.clone().unwrap_or_else(|| default_agent.into()),
             token: self.token.clone(),

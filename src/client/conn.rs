@@ -83,7 +83,7 @@ impl Link {
         let mut endpoint =
             Endpoint::client(bind).map_err(|e| ClientError::Connect(e.to_string()))?;
         endpoint.set_default_client_config(cc);
-        let (conn, limits) = handshake(&endpoint, &opts).await?;
+        let (conn, limits, _) = handshake_any(&endpoint, &opts, 0).await?;
         let (current, _) = watch::channel(Some((1, conn)));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let link = Arc::new(Link {
@@ -144,18 +144,49 @@ impl Link {
     }
 }
 
-/// Connects and says Hello.
+/// How long one node may take to answer when there are others to try.
+const NODE_CONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// Connects to the first node that answers, starting with the `first`-th address; returns
+/// the connection, the limits and the index of the node.
+async fn handshake_any(
+    endpoint: &Endpoint,
+    opts: &ClientOptions,
+    first: usize,
+) -> Result<(Connection, Limits, usize), ClientError> {
+    let servers = opts.servers();
+    let per_node = if servers.len() > 1 {
+        opts.connect_timeout.min(NODE_CONNECT_MAX)
+    } else {
+        opts.connect_timeout
+    };
+    let mut last = ClientError::Connect("no server address".into());
+    for k in 0..servers.len() {
+        let i = (first + k) % servers.len();
+        match handshake(endpoint, opts, servers[i], per_node).await {
+            Ok((c, l)) => return Ok((c, l, i)),
+            // Wrong credentials are wrong on every node.
+            Err(e) if e.code() == Some(crate::wire::ErrorCode::AuthFailed) => return Err(e),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Connects to one node and says Hello.
 async fn handshake(
     endpoint: &Endpoint,
     opts: &ClientOptions,
+    server: std::net::SocketAddr,
+    timeout: Duration,
 ) -> Result<(Connection, Limits), ClientError> {
     let connecting = endpoint
-        .connect(opts.server, &opts.server_name)
+        .connect(server, &opts.server_name)
         .map_err(|e| ClientError::Connect(e.to_string()))?;
-    let conn = tokio::time::timeout(opts.connect_timeout, connecting)
+    let conn = tokio::time::timeout(timeout, connecting)
         .await
-        .map_err(|_| ClientError::Connect(format!("handshake with {} timed out", opts.server)))?
-        .map_err(|e| ClientError::Connect(format!("{}: {e}", opts.server)))?;
+        .map_err(|_| ClientError::Connect(format!("handshake with {server} timed out")))?
+        .map_err(|e| ClientError::Connect(format!("{server}: {e}")))?;
     let (mut send, mut recv) = conn
         .open_bi()
         .await
@@ -175,9 +206,11 @@ async fn handshake(
 }
 
 /// Watches the connection; when it closes, reconnects with jittered exponential backoff
-/// (2^n ms, at most 4 s), forever, until the client is dropped. A refusal of the agent's
-/// credentials is permanent: it is logged and retried at the slowest pace.
+/// (2^n ms, at most 4 s), forever, until the client is dropped, trying the cluster's nodes
+/// in turn from the one after the node that failed. A refusal of the agent's credentials is
+/// permanent: it is logged and retried at the slowest pace.
 async fn supervise(link: std::sync::Weak<Link>, mut stopped: tokio::sync::oneshot::Receiver<()>) {
+    let mut node = 0usize;
     loop {
         let conn = match link.upgrade() {
             Some(l) => l.current.borrow().as_ref().map(|(n, c)| (*n, c.clone())),
@@ -202,19 +235,20 @@ async fn supervise(link: std::sync::Weak<Link>, mut stopped: tokio::sync::onesho
                 _ = &mut stopped => return,
             }
             attempt += 1;
-            match handshake(&endpoint, &opts).await {
-                Ok((c, limits)) => {
+            match handshake_any(&endpoint, &opts, node + 1).await {
+                Ok((c, limits, i)) => {
                     let Some(l) = link.upgrade() else { return };
                     *l.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
                     l.current.send_replace(Some((n + 1, c)));
-                    tracing::info!("reconnected to {}", opts.server);
+                    node = i;
+                    tracing::info!("reconnected to {}", opts.servers()[i]);
                     break;
                 }
                 Err(e) => {
                     if e.code() == Some(crate::wire::ErrorCode::AuthFailed) {
                         attempt = 12;
                     }
-                    tracing::debug!("reconnect to {} failed: {e}", opts.server);
+                    tracing::debug!("reconnect failed: {e}");
                 }
             }
         }

@@ -41,6 +41,9 @@ pub use conn::State;
 pub struct ClientOptions {
     /// Server address.
     pub server: SocketAddr,
+    /// The cluster's other nodes: when the connection to one fails, the client reconnects
+    /// to the next that answers (subscriptions resume there).
+    pub also: Vec<SocketAddr>,
     /// Name the server's certificate must carry (with a CA file).
     pub server_name: String,
     /// Agent name.
@@ -54,11 +57,19 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
+    /// Every address to try, the preferred first.
+    pub fn servers(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.server)
+            .chain(self.also.iter().copied().filter(|a| *a != self.server))
+            .collect()
+    }
+
     /// Options for a local broker on its defaults: `127.0.0.1:7400`, the certificate in
     /// `./cortex-data`.
     pub fn local(agent: &str) -> ClientOptions {
         ClientOptions {
             server: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            also: Vec::new(),
             server_name: "localhost".into(),
             agent: agent.into(),
             token: String::new(),
@@ -233,7 +244,19 @@ impl Client {
         loop {
             match self.link.call(&frame).await {
                 Ok(Frame::Published { results }) => return Ok(results),
-                Ok(other) => return Err(from_frame(other)),
+                Ok(other) => match from_frame(other) {
+                    // Busy: the writer queue is full, or a cluster is changing leader (the
+                    // outcome may be unknown): with keys, trying again is safe.
+                    ClientError::Server {
+                        code: ErrorCode::Busy,
+                        message,
+                    } if retry_safe && attempt < 5 => {
+                        attempt += 1;
+                        tracing::debug!("publish refused ({message}); retrying with its keys");
+                        tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                    }
+                    e => return Err(e),
+                },
                 Err(ClientError::Lost(e)) if retry_safe && attempt < 5 => {
                     attempt += 1;
                     tracing::debug!("publish lost ({e}); retrying with its idempotency keys");

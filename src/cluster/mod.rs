@@ -134,6 +134,9 @@ type Waiter = oneshot::Sender<Result<Replies, BrokerError>>;
 
 /// How long a submission waits for a leader to exist before it is refused.
 pub const LEADER_WAIT: Duration = Duration::from_secs(3);
+/// How many maximal election timeouts a proposal may wait to commit before its submitters
+/// hear that its outcome is unknown (a leader cut off from the majority never commits).
+const COMMIT_WAIT_ELECTIONS: u64 = 10;
 /// Proposals in flight from one node's writer.
 const IN_FLIGHT_MAX: usize = 256;
 
@@ -299,8 +302,15 @@ impl Node {
                     return;
                 }
             };
+            let wait = Duration::from_millis(COMMIT_WAIT_ELECTIONS * self.config.election_max_ms);
             tokio::spawn(async move {
-                let r = rx.await;
+                // A leader cut off from the majority never commits: give up after a while.
+                let r = match tokio::time::timeout(wait, rx).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(
+                        openraft::error::ForwardToLeader::empty(),
+                    ))),
+                };
                 drop(permit);
                 match r {
                     Ok(Ok(_)) => finish(Ok(())),
@@ -435,4 +445,54 @@ pub fn raft_config(c: &ClusterConfig) -> Result<Arc<openraft::Config>, String> {
         ..openraft::Config::default()
     };
     Ok(Arc::new(cfg.validate().map_err(|e| e.to_string())?))
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+    use openraft::StorageError;
+
+    use super::log::LogStore;
+    use super::sm::{Dirs, Progress, StateMachine};
+    use super::TypeConfig;
+    use crate::broker::Broker;
+
+    /// Keeps a test's directory and broker alive; stops the broker's writer at the end.
+    struct Guard {
+        broker: Broker,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.broker.shutdown();
+        }
+    }
+
+    struct Builder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachine, Guard> for Builder {
+        async fn build(&self) -> Result<(Guard, LogStore, StateMachine), StorageError<u64>> {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let flags = crate::config::ServeFlags {
+                data_dir: Some(dir.path().join("data")),
+                ..Default::default()
+            };
+            let config = crate::config::Config::build(Default::default(), &flags).expect("config");
+            let (broker, _writer) = Broker::start(config).await.expect("broker");
+            let log = LogStore::open(&dir.path().join("raft")).expect("log");
+            let dirs = Dirs {
+                root: dir.path().join("cluster"),
+            };
+            let progress = Progress::of(&broker.store()).expect("progress");
+            let sm = StateMachine::new(broker.clone(), dirs, progress);
+            Ok((Guard { broker, _dir: dir }, log, sm))
+        }
+    }
+
+    /// openraft's own storage test suite against our log store and state machine.
+    #[test]
+    fn openraft_storage_suite() {
+        Suite::test_all(Builder).expect("openraft storage suite");
+    }
 }

@@ -174,7 +174,8 @@ pub fn server_config(
 pub enum Trust {
     /// Certificates signed by a CA in this PEM file (and valid for the server name).
     CaFile(PathBuf),
-    /// Exactly the certificate with this SHA-256 fingerprint.
+    /// Exactly the certificate with this SHA-256 fingerprint (a cluster's nodes: their
+    /// fingerprints, comma-separated).
     Fingerprint(String),
     /// Exactly the certificate in this PEM file (the local broker's, by default).
     CertFile(PathBuf),
@@ -185,6 +186,11 @@ impl Trust {
     pub fn local(data_dir: &Path) -> Trust {
         Trust::CertFile(data_dir.join(CERT_FILE))
     }
+}
+
+/// The SHA-256 fingerprint of the first certificate in a PEM file.
+pub fn fingerprint_of(path: &Path) -> Result<String, String> {
+    Ok(fingerprint(&read_certs(path)?[0]))
 }
 
 /// The rustls client config for `trust`.
@@ -206,7 +212,10 @@ pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, String> {
         Trust::Fingerprint(f) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned {
-                fingerprint: parse_fingerprint(f)?,
+                fingerprints: f
+                    .split(',')
+                    .map(|one| parse_fingerprint(one.trim()))
+                    .collect::<Result<_, _>>()?,
                 provider,
             }))
             .with_no_client_auth(),
@@ -219,7 +228,7 @@ pub fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, String> {
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Pinned {
-                    fingerprint: fingerprint(&certs[0]),
+                    fingerprints: vec![fingerprint(&certs[0])],
                     provider,
                 }))
                 .with_no_client_auth()
@@ -250,7 +259,7 @@ pub fn cluster_configs(
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Pinned {
-            fingerprint: String::new(),
+            fingerprints: Vec::new(),
             provider,
         }))
         .with_no_client_auth();
@@ -259,12 +268,12 @@ pub fn cluster_configs(
     Ok((server, client))
 }
 
-/// Trusts exactly one certificate, by its SHA-256 (an empty fingerprint: any certificate,
-/// for cluster links, which authenticate by the cluster secret), and still checks that the
-/// server holds its key (the handshake signature).
+/// Trusts exactly the certificates with these SHA-256 fingerprints (none listed: any
+/// certificate, for cluster links, which authenticate by the cluster secret), and still
+/// checks that the server holds its key (the handshake signature).
 #[derive(Debug)]
 struct Pinned {
-    fingerprint: String,
+    fingerprints: Vec<String>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -278,12 +287,12 @@ impl ServerCertVerifier for Pinned {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got = fingerprint(end_entity);
-        if self.fingerprint.is_empty() || got == self.fingerprint {
+        if self.fingerprints.is_empty() || self.fingerprints.contains(&got) {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(
                 "the server's certificate has fingerprint {got}, not the pinned {}",
-                self.fingerprint
+                self.fingerprints.join(" or ")
             )))
         }
     }

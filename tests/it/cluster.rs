@@ -27,6 +27,80 @@ pub struct Cluster {
     pub nodes: Vec<Server>,
     /// Each node's current RESP address (it changes on restart), shared with client threads.
     pub addrs: Arc<Mutex<Vec<SocketAddr>>>,
+    /// `AUTH` arguments, when the nodes need them (bound to non-loopback addresses).
+    auth: Option<[&'static str; 2]>,
+    net: Option<Netns>,
+}
+
+/// Three network namespaces on one bridge (root needed): node `i` at `10.213.X.(i+1)`,
+/// the test (root namespace) at `.254`. Cutting a node's veth partitions it from everyone.
+pub struct Netns {
+    tag: String,
+    subnet: String,
+    n: usize,
+}
+
+fn ip(args: &str) -> bool {
+    std::process::Command::new("ip")
+        .args(args.split_whitespace())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Netns {
+    /// `None` when namespaces cannot be made here (not root, no `ip`).
+    pub fn create(n: usize) -> Option<Netns> {
+        let pid = std::process::id();
+        let tag = format!("cx{}", pid % 100_000);
+        let subnet = format!("10.213.{}", pid % 250);
+        let net = Netns { tag, subnet, n };
+        let t = &net.tag;
+        if !ip(&format!("link add {t}br type bridge")) {
+            return None;
+        }
+        let mut ok = ip(&format!("addr add {}.254/24 dev {t}br", net.subnet))
+            && ip(&format!("link set {t}br up"));
+        for i in 0..n {
+            ok = ok
+                && ip(&format!("netns add {t}n{i}"))
+                && ip(&format!("link add {t}v{i} type veth peer name {t}p{i}"))
+                && ip(&format!("link set {t}p{i} netns {t}n{i}"))
+                && ip(&format!("link set {t}v{i} master {t}br"))
+                && ip(&format!("link set {t}v{i} up"))
+                && ip(&format!(
+                    "netns exec {t}n{i} ip addr add {}/24 dev {t}p{i}",
+                    net.addr(i)
+                ))
+                && ip(&format!("netns exec {t}n{i} ip link set {t}p{i} up"))
+                && ip(&format!("netns exec {t}n{i} ip link set lo up"));
+        }
+        assert!(ok, "could not build the test network {t}");
+        Some(net)
+    }
+
+    pub fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 1)
+    }
+
+    /// Cuts (or restores) node `i`'s only link.
+    pub fn link(&self, i: usize, up: bool) {
+        let state = if up { "up" } else { "down" };
+        assert!(ip(&format!("link set {}v{i} {state}", self.tag)));
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for i in 0..self.n {
+            ip(&format!("netns del {}n{i}", self.tag));
+        }
+        ip(&format!("link del {}br", self.tag));
+    }
 }
 
 impl Cluster {
@@ -62,7 +136,70 @@ impl Cluster {
             .collect();
         let addrs = Arc::new(Mutex::new(nodes.iter().map(|s| s.addr).collect()));
         std::mem::forget(dir);
-        Cluster { nodes, addrs }
+        Cluster {
+            nodes,
+            addrs,
+            auth: None,
+            net: None,
+        }
+    }
+
+    /// Three nodes, each in its own network namespace; clients authenticate.
+    pub fn start_in_netns(net: Netns) -> Cluster {
+        let n = net.n;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("cortex.toml");
+        std::fs::write(
+            &config,
+            "[tokens]\ntester = \"tester-token-0123456789\"\n\
+             [agents.tester]\nadmin = true\npublish = [\"*\"]\nconsume = [\"*\"]\n",
+        )
+        .expect("config");
+        let mut common: Vec<String> = vec![
+            "--cluster-secret".into(),
+            SECRET.into(),
+            "--config".into(),
+            config.display().to_string(),
+        ];
+        for i in 0..n {
+            common.push("--cluster-node".into());
+            common.push(format!("{}={}:7500", i + 1, net.addr(i)));
+        }
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let mut args = common.clone();
+                args.push("--node-id".into());
+                args.push((i + 1).to_string());
+                let (ns, host) = (net.ns(i), net.addr(i));
+                std::thread::spawn(move || {
+                    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                    Server::start_in_netns(&ns, &host, &a)
+                })
+            })
+            .collect();
+        let nodes: Vec<Server> = handles
+            .into_iter()
+            .map(|h| h.join().expect("start"))
+            .collect();
+        let addrs = Arc::new(Mutex::new(nodes.iter().map(|s| s.addr).collect()));
+        std::mem::forget(dir);
+        Cluster {
+            nodes,
+            addrs,
+            auth: Some(["tester", "tester-token-0123456789"]),
+            net: Some(net),
+        }
+    }
+
+    fn connect(&self, i: usize) -> Option<Raw> {
+        let mut r = Raw::try_connect(self.nodes[i].addr)?;
+        if let Some([agent, token]) = self.auth {
+            match r.try_cmd(&["AUTH", agent, token])? {
+                V::Simple(_) => {}
+                other => panic!("AUTH answered {other:?}"),
+            }
+        }
+        Some(r)
     }
 
     pub fn restart(&mut self, i: usize) {
@@ -75,7 +212,7 @@ impl Cluster {
         if !self.nodes[i].running() {
             return None;
         }
-        let mut r = Raw::try_connect(self.nodes[i].addr)?;
+        let mut r = self.connect(i)?;
         let v = r.try_cmd(&["INFO", "replication"])?;
         Some(
             v.s()
@@ -145,7 +282,7 @@ impl Cluster {
     }
 
     pub fn raw(&self, i: usize) -> Raw {
-        Raw::connect(self.nodes[i].addr)
+        self.connect(i).expect("connect")
     }
 }
 
@@ -526,4 +663,156 @@ fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
         .collect();
     assert_eq!(all[0].arr().len(), 2);
     assert!(all[0] == all[1] && all[1] == all[2]);
+}
+
+/// Partitions with network namespaces (root; CI runs as root): the leader's only link is
+/// cut, the majority elects a new leader and takes writes, the old leader does not
+/// acknowledge a write sent to it while cut off; after healing, every acknowledged entry is
+/// on every node once and the unacknowledged one is nowhere.
+#[test]
+fn a_partitioned_leader_stops_acknowledging_and_loses_nothing_after_healing() {
+    let Some(net) = Netns::create(3) else {
+        eprintln!("SKIPPED: network namespaces need root (CI runs as root)");
+        return;
+    };
+    let c = Cluster::start_in_netns(net);
+    let l = c.leader();
+    let mut acked = Vec::new();
+    let mut r = c.raw(l);
+    for k in 0..20 {
+        let p = format!("before-{k}");
+        let V::Bulk(id) = r.cmd(&["XADD", "s", "*", "p", &p]) else {
+            panic!("write before the partition failed")
+        };
+        acked.push((id, p));
+    }
+    let net = c.net.as_ref().expect("netns");
+    net.link(l, false);
+    // A client next to the old leader (in its namespace) sends a write: it must not be
+    // acknowledged (the old leader cannot reach a majority).
+    let ns = net.ns(l);
+    let host = net.addr(l);
+    let port = c.nodes[l].addr.port().to_string();
+    let stale = std::thread::spawn(move || {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "timeout", "20", "redis-cli"])
+            .args(["-h", &host, "-p", &port, "--user", "tester"])
+            .args(["--pass", "tester-token-0123456789", "--no-auth-warning"])
+            .args(["XADD", "s", "*", "p", "stale"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    });
+    // The majority elects a leader of its own and takes writes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let next = loop {
+        let found = (0..3)
+            .filter(|i| *i != l)
+            .find(|i| c.replication(*i).is_some_and(|m| m["role"] == "master"));
+        if let Some(n) = found {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "the majority elected no leader");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut r = c.raw(next);
+    for k in 0..20 {
+        let p = format!("during-{k}");
+        let V::Bulk(id) = r.cmd(&["XADD", "s", "*", "p", &p]) else {
+            panic!("the majority refused a write")
+        };
+        acked.push((id, p));
+    }
+    let stale = stale.join().unwrap();
+    assert!(
+        stale.starts_with("CLUSTERDOWN") || stale.is_empty(),
+        "the cut-off leader answered {stale:?}"
+    );
+    net.link(l, true);
+    c.converge();
+    let m = c.replication(l).unwrap();
+    assert_eq!(
+        m["role"], "slave",
+        "the old leader follows after healing: {m:?}"
+    );
+    check_stream(&c, &acked);
+    let all = c.raw(l).cmd(&["XRANGE", "s", "-", "+"]);
+    assert_eq!(
+        all.arr().len(),
+        acked.len(),
+        "only acknowledged entries exist"
+    );
+    assert!(
+        !all.arr().iter().any(|e| e.arr()[1].arr()[1].s() == "stale"),
+        "the unacknowledged write appeared"
+    );
+}
+
+/// The QUIC client knows every node: when its node dies it moves to a live one, its
+/// subscription resumes there, and publishes with idempotency keys go on.
+#[test]
+fn quic_client_moves_to_a_live_node_and_resumes_its_subscription() {
+    use cortex::client::{Client, ClientOptions, Message, SubscribeOptions};
+    use cortex::quic::tls::{fingerprint_of, Trust, CERT_FILE};
+
+    let mut c = Cluster::start(3, None);
+    let l = c.leader();
+    let mut order: Vec<usize> = vec![l];
+    order.extend((0..3).filter(|i| *i != l));
+    let fingerprints: Vec<String> = (0..3)
+        .map(|i| fingerprint_of(&c.nodes[i].dir.path().join(CERT_FILE)).unwrap())
+        .collect();
+    let opts = ClientOptions {
+        server: c.nodes[l].quic,
+        also: order[1..].iter().map(|i| c.nodes[*i].quic).collect(),
+        server_name: "localhost".into(),
+        agent: "worker".into(),
+        token: String::new(),
+        trust: Trust::Fingerprint(fingerprints.join(",")),
+        connect_timeout: Duration::from_secs(15),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let msg = |n: usize| Message {
+        fields: vec![(b"n".to_vec(), n.to_string().into_bytes())],
+        key: Some(format!("k{n}").into_bytes()),
+        ..Message::default()
+    };
+    let next = |sub: &mut cortex::client::Subscription| {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(20), sub.next())
+                .await
+                .expect("a delivery in time")
+                .expect("subscription open")
+                .expect("delivery")
+        })
+    };
+    let client = rt.block_on(Client::connect(opts)).expect("connect");
+    let mut sub = rt
+        .block_on(client.subscribe(SubscribeOptions::new("jobs")))
+        .expect("subscribe");
+    for n in 0..3 {
+        rt.block_on(client.publish("jobs", msg(n)))
+            .expect("publish");
+        let d = next(&mut sub);
+        assert_eq!(d.fields[0].1, n.to_string().into_bytes());
+        rt.block_on(d.ack()).expect("ack");
+    }
+    c.nodes[l].kill();
+    // The client reconnects to another node on its own; the publish retries with its key.
+    for n in 3..6 {
+        rt.block_on(client.publish("jobs", msg(n)))
+            .expect("publish after the kill");
+        let d = next(&mut sub);
+        assert_eq!(d.fields[0].1, n.to_string().into_bytes());
+        rt.block_on(d.ack()).expect("ack after the kill");
+    }
+    c.restart(l);
+    c.converge();
+    let all = c.raw(l).cmd(&["XRANGE", "jobs", "-", "+"]);
+    assert_eq!(all.arr().len(), 6, "each message once: {all:?}");
+    let pending = c.raw(order[1]).cmd(&["XPENDING", "jobs", "worker"]);
+    assert_eq!(pending.arr()[0].int(), 0);
 }

@@ -15,6 +15,7 @@ const T: Duration = Duration::from_secs(10);
 fn opts(s: &Server, agent: &str, token: &str) -> ClientOptions {
     ClientOptions {
         server: s.quic,
+        also: Vec::new(),
         server_name: "localhost".into(),
         agent: agent.into(),
         token: token.into(),

@@ -17,6 +17,10 @@ pub struct Server {
     /// The data directory (`dir`, unless started on another one).
     data: std::path::PathBuf,
     extra: Vec<String>,
+    /// Where the fronts bind (127.0.0.1, or a namespace's address).
+    host: String,
+    /// A command the binary runs under (`ip netns exec NS`), or nothing.
+    wrapper: Vec<String>,
 }
 
 impl Server {
@@ -36,8 +40,27 @@ impl Server {
     }
 
     fn launch(dir: tempfile::TempDir, data: std::path::PathBuf, extra: &[&str]) -> Server {
+        Server::launch_as(dir, data, extra, "127.0.0.1", Vec::new())
+    }
+
+    /// A server inside network namespace `ns`, its fronts bound to `host` (which needs
+    /// tokens in its config: it is not loopback).
+    pub fn start_in_netns(ns: &str, host: &str, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().to_path_buf();
+        let wrapper = ["ip", "netns", "exec", ns].map(String::from).to_vec();
+        Server::launch_as(dir, data, extra, host, wrapper)
+    }
+
+    fn launch_as(
+        dir: tempfile::TempDir,
+        data: std::path::PathBuf,
+        extra: &[&str],
+        host: &str,
+        wrapper: Vec<String>,
+    ) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, quic, http) = spawn(&data, &extra, None);
+        let (child, addr, quic, http) = spawn(&data, &extra, None, host, &wrapper);
         Server {
             child: Some(child),
             addr,
@@ -46,6 +69,8 @@ impl Server {
             dir,
             data,
             extra,
+            host: host.to_string(),
+            wrapper,
         }
     }
 
@@ -55,7 +80,13 @@ impl Server {
             c.kill().expect("kill");
             c.wait().expect("wait");
         }
-        let (child, addr, _, _) = spawn(&self.data, &self.extra, Some((self.quic, self.http)));
+        let (child, addr, _, _) = spawn(
+            &self.data,
+            &self.extra,
+            Some((self.quic, self.http)),
+            &self.host,
+            &self.wrapper,
+        );
         self.child = Some(child);
         self.addr = addr;
     }
@@ -101,7 +132,13 @@ impl Server {
     }
 
     pub fn restart(&mut self) {
-        let (child, addr, _, _) = spawn(&self.data, &self.extra, Some((self.quic, self.http)));
+        let (child, addr, _, _) = spawn(
+            &self.data,
+            &self.extra,
+            Some((self.quic, self.http)),
+            &self.host,
+            &self.wrapper,
+        );
         self.child = Some(child);
         self.addr = addr;
     }
@@ -175,17 +212,27 @@ fn spawn(
     dir: &std::path::Path,
     extra: &[String],
     keep: Option<(SocketAddr, SocketAddr)>,
+    host: &str,
+    wrapper: &[String],
 ) -> (Child, SocketAddr, SocketAddr, SocketAddr) {
-    let (quic_arg, http_arg) = keep.map_or(
-        ("127.0.0.1:0".to_string(), "127.0.0.1:0".to_string()),
-        |(q, h)| (q.to_string(), h.to_string()),
-    );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cortex"))
+    let (quic_arg, http_arg) = keep.map_or((format!("{host}:0"), format!("{host}:0")), |(q, h)| {
+        (q.to_string(), h.to_string())
+    });
+    let bin = env!("CARGO_BIN_EXE_cortex");
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
         .arg("serve")
         .arg("--data-dir")
         .arg(dir)
         .arg("--resp")
-        .arg("127.0.0.1:0")
+        .arg(format!("{host}:0"))
         .arg("--quic")
         .arg(quic_arg)
         .arg("--http")
