@@ -82,6 +82,27 @@ struct Inner {
     db: Database,
     log: Keyspace,
     meta: Keyspace,
+    /// Appends written but not yet fsynced, waiting for the flusher.
+    flush: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+/// The flusher: one fsync for every append written since the last one (group commit of
+/// the log), then each append's callback, in order. Appends never wait for a disk while
+/// holding up openraft's core.
+fn flusher(db: Database, rx: std::sync::mpsc::Receiver<LogFlushed<TypeConfig>>) {
+    while let Ok(first) = rx.recv() {
+        let mut waiting = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            waiting.push(more);
+        }
+        let r = db.persist(PersistMode::SyncData);
+        for cb in waiting {
+            cb.log_io_completed(match &r {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            });
+        }
+    }
 }
 
 impl LogStore {
@@ -97,8 +118,19 @@ impl LogStore {
         let meta = db
             .keyspace("meta", KeyspaceCreateOptions::default)
             .map_err(|e| e.to_string())?;
+        let (flush, rx) = std::sync::mpsc::channel();
+        let d = db.clone();
+        std::thread::Builder::new()
+            .name("cortex-raft-log".into())
+            .spawn(move || flusher(d, rx))
+            .map_err(|e| format!("cannot start the log flusher: {e}"))?;
         Ok(LogStore {
-            inner: Arc::new(Inner { db, log, meta }),
+            inner: Arc::new(Inner {
+                db,
+                log,
+                meta,
+                flush,
+            }),
         })
     }
 
@@ -219,21 +251,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for e in entries {
             b.insert(&self.inner.log, e.log_id.index.to_be_bytes(), encode(&e));
         }
-        // One batch, one fsync: openraft hears "durable" only after it.
-        let store = self.clone();
-        let r = tokio::task::spawn_blocking(move || store.commit(b, true))
-            .await
-            .map_err(write_err)?;
-        match r {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
-                Err(e)
-            }
-        }
+        // Written (to the OS) now, as one batch; openraft hears "durable" from the flusher,
+        // after the fsync that covers it.
+        self.commit(b, false)?;
+        self.inner
+            .flush
+            .send(callback)
+            .map_err(|_| write_err("the log flusher stopped"))
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<()> {

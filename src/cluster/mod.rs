@@ -50,7 +50,8 @@ pub type Raft = openraft::Raft<TypeConfig>;
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LogBatch {
     /// `cortex_storage::encode_batch`: the leader's `now_ms` and the ops, in an envelope
-    /// with its own CRC.
+    /// with its own CRC. (Bytes, not a sequence of `u8`: encoded and decoded in one copy.)
+    #[serde(with = "serde_bytes")]
     pub ops: Vec<u8>,
     /// Who submitted the ops, run by run, in order.
     pub origins: Vec<Origin>,

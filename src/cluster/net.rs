@@ -327,7 +327,7 @@ impl Net {
         ops: &[cortex_storage::Op],
         origins: &[Origin],
     ) -> Result<(), String> {
-        let batch = cortex_storage::encode_batch(ops, 0);
+        let batch = serde_bytes::ByteBuf::from(cortex_storage::encode_batch(ops, 0));
         let r: Result<(), String> = self
             .call(leader, FORWARD, &(batch, origins.to_vec()), FORWARD_TIMEOUT)
             .await
@@ -476,7 +476,7 @@ async fn serve_call(
             enc(&raft.vote(req).await)?
         }
         FORWARD => {
-            let (batch, origins): (Vec<u8>, Vec<Origin>) = dec(&payload)?;
+            let (batch, origins): (serde_bytes::ByteBuf, Vec<Origin>) = dec(&payload)?;
             let r = match cortex_storage::decode_batch(&batch) {
                 Ok((_, ops)) => broker.submit_forwarded(ops, origins).await,
                 Err(e) => Err(format!("bad forwarded batch: {e}")),

@@ -27,6 +27,10 @@ use crate::broker::Broker;
 
 type Result<T> = std::result::Result<T, StorageError<u64>>;
 
+/// Entries with at most this many ops in all are applied on the state machine's task;
+/// more go to the blocking pool, so the runtime thread is never held long.
+const INLINE_APPLY_OPS: usize = 256;
+
 /// A snapshot: a directory holding a complete store.
 #[derive(Debug)]
 pub struct SnapshotDir {
@@ -325,10 +329,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let n = work.len();
         let broker = self.broker.clone();
-        tokio::task::spawn_blocking(move || broker.apply_logged(work))
-            .await
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let ops: usize = work.iter().map(|w| w.ops.len()).sum();
+        if ops <= INLINE_APPLY_OPS {
+            // Small: applied right here; a hop to the blocking pool costs more than this.
+            broker
+                .apply_logged(work)
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        } else {
+            tokio::task::spawn_blocking(move || broker.apply_logged(work))
+                .await
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?
+                .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        }
         Ok(vec![(); n])
     }
 

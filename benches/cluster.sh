@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Replicated durable publish against the single node, side by side in one run, on loopback
+# (release build, every node fsyncs its log). Rows: 1 publisher (latency), 16 publishers
+# batching 10 (throughput), each on the single node, the cluster's leader and a follower
+# (which forwards to the leader). Usage: benches/cluster.sh [DURATION=8]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bin cortex >/dev/null 2>&1 || cargo build --release --bin cortex
+B=$PWD/target/release/cortex
+DUR=${DURATION:-8}
+W=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+export CORTEX_CLUSTER_SECRET=bench-cluster-secret-0123456789
+start() { # name quic resp http [cluster args...]
+    local n=$1 q=$2 r=$3 h=$4; shift 4
+    RUST_LOG=error setsid "$B" serve --data-dir "$W/$n" --quic 127.0.0.1:$q --resp 127.0.0.1:$r --http 127.0.0.1:$h "$@" >"$W/$n.log" 2>&1 &
+    PIDS+=($!)
+}
+ready() { for _ in $(seq 200); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return; sleep 0.05; done; echo "node on $1 not ready" >&2; exit 1; }
+bench() { # name quic datadir publishers batch
+    "$B" bench publish --server 127.0.0.1:$2 --data-dir "$W/$3" --duration "$DUR" --publishers "$4" --batch "$5" --json |
+        python3 -c "import json,sys; r=json.load(sys.stdin); print('%-34s %10.0f %8d %8d %8d' % ('$1', r['ops_per_s'], r['p50_us'], r['p99_us'], r['p999_us']))"
+}
+printf '%-34s %10s %8s %8s %8s\n' "row" "msg/s" "p50 us" "p99 us" "p99.9 us"
+start single 7461 6461 7471
+ready 7471
+bench "single node, 1 publisher" 7461 single 1 1
+bench "single node, 16 publishers x10" 7461 single 16 10
+kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
+N=(--cluster-node 1=127.0.0.1:7551 --cluster-node 2=127.0.0.1:7552 --cluster-node 3=127.0.0.1:7553)
+for i in 1 2 3; do start n$i 746$((i + 1)) 646$((i + 1)) 747$((i + 1)) --node-id $i "${N[@]}"; done
+for i in 1 2 3; do ready 747$((i + 1)); done
+L=; for _ in $(seq 100); do
+    for i in 1 2 3; do redis-cli -p 646$((i + 1)) INFO replication 2>/dev/null | grep -q role:master && L=$i; done
+    [ -n "$L" ] && break; sleep 0.05
+done
+F=$((L % 3 + 1))
+bench "cluster leader, 1 publisher" 746$((L + 1)) n$L 1 1
+bench "cluster leader, 16 publishers x10" 746$((L + 1)) n$L 16 10
+bench "cluster follower, 1 publisher" 746$((F + 1)) n$F 1 1
+bench "cluster follower, 16 publishers x10" 746$((F + 1)) n$F 16 10
