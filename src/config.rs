@@ -116,6 +116,8 @@ pub struct ClusterFile {
     pub snapshot_logs: Option<u64>,
     /// Log entries kept behind a snapshot.
     pub logs_kept: Option<u64>,
+    /// Join an existing cluster instead of forming one.
+    pub join: Option<bool>,
 }
 
 /// The config file. Every field is optional; flags win over the file.
@@ -257,6 +259,10 @@ pub struct ServeFlags {
     /// The cluster's shared secret (at least 16 bytes)
     #[arg(long, env = "CORTEX_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Join an existing cluster (`cortex cluster add` on it) instead of forming one from
+    /// the node list
+    #[arg(long)]
+    pub join: bool,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -479,6 +485,7 @@ fn cluster_config(
         election_max_ms: file.election_timeout_max_ms.unwrap_or(400),
         snapshot_logs: file.snapshot_logs.unwrap_or(10_000),
         logs_kept: file.logs_kept.unwrap_or(1_000),
+        join: flags.join || file.join.unwrap_or(false),
     };
     if c.heartbeat_ms == 0
         || c.election_min_ms <= 2 * c.heartbeat_ms

@@ -35,6 +35,8 @@ enum Cmd {
     Bench(cortex::cli::bench::BenchArgs),
     /// Copy a running broker's data as of one commit into DIR (admin).
     Backup(cortex::cli::BackupArgs),
+    /// Inspect the cluster, add or remove a voter (admin).
+    Cluster(cortex::cli::ClusterArgs),
     /// Check a stopped broker's data offline: every record's CRC and the indexes.
     Verify(cortex::cli::VerifyArgs),
 }
@@ -80,6 +82,7 @@ fn main() {
         Cmd::Stat(a) => client(cortex::cli::stat(a)),
         Cmd::Bench(a) => client(cortex::cli::bench::run(a)),
         Cmd::Backup(a) => client(cortex::cli::backup(a)),
+        Cmd::Cluster(a) => client(cortex::cli::cluster(a)),
         Cmd::Verify(a) => {
             if let Err(e) = cortex::cli::verify(a) {
                 eprintln!("cortex: {}", e.message);

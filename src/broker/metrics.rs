@@ -253,6 +253,8 @@ pub struct Overview {
     pub commits: u64,
     /// Ops applied since start.
     pub ops: u64,
+    /// The cluster as this node sees it (`None`: a single node).
+    pub cluster: Option<crate::cluster::Status>,
 }
 
 impl Overview {
@@ -292,6 +294,11 @@ struct GroupLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -537,6 +544,47 @@ pub(crate) fn render(
         Unit::Seconds,
         gauge(o.uptime_s),
     );
+    if let Some(c) = &o.cluster {
+        let leads = c.leader == Some(c.id) && c.state == "Leader";
+        reg.register(
+            "cluster_leader",
+            "1 on the cluster's leader, 0 elsewhere",
+            gauge(u64::from(leads)),
+        );
+        reg.register(
+            "cluster_has_leader",
+            "1 while this node knows a leader (writes can be taken)",
+            gauge(u64::from(c.leader.is_some())),
+        );
+        reg.register("cluster_term", "The current Raft term", gauge(c.term));
+        reg.register(
+            "cluster_voters",
+            "Voters in the membership",
+            gauge(c.voters.len() as u64),
+        );
+        reg.register(
+            "cluster_last_log_index",
+            "Last Raft log index on this node",
+            gauge(c.last_log_index),
+        );
+        reg.register(
+            "cluster_applied_index",
+            "Last log index applied to this node's store",
+            gauge(c.applied_index),
+        );
+        let lag: Gauges<NodeLabel> = Family::default();
+        for (id, _, behind) in c.followers.iter().flatten() {
+            lag.get_or_create(&NodeLabel {
+                node: id.to_string(),
+            })
+            .set((*behind).min(i64::MAX as u64) as i64);
+        }
+        reg.register(
+            "cluster_follower_lag",
+            "On the leader: log entries each follower has not yet acknowledged",
+            lag,
+        );
+    }
     let info: Gauges<VersionLabel> = Family::default();
     info.get_or_create(&VersionLabel {
         version: env!("CARGO_PKG_VERSION").into(),

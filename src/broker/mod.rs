@@ -307,6 +307,27 @@ impl Broker {
         self.set_deadline(deadline);
     }
 
+    /// `cortex cluster`: the node's view of the cluster as JSON, after a membership change
+    /// when one is given (admin).
+    pub async fn cluster_admin(
+        &self,
+        who: &Principal,
+        change: Option<cluster::Membership>,
+    ) -> Result<Result<String, String>, BrokerError> {
+        who.authorize_admin().map_err(BrokerError::NoPermission)?;
+        let Some(node) = self.cluster() else {
+            return Ok(Err(
+                "this broker is a single node ([cluster] is not configured)".into(),
+            ));
+        };
+        if let Some(change) = change {
+            if let Err(e) = node.change_membership(change).await {
+                return Ok(Err(e));
+            }
+        }
+        Ok(serde_json::to_string_pretty(&node.status()).map_err(|e| e.to_string()))
+    }
+
     /// This node's cluster side, when `[cluster]` is configured.
     pub fn cluster(&self) -> Option<&Arc<cluster::Node>> {
         self.inner.cluster.get()
@@ -395,6 +416,7 @@ impl Broker {
         let streams = self.streams();
         let s = &self.inner.stats;
         metrics::Overview {
+            cluster: self.cluster().map(|n| n.status()),
             now_ms: self.now_ms(),
             uptime_s: self.now_ms().saturating_sub(self.inner.started_ms) / 1000,
             dlqs: metrics::Overview::dlqs_of(&streams),
@@ -757,7 +779,7 @@ impl Broker {
         }
         tokio::spawn(net.clone().serve(raft.clone(), self.clone(), dirs));
         println!("cortex: cluster listening on {local}");
-        if !raft.is_initialized().await.map_err(|e| e.to_string())? {
+        if !cc.join && !raft.is_initialized().await.map_err(|e| e.to_string())? {
             let members: std::collections::BTreeMap<u64, openraft::BasicNode> = cc
                 .nodes
                 .iter()

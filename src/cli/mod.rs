@@ -569,6 +569,51 @@ pub async fn dlq(a: DlqArgs) -> Result<(), Exit> {
     Ok(())
 }
 
+/// `cortex cluster`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub action: ClusterAction,
+    #[command(flatten)]
+    pub conn: ConnFlags,
+}
+
+/// What `cortex cluster` does.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum ClusterAction {
+    /// The node's view: role, leader, term, members, each follower's lag.
+    Status,
+    /// Add a voter (start it first with --join): it catches up, then joins the quorum.
+    Add {
+        /// Its node ID.
+        id: u64,
+        /// Its cluster address (host:port).
+        addr: String,
+    },
+    /// Remove a voter (a dead node, or one being replaced).
+    Remove {
+        /// Its node ID.
+        id: u64,
+    },
+}
+
+/// Runs `cortex cluster` (admin): prints the node's view as JSON, after the change.
+pub async fn cluster(a: ClusterArgs) -> Result<(), Exit> {
+    let change = match a.action {
+        ClusterAction::Status => None,
+        ClusterAction::Add { id, addr } => Some(crate::wire::ClusterChange::Add { id, addr }),
+        ClusterAction::Remove { id } => Some(crate::wire::ClusterChange::Remove { id }),
+    };
+    let c = a.conn.connect("cli").await?;
+    match c.admin(AdminRequest::Cluster { change }).await? {
+        AdminAnswer::Cluster(json) => {
+            println!("{json}");
+            Ok(())
+        }
+        other => Err(usage(format!("unexpected answer {other:?}"))),
+    }
+}
+
 /// `cortex stat`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct StatArgs {

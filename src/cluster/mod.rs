@@ -129,6 +129,8 @@ pub struct ClusterConfig {
     pub snapshot_logs: u64,
     /// Log entries kept behind a snapshot (a follower further behind gets the snapshot).
     pub logs_kept: u64,
+    /// Never form a cluster from the node list: wait to be added to an existing one.
+    pub join: bool,
 }
 
 type Waiter = oneshot::Sender<Result<Replies, BrokerError>>;
@@ -394,6 +396,69 @@ impl Node {
             followers,
             millis_since_quorum_ack: m.millis_since_quorum_ack,
         }
+    }
+}
+
+/// A membership change (`cortex cluster add|remove`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Membership {
+    /// Add a voter: it catches up as a learner first, then joins the quorum.
+    Add {
+        /// Node ID.
+        id: u64,
+        /// Its cluster address.
+        addr: SocketAddr,
+    },
+    /// Remove a voter.
+    Remove {
+        /// Node ID.
+        id: u64,
+    },
+}
+
+impl Node {
+    /// Changes the membership on the leader (forwarded there from a follower). Adding waits
+    /// until the new node caught up; one change at a time, as Raft's joint consensus does.
+    pub async fn change_membership(&self, change: Membership) -> Result<(), String> {
+        let Some(leader) = self.wait_leader().await else {
+            return Err("no cluster leader".into());
+        };
+        if leader != self.id {
+            return self.net.membership(leader, &change).await;
+        }
+        let mut voters: std::collections::BTreeSet<u64> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .voter_ids()
+            .collect();
+        match change {
+            Membership::Add { id, addr } => {
+                if id == 0 {
+                    return Err("node IDs start at 1".into());
+                }
+                self.net.set_addr(id, addr);
+                self.raft
+                    .add_learner(id, BasicNode::new(addr.to_string()), true)
+                    .await
+                    .map_err(|e| format!("adding node {id} as a learner: {e}"))?;
+                voters.insert(id);
+            }
+            Membership::Remove { id } => {
+                if !voters.remove(&id) {
+                    return Err(format!("node {id} is not a voter"));
+                }
+                if voters.is_empty() {
+                    return Err("cannot remove the last voter".into());
+                }
+            }
+        }
+        self.raft
+            .change_membership(voters, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("changing the membership: {e}"))
     }
 }
 

@@ -45,6 +45,7 @@ const VOTE: u8 = 2;
 const SNAPSHOT: u8 = 3;
 const FORWARD: u8 = 4;
 const STATUS: u8 = 5;
+const MEMBERSHIP: u8 = 6;
 
 fn cfg() -> impl bincode::config::Config {
     bincode::config::standard()
@@ -335,6 +336,15 @@ impl Net {
         r
     }
 
+    /// Asks the leader to change the membership.
+    pub async fn membership(&self, leader: u64, change: &super::Membership) -> Result<(), String> {
+        let r: Result<(), String> = self
+            .call(leader, MEMBERSHIP, change, Duration::from_secs(120))
+            .await
+            .map_err(|e| e.to_string())?;
+        r
+    }
+
     /// Asks a node for its view of the cluster.
     pub async fn status_of(&self, target: u64) -> Result<super::Status, String> {
         self.call(target, STATUS, &(), Duration::from_secs(2))
@@ -480,6 +490,14 @@ async fn serve_call(
             let r = match cortex_storage::decode_batch(&batch) {
                 Ok((_, ops)) => broker.submit_forwarded(ops, origins).await,
                 Err(e) => Err(format!("bad forwarded batch: {e}")),
+            };
+            enc(&r)?
+        }
+        MEMBERSHIP => {
+            let change: super::Membership = dec(&payload)?;
+            let r = match broker.cluster() {
+                Some(node) => node.change_membership(change).await,
+                None => Err("not in a cluster".into()),
             };
             enc(&r)?
         }

@@ -21,7 +21,8 @@ use crate::broker::reqrep::ReqError;
 use crate::broker::{Broker, Principal, Right};
 use crate::config::Config;
 use crate::wire::{
-    self, AdminAnswer, AdminRequest, ErrorCode, Frame, GroupStat, Limits, StreamStat, PROTOCOL,
+    self, AdminAnswer, AdminRequest, ClusterChange, ErrorCode, Frame, GroupStat, Limits,
+    StreamStat, PROTOCOL,
 };
 
 /// Time a new connection has to authenticate.
@@ -684,6 +685,31 @@ async fn admin(broker: &Broker, who: &Principal, a: AdminRequest) -> Frame {
             },
             Err(e) => broker_error(&e),
         },
+        AdminRequest::Cluster { change } => {
+            let change = match change {
+                None => None,
+                Some(ClusterChange::Remove { id }) => {
+                    Some(crate::cluster::Membership::Remove { id })
+                }
+                Some(ClusterChange::Add { id, addr }) => match addr.parse() {
+                    Ok(addr) => Some(crate::cluster::Membership::Add { id, addr }),
+                    Err(_) => {
+                        return Frame::Error {
+                            code: ErrorCode::InvalidArgument,
+                            message: format!("bad cluster address {addr:?} (expected host:port)"),
+                        }
+                    }
+                },
+            };
+            match broker.cluster_admin(who, change).await {
+                Ok(Ok(json)) => Frame::AdminAnswer(AdminAnswer::Cluster(json)),
+                Ok(Err(e)) => Frame::Error {
+                    code: ErrorCode::InvalidArgument,
+                    message: e,
+                },
+                Err(e) => broker_error(&e),
+            }
+        }
         AdminRequest::DlqPurge(s) => match dlq_select(s) {
             Ok((dlq, filter, limit)) => {
                 count_answer(broker, who, Op::DlqPurge { dlq, filter, limit }).await

@@ -218,6 +218,30 @@ pub enum AdminRequest {
         /// Target directory (absent or empty).
         dir: String,
     },
+    /// The cluster as the node sees it; with a change, the membership is changed first (on
+    /// the leader, forwarded there when needed; admin). Answered with
+    /// [`AdminAnswer::Cluster`].
+    Cluster {
+        /// A membership change, or none to only read.
+        change: Option<ClusterChange>,
+    },
+}
+
+/// A membership change.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum ClusterChange {
+    /// Adds a voter: it first catches up as a learner, then joins the quorum.
+    Add {
+        /// Node ID.
+        id: u64,
+        /// Its cluster address (`host:port`).
+        addr: String,
+    },
+    /// Removes a voter (a dead node, or one being replaced).
+    Remove {
+        /// Node ID.
+        id: u64,
+    },
 }
 
 /// A group in [`StreamStat`].
@@ -297,6 +321,8 @@ pub enum AdminAnswer {
         /// Bytes of keys and values.
         bytes: u64,
     },
+    /// Cluster: the node's view as JSON (`cortex cluster status` prints it).
+    Cluster(String),
 }
 
 /// A frame. The tag (variant index) is its type on the wire.
@@ -602,6 +628,10 @@ impl Frame {
                     count("dead letters", s.count as usize, l.range_count)
                 }
                 AdminRequest::Backup { dir } => count("directory bytes", dir.len(), 4096),
+                AdminRequest::Cluster {
+                    change: Some(ClusterChange::Add { addr, .. }),
+                } => count("address bytes", addr.len(), 256),
+                AdminRequest::Cluster { .. } => Ok(()),
             },
             _ => Ok(()),
         }

@@ -816,3 +816,107 @@ fn quic_client_moves_to_a_live_node_and_resumes_its_subscription() {
     let pending = c.raw(order[1]).cmd(&["XPENDING", "jobs", "worker"]);
     assert_eq!(pending.arr()[0].int(), 0);
 }
+
+/// `cortex cluster add|remove|status`: a fourth node started with `--join` is added through
+/// a follower (forwarded to the leader), catches up and votes; a node removed from the
+/// membership can then die without the cluster noticing.
+#[test]
+fn membership_changes_replace_a_node() {
+    let mut c = Cluster::start(3, None);
+    let l = c.leader();
+    let mut r = c.raw(l);
+    for k in 0..50 {
+        assert!(matches!(
+            r.cmd(&["XADD", "s", "*", "k", &k.to_string()]),
+            V::Bulk(_)
+        ));
+    }
+    let port = free_udp_ports(1)[0];
+    let own = format!("4=127.0.0.1:{port}");
+    let new = Server::start(&[
+        "--node-id",
+        "4",
+        "--cluster-node",
+        &own,
+        "--cluster-secret",
+        SECRET,
+        "--join",
+    ]);
+    let cli = |node: &Server, args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
+            .arg("cluster")
+            .args(args)
+            .arg("--server")
+            .arg(node.quic.to_string())
+            .arg("--data-dir")
+            .arg(node.dir.path())
+            .output()
+            .expect("cortex cluster");
+        assert!(
+            out.status.success(),
+            "cortex cluster {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let follower = (l + 1) % 3;
+    let addr = format!("127.0.0.1:{port}");
+    let st = cli(&c.nodes[follower], &["add", "4", &addr]);
+    assert_eq!(st["voters"], serde_json::json!([1, 2, 3, 4]), "{st}");
+    // The new node holds everything, then takes part in commits.
+    assert!(matches!(
+        c.raw(l).cmd(&["XADD", "s", "*", "k", "after"]),
+        V::Bulk(_)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let n = Raw::connect(new.addr).cmd(&["XLEN", "s"]);
+        if n == V::Int(51) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 did not catch up: {n:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Replace the old leader: remove it from the membership, then stop it.
+    let gone = (l + 1) as u64;
+    let st = cli(&c.nodes[follower], &["remove", &gone.to_string()]);
+    let voters: Vec<u64> = serde_json::from_value(st["voters"].clone()).unwrap();
+    assert!(!voters.contains(&gone) && voters.len() == 3, "{st}");
+    c.nodes[l].kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let role_of_new = || {
+        Raw::connect(new.addr)
+            .cmd(&["INFO", "replication"])
+            .s()
+            .contains("role:master")
+    };
+    let leader = loop {
+        let found = (0..3)
+            .filter(|i| *i != l)
+            .find(|i| c.replication(*i).is_some_and(|m| m["role"] == "master"))
+            .map(|i| c.nodes[i].addr);
+        if let Some(a) = found.or_else(|| role_of_new().then_some(new.addr)) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "no leader after the removal");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(matches!(
+        Raw::connect(leader).cmd(&["XADD", "s", "*", "k", "end"]),
+        V::Bulk(_)
+    ));
+    let st = cli(&new, &["status"]);
+    assert_eq!(st["voters"].as_array().map(Vec::len), Some(3), "{st}");
+    // /metrics shows the cluster; /readyz is ready with a leader.
+    let (code, metrics) = crate::http::http(new.http, "GET", "/metrics", None, None);
+    assert_eq!(code, 200);
+    assert_eq!(crate::http::sample(&metrics, "cortex_cluster_voters"), 3.0);
+    assert_eq!(
+        crate::http::sample(&metrics, "cortex_cluster_has_leader"),
+        1.0
+    );
+    assert_eq!(
+        crate::http::http(new.http, "GET", "/readyz", None, None).0,
+        200
+    );
+}

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::support::*;
 
 /// One HTTP/1.1 request on its own connection; returns the status and the body.
-fn http(
+pub fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -43,7 +43,7 @@ fn call(addr: SocketAddr, method: &str, path: &str, body: Option<Value>) -> Valu
 }
 
 /// The value of one sample line of a Prometheus exposition.
-fn sample(text: &str, series: &str) -> f64 {
+pub fn sample(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
