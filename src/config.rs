@@ -598,6 +598,60 @@ mod tests {
     }
 
     #[test]
+    fn cluster_from_flags_and_file() {
+        let nodes = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let flags = ServeFlags {
+            node_id: Some(2),
+            cluster_nodes: nodes(&["1=10.0.0.1:7500", "2=10.0.0.2:7500", "3=10.0.0.3:7500"]),
+            cluster_secret: Some("0123456789abcdef".into()),
+            ..ServeFlags::default()
+        };
+        let c = Config::build(FileConfig::default(), &flags).unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!((cl.node_id, cl.listen), (2, addr("10.0.0.2:7500")));
+        assert_eq!(cl.nodes.len(), 3);
+        assert!(!cl.join);
+        // No [cluster] and no flags: a single node.
+        assert!(Config::build(FileConfig::default(), &ServeFlags::default())
+            .unwrap()
+            .cluster
+            .is_none());
+        let err = |f: ServeFlags| Config::build(FileConfig::default(), &f).unwrap_err();
+        let e = err(ServeFlags {
+            cluster_secret: None,
+            ..flags.clone()
+        });
+        assert!(e.contains("shared secret"), "{e}");
+        let e = err(ServeFlags {
+            cluster_secret: Some("short".into()),
+            ..flags.clone()
+        });
+        assert!(e.contains("16 bytes"), "{e}");
+        let e = err(ServeFlags {
+            node_id: Some(4),
+            ..flags.clone()
+        });
+        assert!(e.contains("not in the cluster's node list"), "{e}");
+        let e = err(ServeFlags {
+            cluster_nodes: nodes(&["1:10.0.0.1:7500"]),
+            ..flags.clone()
+        });
+        assert!(e.contains("ID=ADDR"), "{e}");
+        // The file's table, with timing; flags for the ID.
+        let file: FileConfig = toml::from_str(
+            "[cluster]\nsecret = \"0123456789abcdef\"\nelection_timeout_min_ms = 500\n\
+             election_timeout_max_ms = 900\n[[cluster.nodes]]\nid = 1\naddr = \"10.0.0.1:7500\"\n",
+        )
+        .unwrap();
+        let f = ServeFlags {
+            node_id: Some(1),
+            ..ServeFlags::default()
+        };
+        let cl = Config::build(file, &f).unwrap().cluster.unwrap();
+        assert_eq!((cl.election_min_ms, cl.election_max_ms), (500, 900));
+    }
+
+    #[test]
     fn public_bind_needs_tokens() {
         let flags = ServeFlags {
             resp: Some(addr("0.0.0.0:6380")),

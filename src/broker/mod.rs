@@ -215,6 +215,18 @@ impl Broker {
             root: config.data_dir.join("cluster"),
         };
         let (store_dir, store_cfg) = if config.cluster.is_some() {
+            // Every node must start from the same (empty) state: a single node's store in
+            // the data dir would silently diverge from the others.
+            if config.data_dir.join("version").exists()
+                || config.data_dir.join("keyspaces").exists()
+            {
+                return Err(format!(
+                    "{} holds a single node's store; a cluster node starts from an empty data \
+                     directory (re-publish what must be kept, from `cortex replay`'s output, \
+                     or keep this directory for the single node)",
+                    config.data_dir.display()
+                ));
+            }
             std::fs::create_dir_all(&dirs.root)
                 .map_err(|e| format!("cannot create {}: {e}", dirs.root.display()))?;
             dirs.clean()?;
