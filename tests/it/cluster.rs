@@ -30,6 +30,8 @@ pub struct Cluster {
     /// `AUTH` arguments, when the nodes need them (bound to non-loopback addresses).
     auth: Option<[&'static str; 2]>,
     net: Option<Netns>,
+    /// Holds the config file the nodes read at every (re)start.
+    _dir: tempfile::TempDir,
 }
 
 /// Three network namespaces on one bridge (root needed): node `i` at `10.213.X.(i+1)`,
@@ -103,6 +105,33 @@ impl Drop for Netns {
     }
 }
 
+type Addrs = Arc<Mutex<Vec<SocketAddr>>>;
+
+/// Starts `n` nodes together (each waits for its peers on its own), node `i` with
+/// `common` plus `--node-id i+1`.
+fn launch(
+    n: usize,
+    common: Vec<String>,
+    start: impl Fn(usize, Vec<String>) -> Server + Send + Sync + 'static,
+) -> (Vec<Server>, Addrs) {
+    let start = Arc::new(start);
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let mut args = common.clone();
+            args.push("--node-id".into());
+            args.push((i + 1).to_string());
+            let start = start.clone();
+            std::thread::spawn(move || start(i, args))
+        })
+        .collect();
+    let nodes: Vec<Server> = handles
+        .into_iter()
+        .map(|h| h.join().expect("start"))
+        .collect();
+    let addrs = Arc::new(Mutex::new(nodes.iter().map(|s| s.addr).collect()));
+    (nodes, addrs)
+}
+
 impl Cluster {
     pub fn start(n: usize, config: Option<&str>) -> Cluster {
         let ports = free_udp_ports(n);
@@ -119,28 +148,16 @@ impl Cluster {
             common.push(path.display().to_string());
         }
         // Started together: each waits for its peers on its own.
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let mut args = common.clone();
-                args.push("--node-id".into());
-                args.push((i + 1).to_string());
-                std::thread::spawn(move || {
-                    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                    Server::start(&a)
-                })
-            })
-            .collect();
-        let nodes: Vec<Server> = handles
-            .into_iter()
-            .map(|h| h.join().expect("start"))
-            .collect();
-        let addrs = Arc::new(Mutex::new(nodes.iter().map(|s| s.addr).collect()));
-        std::mem::forget(dir);
+        let (nodes, addrs) = launch(n, common, |_, args| {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            Server::start(&a)
+        });
         Cluster {
             nodes,
             addrs,
             auth: None,
             net: None,
+            _dir: dir,
         }
     }
 
@@ -165,29 +182,18 @@ impl Cluster {
             common.push("--cluster-node".into());
             common.push(format!("{}={}:7500", i + 1, net.addr(i)));
         }
-        let handles: Vec<_> = (0..n)
-            .map(|i| {
-                let mut args = common.clone();
-                args.push("--node-id".into());
-                args.push((i + 1).to_string());
-                let (ns, host) = (net.ns(i), net.addr(i));
-                std::thread::spawn(move || {
-                    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                    Server::start_in_netns(&ns, &host, &a)
-                })
-            })
-            .collect();
-        let nodes: Vec<Server> = handles
-            .into_iter()
-            .map(|h| h.join().expect("start"))
-            .collect();
-        let addrs = Arc::new(Mutex::new(nodes.iter().map(|s| s.addr).collect()));
-        std::mem::forget(dir);
+        let (ns, hosts): (Vec<String>, Vec<String>) =
+            (0..n).map(|i| (net.ns(i), net.addr(i))).unzip();
+        let (nodes, addrs) = launch(n, common, move |i, args| {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            Server::start_in_netns(&ns[i], &hosts[i], &a)
+        });
         Cluster {
             nodes,
             addrs,
             auth: Some(["tester", "tester-token-0123456789"]),
             net: Some(net),
+            _dir: dir,
         }
     }
 
@@ -277,6 +283,21 @@ impl Cluster {
                 Instant::now() < deadline,
                 "nodes did not converge within 30 s"
             );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The leader the nodes other than `l` elect while `l` is gone or cut off (up to 20 s).
+    pub fn leader_other_than(&self, l: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = (0..self.nodes.len())
+                .filter(|i| *i != l)
+                .find(|i| self.replication(*i).is_some_and(|m| m["role"] == "master"));
+            if let Some(n) = found {
+                return n;
+            }
+            assert!(Instant::now() < deadline, "the others elected no leader");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -520,13 +541,7 @@ fn leader_killed_under_load_loses_nothing_acknowledged() {
                 i + 1
             );
         }
-        let groups = r.cmd(&["XINFO", "GROUPS", "s"]);
-        let g = groups.arr()[0].arr();
-        let pos = g
-            .iter()
-            .position(|x| matches!(x, V::Bulk(s) | V::Simple(s) if s == "last-delivered-id"))
-            .unwrap();
-        let last = g[pos + 1].s().to_string();
+        let last = last_delivered(&mut r);
         if let Some(max) = cursors.iter().max_by(|a, b| id_cmp(a, b)) {
             assert!(
                 id_cmp(&last, max).is_ge(),
@@ -541,6 +556,43 @@ fn leader_killed_under_load_loses_nothing_acknowledged() {
         "cluster: {cycles} leader kills, {n} acknowledged entries checked on 3 nodes, {} acks; failover ms {ms:?}",
         acks.len()
     );
+}
+
+/// One group read of `count` new entries of `s` for consumer `c` of group `g`, then an ack
+/// of the first `ack` of them; returns the IDs read.
+fn read_and_ack(r: &mut Raw, count: usize, ack: usize) -> Vec<String> {
+    let n = count.to_string();
+    let v = r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        &n,
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    let ids: Vec<String> = v.arr()[0].arr()[1]
+        .arr()
+        .iter()
+        .map(|e| e.arr()[0].s().to_string())
+        .collect();
+    let mut cmd = vec!["XACK", "s", "g"];
+    cmd.extend(ids.iter().take(ack).map(String::as_str));
+    assert_eq!(r.cmd(&cmd), V::Int(ack.min(ids.len()) as i64));
+    ids
+}
+
+/// A group's last-delivered-id, from XINFO GROUPS.
+fn last_delivered(r: &mut Raw) -> String {
+    let groups = r.cmd(&["XINFO", "GROUPS", "s"]);
+    let g = groups.arr()[0].arr();
+    let pos = g
+        .iter()
+        .position(|x| matches!(x, V::Bulk(s) | V::Simple(s) if s == "last-delivered-id"))
+        .expect("last-delivered-id");
+    g[pos + 1].s().to_string()
 }
 
 fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
@@ -578,25 +630,7 @@ fn a_node_that_missed_thousands_of_entries_catches_up_through_a_snapshot() {
         for v in r.pipeline(&cmds) {
             assert!(matches!(v, V::Bulk(_)), "{v:?}");
         }
-        let v = r.cmd(&[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "COUNT",
-            "60",
-            "STREAMS",
-            "s",
-            ">",
-        ]);
-        let ids: Vec<String> = v.arr()[0].arr()[1]
-            .arr()
-            .iter()
-            .map(|e| e.arr()[0].s().to_string())
-            .collect();
-        let mut cmd = vec!["XACK", "s", "g"];
-        cmd.extend(ids.iter().take(40).map(String::as_str));
-        assert_eq!(r.cmd(&cmd), V::Int(40));
+        read_and_ack(&mut r, 60, 40);
     }
     let rep = c.replication(l).unwrap();
     let purged: i64 = rep["cluster_purged_index"].parse().unwrap();
@@ -666,20 +700,7 @@ fn a_paused_leader_is_replaced_and_rejoins_as_a_follower() {
     };
     signal("-STOP");
     // The others elect a leader of their own and take writes.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let next = loop {
-        let found = (0..3)
-            .filter(|i| *i != l)
-            .find(|i| c.replication(*i).is_some_and(|m| m["role"] == "master"));
-        if let Some(n) = found {
-            break n;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no new leader while the old one is paused"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let next = c.leader_other_than(l);
     assert!(matches!(
         c.raw(next).cmd(&["XADD", "s", "*", "k", "during"]),
         V::Bulk(_)
@@ -735,17 +756,7 @@ fn a_partitioned_leader_stops_acknowledging_and_loses_nothing_after_healing() {
             .unwrap_or_default()
     });
     // The majority elects a leader of its own and takes writes.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let next = loop {
-        let found = (0..3)
-            .filter(|i| *i != l)
-            .find(|i| c.replication(*i).is_some_and(|m| m["role"] == "master"));
-        if let Some(n) = found {
-            break n;
-        }
-        assert!(Instant::now() < deadline, "the majority elected no leader");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let next = c.leader_other_than(l);
     let mut r = c.raw(next);
     for k in 0..20 {
         let p = format!("during-{k}");
@@ -950,4 +961,47 @@ fn membership_changes_replace_a_node() {
         crate::http::http(new.http, "GET", "/readyz", None, None).0,
         200
     );
+}
+
+/// All three nodes killed at once (SIGKILL) and restarted: the stores (written without
+/// fsync) are rebuilt from the Raft logs, and every acknowledged write, ack and cursor is
+/// still there.
+#[test]
+fn the_whole_cluster_killed_at_once_loses_nothing_acknowledged() {
+    let mut c = Cluster::start(3, None);
+    let l = c.leader();
+    let mut r = c.raw(l);
+    assert_eq!(
+        r.cmd(&["XGROUP", "CREATE", "s", "g", "0", "MKSTREAM"]),
+        V::Simple("OK".into())
+    );
+    let mut acked = Vec::new();
+    for round in 0..10 {
+        let cmds: Vec<Vec<String>> = (0..50)
+            .map(|k| {
+                let p = format!("{round}-{k}");
+                ["XADD", "s", "*", "p", &p].map(String::from).to_vec()
+            })
+            .collect();
+        for (v, cmd) in r.pipeline(&cmds).into_iter().zip(&cmds) {
+            let V::Bulk(id) = v else { panic!("{v:?}") };
+            acked.push((id, cmd[4].clone()));
+        }
+    }
+    let ids = read_and_ack(&mut r, 300, 200);
+    for n in &mut c.nodes {
+        n.kill();
+    }
+    for i in 0..3 {
+        c.restart(i);
+    }
+    c.converge();
+    check_stream(&c, &acked);
+    for i in 0..3 {
+        let mut r = c.raw(i);
+        let summary = r.cmd(&["XPENDING", "s", "g"]);
+        assert_eq!(summary.arr()[0].int(), 100, "node {}: {summary:?}", i + 1);
+        let last = last_delivered(&mut r);
+        assert_eq!(last, ids[299], "node {}", i + 1);
+    }
 }

@@ -76,19 +76,8 @@ impl Server {
 
     /// Kills the process (SIGKILL: nothing is flushed) and starts it again on the same data.
     pub fn crash_and_restart(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill");
-            c.wait().expect("wait");
-        }
-        let (child, addr, _, _) = spawn(
-            &self.data,
-            &self.extra,
-            Some((self.quic, self.http)),
-            &self.host,
-            &self.wrapper,
-        );
-        self.child = Some(child);
-        self.addr = addr;
+        self.kill();
+        self.restart();
     }
 
     /// Kills the process (SIGKILL) and leaves it down; [`Server::restart`] brings it back.
