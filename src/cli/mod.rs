@@ -623,7 +623,8 @@ pub struct StatArgs {
     pub conn: ConnFlags,
 }
 
-/// Runs `cortex stat`: one JSON object per stream with its groups.
+/// Runs `cortex stat`: one JSON object per stream with its groups, then the cluster's
+/// status on a cluster node.
 pub async fn stat(a: StatArgs) -> Result<(), Exit> {
     let c = a.conn.connect("cli").await?;
     let AdminAnswer::Stat(streams) = c
@@ -655,6 +656,13 @@ pub async fn stat(a: StatArgs) -> Result<(), Exit> {
                 "policy": g.policy,
             })).collect::<Vec<_>>(),
         }));
+    }
+    // A cluster node adds one line with the cluster (for admins; others get no line).
+    if let Ok(AdminAnswer::Cluster(status)) = c.admin(AdminRequest::Cluster { change: None }).await
+    {
+        if let Ok(v) = serde_json::from_str::<Value>(&status) {
+            print(json!({ "cluster": v }));
+        }
     }
     Ok(())
 }

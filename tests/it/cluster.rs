@@ -949,6 +949,19 @@ fn membership_changes_replace_a_node() {
     ));
     let st = cli(&new, &["status"]);
     assert_eq!(st["voters"].as_array().map(Vec::len), Some(3), "{st}");
+    // `cortex stat` ends with the cluster line.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(["stat", "--server", &new.quic.to_string(), "--data-dir"])
+        .arg(new.dir.path())
+        .output()
+        .expect("cortex stat");
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&last).expect("JSON");
+    assert_eq!(v["cluster"]["id"], 4, "{last}");
     // /metrics shows the cluster; /readyz is ready with a leader.
     let (code, metrics) = crate::http::http(new.http, "GET", "/metrics", None, None);
     assert_eq!(code, 200);
