@@ -140,6 +140,8 @@ pub const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How many maximal election timeouts a proposal may wait to commit before its submitters
 /// hear that its outcome is unknown (a leader cut off from the majority never commits).
 const COMMIT_WAIT_ELECTIONS: u64 = 10;
+/// How long a follower's client waits for a committed write to be applied on its node.
+const APPLY_WAIT: Duration = Duration::from_secs(30);
 /// Proposals in flight from one node's writer.
 const IN_FLIGHT_MAX: usize = 256;
 
@@ -220,15 +222,23 @@ impl Node {
         }
     }
 
-    /// Fails the submissions still waiting after `grace`: a proposal whose fate is
-    /// unknown (the leader changed under it) may yet be applied in that time.
-    fn fail_later(self: &Arc<Self>, origins: Vec<Origin>, e: BrokerError) {
+    /// Fails the submissions still waiting once their fate is settled: a proposal whose
+    /// leader changed under it may yet be applied, until the new leader's first entry is
+    /// applied here (a new leader commits what its predecessor replicated to a majority
+    /// together with that entry), or at most the election timeout.
+    /// `term`: the term when the proposal was made.
+    fn fail_later(self: &Arc<Self>, origins: Vec<Origin>, e: BrokerError, term: u64) {
         let me = self.clone();
-        // A new leader commits what its predecessor replicated to a majority within a
-        // round trip of taking over; the election timeout is ample for that.
         let grace = Duration::from_millis(self.config.election_min_ms);
         tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
+            let mut m = me.raft.metrics();
+            let settled = m.wait_for(move |m| {
+                m.current_leader.is_some()
+                    && m.last_applied.is_some_and(|a| {
+                        a.leader_id.term > term && a.leader_id.term >= m.current_term
+                    })
+            });
+            let _ = tokio::time::timeout(grace, settled).await;
             me.fail(&origins, &e);
         });
     }
@@ -290,6 +300,7 @@ impl Node {
             return;
         };
         let me = self.clone();
+        let term = self.raft.metrics().borrow().current_term;
         if leader == self.id {
             let stamp = now_ms.max(self.applied_now.load(Ordering::Acquire));
             let batch = LogBatch {
@@ -320,12 +331,12 @@ impl Node {
                     Ok(Err(e)) => {
                         let e = unknown_outcome(e);
                         finish(Err(e.to_string()));
-                        me.fail_later(origins, e);
+                        me.fail_later(origins, e, term);
                     }
                     Err(e) => {
                         let e = unknown_outcome(e);
                         finish(Err(e.to_string()));
-                        me.fail_later(origins, e);
+                        me.fail_later(origins, e, term);
                     }
                 }
             });
@@ -345,17 +356,23 @@ impl Node {
                     // Committed; our own apply answers the local submissions.
                     Ok(()) => {
                         finish(Ok(()));
-                        me.fail_later(
-                            origins,
-                            BrokerError::Unavailable(
-                                "the write was committed but not yet applied here".into(),
-                            ),
-                        );
+                        // It will be applied here; only a node that cannot keep up (or
+                        // has stopped applying) leaves its clients waiting this long.
+                        let me = me.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(APPLY_WAIT).await;
+                            me.fail(
+                                &origins,
+                                &BrokerError::Unavailable(format!(
+                                    "the write was committed but not applied here within {APPLY_WAIT:?}"
+                                )),
+                            );
+                        });
                     }
                     Err(e) => {
                         let e = unknown_outcome(e);
                         finish(Err(e.to_string()));
-                        me.fail_later(origins, e);
+                        me.fail_later(origins, e, term);
                     }
                 }
             });

@@ -503,11 +503,6 @@ fn leader_killed_under_load_loses_nothing_acknowledged() {
         failovers.push(t0.elapsed());
         let next = c.leader();
         assert_ne!(next, l);
-        eprintln!(
-            "kill: write acknowledged after {:?}, all nodes agree on the leader after {:?}",
-            failovers.last().unwrap(),
-            t0.elapsed()
-        );
         let after = c.replication(next).unwrap_or_default();
         let term = |m: &BTreeMap<String, String>| -> u64 {
             m.get("cluster_term")
@@ -515,6 +510,14 @@ fn leader_killed_under_load_loses_nothing_acknowledged() {
                 .unwrap_or(0)
         };
         assert!(term(&after) > term(&before), "a new term after the kill");
+        eprintln!(
+            "kill: write acknowledged after {:?} ({k} attempts), terms {} -> {}, all nodes agree on node {} after {:?}",
+            failovers.last().unwrap(),
+            term(&before),
+            term(&after),
+            next + 1,
+            t0.elapsed()
+        );
         c.restart(l);
         // The next kill hits a healthy cluster: the restarted node follows a leader again.
         c.following(l);
