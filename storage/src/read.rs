@@ -218,6 +218,9 @@ pub struct StreamFull {
     pub entries: Vec<Entry>,
     /// Each group: its facts, its pending entries, and each consumer with its own.
     pub groups: Vec<GroupFull>,
+    /// The time the idle times were computed at: `now_ms - idle` is the absolute time
+    /// (XINFO STREAM FULL's seen-time and delivery time), the same on every read.
+    pub now_ms: u64,
 }
 
 /// One group in [`StreamFull`].
@@ -900,6 +903,7 @@ fn stream_full(
         info,
         entries,
         groups,
+        now_ms: now,
     }))
 }
 

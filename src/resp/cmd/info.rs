@@ -29,7 +29,6 @@ fn opt_int(v: Option<u64>) -> Frame {
 
 pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let sub = upper(&args[1]);
-    let now = ctx.broker.now_ms();
     let wrong = || {
         Frame::err(format!(
             "wrong number of arguments for 'xinfo|{}' command",
@@ -147,7 +146,7 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
             Ok(Plan::query(
                 Query::StreamFull { stream: k, count },
                 move |r| match r {
-                    Ok(Answer::StreamFull(Some(f))) => full_frame(*f, now),
+                    Ok(Answer::StreamFull(Some(f))) => full_frame(*f),
                     Ok(_) => no_key(),
                     Err(e) => storage_error("XINFO", e),
                 },
@@ -180,7 +179,10 @@ fn stream_fields(info: &StreamInfo) -> Vec<(Frame, Frame)> {
     ]
 }
 
-fn full_frame(f: cortex_storage::StreamFull, now: u64) -> Frame {
+/// Absolute times are `now - idle` with the query's own `now` (a second clock read here
+/// could differ by a millisecond from the one the idle times came from).
+fn full_frame(f: cortex_storage::StreamFull) -> Frame {
+    let now = f.now_ms;
     let mut m = stream_fields(&f.info);
     m.push(kv("entries", entries_frame(&f.entries)));
     let seen = |idle: u64| Frame::Integer(now.saturating_sub(idle) as i64);
