@@ -340,6 +340,23 @@ impl Broker {
         Ok(serde_json::to_string_pretty(&node.status()).map_err(|e| e.to_string()))
     }
 
+    /// The node's view of the cluster once `until` holds (admin); `Ok(None)` on timeout,
+    /// `Err(Unavailable)` on a single node.
+    pub async fn cluster_wait(
+        &self,
+        who: &Principal,
+        until: cluster::Until,
+        timeout: Duration,
+    ) -> Result<Option<cluster::Status>, BrokerError> {
+        who.authorize_admin().map_err(BrokerError::NoPermission)?;
+        let node = self.cluster().ok_or_else(|| {
+            BrokerError::Unavailable(
+                "this broker is a single node ([cluster] is not configured)".into(),
+            )
+        })?;
+        Ok(node.wait(until, timeout).await)
+    }
+
     /// This node's cluster side, when `[cluster]` is configured.
     pub fn cluster(&self) -> Option<&Arc<cluster::Node>> {
         self.inner.cluster.get()

@@ -416,6 +416,35 @@ impl Node {
     }
 }
 
+/// A state of the cluster to wait for (`GET /api/v1/cluster?…`): operators' scripts and
+/// the tests wait for the server to report it instead of polling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// Nothing: the status now.
+    Now,
+    /// This node knows a leader (other than the given node, if any).
+    Leader {
+        /// A leader that does not count (one just killed or cut off).
+        not: Option<u64>,
+    },
+    /// This node has applied the log up to this index.
+    Applied(u64),
+}
+
+impl Node {
+    /// The status once `until` holds, or `None` when `timeout` passed first.
+    pub async fn wait(&self, until: Until, timeout: Duration) -> Option<Status> {
+        let mut m = self.raft.metrics();
+        let holds = m.wait_for(move |m| match until {
+            Until::Now => true,
+            Until::Leader { not } => m.current_leader.is_some_and(|l| Some(l) != not),
+            Until::Applied(i) => m.last_applied.is_some_and(|a| a.index >= i),
+        });
+        let reached = matches!(tokio::time::timeout(timeout, holds).await, Ok(Ok(_)));
+        reached.then(|| self.status())
+    }
+}
+
 /// A membership change (`cortex cluster add|remove`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Membership {

@@ -5,7 +5,7 @@
 //!
 //! A call is `[kind u8][len u32 LE][bincode payload]`, answered by `[len u32 LE][payload]`.
 //! Kinds: append entries, vote, snapshot (the header, then the snapshot's files streamed),
-//! forward (a follower's writer batch), status.
+//! forward (a follower's writer batch), membership.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -35,6 +35,8 @@ pub const ALPN: &[u8] = b"cortex-cluster/1";
 const FRAME_MAX: usize = 256 << 20;
 /// Longest path inside a snapshot.
 const PATH_MAX: usize = 4096;
+/// Most files in a snapshot (a store has a few hundred; this bounds a broken sender).
+const SNAPSHOT_FILES_MAX: usize = 100_000;
 /// How long connecting and authenticating may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a forwarded batch may take to commit.
@@ -44,7 +46,7 @@ const APPEND: u8 = 1;
 const VOTE: u8 = 2;
 const SNAPSHOT: u8 = 3;
 const FORWARD: u8 = 4;
-const STATUS: u8 = 5;
+// 5 was a status call, never used; the number stays retired.
 const MEMBERSHIP: u8 = 6;
 
 fn cfg() -> impl bincode::config::Config {
@@ -345,13 +347,6 @@ impl Net {
         r
     }
 
-    /// Asks a node for its view of the cluster.
-    pub async fn status_of(&self, target: u64) -> Result<super::Status, String> {
-        self.call(target, STATUS, &(), Duration::from_secs(2))
-            .await
-            .map_err(|e| e.to_string())
-    }
-
     async fn send_snapshot(
         &self,
         target: u64,
@@ -501,10 +496,6 @@ async fn serve_call(
             };
             enc(&r)?
         }
-        STATUS => match broker.cluster() {
-            Some(node) => enc(&node.status())?,
-            None => return Err(failed("not in a cluster")),
-        },
         SNAPSHOT => {
             let (vote, meta): (Vote<u64>, SnapshotMeta<u64, BasicNode>) = dec(&payload)?;
             let dir = dirs.receiving();
@@ -550,7 +541,7 @@ fn list_files(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Resul
 /// Receives a snapshot's files into `dir`; paths must be plain relative paths.
 async fn receive_files(recv: &mut quinn::RecvStream, dir: &Path) -> Result<(), NetError> {
     tokio::fs::create_dir_all(dir).await.map_err(failed)?;
-    loop {
+    for _ in 0..SNAPSHOT_FILES_MAX {
         let (rel, len): (String, u64) = dec(&read_frame(recv).await?)?;
         if rel.is_empty() {
             return Ok(());
@@ -573,6 +564,9 @@ async fn receive_files(recv: &mut quinn::RecvStream, dir: &Path) -> Result<(), N
         }
         f.sync_all().await.map_err(failed)?;
     }
+    Err(failed(format!(
+        "a snapshot of more than {SNAPSHOT_FILES_MAX} files"
+    )))
 }
 
 /// openraft's view of the network.

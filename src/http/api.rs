@@ -49,6 +49,7 @@ pub(super) fn routes() -> Router<App> {
         .route("/dlq/purge", post(dlq_purge))
         .route("/timeline", get(timeline))
         .route("/tail", get(tail))
+        .route("/cluster", get(cluster))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         })
@@ -91,6 +92,42 @@ fn unexpected() -> ApiError {
 }
 
 // ---- state -------------------------------------------------------------------------------
+
+/// `GET /cluster[?leader=1|leader_not=ID|applied=N][&timeout_ms=T]`: the node's view of the
+/// cluster, once this node knows a leader (other than ID) or has applied the log up to N;
+/// 504 when `timeout_ms` (at most [`BLOCK_MS_MAX`], default 10 s) passes first.
+#[derive(Deserialize)]
+struct ClusterWait {
+    leader: Option<u8>,
+    leader_not: Option<u64>,
+    applied: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+async fn cluster(State(app): State<App>, h: HeaderMap, Q(w): Q<ClusterWait>) -> ApiResult {
+    use crate::cluster::Until;
+    let who = principal(&app.broker, &h)?;
+    let until = match (w.leader, w.leader_not, w.applied) {
+        (None, None, None) => Until::Now,
+        (Some(_), None, None) => Until::Leader { not: None },
+        (None, Some(id), None) => Until::Leader { not: Some(id) },
+        (None, None, Some(i)) => Until::Applied(i),
+        _ => {
+            return Err(ApiError::bad(
+                "give at most one of leader, leader_not, applied",
+            ))
+        }
+    };
+    let timeout = Duration::from_millis(w.timeout_ms.unwrap_or(10_000).min(BLOCK_MS_MAX));
+    match app.broker.cluster_wait(&who, until, timeout).await? {
+        Some(st) => ok(serde_json::to_value(st).map_err(|e| ApiError::bad(e.to_string()))?),
+        None => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!("the cluster did not reach {until:?} within {timeout:?}"),
+        )),
+    }
+}
 
 async fn overview(State(app): State<App>, h: HeaderMap) -> ApiResult {
     let who = principal(&app.broker, &h)?;

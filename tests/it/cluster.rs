@@ -4,8 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::{Raw, Server, V};
@@ -26,7 +25,7 @@ fn free_udp_ports(n: usize) -> Vec<u16> {
 pub struct Cluster {
     pub nodes: Vec<Server>,
     /// Each node's current RESP address (it changes on restart), shared with client threads.
-    pub addrs: Arc<Mutex<Vec<SocketAddr>>>,
+    pub board: Arc<Board>,
     /// `AUTH` arguments, when the nodes need them (bound to non-loopback addresses).
     auth: Option<[&'static str; 2]>,
     net: Option<Netns>,
@@ -105,7 +104,85 @@ impl Drop for Netns {
     }
 }
 
-type Addrs = Arc<Mutex<Vec<SocketAddr>>>;
+/// A node's view of the cluster once the state `query` names holds (see [`Cluster::status`]).
+fn status_of(node: &Server, token: Option<&str>, query: &str) -> serde_json::Value {
+    let path = format!("/api/v1/cluster?{query}&timeout_ms=20000");
+    let (code, body) = crate::http::http(node.http, "GET", &path, token, None);
+    assert_eq!(code, 200, "{}: {path}: {body}", node.http);
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// What the clients of a test share with it: each node's RESP address and how many times
+/// it was (re)started, the writes acknowledged so far, the stop flag; every change is
+/// announced on the condvar, so clients wait for events instead of sleeping.
+pub struct Board {
+    state: Mutex<BoardState>,
+    changed: Condvar,
+}
+
+struct BoardState {
+    addrs: Vec<Option<SocketAddr>>,
+    starts: Vec<u64>,
+    acks: u64,
+    stop: bool,
+}
+
+impl Board {
+    fn new(addrs: Vec<SocketAddr>) -> Board {
+        let n = addrs.len();
+        Board {
+            state: Mutex::new(BoardState {
+                addrs: addrs.into_iter().map(Some).collect(),
+                starts: vec![1; n],
+                acks: 0,
+                stop: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut BoardState)) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+
+    /// Waits (up to 60 s) until `ready` holds; `None` once the test stops.
+    fn wait<T>(&self, mut ready: impl FnMut(&BoardState) -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if st.stop {
+                return None;
+            }
+            if let Some(v) = ready(&st) {
+                return Some(v);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "nothing changed on the board for 60 s");
+            st = self.changed.wait_timeout(st, left).unwrap().0;
+        }
+    }
+
+    /// A connection to node `i` newer than start `after` (the node is up): its number.
+    fn connect(&self, i: usize, after: u64) -> Option<(Raw, u64)> {
+        loop {
+            let (addr, start) = self.wait(|st| {
+                st.addrs[i]
+                    .filter(|_| st.starts[i] > after)
+                    .map(|a| (a, st.starts[i]))
+            })?;
+            if let Some(r) = Raw::try_connect(addr) {
+                return Some((r, start));
+            }
+            // Refused: the node was killed after the board said it was up; wait for news.
+            self.wait(|st| (st.addrs[i] != Some(addr) || st.starts[i] != start).then_some(()))?;
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.state.lock().unwrap().stop
+    }
+}
 
 /// Starts `n` nodes together (each waits for its peers on its own), node `i` with
 /// `common` plus `--node-id i+1`.
@@ -113,7 +190,7 @@ fn launch(
     n: usize,
     common: Vec<String>,
     start: impl Fn(usize, Vec<String>) -> Server + Send + Sync + 'static,
-) -> (Vec<Server>, Addrs) {
+) -> (Vec<Server>, Arc<Board>) {
     let start = Arc::new(start);
     let handles: Vec<_> = (0..n)
         .map(|i| {
@@ -128,8 +205,8 @@ fn launch(
         .into_iter()
         .map(|h| h.join().expect("start"))
         .collect();
-    let addrs = Arc::new(Mutex::new(nodes.iter().map(|s| s.addr).collect()));
-    (nodes, addrs)
+    let board = Arc::new(Board::new(nodes.iter().map(|s| s.addr).collect()));
+    (nodes, board)
 }
 
 impl Cluster {
@@ -148,13 +225,13 @@ impl Cluster {
             common.push(path.display().to_string());
         }
         // Started together: each waits for its peers on its own.
-        let (nodes, addrs) = launch(n, common, |_, args| {
+        let (nodes, board) = launch(n, common, |_, args| {
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
             Server::start(&a)
         });
         Cluster {
             nodes,
-            addrs,
+            board,
             auth: None,
             net: None,
             _dir: dir,
@@ -184,13 +261,13 @@ impl Cluster {
         }
         let (ns, hosts): (Vec<String>, Vec<String>) =
             (0..n).map(|i| (net.ns(i), net.addr(i))).unzip();
-        let (nodes, addrs) = launch(n, common, move |i, args| {
+        let (nodes, board) = launch(n, common, move |i, args| {
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
             Server::start_in_netns(&ns[i], &hosts[i], &a)
         });
         Cluster {
             nodes,
-            addrs,
+            board,
             auth: Some(["tester", "tester-token-0123456789"]),
             net: Some(net),
             _dir: dir,
@@ -210,7 +287,17 @@ impl Cluster {
 
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].restart();
-        self.addrs.lock().unwrap()[i] = self.nodes[i].addr;
+        let addr = self.nodes[i].addr;
+        self.board.update(|st| {
+            st.addrs[i] = Some(addr);
+            st.starts[i] += 1;
+        });
+    }
+
+    /// SIGKILL node `i`, telling its clients first.
+    pub fn kill(&mut self, i: usize) {
+        self.board.update(|st| st.addrs[i] = None);
+        self.nodes[i].kill();
     }
 
     /// `INFO replication` of node `i` as key -> value (None when it does not answer).
@@ -229,98 +316,75 @@ impl Cluster {
         )
     }
 
-    /// The index of the leader, once every running node names the same one and it says it
-    /// leads (up to 15 s).
+    fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].running())
+            .collect()
+    }
+
+    /// Node `i`'s view of the cluster once the state `query` names holds (`leader=1`,
+    /// `leader_not=ID`, `applied=N`, or empty for now): the server reports it, nothing polls.
+    pub fn status(&self, i: usize, query: &str) -> serde_json::Value {
+        status_of(&self.nodes[i], self.auth.map(|[_, token]| token), query)
+    }
+
+    /// The index of the leader, once every running node names the same running one. A node
+    /// naming a leader the others have left behind is asked again for a different one.
     pub fn leader(&self) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let views: Vec<BTreeMap<String, String>> = (0..self.nodes.len())
-                .filter(|i| self.nodes[*i].running())
-                .filter_map(|i| self.replication(i))
-                .collect();
-            let running = (0..self.nodes.len())
-                .filter(|i| self.nodes[*i].running())
-                .count();
-            let ids: BTreeSet<&str> = views
+        let running = self.running();
+        let mut not: Vec<Option<u64>> = vec![None; self.nodes.len()];
+        for _ in 0..50 {
+            let views: Vec<(usize, u64, u64)> = running
                 .iter()
-                .map(|m| m.get("cluster_leader_id").map_or("none", String::as_str))
+                .map(|&i| {
+                    let q = not[i].map_or("leader=1".to_string(), |l| format!("leader_not={l}"));
+                    let st = self.status(i, &q);
+                    (
+                        i,
+                        st["leader"].as_u64().unwrap(),
+                        st["term"].as_u64().unwrap(),
+                    )
+                })
                 .collect();
-            if views.len() == running && ids.len() == 1 {
-                if let Some(l) = ids.iter().next().and_then(|x| x.parse::<usize>().ok()) {
-                    let i = l - 1;
-                    if self
-                        .replication(i)
-                        .is_some_and(|r| r.get("role").is_some_and(|x| x == "master"))
-                    {
-                        return i;
-                    }
+            let best = views.iter().max_by_key(|v| v.2).map(|v| v.1).unwrap();
+            let alive = running.contains(&(best as usize - 1));
+            if alive && views.iter().all(|v| v.1 == best) {
+                return best as usize - 1;
+            }
+            for &(i, l, _) in &views {
+                if l != best || !alive {
+                    not[i] = Some(l);
                 }
             }
-            assert!(Instant::now() < deadline, "no leader within 15 s");
-            std::thread::sleep(Duration::from_millis(20));
         }
+        panic!("the nodes never agreed on a leader");
     }
 
-    /// Waits until every running node applied the same log index as the leader.
+    /// Waits until every running node applied the log as far as the leader has.
     pub fn converge(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let l = self.leader();
-            let want = self
-                .replication(l)
-                .and_then(|r| r.get("cluster_applied_index").cloned());
-            let all = (0..self.nodes.len())
-                .filter(|i| self.nodes[*i].running())
-                .all(|i| {
-                    self.replication(i)
-                        .and_then(|r| r.get("cluster_applied_index").cloned())
-                        == want
-                });
-            if all && want.is_some() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nodes did not converge within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        let l = self.leader();
+        let want = self.status(l, "")["applied_index"].as_u64().unwrap();
+        for i in self.running() {
+            self.status(i, &format!("applied={want}"));
         }
     }
 
-    /// The leader the nodes other than `l` elect while `l` is gone or cut off (up to 20 s).
+    /// The leader the nodes other than `l` elect while `l` is gone or cut off.
     pub fn leader_other_than(&self, l: usize) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let found = (0..self.nodes.len())
-                .filter(|i| *i != l)
-                .find(|i| self.replication(*i).is_some_and(|m| m["role"] == "master"));
-            if let Some(n) = found {
-                return n;
-            }
-            assert!(Instant::now() < deadline, "the others elected no leader");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let i = (0..self.nodes.len()).find(|i| *i != l).unwrap();
+        let st = self.status(i, &format!("leader_not={}", l + 1));
+        let next = st["leader"].as_u64().unwrap() as usize - 1;
+        // The new leader knows it leads.
+        let own = self.status(next, "leader=1");
+        assert_eq!(own["leader"].as_u64(), Some(next as u64 + 1), "{own}");
+        next
     }
 
-    /// Waits until node `i` follows a leader and has applied all but a few entries.
+    /// Waits until node `i` follows a leader and has applied the log as far as it has.
     pub fn following(&self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = self.replication(i).is_some_and(|m| {
-                m.get("master_link_status").is_some_and(|s| s == "up")
-                    && m.get("slave_lag")
-                        .and_then(|l| l.parse::<u64>().ok())
-                        .is_some_and(|l| l < 100)
-                    && m.get("cluster_applied_index")
-                        .and_then(|a| a.parse::<u64>().ok())
-                        .is_some_and(|a| a > 0)
-            });
-            if ok {
-                return;
-            }
-            assert!(Instant::now() < deadline, "node {} did not rejoin", i + 1);
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let l = self.status(i, "leader=1")["leader"].as_u64().unwrap() as usize - 1;
+        let want = self.status(l, "")["applied_index"].as_u64().unwrap();
+        self.status(i, &format!("applied={want}"));
     }
 
     pub fn raw(&self, i: usize) -> Raw {
@@ -328,36 +392,34 @@ impl Cluster {
     }
 }
 
-/// One publisher per node: XADD with a unique payload; records every acknowledged ID.
-fn publishers(
-    addrs: &Arc<Mutex<Vec<SocketAddr>>>,
-    stop: &Arc<AtomicBool>,
-) -> Vec<std::thread::JoinHandle<Vec<(String, String)>>> {
-    let n = addrs.lock().unwrap().len();
+/// One publisher per node: XADD with a unique payload; records every acknowledged ID and
+/// counts it on the board. A killed node's publisher waits for its restart.
+fn publishers(board: &Arc<Board>) -> Vec<std::thread::JoinHandle<Vec<(String, String)>>> {
+    let n = board.state.lock().unwrap().addrs.len();
     (0..n)
         .map(|i| {
-            let addrs = addrs.clone();
-            let stop = stop.clone();
+            let board = board.clone();
             std::thread::spawn(move || {
                 let mut acked = Vec::new();
                 let mut k = 0u64;
-                let mut conn: Option<Raw> = None;
-                while !stop.load(Ordering::Relaxed) {
-                    let Some(c) = conn.as_mut() else {
-                        let addr = addrs.lock().unwrap()[i];
-                        conn = Raw::try_connect(addr);
-                        if conn.is_none() {
-                            std::thread::sleep(Duration::from_millis(20));
+                let mut start = 0;
+                while let Some((mut c, s)) = board.connect(i, start) {
+                    start = s;
+                    while !board.stopped() {
+                        k += 1;
+                        let payload = format!("n{i}-{k}");
+                        match c.try_cmd(&["XADD", "s", "*", "p", &payload]) {
+                            Some(V::Bulk(id)) => {
+                                acked.push((id, payload));
+                                board.update(|st| st.acks += 1);
+                            }
+                            Some(V::Err(_)) => {}
+                            Some(other) => panic!("XADD answered {other:?}"),
+                            None => break,
                         }
-                        continue;
-                    };
-                    k += 1;
-                    let payload = format!("n{i}-{k}");
-                    match c.try_cmd(&["XADD", "s", "*", "p", &payload]) {
-                        Some(V::Bulk(id)) => acked.push((id, payload)),
-                        Some(V::Err(_)) => {}
-                        Some(other) => panic!("XADD answered {other:?}"),
-                        None => conn = None,
+                    }
+                    if board.stopped() {
+                        break;
                     }
                 }
                 acked
@@ -412,54 +474,49 @@ fn leader_killed_under_load_loses_nothing_acknowledged() {
             .cmd(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]),
         V::Simple("OK".into())
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let pubs = publishers(&c.addrs, &stop);
+    let pubs = publishers(&c.board);
     // A consumer on a follower: group reads and acks are forwarded to the leader.
     let consumer = {
-        let addrs = c.addrs.clone();
-        let stop = stop.clone();
+        let board = c.board.clone();
         let follower = (l + 1) % 3;
         std::thread::spawn(move || {
             let mut acked: Vec<String> = Vec::new();
             let mut cursor_seen: Vec<String> = Vec::new();
-            let mut conn: Option<Raw> = None;
-            while !stop.load(Ordering::Relaxed) {
-                let Some(r) = conn.as_mut() else {
-                    conn = Raw::try_connect(addrs.lock().unwrap()[follower]);
-                    if conn.is_none() {
-                        std::thread::sleep(Duration::from_millis(20));
+            let mut start = 0;
+            while let Some((mut r, s)) = board.connect(follower, start) {
+                start = s;
+                while !board.stopped() {
+                    let read = [
+                        "XREADGROUP",
+                        "GROUP",
+                        "g",
+                        "c1",
+                        "COUNT",
+                        "50",
+                        "STREAMS",
+                        "s",
+                        ">",
+                    ];
+                    let Some(v) = r.try_cmd(&read) else { break };
+                    let V::Arr(streams) = v else { continue };
+                    let ids: Vec<String> = streams[0].arr()[1]
+                        .arr()
+                        .iter()
+                        .map(|e| e.arr()[0].s().to_string())
+                        .collect();
+                    if ids.is_empty() {
+                        continue;
                     }
-                    continue;
-                };
-                let Some(v) = r.try_cmd(&[
-                    "XREADGROUP",
-                    "GROUP",
-                    "g",
-                    "c1",
-                    "COUNT",
-                    "50",
-                    "STREAMS",
-                    "s",
-                    ">",
-                ]) else {
-                    conn = None;
-                    continue;
-                };
-                let V::Arr(streams) = v else { continue };
-                let ids: Vec<String> = streams[0].arr()[1]
-                    .arr()
-                    .iter()
-                    .map(|e| e.arr()[0].s().to_string())
-                    .collect();
-                if ids.is_empty() {
-                    continue;
+                    cursor_seen.push(ids.last().cloned().unwrap_or_default());
+                    let mut cmd = vec!["XACK", "s", "g"];
+                    cmd.extend(ids.iter().map(String::as_str));
+                    if let Some(V::Int(n)) = r.try_cmd(&cmd) {
+                        assert_eq!(n as usize, ids.len(), "acked fewer than read");
+                        acked.extend(ids);
+                    }
                 }
-                cursor_seen.push(ids.last().cloned().unwrap_or_default());
-                let mut cmd = vec!["XACK", "s", "g"];
-                cmd.extend(ids.iter().map(String::as_str));
-                if let Some(V::Int(n)) = r.try_cmd(&cmd) {
-                    assert_eq!(n as usize, ids.len(), "acked fewer than read");
-                    acked.extend(ids);
+                if board.stopped() {
+                    break;
                 }
             }
             (acked, cursor_seen)
@@ -475,12 +532,13 @@ fn leader_killed_under_load_loses_nothing_acknowledged() {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        // A random moment under load.
-        std::thread::sleep(Duration::from_millis(200 + seed % 500));
+        // A random moment under load: after 20 to 300 more acknowledged writes.
+        let until = c.board.state.lock().unwrap().acks + 20 + seed % 280;
+        c.board.wait(|st| (st.acks >= until).then_some(()));
         let l = c.leader();
         let before = c.replication((l + 1) % 3).unwrap_or_default();
         let t0 = Instant::now();
-        c.nodes[l].kill();
+        c.kill(l);
         // The next acknowledged write, as a client sees it: tried on the live nodes in turn
         // (a follower forwards it; a CLUSTERDOWN while the election runs is retried).
         let live: Vec<usize> = (0..3).filter(|i| *i != l).collect();
@@ -522,7 +580,7 @@ fn leader_killed_under_load_loses_nothing_acknowledged() {
         // The next kill hits a healthy cluster: the restarted node follows a leader again.
         c.following(l);
     }
-    stop.store(true, Ordering::Relaxed);
+    c.board.update(|st| st.stop = true);
     let acked: Vec<(String, String)> = pubs.into_iter().flat_map(|h| h.join().unwrap()).collect();
     let (acks, cursors) = consumer.join().unwrap();
     c.converge();
@@ -913,38 +971,23 @@ fn membership_changes_replace_a_node() {
         c.raw(l).cmd(&["XADD", "s", "*", "k", "after"]),
         V::Bulk(_)
     ));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let n = Raw::connect(new.addr).cmd(&["XLEN", "s"]);
-        if n == V::Int(51) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "node 4 did not catch up: {n:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let want = c.status(l, "")["applied_index"].as_u64().unwrap();
+    status_of(&new, None, &format!("applied={want}"));
+    assert_eq!(Raw::connect(new.addr).cmd(&["XLEN", "s"]), V::Int(51));
     // Replace the old leader: remove it from the membership, then stop it.
     let gone = (l + 1) as u64;
     let st = cli(&c.nodes[follower], &["remove", &gone.to_string()]);
     let voters: Vec<u64> = serde_json::from_value(st["voters"].clone()).unwrap();
     assert!(!voters.contains(&gone) && voters.len() == 3, "{st}");
     c.nodes[l].kill();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let role_of_new = || {
-        Raw::connect(new.addr)
-            .cmd(&["INFO", "replication"])
-            .s()
-            .contains("role:master")
-    };
-    let leader = loop {
-        let found = (0..3)
-            .filter(|i| *i != l)
-            .find(|i| c.replication(*i).is_some_and(|m| m["role"] == "master"))
-            .map(|i| c.nodes[i].addr);
-        if let Some(a) = found.or_else(|| role_of_new().then_some(new.addr)) {
-            break a;
-        }
-        assert!(Instant::now() < deadline, "no leader after the removal");
-        std::thread::sleep(Duration::from_millis(20));
+    // Node 4 learns the leader the remaining voters elect.
+    let next = status_of(&new, None, &format!("leader_not={gone}"))["leader"]
+        .as_u64()
+        .unwrap();
+    let leader = if next == 4 {
+        new.addr
+    } else {
+        c.nodes[next as usize - 1].addr
     };
     assert!(matches!(
         Raw::connect(leader).cmd(&["XADD", "s", "*", "k", "end"]),
