@@ -172,6 +172,8 @@ pub struct FileConfig {
     pub retention_interval_ms: Option<u64>,
     /// Streams with series of their own in `/metrics`; the rest are summed as `other`.
     pub metrics_streams_max: Option<usize>,
+    /// New data is refused while the data disk has less free space, bytes (0: off).
+    pub disk_free_min_bytes: Option<u64>,
     /// Replication.
     pub cluster: Option<ClusterFile>,
 }
@@ -217,6 +219,9 @@ pub struct Config {
     pub retention_interval_ms: u64,
     /// Streams with series of their own in `/metrics`.
     pub metrics_streams_max: usize,
+    /// New data (publishes, re-drives, new groups) is refused while the data disk has fewer
+    /// free bytes than this (0: never); acks, reads and trims go on.
+    pub disk_free_min_bytes: u64,
     /// Replication (`None`: a single node).
     pub cluster: Option<crate::cluster::ClusterConfig>,
 }
@@ -263,6 +268,30 @@ pub struct ServeFlags {
     /// the node list
     #[arg(long)]
     pub join: bool,
+    /// Refuse new data while the data disk has less free space than this (bytes, or with
+    /// KiB, MiB, GiB; 0 turns it off) [default: 256MiB]
+    #[arg(long, value_parser = parse_bytes)]
+    pub disk_free_min: Option<u64>,
+}
+
+/// A byte count: `268435456`, `256MiB`, `256M`, `1GiB`, `64KiB`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a byte count (like 256MiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("'{s}': unknown unit (use KiB, MiB, GiB or TiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -341,6 +370,10 @@ impl Config {
             retention: file.retention,
             retention_interval_ms: file.retention_interval_ms.unwrap_or(1_000),
             metrics_streams_max: file.metrics_streams_max.unwrap_or(100),
+            disk_free_min_bytes: flags
+                .disk_free_min
+                .or(file.disk_free_min_bytes)
+                .unwrap_or(256 << 20),
             cluster: cluster_config(file.cluster, flags)?,
         };
         cfg.validate()?;
@@ -501,7 +534,7 @@ fn cluster_config(
 
 /// The settings an environment variable may give: `CORTEX_` + the key in upper case (the
 /// tables, `tokens`, `agents`, `retention` and `default_policy`, only in the file).
-pub const ENV_KEYS: [&str; 18] = [
+pub const ENV_KEYS: [&str; 19] = [
     "data_dir",
     "resp",
     "quic",
@@ -520,6 +553,7 @@ pub const ENV_KEYS: [&str; 18] = [
     "alert_interval_ms",
     "retention_interval_ms",
     "metrics_streams_max",
+    "disk_free_min_bytes",
 ];
 
 /// The file's settings with `CORTEX_*` variables over them. A bad file is an error naming
@@ -666,6 +700,17 @@ mod tests {
 
     /// `cortex.toml.example` documents every setting with its default: it must parse, and
     /// give exactly the built-in configuration.
+    #[test]
+    fn byte_counts_take_units() {
+        assert_eq!(parse_bytes("268435456"), Ok(256 << 20));
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes("0"), Ok(0));
+        assert!(parse_bytes("12 parsecs").is_err());
+        assert!(parse_bytes("MiB").is_err());
+        assert!(parse_bytes("99999999999TiB").is_err());
+    }
+
     #[test]
     fn the_example_file_is_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("cortex.toml.example");

@@ -6,7 +6,12 @@ use cortex::resp::codec::{parse_command, Limits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = Limits { bulk_bytes_max: 1 << 16, args_max: 1 << 10, inline_bytes_max: 1 << 12, buffer_bytes_max: 1 << 20 };
+    let limits = Limits {
+        bulk_bytes_max: 1 << 16,
+        args_max: 1 << 10,
+        inline_bytes_max: 1 << 12,
+        buffer_bytes_max: 1 << 20,
+    };
     let mut rest = data;
     while let Ok(Some((args, used))) = parse_command(rest, &limits) {
         assert!(used > 0 && used <= rest.len());
@@ -17,7 +22,9 @@ fuzz_target!(|data: &[u8]| {
             again.extend_from_slice(b"\r\n");
         }
         if !args.is_empty() {
-            let (back, n) = parse_command(&again, &limits).expect("re-encoded parses").expect("complete");
+            let (back, n) = parse_command(&again, &limits)
+                .expect("re-encoded parses")
+                .expect("complete");
             assert_eq!(back, args);
             assert_eq!(n, again.len());
         }

@@ -116,22 +116,48 @@ impl Summary {
             (b"reasons".to_vec(), reasons.join(",").into_bytes()),
             (b"streams".to_vec(), streams.join(",").into_bytes()),
         ];
-        Op::Append {
-            stream: StreamKey::new(ns, ALERTS.to_vec()),
-            id: IdSpec::Auto,
-            fields,
-            meta: Meta {
-                lane: cortex_storage::Lane::High,
-                ..Meta::default()
-            },
-            idempotency_key: None,
-            no_mkstream: false,
-            trim: Some(Trim {
-                strategy: TrimStrategy::MaxLen(ALERTS_KEEP),
-                approx: true,
-                limit: None,
-            }),
-        }
+        alert_op(ns, fields)
+    }
+}
+
+/// An alert about the data disk (namespace 0).
+pub(super) fn disk_alert(message: &str) -> Op {
+    alert_op(
+        0,
+        vec![
+            (b"kind".to_vec(), b"disk_low".to_vec()),
+            (b"message".to_vec(), message.as_bytes().to_vec()),
+        ],
+    )
+}
+
+/// An alert about damage found in the store (namespace 0).
+pub(super) fn damage_alert(message: &str) -> Op {
+    alert_op(
+        0,
+        vec![
+            (b"kind".to_vec(), b"store_damage".to_vec()),
+            (b"message".to_vec(), message.as_bytes().to_vec()),
+        ],
+    )
+}
+
+fn alert_op(ns: u16, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Op {
+    Op::Append {
+        stream: StreamKey::new(ns, ALERTS.to_vec()),
+        id: IdSpec::Auto,
+        fields,
+        meta: Meta {
+            lane: cortex_storage::Lane::High,
+            ..Meta::default()
+        },
+        idempotency_key: None,
+        no_mkstream: false,
+        trim: Some(Trim {
+            strategy: TrimStrategy::MaxLen(ALERTS_KEEP),
+            approx: true,
+            limit: None,
+        }),
     }
 }
 
@@ -190,7 +216,7 @@ async fn write(broker: &Broker, pending: BTreeMap<u16, Summary>) {
     }
     let ops: Vec<Op> = pending.into_iter().map(|(ns, s)| s.into_op(ns)).collect();
     let n = ops.len() as u64;
-    match broker.submit(&super::Principal::internal(), ops).await {
+    match broker.submit_system(ops).await {
         Ok(_) => {
             broker
                 .stats()

@@ -247,6 +247,10 @@ pub struct Overview {
     pub connections: Vec<(&'static str, u64)>,
     /// Store files on disk.
     pub storage_bytes: u64,
+    /// The data disk: free space, watermark, refusals, a failed store.
+    pub disk: super::disk::DiskState,
+    /// Problems the store check after start found.
+    pub damaged: u64,
     /// Submissions waiting for the writer.
     pub writer_queue: u64,
     /// Writer commits since start.
@@ -525,6 +529,43 @@ pub(crate) fn render(
         "Size of the store's files on disk",
         Unit::Bytes,
         gauge(o.storage_bytes),
+    );
+    reg.register_with_unit(
+        "disk_free",
+        "Free space on the data disk",
+        Unit::Bytes,
+        gauge(o.disk.free),
+    );
+    reg.register_with_unit(
+        "disk_free_min",
+        "New data is refused below this much free space on the data disk (0: off)",
+        Unit::Bytes,
+        gauge(o.disk.min_free),
+    );
+    reg.register(
+        "disk_low",
+        "1 while the data disk is under its free-space watermark and new data is refused",
+        gauge(u64::from(o.disk.low)),
+    );
+    reg.register(
+        "disk_refused_writes",
+        "Submissions refused because the data disk was under its watermark",
+        counter(o.disk.refused),
+    );
+    reg.register(
+        "store_failed",
+        "1 while the store is failed (a commit hit a full disk or an I/O error) and writes are refused until it is reopened",
+        gauge(u64::from(o.disk.failed.is_some())),
+    );
+    reg.register(
+        "store_damaged",
+        "Problems the store check after start found (damaged disk blocks, records failing their CRC, broken indexes)",
+        gauge(o.damaged),
+    );
+    reg.register(
+        "store_reopens",
+        "Times a failed store was reopened without a restart",
+        counter(o.disk.recoveries),
     );
     reg.register(
         "writer_queue_depth",

@@ -17,6 +17,7 @@
 
 mod alerts;
 mod auth;
+pub(crate) mod disk;
 pub mod metrics;
 mod notify;
 pub mod perm;
@@ -58,6 +59,9 @@ pub enum BrokerError {
     NoPermission(Refusal),
     /// The cluster cannot take the write now (no leader, or the leader changed under it).
     Unavailable(String),
+    /// The data disk is below its free-space watermark: new data is refused (the message
+    /// says how much is free).
+    DiskFull(String),
 }
 
 impl std::fmt::Display for BrokerError {
@@ -69,6 +73,7 @@ impl std::fmt::Display for BrokerError {
             BrokerError::Internal(e) => write!(f, "internal error: {e}"),
             BrokerError::NoPermission(r) => write!(f, "{r}"),
             BrokerError::Unavailable(e) => write!(f, "cluster unavailable: {e}"),
+            BrokerError::DiskFull(e) => f.write_str(e),
         }
     }
 }
@@ -172,6 +177,8 @@ pub struct Stats {
     /// Changes since start, counted as Redis counts its "dirty" counter (INFO's
     /// `rdb_changes_since_last_save`; there is no save to reset it).
     pub dirty: AtomicU64,
+    /// Damage the check after start found in the store (0 until it finished).
+    pub damaged: AtomicU64,
 }
 
 /// Handle to the broker; cheap to clone.
@@ -181,8 +188,12 @@ pub struct Broker {
 }
 
 struct Inner {
-    /// The store; swapped only when a cluster node installs a snapshot.
-    store: RwLock<Arc<Store>>,
+    /// The store; swapped when a cluster node installs a snapshot, and reopened when a
+    /// commit failed (see [`Broker::reopen_store`]). `None` only while the writer holds the
+    /// write lock to reopen it: no reader ever sees `None`.
+    store: RwLock<Option<Arc<Store>>>,
+    /// The data disk's free space and the store's failure state.
+    disk: disk::DiskWatch,
     /// This node's cluster side (`[cluster]` configured).
     cluster: OnceLock<Arc<cluster::Node>>,
     submit: mpsc::Sender<Submission>,
@@ -237,6 +248,7 @@ impl Broker {
         let store = Store::open(&store_dir, store_cfg)
             .map_err(|e| format!("cannot open store in {}: {e}", store_dir.display()))?;
         let store = Arc::new(store);
+        let disk = disk::DiskWatch::new(store_dir.clone(), config.disk_free_min_bytes);
         let (tx, rx) = mpsc::channel(config.queue_max);
         let (alert_tx, alert_rx) = mpsc::channel(10_000);
         let clock = Clock::new();
@@ -244,7 +256,8 @@ impl Broker {
         let first_deadline = store.next_deadline_ms(started_ms).unwrap_or(u64::MAX);
         let broker = Broker {
             inner: Arc::new(Inner {
-                store: RwLock::new(store),
+                store: RwLock::new(Some(store)),
+                disk,
                 cluster: OnceLock::new(),
                 submit: tx,
                 notifier: Notifier::default(),
@@ -289,6 +302,8 @@ impl Broker {
                 .map_err(|e| format!("cannot start the fsync thread: {e}"))?;
         }
         tokio::spawn(broker.clone().timer_loop());
+        tokio::spawn(broker.clone().disk_loop());
+        tokio::spawn(broker.clone().scrub());
         tokio::spawn(alerts::run(broker.clone(), alert_rx));
         if !broker.inner.config.retention.is_empty() {
             tokio::spawn(retention::run(broker.clone()));
@@ -308,13 +323,21 @@ impl Broker {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+            // The writer empties the slot only under the write lock, and fills it again (or
+            // exits the process) before releasing it.
+            .expect("the store is present outside a reopen")
+    }
+
+    /// The data disk's free space and the store's failure state.
+    pub fn disk(&self) -> disk::DiskState {
+        self.inner.disk.state()
     }
 
     /// Swaps the store for one installed from a snapshot; wakes every blocked reader (the
     /// state they wait on moved) and re-reads the next deadline.
     pub(crate) fn replace_store(&self, store: Store) {
         let deadline = store.next_deadline_ms(self.now_ms());
-        *self.inner.store.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(store);
+        *self.inner.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
         self.inner.notifier.notify_all();
         self.set_deadline(deadline);
     }
@@ -462,6 +485,8 @@ impl Broker {
                 ),
             ],
             storage_bytes: self.disk_bytes(),
+            disk: self.inner.disk.state(),
+            damaged: s.damaged.load(Ordering::Relaxed),
             writer_queue: (self.inner.submit.max_capacity() - self.inner.submit.capacity()) as u64,
             commits: s.commits.load(Ordering::Relaxed),
             ops: s.ops.load(Ordering::Relaxed),
@@ -572,11 +597,27 @@ impl Broker {
     /// Applies `ops` in the next commit and returns each op's result once durable under the
     /// configured `--fsync` mode. The ops of one submission are applied one after the other
     /// with nothing in between, in one atomic batch.
-    pub async fn submit(&self, who: &Principal, mut ops: Vec<Op>) -> Result<Replies, BrokerError> {
+    pub async fn submit(&self, who: &Principal, ops: Vec<Op>) -> Result<Replies, BrokerError> {
         if self.stopping() {
             return Err(BrokerError::ShuttingDown);
         }
         who.authorize_ops(&ops).map_err(BrokerError::NoPermission)?;
+        if let Some(why) = self.inner.disk.refusal(&ops) {
+            return Err(BrokerError::DiskFull(why));
+        }
+        self.submit_checked(ops).await
+    }
+
+    /// Submits the broker's own writes (alerts), which the disk watermark lets through: they
+    /// are small, and an alert about the full disk must get out.
+    pub(crate) async fn submit_system(&self, ops: Vec<Op>) -> Result<Replies, BrokerError> {
+        if self.stopping() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        self.submit_checked(ops).await
+    }
+
+    async fn submit_checked(&self, mut ops: Vec<Op>) -> Result<Replies, BrokerError> {
         self.prepare(&mut ops);
         let publish = ops.iter().any(|o| matches!(o, Op::Append { .. }));
         let started = std::time::Instant::now();
@@ -705,6 +746,24 @@ impl Broker {
                 break;
             };
             let subs = self.drain(first, &mut rx);
+            if self.inner.disk.failed().is_some() && !self.reopen_store() {
+                let why = self.inner.disk.failed().unwrap_or_default();
+                for s in subs {
+                    if s.ops.is_empty() {
+                        if let ReplyTo::Local(tx) = s.reply {
+                            let _ = tx.send(Ok(Vec::new()));
+                        }
+                    } else {
+                        s.reply.fail(BrokerError::Storage(format!(
+                            "the store failed ({why}); it is reopened once the data disk has room, and writes are refused until then"
+                        )));
+                    }
+                }
+                if self.stopping() && rx.is_empty() {
+                    break;
+                }
+                continue;
+            }
             let n: usize = subs.iter().map(|s| s.ops.len()).sum();
             let mut ops = Vec::with_capacity(n);
             let mut sizes = Vec::with_capacity(subs.len());
@@ -729,13 +788,17 @@ impl Broker {
                         }
                     }
                     Err(e) => {
-                        // fjall refuses writes after a failed fsync: stop, let the supervisor
-                        // restart us; the journal recovery brings back everything committed.
+                        // Nothing of the batch is acknowledged. fjall refuses every write
+                        // after a failed persist (a full disk, an I/O error): the store is
+                        // reopened, from what was committed, once the disk has room again
+                        // (`reopen_store`); reads go on meanwhile.
                         for to in replies_to {
                             to.fail(BrokerError::Storage(e.to_string()));
                         }
-                        self.fail_store(&e.to_string());
-                        break;
+                        tracing::error!(
+                            "a commit failed, writes are refused until the store is reopened: {e}"
+                        );
+                        self.inner.disk.set_failed(Some(e.to_string()));
                     }
                 }
             } else {
@@ -750,6 +813,147 @@ impl Broker {
             }
         }
         self.writer_stopped(rx);
+    }
+
+    /// Reopens a store whose commit failed, when the data disk has room again: drops it
+    /// (fjall's lock goes with the last handle) and opens the same directory, which replays
+    /// the journal: everything committed is back, the failed batch is not. Readers wait on
+    /// the lock for the moment it takes. Returns true when the store works again. If it
+    /// cannot be opened again, the broker stops (as before this existed): a restart replays
+    /// the same journal.
+    fn reopen_store(&self) -> bool {
+        let disk = &self.inner.disk;
+        if !disk.room_to_recover() {
+            return false;
+        }
+        let mut slot = self.inner.store.write().unwrap_or_else(|p| p.into_inner());
+        let Some(old) = slot.as_ref() else {
+            return false;
+        };
+        // Readers hold the store for the length of one read; wait for them, bounded.
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while Arc::strong_count(old) > 1 && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if Arc::strong_count(old) > 1 {
+            return false;
+        }
+        let path = self.store_dir();
+        let cfg = old.config().clone();
+        *slot = None;
+        let mut last = String::new();
+        for attempt in 0..20 {
+            if attempt > 0 {
+                // The dropped database's worker threads let go of its lock file.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            match Store::open(&path, cfg.clone()) {
+                Ok(store) => {
+                    let deadline = store.next_deadline_ms(self.now_ms());
+                    *slot = Some(Arc::new(store));
+                    drop(slot);
+                    disk.set_failed(None);
+                    disk.recoveries.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        "the store was reopened after a failed commit; writes are accepted again"
+                    );
+                    self.inner.notifier.notify_all();
+                    self.set_deadline(deadline);
+                    return true;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        // Keep the lock (readers must never see an empty slot) until the process exits.
+        self.fail_store(&format!(
+            "cannot reopen the store after a failed commit: {last}"
+        ));
+        let _held = slot;
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// Samples the data disk's free space; writes an alert when it falls under the
+    /// watermark, and wakes the writer while a failed store waits to be reopened.
+    async fn disk_loop(self) {
+        let mut every = tokio::time::interval(disk::SAMPLE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.stopping() {
+            every.tick().await;
+            if self.inner.disk.sample() && self.is_leader() {
+                let d = self.inner.disk.state();
+                let op = alerts::disk_alert(&format!(
+                    "the data disk has {} bytes free, under the minimum of {}: publishes are refused",
+                    d.free, d.min_free
+                ));
+                if let Err(e) = self.submit_system(vec![op]).await {
+                    tracing::warn!("could not write the disk alert: {e}");
+                }
+            }
+            if self.inner.disk.failed().is_some() {
+                // An empty submission: the writer tries to reopen the store.
+                let (tx, _rx) = oneshot::channel();
+                let _ = self.inner.submit.try_send(Submission {
+                    ops: Vec::new(),
+                    reply: ReplyTo::Local(tx),
+                });
+            }
+        }
+    }
+
+    /// Checks every record and index of the store after start, in the background (the
+    /// same check as `cortex verify`): damage on the disk is logged with its stream and IDs,
+    /// counted in `cortex_store_damaged` and written to the alert stream. Damaged entries
+    /// are never served: a read that meets one fails with a storage error naming it.
+    async fn scrub(self) {
+        let store = self.store();
+        let started = std::time::Instant::now();
+        let report = match tokio::task::spawn_blocking(move || store.scrub()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!("the store check after start failed: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("the store check after start did not finish: {e}");
+                return;
+            }
+        };
+        let n = report.damage.len() as u64;
+        self.inner.stats.damaged.store(n, Ordering::Relaxed);
+        for d in &report.damage {
+            let ids: Vec<String> = d.ids.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                stream = %String::from_utf8_lossy(&d.stream),
+                ids = %ids.join(","),
+                "store damage: {}",
+                d.what
+            );
+        }
+        tracing::info!(
+            "store checked in {:?}: {} streams, {} entries, {} problems",
+            started.elapsed(),
+            report.streams,
+            report.entries,
+            n
+        );
+        if n > 0 && self.is_leader() {
+            let first = &report.damage[0];
+            let op = alerts::damage_alert(&format!(
+                "the store check after start found {n} problems; first: stream '{}': {} (run `cortex verify` on a copy for the full list)",
+                String::from_utf8_lossy(&first.stream),
+                first.what
+            ));
+            if let Err(e) = self.submit_system(vec![op]).await {
+                tracing::warn!("could not write the damage alert: {e}");
+            }
+        }
+    }
+
+    /// Where the single node's store lives.
+    fn store_dir(&self) -> std::path::PathBuf {
+        self.inner.config.data_dir.clone()
     }
 
     fn writer_stopped(&self, mut rx: mpsc::Receiver<Submission>) {

@@ -132,6 +132,7 @@ impl From<BrokerError> for ApiError {
             BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             BrokerError::Busy => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             BrokerError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable"),
+            BrokerError::DiskFull(_) => (StatusCode::INSUFFICIENT_STORAGE, "disk_full"),
             BrokerError::NoPermission(_) => (StatusCode::FORBIDDEN, "no_permission"),
             BrokerError::Storage(_) | BrokerError::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -212,6 +213,12 @@ async fn readyz(State(app): State<App>) -> Response {
         (StatusCode::SERVICE_UNAVAILABLE, "stopping\n").into_response()
     } else if app.broker.cluster().is_some_and(|n| n.leader().is_none()) {
         (StatusCode::SERVICE_UNAVAILABLE, "no cluster leader\n").into_response()
+    } else if let Some(why) = app.broker.disk().failed {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store failed, reopening once the disk has room: {why}\n"),
+        )
+            .into_response()
     } else {
         "ready\n".into_response()
     }

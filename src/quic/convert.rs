@@ -115,6 +115,7 @@ pub(super) fn broker_error(e: &BrokerError) -> Frame {
         BrokerError::ShuttingDown => ErrorCode::ShuttingDown,
         BrokerError::Busy | BrokerError::Unavailable(_) => ErrorCode::Busy,
         BrokerError::NoPermission(_) => ErrorCode::NoPermission,
+        BrokerError::DiskFull(_) => ErrorCode::InsufficientStorage,
         BrokerError::Storage(_) | BrokerError::Internal(_) => ErrorCode::Internal,
     };
     Frame::Error {

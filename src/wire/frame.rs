@@ -56,6 +56,9 @@ pub enum ErrorCode {
     Conflict,
     /// The server failed; the message says how.
     Internal,
+    /// The server's data disk is below its free-space watermark: new data is refused until
+    /// space is freed (acks and reads still work). Retry later.
+    InsufficientStorage,
 }
 
 /// A message to publish.

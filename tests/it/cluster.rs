@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{Raw, Server, V};
+use crate::support::{id_cmp, last_delivered, Raw, Server, V};
 
 const SECRET: &str = "test-cluster-secret-0123456789";
 
@@ -602,7 +602,7 @@ fn leader_killed_under_load_loses_nothing_acknowledged() {
                 i + 1
             );
         }
-        let last = last_delivered(&mut r);
+        let last = last_delivered(&mut r, "s");
         if let Some(max) = cursors.iter().max_by(|a, b| id_cmp(a, b)) {
             assert!(
                 id_cmp(&last, max).is_ge(),
@@ -643,25 +643,6 @@ fn read_and_ack(r: &mut Raw, count: usize, ack: usize) -> Vec<String> {
     cmd.extend(ids.iter().take(ack).map(String::as_str));
     assert_eq!(r.cmd(&cmd), V::Int(ack.min(ids.len()) as i64));
     ids
-}
-
-/// A group's last-delivered-id, from XINFO GROUPS.
-fn last_delivered(r: &mut Raw) -> String {
-    let groups = r.cmd(&["XINFO", "GROUPS", "s"]);
-    let g = groups.arr()[0].arr();
-    let pos = g
-        .iter()
-        .position(|x| matches!(x, V::Bulk(s) | V::Simple(s) if s == "last-delivered-id"))
-        .expect("last-delivered-id");
-    g[pos + 1].s().to_string()
-}
-
-fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let p = |s: &str| -> (u64, u64) {
-        let (m, q) = s.split_once('-').unwrap_or((s, "0"));
-        (m.parse().unwrap_or(0), q.parse().unwrap_or(0))
-    };
-    p(a).cmp(&p(b))
 }
 
 #[test]
@@ -1060,7 +1041,7 @@ fn the_whole_cluster_killed_at_once_loses_nothing_acknowledged() {
         let mut r = c.raw(i);
         let summary = r.cmd(&["XPENDING", "s", "g"]);
         assert_eq!(summary.arr()[0].int(), 100, "node {}: {summary:?}", i + 1);
-        let last = last_delivered(&mut r);
+        let last = last_delivered(&mut r, "s");
         assert_eq!(last, ids[299], "node {}", i + 1);
     }
 }

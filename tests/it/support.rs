@@ -463,3 +463,23 @@ pub fn b(s: &str) -> V {
 pub fn entry_id(v: &V) -> String {
     v.arr()[0].s().to_string()
 }
+
+/// A stream's first group's last-delivered-id, from XINFO GROUPS.
+pub fn last_delivered(r: &mut Raw, stream: &str) -> String {
+    let groups = r.cmd(&["XINFO", "GROUPS", stream]);
+    let g = groups.arr()[0].arr();
+    let pos = g
+        .iter()
+        .position(|x| matches!(x, V::Bulk(s) | V::Simple(s) if s == "last-delivered-id"))
+        .expect("last-delivered-id");
+    g[pos + 1].s().to_string()
+}
+
+/// Orders two stream IDs (`ms-seq`) as numbers.
+pub fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let p = |s: &str| -> (u64, u64) {
+        let (m, q) = s.split_once('-').unwrap_or((s, "0"));
+        (m.parse().unwrap_or(0), q.parse().unwrap_or(0))
+    };
+    p(a).cmp(&p(b))
+}

@@ -224,11 +224,13 @@ fn authorize(who: &crate::broker::Principal, plan: Plan) -> Plan {
 }
 
 /// A broker error as a reply: a refusal is `-NOPERM`, a cluster without a leader (or a
-/// write whose leader changed under it) `-CLUSTERDOWN`, anything else `-ERR`.
+/// write whose leader changed under it) `-CLUSTERDOWN`, new data on a disk under its
+/// free-space watermark `-DISKFULL`, anything else `-ERR`.
 fn broker_error(e: &crate::broker::BrokerError) -> Frame {
     match e {
         crate::broker::BrokerError::NoPermission(r) => Frame::Error(format!("NOPERM {r}")),
         crate::broker::BrokerError::Unavailable(m) => Frame::Error(format!("CLUSTERDOWN {m}")),
+        crate::broker::BrokerError::DiskFull(m) => Frame::Error(format!("DISKFULL {m}")),
         e => Frame::err(e),
     }
 }

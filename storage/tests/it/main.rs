@@ -4,6 +4,7 @@ mod core;
 mod groups;
 mod maintenance;
 mod model;
+mod model_core;
 mod policy;
 mod recovery;
 mod streams;

@@ -1,0 +1,206 @@
+//! The data disk: a free-space watermark that refuses new data before the disk is full, and
+//! the state of a store whose commit failed (a full disk or an I/O error), which the writer
+//! reopens once space is back.
+//!
+//! Why a watermark: fjall poisons its database on the first failed persist (a full disk
+//! included), and a store that ran out of space mid-flush needs the space back before it can
+//! take anything. Refusing *new* data (publishes, re-drives, new groups) while `min_free`
+//! bytes are still free keeps room for what frees space or is small: acks, nacks, deletes,
+//! trims, group reads, and the journal and compaction work behind them.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use cortex_storage::Op;
+
+/// How often the sampler reads the disk's free space.
+pub(super) const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The data disk as last sampled.
+pub(crate) struct DiskWatch {
+    path: PathBuf,
+    /// Writes of new data are refused below this many free bytes (0: never).
+    min_free: u64,
+    /// Free bytes (for unprivileged users: `f_bavail`) at the last sample.
+    free: AtomicU64,
+    /// Below the watermark now.
+    low: AtomicBool,
+    /// Submissions refused for want of space.
+    pub(super) refused: AtomicU64,
+    /// Why the store failed, while it is being reopened.
+    failed: Mutex<Option<String>>,
+    /// Times a failed store was reopened.
+    pub(super) recoveries: AtomicU64,
+}
+
+/// The disk's state, for metrics and errors.
+#[derive(Clone, Debug, Default)]
+pub struct DiskState {
+    /// Free bytes at the last sample.
+    pub free: u64,
+    /// The watermark (0: off).
+    pub min_free: u64,
+    /// New data is refused.
+    pub low: bool,
+    /// The store failed and is being reopened: every write is refused.
+    pub failed: Option<String>,
+    /// Submissions refused for want of space since start.
+    pub refused: u64,
+    /// Failed stores reopened since start.
+    pub recoveries: u64,
+}
+
+/// Free bytes on the filesystem holding `path`.
+pub(crate) fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let s = rustix::fs::statvfs(path)?;
+    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// True for an op that adds data: refused while the disk is below its watermark.
+pub(crate) fn adds_data(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Append { .. } | Op::DlqRedrive { .. } | Op::CreateGroup { .. }
+    )
+}
+
+impl DiskWatch {
+    pub(super) fn new(path: PathBuf, min_free: u64) -> DiskWatch {
+        let w = DiskWatch {
+            path,
+            min_free,
+            free: AtomicU64::new(u64::MAX),
+            low: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+            failed: Mutex::new(None),
+            recoveries: AtomicU64::new(0),
+        };
+        w.sample();
+        w
+    }
+
+    /// Reads the free space and updates the low flag; returns true when the flag changed to
+    /// low. Leaving the low state needs an eighth of the watermark more, so a disk hovering at
+    /// the mark does not flap.
+    pub(super) fn sample(&self) -> bool {
+        let free = match free_bytes(&self.path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("cannot read free space of {}: {e}", self.path.display());
+                return false;
+            }
+        };
+        self.free.store(free, Ordering::Relaxed);
+        if self.min_free == 0 {
+            return false;
+        }
+        let was = self.low.load(Ordering::Relaxed);
+        let low = if was {
+            free < self.min_free.saturating_add(self.min_free / 8)
+        } else {
+            free < self.min_free
+        };
+        if low != was {
+            self.low.store(low, Ordering::Relaxed);
+            if low {
+                tracing::warn!(
+                    "the data disk has {} free, under the minimum of {}: publishes are refused until space is freed",
+                    mib(free),
+                    mib(self.min_free)
+                );
+            } else {
+                tracing::info!(
+                    "the data disk has {} free again: publishes are accepted",
+                    mib(free)
+                );
+            }
+        }
+        low && !was
+    }
+
+    /// The refusal for a submission that adds data while the disk is low.
+    pub(super) fn refusal(&self, ops: &[Op]) -> Option<String> {
+        if !self.low.load(Ordering::Relaxed) || !ops.iter().any(adds_data) {
+            return None;
+        }
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        Some(format!(
+            "the data disk has {} free, under the minimum of {} (disk_free_min_bytes): new data is refused until space is freed; acks and reads still work",
+            mib(self.free.load(Ordering::Relaxed)),
+            mib(self.min_free)
+        ))
+    }
+
+    /// True when there is room to reopen a failed store: half the watermark free (1 MiB
+    /// without one). Reopening replays the journal and may flush it; what comes after is
+    /// what the watermark admits (acks first, new data above the mark).
+    pub(super) fn room_to_recover(&self) -> bool {
+        self.sample();
+        let need = if self.min_free == 0 {
+            1 << 20
+        } else {
+            self.min_free / 2
+        };
+        self.free.load(Ordering::Relaxed) >= need
+    }
+
+    pub(super) fn set_failed(&self, why: Option<String>) {
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    pub(super) fn failed(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn state(&self) -> DiskState {
+        DiskState {
+            free: self.free.load(Ordering::Relaxed),
+            min_free: self.min_free,
+            low: self.low.load(Ordering::Relaxed),
+            failed: self.failed(),
+            refused: self.refused.load(Ordering::Relaxed),
+            recoveries: self.recoveries.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_watermark_has_hysteresis_and_zero_turns_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = free_bytes(dir.path()).unwrap();
+        let off = DiskWatch::new(dir.path().into(), 0);
+        assert!(!off.state().low);
+        // A watermark above the free space: low, and appends are refused, acks are not.
+        let w = DiskWatch::new(dir.path().into(), free.saturating_mul(2).max(1 << 40));
+        assert!(w.state().low);
+        let append = Op::Append {
+            stream: cortex_storage::StreamKey::new(0, b"s".to_vec()),
+            id: cortex_storage::IdSpec::Auto,
+            fields: vec![(b"f".to_vec(), b"v".to_vec())],
+            meta: cortex_storage::Meta::default(),
+            idempotency_key: None,
+            no_mkstream: false,
+            trim: None,
+        };
+        assert!(w.refusal(std::slice::from_ref(&append)).is_some());
+        let ack = Op::Ack {
+            stream: cortex_storage::StreamKey::new(0, b"s".to_vec()),
+            group: b"g".to_vec(),
+            ids: Vec::new(),
+        };
+        assert!(w.refusal(&[ack]).is_none());
+        assert_eq!(w.state().refused, 1);
+    }
+}

@@ -1,0 +1,355 @@
+//! SIGKILL under load, on both client fronts: publishers on RESP and QUIC record every ID the
+//! broker acknowledged while a consumer reads, acks, nacks and rejects (to the DLQ). The
+//! server is killed after a random number of acknowledged publishes and restarted; after
+//! every cycle the test checks what the broker promised. `CRASH_CYCLES` sets the cycles
+//! (3 by default; `scripts/crash-long` runs 50 on a release build).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cortex::client::{Client, ClientOptions, Message, Trust};
+
+use crate::support::*;
+
+/// What the clients were told, across cycles.
+#[derive(Default)]
+struct Ledger {
+    /// Acknowledged publishes: ID -> payload tag.
+    published: Mutex<HashMap<String, String>>,
+    /// Publishes acknowledged in this cycle (the kill comes after a random number of them).
+    this_cycle: AtomicUsize,
+    /// Entries handed to the consumer.
+    delivered: Mutex<HashSet<String>>,
+    /// XACK answered 1.
+    acked: Mutex<HashSet<String>>,
+    /// CX.NACK ... REJECT answered 1: dead-lettered.
+    rejected: Mutex<HashSet<String>>,
+    /// An ack or nack sent when the server was killed: its outcome is unknown.
+    unknown: Mutex<HashSet<String>>,
+    stop: AtomicBool,
+}
+
+const STREAM: &str = "jobs";
+
+fn resp_publisher(s: &Server, ledger: Arc<Ledger>, cycle: usize) -> std::thread::JoinHandle<()> {
+    let addr = s.addr;
+    std::thread::spawn(move || {
+        let Some(mut r) = Raw::try_connect(addr) else {
+            return;
+        };
+        for seq in 0..1_000_000 {
+            if ledger.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let tag = format!("resp-{cycle}-{seq}");
+            match r.try_cmd(&["XADD", STREAM, "*", "tag", &tag]) {
+                Some(V::Bulk(id)) => {
+                    ledger.published.lock().unwrap().insert(id, tag);
+                    ledger.this_cycle.fetch_add(1, Ordering::Relaxed);
+                }
+                // Killed mid-request: the outcome is unknown, and not acknowledged.
+                _ => return,
+            }
+        }
+    })
+}
+
+fn quic_publisher(s: &Server, ledger: Arc<Ledger>, cycle: usize) -> std::thread::JoinHandle<()> {
+    let opts = ClientOptions {
+        server: s.quic,
+        also: Vec::new(),
+        server_name: "localhost".into(),
+        agent: "publisher".into(),
+        token: String::new(),
+        trust: Trust::local(s.dir.path()),
+        connect_timeout: Duration::from_secs(10),
+    };
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let Ok(c) = Client::connect(opts).await else {
+                return;
+            };
+            for seq in 0..1_000_000 {
+                if ledger.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let tag = format!("quic-{cycle}-{seq}");
+                let m = Message {
+                    fields: vec![(b"tag".to_vec(), tag.clone().into_bytes())],
+                    lane: 2,
+                    ..Message::default()
+                };
+                // A publish to a killed server never answers: the test stops waiting.
+                let r = tokio::time::timeout(Duration::from_secs(3), c.publish(STREAM, m)).await;
+                match r {
+                    Ok(Ok(p)) => {
+                        ledger
+                            .published
+                            .lock()
+                            .unwrap()
+                            .insert(p.id.to_string(), tag);
+                        ledger.this_cycle.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => return,
+                }
+            }
+        });
+    })
+}
+
+/// Reads new entries and answers each: most are acked, every 7th is nacked (retried after
+/// the backoff), every 11th rejected (dead-lettered at once).
+fn consumer(s: &Server, ledger: Arc<Ledger>) -> std::thread::JoinHandle<()> {
+    let addr = s.addr;
+    std::thread::spawn(move || {
+        let Some(mut r) = Raw::try_connect(addr) else {
+            return;
+        };
+        let mut n = 0u64;
+        while !ledger.stop.load(Ordering::Relaxed) {
+            let Some(v) = r.try_cmd(&[
+                "XREADGROUP",
+                "GROUP",
+                "g",
+                "c",
+                "COUNT",
+                "20",
+                "BLOCK",
+                "50",
+                "STREAMS",
+                STREAM,
+                ">",
+            ]) else {
+                return;
+            };
+            let V::Arr(streams) = v else { continue };
+            let ids: Vec<String> = streams[0].arr()[1]
+                .arr()
+                .iter()
+                .map(|e| e.arr()[0].s().to_string())
+                .collect();
+            ledger.delivered.lock().unwrap().extend(ids.iter().cloned());
+            for id in ids {
+                n += 1;
+                let (cmd, set): (Vec<&str>, Option<&Mutex<HashSet<String>>>) =
+                    if n.is_multiple_of(11) {
+                        (
+                            vec!["CX.NACK", STREAM, "g", &id, "REJECT"],
+                            Some(&ledger.rejected),
+                        )
+                    } else if n.is_multiple_of(7) {
+                        (vec!["CX.NACK", STREAM, "g", &id], None)
+                    } else {
+                        (vec!["XACK", STREAM, "g", &id], Some(&ledger.acked))
+                    };
+                match r.try_cmd(&cmd) {
+                    Some(V::Int(1)) => {
+                        if let Some(set) = set {
+                            set.lock().unwrap().insert(id);
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        ledger.unknown.lock().unwrap().insert(id);
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// What the broker holds after a restart.
+struct Seen {
+    stream: Vec<(String, String)>,
+    pending: HashSet<String>,
+    dlq: BTreeSet<String>,
+    dlq_origins: HashSet<String>,
+    cursor: String,
+}
+
+fn fields_of(e: &V) -> HashMap<String, String> {
+    e.arr()[1]
+        .arr()
+        .chunks(2)
+        .map(|kv| (kv[0].s().to_string(), kv[1].s().to_string()))
+        .collect()
+}
+
+fn look(r: &mut Raw) -> Seen {
+    let all = r.cmd(&["XRANGE", STREAM, "-", "+"]);
+    let stream = all
+        .arr()
+        .iter()
+        .map(|e| (entry_id(e), fields_of(e)["tag"].clone()))
+        .collect();
+    let p = r.cmd(&["XPENDING", STREAM, "g", "-", "+", "1000000"]);
+    let pending = p.arr().iter().map(|e| e.arr()[0].s().to_string()).collect();
+    let d = r.cmd(&["XRANGE", "cortex:dlq", "-", "+"]);
+    let dlq = d.arr().iter().map(entry_id).collect();
+    let dlq_origins = d
+        .arr()
+        .iter()
+        .map(|e| fields_of(e)["origin-id"].clone())
+        .collect();
+    Seen {
+        stream,
+        pending,
+        dlq,
+        dlq_origins,
+        cursor: last_delivered(r, STREAM),
+    }
+}
+
+/// Every promise, checked against what the broker holds; returns the entries checked.
+fn check(ledger: &Ledger, seen: &Seen, before: Option<&Seen>) -> usize {
+    // Every acknowledged publish is there exactly once, with its payload; IDs are in order
+    // and no payload is stored twice.
+    let published = ledger.published.lock().unwrap();
+    let mut ids = HashMap::new();
+    let mut tags = HashSet::new();
+    for w in seen.stream.windows(2) {
+        assert!(id_cmp(&w[0].0, &w[1].0).is_lt(), "IDs out of order: {w:?}");
+    }
+    for (id, tag) in &seen.stream {
+        assert!(tags.insert(tag.clone()), "payload {tag} stored twice");
+        ids.insert(id.clone(), tag.clone());
+    }
+    for (id, tag) in published.iter() {
+        assert_eq!(
+            ids.get(id),
+            Some(tag),
+            "acknowledged publish {id} ({tag}) lost"
+        );
+    }
+    // Acks stay acked; rejected entries are in the DLQ, not pending.
+    let acked = ledger.acked.lock().unwrap();
+    for id in acked.iter() {
+        assert!(!seen.pending.contains(id), "acked {id} is pending again");
+    }
+    let rejected = ledger.rejected.lock().unwrap();
+    for id in rejected.iter() {
+        assert!(
+            seen.dlq_origins.contains(id),
+            "rejected {id} is not in the DLQ"
+        );
+        assert!(!seen.pending.contains(id), "rejected {id} is pending again");
+    }
+    // Delivered, neither acked nor rejected: still pending, so it is delivered again.
+    let delivered = ledger.delivered.lock().unwrap();
+    let unknown = ledger.unknown.lock().unwrap();
+    for id in delivered.iter() {
+        if !acked.contains(id) && !rejected.contains(id) && !unknown.contains(id) {
+            assert!(
+                seen.pending.contains(id) || seen.dlq_origins.contains(id),
+                "delivered, unacked {id} will never be delivered again"
+            );
+        }
+        assert!(
+            id_cmp(&seen.cursor, id).is_ge(),
+            "the group cursor {} is behind delivered {id}",
+            seen.cursor
+        );
+    }
+    if let Some(b) = before {
+        assert!(
+            id_cmp(&seen.cursor, &b.cursor).is_ge(),
+            "the group cursor moved back"
+        );
+        assert!(b.dlq.is_subset(&seen.dlq), "a DLQ entry vanished");
+    }
+    published.len()
+}
+
+/// A random-enough number in `lo..hi` (no RNG crate in the tests).
+fn pick(lo: usize, hi: usize) -> usize {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize;
+    lo + (t ^ (t >> 7)) % (hi - lo)
+}
+
+#[test]
+fn sigkill_under_load_on_resp_and_quic_loses_nothing_acknowledged() {
+    let cycles: usize = std::env::var("CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut s = Server::start(&["--fsync", "always"]);
+    let mut r = s.raw();
+    r.cmd(&["XGROUP", "CREATE", STREAM, "g", "$", "MKSTREAM"]);
+    r.cmd(&[
+        "CX.POLICY",
+        STREAM,
+        "g",
+        "MAXATTEMPTS",
+        "3",
+        "BACKOFF",
+        "20",
+        "ACKWAIT",
+        "60000",
+    ]);
+    drop(r);
+    let ledger = Arc::new(Ledger::default());
+    let mut before: Option<Seen> = None;
+    let mut checked = 0;
+    for cycle in 0..cycles {
+        ledger.stop.store(false, Ordering::Relaxed);
+        ledger.this_cycle.store(0, Ordering::Relaxed);
+        let workers = vec![
+            resp_publisher(&s, ledger.clone(), cycle),
+            resp_publisher(&s, ledger.clone(), cycle + 1_000_000),
+            quic_publisher(&s, ledger.clone(), cycle),
+            consumer(&s, ledger.clone()),
+        ];
+        // The kill comes after a random number of acknowledged publishes.
+        let target = pick(50, 400);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ledger.this_cycle.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "cycle {cycle}: no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        s.kill();
+        ledger.stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.join().expect("client thread");
+        }
+        s.restart();
+        let seen = look(&mut s.raw());
+        checked = check(&ledger, &seen, before.as_ref());
+        eprintln!(
+            "cycle {cycle}: killed after {} acknowledged publishes this cycle; {checked} acknowledged entries checked, {} pending, {} dead-lettered",
+            ledger.this_cycle.load(Ordering::Relaxed),
+            seen.pending.len(),
+            seen.dlq.len()
+        );
+        before = Some(seen);
+    }
+    // Everything still pending is delivered again: claimed by another consumer.
+    let mut r = s.raw();
+    let pending = before.expect("a cycle ran").pending;
+    let claimed = r.cmd(&[
+        "XAUTOCLAIM",
+        STREAM,
+        "g",
+        "c2",
+        "0",
+        "0-0",
+        "COUNT",
+        "100000",
+    ]);
+    let got: HashSet<String> = claimed.arr()[1].arr().iter().map(entry_id).collect();
+    assert_eq!(got, pending);
+    eprintln!(
+        "{cycles} SIGKILL cycles, {checked} acknowledged publishes checked, {} acks, {} rejections",
+        ledger.acked.lock().unwrap().len(),
+        ledger.rejected.lock().unwrap().len()
+    );
+}

@@ -1,0 +1,318 @@
+//! Faults the disk makes: a full disk (a small tmpfs, filled for real) and the broker
+//! staying up through it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::http::{http, sample};
+use crate::support::*;
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` when it cannot be mounted here (not root).
+    fn mount(mib: u64) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn resize(&self, mib: u64) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(self.path())
+            .status()
+            .expect("mount -o remount");
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Writes zeros into `path` until the disk refuses (ENOSPC); returns the bytes written.
+fn fill(path: &Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).expect("ballast");
+    let block = vec![0u8; 64 << 10];
+    let mut n = 0u64;
+    // Bounded: a tmpfs of this test is at most a few hundred MiB.
+    for _ in 0..100_000 {
+        match f.write(&block) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k as u64,
+        }
+    }
+    let _ = f.flush();
+    n
+}
+
+fn metrics(s: &Server) -> String {
+    let (status, text) = http(s.http, "GET", "/metrics", None, None);
+    assert_eq!(status, 200);
+    text
+}
+
+/// Polls a state the server reports until `done` says so (bounded).
+fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_id(v: &V) -> bool {
+    matches!(v, V::Bulk(b) if b.contains('-'))
+}
+
+#[test]
+fn a_full_disk_refuses_new_data_keeps_acks_and_reads_and_recovers_without_a_restart() {
+    let Some(fs) = Tmpfs::mount(48) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let data: PathBuf = fs.path().join("data");
+    let mut s = Server::start_in(&data, &["--disk-free-min", "12MiB"]);
+    let mut r = s.raw();
+    r.cmd(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
+    let payload = "x".repeat(64 << 10);
+    // 1. Publish until the watermark refuses: every refusal is a clear -DISKFULL.
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for i in 0..2_000 {
+        let v = r.cmd(&["XADD", "s", "*", "i", &i.to_string(), "p", &payload]);
+        if is_id(&v) {
+            acked.push(v.s().to_string());
+        } else {
+            refusal = Some(format!("{v:?}"));
+            break;
+        }
+    }
+    let refusal = refusal.expect("the watermark never refused a publish");
+    assert!(refusal.contains("DISKFULL"), "{refusal}");
+    assert!(
+        acked.len() > 100,
+        "only {} publishes before the refusal",
+        acked.len()
+    );
+    let m = metrics(&s);
+    assert_eq!(sample(&m, "cortex_disk_low"), 1.0);
+    assert!(sample(&m, "cortex_disk_refused_writes_total") >= 1.0);
+    // The alert goes out (the broker's own small write passes the watermark).
+    until("the disk alert", || {
+        let a = r.cmd(&["XRANGE", "cortex:alerts", "-", "+"]);
+        format!("{a:?}").contains("disk_low")
+    });
+    // 2. Under the watermark, reads, group reads and acks work.
+    assert_eq!(r.cmd(&["XLEN", "s"]), V::Int(acked.len() as i64));
+    let got = r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "10",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    assert_eq!(got.arr()[0].arr()[1].arr().len(), 10);
+    assert_eq!(r.cmd(&["XACK", "s", "g", &acked[0], &acked[1]]), V::Int(2));
+
+    // 3. Fill the disk for real: commits fail with ENOSPC, fjall poisons its database. The
+    // broker stays up, answers a storage error, and keeps serving reads.
+    let ballast = fs.path().join("ballast");
+    fill(&ballast);
+    let mut failed = None;
+    let mut done = vec![acked[0].clone(), acked[1].clone()];
+    for id in &acked[2..10] {
+        let v = r.cmd(&["XACK", "s", "g", id]);
+        if v.is_err() {
+            failed = Some((id.clone(), format!("{v:?}")));
+            break;
+        }
+        done.push(id.clone());
+    }
+    let (unknown, failed) = failed.expect("no write failed on a full disk");
+    assert!(failed.contains("storage failure"), "{failed}");
+    assert!(s.running());
+    assert_eq!(r.cmd(&["PING"]), V::Simple("PONG".into()));
+    let all = r.cmd(&["XRANGE", "s", "-", "+"]);
+    assert_eq!(all.arr().iter().map(entry_id).collect::<Vec<_>>(), acked);
+    assert_eq!(sample(&metrics(&s), "cortex_store_failed"), 1.0);
+    assert_eq!(http(s.http, "GET", "/readyz", None, None).0, 503);
+
+    // 4. Space returns (the ballast goes, the volume grows): the store is reopened from its
+    // journal without a restart, and publishes are accepted again.
+    std::fs::remove_file(&ballast).expect("rm ballast");
+    fs.resize(96);
+    until("the store to be reopened", || {
+        http(s.http, "GET", "/readyz", None, None).0 == 200
+    });
+    let m = metrics(&s);
+    assert_eq!(sample(&m, "cortex_store_reopens_total"), 1.0);
+    until("the watermark to clear", || {
+        sample(&metrics(&s), "cortex_disk_low") == 0.0
+    });
+    // The failed ack was not acknowledged (its outcome is unknown to the client): it is
+    // sent again, as a client would.
+    let again = r.cmd(&["XACK", "s", "g", &unknown]).int();
+    assert!(again <= 1, "{again}");
+    done.push(unknown);
+    let v = r.cmd(&["XADD", "s", "*", "after", "space"]);
+    assert!(is_id(&v), "{v:?}");
+    acked.push(v.s().to_string());
+
+    // 5. Nothing acknowledged was lost, acks stay acked, and a crash now keeps it all.
+    drop(r);
+    s.crash_and_restart();
+    let mut r = s.raw();
+    let all = r.cmd(&["XRANGE", "s", "-", "+"]);
+    assert_eq!(all.arr().iter().map(entry_id).collect::<Vec<_>>(), acked);
+    let p = r.cmd(&["XPENDING", "s", "g"]);
+    let pending: Vec<&String> = acked[..10].iter().filter(|id| !done.contains(id)).collect();
+    assert_eq!(p.arr()[0], V::Int(pending.len() as i64), "{p:?}");
+    if let Some(first) = pending.first() {
+        assert_eq!(p.arr()[1], b(first));
+    }
+    drop(r);
+    drop(s);
+}
+
+/// The largest table file of the store (the entries keyspace's, here).
+fn largest_table(data: &Path) -> PathBuf {
+    let mut best = (0, PathBuf::new());
+    for ks in std::fs::read_dir(data.join("keyspaces")).expect("keyspaces") {
+        let tables = ks.expect("dir entry").path().join("tables");
+        let Ok(files) = std::fs::read_dir(&tables) else {
+            continue;
+        };
+        for f in files {
+            let p = f.expect("dir entry").path();
+            let len = std::fs::metadata(&p).expect("metadata").len();
+            if len > best.0 {
+                best = (len, p);
+            }
+        }
+    }
+    assert!(best.0 > 0, "no table files");
+    best.1
+}
+
+fn verify(data: &Path) -> (i32, Vec<serde_json::Value>) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .arg("verify")
+        .arg(data)
+        .output()
+        .expect("cortex verify");
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    (out.status.code().unwrap_or(-1), lines)
+}
+
+#[test]
+fn flipped_bytes_on_disk_are_reported_with_stream_and_ids_and_never_served() {
+    let mut s = Server::start(&[]);
+    let mut r = s.raw();
+    let payload = "p".repeat(3000);
+    let mut ids: std::collections::HashMap<&str, Vec<String>> = Default::default();
+    for name in ["a", "b"] {
+        for i in 0..150 {
+            let v = r.cmd(&["XADD", name, "*", "i", &i.to_string(), "p", &payload]);
+            ids.entry(name).or_default().push(v.s().to_string());
+        }
+    }
+    drop(r);
+    // A clean stop flushes everything into table files; then flip 16 bytes a quarter into
+    // the largest one (inside the first stream's entries) while the server is down.
+    assert!(s.terminate().success());
+    let data = s.dir.path().to_path_buf();
+    let table = largest_table(&data);
+    let mut bytes = std::fs::read(&table).unwrap();
+    let mid = bytes.len() / 4;
+    for b in &mut bytes[mid..mid + 16] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&table, &bytes).unwrap();
+    // `cortex verify` names the stream and where its unreadable entries begin.
+    let (code, lines) = verify(&data);
+    assert_eq!(code, 1, "{lines:?}");
+    let first = lines
+        .iter()
+        .find(|l| {
+            l["what"]
+                .as_str()
+                .is_some_and(|w| w.contains("cannot be read"))
+        })
+        .unwrap_or_else(|| panic!("no unreadable span in {lines:?}"));
+    let damaged = first["damaged"].as_str().unwrap().to_string();
+    let from = first["ids"][0].as_str().unwrap().to_string();
+    // The span starts right after the last readable entry, inside the stream.
+    let (lo, hi) = (
+        &ids[damaged.as_str()][0],
+        ids[damaged.as_str()].last().unwrap(),
+    );
+    assert!(
+        id_cmp(&from, lo).is_ge() && id_cmp(&from, hi).is_le(),
+        "{first}"
+    );
+    let intact = if damaged == "a" { "b" } else { "a" };
+
+    // The restarted broker finds the same damage by itself and reports it.
+    s.restart();
+    until("the store check after start", || {
+        sample(&metrics(&s), "cortex_store_damaged") >= 1.0
+    });
+    let mut r = s.raw();
+    let mut alerts = String::new();
+    until("the damage alert", || {
+        alerts = format!("{:?}", r.cmd(&["XRANGE", "cortex:alerts", "-", "+"]));
+        alerts.contains("store_damage")
+    });
+    assert!(
+        alerts.contains(&format!("stream '{damaged}'")) && alerts.contains(&from),
+        "{alerts}"
+    );
+    // Nothing damaged is served as data: a read over the block fails.
+    let v = r.cmd(&["XRANGE", &damaged, "-", "+"]);
+    assert!(v.is_err(), "damaged range served: {v:?}");
+    // The rest is served: the other stream whole, and the damaged stream before the block.
+    let all = r.cmd(&["XRANGE", intact, "-", "+"]);
+    assert_eq!(
+        all.arr().iter().map(entry_id).collect::<Vec<_>>(),
+        ids[intact]
+    );
+    let before: Vec<String> = ids[damaged.as_str()]
+        .iter()
+        .take_while(|id| id_cmp(id, &from).is_lt())
+        .cloned()
+        .collect();
+    if let Some(last) = before.last() {
+        let v = r.cmd(&["XRANGE", &damaged, "-", last]);
+        assert_eq!(v.arr().iter().map(entry_id).collect::<Vec<_>>(), before);
+    }
+    // New writes still work.
+    assert!(!r.cmd(&["XADD", intact, "*", "after", "damage"]).is_err());
+}
