@@ -120,12 +120,12 @@ impl Summary {
     }
 }
 
-/// An alert about the data disk (namespace 0).
-pub(super) fn disk_alert(message: &str) -> Op {
+/// An alert about the data disk or the store's failure state (namespace 0).
+pub(super) fn disk_alert(kind: &str, message: &str) -> Op {
     alert_op(
         0,
         vec![
-            (b"kind".to_vec(), b"disk_low".to_vec()),
+            (b"kind".to_vec(), kind.as_bytes().to_vec()),
             (b"message".to_vec(), message.as_bytes().to_vec()),
         ],
     )

@@ -80,20 +80,19 @@ impl DiskWatch {
         w
     }
 
-    /// Reads the free space and updates the low flag; returns true when the flag changed to
-    /// low. Leaving the low state needs an eighth of the watermark more, so a disk hovering at
-    /// the mark does not flap.
-    pub(super) fn sample(&self) -> bool {
+    /// Reads the free space and updates the low flag. Leaving the low state needs an eighth
+    /// of the watermark more, so a disk hovering at the mark does not flap.
+    pub(super) fn sample(&self) {
         let free = match free_bytes(&self.path) {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!("cannot read free space of {}: {e}", self.path.display());
-                return false;
+                return;
             }
         };
         self.free.store(free, Ordering::Relaxed);
         if self.min_free == 0 {
-            return false;
+            return;
         }
         let was = self.low.load(Ordering::Relaxed);
         let low = if was {
@@ -116,7 +115,6 @@ impl DiskWatch {
                 );
             }
         }
-        low && !was
     }
 
     /// The refusal for a submission that adds data while the disk is low.

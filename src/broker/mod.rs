@@ -874,24 +874,55 @@ impl Broker {
         }
     }
 
-    /// Samples the data disk's free space; writes an alert when it falls under the
-    /// watermark, and wakes the writer while a failed store waits to be reopened.
+    /// Samples the data disk's free space and writes an alert at each change of state:
+    /// under the watermark (`disk_low`), above it again (`disk_ok`), a failed store reopened
+    /// (`store_reopened`). While a failed store waits, it wakes the writer to reopen it.
     async fn disk_loop(self) {
         let mut every = tokio::time::interval(disk::SAMPLE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut low, mut failed) = (false, false);
         while !self.stopping() {
             every.tick().await;
-            if self.inner.disk.sample() && self.is_leader() {
-                let d = self.inner.disk.state();
-                let op = alerts::disk_alert(&format!(
-                    "the data disk has {} bytes free, under the minimum of {}: publishes are refused",
-                    d.free, d.min_free
-                ));
-                if let Err(e) = self.submit_system(vec![op]).await {
+            self.inner.disk.sample();
+            let d = self.inner.disk.state();
+            let mut alerts = Vec::new();
+            if d.failed.is_some() != failed {
+                failed = d.failed.is_some();
+                if !failed {
+                    alerts.push(alerts::disk_alert(
+                        "store_reopened",
+                        "the store was reopened after a failed commit: writes are accepted again",
+                    ));
+                }
+            }
+            // A failed store cannot take an alert: the watermark's change is noticed (and
+            // written) once the store is back.
+            if !failed && d.low != low {
+                low = d.low;
+                alerts.push(if low {
+                    alerts::disk_alert(
+                        "disk_low",
+                        &format!(
+                            "the data disk has {} bytes free, under the minimum of {}: publishes are refused",
+                            d.free, d.min_free
+                        ),
+                    )
+                } else {
+                    alerts::disk_alert(
+                        "disk_ok",
+                        &format!(
+                            "the data disk has {} bytes free again: publishes are accepted",
+                            d.free
+                        ),
+                    )
+                });
+            }
+            if !alerts.is_empty() && self.is_leader() {
+                if let Err(e) = self.submit_system(alerts).await {
                     tracing::warn!("could not write the disk alert: {e}");
                 }
             }
-            if self.inner.disk.failed().is_some() {
+            if failed {
                 // An empty submission: the writer tries to reopen the store.
                 let (tx, _rx) = oneshot::channel();
                 let _ = self.inner.submit.try_send(Submission {

@@ -5,9 +5,9 @@
 //! (3 by default; `scripts/crash-long` runs 50 on a release build).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use cortex::client::{Client, ClientOptions, Message, Trust};
 
@@ -18,8 +18,10 @@ use crate::support::*;
 struct Ledger {
     /// Acknowledged publishes: ID -> payload tag.
     published: Mutex<HashMap<String, String>>,
-    /// Publishes acknowledged in this cycle (the kill comes after a random number of them).
-    this_cycle: AtomicUsize,
+    /// Publishes acknowledged in this cycle (the kill comes after a random number of them),
+    /// announced on `acked_now`.
+    this_cycle: Mutex<usize>,
+    acked_now: Condvar,
     /// Entries handed to the consumer.
     delivered: Mutex<HashSet<String>>,
     /// XACK answered 1.
@@ -29,6 +31,27 @@ struct Ledger {
     /// An ack or nack sent when the server was killed: its outcome is unknown.
     unknown: Mutex<HashSet<String>>,
     stop: AtomicBool,
+}
+
+impl Ledger {
+    fn count_publish(&self) {
+        *self.this_cycle.lock().unwrap() += 1;
+        self.acked_now.notify_all();
+    }
+
+    /// Waits until `n` publishes of this cycle were acknowledged (bounded).
+    fn wait_publishes(&self, n: usize, cycle: usize) {
+        let done = self.this_cycle.lock().unwrap();
+        let (done, timeout) = self
+            .acked_now
+            .wait_timeout_while(done, Duration::from_secs(60), |d| *d < n)
+            .unwrap();
+        assert!(
+            !timeout.timed_out(),
+            "cycle {cycle}: only {} publishes acknowledged in 60 s",
+            *done
+        );
+    }
 }
 
 const STREAM: &str = "jobs";
@@ -47,7 +70,7 @@ fn resp_publisher(s: &Server, ledger: Arc<Ledger>, cycle: usize) -> std::thread:
             match r.try_cmd(&["XADD", STREAM, "*", "tag", &tag]) {
                 Some(V::Bulk(id)) => {
                     ledger.published.lock().unwrap().insert(id, tag);
-                    ledger.this_cycle.fetch_add(1, Ordering::Relaxed);
+                    ledger.count_publish();
                 }
                 // Killed mid-request: the outcome is unknown, and not acknowledged.
                 _ => return,
@@ -94,7 +117,7 @@ fn quic_publisher(s: &Server, ledger: Arc<Ledger>, cycle: usize) -> std::thread:
                             .lock()
                             .unwrap()
                             .insert(p.id.to_string(), tag);
-                        ledger.this_cycle.fetch_add(1, Ordering::Relaxed);
+                        ledger.count_publish();
                     }
                     _ => return,
                 }
@@ -302,7 +325,7 @@ fn sigkill_under_load_on_resp_and_quic_loses_nothing_acknowledged() {
     let mut checked = 0;
     for cycle in 0..cycles {
         ledger.stop.store(false, Ordering::Relaxed);
-        ledger.this_cycle.store(0, Ordering::Relaxed);
+        *ledger.this_cycle.lock().unwrap() = 0;
         let workers = vec![
             resp_publisher(&s, ledger.clone(), cycle),
             resp_publisher(&s, ledger.clone(), cycle + 1_000_000),
@@ -311,11 +334,7 @@ fn sigkill_under_load_on_resp_and_quic_loses_nothing_acknowledged() {
         ];
         // The kill comes after a random number of acknowledged publishes.
         let target = pick(50, 400);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while ledger.this_cycle.load(Ordering::Relaxed) < target {
-            assert!(Instant::now() < deadline, "cycle {cycle}: no progress");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        ledger.wait_publishes(target, cycle);
         s.kill();
         ledger.stop.store(true, Ordering::Relaxed);
         for w in workers {
@@ -326,7 +345,7 @@ fn sigkill_under_load_on_resp_and_quic_loses_nothing_acknowledged() {
         checked = check(&ledger, &seen, before.as_ref());
         eprintln!(
             "cycle {cycle}: killed after {} acknowledged publishes this cycle; {checked} acknowledged entries checked, {} pending, {} dead-lettered",
-            ledger.this_cycle.load(Ordering::Relaxed),
+            *ledger.this_cycle.lock().unwrap(),
             seen.pending.len(),
             seen.dlq.len()
         );

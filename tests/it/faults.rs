@@ -2,7 +2,6 @@
 //! staying up through it.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use crate::http::{http, sample};
 use crate::support::*;
@@ -71,13 +70,23 @@ fn metrics(s: &Server) -> String {
     text
 }
 
-/// Polls a state the server reports until `done` says so (bounded).
-fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+/// Waits for the next `cortex:alerts` entry of `kind` after ID `after` (the server holds
+/// the read until one comes: XREAD BLOCK); returns its ID and its fields as text.
+fn next_alert(r: &mut Raw, after: &str, kind: &str) -> (String, String) {
+    let mut from = after.to_string();
+    // Bounded: at most 20 other alerts in between, 20 s each.
+    for _ in 0..20 {
+        let v = r.cmd(&["XREAD", "BLOCK", "20000", "STREAMS", "cortex:alerts", &from]);
+        assert_ne!(v, V::Nil, "no {kind} alert within 20 s");
+        for e in v.arr()[0].arr()[1].arr() {
+            from = entry_id(e);
+            let text = format!("{:?}", e.arr()[1]);
+            if text.contains(&format!("Bulk(\"{kind}\")")) {
+                return (from, text);
+            }
+        }
     }
+    panic!("no {kind} alert among the next 20");
 }
 
 fn is_id(v: &V) -> bool {
@@ -118,10 +127,7 @@ fn a_full_disk_refuses_new_data_keeps_acks_and_reads_and_recovers_without_a_rest
     assert_eq!(sample(&m, "cortex_disk_low"), 1.0);
     assert!(sample(&m, "cortex_disk_refused_writes_total") >= 1.0);
     // The alert goes out (the broker's own small write passes the watermark).
-    until("the disk alert", || {
-        let a = r.cmd(&["XRANGE", "cortex:alerts", "-", "+"]);
-        format!("{a:?}").contains("disk_low")
-    });
+    let (last_alert, _) = next_alert(&mut r, "0-0", "disk_low");
     // 2. Under the watermark, reads, group reads and acks work.
     assert_eq!(r.cmd(&["XLEN", "s"]), V::Int(acked.len() as i64));
     let got = r.cmd(&[
@@ -165,14 +171,13 @@ fn a_full_disk_refuses_new_data_keeps_acks_and_reads_and_recovers_without_a_rest
     // journal without a restart, and publishes are accepted again.
     std::fs::remove_file(&ballast).expect("rm ballast");
     fs.resize(96);
-    until("the store to be reopened", || {
-        http(s.http, "GET", "/readyz", None, None).0 == 200
-    });
+    let (last_alert, _) = next_alert(&mut r, &last_alert, "store_reopened");
+    assert_eq!(http(s.http, "GET", "/readyz", None, None).0, 200);
     let m = metrics(&s);
     assert_eq!(sample(&m, "cortex_store_reopens_total"), 1.0);
-    until("the watermark to clear", || {
-        sample(&metrics(&s), "cortex_disk_low") == 0.0
-    });
+    assert_eq!(sample(&m, "cortex_store_failed"), 0.0);
+    next_alert(&mut r, &last_alert, "disk_ok");
+    assert_eq!(sample(&metrics(&s), "cortex_disk_low"), 0.0);
     // The failed ack was not acknowledged (its outcome is unknown to the client): it is
     // sent again, as a client would.
     let again = r.cmd(&["XACK", "s", "g", &unknown]).int();
@@ -282,15 +287,10 @@ fn flipped_bytes_on_disk_are_reported_with_stream_and_ids_and_never_served() {
 
     // The restarted broker finds the same damage by itself and reports it.
     s.restart();
-    until("the store check after start", || {
-        sample(&metrics(&s), "cortex_store_damaged") >= 1.0
-    });
     let mut r = s.raw();
-    let mut alerts = String::new();
-    until("the damage alert", || {
-        alerts = format!("{:?}", r.cmd(&["XRANGE", "cortex:alerts", "-", "+"]));
-        alerts.contains("store_damage")
-    });
+    let (_, alerts) = next_alert(&mut r, "0-0", "store_damage");
+    // The count is set before the alert is written.
+    assert!(sample(&metrics(&s), "cortex_store_damaged") >= 1.0);
     assert!(
         alerts.contains(&format!("stream '{damaged}'")) && alerts.contains(&from),
         "{alerts}"
