@@ -429,6 +429,8 @@ pub enum Until {
     },
     /// This node has applied the log up to this index.
     Applied(u64),
+    /// This node has purged its log up to this index (behind a snapshot).
+    Purged(u64),
 }
 
 impl Node {
@@ -439,6 +441,7 @@ impl Node {
             Until::Now => true,
             Until::Leader { not } => m.current_leader.is_some_and(|l| Some(l) != not),
             Until::Applied(i) => m.last_applied.is_some_and(|a| a.index >= i),
+            Until::Purged(i) => m.purged.is_some_and(|p| p.index >= i),
         });
         let reached = matches!(tokio::time::timeout(timeout, holds).await, Ok(Ok(_)));
         reached.then(|| self.status())

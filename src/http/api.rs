@@ -93,28 +93,31 @@ fn unexpected() -> ApiError {
 
 // ---- state -------------------------------------------------------------------------------
 
-/// `GET /cluster[?leader=1|leader_not=ID|applied=N][&timeout_ms=T]`: the node's view of the
-/// cluster, once this node knows a leader (other than ID) or has applied the log up to N;
+/// `GET /cluster[?leader=1|leader_not=ID|applied=N|purged=N][&timeout_ms=T]`: the node's view
+/// of the cluster, once this node knows a leader (other than ID), has applied the log up to
+/// N, or has purged it up to N behind a snapshot;
 /// 504 when `timeout_ms` (at most [`BLOCK_MS_MAX`], default 10 s) passes first.
 #[derive(Deserialize)]
 struct ClusterWait {
     leader: Option<u8>,
     leader_not: Option<u64>,
     applied: Option<u64>,
+    purged: Option<u64>,
     timeout_ms: Option<u64>,
 }
 
 async fn cluster(State(app): State<App>, h: HeaderMap, Q(w): Q<ClusterWait>) -> ApiResult {
     use crate::cluster::Until;
     let who = principal(&app.broker, &h)?;
-    let until = match (w.leader, w.leader_not, w.applied) {
-        (None, None, None) => Until::Now,
-        (Some(_), None, None) => Until::Leader { not: None },
-        (None, Some(id), None) => Until::Leader { not: Some(id) },
-        (None, None, Some(i)) => Until::Applied(i),
+    let until = match (w.leader, w.leader_not, w.applied, w.purged) {
+        (None, None, None, None) => Until::Now,
+        (Some(_), None, None, None) => Until::Leader { not: None },
+        (None, Some(id), None, None) => Until::Leader { not: Some(id) },
+        (None, None, Some(i), None) => Until::Applied(i),
+        (None, None, None, Some(i)) => Until::Purged(i),
         _ => {
             return Err(ApiError::bad(
-                "give at most one of leader, leader_not, applied",
+                "give at most one of leader, leader_not, applied, purged",
             ))
         }
     };

@@ -82,8 +82,66 @@ impl Store {
             batch.commit()?;
         }
         dest.checkpoint()?;
+        drop(dest);
+        trim_journals(dir)?;
         Ok(report)
     }
+}
+
+/// The last bytes of every complete batch in a fjall journal (its `End` entry's trailer).
+const JOURNAL_BATCH_TRAILER: &[u8] = b"FJL\x03";
+
+/// Cuts the zeros off the end of a closed, checkpointed store's journals. fjall preallocates
+/// each journal to 64 MiB, which a snapshot sent to a peer or a backup copied off the host
+/// would carry along; its reader stops at the first zero tag anyway (truncating there), so
+/// the trimmed file opens exactly as the full one did. A journal is trimmed only where what
+/// is left is empty or ends in a whole batch, so no written byte is ever cut.
+fn trim_journals(dir: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let io = |e: std::io::Error| Error::Storage(fjall::Error::Io(e));
+    for e in std::fs::read_dir(dir).map_err(io)? {
+        let path = e.map_err(io)?.path();
+        if path.extension().is_none_or(|x| x != "jnl") {
+            continue;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        // The end of the data: scan back in chunks past the zeros.
+        let mut end = len;
+        let mut chunk = vec![0u8; 1 << 20];
+        while end > 0 {
+            let n = chunk.len().min(end as usize);
+            f.seek(SeekFrom::Start(end - n as u64)).map_err(io)?;
+            f.read_exact(&mut chunk[..n]).map_err(io)?;
+            match chunk[..n].iter().rposition(|&b| b != 0) {
+                Some(p) => {
+                    end = end - n as u64 + p as u64 + 1;
+                    break;
+                }
+                None => end -= n as u64,
+            }
+        }
+        if end == len {
+            continue;
+        }
+        let tail = JOURNAL_BATCH_TRAILER.len() as u64;
+        let whole = end == 0
+            || (end >= tail && {
+                let mut t = [0u8; 4];
+                f.seek(SeekFrom::Start(end - tail)).map_err(io)?;
+                f.read_exact(&mut t).map_err(io)?;
+                t == JOURNAL_BATCH_TRAILER
+            });
+        if whole {
+            f.set_len(end).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 /// One problem [`verify`] found.

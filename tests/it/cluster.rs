@@ -323,7 +323,7 @@ impl Cluster {
     }
 
     /// Node `i`'s view of the cluster once the state `query` names holds (`leader=1`,
-    /// `leader_not=ID`, `applied=N`, or empty for now): the server reports it, nothing polls.
+    /// `leader_not=ID`, `applied=N`, `purged=N`, or empty for now): the server reports it, nothing polls.
     pub fn status(&self, i: usize, query: &str) -> serde_json::Value {
         status_of(&self.nodes[i], self.auth.map(|[_, token]| token), query)
     }
@@ -674,12 +674,11 @@ fn a_node_that_missed_thousands_of_entries_catches_up_through_a_snapshot() {
         }
         read_and_ack(&mut r, 60, 40);
     }
+    // The leader purges its log behind a snapshot (in the background: wait for it).
+    c.status(l, "purged=1");
     let rep = c.replication(l).unwrap();
     let purged: i64 = rep["cluster_purged_index"].parse().unwrap();
-    assert!(
-        purged > 0,
-        "the leader purged its log behind a snapshot: {rep:?}"
-    );
+    assert!(purged > 0, "{rep:?}");
     c.restart(down);
     c.converge();
     let rep = c.replication(down).unwrap();

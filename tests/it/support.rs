@@ -227,7 +227,10 @@ fn spawn(
         .arg("--http")
         .arg(http_arg)
         .args(extra)
-        .env("RUST_LOG", "warn,openraft=off")
+        .env(
+            "RUST_LOG",
+            std::env::var("IT_LOG").unwrap_or("warn,openraft=off".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -30,6 +30,9 @@ fn a_backup_is_the_store_as_of_one_commit_and_verifies_clean() {
     let report = s.backup_to(&target).unwrap();
     assert_eq!(report.streams, 2);
     assert!(report.keys > 30, "{report:?}");
+    // The copy is its tables only: no preallocated journal is carried along.
+    let size = tree_bytes(&target);
+    assert!(size < 4 << 20, "the backup is {size} bytes");
     // Writes after the backup are not in it.
     add(&s, "jobs", "late", 3_000);
     let copy = open(&target);
@@ -51,6 +54,11 @@ fn a_backup_is_the_store_as_of_one_commit_and_verifies_clean() {
     assert_eq!((r.streams, r.entries, r.groups, r.pending), (2, 31, 1, 12));
     // A non-empty target is refused.
     assert!(s.backup_to(&target).is_err());
+    // The copy (its journal trimmed) takes writes, and they survive a crash.
+    let copy = open(&target);
+    add(&copy, "jobs", "after", 4_000);
+    drop(copy);
+    assert_eq!(all(&open(&target), "jobs").len(), 31);
 }
 
 #[test]
@@ -141,4 +149,19 @@ fn log_progress_is_committed_with_its_batch_and_copied_by_backups() {
     assert_eq!(s.stream_info(&key("jobs")).unwrap().unwrap().length, 1);
     let b = open(&copy.path().join("b"));
     assert_eq!(b.progress().unwrap().as_deref(), Some(&b"index 3"[..]));
+}
+
+/// Bytes of the files under `dir` (their lengths, holes included).
+fn tree_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                tree_bytes(&e.path())
+            } else {
+                e.metadata().unwrap().len()
+            }
+        })
+        .sum()
 }
