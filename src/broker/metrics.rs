@@ -251,6 +251,8 @@ pub struct Overview {
     pub disk: super::disk::DiskState,
     /// Problems the store check after start found.
     pub damaged: u64,
+    /// How far broker time is ahead of the system clock (absorbing a step back), in ms.
+    pub clock_ahead_ms: u64,
     /// Submissions waiting for the writer.
     pub writer_queue: u64,
     /// Writer commits since start.
@@ -566,6 +568,16 @@ pub(crate) fn render(
         "store_reopens",
         "Times a failed store was reopened without a restart",
         counter(o.disk.recoveries),
+    );
+    reg.register_with_unit(
+        "clock_ahead",
+        "How far broker time is ahead of the system clock after the system clock stepped back (it is absorbed at 1/64 speed)",
+        Unit::Seconds,
+        {
+            let g = Gauge::<f64, AtomicU64>::default();
+            g.set(o.clock_ahead_ms as f64 / 1000.0);
+            g
+        },
     );
     reg.register(
         "writer_queue_depth",

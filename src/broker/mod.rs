@@ -17,6 +17,7 @@
 
 mod alerts;
 mod auth;
+mod clock;
 pub(crate) mod disk;
 pub mod metrics;
 mod notify;
@@ -27,7 +28,7 @@ mod read;
 pub mod reqrep;
 mod retention;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::cluster;
 use crate::config::{Config, Fsync};
 pub use auth::{AuthError, Principal};
+pub use clock::Clock;
 pub use notify::Notifier;
 pub use perm::{Permissions, Refusal, Right};
 pub use read::{Blocking, GroupRead, INLINE_READ_MAX};
@@ -131,31 +133,8 @@ impl Writer {
     }
 }
 
-/// The broker's clock: the system clock plus an offset that only tests move.
-pub struct Clock {
-    offset_ms: AtomicI64,
-}
-
-impl Clock {
-    fn new() -> Self {
-        Clock {
-            offset_ms: AtomicI64::new(0),
-        }
-    }
-
-    /// Unix milliseconds, as the broker sees them.
-    pub fn now_ms(&self) -> u64 {
-        let sys = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        (sys + self.offset_ms.load(Ordering::Relaxed)).max(0) as u64
-    }
-
-    /// Moves the clock forward (tests).
-    pub fn advance(&self, ms: i64) {
-        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
-    }
-}
+/// The longest the timer sleeps without reading the clock again.
+const TIMER_RECHECK: Duration = Duration::from_secs(1);
 
 /// Counters for INFO.
 #[derive(Default)]
@@ -487,6 +466,7 @@ impl Broker {
             storage_bytes: self.disk_bytes(),
             disk: self.inner.disk.state(),
             damaged: s.damaged.load(Ordering::Relaxed),
+            clock_ahead_ms: self.inner.clock.ahead_ms(),
             writer_queue: (self.inner.submit.max_capacity() - self.inner.submit.capacity()) as u64,
             commits: s.commits.load(Ordering::Relaxed),
             ops: s.ops.load(Ordering::Relaxed),
@@ -550,13 +530,14 @@ impl Broker {
         self.inner.started_ms
     }
 
-    /// Moves the broker's clock forward (servers started with `--test-clock` only) and
-    /// lets the timer act on deadlines that passed. Returns the new time.
-    pub fn advance_clock(&self, ms: i64) -> Result<u64, String> {
+    /// Steps the system clock as the broker sees it, either way (servers started with
+    /// `--test-clock` only), and lets the timer act on deadlines that passed. Returns the
+    /// broker's time, which follows a step forward and absorbs a step back ([`Clock`]).
+    pub fn step_clock(&self, ms: i64) -> Result<u64, String> {
         if !self.inner.config.test_clock {
-            return Err("CX.CLOCK ADVANCE needs a server started with --test-clock".into());
+            return Err("CX.CLOCK ADVANCE|STEP needs a server started with --test-clock".into());
         }
-        self.inner.clock.advance(ms);
+        self.inner.clock.step(ms);
         self.inner.timer_wake.notify_one();
         Ok(self.now_ms())
     }
@@ -1186,8 +1167,9 @@ impl Broker {
         }
     }
 
-    /// Submits [`Op::Tick`] when the store's next deadline passes; sleeps until exactly
-    /// that deadline (or until a commit or a clock change moves it), never polling.
+    /// Submits [`Op::Tick`] when the store's next deadline passes; sleeps until that
+    /// deadline (or until a commit or a clock change moves it), at most [`TIMER_RECHECK`],
+    /// so a step of the system clock forward takes effect within it.
     async fn timer_loop(self) {
         let me = Principal::internal();
         while !self.stopping() {
@@ -1218,8 +1200,9 @@ impl Broker {
             if due == u64::MAX {
                 wake.await;
             } else {
+                let wait = Duration::from_millis(due - now).min(TIMER_RECHECK);
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(due - now)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = wake => {}
                 }
             }

@@ -244,7 +244,7 @@ fn idempotent_publish_and_clock_guard() {
     assert_eq!(r.cmd(&["XLEN", "s"]), V::Int(1));
     assert_eq!(
         r.cmd(&["CX.CLOCK", "ADVANCE", "10"]),
-        V::Err("ERR CX.CLOCK ADVANCE needs a server started with --test-clock".into())
+        V::Err("ERR CX.CLOCK ADVANCE|STEP needs a server started with --test-clock".into())
     );
     assert!(r.cmd(&["CX.CLOCK"]).int() > 1_700_000_000_000);
 }

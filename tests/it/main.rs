@@ -2,6 +2,7 @@
 
 mod auth;
 mod blocking;
+mod clock;
 mod cluster;
 mod core;
 mod crash;

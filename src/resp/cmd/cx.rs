@@ -52,6 +52,9 @@ const CLOCK_HELP: &[&str] = &[
     "    Show the broker's clock (Unix ms).",
     "CX.CLOCK ADVANCE <ms>",
     "    Move the clock forward (test mode only).",
+    "CX.CLOCK STEP <ms>",
+    "    Step the system clock as the broker sees it, back when negative (test mode only);",
+    "    broker time follows a step forward and absorbs a step back.",
     "HELP",
     "    Print this help.",
 ];
@@ -343,18 +346,20 @@ fn dlq(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     }
 }
 
-/// CX.CLOCK [ADVANCE ms]
+/// CX.CLOCK [ADVANCE ms | STEP ms]
 fn clock(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     match args.len() {
         1 => Ok(Plan::Done(Frame::Integer(ctx.broker.now_ms() as i64))),
-        3 if upper(&args[1]) == "ADVANCE" => {
+        3 if matches!(upper(&args[1]).as_str(), "ADVANCE" | "STEP") => {
             let ms = int(&args[2])?;
-            if ms < 0 {
-                return Err(Frame::err("the clock only moves forward"));
+            if ms < 0 && upper(&args[1]) == "ADVANCE" {
+                return Err(Frame::err(
+                    "ADVANCE only moves the clock forward (STEP steps it either way)",
+                ));
             }
             // The tick runs in this command's own commit, so when the reply arrives every
             // deadline the move passed has been acted on (tests wait on this, not on time).
-            let now = ctx.broker.advance_clock(ms).map_err(Frame::err)?;
+            let now = ctx.broker.step_clock(ms).map_err(Frame::err)?;
             Ok(Plan::op(Op::Tick, move |r| match r {
                 Ok(_) => Frame::Integer(now as i64),
                 Err(e) => Frame::err(e),
