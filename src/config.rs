@@ -154,6 +154,8 @@ pub struct FileConfig {
     pub default_policy: Option<PolicyFile>,
     /// Most client connections.
     pub clients_max: Option<usize>,
+    /// Most HTTP connections.
+    pub http_connections_max: Option<usize>,
     /// Largest RESP bulk string.
     pub bulk_bytes_max: Option<usize>,
     /// Most bytes buffered per client.
@@ -201,6 +203,8 @@ pub struct Config {
     pub default_policy: Option<DeliveryPolicy>,
     /// Most client connections.
     pub clients_max: usize,
+    /// Most HTTP connections.
+    pub http_connections_max: usize,
     /// RESP codec bounds.
     pub resp_limits: RespLimits,
     /// Storage settings.
@@ -361,6 +365,7 @@ impl Config {
             },
             default_policy: file.default_policy.map(PolicyFile::into_policy),
             clients_max: file.clients_max.unwrap_or(10_000),
+            http_connections_max: file.http_connections_max.unwrap_or(1_024),
             resp_limits,
             store,
             alert_interval_ms: file.alert_interval_ms.unwrap_or(1_000),
@@ -427,9 +432,13 @@ impl Config {
         if l.buffer_bytes_max < 2 * l.bulk_bytes_max {
             return Err("client_buffer_bytes_max must be at least twice bulk_bytes_max".into());
         }
-        if self.clients_max == 0 || self.alert_interval_ms == 0 || self.retention_interval_ms == 0 {
+        if self.clients_max == 0
+            || self.http_connections_max == 0
+            || self.alert_interval_ms == 0
+            || self.retention_interval_ms == 0
+        {
             return Err(
-                "clients_max, alert_interval_ms and retention_interval_ms must be positive".into(),
+                "clients_max, http_connections_max, alert_interval_ms and retention_interval_ms must be positive".into(),
             );
         }
         for r in &self.retention {
@@ -534,7 +543,7 @@ fn cluster_config(
 
 /// The settings an environment variable may give: `CORTEX_` + the key in upper case (the
 /// tables, `tokens`, `agents`, `retention` and `default_policy`, only in the file).
-pub const ENV_KEYS: [&str; 19] = [
+pub const ENV_KEYS: [&str; 20] = [
     "data_dir",
     "resp",
     "quic",
@@ -546,6 +555,7 @@ pub const ENV_KEYS: [&str; 19] = [
     "quic_streams_max",
     "quic_idle_timeout_ms",
     "clients_max",
+    "http_connections_max",
     "bulk_bytes_max",
     "client_buffer_bytes_max",
     "starvation_guard",

@@ -50,6 +50,10 @@ pub struct ClientView {
     proto: u8,
     multi: i64,
     user: String,
+    /// Bytes of the query buffer (read, not yet run).
+    qbuf: usize,
+    /// Bytes of replies being written (the client has not read them yet).
+    omem: usize,
 }
 
 impl ClientView {
@@ -57,8 +61,8 @@ impl ClientView {
     pub fn line(&self, now_ms: u64) -> String {
         format!(
             "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} \
-             watch=0 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 \
-             events=r cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
+             watch=0 qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} \
+             events={} cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -68,6 +72,10 @@ impl ClientView {
             if self.multi >= 0 { "x" } else { "N" },
             self.db,
             self.multi,
+            self.qbuf,
+            self.omem,
+            self.qbuf + self.omem,
+            if self.omem > 0 { "rw" } else { "r" },
             self.last_cmd.to_ascii_lowercase(),
             self.user,
             self.proto,
@@ -128,6 +136,8 @@ impl Conn {
             proto: 2,
             multi: -1,
             user: "default".into(),
+            qbuf: 0,
+            omem: 0,
         };
         Conn {
             id,
@@ -168,6 +178,14 @@ impl Conn {
         if v.user != user {
             v.user = user.to_string();
         }
+    }
+
+    /// Records the connection's buffers for CLIENT LIST: `qbuf` bytes read and not yet run,
+    /// `omem` bytes of replies being written.
+    pub fn buffers(&self, qbuf: usize, omem: usize) {
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        v.qbuf = qbuf;
+        v.omem = omem;
     }
 
     /// This connection's CLIENT LIST line.

@@ -69,24 +69,68 @@ const WRITE_CHUNK: usize = 256 << 10;
 async fn emit(
     sock: &mut TcpStream,
     out: &mut Vec<u8>,
-    proto: u8,
+    conn: &Conn,
+    qbuf: usize,
     reply: Frame,
 ) -> std::io::Result<()> {
     match reply {
         Frame::Encoded(bytes) if bytes.len() >= DIRECT_WRITE_MIN => {
-            sock.write_all(out).await?;
-            out.clear();
+            flush(sock, out, conn, qbuf).await?;
+            let mut left = bytes.len();
             for chunk in bytes.chunks(WRITE_CHUNK) {
-                sock.write_all(chunk).await?;
+                write_shown(sock, chunk, conn, qbuf, left).await?;
+                left -= chunk.len();
                 tokio::task::yield_now().await;
             }
             Ok(())
         }
         other => {
-            other.encode(proto, out);
+            other.encode(conn.proto, out);
             Ok(())
         }
     }
+}
+
+/// The replies before the connection closes; a client that does not read them within a
+/// few seconds does not keep the connection (and its buffers) alive.
+async fn last_words(sock: &mut TcpStream, out: &[u8]) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sock.write_all(out)).await;
+}
+
+/// Writes and empties the output buffer.
+async fn flush(
+    sock: &mut TcpStream,
+    out: &mut Vec<u8>,
+    conn: &Conn,
+    qbuf: usize,
+) -> std::io::Result<()> {
+    let r = write_shown(sock, out, conn, qbuf, out.len()).await;
+    out.clear();
+    r
+}
+
+/// Writes `bytes`; when the socket cannot take them at once (the client is not reading),
+/// CLIENT LIST shows the `pending` bytes as `omem` until they are written. The connection's
+/// memory stays bounded either way: nothing more is read or run until they are.
+async fn write_shown(
+    sock: &mut TcpStream,
+    bytes: &[u8],
+    conn: &Conn,
+    qbuf: usize,
+    pending: usize,
+) -> std::io::Result<()> {
+    let done = match sock.try_write(bytes) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if done == bytes.len() {
+        return Ok(());
+    }
+    conn.buffers(qbuf, pending - done);
+    let r = sock.write_all(&bytes[done..]).await;
+    conn.buffers(qbuf, 0);
+    r
 }
 
 async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, shared: Arc<Shared>) {
@@ -142,7 +186,10 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
             if run_ops > 0 && (ops.is_none() || run_ops + ops.unwrap_or(0) > cmd::PIPELINE_OPS_MAX)
             {
                 for reply in cmd::run(&mut conn, &broker, &shared, std::mem::take(&mut run)).await {
-                    if emit(&mut sock, &mut out, conn.proto, reply).await.is_err() {
+                    if emit(&mut sock, &mut out, &conn, buf.len(), reply)
+                        .await
+                        .is_err()
+                    {
                         break 'conn;
                     }
                 }
@@ -155,40 +202,41 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
                     for reply in
                         cmd::run(&mut conn, &broker, &shared, std::mem::take(&mut run)).await
                     {
-                        if emit(&mut sock, &mut out, conn.proto, reply).await.is_err() {
+                        if emit(&mut sock, &mut out, &conn, buf.len(), reply)
+                            .await
+                            .is_err()
+                        {
                             break 'conn;
                         }
                     }
                 }
             }
             if conn.close {
-                let _ = sock.write_all(&out).await;
+                last_words(&mut sock, &out).await;
                 break 'conn;
             }
-            if out.len() >= 64 << 10 {
-                if sock.write_all(&out).await.is_err() {
-                    break 'conn;
-                }
-                out.clear();
+            if out.len() >= 64 << 10 && flush(&mut sock, &mut out, &conn, buf.len()).await.is_err()
+            {
+                break 'conn;
             }
         }
         if !run.is_empty() {
             for reply in cmd::run(&mut conn, &broker, &shared, std::mem::take(&mut run)).await {
-                if emit(&mut sock, &mut out, conn.proto, reply).await.is_err() {
+                if emit(&mut sock, &mut out, &conn, buf.len(), reply)
+                    .await
+                    .is_err()
+                {
                     break 'conn;
                 }
             }
         }
         if let Some(e) = protocol_error {
             Frame::err(format!("Protocol error: {}", e.0)).encode(conn.proto, &mut out);
-            let _ = sock.write_all(&out).await;
+            last_words(&mut sock, &out).await;
             break;
         }
-        if !out.is_empty() {
-            if sock.write_all(&out).await.is_err() {
-                break;
-            }
-            out.clear();
+        if !out.is_empty() && flush(&mut sock, &mut out, &conn, buf.len()).await.is_err() {
+            break;
         }
         if broker.stopping() {
             break;
@@ -196,7 +244,7 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
         if buf.len() >= limits.buffer_bytes_max {
             Frame::err("Protocol error: client query buffer limit exceeded")
                 .encode(conn.proto, &mut out);
-            let _ = sock.write_all(&out).await;
+            last_words(&mut sock, &out).await;
             break;
         }
         // Parsing stopped at the cap: run the rest of the buffer before reading more.

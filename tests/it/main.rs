@@ -12,6 +12,7 @@ mod faults;
 mod generic;
 mod groups;
 mod http;
+mod pressure;
 mod protocol;
 mod quic;
 mod redis74;

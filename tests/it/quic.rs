@@ -12,7 +12,7 @@ use crate::support::*;
 
 const T: Duration = Duration::from_secs(10);
 
-fn opts(s: &Server, agent: &str, token: &str) -> ClientOptions {
+pub fn opts(s: &Server, agent: &str, token: &str) -> ClientOptions {
     ClientOptions {
         server: s.quic,
         also: Vec::new(),
