@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::{Path, Query as Q, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +18,7 @@ use cortex_storage::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::extract::{Body, Query as Q};
 use super::json::{self as js, text};
 use super::{principal, ApiError, App, BLOCK_MS_MAX, TAIL_WAIT};
 use crate::broker::publish::Message;
@@ -315,7 +316,7 @@ async fn publish(
     State(app): State<App>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Json(body): Json<PublishBody>,
+    Body(body): Body<PublishBody>,
 ) -> ApiResult {
     let who = principal(&app.broker, &h)?;
     let (list, one) = match body {
@@ -385,7 +386,7 @@ async fn create_group(
     State(app): State<App>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Json(g): Json<NewGroup>,
+    Body(g): Body<NewGroup>,
 ) -> ApiResult {
     let who = principal(&app.broker, &h)?;
     let start = match g.start.as_deref().unwrap_or("$") {
@@ -442,7 +443,7 @@ async fn read(
     State(app): State<App>,
     h: HeaderMap,
     Path((name, group)): Path<(String, String)>,
-    Json(r): Json<ReadBody>,
+    Body(r): Body<ReadBody>,
 ) -> ApiResult {
     let who = principal(&app.broker, &h)?;
     let from = match r.from.as_deref().unwrap_or(">") {
@@ -484,7 +485,7 @@ async fn ack(
     State(app): State<App>,
     h: HeaderMap,
     Path((name, group)): Path<(String, String)>,
-    Json(a): Json<AckBody>,
+    Body(a): Body<AckBody>,
 ) -> ApiResult {
     let who = principal(&app.broker, &h)?;
     let op = Op::Ack {
@@ -512,7 +513,7 @@ async fn nack(
     State(app): State<App>,
     h: HeaderMap,
     Path((name, group)): Path<(String, String)>,
-    Json(n): Json<NackBody>,
+    Body(n): Body<NackBody>,
 ) -> ApiResult {
     let who = principal(&app.broker, &h)?;
     let op = Op::Nack {
@@ -588,7 +589,7 @@ async fn dlq_list(State(app): State<App>, h: HeaderMap, Q(s): Q<DlqSelect>) -> A
 }
 
 /// Puts dead letters back on their origin streams (admin).
-async fn dlq_redrive(State(app): State<App>, h: HeaderMap, Json(s): Json<DlqSelect>) -> ApiResult {
+async fn dlq_redrive(State(app): State<App>, h: HeaderMap, Body(s): Body<DlqSelect>) -> ApiResult {
     let who = principal(&app.broker, &h)?;
     let (dlq, filter, limit) = select(s)?;
     match reply(&app, &who, Op::DlqRedrive { dlq, filter, limit }).await? {
@@ -598,7 +599,7 @@ async fn dlq_redrive(State(app): State<App>, h: HeaderMap, Json(s): Json<DlqSele
 }
 
 /// Deletes dead letters (admin).
-async fn dlq_purge(State(app): State<App>, h: HeaderMap, Json(s): Json<DlqSelect>) -> ApiResult {
+async fn dlq_purge(State(app): State<App>, h: HeaderMap, Body(s): Body<DlqSelect>) -> ApiResult {
     let who = principal(&app.broker, &h)?;
     let (dlq, filter, limit) = select(s)?;
     match reply(&app, &who, Op::DlqPurge { dlq, filter, limit }).await? {

@@ -9,6 +9,7 @@
 
 mod api;
 mod assets;
+mod extract;
 mod json;
 mod limit;
 

@@ -22,6 +22,9 @@ impl std::fmt::Display for ReadError {
     }
 }
 
+/// Most bytes reserved for a frame body before they arrive.
+const BODY_PREALLOC_MAX: usize = 64 << 10;
+
 /// Reads one frame; `Ok(None)` when the peer finished the stream cleanly between frames.
 /// An oversized length prefix is refused before the body is read.
 pub async fn read_frame(
@@ -40,15 +43,20 @@ pub async fn read_frame(
         Err(ReadExactError::ReadError(e)) => return Err(ReadError::Stream(e.to_string())),
     }
     let n = wire::body_len(header).map_err(ReadError::Decode)?;
-    let mut body = vec![0u8; n];
-    match recv.read_exact(&mut body).await {
-        Ok(()) => {}
-        Err(ReadExactError::FinishedEarly(got)) => {
-            return Err(ReadError::Decode(DecodeError::Malformed(format!(
-                "stream ended {got} bytes into a {n}-byte frame"
-            ))))
+    // Grown with what arrives: a header claiming a large body costs nothing until its bytes
+    // do (QUIC flow control paces them).
+    let mut body = Vec::with_capacity(n.min(BODY_PREALLOC_MAX));
+    while body.len() < n {
+        match recv.read_chunk(n - body.len(), true).await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(ReadError::Decode(DecodeError::Malformed(format!(
+                    "stream ended {} bytes into a {n}-byte frame",
+                    body.len()
+                ))))
+            }
+            Err(e) => return Err(ReadError::Stream(e.to_string())),
         }
-        Err(ReadExactError::ReadError(e)) => return Err(ReadError::Stream(e.to_string())),
     }
     wire::decode(&body, limits)
         .map(Some)

@@ -1,6 +1,7 @@
 //! Integration tests: the real `cortex` binary on loopback ports, real clients.
 
 mod auth;
+mod bad_input;
 mod blocking;
 mod clock;
 mod cluster;

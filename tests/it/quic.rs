@@ -368,7 +368,7 @@ async fn refusals_are_clear_and_the_server_stays_up() {
     assert_eq!(s.raw().cmd(&["PING"]), V::Simple("PONG".into()));
 }
 
-async fn raw_connection(s: &Server) -> quinn::Connection {
+pub async fn raw_connection(s: &Server) -> quinn::Connection {
     let tls = cortex::quic::tls::client_config(&Trust::local(s.dir.path())).unwrap();
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();

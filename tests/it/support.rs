@@ -306,10 +306,16 @@ pub struct Raw {
 }
 
 fn multibulk(args: &[&str]) -> Vec<u8> {
+    let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    multibulk_bytes(&bytes)
+}
+
+fn multibulk_bytes<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {
+        let a = a.as_ref();
         out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a.as_bytes());
+        out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
     }
     out
@@ -334,6 +340,12 @@ impl Raw {
     /// Sends a command (as a multibulk) and reads its reply.
     pub fn cmd(&mut self, args: &[&str]) -> V {
         self.send(&multibulk(args));
+        self.read()
+    }
+
+    /// [`Raw::cmd`] with binary arguments.
+    pub fn cmd_bytes<A: AsRef<[u8]>>(&mut self, args: &[A]) -> V {
+        self.send(&multibulk_bytes(args));
         self.read()
     }
 
