@@ -213,6 +213,8 @@ pub struct Config {
     pub alert_interval_ms: u64,
     /// `CX.CLOCK` allowed.
     pub test_clock: bool,
+    /// `CX.FAULT` allowed.
+    pub test_faults: bool,
     /// Most ops applied in one commit.
     pub batch_ops_max: usize,
     /// Most submissions waiting for the writer.
@@ -255,6 +257,9 @@ pub struct ServeFlags {
     /// Allow CX.CLOCK to move the broker's clock (for tests).
     #[arg(long, hide = true)]
     pub test_clock: bool,
+    /// Allow CX.FAULT to inject storage failures (for tests).
+    #[arg(long, hide = true)]
+    pub test_faults: bool,
     /// This node's ID in the cluster (with --cluster-node; overrides [cluster] node_id)
     #[arg(long)]
     pub node_id: Option<u64>,
@@ -370,6 +375,7 @@ impl Config {
             store,
             alert_interval_ms: file.alert_interval_ms.unwrap_or(1_000),
             test_clock: flags.test_clock || file.test_clock.unwrap_or(false),
+            test_faults: flags.test_faults,
             batch_ops_max: 4096,
             queue_max: 65_536,
             retention: file.retention,

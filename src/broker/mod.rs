@@ -542,6 +542,16 @@ impl Broker {
         Ok(self.now_ms())
     }
 
+    /// Makes the store's next `n` commits fail as an I/O error would (servers started with
+    /// `--test-faults` only): the failed-commit path (refusal, reopen) on a healthy disk.
+    pub fn inject_commit_failures(&self, n: u64) -> Result<(), String> {
+        if !self.inner.config.test_faults {
+            return Err("CX.FAULT needs a server started with --test-faults".into());
+        }
+        self.store().fail_next_commits(n);
+        Ok(())
+    }
+
     /// Redis radix-tree node sizes in effect (CONFIG stream-node-max-*).
     pub fn node_limits(&self) -> cortex_storage::nodes::NodeLimits {
         self.store().node_limits()

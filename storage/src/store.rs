@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
@@ -125,6 +126,8 @@ pub struct Store {
     pub(crate) cfg: StoreConfig,
     pub(crate) catalog: RwLock<Catalog>,
     writer: Mutex<()>,
+    /// Commits still to fail with an injected I/O error ([`Store::fail_next_commits`]).
+    injected_failures: AtomicU64,
 }
 
 /// Opens (creating when missing) the store's keyspaces with their settings.
@@ -261,7 +264,15 @@ impl Store {
             cfg,
             catalog: RwLock::new(catalog),
             writer: Mutex::new(()),
+            injected_failures: AtomicU64::new(0),
         })
+    }
+
+    /// Makes the next `n` commits fail as an I/O error of the disk would (nothing of them is
+    /// written), for tests of what the layers above do with a failed commit: the error paths
+    /// a full tmpfs cannot reach (EIO on a healthy disk). Unused in production.
+    pub fn fail_next_commits(&self, n: u64) {
+        self.injected_failures.store(n, Ordering::Relaxed);
     }
 
     /// The settings the store was opened with.
@@ -343,6 +354,15 @@ impl Store {
             Durability::SyncEachCommit => PersistMode::SyncData,
             Durability::Buffered => PersistMode::Buffer,
         };
+        if self
+            .injected_failures
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(Error::Storage(fjall::Error::Io(std::io::Error::other(
+                "injected I/O error (a test's fault)",
+            ))));
+        }
         tx.commit(&self.db, &self.ks.all(), mode)?;
         drop(base);
         // Still under the writer mutex: this snapshot sees exactly this commit. It is

@@ -331,3 +331,41 @@ fn flipped_bytes_on_disk_are_reported_with_stream_and_ids_and_never_served() {
     // New writes still work.
     assert!(!r.cmd(&["XADD", intact, "*", "after", "damage"]).is_err());
 }
+
+#[test]
+fn an_injected_io_error_fails_one_commit_and_the_store_comes_back_without_a_restart() {
+    let s = Server::start(&["--test-faults"]);
+    let mut r = s.raw();
+    let a = r.cmd(&["XADD", "s", "*", "k", "a"]);
+    assert!(is_id(&a), "{a:?}");
+    r.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
+    assert_eq!(r.cmd(&["CX.FAULT", "COMMIT", "1"]), V::Simple("OK".into()));
+    // The commit fails as on a disk answering EIO: not acknowledged, with the reason.
+    match r.cmd(&["XADD", "s", "*", "k", "lost"]) {
+        V::Err(e) => assert!(e.contains("injected I/O error"), "{e}"),
+        other => panic!("acknowledged a failed commit: {other:?}"),
+    }
+    // The store is reopened in place (no restart, this connection stays) and says so.
+    next_alert(&mut r, "0-0", "store_reopened");
+    let b = r.cmd(&["XADD", "s", "*", "k", "b"]);
+    assert!(is_id(&b), "{b:?}");
+    let values: Vec<String> = r
+        .cmd(&["XRANGE", "s", "-", "+"])
+        .arr()
+        .iter()
+        .map(|e| e.arr()[1].arr()[1].s().to_string())
+        .collect();
+    assert_eq!(values, vec!["a", "b"]);
+    // The group survived, and reads it.
+    let got = r.cmd(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]);
+    assert_eq!(got.arr()[0].arr()[1].arr().len(), 2);
+    let m = metrics(&s);
+    assert_eq!(crate::http::sample(&m, "cortex_store_reopens_total"), 1.0);
+    assert_eq!(crate::http::sample(&m, "cortex_store_failed"), 0.0);
+    // Only a server started for it injects faults.
+    let plain = Server::start(&[]);
+    assert_eq!(
+        plain.raw().cmd(&["CX.FAULT", "COMMIT", "1"]),
+        V::Err("ERR CX.FAULT needs a server started with --test-faults".into())
+    );
+}

@@ -1,4 +1,5 @@
-//! Extension commands for what Redis lacks: CX.PUBLISH, CX.POLICY, CX.NACK, CX.DLQ, CX.CLOCK.
+//! Extension commands for what Redis lacks: CX.PUBLISH, CX.POLICY, CX.NACK, CX.DLQ, CX.CLOCK,
+//! and CX.FAULT (tests only).
 
 use cortex_storage::{
     Answer, DeadReason, DeliveryPolicy, DlqFilter, IdSpec, Lane, Meta, Op, PolicyPatch, Query,
@@ -59,6 +60,13 @@ const CLOCK_HELP: &[&str] = &[
     "    Print this help.",
 ];
 
+const FAULT_HELP: &[&str] = &[
+    "CX.FAULT COMMIT <n>",
+    "    Make the store's next n commits fail as an I/O error would (test mode only).",
+    "HELP",
+    "    Print this help.",
+];
+
 pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     if args.len() == 2 && args[1].eq_ignore_ascii_case(b"HELP") {
         return Ok(Plan::Done(help(match ctx.name {
@@ -66,6 +74,7 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
             "CX.POLICY" => POLICY_HELP,
             "CX.NACK" => NACK_HELP,
             "CX.DLQ" => DLQ_HELP,
+            "CX.FAULT" => FAULT_HELP,
             _ => CLOCK_HELP,
         })));
     }
@@ -77,6 +86,7 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         "CX.POLICY" => policy(ctx, args),
         "CX.NACK" => nack(ctx, args),
         "CX.DLQ" => dlq(ctx, args),
+        "CX.FAULT" => fault(ctx, args),
         _ => clock(ctx, args),
     }
 }
@@ -344,6 +354,21 @@ fn dlq(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
             text(&args[1])
         ))),
     }
+}
+
+/// CX.FAULT COMMIT n: the store's next `n` commits fail as an I/O error would.
+fn fault(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    if args.len() != 3 || upper(&args[1]) != "COMMIT" {
+        return Err(syntax());
+    }
+    let n = int(&args[2])?;
+    if n < 0 {
+        return Err(Frame::err("the count is negative"));
+    }
+    ctx.broker
+        .inject_commit_failures(n as u64)
+        .map_err(Frame::err)?;
+    Ok(Plan::Done(Frame::Simple("OK".into())))
 }
 
 /// CX.CLOCK [ADVANCE ms | STEP ms]

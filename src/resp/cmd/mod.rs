@@ -193,7 +193,9 @@ fn plan(ctx: &mut Ctx<'_>, args: &Args) -> Plan {
         "XLEN" | "XRANGE" | "XREVRANGE" | "XREAD" => read::plan(ctx, args),
         "XREADGROUP" | "XGROUP" | "XPENDING" | "XCLAIM" | "XAUTOCLAIM" => group::plan(ctx, args),
         "XINFO" => info::plan(ctx, args),
-        "CX.PUBLISH" | "CX.POLICY" | "CX.NACK" | "CX.DLQ" | "CX.CLOCK" => cx::plan(ctx, args),
+        "CX.PUBLISH" | "CX.POLICY" | "CX.NACK" | "CX.DLQ" | "CX.CLOCK" | "CX.FAULT" => {
+            cx::plan(ctx, args)
+        }
         "EXEC" => Ok(Plan::Exec),
         _ => server::plan(ctx, args),
     };

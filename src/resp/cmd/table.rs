@@ -111,6 +111,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("CX.NACK", -4, &["write", "fast"], 1, 1, 1, "cortex", "Reports failed processing: retry after the backoff, or dead-letter."),
     spec!("CX.DLQ", -2, W, 0, 0, 0, "cortex", "Lists, redrives or purges dead letters."),
     spec!("CX.CLOCK", -1, F, 0, 0, 0, "cortex", "Shows the broker's clock; moves it in test mode."),
+    spec!("CX.FAULT", -2, F, 0, 0, 0, "cortex", "Injects storage failures in test mode."),
 ];
 
 /// The spec of a command by name, in any case (no allocation).
