@@ -255,7 +255,13 @@ fn check(db: &Database, ks: &Keyspaces) -> Result<VerifyReport> {
     }
     let mut sids = HashMap::new();
     for item in Readable::iter(&snap, ks.streams.inner()) {
-        let (k, v) = item.into_inner()?;
+        let (k, v) = match item.into_inner() {
+            Ok(kv) => kv,
+            Err(e) => {
+                unreadable(&mut r, b"", "stream metadata (the streams after it)", e);
+                break;
+            }
+        };
         let Some((_, name)) = keys::parse_stream(&k) else {
             r.damage(b"", "a stream key is too short", Vec::new());
             continue;
@@ -275,7 +281,13 @@ fn check(db: &Database, ks: &Keyspaces) -> Result<VerifyReport> {
     }
     let mut bad_idem: BTreeMap<u64, Bad> = BTreeMap::new();
     for item in Readable::iter(&snap, ks.idem.inner()) {
-        let (k, v) = item.into_inner()?;
+        let (k, v) = match item.into_inner() {
+            Ok(kv) => kv,
+            Err(e) => {
+                unreadable(&mut r, b"", "idempotency records", e);
+                break;
+            }
+        };
         r.other += 1;
         if let Err(why) = codec::decode::<crate::meta::IdempotencyRecord>(Kind::Idempotency, &v) {
             let sid = k
@@ -289,6 +301,17 @@ fn check(db: &Database, ks: &Keyspaces) -> Result<VerifyReport> {
         bad.report(&mut r, &name, "idempotency records unreadable");
     }
     Ok(r)
+}
+
+/// A damaged disk block met while scanning `what`: reported with the stream, and that scan
+/// ends there (the check goes on with the rest). Entries get a finer treatment
+/// ([`scan_entries`] steps over the block).
+fn unreadable(r: &mut VerifyReport, stream: &[u8], what: &str, e: impl std::fmt::Display) {
+    r.damage(
+        stream,
+        format!("{what} cannot be read from some point on: the disk block holding them is damaged ({e})"),
+        Vec::new(),
+    );
 }
 
 fn verify_stream(
@@ -312,7 +335,8 @@ fn verify_stream(
             Ok(rec) => {
                 if let (Some(id), true) = (id, rec.meta.lane != Lane::Normal) {
                     let lane_key = keys::lane(sid, rec.meta.lane, id);
-                    if Readable::get(snap, ks.lanes.inner(), lane_key)?.is_none() {
+                    // A damaged lane-index block is reported by the lane scan below.
+                    if matches!(Readable::get(snap, ks.lanes.inner(), lane_key), Ok(None)) {
                         unindexed.add(Some(id), || "not in the lane index".into());
                     }
                 }
@@ -344,17 +368,25 @@ fn verify_stream(
     }
     let mut orphan = Bad::default();
     for item in Readable::prefix(snap, ks.lanes.inner(), keys::prefix(sid)) {
-        let k = item.key()?;
+        let k = match item.key() {
+            Ok(k) => k,
+            Err(e) => {
+                unreadable(r, name, "the lane index", e);
+                break;
+            }
+        };
         let id = keys::trailing_id(&k);
         let lane = k.get(8).and_then(|&b| Lane::from_index(usize::from(b)));
         let Some(id) = id else {
             orphan.add(None, || "malformed key".into());
             continue;
         };
-        match Readable::get(snap, ks.entries.inner(), keys::id_key(sid, id))? {
-            None => orphan.add(Some(id), || "no such entry".into()),
+        match Readable::get(snap, ks.entries.inner(), keys::id_key(sid, id)) {
+            Ok(None) => orphan.add(Some(id), || "no such entry".into()),
+            // A damaged entry block is reported by the entry scan above.
+            Err(_) => {}
             // A damaged record's lane is unknown; it is reported above.
-            Some(v) => match codec::decode::<Record>(Kind::Entry, &v) {
+            Ok(Some(v)) => match codec::decode::<Record>(Kind::Entry, &v) {
                 Ok(rec) if Some(rec.meta.lane) != lane => {
                     orphan.add(Some(id), || "lane does not match the entry's".into())
                 }
@@ -365,7 +397,13 @@ fn verify_stream(
     orphan.report(r, name, "lane index keys point at no entry of that lane");
     unindexed.report(r, name, "priority entries missing from the lane index");
     for item in Readable::prefix(snap, ks.groups.inner(), keys::prefix(sid)) {
-        let (k, v) = item.into_inner()?;
+        let (k, v) = match item.into_inner() {
+            Ok(kv) => kv,
+            Err(e) => {
+                unreadable(r, name, "group metadata", e);
+                break;
+            }
+        };
         let gname = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
         r.groups += 1;
         match codec::decode::<GroupMeta>(Kind::GroupMeta, &v) {
@@ -480,7 +518,13 @@ fn verify_group(
     // Consumer ID -> (name, pending it records, pending keys found).
     let mut consumers: HashMap<u64, (String, u64, u64)> = HashMap::new();
     for item in Readable::prefix(snap, ks.consumers.inner(), keys::prefix(gid)) {
-        let (k, v) = item.into_inner()?;
+        let (k, v) = match item.into_inner() {
+            Ok(kv) => kv,
+            Err(e) => {
+                unreadable(r, name, &format!("group '{gname}': consumer metadata"), e);
+                break;
+            }
+        };
         r.other += 1;
         let cname = String::from_utf8_lossy(k.get(8..).unwrap_or_default()).into_owned();
         match codec::decode::<ConsumerMeta>(Kind::ConsumerMeta, &v) {
@@ -498,7 +542,13 @@ fn verify_group(
     let mut unlisted = Bad::default();
     let mut count = 0u64;
     for item in Readable::prefix(snap, ks.pel.inner(), keys::prefix(gid)) {
-        let (k, v) = item.into_inner()?;
+        let (k, v) = match item.into_inner() {
+            Ok(kv) => kv,
+            Err(e) => {
+                unreadable(r, name, &format!("group '{gname}': pending entries"), e);
+                break;
+            }
+        };
         let id = keys::trailing_id(&k);
         count += 1;
         r.pending += 1;
@@ -506,7 +556,8 @@ fn verify_group(
             Ok(p) => {
                 if let Some(id) = id {
                     let ck = keys::consumer_pending(gid, p.consumer_id, id);
-                    if Readable::get(snap, ks.cpel.inner(), ck)?.is_none() {
+                    // A damaged consumer-list block is reported by the scan below.
+                    if matches!(Readable::get(snap, ks.cpel.inner(), ck), Ok(None)) {
                         unlisted.add(Some(id), || "not in its consumer's list".into());
                     }
                 }
@@ -536,7 +587,18 @@ fn verify_group(
     );
     let mut stray = Bad::default();
     for item in Readable::prefix(snap, ks.cpel.inner(), keys::prefix(gid)) {
-        let k = item.key()?;
+        let k = match item.key() {
+            Ok(k) => k,
+            Err(e) => {
+                unreadable(
+                    r,
+                    name,
+                    &format!("group '{gname}': consumers' pending lists"),
+                    e,
+                );
+                break;
+            }
+        };
         let id = keys::trailing_id(&k);
         let cid = k
             .get(8..16)
@@ -548,10 +610,12 @@ fn verify_group(
             stray.add(None, || "malformed key".into());
             continue;
         };
-        match Readable::get(snap, ks.pel.inner(), keys::id_key(gid, id))? {
-            None => stray.add(Some(id), || "no pending entry".into()),
+        match Readable::get(snap, ks.pel.inner(), keys::id_key(gid, id)) {
+            Ok(None) => stray.add(Some(id), || "no pending entry".into()),
+            // A damaged pending-list block is reported by the pending scan above.
+            Err(_) => {}
             // A damaged pending entry's owner is unknown; it is reported above.
-            Some(v) => match codec::decode::<PendingEntry>(Kind::Pending, &v) {
+            Ok(Some(v)) => match codec::decode::<PendingEntry>(Kind::Pending, &v) {
                 Ok(p) if p.consumer_id != cid => {
                     stray.add(Some(id), || "owned by another consumer".into())
                 }

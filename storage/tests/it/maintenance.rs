@@ -165,3 +165,60 @@ fn tree_bytes(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+/// A damaged block of another keyspace than the entries (here the pending lists) no longer
+/// stops the check: it is reported with its stream and group, and the rest is checked.
+#[test]
+fn a_damaged_pending_list_block_is_reported_and_the_check_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = open(dir.path());
+        let ops: Vec<Op> = (0..5000)
+            .map(|i| {
+                append(
+                    "jobs",
+                    IdSpec::Auto,
+                    fields(&format!("v{i}")),
+                    Meta::default(),
+                )
+            })
+            .collect();
+        s.apply(ops, 1_000).unwrap();
+        add(&s, "other", "x", 1_001);
+        create_group(&s, "jobs", "g", GroupStart::Id(StreamId::MIN), 1_002);
+        assert_eq!(read(&s, "jobs", "g", "a", 5000, 1_003).len(), 5000);
+        s.close().unwrap();
+    }
+    // fjall numbers keyspaces in creation order after its own (0): the pending lists
+    // ("pel", the sixth the store creates) are keyspaces/6.
+    let tables = dir.path().join("keyspaces/6/tables");
+    let mut damaged = 0;
+    for t in std::fs::read_dir(&tables).unwrap() {
+        let path = t.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        if bytes.len() < 64 << 10 {
+            continue;
+        }
+        let mid = bytes.len() / 3;
+        for b in &mut bytes[mid..mid + 64] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&path, bytes).unwrap();
+        damaged += 1;
+    }
+    assert!(
+        damaged > 0,
+        "no pending-list table to damage in {}",
+        tables.display()
+    );
+    let r = verify(dir.path(), &StoreConfig::default()).expect("the check completes");
+    let text: Vec<String> = r.damage.iter().map(|d| d.what.clone()).collect();
+    let pel = r
+        .damage
+        .iter()
+        .find(|d| d.what.contains("group 'g': pending entries cannot be read"))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    assert_eq!(pel.stream, b"jobs");
+    // Everything else was still checked.
+    assert_eq!((r.streams, r.entries, r.groups), (2, 5001, 1), "{text:?}");
+}
