@@ -778,6 +778,14 @@ impl Broker {
                             }
                         }
                     }
+                    Err(e @ cortex_storage::Error::Unreadable(_)) => {
+                        // A read met damage: nothing was written and the store is fine, so
+                        // only this batch is refused (no reopen).
+                        tracing::error!("a batch was refused: {e}");
+                        for to in replies_to {
+                            to.fail(BrokerError::Storage(e.to_string()));
+                        }
+                    }
                     Err(e) => {
                         // Nothing of the batch is acknowledged. fjall refuses every write
                         // after a failed persist (a full disk, an I/O error): the store is

@@ -101,7 +101,9 @@ pub(super) fn store_error(e: &StoreError) -> Frame {
         StoreError::NoSuchStream { .. } | StoreError::NoSuchGroup { .. } => ErrorCode::NotFound,
         StoreError::GroupExists { .. } | StoreError::TargetExists => ErrorCode::Conflict,
         StoreError::TooLarge { .. } => ErrorCode::TooLarge,
-        StoreError::Corruption { .. } | StoreError::Storage(_) => ErrorCode::Internal,
+        StoreError::Corruption { .. } | StoreError::Storage(_) | StoreError::Unreadable(_) => {
+            ErrorCode::Internal
+        }
         _ => ErrorCode::InvalidArgument,
     };
     Frame::Error {

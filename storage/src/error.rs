@@ -81,13 +81,17 @@ pub enum Error {
     },
     /// The embedded store failed (I/O, poisoned after a failed fsync, locked by another process).
     Storage(fjall::Error),
+    /// A read the batch needed failed (a damaged disk block, an I/O error while reading):
+    /// the batch is refused and nothing of it was written. Unlike [`Error::Storage`] from a
+    /// commit, the store itself is fine and takes the next batch.
+    Unreadable(fjall::Error),
 }
 
 impl Error {
     /// True for errors after which the store must not be written again (I/O or corruption
     /// found during a write batch): the broker should stop and restart.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Error::Storage(_))
+        matches!(self, Error::Storage(_) | Error::Unreadable(_))
     }
 }
 
@@ -148,6 +152,10 @@ impl fmt::Display for Error {
                 write!(f, ": {reason}")
             }
             Error::Storage(e) => write!(f, "storage failure: {e}"),
+            Error::Unreadable(e) => write!(
+                f,
+                "a read this batch needed failed, so nothing of it was written (a damaged disk block? the store check reports where): {e}"
+            ),
         }
     }
 }
@@ -155,7 +163,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Error::Storage(e) => Some(e),
+            Error::Storage(e) | Error::Unreadable(e) => Some(e),
             _ => None,
         }
     }

@@ -334,6 +334,8 @@ impl Store {
         for op in ops {
             let counts = Changes::of(&op);
             match txn.apply_op(op) {
+                // Before the commit nothing is written: a failure here is a read's.
+                Err(Error::Storage(e)) => return Err(Error::Unreadable(e)),
                 Err(e) if e.is_fatal() => return Err(e),
                 r => {
                     changes += counts.count(&r);

@@ -328,8 +328,27 @@ fn flipped_bytes_on_disk_are_reported_with_stream_and_ids_and_never_served() {
         let v = r.cmd(&["XRANGE", &damaged, "-", last]);
         assert_eq!(v.arr().iter().map(entry_id).collect::<Vec<_>>(), before);
     }
-    // New writes still work.
+    // A group read over the block (it runs in a commit) is refused with the reason; only
+    // its batch is: the store is not failed, not reopened, and takes the next writes.
+    r.cmd(&["XGROUP", "CREATE", &damaged, "g", "0"]);
+    match r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "1000",
+        "STREAMS",
+        &damaged,
+        ">",
+    ]) {
+        V::Err(e) => assert!(e.contains("nothing of it was written"), "{e}"),
+        other => panic!("damaged entries handed out: {other:?}"),
+    }
     assert!(!r.cmd(&["XADD", intact, "*", "after", "damage"]).is_err());
+    let m = metrics(&s);
+    assert_eq!(sample(&m, "cortex_store_failed"), 0.0);
+    assert_eq!(sample(&m, "cortex_store_reopens_total"), 0.0);
 }
 
 #[test]
