@@ -714,9 +714,19 @@ pub struct VerifyArgs {
 /// line per damage found and a summary; exits 1 when anything is damaged.
 pub fn verify(a: VerifyArgs) -> Result<(), Exit> {
     let r = cortex_storage::verify(&a.data_dir, &cortex_storage::StoreConfig::default()).map_err(
-        |e| Exit {
-            code: 2,
-            message: format!("cannot check {}: {e}", a.data_dir.display()),
+        |e| {
+            // A store fjall cannot open: its damaged table files, one line each.
+            for (file, keyspace, why) in cortex_storage::damaged_table_files(&a.data_dir) {
+                print(json!({
+                    "damaged": "",
+                    "what": format!("table file {file} ({keyspace}) cannot be read: {why}"),
+                    "ids": Vec::<String>::new(),
+                }));
+            }
+            Exit {
+                code: 2,
+                message: format!("cannot check {}: {e}", a.data_dir.display()),
+            }
         },
     )?;
     for d in &r.damage {

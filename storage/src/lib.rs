@@ -44,7 +44,7 @@ pub mod stream;
 pub use config::{Durability, Limits, StoreConfig};
 pub use error::{Error, Result};
 pub use id::{IdSpec, Lane, ParseIdError, StreamId};
-pub use maintenance::{verify, BackupReport, Damage, VerifyReport};
+pub use maintenance::{damaged_table_files, verify, BackupReport, Damage, VerifyReport};
 pub use meta::{
     ConsumerMeta, DeliveryPolicy, GroupCounters, GroupMeta, IdempotencyRecord, PendingEntry,
     PendingState, StreamMeta, SystemMeta, DEFAULT_DLQ,

@@ -255,7 +255,8 @@ impl Store {
         let db = Database::builder(path.as_ref())
             .cache_size(cfg.cache_bytes)
             .max_journaling_size(cfg.journal_bytes_max)
-            .open()?;
+            .open()
+            .map_err(|e| crate::maintenance::why_unopenable(path.as_ref(), e))?;
         let ks = open_keyspaces(&db, &cfg)?;
         let catalog = load_catalog(&db, &ks)?;
         Ok(Store {

@@ -388,3 +388,56 @@ fn an_injected_io_error_fails_one_commit_and_the_store_comes_back_without_a_rest
         V::Err("ERR CX.FAULT needs a server started with --test-faults".into())
     );
 }
+
+#[test]
+fn a_truncated_table_file_is_named_at_start_and_by_verify() {
+    let mut s = Server::start(&[]);
+    let mut r = s.raw();
+    let payload = "p".repeat(3000);
+    for i in 0..150 {
+        r.cmd(&["XADD", "a", "*", "i", &i.to_string(), "p", &payload]);
+    }
+    drop(r);
+    assert!(s.terminate().success());
+    let data = s.dir.path().to_path_buf();
+    let table = largest_table(&data);
+    let len = std::fs::metadata(&table).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&table)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let rel = table.strip_prefix(&data).unwrap().display().to_string();
+    // The broker does not start on it, and says which file and what to do.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--resp",
+            "127.0.0.1:0",
+            "--quic",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("cortex serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&rel) && err.contains("(entries"), "{err}");
+    assert!(
+        err.contains("restore the data directory from a backup"),
+        "{err}"
+    );
+    // cortex verify names the same file.
+    let (code, lines) = verify(&data);
+    assert_eq!(code, 2, "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["what"].as_str().is_some_and(|w| w.contains(&rel))),
+        "{lines:?}"
+    );
+}
