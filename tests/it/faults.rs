@@ -441,3 +441,56 @@ fn a_truncated_table_file_is_named_at_start_and_by_verify() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn a_torn_journal_tail_loses_only_the_torn_batch() {
+    let mut s = Server::start(&[]);
+    let mut r = s.raw();
+    let ids: Vec<String> = (0..100)
+        .map(|i| {
+            r.cmd(&["XADD", "a", "*", "i", &i.to_string()])
+                .s()
+                .to_string()
+        })
+        .collect();
+    drop(r);
+    // Killed: the entries are in the journal only. Tear its last batch in the middle, as a
+    // crash during that write would.
+    s.kill();
+    let data = s.dir.path().to_path_buf();
+    let journal = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
+        .max_by_key(|p| {
+            p.file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+        })
+        .expect("a journal");
+    let bytes = std::fs::read(&journal).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).expect("journal data") + 1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap()
+        .set_len(end as u64 - 10)
+        .unwrap();
+    s.restart();
+    let mut r = s.raw();
+    let stored: Vec<String> = r
+        .cmd(&["XRANGE", "a", "-", "+"])
+        .arr()
+        .iter()
+        .map(entry_id)
+        .collect();
+    assert_eq!(
+        stored,
+        ids[..99].to_vec(),
+        "the batches before the tear are whole"
+    );
+    assert!(is_id(&r.cmd(&["XADD", "a", "*", "i", "after"])));
+    assert!(s.terminate().success());
+    let (code, lines) = verify(&data);
+    assert_eq!(code, 0, "{lines:?}");
+}
