@@ -153,7 +153,9 @@ impl From<cortex_storage::Error> for ApiError {
             E::NoSuchStream { .. } | E::NoSuchGroup { .. } => (StatusCode::NOT_FOUND, "not_found"),
             E::GroupExists { .. } | E::TargetExists => (StatusCode::CONFLICT, "conflict"),
             E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            E::Corruption { .. } | E::Storage(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            E::Corruption { .. } | E::Storage(_) | E::Unreadable(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
             _ => (StatusCode::BAD_REQUEST, "invalid_argument"),
         };
         ApiError::new(status, code, e.to_string())

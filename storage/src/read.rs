@@ -518,7 +518,34 @@ impl Store {
 
     /// Answers a query from the last commit; never waits for the writer.
     pub fn query(&self, q: &Query, now_ms: u64) -> Result<Answer> {
-        answer(&self.committed(q), q, now_ms)
+        answer(&self.committed(q), q, now_ms).map_err(|e| match e {
+            // fjall's error names no stream: say which one the read was of.
+            Error::Storage(inner) => Error::Corruption {
+                what: "data",
+                stream: queried_stream(q),
+                id: None,
+                reason: format!(
+                    "a disk block the read needs cannot be read (damaged, or an I/O error): {inner}; the store check after start reports which IDs"
+                ),
+            },
+            other => other,
+        })
+    }
+}
+
+/// The stream a query reads, when it reads one.
+fn queried_stream(q: &Query) -> Vec<u8> {
+    match q {
+        Query::Range { stream, .. }
+        | Query::Stream { stream }
+        | Query::Groups { stream }
+        | Query::Consumers { stream, .. }
+        | Query::PendingSummary { stream, .. }
+        | Query::Pending { stream, .. }
+        | Query::Policy { stream, .. }
+        | Query::StreamFull { stream, .. } => stream.name.clone(),
+        Query::Read { streams, .. } if streams.len() == 1 => streams[0].0.name.clone(),
+        _ => Vec::new(),
     }
 }
 
