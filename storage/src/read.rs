@@ -535,16 +535,8 @@ impl Store {
 
 /// The stream a query reads, when it reads one.
 fn queried_stream(q: &Query) -> Vec<u8> {
-    match q {
-        Query::Range { stream, .. }
-        | Query::Stream { stream }
-        | Query::Groups { stream }
-        | Query::Consumers { stream, .. }
-        | Query::PendingSummary { stream, .. }
-        | Query::Pending { stream, .. }
-        | Query::Policy { stream, .. }
-        | Query::StreamFull { stream, .. } => stream.name.clone(),
-        Query::Read { streams, .. } if streams.len() == 1 => streams[0].0.name.clone(),
+    match q.streams().as_slice() {
+        [one] => one.name.clone(),
         _ => Vec::new(),
     }
 }
