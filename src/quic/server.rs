@@ -86,11 +86,22 @@ pub async fn serve(
                 None => break,
             },
         };
-        if live.load(Ordering::Relaxed) >= max {
+        let busy = live.load(Ordering::Relaxed);
+        if busy >= max {
             tracing::warn!("QUIC connection refused: {max} connections already");
             incoming.refuse();
             continue;
         }
+        // Past half the limit, a client proves its address first (a Retry: one more round
+        // trip), so spoofed or abandoned handshakes cannot hold places.
+        let incoming = if busy >= max / 2 && !incoming.remote_address_validated() {
+            match incoming.retry() {
+                Ok(()) => continue,
+                Err(e) => e.into_incoming(),
+            }
+        } else {
+            incoming
+        };
         live.fetch_add(1, Ordering::Relaxed);
         let b = broker.clone();
         let l = live.clone();
