@@ -291,6 +291,7 @@ fn line(s: &mut TcpStream) -> String {
     while !out.ends_with(b"\r\n") {
         match s.read(&mut b) {
             Ok(1) => out.push(b[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             _ => break,
         }
     }

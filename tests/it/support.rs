@@ -362,17 +362,22 @@ impl Raw {
 
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 65536];
-        match self.s.read(&mut chunk) {
-            Ok(0) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-            Err(e) if self.tolerant => {
-                let _ = e;
-                false
-            }
-            Err(e) => panic!("read: {e}"),
+        loop {
+            return match self.s.read(&mut chunk) {
+                Ok(0) => false,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    true
+                }
+                // A socket read with a timeout returns EINTR after any signal (or a stop
+                // and continue of this process), whatever SA_RESTART says: read again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if self.tolerant => {
+                    let _ = e;
+                    false
+                }
+                Err(e) => panic!("read: {e}"),
+            };
         }
     }
 
