@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{id_cmp, last_delivered, Raw, Server, V};
+use crate::support::{id_cmp, last_delivered, read_ids, Raw, Server, V};
 
 const SECRET: &str = "test-cluster-secret-0123456789";
 
@@ -498,12 +498,10 @@ fn leader_killed_under_load_loses_nothing_acknowledged() {
                         ">",
                     ];
                     let Some(v) = r.try_cmd(&read) else { break };
-                    let V::Arr(streams) = v else { continue };
-                    let ids: Vec<String> = streams[0].arr()[1]
-                        .arr()
-                        .iter()
-                        .map(|e| e.arr()[0].s().to_string())
-                        .collect();
+                    if !matches!(v, V::Arr(_)) {
+                        continue;
+                    }
+                    let ids = read_ids(&v);
                     if ids.is_empty() {
                         continue;
                     }
@@ -634,11 +632,7 @@ fn read_and_ack(r: &mut Raw, count: usize, ack: usize) -> Vec<String> {
         "s",
         ">",
     ]);
-    let ids: Vec<String> = v.arr()[0].arr()[1]
-        .arr()
-        .iter()
-        .map(|e| e.arr()[0].s().to_string())
-        .collect();
+    let ids = read_ids(&v);
     let mut cmd = vec!["XACK", "s", "g"];
     cmd.extend(ids.iter().take(ack).map(String::as_str));
     assert_eq!(r.cmd(&cmd), V::Int(ack.min(ids.len()) as i64));

@@ -151,12 +151,10 @@ fn consumer(s: &Server, ledger: Arc<Ledger>) -> std::thread::JoinHandle<()> {
             ]) else {
                 return;
             };
-            let V::Arr(streams) = v else { continue };
-            let ids: Vec<String> = streams[0].arr()[1]
-                .arr()
-                .iter()
-                .map(|e| e.arr()[0].s().to_string())
-                .collect();
+            if !matches!(v, V::Arr(_)) {
+                continue;
+            }
+            let ids = read_ids(&v);
             ledger.delivered.lock().unwrap().extend(ids.iter().cloned());
             for id in ids {
                 n += 1;

@@ -479,9 +479,14 @@ pub fn b(s: &str) -> V {
     V::Bulk(s.into())
 }
 
-/// The fields of an `[id, [f, v, ...]]` entry reply.
+/// The ID of an `[id, [f, v, ...]]` entry reply.
 pub fn entry_id(v: &V) -> String {
     v.arr()[0].s().to_string()
+}
+
+/// The entry IDs of the first stream of an XREAD / XREADGROUP reply.
+pub fn read_ids(v: &V) -> Vec<String> {
+    v.arr()[0].arr()[1].arr().iter().map(entry_id).collect()
 }
 
 /// A stream's first group's last-delivered-id, from XINFO GROUPS.
