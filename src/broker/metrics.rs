@@ -127,6 +127,8 @@ pub struct Metrics {
     nacked: Mutex<Nacks>,
     /// QUIC connections open.
     pub quic_connections: AtomicU64,
+    /// HTTP connections open (live tails included); also the limit's count.
+    pub http_connections: AtomicU64,
     /// HTTP live tails (server-sent event streams) open.
     pub http_streams: AtomicU64,
     /// HTTP requests answered.

@@ -185,6 +185,8 @@ struct Inner {
     /// Set, and `failed_notify` woken, when the store failed: the process must exit.
     failed: std::sync::Mutex<Option<String>>,
     failed_notify: Notify,
+    /// Woken whenever a client connection closes ([`Broker::wait_connections`]).
+    connection_closed: Notify,
     started_ms: u64,
     alerts: mpsc::Sender<Event>,
     /// The next deadline the store reported (`u64::MAX`: none); the timer sleeps until it.
@@ -247,6 +249,7 @@ impl Broker {
                 stopping: AtomicBool::new(false),
                 failed: std::sync::Mutex::new(None),
                 failed_notify: Notify::new(),
+                connection_closed: Notify::new(),
                 started_ms,
                 alerts: alert_tx,
                 next_deadline_ms: AtomicU64::new(first_deadline),
@@ -440,6 +443,45 @@ impl Broker {
         self.store().overview(0)
     }
 
+    /// Open client connections by protocol (`http_sse`: the live tails among the `http` ones).
+    pub fn connections(&self) -> Vec<(&'static str, u64)> {
+        let m = &self.inner.metrics;
+        vec![
+            ("resp", self.inner.stats.clients.load(Ordering::Relaxed)),
+            ("quic", m.quic_connections.load(Ordering::Relaxed)),
+            ("http", m.http_connections.load(Ordering::Relaxed)),
+            ("http_sse", m.http_streams.load(Ordering::Relaxed)),
+        ]
+    }
+
+    /// Tells waiters of [`Broker::wait_connections`] that a front closed a connection (call
+    /// after its count went down).
+    pub fn connection_closed(&self) {
+        self.inner.connection_closed.notify_waiters();
+    }
+
+    /// The open connections once at most `at_most` of `protocol` remain (a drain before
+    /// maintenance; tests), or `None` when `timeout` passes first. Woken by each close,
+    /// never polling. `protocol` is one of [`Broker::connections`]' names.
+    pub async fn wait_connections(
+        &self,
+        protocol: &str,
+        at_most: u64,
+        timeout: Duration,
+    ) -> Option<Vec<(&'static str, u64)>> {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let closed = self.inner.connection_closed.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            let now = self.connections();
+            if now.iter().any(|(p, n)| *p == protocol && *n <= at_most) {
+                return Some(now);
+            }
+            tokio::time::timeout_at(until, closed).await.ok()?;
+        }
+    }
+
     /// Everything an operator looks at, from the last commit: streams with their groups,
     /// dead-letter streams, connections, storage and writer figures. `/metrics`, the HTTP
     /// API and `cortex stat` all read this, so they agree.
@@ -452,17 +494,7 @@ impl Broker {
             uptime_s: self.now_ms().saturating_sub(self.inner.started_ms) / 1000,
             dlqs: metrics::Overview::dlqs_of(&streams),
             streams,
-            connections: vec![
-                ("resp", s.clients.load(Ordering::Relaxed)),
-                (
-                    "quic",
-                    self.inner.metrics.quic_connections.load(Ordering::Relaxed),
-                ),
-                (
-                    "http_sse",
-                    self.inner.metrics.http_streams.load(Ordering::Relaxed),
-                ),
-            ],
+            connections: self.connections(),
             storage_bytes: self.disk_bytes(),
             disk: self.inner.disk.state(),
             damaged: s.damaged.load(Ordering::Relaxed),

@@ -51,6 +51,7 @@ pub(super) fn routes() -> Router<App> {
         .route("/timeline", get(timeline))
         .route("/tail", get(tail))
         .route("/cluster", get(cluster))
+        .route("/connections", get(connections))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         })
@@ -131,6 +132,48 @@ async fn cluster(State(app): State<App>, h: HeaderMap, Q(w): Q<ClusterWait>) -> 
             format!("the cluster did not reach {until:?} within {timeout:?}"),
         )),
     }
+}
+
+/// `GET /connections[?protocol=P&at_most=N][&timeout_ms=T]`: open connections by protocol
+/// (`resp`, `quic`, `http`, `http_sse`), once at most `N` of protocol `P` remain (a drain
+/// before maintenance, without polling); 504 when `timeout_ms` (at most [`BLOCK_MS_MAX`],
+/// default 10 s) passes first. This request is one of the `http` connections.
+#[derive(Deserialize)]
+struct ConnectionsWait {
+    protocol: Option<String>,
+    at_most: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+async fn connections(State(app): State<App>, h: HeaderMap, Q(w): Q<ConnectionsWait>) -> ApiResult {
+    principal(&app.broker, &h)?;
+    let counts = match (w.protocol, w.at_most) {
+        (None, None) => app.broker.connections(),
+        (Some(p), Some(n)) => {
+            if !app.broker.connections().iter().any(|(name, _)| *name == p) {
+                return Err(ApiError::bad(format!(
+                    "unknown protocol '{p}': one of resp, quic, http, http_sse"
+                )));
+            }
+            let timeout = Duration::from_millis(w.timeout_ms.unwrap_or(10_000).min(BLOCK_MS_MAX));
+            app.broker
+                .wait_connections(&p, n, timeout)
+                .await
+                .ok_or_else(|| {
+                    ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "timeout",
+                        format!("more than {n} {p} connections after {timeout:?}"),
+                    )
+                })?
+        }
+        _ => return Err(ApiError::bad("give protocol and at_most together")),
+    };
+    let body: serde_json::Map<String, Value> = counts
+        .into_iter()
+        .map(|(p, n)| (p.to_string(), json!(n)))
+        .collect();
+    ok(Value::Object(body))
 }
 
 async fn overview(State(app): State<App>, h: HeaderMap) -> ApiResult {
@@ -770,5 +813,6 @@ impl Drop for TailGauge {
             .metrics()
             .http_streams
             .fetch_sub(1, Ordering::Relaxed);
+        self.0.broker.connection_closed();
     }
 }

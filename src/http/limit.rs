@@ -8,32 +8,32 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::sync::atomic::Ordering;
+
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::broker::Broker;
 
 /// How long a new connection may take to send the first byte of its request.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A listener that holds at most `max` connections.
+/// A listener that holds at most `http_connections_max` connections, counted in the
+/// broker's `http_connections` (the limit and the gauge are one number).
 pub struct Limited {
     inner: TcpListener,
-    slots: Arc<Semaphore>,
-    max: usize,
+    broker: Broker,
+    max: u64,
 }
 
 impl Limited {
-    /// Wraps `inner`, allowing `max` connections at once.
-    pub fn new(inner: TcpListener, max: usize) -> Limited {
-        Limited {
-            inner,
-            slots: Arc::new(Semaphore::new(max)),
-            max,
-        }
+    /// Wraps `inner` for `broker`'s HTTP front.
+    pub fn new(inner: TcpListener, broker: Broker) -> Limited {
+        let max = broker.config().http_connections_max as u64;
+        Limited { inner, broker, max }
     }
 }
 
@@ -52,16 +52,21 @@ impl axum::serve::Listener for Limited {
                     continue;
                 }
             };
-            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                let max = self.max;
-                tokio::spawn(refuse(sock, max));
+            let open = &self.broker.metrics().http_connections;
+            if open
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < self.max).then_some(n + 1)
+                })
+                .is_err()
+            {
+                tokio::spawn(refuse(sock, self.max));
                 continue;
-            };
+            }
             let _ = sock.set_nodelay(true);
             return (
                 Conn {
                     sock,
-                    _permit: permit,
+                    broker: self.broker.clone(),
                     first_byte: Some(Box::pin(tokio::time::sleep(FIRST_BYTE_TIMEOUT))),
                 },
                 addr,
@@ -76,7 +81,7 @@ impl axum::serve::Listener for Limited {
 
 /// Answers a connection over the limit and closes it (bounded in time: a peer that does
 /// not read is dropped).
-async fn refuse(mut sock: TcpStream, max: usize) {
+async fn refuse(mut sock: TcpStream, max: u64) {
     tracing::warn!("HTTP connection refused: {max} connections already (http_connections_max)");
     let body = format!(
         "{{\"error\":{{\"code\":\"too_many_connections\",\"message\":\"the server has {max} HTTP connections open (http_connections_max); try again later\"}}}}"
@@ -96,9 +101,19 @@ async fn refuse(mut sock: TcpStream, max: usize) {
 /// One HTTP connection: its place under the limit goes with it.
 pub struct Conn {
     sock: TcpStream,
-    _permit: OwnedSemaphorePermit,
+    broker: Broker,
     /// Until the first byte arrives: when it fires, the connection is dropped.
     first_byte: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.broker
+            .metrics()
+            .http_connections
+            .fetch_sub(1, Ordering::AcqRel);
+        self.broker.connection_closed();
+    }
 }
 
 impl AsyncRead for Conn {

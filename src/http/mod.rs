@@ -53,7 +53,7 @@ pub async fn serve(
     broker: Broker,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let app_max = broker.config().http_connections_max;
+    let listener = limit::Limited::new(listener, broker.clone());
     let app = App {
         broker,
         stop: stop.clone(),
@@ -68,7 +68,6 @@ pub async fn serve(
         .layer(axum::middleware::from_fn_with_state(app.clone(), count))
         .with_state(app);
     let mut stop = stop;
-    let listener = limit::Limited::new(listener, app_max);
     axum::serve(listener, router)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -106,11 +106,19 @@ pub async fn serve(
         let b = broker.clone();
         let l = live.clone();
         tokio::spawn(async move {
-            match incoming.await {
-                Ok(conn) => connection(conn, b).await,
-                Err(e) => tracing::debug!("QUIC handshake failed: {e}"),
-            }
+            let counted = match incoming.await {
+                Ok(conn) => connection(conn, &b).await,
+                Err(e) => {
+                    tracing::debug!("QUIC handshake failed: {e}");
+                    false
+                }
+            };
+            // The place under the limit first, then the count others wait on.
             l.fetch_sub(1, Ordering::Relaxed);
+            if counted {
+                b.metrics().quic_connections.fetch_sub(1, Ordering::Relaxed);
+            }
+            b.connection_closed();
         });
     }
     endpoint.close(CLOSE_SHUTDOWN.into(), b"server shutting down");
@@ -129,20 +137,23 @@ async fn error(send: &mut SendStream, code: ErrorCode, message: impl Into<String
     let _ = send.finish();
 }
 
-async fn connection(conn: Connection, broker: Broker) {
+/// Serves one connection; returns true when it authenticated (and so was counted in
+/// `quic_connections`, which the caller takes back).
+async fn connection(conn: Connection, broker: &Broker) -> bool {
     let limits = Limits::default();
-    let who = match tokio::time::timeout(AUTH_TIMEOUT, authenticate(&conn, &broker, &limits)).await
-    {
+    let who = match tokio::time::timeout(AUTH_TIMEOUT, authenticate(&conn, broker, &limits)).await {
         Ok(Some(who)) => who,
-        Ok(None) => return,
+        Ok(None) => return false,
         Err(_) => {
             conn.close(CLOSE_AUTH.into(), b"no authentication in time");
-            return;
+            return false;
         }
     };
     broker.stats().connections.fetch_add(1, Ordering::Relaxed);
-    let open = &broker.metrics().quic_connections;
-    open.fetch_add(1, Ordering::Relaxed);
+    broker
+        .metrics()
+        .quic_connections
+        .fetch_add(1, Ordering::Relaxed);
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -152,7 +163,7 @@ async fn connection(conn: Connection, broker: Broker) {
         let w = who.clone();
         tokio::spawn(async move { stream(send, recv, b, w, limits).await });
     }
-    open.fetch_sub(1, Ordering::Relaxed);
+    true
 }
 
 /// The first stream's first frame must be a good `Hello`; anything else closes the

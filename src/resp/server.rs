@@ -76,12 +76,15 @@ async fn emit(
     match reply {
         Frame::Encoded(bytes) if bytes.len() >= DIRECT_WRITE_MIN => {
             flush(sock, out, conn, qbuf).await?;
+            // Shown in CLIENT LIST (`omem`) from before the first byte goes out.
             let mut left = bytes.len();
             for chunk in bytes.chunks(WRITE_CHUNK) {
-                write_shown(sock, chunk, conn, qbuf, left).await?;
+                conn.buffers(qbuf, left);
+                sock.write_all(chunk).await?;
                 left -= chunk.len();
                 tokio::task::yield_now().await;
             }
+            conn.buffers(qbuf, 0);
             Ok(())
         }
         other => {
@@ -97,39 +100,29 @@ async fn last_words(sock: &mut TcpStream, out: &[u8]) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sock.write_all(out)).await;
 }
 
-/// Writes and empties the output buffer.
+/// Writes and empties the output buffer. When the socket cannot take it at once (the client
+/// is not reading), CLIENT LIST shows the bytes left as `omem` until they are written. The
+/// connection's memory stays bounded either way: nothing more is read or run until they are.
 async fn flush(
     sock: &mut TcpStream,
     out: &mut Vec<u8>,
     conn: &Conn,
     qbuf: usize,
 ) -> std::io::Result<()> {
-    let r = write_shown(sock, out, conn, qbuf, out.len()).await;
-    out.clear();
-    r
-}
-
-/// Writes `bytes`; when the socket cannot take them at once (the client is not reading),
-/// CLIENT LIST shows the `pending` bytes as `omem` until they are written. The connection's
-/// memory stays bounded either way: nothing more is read or run until they are.
-async fn write_shown(
-    sock: &mut TcpStream,
-    bytes: &[u8],
-    conn: &Conn,
-    qbuf: usize,
-    pending: usize,
-) -> std::io::Result<()> {
-    let done = match sock.try_write(bytes) {
+    let done = match sock.try_write(out) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
         Err(e) => return Err(e),
     };
-    if done == bytes.len() {
-        return Ok(());
-    }
-    conn.buffers(qbuf, pending - done);
-    let r = sock.write_all(&bytes[done..]).await;
-    conn.buffers(qbuf, 0);
+    let r = if done == out.len() {
+        Ok(())
+    } else {
+        conn.buffers(qbuf, out.len() - done);
+        let r = sock.write_all(&out[done..]).await;
+        conn.buffers(qbuf, 0);
+        r
+    };
+    out.clear();
     r
 }
 
@@ -263,4 +256,5 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
     stats.clients.fetch_sub(1, Ordering::Relaxed);
+    broker.connection_closed();
 }

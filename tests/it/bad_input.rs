@@ -384,6 +384,13 @@ fn http_requests_that_are_wrong() {
             400,
             "",
         ),
+        (
+            "an unknown protocol to wait for",
+            b"GET /api/v1/connections?protocol=smtp&at_most=0 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                .to_vec(),
+            400,
+            "unknown protocol 'smtp'",
+        ),
         ("not HTTP", b"\x16\x03\x01garbage\r\n\r\n".to_vec(), 400, ""),
         (
             "a header line of 1 MiB",

@@ -30,18 +30,22 @@ fn rss(s: &Server) -> u64 {
     kib * 1024
 }
 
-/// Waits (bounded) until the server's CLIENT LIST satisfies `ok`; returns the list.
-fn until_clients(s: &Server, what: &str, ok: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + T;
-    let mut r = s.raw();
-    loop {
-        let list = r.cmd(&["CLIENT", "LIST"]).s().to_string();
-        if ok(&list) {
-            return list;
-        }
-        assert!(Instant::now() < deadline, "never: {what}\n{list}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The CLIENT LIST line of the client whose last command was `cmd`, if any.
+fn client_running(r: &mut Raw, cmd: &str) -> Option<String> {
+    r.cmd(&["CLIENT", "LIST"])
+        .s()
+        .lines()
+        .find(|c| field(c, "cmd") == cmd)
+        .map(str::to_string)
+}
+
+/// The open connections by protocol once the server has at most `n` of `protocol` (it
+/// answers when a close brings the count there: `GET /api/v1/connections`).
+fn connections_at_most(s: &Server, protocol: &str, n: u64) -> serde_json::Value {
+    let path = format!("/api/v1/connections?protocol={protocol}&at_most={n}&timeout_ms=20000");
+    let (code, body) = crate::http::http(s.http, "GET", &path, None, None);
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 fn field<'a>(line: &'a str, name: &str) -> &'a str {
@@ -80,14 +84,15 @@ async fn clients_that_stop_reading_do_not_grow_server_memory() {
     let mut lazy = TcpStream::connect(s.addr).unwrap();
     let one = "*4\r\n$6\r\nXRANGE\r\n$3\r\nbig\r\n$1\r\n-\r\n$1\r\n+\r\n";
     lazy.write_all(one.repeat(100).as_bytes()).unwrap();
-    // The server reports it is stuck writing the first reply to it.
-    let list = until_clients(&s, "a reply waiting for the lazy client", |l| {
-        l.lines()
-            .any(|c| field(c, "cmd") == "xrange" && field(c, "omem") != "0")
-    });
-    let line = list.lines().find(|c| field(c, "cmd") == "xrange").unwrap();
+    // Its first byte arrives once the server is writing the first reply; it shows the
+    // bytes not yet taken in CLIENT LIST from before then.
+    lazy.set_read_timeout(Some(T)).unwrap();
+    lazy.read_exact(&mut [0u8; 1]).unwrap();
+    let mut r = s.raw();
+    let line = client_running(&mut r, "xrange").expect("the lazy client");
+    assert_ne!(field(line.as_str(), "omem"), "0", "{line}");
     assert!(
-        field(line, "omem").parse::<u64>().unwrap() <= 17 * MIB,
+        field(&line, "omem").parse::<u64>().unwrap() <= 17 * MIB,
         "{line}"
     );
 
@@ -127,7 +132,6 @@ async fn clients_that_stop_reading_do_not_grow_server_memory() {
         let batch: Vec<Message> = (0..256).map(|i| big_message(chunk * 256 + i)).collect();
         c.publish_batch("big", batch).await.unwrap();
     }
-    let mut r = s.raw();
     assert_eq!(r.cmd(&["XLEN", "big"]), V::Int(8192));
     let peak = rss(&s);
     assert!(
@@ -137,9 +141,8 @@ async fn clients_that_stop_reading_do_not_grow_server_memory() {
         peak / MIB
     );
     // Still stuck on the first of its 100 replies: nothing more was read or run for it.
-    let list = until_clients(&s, "the lazy client still waiting", |_| true);
-    let line = list.lines().find(|c| field(c, "cmd") == "xrange").unwrap();
-    assert_ne!(field(line, "omem"), "0", "{line}");
+    let line = client_running(&mut r, "xrange").expect("the lazy client");
+    assert_ne!(field(&line, "omem"), "0", "{line}");
     eprintln!(
         "slow clients: RSS {} MiB before, {} MiB with a non-reading RESP client owed 1.6 GB, \
          a QUIC subscriber out of credits and a QUIC stream nobody reads",
@@ -147,9 +150,8 @@ async fn clients_that_stop_reading_do_not_grow_server_memory() {
         peak / MIB
     );
     drop(lazy);
-    until_clients(&s, "the lazy client gone", |l| {
-        !l.lines().any(|c| field(c, "cmd") == "xrange")
-    });
+    connections_at_most(&s, "resp", 1);
+    assert_eq!(client_running(&mut r, "xrange"), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,14 +344,9 @@ async fn connection_storms_hit_clear_limits_and_memory_returns() {
         assert_eq!(line(&mut over), "-ERR max number of clients reached");
         drop(conns);
         drop(over);
-        let deadline = Instant::now() + T;
-        while connected_clients(&mut admin) > 1 {
-            assert!(
-                Instant::now() < deadline,
-                "closed connections still counted"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // The server lets go of every one (only the admin connection is left).
+        connections_at_most(&s, "resp", 1);
+        assert_eq!(connected_clients(&mut admin), 1);
         after_round.push(rss(&s));
     }
 
@@ -366,21 +363,10 @@ async fn connection_storms_hit_clear_limits_and_memory_returns() {
     assert!(answer.contains("too_many_connections"), "{answer}");
     assert!(answer.contains("http_connections_max"), "{answer}");
     drop(idle);
-    let deadline = Instant::now() + T;
-    loop {
-        let mut probe = TcpStream::connect(s.http).unwrap();
-        probe.set_read_timeout(Some(T)).unwrap();
-        probe
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut a = String::new();
-        let _ = probe.read_to_string(&mut a);
-        if a.starts_with("HTTP/1.1 200") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "HTTP never served again: {a}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Once the server has let go of them (this request is the one left), it serves again.
+    connections_at_most(&s, "http", 1);
+    let (status, _) = crate::http::http(s.http, "GET", "/healthz", None, None);
+    assert_eq!(status, 200);
 
     // A connection that never starts a request is dropped after 10 s (checked at the end).
     let http = s.http;
@@ -409,23 +395,14 @@ async fn connection_storms_hit_clear_limits_and_memory_returns() {
     let text = e.to_string();
     assert!(text.contains("refused"), "{text}");
     drop(quic.pop());
-    let deadline = Instant::now() + T;
-    loop {
-        match Client::connect(ClientOptions {
-            connect_timeout: Duration::from_secs(3),
-            ..opts(&s, "next")
-        })
+    connections_at_most(&s, "quic", 19);
+    let next = Client::connect(opts(&s, "next"))
         .await
-        {
-            Ok(c) => {
-                c.publish("after", big_message(0)).await.unwrap();
-                break;
-            }
-            Err(e) => assert!(Instant::now() < deadline, "never let in again: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        .expect("let in once a place is free");
+    next.publish("after", big_message(0)).await.unwrap();
+    drop(next);
     drop(quic);
+    connections_at_most(&s, "quic", 0);
 
     // Half-open QUIC handshakes: 200 real Initial packets (each a new connection), sent from
     // sockets that never answer. Past half the limit the server asks for address
