@@ -140,7 +140,8 @@ pub const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How many maximal election timeouts a proposal may wait to commit before its submitters
 /// hear that its outcome is unknown (a leader cut off from the majority never commits).
 const COMMIT_WAIT_ELECTIONS: u64 = 10;
-/// How long a follower's client waits for a committed write to be applied on its node.
+/// How long a follower's client waits for a committed write (or membership change) to be
+/// applied on its node.
 const APPLY_WAIT: Duration = Duration::from_secs(30);
 /// Proposals in flight from one node's writer.
 const IN_FLIGHT_MAX: usize = 256;
@@ -466,9 +467,30 @@ pub enum Membership {
 }
 
 impl Node {
-    /// Changes the membership on the leader (forwarded there from a follower). Adding waits
-    /// until the new node caught up; one change at a time, as Raft's joint consensus does.
+    /// Changes the membership on the leader (forwarded there from a follower), then waits
+    /// until this node has applied the change, so a status read after it shows the new
+    /// membership (a node that removes itself answers at once: it may never hear of the
+    /// commit). Adding waits until the new node caught up; one change at a time, as Raft's
+    /// joint consensus does.
     pub async fn change_membership(&self, change: Membership) -> Result<(), String> {
+        let removes_self = change == Membership::Remove { id: self.id };
+        let index = self.change_membership_on_leader(change).await?;
+        if removes_self || self.wait(Until::Applied(index), APPLY_WAIT).await.is_some() {
+            return Ok(());
+        }
+        Err(format!(
+            "the change is committed (log index {index}) but node {} has not applied it within {} s",
+            self.id,
+            APPLY_WAIT.as_secs()
+        ))
+    }
+
+    /// Changes the membership on the leader, forwarding it there from a follower; the log
+    /// index of the committed change.
+    pub(crate) async fn change_membership_on_leader(
+        &self,
+        change: Membership,
+    ) -> Result<u64, String> {
         let Some(leader) = self.wait_leader().await else {
             return Err("no cluster leader".into());
         };
@@ -506,7 +528,7 @@ impl Node {
         self.raft
             .change_membership(voters, false)
             .await
-            .map(|_| ())
+            .map(|r| r.log_id.index)
             .map_err(|e| format!("changing the membership: {e}"))
     }
 }

@@ -338,9 +338,9 @@ impl Net {
         r
     }
 
-    /// Asks the leader to change the membership.
-    pub async fn membership(&self, leader: u64, change: &super::Membership) -> Result<(), String> {
-        let r: Result<(), String> = self
+    /// Asks the leader to change the membership; the log index of the committed change.
+    pub async fn membership(&self, leader: u64, change: &super::Membership) -> Result<u64, String> {
+        let r: Result<u64, String> = self
             .call(leader, MEMBERSHIP, change, Duration::from_secs(120))
             .await
             .map_err(|e| e.to_string())?;
@@ -491,7 +491,7 @@ async fn serve_call(
         MEMBERSHIP => {
             let change: super::Membership = dec(&payload)?;
             let r = match broker.cluster() {
-                Some(node) => node.change_membership(change).await,
+                Some(node) => node.change_membership_on_leader(change).await,
                 None => Err("not in a cluster".into()),
             };
             enc(&r)?
