@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use crate::broker::Principal;
@@ -20,6 +20,9 @@ pub struct Shared {
     pub errorstats: Mutex<BTreeMap<String, u64>>,
     /// Connections turned away at `clients_max`.
     pub rejected: AtomicU64,
+    /// Bytes the connections' query and reply buffers hold (INFO memory's
+    /// `mem_clients_normal`).
+    pub buffer_bytes: AtomicUsize,
 }
 
 impl Default for Shared {
@@ -30,6 +33,7 @@ impl Default for Shared {
             cmdstats: Mutex::new(BTreeMap::new()),
             errorstats: Mutex::new(BTreeMap::new()),
             rejected: AtomicU64::new(0),
+            buffer_bytes: AtomicUsize::new(0),
         }
     }
 }

@@ -64,6 +64,27 @@ const DIRECT_WRITE_MIN: usize = 1 << 20;
 /// Chunk size of a direct write.
 const WRITE_CHUNK: usize = 256 << 10;
 
+/// A buffer larger than this is replaced by a small one once it is empty.
+const BUFFER_KEEP: usize = 64 << 10;
+
+/// The bytes one connection's buffers hold, added into [`Shared::buffer_bytes`] (INFO
+/// memory's `mem_clients_normal`).
+struct Held<'a> {
+    total: &'a std::sync::atomic::AtomicUsize,
+    mine: usize,
+}
+
+impl Held<'_> {
+    fn set(&mut self, now: usize) {
+        if now >= self.mine {
+            self.total.fetch_add(now - self.mine, Ordering::Relaxed);
+        } else {
+            self.total.fetch_sub(self.mine - now, Ordering::Relaxed);
+        }
+        self.mine = now;
+    }
+}
+
 /// Adds a reply to the output buffer, or writes a large pre-encoded one directly (after
 /// what is buffered, so the order of replies holds).
 async fn emit(
@@ -141,6 +162,11 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
     let limits = broker.config().resp_limits;
     let mut buf: Vec<u8> = Vec::with_capacity(16 << 10);
     let mut out: Vec<u8> = Vec::with_capacity(16 << 10);
+    let mut held = Held {
+        total: &shared.buffer_bytes,
+        mine: 0,
+    };
+    held.set(buf.capacity() + out.capacity());
     // Commands parsed from the buffer, waiting to run (bounded per read).
     let mut queued: VecDeque<Args> = VecDeque::new();
     'conn: loop {
@@ -244,7 +270,16 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
         if capped {
             continue;
         }
+        // Buffers grown for one big command or reply are let go of once empty, so an idle
+        // connection holds its small buffers only.
+        if buf.is_empty() && buf.capacity() > BUFFER_KEEP {
+            buf = Vec::with_capacity(16 << 10);
+        }
+        if out.is_empty() && out.capacity() > BUFFER_KEEP {
+            out = Vec::with_capacity(16 << 10);
+        }
         buf.reserve(16 << 10);
+        held.set(buf.capacity() + out.capacity());
         match sock.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
@@ -255,6 +290,7 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
+    held.set(0);
     stats.clients.fetch_sub(1, Ordering::Relaxed);
     broker.connection_closed();
 }

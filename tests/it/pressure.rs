@@ -12,7 +12,7 @@ use cortex::wire::{self, Frame, Start};
 
 use crate::support::*;
 
-const T: Duration = Duration::from_secs(15);
+const T: Duration = crate::support::IO_BOUND;
 const MIB: u64 = 1 << 20;
 
 /// The server's resident memory, bytes.
@@ -300,15 +300,20 @@ fn line(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).trim_end().to_string()
 }
 
-fn connected_clients(r: &mut Raw) -> u64 {
-    let info = r.cmd(&["INFO", "clients"]);
+/// A number from an INFO section.
+fn info_field(r: &mut Raw, section: &str, name: &str) -> u64 {
+    let info = r.cmd(&["INFO", section]);
     info.s()
         .lines()
-        .find_map(|l| l.strip_prefix("connected_clients:"))
-        .unwrap()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("INFO {section} has no {name}"))
         .trim()
         .parse()
         .unwrap()
+}
+
+fn connected_clients(r: &mut Raw) -> u64 {
+    info_field(r, "clients", "connected_clients")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,6 +329,9 @@ async fn connection_storms_hit_clear_limits_and_memory_returns() {
     let s = Server::start(&["--config", cfg.to_str().unwrap()]);
     let mut admin = s.raw();
     let base = rss(&s);
+    // What the server's connections hold in buffers with only this one connected.
+    let held = info_field(&mut admin, "memory", "mem_clients_normal");
+    assert!(held > 0, "the admin connection's buffers are counted");
 
     // RESP: three rounds of 999 connections at once (with the admin one: the limit), each
     // answering PING; one more is refused with a clear error; all dropped.
@@ -347,6 +355,13 @@ async fn connection_storms_hit_clear_limits_and_memory_returns() {
         // The server lets go of every one (only the admin connection is left).
         connections_at_most(&s, "resp", 1);
         assert_eq!(connected_clients(&mut admin), 1);
+        // The 999 held about 48 MiB of buffers; none of it is still held (a leak of one
+        // connection's buffers would show here, to the byte).
+        assert_eq!(
+            info_field(&mut admin, "memory", "mem_clients_normal"),
+            held,
+            "buffers still held after the round"
+        );
         after_round.push(rss(&s));
     }
 
@@ -440,11 +455,17 @@ async fn connection_storms_hit_clear_limits_and_memory_returns() {
         "the silent HTTP connection was not closed by the server"
     );
     assert!(after >= Duration::from_secs(9), "closed after {after:?}");
-    // No growth from round to round (a leak per connection would show), and back near
-    // the baseline (the allocator may keep some pages).
+    // The exact checks are the server's own counts above (connections, buffer bytes). RSS
+    // is what the allocator decides: mimalloc keeps freed pages of the 1000 connections'
+    // buffers (about 48 MiB a round) for reuse, and how many it keeps depends on which
+    // threads freed them; under load it was seen 20 MiB apart between rounds (73, 74, 94
+    // MiB). So RSS gets that much room, and still catches a leak no counter sees: leaked
+    // connections (a task with its buffers, about 48 KiB each) over the two later rounds
+    // would be 94 MiB.
     assert!(
-        after_round[2] < after_round[0] + 16 * MIB,
-        "{after_round:?}"
+        after_round[2] < after_round[0] + 48 * MIB,
+        "RSS grew from round to round: {:?} MiB",
+        after_round.iter().map(|b| b / MIB).collect::<Vec<_>>()
     );
-    assert!(end < base + 64 * MIB, "{} -> {}", base / MIB, end / MIB);
+    assert!(end < base + 96 * MIB, "{} -> {}", base / MIB, end / MIB);
 }

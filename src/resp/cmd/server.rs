@@ -633,11 +633,12 @@ fn info(ctx: &Ctx<'_>, sections: &[Vec<u8>]) -> String {
                  used_memory_lua:0\r\nused_memory_scripts:0\r\nmaxmemory:0\r\n\
                  maxmemory_human:0B\r\nmaxmemory_policy:noeviction\r\n\
                  mem_fragmentation_ratio:1.00\r\nmem_allocator:libc\r\n\
-                 lazyfree_pending_objects:0\r\ncortex_disk_bytes:{}\r\n",
+                 lazyfree_pending_objects:0\r\nmem_clients_normal:{}\r\ncortex_disk_bytes:{}\r\n",
                 human(rss),
                 human(rss),
                 human(rss),
                 human(total),
+                ctx.shared.buffer_bytes.load(Ordering::Relaxed),
                 b.disk_bytes(),
             ),
         );
