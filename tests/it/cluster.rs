@@ -11,6 +11,27 @@ use crate::support::{id_cmp, last_delivered, read_ids, Raw, Server, V};
 
 const SECRET: &str = "test-cluster-secret-0123456789";
 
+/// Raft timing for test clusters. The defaults (50 ms heartbeats, 150-300 ms elections) are
+/// for an idle LAN; three debug builds on two loaded cores (a second suite, CPU hogs, fsync
+/// writers) miss a 150 ms election timeout now and then, and the leader a test just found
+/// is deposed under it (seen by scripts/flake-hunt: an XADD to the leader refused right
+/// after start). A leader stalled a whole second is not a scheduling hiccup; the tests that
+/// kill, pause and cut off leaders still see elections, a second or two later.
+const TIMING: &str =
+    "heartbeat_ms = 100\nelection_timeout_min_ms = 1000\nelection_timeout_max_ms = 2000\n";
+
+/// `config` with [`TIMING`] in its `[cluster]` section (one is added if it has none).
+fn with_timing(config: Option<&str>) -> String {
+    let text = config.unwrap_or("");
+    match text.find("[cluster]\n") {
+        Some(at) => {
+            let end = at + "[cluster]\n".len();
+            format!("{}{TIMING}{}", &text[..end], &text[end..])
+        }
+        None => format!("{text}\n[cluster]\n{TIMING}"),
+    }
+}
+
 /// Free UDP ports for the cluster links (they must be known before any node starts).
 fn free_udp_ports(n: usize) -> Vec<u16> {
     let socks: Vec<std::net::UdpSocket> = (0..n)
@@ -218,12 +239,10 @@ impl Cluster {
             common.push("--cluster-node".into());
             common.push(format!("{}=127.0.0.1:{p}", i + 1));
         }
-        if let Some(text) = config {
-            let path = dir.path().join("cortex.toml");
-            std::fs::write(&path, text).expect("config");
-            common.push("--config".into());
-            common.push(path.display().to_string());
-        }
+        let path = dir.path().join("cortex.toml");
+        std::fs::write(&path, with_timing(config)).expect("config");
+        common.push("--config".into());
+        common.push(path.display().to_string());
         // Started together: each waits for its peers on its own.
         let (nodes, board) = launch(n, common, |_, args| {
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -245,8 +264,10 @@ impl Cluster {
         let config = dir.path().join("cortex.toml");
         std::fs::write(
             &config,
-            "[tokens]\ntester = \"tester-token-0123456789\"\n\
-             [agents.tester]\nadmin = true\npublish = [\"*\"]\nconsume = [\"*\"]\n",
+            with_timing(Some(
+                "[tokens]\ntester = \"tester-token-0123456789\"\n\
+                 [agents.tester]\nadmin = true\npublish = [\"*\"]\nconsume = [\"*\"]\n",
+            )),
         )
         .expect("config");
         let mut common: Vec<String> = vec![
@@ -551,9 +572,11 @@ fn leader_killed_under_load_loses_nothing_acknowledged() {
             if acked {
                 break;
             }
+            // A bound on a hang, not a target: failover times are reported (and measured
+            // by scripts/cluster-failover-long), never asserted.
             assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "no write acknowledged 10 s after the kill"
+                t0.elapsed() < Duration::from_secs(60),
+                "no write acknowledged 60 s after the kill"
             );
         }
         failovers.push(t0.elapsed());
@@ -903,14 +926,17 @@ fn membership_changes_replace_a_node() {
     let l = c.leader();
     let mut r = c.raw(l);
     for k in 0..50 {
-        assert!(matches!(
-            r.cmd(&["XADD", "s", "*", "k", &k.to_string()]),
-            V::Bulk(_)
-        ));
+        let id = r.cmd(&["XADD", "s", "*", "k", &k.to_string()]);
+        assert!(matches!(id, V::Bulk(_)), "XADD on the leader: {id:?}");
     }
     let port = free_udp_ports(1)[0];
     let own = format!("4=127.0.0.1:{port}");
+    let timing = tempfile::tempdir().unwrap();
+    let config = timing.path().join("cortex.toml");
+    std::fs::write(&config, with_timing(None)).unwrap();
     let new = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
         "--node-id",
         "4",
         "--cluster-node",
