@@ -10,16 +10,11 @@ fn xread_block_is_woken_by_xadd() {
     let s = Server::start(&[]);
     // Returns once the server reports the reader blocked: no sleeping and hoping.
     let waiter = s.spawn_blocked(&["XREAD", "BLOCK", "10000", "STREAMS", "s", "$"]);
-    let t = Instant::now();
     let mut w = s.raw();
     w.cmd(&["XADD", "s", "7-0", "f", "v"]);
+    // An entry, not the nil of a timeout: the append woke it.
     let v = waiter.join().unwrap();
     assert_eq!(entry_id(&v.arr()[0].arr()[1].arr()[0]), "7-0");
-    assert!(
-        t.elapsed() < Duration::from_secs(5),
-        "woken by the append, not the timeout: {:?}",
-        t.elapsed()
-    );
 }
 
 #[test]
@@ -110,7 +105,7 @@ fn blocked_clients_show_in_info_and_many_waiters_all_wake() {
         })
         .collect();
     let mut r = s.raw();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + IO_BOUND;
     loop {
         let info = r.cmd(&["INFO", "clients"]);
         if info.s().contains("blocked_clients:8") {

@@ -2,7 +2,7 @@
 //! EXEC is one atomic batch nothing interleaves with (not even the broker's timer),
 //! concurrent CX.POLICY changes are not lost, huge ID lists and huge replies work.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::support::*;
 
@@ -92,7 +92,7 @@ fn exec_is_one_batch_the_timer_cannot_split() {
 
 /// Blocks on `cortex:dlq` until it holds at least `n` entries (bounded).
 fn wait_for_dead_letters(r: &mut Raw, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::support::IO_BOUND;
     loop {
         // The last ID first, then the length: an entry added in between wakes the XREAD.
         let last = r.cmd(&["XREVRANGE", "cortex:dlq", "+", "-", "COUNT", "1"]);

@@ -360,7 +360,7 @@ fn live_tail_streams_new_entries_as_server_sent_events() {
         Some(json!({"fields": {"n": "0"}})),
     );
     let mut sock = TcpStream::connect(s.http).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
+    sock.set_read_timeout(Some(crate::support::IO_BOUND))
         .unwrap();
     write!(
         sock,

@@ -10,7 +10,7 @@ use cortex::wire::{self, Frame};
 
 use crate::support::*;
 
-const T: Duration = Duration::from_secs(10);
+const T: Duration = crate::support::IO_BOUND;
 
 pub fn opts(s: &Server, agent: &str, token: &str) -> ClientOptions {
     ClientOptions {

@@ -5,6 +5,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The longest a server may take to start and report its ports (a loaded machine is slow
+/// to start a process, not this slow).
+const STARTUP: Duration = Duration::from_secs(60);
+/// The longest one read or write on a test's connection may wait: a reply the server owes
+/// comes long before this, and a hang fails with the read's error instead of holding CI.
+pub const IO_BOUND: Duration = Duration::from_secs(60);
+
 /// A running `cortex serve` on a free loopback port with its own data dir.
 pub struct Server {
     child: Option<Child>,
@@ -134,9 +141,12 @@ impl Server {
 
     pub fn redis(&self) -> redis::Connection {
         let client = redis::Client::open(format!("redis://{}/", self.addr)).expect("client");
-        client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .expect("connect")
+        let c = client
+            .get_connection_with_timeout(IO_BOUND)
+            .expect("connect");
+        c.set_read_timeout(Some(IO_BOUND)).expect("read timeout");
+        c.set_write_timeout(Some(IO_BOUND)).expect("write timeout");
+        c
     }
 
     pub fn raw(&self) -> Raw {
@@ -179,9 +189,12 @@ impl Server {
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
             r.cmd(&a)
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + IO_BOUND;
         while self.blocked_clients() <= before {
-            assert!(Instant::now() < deadline, "the command never blocked");
+            assert!(
+                Instant::now() < deadline,
+                "the command never blocked (within {IO_BOUND:?})"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         handle
@@ -235,12 +248,39 @@ fn spawn(
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start cortex");
+    // stdout is read on a thread of its own (which keeps draining it, so the child never
+    // blocks on a full pipe), and the ports come over a channel: a child that prints
+    // nothing cannot hold the test past the bound.
     let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                // The test gave up on this child: keep draining.
+                continue;
+            }
+        }
+    });
+    let deadline = Instant::now() + STARTUP;
     let (mut quic, mut http) = (None, None);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait();
+                panic!(
+                    "cortex did not report its ports within {STARTUP:?} ({}; exit {status:?}): \
+                     see its log above",
+                    match e {
+                        std::sync::mpsc::RecvTimeoutError::Timeout => "still running",
+                        std::sync::mpsc::RecvTimeoutError::Disconnected => "stdout closed",
+                    }
+                );
+            }
+        };
         if let Some(a) = line.strip_prefix("cortex: QUIC listening on ") {
             quic = a.trim().parse().ok();
         }
@@ -249,15 +289,10 @@ fn spawn(
         }
         if let Some(a) = line.strip_prefix("cortex: RESP listening on ") {
             if let (Ok(addr), Some(quic), Some(http)) = (a.trim().parse(), quic, http) {
-                // Keep draining stdout so the child never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines.by_ref() {});
                 return (child, addr, quic, http);
             }
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("cortex did not report its RESP port");
 }
 
 /// A reply as the tests see it.
@@ -324,8 +359,8 @@ fn multibulk_bytes<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
 impl Raw {
     pub fn connect(addr: SocketAddr) -> Raw {
         let s = TcpStream::connect(addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
+        s.set_read_timeout(Some(IO_BOUND)).expect("timeout");
+        s.set_write_timeout(Some(IO_BOUND)).expect("timeout");
         Raw {
             s,
             buf: Vec::new(),
@@ -376,6 +411,14 @@ impl Raw {
                     let _ = e;
                     false
                 }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("the server sent no reply within {IO_BOUND:?}")
+                }
                 Err(e) => panic!("read: {e}"),
             };
         }
@@ -408,6 +451,7 @@ impl Raw {
     pub fn try_connect(addr: SocketAddr) -> Option<Raw> {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(15))).ok()?;
+        s.set_write_timeout(Some(Duration::from_secs(15))).ok()?;
         Some(Raw {
             s,
             buf: Vec::new(),
