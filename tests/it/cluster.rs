@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{id_cmp, last_delivered, read_ids, Raw, Server, V};
+use crate::support::{id_cmp, last_delivered, lease_ports, read_ids, PortLease, Raw, Server, V};
 
 const SECRET: &str = "test-cluster-secret-0123456789";
 
@@ -32,17 +32,6 @@ fn with_timing(config: Option<&str>) -> String {
     }
 }
 
-/// Free UDP ports for the cluster links (they must be known before any node starts).
-fn free_udp_ports(n: usize) -> Vec<u16> {
-    let socks: Vec<std::net::UdpSocket> = (0..n)
-        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("udp bind"))
-        .collect();
-    socks
-        .iter()
-        .map(|s| s.local_addr().expect("addr").port())
-        .collect()
-}
-
 pub struct Cluster {
     pub nodes: Vec<Server>,
     /// Each node's current RESP address (it changes on restart), shared with client threads.
@@ -52,6 +41,8 @@ pub struct Cluster {
     net: Option<Netns>,
     /// Holds the config file the nodes read at every (re)start.
     _dir: tempfile::TempDir,
+    /// The nodes' cluster ports, held for as long as the cluster lives (nodes restart).
+    _ports: Option<PortLease>,
 }
 
 /// Three network namespaces on one bridge (root needed): node `i` at `10.213.X.(i+1)`,
@@ -75,7 +66,18 @@ impl Netns {
     pub fn create(n: usize) -> Option<Netns> {
         let pid = std::process::id();
         let tag = format!("cx{}", pid % 100_000);
-        let subnet = format!("10.213.{}", pid % 250);
+        // A subnet no other interface here is on (a second copy of the suite may have built
+        // its own network at the same time).
+        let taken = std::process::Command::new("ip")
+            .args(["-o", "-4", "addr", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let third = (0..250)
+            .map(|k| (pid + k) % 250)
+            .find(|x| !taken.contains(&format!(" 10.213.{x}.")))
+            .expect("a free 10.213.X.0/24 subnet");
+        let subnet = format!("10.213.{third}");
         let net = Netns { tag, subnet, n };
         let t = &net.tag;
         if !ip(&format!("link add {t}br type bridge")) {
@@ -232,7 +234,8 @@ fn launch(
 
 impl Cluster {
     pub fn start(n: usize, config: Option<&str>) -> Cluster {
-        let ports = free_udp_ports(n);
+        let lease = lease_ports(n);
+        let ports = lease.ports.clone();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut common: Vec<String> = vec!["--cluster-secret".into(), SECRET.into()];
         for (i, p) in ports.iter().enumerate() {
@@ -254,6 +257,7 @@ impl Cluster {
             auth: None,
             net: None,
             _dir: dir,
+            _ports: Some(lease),
         }
     }
 
@@ -292,6 +296,7 @@ impl Cluster {
             auth: Some(["tester", "tester-token-0123456789"]),
             net: Some(net),
             _dir: dir,
+            _ports: None,
         }
     }
 
@@ -929,7 +934,8 @@ fn membership_changes_replace_a_node() {
         let id = r.cmd(&["XADD", "s", "*", "k", &k.to_string()]);
         assert!(matches!(id, V::Bulk(_)), "XADD on the leader: {id:?}");
     }
-    let port = free_udp_ports(1)[0];
+    let lease = lease_ports(1);
+    let port = lease.ports[0];
     let own = format!("4=127.0.0.1:{port}");
     let timing = tempfile::tempdir().unwrap();
     let config = timing.path().join("cortex.toml");

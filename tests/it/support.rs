@@ -552,3 +552,50 @@ pub fn id_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     };
     p(a).cmp(&p(b))
 }
+
+/// Loopback ports this process holds until the lease is dropped, for what must be known
+/// before a server starts (a cluster's node addresses). Picking a free port with a `:0`
+/// bind and letting it go races with every other `:0` bind on the machine (each QUIC client
+/// makes one) until the server binds it, which under load is seconds. A leased port comes
+/// from below the kernel's ephemeral range (32768 and up), so no `:0` bind is handed it; a
+/// lock file in the temp dir, held while the lease lives, keeps concurrent tests and test
+/// processes apart; and it is checked free for UDP and TCP.
+pub struct PortLease {
+    pub ports: Vec<u16>,
+    _locks: Vec<std::fs::File>,
+}
+
+/// Leases `n` ports (see [`PortLease`]).
+pub fn lease_ports(n: usize) -> PortLease {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join("cortex-test-ports");
+    std::fs::create_dir_all(&dir).expect("the port lock directory");
+    let start = std::process::id().wrapping_mul(7919);
+    let mut lease = PortLease {
+        ports: Vec::new(),
+        _locks: Vec::new(),
+    };
+    for _ in 0..COUNT {
+        if lease.ports.len() == n {
+            return lease;
+        }
+        let port =
+            (FIRST + start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT) as u16;
+        let Ok(file) = std::fs::File::create(dir.join(port.to_string())) else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue;
+        }
+        let free = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            lease.ports.push(port);
+            lease._locks.push(file);
+        }
+    }
+    panic!("no {n} free ports between {FIRST} and {}", FIRST + COUNT);
+}
