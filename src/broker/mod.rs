@@ -1073,6 +1073,7 @@ impl Broker {
             });
         }
         tokio::spawn(net.clone().serve(raft.clone(), self.clone(), dirs));
+        tokio::spawn(self.clone().announce_inboxes(node.clone()));
         println!("cortex: cluster listening on {local}");
         if !cc.join && !raft.is_initialized().await.map_err(|e| e.to_string())? {
             let members: std::collections::BTreeMap<u64, openraft::BasicNode> = cc

@@ -136,7 +136,7 @@ impl Principal {
         }
     }
 
-    fn need(&self, right: Right, stream: Option<&StreamKey>) -> Result<(), Refusal> {
+    pub(crate) fn need(&self, right: Right, stream: Option<&StreamKey>) -> Result<(), Refusal> {
         let ok = match stream {
             Some(k) => self.may(right, &k.name),
             None => self.permissions().admin,

@@ -280,6 +280,13 @@ impl Subscription {
                 self.in_flight.insert(*id);
             }
         }
+        if self._responder.is_some() {
+            let records: Vec<&Record> = handed.iter().map(|(_, r)| r).collect();
+            self.broker
+                .inner
+                .requests
+                .handed_to_responder(&records, self.broker.now_ms());
+        }
         Ok(handed
             .into_iter()
             .map(|(id, record)| Pushed {

@@ -17,10 +17,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cortex_storage::{IdSpec, Lane, Meta, Op, Reply, StreamId, StreamKey, Trim, TrimStrategy};
-use tokio::sync::mpsc;
+use cortex_storage::{
+    Answer, IdSpec, Lane, Meta, Op, Query, ReadStart, Record, Reply, StreamId, StreamKey, Trim,
+    TrimStrategy,
+};
+use tokio::sync::{mpsc, watch, Notify};
 
-use super::perm::{inbox, replies};
+use super::perm::{inbox, replies, Right, REPLIES_PREFIX};
 use super::{Broker, BrokerError, Principal};
 
 /// Header names a request carries.
@@ -38,6 +41,8 @@ pub const REQUESTS_MAX: usize = 100_000;
 pub const PARTS_MAX: u32 = 1_000;
 /// Reply streams keep this many entries.
 pub const REPLIES_KEPT: u64 = 10_000;
+/// Most reply parts one read of a watched reply stream takes.
+const WATCH_READ_MAX: usize = 256;
 
 /// A reply part's kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,70 +114,232 @@ impl std::fmt::Display for ReqError {
     }
 }
 
+/// A request made on this node, waiting for its parts.
 struct Waiting {
     reply_stream: StreamKey,
     tx: mpsc::Sender<Part>,
+    /// Parts answered through this node's own table (a responder that did not get the
+    /// request from a push subscription here).
     parts: u32,
 }
 
-/// The broker's table of live requests and inbox subscribers.
+/// A request handed to a responder on this node (its requester may be on any node): what
+/// makes its correlation ID a capability here.
+struct Delivered {
+    reply_stream: StreamKey,
+    deadline_ms: u64,
+    parts: u32,
+}
+
+/// A reply stream this node watches for the parts of its waiting requests.
+struct Watched {
+    /// Waiting requests whose parts arrive on it.
+    requests: usize,
+    /// Wakes its watcher (appends to the stream, and the last request leaving).
+    wake: Arc<Notify>,
+}
+
 #[derive(Default)]
-pub struct Requests {
-    waiting: Mutex<HashMap<Vec<u8>, Waiting>>,
-    responders: Arc<Mutex<HashMap<StreamKey, usize>>>,
+struct Table {
+    waiting: HashMap<Vec<u8>, Waiting>,
+    watched: HashMap<StreamKey, Watched>,
 }
 
-/// Counts a subscriber of an inbox while alive.
-pub struct Responder {
-    key: StreamKey,
-    map: Arc<Mutex<HashMap<StreamKey, usize>>>,
-}
-
-impl Drop for Responder {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.key);
+impl Table {
+    fn remove(&mut self, correlation: &[u8]) {
+        let Some(w) = self.waiting.remove(correlation) else {
+            return;
+        };
+        if let Some(watch) = self.watched.get_mut(&w.reply_stream) {
+            watch.requests -= 1;
+            if watch.requests == 0 {
+                watch.wake.notify_one();
             }
         }
     }
 }
 
+/// The inboxes served by this node's subscribers.
+struct Serving {
+    count: Mutex<HashMap<StreamKey, usize>>,
+    /// Bumped when an inbox gains its first or loses its last subscriber.
+    changed: watch::Sender<u64>,
+}
+
+/// The broker's table of live requests and inbox subscribers.
+pub struct Requests {
+    table: Mutex<Table>,
+    delivered: Mutex<HashMap<Vec<u8>, Delivered>>,
+    responders: Arc<Serving>,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Requests {
+            table: Mutex::new(Table::default()),
+            delivered: Mutex::new(HashMap::new()),
+            responders: Arc::new(Serving {
+                count: Mutex::new(HashMap::new()),
+                changed: watch::Sender::new(0),
+            }),
+        }
+    }
+}
+
+/// Counts a subscriber of an inbox while alive.
+pub struct Responder {
+    key: StreamKey,
+    responders: Arc<Serving>,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        let mut m = lock(&self.responders.count);
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+                drop(m);
+                self.responders.changed.send_modify(|v| *v += 1);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn header<'a>(record: &'a Record, name: &str) -> Option<&'a [u8]> {
+    record
+        .meta
+        .headers
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| v.as_slice())
+}
+
 impl Requests {
     /// Registers a subscriber of `inbox`.
     pub fn responder(&self, inbox: &StreamKey) -> Responder {
-        *self
-            .responders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(inbox.clone())
-            .or_default() += 1;
+        let first = {
+            let mut m = lock(&self.responders.count);
+            let n = m.entry(inbox.clone()).or_default();
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            self.responders.changed.send_modify(|v| *v += 1);
+        }
         Responder {
             key: inbox.clone(),
-            map: self.responders.clone(),
+            responders: self.responders.clone(),
         }
     }
 
-    fn served(&self, inbox: &StreamKey) -> bool {
-        self.responders
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(inbox)
+    fn served_here(&self, inbox: &StreamKey) -> usize {
+        lock(&self.responders.count)
+            .get(inbox)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The inbox streams this node's subscribers serve.
+    pub fn local_inboxes(&self) -> Vec<Vec<u8>> {
+        lock(&self.responders.count)
+            .keys()
+            .filter(|k| k.ns == 0)
+            .map(|k| k.name.clone())
+            .collect()
+    }
+
+    /// Changes whenever an inbox gains its first or loses its last subscriber here.
+    pub fn local_changes(&self) -> watch::Receiver<u64> {
+        self.responders.changed.subscribe()
     }
 
     fn forget(&self, correlation: &[u8]) {
-        self.table().remove(correlation);
+        lock(&self.table).remove(correlation);
+        // A request made and answered on this node leaves no capability behind.
+        lock(&self.delivered).remove(correlation);
     }
 
     /// Live requests (INFO).
     pub fn live(&self) -> usize {
-        self.table().len()
+        lock(&self.table).waiting.len()
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Waiting>> {
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    /// Records requests a subscription hands to a responder here: their correlation IDs
+    /// may then be answered from this node, wherever the requester is. An entry that is
+    /// not a well-formed request (no correlation, a reply stream outside
+    /// `cortex:replies:`, no deadline) is not recorded, so nothing can be written on its
+    /// behalf.
+    pub(crate) fn handed_to_responder(&self, records: &[&Record], now_ms: u64) {
+        let mut d = lock(&self.delivered);
+        for record in records {
+            let (Some(correlation), Some(reply_to), Some(deadline)) = (
+                header(record, CORRELATION),
+                header(record, REPLY_TO),
+                header(record, DEADLINE),
+            ) else {
+                continue;
+            };
+            let Some(deadline_ms) = std::str::from_utf8(deadline)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if !reply_to.starts_with(REPLIES_PREFIX.as_bytes()) || deadline_ms <= now_ms {
+                continue;
+            }
+            if d.len() >= REQUESTS_MAX {
+                d.retain(|_, r| r.deadline_ms > now_ms);
+                if d.len() >= REQUESTS_MAX {
+                    tracing::warn!(
+                        "{REQUESTS_MAX} requests handed to responders here are live; this one cannot be answered from here"
+                    );
+                    continue;
+                }
+            }
+            d.entry(correlation.to_vec()).or_insert(Delivered {
+                reply_stream: StreamKey::new(0, reply_to.to_vec()),
+                deadline_ms,
+                parts: 0,
+            });
+        }
+    }
+
+    /// Hands a part read from a watched reply stream to its waiting requester, if it waits
+    /// here; the last part, or one the requester has no room for, ends the request.
+    fn dispatch(&self, record: Record) {
+        let Some(correlation) = header(&record, CORRELATION).map(<[u8]>::to_vec) else {
+            return;
+        };
+        let kind = match header(&record, PART) {
+            Some(b"progress") => PartKind::Progress,
+            Some(b"error") => PartKind::Error,
+            _ => PartKind::Final,
+        };
+        let mut t = lock(&self.table);
+        let Some(w) = t.waiting.get(&correlation) else {
+            return;
+        };
+        let part = Part {
+            kind,
+            from: record
+                .meta
+                .producer
+                .as_ref()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            fields: record.fields,
+        };
+        // The requester reads its parts as they come; a full queue means it stopped
+        // reading, and the part stays in its reply stream.
+        let sent = w.tx.try_send(part).is_ok();
+        if kind.ends() || !sent {
+            t.remove(&correlation);
+        }
     }
 }
 
@@ -224,11 +391,14 @@ impl Broker {
         timeout: Duration,
     ) -> Result<PendingRequest, ReqError> {
         let target = StreamKey::new(0, inbox(agent));
-        if !self.inner.requests.served(&target) {
+        if !self.served_anywhere(&target) {
             return Err(ReqError::NoResponders(agent.to_string()));
         }
         let me = who.agent().unwrap_or("anonymous");
         let reply_stream = StreamKey::new(0, replies(me));
+        // Where a new watcher of the reply stream starts: no part of this request can be
+        // there yet.
+        let cursor = self.stream_end(&reply_stream).await?;
         let correlation = correlation_id();
         let deadline = self
             .now_ms()
@@ -239,18 +409,32 @@ impl Broker {
         headers.push((DEADLINE.into(), deadline.to_string().into_bytes()));
         let (tx, rx) = mpsc::channel(64);
         {
-            let mut w = self.inner.requests.table();
-            if w.len() >= REQUESTS_MAX {
+            let mut t = lock(&self.inner.requests.table);
+            if t.waiting.len() >= REQUESTS_MAX {
                 return Err(ReqError::Busy);
             }
-            w.insert(
+            t.waiting.insert(
                 correlation.clone(),
                 Waiting {
-                    reply_stream,
+                    reply_stream: reply_stream.clone(),
                     tx,
                     parts: 0,
                 },
             );
+            match t.watched.get_mut(&reply_stream) {
+                Some(w) => w.requests += 1,
+                None => {
+                    let wake = Arc::new(Notify::new());
+                    t.watched.insert(
+                        reply_stream.clone(),
+                        Watched {
+                            requests: 1,
+                            wake: wake.clone(),
+                        },
+                    );
+                    tokio::spawn(self.clone().watch_replies(reply_stream, cursor, wake));
+                }
+            }
         }
         let mut pending = PendingRequest {
             broker: self.clone(),
@@ -296,17 +480,7 @@ impl Broker {
         kind: PartKind,
         fields: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<StreamId, ReqError> {
-        let reply_stream = {
-            let mut w = self.inner.requests.table();
-            let Some(req) = w.get_mut(correlation) else {
-                return Err(ReqError::UnknownRequest);
-            };
-            if req.parts >= PARTS_MAX {
-                return Err(ReqError::TooManyParts);
-            }
-            req.parts += 1;
-            req.reply_stream.clone()
-        };
+        let reply_stream = self.capability(correlation)?;
         let fields = if fields.is_empty() {
             vec![(b"part".to_vec(), kind.name().as_bytes().to_vec())]
         } else {
@@ -332,27 +506,187 @@ impl Broker {
                 limit: Some(100),
             }),
         };
-        // The capability was checked above; the append itself is the broker's.
+        // The capability was checked above; the append itself is the broker's. The part
+        // reaches its requester when its node applies the append (`watch_replies`).
         let id = self.append(&Principal::internal(), op).await?;
-        let tx = {
-            let mut w = self.inner.requests.table();
-            let tx = w.get(correlation).map(|r| r.tx.clone());
-            if kind.ends() {
-                w.remove(correlation);
-            }
-            tx
-        };
-        let Some(tx) = tx else {
-            return Err(ReqError::UnknownRequest);
-        };
-        let part = Part {
-            kind,
-            from: who.agent().map(str::to_string),
-            fields,
-        };
-        // The requester reads its parts as they come; a full queue means it stopped
-        // reading, and the part stays in its reply stream.
-        tx.try_send(part).map_err(|_| ReqError::UnknownRequest)?;
+        if kind.ends() {
+            lock(&self.inner.requests.delivered).remove(correlation);
+        }
         Ok(id)
     }
+
+    /// The reply stream a part for `correlation` goes to, counting the part: a request
+    /// handed to a responder here and not past its deadline, or one waiting here.
+    fn capability(&self, correlation: &[u8]) -> Result<StreamKey, ReqError> {
+        let now = self.now_ms();
+        let r = &self.inner.requests;
+        if let Some(d) = lock(&r.delivered).get_mut(correlation) {
+            if d.deadline_ms > now {
+                if d.parts >= PARTS_MAX {
+                    return Err(ReqError::TooManyParts);
+                }
+                d.parts += 1;
+                return Ok(d.reply_stream.clone());
+            }
+        }
+        let mut t = lock(&r.table);
+        let w = t
+            .waiting
+            .get_mut(correlation)
+            .ok_or(ReqError::UnknownRequest)?;
+        if w.parts >= PARTS_MAX {
+            return Err(ReqError::TooManyParts);
+        }
+        w.parts += 1;
+        Ok(w.reply_stream.clone())
+    }
+
+    /// True when a subscriber serves `inbox` on this node or, in a cluster, on a node
+    /// whose announcement is live.
+    fn served_anywhere(&self, inbox: &StreamKey) -> bool {
+        self.inner.requests.served_here(inbox) > 0
+            || self
+                .cluster()
+                .is_some_and(|n| !n.presence.serving(&inbox.name).is_empty())
+    }
+
+    /// The ID a read of `stream` continues after to see only what is appended from now on.
+    async fn stream_end(&self, stream: &StreamKey) -> Result<StreamId, ReqError> {
+        let q = Query::Read {
+            streams: vec![(stream.clone(), ReadStart::New)],
+            count: Some(1),
+        };
+        match self.query(&Principal::internal(), q).await {
+            Ok(Ok(Answer::Read(v))) => Ok(v.first().map_or(StreamId::MIN, |(_, after)| *after)),
+            Ok(Ok(other)) => Err(ReqError::Broker(BrokerError::Internal(format!(
+                "unexpected answer to a read: {other:?}"
+            )))),
+            Ok(Err(e)) => Err(ReqError::Store(e)),
+            Err(e) => Err(ReqError::Broker(e)),
+        }
+    }
+
+    /// Hands the parts appended to `stream` (on any node: this node applies every append)
+    /// to the requests waiting here, in order, until none waits on it. Woken by appends;
+    /// rereads at least every second, so a read that failed (a store being reopened) is
+    /// tried again.
+    async fn watch_replies(self, stream: StreamKey, mut cursor: StreamId, wake: Arc<Notify>) {
+        self.inner.notifier.subscribe(&stream, &wake);
+        loop {
+            loop {
+                let q = Query::Read {
+                    streams: vec![(stream.clone(), ReadStart::After(cursor))],
+                    count: Some(WATCH_READ_MAX),
+                };
+                let entries = match self.query(&Principal::internal(), q).await {
+                    Ok(Ok(Answer::Read(mut v))) if !v.is_empty() => v.swap_remove(0).0,
+                    Ok(Ok(_)) => Vec::new(),
+                    Ok(Err(e)) => {
+                        tracing::warn!("reading reply stream for waiting requests: {e}");
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        tracing::debug!("reading reply stream for waiting requests: {e}");
+                        Vec::new()
+                    }
+                };
+                let full = entries.len() == WATCH_READ_MAX;
+                for e in entries {
+                    cursor = e.id;
+                    self.inner.requests.dispatch(e.record);
+                }
+                if !full {
+                    break;
+                }
+            }
+            {
+                let mut t = lock(&self.inner.requests.table);
+                if t.watched.get(&stream).is_none_or(|w| w.requests == 0) {
+                    t.watched.remove(&stream);
+                    return;
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+        }
+    }
+
+    /// Tells the other nodes which inboxes this node serves: when the set changes (a burst
+    /// of changes within 10 ms is one announcement) and every second.
+    pub(crate) async fn announce_inboxes(self, node: Arc<crate::cluster::Node>) {
+        let mut changes = self.inner.requests.local_changes();
+        while !self.stopping() {
+            node.announce(self.inner.requests.local_inboxes());
+            let every = crate::cluster::presence::ANNOUNCE_EVERY;
+            if let Ok(Ok(())) = tokio::time::timeout(every, changes.changed()).await {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    /// Who serves `agent`: subscribers here and the other nodes whose announcement is live;
+    /// once `served` holds (when given), or `None` when `timeout` passed first.
+    pub async fn wait_responders(
+        &self,
+        who: &Principal,
+        agent: &str,
+        served: Option<bool>,
+        timeout: Duration,
+    ) -> Result<Option<Responders>, BrokerError> {
+        // Whoever may send the agent requests may know whether anybody serves it.
+        let key = StreamKey::new(0, inbox(agent));
+        who.need(Right::Publish, Some(&key))
+            .map_err(BrokerError::NoPermission)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut local = self.inner.requests.local_changes();
+        let mut remote = self.cluster().map(|n| n.presence.changes());
+        loop {
+            local.mark_unchanged();
+            if let Some(r) = remote.as_mut() {
+                r.mark_unchanged();
+            }
+            let view = Responders {
+                agent: agent.to_string(),
+                here: self.inner.requests.served_here(&key),
+                nodes: self
+                    .cluster()
+                    .map(|n| n.presence.serving(&key.name))
+                    .unwrap_or_default(),
+            };
+            let is_served = view.here > 0 || !view.nodes.is_empty();
+            if served.is_none_or(|want| want == is_served) {
+                return Ok(Some(view));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            // Announcements that lapse change nothing anybody is told of: look again at
+            // least every 250 ms.
+            let nap = (deadline - now).min(Duration::from_millis(250));
+            let remote_changed = async {
+                match remote.as_mut() {
+                    Some(r) => {
+                        let _ = r.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = local.changed() => {}
+                _ = remote_changed => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+}
+
+/// Who serves an agent (`GET /api/v1/responders`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Responders {
+    /// The agent.
+    pub agent: String,
+    /// Subscribers of its inbox on this node.
+    pub here: usize,
+    /// Other nodes with subscribers of its inbox (live announcements).
+    pub nodes: Vec<u64>,
 }

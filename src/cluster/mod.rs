@@ -16,6 +16,7 @@
 
 pub mod log;
 pub mod net;
+pub mod presence;
 pub mod sm;
 
 use std::collections::{BTreeMap, HashMap};
@@ -162,6 +163,10 @@ pub struct Node {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Settings.
     pub config: ClusterConfig,
+    /// Who serves which inbox on the other nodes.
+    pub presence: presence::Presence,
+    /// This run's announcements so far.
+    announced: AtomicU64,
 }
 
 impl Node {
@@ -176,6 +181,8 @@ impl Node {
             applied_now: AtomicU64::new(now),
             in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX)),
             config,
+            presence: presence::Presence::default(),
+            announced: AtomicU64::new(0),
         }
     }
 
@@ -413,6 +420,44 @@ impl Node {
             voters,
             followers,
             millis_since_quorum_ack: m.millis_since_quorum_ack,
+        }
+    }
+}
+
+impl Node {
+    /// Announces the inboxes this node's agents serve to every other member, each on its
+    /// own task (a dead peer's timeout delays nobody else's announcement).
+    pub fn announce(&self, mut inboxes: Vec<Vec<u8>>) {
+        if inboxes.len() > presence::INBOXES_MAX {
+            tracing::warn!(
+                "{} inboxes are served here; the other nodes hear of the first {}",
+                inboxes.len(),
+                presence::INBOXES_MAX
+            );
+            inboxes.truncate(presence::INBOXES_MAX);
+        }
+        let a = presence::Announcement {
+            run: self.run,
+            seq: self.announced.fetch_add(1, Ordering::Relaxed) + 1,
+            inboxes,
+        };
+        let peers: Vec<u64> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .nodes()
+            .map(|(id, _)| *id)
+            .filter(|id| *id != self.id)
+            .collect();
+        for peer in peers {
+            let net = self.net.clone();
+            let a = a.clone();
+            tokio::spawn(async move {
+                if let Err(e) = net.announce(peer, &a).await {
+                    tracing::debug!("announcing inboxes to node {peer}: {e}");
+                }
+            });
         }
     }
 }

@@ -48,6 +48,9 @@ const SNAPSHOT: u8 = 3;
 const FORWARD: u8 = 4;
 // 5 was a status call, never used; the number stays retired.
 const MEMBERSHIP: u8 = 6;
+const PRESENCE: u8 = 7;
+/// How long an announcement of inboxes may take (the next one follows within a second).
+const PRESENCE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 fn cfg() -> impl bincode::config::Config {
     bincode::config::standard()
@@ -347,6 +350,15 @@ impl Net {
         r
     }
 
+    /// Tells node `peer` which inboxes this node serves.
+    pub async fn announce(
+        &self,
+        peer: u64,
+        a: &super::presence::Announcement,
+    ) -> Result<(), NetError> {
+        self.call(peer, PRESENCE, a, PRESENCE_TIMEOUT).await
+    }
+
     async fn send_snapshot(
         &self,
         target: u64,
@@ -453,7 +465,7 @@ impl Net {
             let broker = broker.clone();
             let dirs = dirs.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_call(send, recv, raft, broker, dirs).await {
+                if let Err(e) = serve_call(peer, send, recv, raft, broker, dirs).await {
                     tracing::debug!("cluster call from node {peer} failed: {e}");
                 }
             });
@@ -462,6 +474,7 @@ impl Net {
 }
 
 async fn serve_call(
+    peer: u64,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     raft: Raft,
@@ -487,6 +500,13 @@ async fn serve_call(
                 Err(e) => Err(format!("bad forwarded batch: {e}")),
             };
             enc(&r)?
+        }
+        PRESENCE => {
+            let a: super::presence::Announcement = dec(&payload)?;
+            if let Some(node) = broker.cluster() {
+                node.presence.record(peer, a);
+            }
+            enc(&())?
         }
         MEMBERSHIP => {
             let change: super::Membership = dec(&payload)?;

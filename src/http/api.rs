@@ -52,6 +52,7 @@ pub(super) fn routes() -> Router<App> {
         .route("/tail", get(tail))
         .route("/cluster", get(cluster))
         .route("/connections", get(connections))
+        .route("/responders", get(responders))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         })
@@ -130,6 +131,43 @@ async fn cluster(State(app): State<App>, h: HeaderMap, Q(w): Q<ClusterWait>) -> 
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",
             format!("the cluster did not reach {until:?} within {timeout:?}"),
+        )),
+    }
+}
+
+/// `GET /responders?agent=A[&served=true|false][&timeout_ms=T]`: who serves agent A's
+/// inbox: subscribers on this node (`here`) and the other nodes with subscribers (`nodes`,
+/// from their live announcements); once it is served (or not) when `served` is given; 504
+/// when `timeout_ms` (at most [`BLOCK_MS_MAX`], default 10 s) passes first. Needs the
+/// right to publish to the agent's inbox (to send it requests).
+#[derive(Deserialize)]
+struct RespondersWait {
+    agent: String,
+    served: Option<bool>,
+    timeout_ms: Option<u64>,
+}
+
+async fn responders(State(app): State<App>, h: HeaderMap, Q(w): Q<RespondersWait>) -> ApiResult {
+    let who = principal(&app.broker, &h)?;
+    let timeout = Duration::from_millis(w.timeout_ms.unwrap_or(10_000).min(BLOCK_MS_MAX));
+    match app
+        .broker
+        .wait_responders(&who, &w.agent, w.served, timeout)
+        .await?
+    {
+        Some(r) => ok(serde_json::to_value(r).map_err(|e| ApiError::bad(e.to_string()))?),
+        None => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            format!(
+                "agent '{}' was not {} within {timeout:?}",
+                w.agent,
+                if w.served == Some(false) {
+                    "left unserved"
+                } else {
+                    "served"
+                }
+            ),
         )),
     }
 }

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{id_cmp, last_delivered, lease_ports, read_ids, PortLease, Raw, Server, V};
+use crate::support::{
+    id_cmp, last_delivered, lease_ports, read_ids, PortLease, Raw, Server, IO_BOUND, V,
+};
 
 const SECRET: &str = "test-cluster-secret-0123456789";
 
@@ -1069,4 +1071,130 @@ fn the_whole_cluster_killed_at_once_loses_nothing_acknowledged() {
         let last = last_delivered(&mut r, "s");
         assert_eq!(last, ids[299], "node {}", i + 1);
     }
+}
+
+/// Who serves `agent`, as node `node` sees it, once it is served (or not) there.
+fn responders(node: &Server, agent: &str, served: bool) -> serde_json::Value {
+    let path = format!("/api/v1/responders?agent={agent}&served={served}&timeout_ms=20000");
+    let (code, body) = crate::http::http(node.http, "GET", &path, None, None);
+    assert_eq!(code, 200, "{}: {path}: {body}", node.http);
+    serde_json::from_str(&body).expect("JSON")
+}
+
+/// Request/reply between agents on different nodes, for every ordered pair: a progress
+/// part and the final reply, a timeout, and no responders once the responder left; then
+/// the responder's node is killed in mid-request and the requester hears a timeout.
+#[test]
+fn request_reply_between_any_two_nodes() {
+    use cortex::client::{Client, ErrorCode, PartKind};
+
+    let mut c = Cluster::start(3, None);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let connect = |node: &Server, agent: &str| {
+        let opts = crate::quic::opts(node, agent, "");
+        rt.block_on(Client::connect(opts)).expect("connect")
+    };
+    // Answers with a progress part and the request's fields plus `by`; leaves `ignore`
+    // unanswered; reports each request it got.
+    let serve = |client: &Client, me: String| {
+        let (got, seen) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut reqs = rt.block_on(client.serve(4)).expect("serve");
+        let task = rt.spawn(async move {
+            while let Some(Ok(r)) = reqs.next().await {
+                let q = r.fields()[0].1.clone();
+                let _ = got.send(q.clone());
+                if q == b"ignore" {
+                    continue;
+                }
+                r.progress(vec![(b"status".to_vec(), b"working".to_vec())])
+                    .await
+                    .unwrap();
+                let mut out = r.fields().to_vec();
+                out.push((b"by".to_vec(), me.clone().into_bytes()));
+                r.reply(out).await.unwrap();
+            }
+        });
+        (task, seen)
+    };
+    let q = |v: &str| vec![(b"q".to_vec(), v.as_bytes().to_vec())];
+    for b in 0..3 {
+        let agent = format!("pink{}", b + 1);
+        let responder = connect(&c.nodes[b], &agent);
+        let (task, _seen) = serve(&responder, agent.clone());
+        for a in (0..3).filter(|a| *a != b) {
+            // The other node has heard of the responder.
+            let seen = responders(&c.nodes[a], &agent, true);
+            assert_eq!(seen["nodes"], serde_json::json!([b + 1]), "{seen}");
+            assert_eq!(seen["here"], 0, "{seen}");
+            let asker = connect(&c.nodes[a], &format!("harold{}", a + 1));
+            let mut parts = rt
+                .block_on(asker.request_parts(&agent, q("sum"), IO_BOUND))
+                .unwrap_or_else(|e| panic!("node {} asks {agent} on node {}: {e}", a + 1, b + 1));
+            let p1 = rt.block_on(parts.next()).unwrap().unwrap();
+            assert_eq!(p1.kind, PartKind::Progress);
+            assert_eq!(p1.fields[0].1, b"working");
+            let p2 = rt.block_on(parts.next()).unwrap().unwrap();
+            assert_eq!(p2.kind, PartKind::Final);
+            assert_eq!(p2.from.as_deref(), Some(agent.as_str()));
+            assert_eq!(p2.fields[1], (b"by".to_vec(), agent.clone().into_bytes()));
+            assert!(rt.block_on(parts.next()).is_none());
+            if b == 0 {
+                let e = rt
+                    .block_on(asker.request(&agent, q("ignore"), Duration::from_millis(500)))
+                    .unwrap_err();
+                assert_eq!(e.code(), Some(ErrorCode::Timeout), "{e}");
+            }
+        }
+        // The responder leaves: every node says nobody serves the agent.
+        task.abort();
+        drop(responder);
+        for a in 0..3 {
+            responders(&c.nodes[a], &agent, false);
+            let asker = connect(&c.nodes[a], &format!("harold{}", a + 1));
+            let e = rt
+                .block_on(asker.request(&agent, q("sum"), IO_BOUND))
+                .unwrap_err();
+            assert_eq!(
+                e.code(),
+                Some(ErrorCode::NoResponders),
+                "node {}: {e}",
+                a + 1
+            );
+        }
+    }
+
+    // The responder's node dies while it holds a request: the requester times out.
+    let l = c.leader();
+    let (r, a) = ((l + 1) % 3, (l + 2) % 3);
+    let responder = connect(&c.nodes[r], "blue");
+    let (task, seen) = serve(&responder, "blue".into());
+    responders(&c.nodes[a], "blue", true);
+    let asker = connect(&c.nodes[a], "harold");
+    let ask = rt.spawn(async move {
+        asker
+            .request(
+                "blue",
+                vec![(b"q".to_vec(), b"ignore".to_vec())],
+                Duration::from_secs(3),
+            )
+            .await
+    });
+    assert_eq!(
+        seen.recv_timeout(IO_BOUND).expect("the request arrived"),
+        b"ignore"
+    );
+    c.kill(r);
+    let e = rt
+        .block_on(async { tokio::time::timeout(IO_BOUND, ask).await })
+        .expect("the requester is answered")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Timeout), "{e}");
+    task.abort();
+    // With its node gone, its announcement lapses: nobody serves blue.
+    responders(&c.nodes[a], "blue", false);
 }

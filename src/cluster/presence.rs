@@ -1,0 +1,154 @@
+//! Who serves which inbox on the other nodes: soft state over the cluster links.
+//!
+//! Each node announces the inboxes its agents serve to every other member: at once when
+//! the set changes, and every [`ANNOUNCE_EVERY`] anyway. An announcement holds for
+//! [`LEASE`]; a node that stops announcing (killed, cut off) drops out when its lease runs
+//! out. Nothing here is durable or goes through the log: "somebody serves agent X" decides
+//! only whether a request is refused with "no responders" before anything is proposed,
+//! and a node that restarts or a new leader needs nothing rebuilt (the peers announce
+//! again within a second). Log entries would cost a commit per subscriber change and be
+//! replayed forever for a fact that is stale the moment its node dies.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How often a node announces its inboxes when nothing changed.
+pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+/// How long an announcement holds.
+pub const LEASE: Duration = Duration::from_secs(4);
+/// Most inboxes one announcement carries (more are left out, with a warning).
+pub const INBOXES_MAX: usize = 10_000;
+
+/// One node's announcement: its run (random per process start), a sequence number within
+/// the run (an older announcement that arrives late is ignored), and the inboxes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Announcement {
+    /// The announcing process's run ID.
+    pub run: u64,
+    /// Increases with each announcement of the run.
+    pub seq: u64,
+    /// Inbox stream names served there.
+    pub inboxes: Vec<Vec<u8>>,
+}
+
+struct Peer {
+    run: u64,
+    seq: u64,
+    inboxes: HashSet<Vec<u8>>,
+    until: Instant,
+}
+
+/// The other nodes' announcements.
+pub struct Presence {
+    peers: Mutex<HashMap<u64, Peer>>,
+    version: watch::Sender<u64>,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence {
+            peers: Mutex::new(HashMap::new()),
+            version: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Presence {
+    /// Takes node `peer`'s announcement (an older one of the same run is ignored).
+    pub fn record(&self, peer: u64, a: Announcement) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = peers.get(&peer) {
+            if p.run == a.run && a.seq <= p.seq {
+                return;
+            }
+        }
+        let inboxes: HashSet<Vec<u8>> = a.inboxes.into_iter().take(INBOXES_MAX).collect();
+        let changed = peers.get(&peer).is_none_or(|p| p.inboxes != inboxes);
+        peers.insert(
+            peer,
+            Peer {
+                run: a.run,
+                seq: a.seq,
+                inboxes,
+                until: Instant::now() + LEASE,
+            },
+        );
+        drop(peers);
+        if changed {
+            self.version.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// The other nodes whose live announcement serves `inbox`, in ID order.
+    pub fn serving(&self, inbox: &[u8]) -> Vec<u64> {
+        let now = Instant::now();
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut ids: Vec<u64> = peers
+            .iter()
+            .filter(|(_, p)| p.until > now && p.inboxes.contains(inbox))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Changes whenever a peer's set of inboxes changed (lease ends are not announced:
+    /// a waiter rechecks at least every [`ANNOUNCE_EVERY`]).
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(run: u64, seq: u64, inboxes: &[&str]) -> Announcement {
+        Announcement {
+            run,
+            seq,
+            inboxes: inboxes.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_late_announcement_never_overwrites_a_newer_one() {
+        let p = Presence::default();
+        p.record(2, a(7, 2, &["cortex:inbox:pink"]));
+        p.record(2, a(7, 1, &[]));
+        assert_eq!(p.serving(b"cortex:inbox:pink"), vec![2]);
+        // A restarted node (new run) starts its sequence again.
+        p.record(2, a(8, 1, &[]));
+        assert!(p.serving(b"cortex:inbox:pink").is_empty());
+    }
+
+    #[test]
+    fn several_nodes_serve_one_inbox() {
+        let p = Presence::default();
+        let mut changes = p.changes();
+        p.record(3, a(1, 1, &["cortex:inbox:x"]));
+        p.record(2, a(1, 1, &["cortex:inbox:x", "cortex:inbox:y"]));
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        assert_eq!(p.serving(b"cortex:inbox:x"), vec![2, 3]);
+        assert_eq!(p.serving(b"cortex:inbox:y"), vec![2]);
+        // The same set again is no change.
+        p.record(2, a(1, 2, &["cortex:inbox:y", "cortex:inbox:x"]));
+        assert!(!changes.has_changed().unwrap());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_announcement_holds_for_its_lease() {
+        let p = Presence::default();
+        p.record(2, a(1, 1, &["cortex:inbox:pink"]));
+        tokio::time::advance(LEASE - Duration::from_millis(1)).await;
+        assert_eq!(p.serving(b"cortex:inbox:pink"), vec![2]);
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(p.serving(b"cortex:inbox:pink").is_empty());
+    }
+}
