@@ -2,7 +2,9 @@
 # Replicated durable publish against the single node, side by side in one run, on loopback
 # (release build, every node fsyncs its log). Rows: 1 publisher (latency), 16 publishers
 # batching 10 (throughput), each on the single node, the cluster's leader and a follower
-# (which forwards to the leader). Usage: benches/cluster.sh [DURATION=8]
+# (which forwards to the leader); then request/reply round trips (both hops durable) on the
+# single node, within the leader, and between the two followers (requester on one,
+# responder on the other). Usage: benches/cluster.sh [DURATION=8]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin cortex >/dev/null 2>&1 || cargo build --release --bin cortex
@@ -19,6 +21,12 @@ start() { # name quic resp http [cluster args...]
     PIDS+=($!)
 }
 ready() { for _ in $(seq 200); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return; sleep 0.05; done; echo "node on $1 not ready" >&2; exit 1; }
+reqrep() { # name quic datadir [responder-quic responder-datadir]
+    local extra=()
+    [ $# -gt 3 ] && extra=(--responder-server 127.0.0.1:$4 --responder-data-dir "$W/$5")
+    "$B" bench reqrep --server 127.0.0.1:$2 --data-dir "$W/$3" "${extra[@]}" --duration "$DUR" --json |
+        python3 -c "import json,sys; r=json.load(sys.stdin); print('%-34s %10.0f %8d %8d %8d' % ('$1', r['ops_per_s'], r['p50_us'], r['p99_us'], r['p999_us']))"
+}
 bench() { # name quic datadir publishers batch
     "$B" bench publish --server 127.0.0.1:$2 --data-dir "$W/$3" --duration "$DUR" --publishers "$4" --batch "$5" --json |
         python3 -c "import json,sys; r=json.load(sys.stdin); print('%-34s %10.0f %8d %8d %8d' % ('$1', r['ops_per_s'], r['p50_us'], r['p99_us'], r['p999_us']))"
@@ -28,6 +36,7 @@ start single 7461 6461 7471
 ready 7471
 bench "single node, 1 publisher" 7461 single 1 1
 bench "single node, 16 publishers x10" 7461 single 16 10
+reqrep "single node, request/reply" 7461 single
 kill "${PIDS[0]}"; wait "${PIDS[0]}" 2>/dev/null || true; PIDS=()
 N=(--cluster-node 1=127.0.0.1:7551 --cluster-node 2=127.0.0.1:7552 --cluster-node 3=127.0.0.1:7553)
 for i in 1 2 3; do start n$i 746$((i + 1)) 646$((i + 1)) 747$((i + 1)) --node-id $i "${N[@]}"; done
@@ -41,3 +50,6 @@ bench "cluster leader, 1 publisher" 746$((L + 1)) n$L 1 1
 bench "cluster leader, 16 publishers x10" 746$((L + 1)) n$L 16 10
 bench "cluster follower, 1 publisher" 746$((F + 1)) n$F 1 1
 bench "cluster follower, 16 publishers x10" 746$((F + 1)) n$F 16 10
+G=$((F % 3 + 1))
+reqrep "cluster leader, request/reply" 746$((L + 1)) n$L
+reqrep "cluster follower -> follower, req/rep" 746$((F + 1)) n$F 746$((G + 1)) n$G

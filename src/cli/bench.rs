@@ -7,7 +7,8 @@
 //!   time, and latency runs from that time, so a stall is not hidden by slowing down) to a
 //!   push subscriber that acks; latency is schedule -> delivery.
 //! - `reqrep`: one requester, one responder (the same agent, serving its own inbox):
-//!   round trips through the broker, both hops durable.
+//!   round trips through the broker, both hops durable. With `--responder-server` the
+//!   responder connects to that node instead (request/reply between two cluster nodes).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -55,6 +56,14 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// reqrep: the responder connects to this node (another node of the cluster) instead
+    /// of the requester's.
+    #[arg(long)]
+    pub responder_server: Option<std::net::SocketAddr>,
+    /// reqrep: the data dir holding the responder node's certificate (with neither --ca nor
+    /// --fingerprint) [default: --data-dir].
+    #[arg(long)]
+    pub responder_data_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub conn: ConnFlags,
 }
@@ -273,8 +282,18 @@ async fn reqrep(
     body: &[u8],
     until: Instant,
 ) -> Result<(Histogram<u64>, u64), Exit> {
-    // A second connection serves the agent's own inbox.
-    let responder = Client::connect(args.conn.options(client.agent())).await?;
+    // A second connection serves the agent's own inbox (on another node, if asked).
+    let mut opts = args.conn.options(client.agent());
+    if let Some(node) = args.responder_server {
+        opts.server = node;
+        opts.also.clear();
+        if let (crate::client::Trust::CertFile(_), Some(dir)) =
+            (&opts.trust, &args.responder_data_dir)
+        {
+            opts.trust = crate::client::Trust::local(dir);
+        }
+    }
+    let responder = Client::connect(opts).await?;
     let mut reqs = responder.serve(64).await?;
     let server = tokio::spawn(async move {
         while let Some(Ok(r)) = reqs.next().await {
@@ -284,9 +303,30 @@ async fn reqrep(
             });
         }
     });
+    let me = client.agent().to_string();
+    // Another node hears of the responder within an announcement: wait for it (10 s).
+    let asked = Instant::now();
+    loop {
+        match client
+            .request(
+                &me,
+                vec![(b"body".to_vec(), body.to_vec())],
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(_) => break,
+            Err(e)
+                if e.code() == Some(crate::client::ErrorCode::NoResponders)
+                    && asked.elapsed() < Duration::from_secs(10) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let mut hist = histogram();
     let mut count = 0u64;
-    let me = client.agent().to_string();
     while Instant::now() < until {
         let t = Instant::now();
         client
