@@ -82,8 +82,10 @@ fn steps_of_the_system_clock_keep_id_order_ttl_and_backoff() {
         ms_of(&b_id) >= t1,
         "{b_id} is behind the broker's time {t1}"
     );
+    // An hour, less what was absorbed since; the server reads the two clocks a moment apart,
+    // so a second of room above the hour.
     let ahead = clock_ahead(&s);
-    assert!(ahead > 3_500.0 && ahead <= 3_600.0, "{ahead}");
+    assert!(ahead > 3_500.0 && ahead <= 3_601.0, "{ahead}");
     let mut last = t1;
     for _ in 0..20 {
         let now = r.cmd(&["CX.CLOCK"]).int() as u64;
