@@ -110,6 +110,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
         Workload::Reqrep => reqrep(&client, &args, &body, until).await?,
     };
     let elapsed = started.elapsed().as_secs_f64();
+    // The server lets go of this run's subscriptions now: a run right after this one (the
+    // same agent, the same consumer) gets its deliveries, not a connection that is gone.
+    client.close().await;
     ticker.abort();
     pb.finish_and_clear();
     let q = |p: f64| hist.value_at_quantile(p);
@@ -340,5 +343,6 @@ async fn reqrep(
         count += 1;
     }
     server.abort();
+    responder.close().await;
     Ok((hist, count))
 }

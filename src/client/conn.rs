@@ -26,8 +26,8 @@ pub(crate) struct Link {
     endpoint: Endpoint,
     current: watch::Sender<Current>,
     limits: Mutex<Limits>,
-    /// Dropped with the last client: the supervisor stops.
-    _stop: tokio::sync::oneshot::Sender<()>,
+    /// Dropped with the last client (or taken by `close`): the supervisor stops.
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 impl Drop for Link {
@@ -58,6 +58,17 @@ fn jitter(max_ms: u64) -> u64 {
 }
 
 impl Link {
+    /// Closes the connection and waits (up to 1 s) until the server was told, so it lets
+    /// go of this client's subscriptions now instead of at its idle timeout.
+    pub(crate) async fn close(&self) {
+        // The supervisor stops first, so it does not reconnect what is closed here.
+        drop(self.stop.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some((_, c)) = self.current.borrow().as_ref() {
+            c.close(0u32.into(), b"client closed");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
     pub(crate) async fn connect(opts: ClientOptions) -> Result<Arc<Link>, ClientError> {
         let tls = crate::quic::tls::client_config(&opts.trust).map_err(ClientError::Config)?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
@@ -91,7 +102,7 @@ impl Link {
             endpoint,
             current,
             limits: Mutex::new(limits),
-            _stop: stop,
+            stop: Mutex::new(Some(stop)),
         });
         tokio::spawn(supervise(Arc::downgrade(&link), stopped));
         Ok(link)

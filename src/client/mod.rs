@@ -203,6 +203,13 @@ impl Client {
         })
     }
 
+    /// Closes the connection (for every clone) and waits up to a second for the server to
+    /// hear of it: a process about to exit calls this, or the server keeps its
+    /// subscriptions (and hands them deliveries) until its idle timeout.
+    pub async fn close(&self) {
+        self.link.close().await;
+    }
+
     /// The limits the server announced.
     pub fn limits(&self) -> Limits {
         self.link.limits()
