@@ -4,7 +4,9 @@
 # batching 10 (throughput), each on the single node, the cluster's leader and a follower
 # (which forwards to the leader); then request/reply round trips (both hops durable) on the
 # single node, within the leader, and between the two followers (requester on one,
-# responder on the other). Usage: benches/cluster.sh [DURATION=8]
+# responder on the other). Each row measures the disk's floor (100-byte append + fdatasync,
+# `cortex bench disk`) for 2 s first and prints its p99 over the floor's p99 (p99/disk).
+# Usage: benches/cluster.sh [DURATION=8]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin cortex >/dev/null 2>&1 || cargo build --release --bin cortex
@@ -25,13 +27,16 @@ reqrep() { # name quic datadir [responder-quic responder-datadir]
     local extra=()
     [ $# -gt 3 ] && extra=(--responder-server 127.0.0.1:$4 --responder-data-dir "$W/$5")
     "$B" bench reqrep --server 127.0.0.1:$2 --data-dir "$W/$3" "${extra[@]}" --duration "$DUR" --json |
-        python3 -c "import json,sys; r=json.load(sys.stdin); print('%-34s %10.0f %8d %8d %8d' % ('$1', r['ops_per_s'], r['p50_us'], r['p99_us'], r['p999_us']))"
+        python3 -c "import json,sys; r=json.load(sys.stdin); print('%-38s %8.0f %8d %8d %8d %8.1f' % ('$1', r['ops_per_s'], r['p50_us'], r['p99_us'], r['p999_us'], r.get('p99_over_disk') or 1.0))"
 }
 bench() { # name quic datadir publishers batch
     "$B" bench publish --server 127.0.0.1:$2 --data-dir "$W/$3" --duration "$DUR" --publishers "$4" --batch "$5" --json |
-        python3 -c "import json,sys; r=json.load(sys.stdin); print('%-34s %10.0f %8d %8d %8d' % ('$1', r['ops_per_s'], r['p50_us'], r['p99_us'], r['p999_us']))"
+        python3 -c "import json,sys; r=json.load(sys.stdin); print('%-38s %8.0f %8d %8d %8d %8.1f' % ('$1', r['ops_per_s'], r['p50_us'], r['p99_us'], r['p999_us'], r.get('p99_over_disk') or 1.0))"
 }
-printf '%-34s %10s %8s %8s %8s\n' "row" "msg/s" "p50 us" "p99 us" "p99.9 us"
+printf '%-38s %8s %8s %8s %8s %8s\n' "row" "ops/s" "p50 us" "p99 us" "p99.9 us" "p99/disk"
+mkdir -p "$W/floor"
+"$B" bench disk --data-dir "$W/floor" --duration 4 --json |
+    python3 -c "import json,sys; r=json.load(sys.stdin); print('%-38s %8.0f %8d %8d %8d %8.1f' % ('disk floor: 100 B append + fdatasync', r['ops_per_s'], r['p50_us'], r['p99_us'], r['p999_us'], 1.0))"
 start single 7461 6461 7471
 ready 7471
 bench "single node, 1 publisher" 7461 single 1 1

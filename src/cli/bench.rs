@@ -1,6 +1,10 @@
 //! `cortex bench`: drives a running broker over QUIC and reports latency percentiles from
 //! an HDR histogram (microseconds).
 //!
+//! - `disk`: the physical floor, with no broker: 100-byte appends to a scratch file in
+//!   `--data-dir`, each followed by fdatasync. Every other workload first measures this
+//!   floor for `--floor-seconds` (default 2) in the same run and prints its latencies as
+//!   ratios to it, since absolute times on shared machines swing from day to day.
 //! - `publish`: `--publishers` tasks, each publishing `--batch` 100-byte messages per call
 //!   as fast as acks come back; latency is per call (durable ack), throughput per message.
 //! - `deliver`: publishes at a fixed `--rate` (open loop: each message has a scheduled
@@ -24,6 +28,8 @@ use crate::client::{Client, Message, SubscribeOptions};
 /// What to measure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
+    /// The disk's floor: 100-byte append + fdatasync (no broker).
+    Disk,
     /// Durable publish acks.
     Publish,
     /// Publish -> push delivery at a fixed rate.
@@ -35,7 +41,7 @@ pub enum Workload {
 /// `cortex bench`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchArgs {
-    /// publish, deliver or reqrep.
+    /// disk, publish, deliver or reqrep.
     #[arg(value_enum)]
     pub workload: Workload,
     /// Seconds to run.
@@ -56,6 +62,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Seconds the disk floor is measured before the workload (0: not measured).
+    #[arg(long, default_value_t = 2)]
+    pub floor_seconds: u64,
     /// reqrep: the responder connects to this node (another node of the cluster) instead
     /// of the requester's.
     #[arg(long)]
@@ -87,7 +96,65 @@ fn progress(args: &BenchArgs) -> indicatif::ProgressBar {
 }
 
 /// Runs a benchmark and prints its figures.
+/// 100-byte appends to a scratch file in `dir`, each followed by fdatasync, for `duration`:
+/// the latency histogram (us) and the count.
+fn disk_floor(dir: &std::path::Path, duration: Duration) -> Result<(Histogram<u64>, u64), Exit> {
+    use std::io::Write;
+    let failed = |e: std::io::Error| Exit {
+        message: format!("measuring the disk in {}: {e}", dir.display()),
+        code: 1,
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    let path = dir.join(format!(".cortex-bench-disk-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(failed)?;
+    let record = [b'x'; 100];
+    let mut hist = histogram();
+    let mut count = 0u64;
+    let until = Instant::now() + duration;
+    let r = (|| {
+        while Instant::now() < until {
+            let t = Instant::now();
+            f.write_all(&record)?;
+            f.sync_data()?;
+            let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+            count += 1;
+            // Keep the file small: start again every 16 MiB.
+            if count.is_multiple_of(160_000) {
+                f.set_len(0)?;
+            }
+        }
+        Ok(())
+    })();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    r.map_err(failed)?;
+    Ok((hist, count))
+}
+
+async fn measure_floor(args: &BenchArgs, seconds: u64) -> Result<(Histogram<u64>, u64), Exit> {
+    let dir = args.conn.data_dir.clone();
+    tokio::task::spawn_blocking(move || disk_floor(&dir, Duration::from_secs(seconds)))
+        .await
+        .map_err(|e| Exit {
+            message: format!("measuring the disk: {e}"),
+            code: 1,
+        })?
+}
+
 pub async fn run(args: BenchArgs) -> Result<(), Exit> {
+    if args.workload == Workload::Disk {
+        return run_disk(&args).await;
+    }
+    // The floor first, while this run has not loaded the broker yet.
+    let floor = if args.floor_seconds > 0 {
+        Some(measure_floor(&args, args.floor_seconds).await?.0)
+    } else {
+        None
+    };
     let stream = format!("bench:{:?}:{}", args.workload, super::time::now_ms()).to_lowercase();
     let client = args.conn.connect("bench").await?;
     let body = vec![b'x'; args.size];
@@ -108,6 +175,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
         Workload::Publish => publish(&client, &args, &stream, &body, until).await?,
         Workload::Deliver => deliver(&client, &args, &stream, &body, until).await?,
         Workload::Reqrep => reqrep(&client, &args, &body, until).await?,
+        Workload::Disk => unreachable!("measured above"),
     };
     let elapsed = started.elapsed().as_secs_f64();
     // The server lets go of this run's subscriptions now: a run right after this one (the
@@ -116,7 +184,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
     ticker.abort();
     pb.finish_and_clear();
     let q = |p: f64| hist.value_at_quantile(p);
-    let out = json!({
+    let ratio = |p: f64| {
+        floor
+            .as_ref()
+            .map(|f| q(p) as f64 / f.value_at_quantile(p).max(1) as f64)
+    };
+    let mut out = json!({
         "workload": format!("{:?}", args.workload).to_lowercase(),
         "count": count,
         "ops_per_s": (count as f64 / elapsed).round(),
@@ -131,6 +204,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
         "size": args.size,
         "seconds": args.duration,
     });
+    if let Some(f) = &floor {
+        out["disk_p50_us"] = json!(f.value_at_quantile(0.5));
+        out["disk_p99_us"] = json!(f.value_at_quantile(0.99));
+        out["disk_p999_us"] = json!(f.value_at_quantile(0.999));
+        out["p50_over_disk"] = json!(ratio(0.5));
+        out["p99_over_disk"] = json!(ratio(0.99));
+        out["p999_over_disk"] = json!(ratio(0.999));
+    }
     if args.json {
         println!("{out}");
     } else {
@@ -139,6 +220,57 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
             args.workload,
             count,
             elapsed,
+            count as f64 / elapsed,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            hist.max()
+        );
+        if let Some(f) = &floor {
+            println!(
+                "  disk floor (100 B append + fdatasync) us: p50 {} p99 {} p99.9 {}; \
+                 this run over it: p50 {:.1}x p99 {:.1}x p99.9 {:.1}x",
+                f.value_at_quantile(0.5),
+                f.value_at_quantile(0.99),
+                f.value_at_quantile(0.999),
+                ratio(0.5).unwrap_or(0.0),
+                ratio(0.99).unwrap_or(0.0),
+                ratio(0.999).unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `cortex bench disk`: the floor alone, for `--duration`.
+async fn run_disk(args: &BenchArgs) -> Result<(), Exit> {
+    let started = Instant::now();
+    let (hist, count) = measure_floor(args, args.duration).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let q = |p: f64| hist.value_at_quantile(p);
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "workload": "disk",
+                "dir": args.conn.data_dir.display().to_string(),
+                "count": count,
+                "ops_per_s": (count as f64 / elapsed).round(),
+                "p50_us": q(0.5),
+                "p90_us": q(0.9),
+                "p99_us": q(0.99),
+                "p999_us": q(0.999),
+                "max_us": hist.max(),
+                "size": 100,
+                "seconds": args.duration,
+            })
+        );
+    } else {
+        println!(
+            "disk ({}): {count} appends of 100 B + fdatasync in {elapsed:.1} s = {:.0}/s; \
+             latency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
+            args.conn.data_dir.display(),
             count as f64 / elapsed,
             q(0.5),
             q(0.9),

@@ -375,3 +375,52 @@ pub async fn raw_connection(s: &Server) -> quinn::Connection {
     ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
     ep.connect(s.quic, "localhost").unwrap().await.unwrap()
 }
+
+/// `cortex bench disk` measures the floor (100-byte append + fdatasync) and leaves no file
+/// behind; `cortex bench publish` reports its latencies over that floor, measured first in
+/// the same run.
+#[test]
+fn bench_measures_the_disk_floor_and_reports_ratios_to_it() {
+    let s = Server::start(&[]);
+    let bench = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
+            .arg("bench")
+            .args(args)
+            .arg("--json")
+            .arg("--server")
+            .arg(s.quic.to_string())
+            .arg("--data-dir")
+            .arg(s.dir.path())
+            .output()
+            .expect("cortex bench");
+        assert!(
+            out.status.success(),
+            "cortex bench {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let n = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k}: {v}"));
+    let d = bench(&["disk", "--duration", "1"]);
+    assert_eq!(d["workload"], "disk");
+    assert!(n(&d, "count") > 0.0, "{d}");
+    assert!(
+        n(&d, "p50_us") > 0.0 && n(&d, "p99_us") >= n(&d, "p50_us"),
+        "{d}"
+    );
+    let scratch: Vec<_> = std::fs::read_dir(s.dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".cortex-bench-disk")
+        })
+        .collect();
+    assert!(scratch.is_empty(), "left behind: {scratch:?}");
+    let p = bench(&["publish", "--duration", "1", "--floor-seconds", "1"]);
+    assert!(n(&p, "count") > 0.0, "{p}");
+    let over = n(&p, "p99_over_disk");
+    let want = n(&p, "p99_us") / n(&p, "disk_p99_us");
+    assert!((over - want).abs() < 1e-9, "{p}");
+}
