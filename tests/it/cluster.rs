@@ -1198,3 +1198,73 @@ fn request_reply_between_any_two_nodes() {
     // With its node gone, its announcement lapses: nobody serves blue.
     responders(&c.nodes[a], "blue", false);
 }
+
+/// A push subscriber on a follower receives what is published on the leader and acks it;
+/// when its node is killed, its unacknowledged delivery goes to a consumer on another node
+/// once the group's ack wait has passed.
+#[test]
+fn a_push_subscriber_on_a_follower_acks_and_its_deliveries_outlive_its_node() {
+    use cortex::client::{Client, SubscribeOptions};
+
+    let mut c = Cluster::start(3, None);
+    let l = c.leader();
+    let (f, o) = ((l + 1) % 3, (l + 2) % 3);
+    let mut r = c.raw(l);
+    assert_eq!(
+        r.cmd(&["XGROUP", "CREATE", "jobs", "workers", "$", "MKSTREAM"]),
+        V::Simple("OK".into())
+    );
+    let policy = ["CX.POLICY", "jobs", "workers", "ACKWAIT", "2000"];
+    assert_eq!(r.cmd(&policy), V::Simple("OK".into()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let subscribe = |node: &Server, consumer: &str| {
+        let opts = crate::quic::opts(node, consumer, "");
+        let client = rt.block_on(Client::connect(opts)).expect("connect");
+        let sub = rt
+            .block_on(client.subscribe(SubscribeOptions {
+                group: Some(b"workers".to_vec()),
+                consumer: Some(consumer.as_bytes().to_vec()),
+                window: 10,
+                ..SubscribeOptions::new("jobs")
+            }))
+            .expect("subscribe");
+        (client, sub)
+    };
+    let next = |sub: &mut cortex::client::Subscription| {
+        rt.block_on(async {
+            tokio::time::timeout(IO_BOUND, sub.next())
+                .await
+                .expect("a delivery in time")
+                .expect("subscription open")
+                .expect("delivery")
+        })
+    };
+    let (_fc, mut on_f) = subscribe(&c.nodes[f], "on-follower");
+    let one = r.cmd(&["XADD", "jobs", "*", "n", "1"]);
+    let d = next(&mut on_f);
+    assert_eq!(d.fields[0].1, b"1");
+    assert_eq!(d.attempt, 1);
+    rt.block_on(d.ack()).expect("ack on the follower");
+    let two = r.cmd(&["XADD", "jobs", "*", "n", "2"]);
+    let d = next(&mut on_f);
+    assert_eq!(d.fields[0].1, b"2");
+    // The ack of 1 and the delivery of 2 are committed: the leader's pending list says so.
+    c.converge();
+    let pending = r.cmd(&["XPENDING", "jobs", "workers", "-", "+", "10"]);
+    let ids: Vec<&str> = pending.arr().iter().map(|p| p.arr()[0].s()).collect();
+    assert_eq!(ids, vec![two.s()], "1 ({one:?}) acked, 2 pending");
+    c.kill(f);
+    // Another node's consumer gets 2 once the ack wait (2 s) has passed.
+    let (_oc, mut on_o) = subscribe(&c.nodes[o], "on-other");
+    let again = next(&mut on_o);
+    assert_eq!(again.fields[0].1, b"2");
+    assert_eq!(again.attempt, 2);
+    rt.block_on(again.ack()).expect("ack on the other node");
+    c.converge();
+    let summary = c.raw(l).cmd(&["XPENDING", "jobs", "workers"]);
+    assert_eq!(summary.arr()[0].int(), 0, "{summary:?}");
+}
