@@ -1075,16 +1075,8 @@ impl Broker {
         tokio::spawn(net.clone().serve(raft.clone(), self.clone(), dirs));
         tokio::spawn(self.clone().announce_inboxes(node.clone()));
         println!("cortex: cluster listening on {local}");
-        if !cc.join && !raft.is_initialized().await.map_err(|e| e.to_string())? {
-            let members: std::collections::BTreeMap<u64, openraft::BasicNode> = cc
-                .nodes
-                .iter()
-                .map(|(id, a)| (*id, openraft::BasicNode::new(a.to_string())))
-                .collect();
-            match raft.initialize(members).await {
-                Ok(()) => tracing::info!("cluster initialised with {} voters", cc.nodes.len()),
-                Err(e) => tracing::info!("cluster already initialised: {e}"),
-            }
+        if !cc.join {
+            cluster::initialize(&raft, &cc).await?;
         }
         Ok(node)
     }

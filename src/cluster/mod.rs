@@ -462,6 +462,24 @@ impl Node {
     }
 }
 
+/// Forms the cluster from the configured voters on a pristine node (every node may: the
+/// same list is safe); a node that holds a log already is left as it is.
+pub(crate) async fn initialize(raft: &Raft, cc: &ClusterConfig) -> Result<(), String> {
+    if raft.is_initialized().await.map_err(|e| e.to_string())? {
+        return Ok(());
+    }
+    let members: std::collections::BTreeMap<u64, BasicNode> = cc
+        .nodes
+        .iter()
+        .map(|(id, a)| (*id, BasicNode::new(a.to_string())))
+        .collect();
+    match raft.initialize(members).await {
+        Ok(()) => tracing::info!("cluster initialised with {} voters", cc.nodes.len()),
+        Err(e) => tracing::info!("cluster already initialised: {e}"),
+    }
+    Ok(())
+}
+
 /// A state of the cluster to wait for (`GET /api/v1/cluster?…`): operators' scripts and
 /// the tests wait for the server to report it instead of polling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
