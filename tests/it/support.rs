@@ -28,6 +28,12 @@ pub struct Server {
     host: String,
     /// A command the binary runs under (`ip netns exec NS`), or nothing.
     wrapper: Vec<String>,
+    /// The QUIC and HTTP ports on loopback, held while the server lives (see
+    /// [`PortLease`]): a restart binds them again. Taken with `:0`, the kernel hands a
+    /// port freed by a kill to the next outgoing connection of any process (seen in a CI
+    /// rehearsal beside a flake hunt: "cannot bind the HTTP port ...: Address already in
+    /// use" at a crash test's restart).
+    _ports: Option<PortLease>,
 }
 
 impl Server {
@@ -67,7 +73,13 @@ impl Server {
         wrapper: Vec<String>,
     ) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, addr, quic, http) = spawn(&data, &extra, None, host, &wrapper);
+        // In a namespace of its own nobody else binds ports: `:0` there.
+        let lease = (host == "127.0.0.1").then(|| lease_ports(2));
+        let keep = lease.as_ref().map(|l| {
+            let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+            (at(l.ports[0]), at(l.ports[1]))
+        });
+        let (child, addr, quic, http) = spawn(&data, &extra, keep, host, &wrapper);
         Server {
             child: Some(child),
             addr,
@@ -78,6 +90,7 @@ impl Server {
             extra,
             host: host.to_string(),
             wrapper,
+            _ports: lease,
         }
     }
 
