@@ -257,11 +257,17 @@ pub async fn subscribe(a: SubArgs) -> Result<(), Exit> {
     opts.from = start(&a.from, time::now_ms())?;
     opts.window = a.credits.max(1);
     opts.no_ack = a.no_ack;
+    let stop = stopped();
+    tokio::pin!(stop);
     let c = a.conn.connect("cli").await?;
     let mut sub = c.subscribe(opts).await?;
     let mut n = 0;
     while a.count.is_none_or(|c| n < c) {
-        let Some(d) = sub.next().await else { break };
+        let next = tokio::select! {
+            d = sub.next() => d,
+            _ = &mut stop => break,
+        };
+        let Some(d) = next else { break };
         let d = d?;
         print(json!({
             "stream": text(&d.stream),
@@ -277,7 +283,34 @@ pub async fn subscribe(a: SubArgs) -> Result<(), Exit> {
         }
         n += 1;
     }
+    c.close().await;
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM. A command that serves or subscribes then closes its
+/// connection (`Client::close`), so the broker lets go of the subscription at once instead
+/// of handing deliveries to a process that is gone until its idle timeout. The handlers are
+/// installed when this is called (before the subscription exists), not when first polled.
+fn stopped() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        tokio::select! {
+            _ = wait_signal(term.as_mut()) => {}
+            _ = wait_signal(int.as_mut()) => {}
+        }
+    }
+}
+
+/// The next delivery of a signal (never, when its handler could not be installed).
+async fn wait_signal(s: Option<&mut tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// `cortex req`.
@@ -350,6 +383,8 @@ pub struct ReplyArgs {
 
 /// Runs `cortex reply`.
 pub async fn reply(a: ReplyArgs) -> Result<(), Exit> {
+    let stop = stopped();
+    tokio::pin!(stop);
     let c = a.conn.connect(&a.agent_name).await?;
     if c.agent() != a.agent_name {
         return Err(usage(format!(
@@ -362,7 +397,11 @@ pub async fn reply(a: ReplyArgs) -> Result<(), Exit> {
     eprintln!("cortex: serving requests for {}", a.agent_name);
     let mut n = 0;
     while a.count.is_none_or(|c| n < c) {
-        let Some(r) = reqs.next().await else { break };
+        let next = tokio::select! {
+            r = reqs.next() => r,
+            _ = &mut stop => break,
+        };
+        let Some(r) = next else { break };
         let r = r?;
         let input = json!({
             "id": r.delivery.id.to_string(),
@@ -387,6 +426,7 @@ pub async fn reply(a: ReplyArgs) -> Result<(), Exit> {
         }
         n += 1;
     }
+    c.close().await;
     Ok(())
 }
 

@@ -424,3 +424,61 @@ fn bench_measures_the_disk_floor_and_reports_ratios_to_it() {
     let want = n(&p, "p99_us") / n(&p, "disk_p99_us");
     assert!((over - want).abs() < 1e-9, "{p}");
 }
+
+/// `cortex reply` stopped with SIGTERM closes its connection and exits 0: the broker lets go
+/// of its subscription at once, so the next request hears "no responders" instead of being
+/// handed to a process that is gone.
+#[test]
+fn cortex_reply_stopped_by_sigterm_leaves_nothing_serving() {
+    let s = Server::start(&[]);
+    let mut reply = std::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args([
+            "reply",
+            "pink",
+            "--server",
+            &s.quic.to_string(),
+            "--data-dir",
+        ])
+        .arg(s.dir.path())
+        .args(["--", "cat"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cortex reply");
+    let path = "/api/v1/responders?agent=pink&served=true&timeout_ms=20000";
+    let (code, body) = crate::http::http(s.http, "GET", path, None, None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"here\":1"), "{body}");
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &reply.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(ok.success());
+    let deadline = std::time::Instant::now() + IO_BOUND;
+    let status = loop {
+        if let Some(st) = reply.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cortex reply did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    let path = "/api/v1/responders?agent=pink&served=false&timeout_ms=20000";
+    let (code, body) = crate::http::http(s.http, "GET", path, None, None);
+    assert_eq!(code, 200, "{body}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args(["req", "pink", "--server", &s.quic.to_string(), "--data-dir"])
+        .arg(s.dir.path())
+        .arg("q=1")
+        .output()
+        .expect("cortex req");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
