@@ -1089,6 +1089,9 @@ fn request_reply_between_any_two_nodes() {
     use cortex::client::{Client, ErrorCode, PartKind};
 
     let mut c = Cluster::start(3, None);
+    // Subscribing is a write: wait until the nodes agree on a leader (an election on a
+    // loaded machine can outlast the 3 s a write waits for one).
+    c.leader();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
