@@ -489,7 +489,7 @@ impl Broker {
         let op = Op::Append {
             stream: reply_stream,
             id: IdSpec::Auto,
-            fields: fields.clone(),
+            fields,
             meta: Meta {
                 producer: who.agent().map(|a| a.as_bytes().to_vec()),
                 headers: vec![
@@ -547,7 +547,7 @@ impl Broker {
         self.inner.requests.served_here(inbox) > 0
             || self
                 .cluster()
-                .is_some_and(|n| !n.presence.serving(&inbox.name).is_empty())
+                .is_some_and(|n| n.presence.serves(&inbox.name))
     }
 
     /// The ID a read of `stream` continues after to see only what is appended from now on.

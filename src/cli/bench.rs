@@ -183,27 +183,18 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
     client.close().await;
     ticker.abort();
     pb.finish_and_clear();
-    let q = |p: f64| hist.value_at_quantile(p);
     let ratio = |p: f64| {
         floor
             .as_ref()
-            .map(|f| q(p) as f64 / f.value_at_quantile(p).max(1) as f64)
+            .map(|f| hist.value_at_quantile(p) as f64 / f.value_at_quantile(p).max(1) as f64)
     };
-    let mut out = json!({
-        "workload": format!("{:?}", args.workload).to_lowercase(),
-        "count": count,
-        "ops_per_s": (count as f64 / elapsed).round(),
-        "p50_us": q(0.5),
-        "p90_us": q(0.9),
-        "p99_us": q(0.99),
-        "p999_us": q(0.999),
-        "max_us": hist.max(),
-        "publishers": args.publishers,
-        "batch": args.batch,
-        "rate": args.rate,
-        "size": args.size,
-        "seconds": args.duration,
-    });
+    let mut out = figures(&hist, count, elapsed);
+    out["workload"] = json!(format!("{:?}", args.workload).to_lowercase());
+    out["publishers"] = json!(args.publishers);
+    out["batch"] = json!(args.batch);
+    out["rate"] = json!(args.rate);
+    out["size"] = json!(args.size);
+    out["seconds"] = json!(args.duration);
     if let Some(f) = &floor {
         out["disk_p50_us"] = json!(f.value_at_quantile(0.5));
         out["disk_p99_us"] = json!(f.value_at_quantile(0.99));
@@ -216,16 +207,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
         println!("{out}");
     } else {
         println!(
-            "{:?}: {} ops in {:.1} s = {:.0}/s; latency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
+            "{:?}: {count} ops in {elapsed:.1} s = {}",
             args.workload,
-            count,
-            elapsed,
-            count as f64 / elapsed,
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            hist.max()
+            summary(&hist, count, elapsed)
         );
         if let Some(f) = &floor {
             println!(
@@ -248,38 +232,49 @@ async fn run_disk(args: &BenchArgs) -> Result<(), Exit> {
     let started = Instant::now();
     let (hist, count) = measure_floor(args, args.duration).await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let q = |p: f64| hist.value_at_quantile(p);
     if args.json {
-        println!(
-            "{}",
-            json!({
-                "workload": "disk",
-                "dir": args.conn.data_dir.display().to_string(),
-                "count": count,
-                "ops_per_s": (count as f64 / elapsed).round(),
-                "p50_us": q(0.5),
-                "p90_us": q(0.9),
-                "p99_us": q(0.99),
-                "p999_us": q(0.999),
-                "max_us": hist.max(),
-                "size": 100,
-                "seconds": args.duration,
-            })
-        );
+        let mut out = figures(&hist, count, elapsed);
+        out["workload"] = json!("disk");
+        out["dir"] = json!(args.conn.data_dir.display().to_string());
+        out["size"] = json!(100);
+        out["seconds"] = json!(args.duration);
+        println!("{out}");
     } else {
         println!(
-            "disk ({}): {count} appends of 100 B + fdatasync in {elapsed:.1} s = {:.0}/s; \
-             latency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
+            "disk ({}): {count} appends of 100 B + fdatasync in {elapsed:.1} s = {}",
             args.conn.data_dir.display(),
-            count as f64 / elapsed,
-            q(0.5),
-            q(0.9),
-            q(0.99),
-            q(0.999),
-            hist.max()
+            summary(&hist, count, elapsed)
         );
     }
     Ok(())
+}
+
+/// The figures every workload reports, as JSON: count, rate and latency percentiles (us).
+fn figures(hist: &Histogram<u64>, count: u64, elapsed: f64) -> serde_json::Value {
+    let q = |p: f64| hist.value_at_quantile(p);
+    json!({
+        "count": count,
+        "ops_per_s": (count as f64 / elapsed).round(),
+        "p50_us": q(0.5),
+        "p90_us": q(0.9),
+        "p99_us": q(0.99),
+        "p999_us": q(0.999),
+        "max_us": hist.max(),
+    })
+}
+
+/// The same figures as one line: rate and latency percentiles.
+fn summary(hist: &Histogram<u64>, count: u64, elapsed: f64) -> String {
+    let q = |p: f64| hist.value_at_quantile(p);
+    format!(
+        "{:.0}/s; latency us: p50 {} p90 {} p99 {} p99.9 {} max {}",
+        count as f64 / elapsed,
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        hist.max()
+    )
 }
 
 async fn publish(

@@ -84,6 +84,16 @@ impl Presence {
         }
     }
 
+    /// True when another node's live announcement serves `inbox` (a request's check: no
+    /// list is built).
+    pub fn serves(&self, inbox: &[u8]) -> bool {
+        let now = Instant::now();
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers
+            .values()
+            .any(|p| p.until > now && p.inboxes.contains(inbox))
+    }
+
     /// The other nodes whose live announcement serves `inbox`, in ID order.
     pub fn serving(&self, inbox: &[u8]) -> Vec<u64> {
         let now = Instant::now();
@@ -136,6 +146,7 @@ mod tests {
         assert!(changes.has_changed().unwrap());
         changes.mark_unchanged();
         assert_eq!(p.serving(b"cortex:inbox:x"), vec![2, 3]);
+        assert!(p.serves(b"cortex:inbox:y") && !p.serves(b"cortex:inbox:z"));
         assert_eq!(p.serving(b"cortex:inbox:y"), vec![2]);
         // The same set again is no change.
         p.record(2, a(1, 2, &["cortex:inbox:y", "cortex:inbox:x"]));

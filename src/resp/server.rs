@@ -76,12 +76,23 @@ struct Held<'a> {
 
 impl Held<'_> {
     fn set(&mut self, now: usize) {
-        if now >= self.mine {
+        if now == self.mine {
+            // The usual case, once per read: no shared write.
+            return;
+        }
+        if now > self.mine {
             self.total.fetch_add(now - self.mine, Ordering::Relaxed);
         } else {
             self.total.fetch_sub(self.mine - now, Ordering::Relaxed);
         }
         self.mine = now;
+    }
+}
+
+impl Drop for Held<'_> {
+    /// A connection task that ends any other way (a panic) gives its count back too.
+    fn drop(&mut self) {
+        self.set(0);
     }
 }
 

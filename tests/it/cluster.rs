@@ -1073,6 +1073,15 @@ fn the_whole_cluster_killed_at_once_loses_nothing_acknowledged() {
     }
 }
 
+/// A runtime for the Rust client in a test that drives processes synchronously.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Who serves `agent`, as node `node` sees it, once it is served (or not) there.
 fn responders(node: &Server, agent: &str, served: bool) -> serde_json::Value {
     let path = format!("/api/v1/responders?agent={agent}&served={served}&timeout_ms=20000");
@@ -1092,11 +1101,7 @@ fn request_reply_between_any_two_nodes() {
     // Subscribing is a write: wait until the nodes agree on a leader (an election on a
     // loaded machine can outlast the 3 s a write waits for one).
     c.leader();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let connect = |node: &Server, agent: &str| {
         let opts = crate::quic::opts(node, agent, "");
         rt.block_on(Client::connect(opts)).expect("connect")
@@ -1219,11 +1224,7 @@ fn a_push_subscriber_on_a_follower_acks_and_its_deliveries_outlive_its_node() {
     );
     let policy = ["CX.POLICY", "jobs", "workers", "ACKWAIT", "2000"];
     assert_eq!(r.cmd(&policy), V::Simple("OK".into()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let subscribe = |node: &Server, consumer: &str| {
         let opts = crate::quic::opts(node, consumer, "");
         let client = rt.block_on(Client::connect(opts)).expect("connect");
