@@ -389,6 +389,36 @@ pub enum Op {
         /// The other.
         b: u16,
     },
+    /// A push delivery to one consumer: a group read of one stream whose reply carries each
+    /// entry's attempt number ([`Reply::Delivered`]). When nothing can be handed out it
+    /// changes nothing (as [`Op::ReadGroup`] with `retry`), so a mailbox's read that finds
+    /// nothing writes nothing.
+    Deliver {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// Consumer (created if missing).
+        consumer: Vec<u8>,
+        /// `New`: due retries, then new entries; `History(after)`: the consumer's own
+        /// pending entries after `after`.
+        from: ReadFrom,
+        /// At most this many (at most the store's read limit).
+        count: usize,
+        /// Do not add to the pending list.
+        noack: bool,
+    },
+}
+
+/// One entry handed out by [`Op::Deliver`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// ID.
+    pub id: StreamId,
+    /// Content (`None`: deleted from the stream while pending; history reads only).
+    pub record: Option<Record>,
+    /// How many times the group has handed it out, this time included (1: first delivery).
+    pub attempt: u32,
 }
 
 /// The reply to one [`Op`].
@@ -416,6 +446,8 @@ pub enum Reply {
     GroupRead(Vec<Vec<(StreamId, Option<Record>)>>),
     /// A [`Op::Query`]'s answer.
     Answer(crate::read::Answer),
+    /// [`Op::Deliver`]'s entries, in the order handed out.
+    Delivered(Vec<Delivery>),
     /// XAUTOCLAIM's answer.
     AutoClaimed {
         /// Cursor for the next call (`0-0` when the scan is complete).
@@ -559,6 +591,7 @@ impl Changes {
                     .map(|(_, from)| matches!(from, ReadFrom::New))
                     .collect(),
             ),
+            Op::Deliver { from, .. } => Changes::GroupRead(vec![matches!(from, ReadFrom::New)]),
             Op::Claim { .. } | Op::AutoClaim { .. } => Changes::Claimed,
             Op::Tick | Op::Query(_) | Op::SetNodeLimits(_) => Changes::None,
         }
@@ -577,6 +610,9 @@ impl Changes {
                 .zip(per)
                 .filter(|(new, got)| **new && !got.is_empty())
                 .count() as u64,
+            (Changes::GroupRead(new), Reply::Delivered(got)) => {
+                u64::from(new.first() == Some(&true) && !got.is_empty())
+            }
             (Changes::Claimed, Reply::Entries(e)) => e.len() as u64,
             (
                 Changes::Claimed,

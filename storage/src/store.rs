@@ -612,6 +612,14 @@ impl<'a> Txn<'a> {
                 noack,
                 retry,
             } => self.read_groups(&streams, &group, &consumer, count, noack, retry),
+            Op::Deliver {
+                stream,
+                group,
+                consumer,
+                from,
+                count,
+                noack,
+            } => self.deliver(&stream, &group, &consumer, from, count, noack),
             Op::Ack { stream, group, ids } => self.ack(&stream, &group, &ids),
             Op::Progress {
                 stream,

@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::id::{Lane, StreamId};
 use crate::keys;
 use crate::meta::{DeliveryPolicy, PendingEntry, DEFAULT_DLQ};
-use crate::ops::{ReadFrom, Reply, StreamKey};
+use crate::ops::{Delivery, ReadFrom, Reply, StreamKey};
 use crate::overlay::View;
 use crate::record::{DeadReason, Record};
 use crate::store::{key_id, Txn};
@@ -47,9 +47,30 @@ impl Txn<'_> {
         }
         let mut out = Vec::with_capacity(streams.len());
         for (key, from) in streams {
-            out.push(self.read_group(key, group, consumer, count, noack, *from)?);
+            let handed = self.read_group(key, group, consumer, count, noack, *from)?;
+            out.push(handed.into_iter().map(|d| (d.id, d.record)).collect());
         }
         Ok(Reply::GroupRead(out))
+    }
+
+    /// [`crate::Op::Deliver`]: one stream's group read for a push consumer, with attempt
+    /// numbers; writes nothing when nothing can be handed out.
+    pub(crate) fn deliver(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        consumer: &[u8],
+        from: ReadFrom,
+        count: usize,
+        noack: bool,
+    ) -> Result<Reply> {
+        check_name("consumer name", consumer, self.cfg.limits.group_name_max)?;
+        self.group(key, group)?;
+        if count == 0 || !self.may_hand_out(key, group, consumer, from) {
+            return Ok(Reply::Delivered(Vec::new()));
+        }
+        let handed = self.read_group(key, group, consumer, Some(count), noack, from)?;
+        Ok(Reply::Delivered(handed))
     }
 
     /// False when a read of the group certainly hands out nothing and changes nothing
@@ -84,7 +105,7 @@ impl Txn<'_> {
         count: Option<usize>,
         noack: bool,
         from: ReadFrom,
-    ) -> Result<Vec<(StreamId, Option<Record>)>> {
+    ) -> Result<Vec<Delivery>> {
         let max = self.cfg.limits.read_count_max;
         let count = count.unwrap_or(max).min(max);
         let now = self.now;
@@ -109,7 +130,7 @@ impl Txn<'_> {
         cid: u64,
         after: StreamId,
         count: usize,
-    ) -> Result<Vec<(StreamId, Option<Record>)>> {
+    ) -> Result<Vec<Delivery>> {
         let (sid, gid) = {
             let st = self.existing(key)?;
             (
@@ -130,12 +151,18 @@ impl Txn<'_> {
                 .collect::<Result<_>>()?;
             for id in ids {
                 let record = self.get_record(key, sid, id)?;
+                let mut attempt = 0;
                 if record.is_some() {
                     if let Some(pel) = self.pending_entry(&key.name, gid, id)? {
+                        attempt = attempt_of(pel.deliveries + 1);
                         plan.push((id, pel));
                     }
                 }
-                out.push((id, record));
+                out.push(Delivery {
+                    id,
+                    record,
+                    attempt,
+                });
             }
         }
         let now = self.now;
@@ -180,7 +207,7 @@ impl Txn<'_> {
         cid: u64,
         count: usize,
         noack: bool,
-    ) -> Result<Vec<(StreamId, Option<Record>)>> {
+    ) -> Result<Vec<Delivery>> {
         let now = self.now;
         let limits = &self.cfg.limits;
         let dl_max = limits.dead_letters_per_read_max;
@@ -336,7 +363,11 @@ impl Txn<'_> {
                             };
                             txn.put_pending(g, id, &pel, existing.as_ref());
                         }
-                        out.push((id, Some(record)));
+                        out.push(Delivery {
+                            id,
+                            record: Some(record),
+                            attempt: 1,
+                        });
                     }
                     Action::Redeliver {
                         id,
@@ -350,7 +381,11 @@ impl Txn<'_> {
                         pel.state = state;
                         g.meta.counters.redelivered += 1;
                         txn.put_pending(g, id, &pel, Some(&prev));
-                        out.push((id, Some(record)));
+                        out.push(Delivery {
+                            id,
+                            record: Some(record),
+                            attempt: attempt_of(pel.deliveries),
+                        });
                     }
                     Action::Drop { id, pel } => txn.remove_pending(g, id, &pel),
                     Action::DeadLetter {
@@ -391,4 +426,9 @@ impl Txn<'_> {
         }
         Ok(out)
     }
+}
+
+/// A pending entry's delivery count as an attempt number (saturating).
+fn attempt_of(deliveries: u64) -> u32 {
+    u32::try_from(deliveries).unwrap_or(u32::MAX)
 }

@@ -382,3 +382,88 @@ fn reject_and_policy_errors() {
     ));
     assert_eq!(s.group_policy(&key("s"), b"g").unwrap(), None);
 }
+
+fn deliver(s: &Store, consumer: &str, from: ReadFrom, count: usize, now: u64) -> Vec<Delivery> {
+    match s.apply_one(
+        Op::Deliver {
+            stream: key("s"),
+            group: b"g".to_vec(),
+            consumer: consumer.into(),
+            from,
+            count,
+            noack: false,
+        },
+        now,
+    ) {
+        Ok(Reply::Delivered(d)) => d,
+        other => panic!("deliver: {other:?}"),
+    }
+}
+
+fn attempts(d: &[Delivery]) -> Vec<(StreamId, u32)> {
+    d.iter().map(|d| (d.id, d.attempt)).collect()
+}
+
+/// A push delivery carries each entry's attempt number: 1 when new, the pending list's
+/// count on a retry or a replay of the consumer's own pending entries. A delivery that
+/// finds nothing writes nothing (the consumer's seen-time stays).
+#[test]
+fn deliver_carries_attempt_numbers_and_an_idle_one_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 0);
+    set_policy(&s, Some(policy(None)));
+    let a = add(&s, "s", "a", 1000);
+    let b = add(&s, "s", "b", 1000);
+    // `count` bounds it; the rest waits for the next one.
+    assert_eq!(
+        attempts(&deliver(&s, "pink", ReadFrom::New, 1, 1000)),
+        vec![(a, 1)]
+    );
+    assert_eq!(
+        attempts(&deliver(&s, "pink", ReadFrom::New, 10, 1000)),
+        vec![(b, 1)]
+    );
+    // Replaying the consumer's own pending entries (a new connection) is attempt 2.
+    assert_eq!(
+        attempts(&deliver(
+            &s,
+            "pink",
+            ReadFrom::History(StreamId::MIN),
+            10,
+            1000
+        )),
+        vec![(a, 2), (b, 2)]
+    );
+    // A nacked entry comes back as a retry after its backoff, with its count.
+    assert_eq!(nack(&s, a, "busy", 2000), 1);
+    s.apply_one(Op::Tick, 7000).unwrap();
+    assert_eq!(
+        attempts(&deliver(&s, "red", ReadFrom::New, 10, 7000)),
+        vec![(a, 3)]
+    );
+    // Nothing to hand out: nothing written, not even red's seen-time.
+    let seen = |s: &Store| {
+        s.consumers_info(&key("s"), b"g", 20_000)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == b"red")
+            .map(|c| c.idle_ms)
+    };
+    let before = seen(&s);
+    assert!(deliver(&s, "red", ReadFrom::New, 10, 9000).is_empty());
+    assert_eq!(seen(&s), before);
+    // A missing group is an error, as for XREADGROUP.
+    let r = s.apply_one(
+        Op::Deliver {
+            stream: key("s"),
+            group: b"nope".to_vec(),
+            consumer: b"red".to_vec(),
+            from: ReadFrom::New,
+            count: 1,
+            noack: false,
+        },
+        9000,
+    );
+    assert!(matches!(r, Err(Error::NoSuchGroup { .. })), "{r:?}");
+}
