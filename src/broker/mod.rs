@@ -19,6 +19,7 @@ mod alerts;
 mod auth;
 mod clock;
 pub(crate) mod disk;
+pub mod mailbox;
 pub mod metrics;
 mod notify;
 pub mod perm;
@@ -28,6 +29,7 @@ mod read;
 pub mod reqrep;
 mod retention;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
@@ -83,6 +85,14 @@ impl std::fmt::Display for BrokerError {
 struct Submission {
     ops: Vec<Op>,
     reply: ReplyTo,
+}
+
+/// A submission on the writer's queue, waiting for its commit.
+struct Queued {
+    rx: oneshot::Receiver<Result<Replies, BrokerError>>,
+    /// It appends (the publish latency histogram).
+    publish: bool,
+    started: std::time::Instant,
 }
 
 /// Who waits for a submission.
@@ -193,6 +203,9 @@ struct Inner {
     next_deadline_ms: AtomicU64,
     /// Live requests and inbox subscribers.
     requests: reqrep::Requests,
+    /// Cluster: the mailbox reads this node's writer added to its proposals, by the
+    /// submission number of their origin (always the entry's last).
+    plans: std::sync::Mutex<HashMap<u64, Vec<mailbox::Planned>>>,
     /// Latencies and counts for `/metrics`.
     metrics: metrics::Metrics,
 }
@@ -254,6 +267,7 @@ impl Broker {
                 alerts: alert_tx,
                 next_deadline_ms: AtomicU64::new(first_deadline),
                 requests: reqrep::Requests::default(),
+                plans: std::sync::Mutex::new(HashMap::new()),
                 metrics: metrics::Metrics::default(),
             }),
         };
@@ -621,14 +635,28 @@ impl Broker {
     /// configured `--fsync` mode. The ops of one submission are applied one after the other
     /// with nothing in between, in one atomic batch.
     pub async fn submit(&self, who: &Principal, ops: Vec<Op>) -> Result<Replies, BrokerError> {
-        if self.stopping() {
-            return Err(BrokerError::ShuttingDown);
-        }
-        who.authorize_ops(&ops).map_err(BrokerError::NoPermission)?;
-        if let Some(why) = self.inner.disk.refusal(&ops) {
-            return Err(BrokerError::DiskFull(why));
-        }
-        self.submit_checked(ops).await
+        self.submit_now(who, ops).await
+    }
+
+    /// [`Broker::submit`], queued before this returns: submissions made one after the other
+    /// by one caller are applied in that order even when their replies are awaited later
+    /// (or elsewhere: the future borrows nothing).
+    pub fn submit_now(
+        &self,
+        who: &Principal,
+        ops: Vec<Op>,
+    ) -> impl std::future::Future<Output = Result<Replies, BrokerError>> + Send + 'static {
+        let queued = if self.stopping() {
+            Err(BrokerError::ShuttingDown)
+        } else if let Err(e) = who.authorize_ops(&ops) {
+            Err(BrokerError::NoPermission(e))
+        } else if let Some(why) = self.inner.disk.refusal(&ops) {
+            Err(BrokerError::DiskFull(why))
+        } else {
+            self.queue(ops)
+        };
+        let broker = self.clone();
+        async move { broker.answer(queued?).await }
     }
 
     /// Submits the broker's own writes (alerts), which the disk watermark lets through: they
@@ -637,10 +665,12 @@ impl Broker {
         if self.stopping() {
             return Err(BrokerError::ShuttingDown);
         }
-        self.submit_checked(ops).await
+        let queued = self.queue(ops)?;
+        self.answer(queued).await
     }
 
-    async fn submit_checked(&self, mut ops: Vec<Op>) -> Result<Replies, BrokerError> {
+    /// Puts a submission on the writer's queue.
+    fn queue(&self, mut ops: Vec<Op>) -> Result<Queued, BrokerError> {
         self.prepare(&mut ops);
         let publish = ops.iter().any(|o| matches!(o, Op::Append { .. }));
         let started = std::time::Instant::now();
@@ -655,12 +685,21 @@ impl Broker {
                 mpsc::error::TrySendError::Full(_) => BrokerError::Busy,
                 mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
             })?;
-        let r = rx.await.unwrap_or(Err(BrokerError::ShuttingDown));
-        if publish && r.is_ok() {
+        Ok(Queued {
+            rx,
+            publish,
+            started,
+        })
+    }
+
+    /// A queued submission's replies, once committed.
+    async fn answer(&self, q: Queued) -> Result<Replies, BrokerError> {
+        let r = q.rx.await.unwrap_or(Err(BrokerError::ShuttingDown));
+        if q.publish && r.is_ok() {
             self.inner
                 .metrics
                 .publish_durable
-                .observe(started.elapsed());
+                .observe(q.started.elapsed());
         }
         r
     }
@@ -740,18 +779,36 @@ impl Broker {
     /// What every commit does for the broker, on any node: metrics, counters, wake-ups,
     /// alerts, the timer's next deadline.
     fn after_commit(&self, out: &cortex_storage::BatchOutcome, ops: usize, took: Duration) {
-        self.inner.metrics.on_commit(&out.events, took);
+        self.after_commit_events(
+            &out.events,
+            out.changes,
+            out.next_deadline_ms,
+            ops,
+            took,
+            true,
+        );
+    }
+
+    /// [`Broker::after_commit`] by parts. `covered`: this node's writer built the batch
+    /// with its mailboxes' reads, so appends do not concern armed mailboxes.
+    fn after_commit_events(
+        &self,
+        events: &[Event],
+        changes: u64,
+        next_deadline_ms: Option<u64>,
+        ops: usize,
+        took: Duration,
+        covered: bool,
+    ) {
+        self.inner.metrics.on_commit(events, took);
         self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.inner
             .stats
             .ops
             .fetch_add(ops as u64, Ordering::Relaxed);
-        self.inner
-            .stats
-            .dirty
-            .fetch_add(out.changes, Ordering::Relaxed);
-        self.wake(&out.events);
-        self.set_deadline(out.next_deadline_ms);
+        self.inner.stats.dirty.fetch_add(changes, Ordering::Relaxed);
+        self.wake(events, covered);
+        self.set_deadline(next_deadline_ms);
     }
 
     /// Records a store failure: the process must exit (a restart recovers what was
@@ -796,15 +853,24 @@ impl Broker {
                 ops.extend(s.ops);
                 replies_to.push(s.reply);
             }
+            // Waiting push consumers get this batch's new entries in its own commit.
+            let mail = mailbox::plan(&mut ops, |k| self.inner.notifier.mailboxes(k));
             if !ops.is_empty() {
                 let now = self.now_ms();
                 let started = std::time::Instant::now();
+                let all = ops.len();
                 match self.store().apply(ops, now) {
-                    Ok(out) => {
-                        self.after_commit(&out, n, started.elapsed());
-                        let mut replies = out.replies.into_iter();
-                        for (size, to) in sizes.into_iter().zip(replies_to) {
-                            let mine: Replies = replies.by_ref().take(size).collect();
+                    Ok(mut out) => {
+                        let mut replies = std::mem::take(&mut out.replies).into_iter();
+                        let mine: Vec<Replies> = sizes
+                            .iter()
+                            .map(|&size| replies.by_ref().take(size).collect())
+                            .collect();
+                        for (p, r) in mail.into_iter().zip(replies) {
+                            p.mailbox.deliver(p.asked, delivered(r));
+                        }
+                        self.after_commit(&out, all, started.elapsed());
+                        for (mine, to) in mine.into_iter().zip(replies_to) {
                             if let ReplyTo::Local(tx) = to {
                                 let _ = tx.send(Ok(mine));
                             }
@@ -814,11 +880,17 @@ impl Broker {
                         // A read met damage: nothing was written and the store is fine, so
                         // only this batch is refused (no reopen).
                         tracing::error!("a batch was refused: {e}");
+                        for p in mail {
+                            p.mailbox.deliver(p.asked, Err(None));
+                        }
                         for to in replies_to {
                             to.fail(BrokerError::Storage(e.to_string()));
                         }
                     }
                     Err(e) => {
+                        for p in mail {
+                            p.mailbox.deliver(p.asked, Err(None));
+                        }
                         // Nothing of the batch is acknowledged. fjall refuses every write
                         // after a failed persist (a full disk, an I/O error): the store is
                         // reopened, from what was committed, once the disk has room again
@@ -1114,6 +1186,9 @@ impl Broker {
                 }
             }
             if !ops.is_empty() {
+                if node.is_leader() {
+                    origins.push(self.plan(&node, &mut ops));
+                }
                 node.propose(ops, origins, done, self.now_ms()).await;
             }
             if self.stopping() && rx.is_empty() {
@@ -1121,6 +1196,34 @@ impl Broker {
             }
         }
         self.writer_stopped(rx);
+    }
+
+    /// The leader's writer: adds reads for this node's waiting mailboxes to a batch it is
+    /// about to propose, under an origin of their own that goes last in the entry (so when
+    /// this node applies the entry it knows its mailboxes were considered for every append
+    /// in it). If the proposal fails, the mailboxes get their credit back and read by
+    /// themselves.
+    fn plan(&self, node: &Arc<cluster::Node>, ops: &mut Vec<Op>) -> cluster::Origin {
+        let planned = mailbox::plan(ops, |k| self.inner.notifier.mailboxes(k));
+        let (tx, rx) = oneshot::channel();
+        let origin = node.register(tx, planned.len());
+        self.plans().insert(origin.seq, planned);
+        let me = self.clone();
+        tokio::spawn(async move {
+            // Applied: the apply took the plan. Failed or dropped: give the credit back.
+            if !matches!(rx.await, Ok(Ok(_))) {
+                if let Some(planned) = me.plans().remove(&origin.seq) {
+                    for p in planned {
+                        p.mailbox.deliver(p.asked, Err(None));
+                    }
+                }
+            }
+        });
+        origin
+    }
+
+    fn plans(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<mailbox::Planned>>> {
+        self.inner.plans.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A follower's batch, on the leader: proposed with the follower's origins; `Ok` when
@@ -1166,38 +1269,65 @@ impl Broker {
             if let Some(node) = &node {
                 node.applied_at(w.now_ms);
             }
-            if n > 0 {
-                self.after_commit(&out, n, started.elapsed());
-            }
             let mut replies = out.replies.into_iter();
-            for o in &w.origins {
-                let mine: Replies = replies.by_ref().take(o.ops as usize).collect();
-                if let Some(node) = &node {
-                    node.deliver(o, mine);
+            let mut mine = Vec::with_capacity(w.origins.len());
+            let mut covered = false;
+            for (i, o) in w.origins.iter().enumerate() {
+                let r: Replies = replies.by_ref().take(o.ops as usize).collect();
+                let planned = match &node {
+                    Some(node) if node.is_mine(o) => self.plans().remove(&o.seq),
+                    _ => None,
+                };
+                match planned {
+                    Some(planned) => {
+                        covered |= i + 1 == w.origins.len();
+                        for (p, r) in planned.into_iter().zip(r) {
+                            p.mailbox.deliver(p.asked, delivered(r));
+                        }
+                        mine.push((o, Vec::new()));
+                    }
+                    None => mine.push((o, r)),
+                }
+            }
+            if n > 0 {
+                self.after_commit_events(
+                    &out.events,
+                    out.changes,
+                    out.next_deadline_ms,
+                    n,
+                    started.elapsed(),
+                    covered,
+                );
+            }
+            if let Some(node) = &node {
+                for (o, r) in mine {
+                    node.deliver(o, r);
                 }
             }
         }
         Ok(())
     }
 
-    fn wake(&self, events: &[Event]) {
+    /// Wakes the readers and mailboxes a commit concerns. `covered`: this node's writer
+    /// planned the batch's mailbox reads, so armed mailboxes need no wake-up for appends.
+    fn wake(&self, events: &[Event], covered: bool) {
         let mut last: Option<&StreamKey> = None;
         for e in events {
             match e {
                 // Runs of appends to one stream wake its readers once.
                 Event::Appended { stream, .. } if last != Some(stream) => {
-                    self.inner.notifier.notify(stream);
+                    self.inner.notifier.notify(stream, covered);
                     last = Some(stream);
                 }
                 Event::Renamed { from, to } => {
-                    self.inner.notifier.notify(from);
-                    self.inner.notifier.notify(to);
+                    self.inner.notifier.notify(from, false);
+                    self.inner.notifier.notify(to, false);
                     last = None;
                 }
                 Event::RetryReady { stream, .. }
                 | Event::StreamDeleted { stream }
                 | Event::GroupDestroyed { stream, .. } => {
-                    self.inner.notifier.notify(stream);
+                    self.inner.notifier.notify(stream, false);
                     last = None;
                 }
                 Event::DeadLettered { .. } | Event::TrimmedUndelivered { .. }
@@ -1250,5 +1380,16 @@ impl Broker {
                 }
             }
         }
+    }
+}
+
+/// A mailbox read's result as [`mailbox::Mailbox::deliver`] takes it.
+fn delivered(
+    r: cortex_storage::Result<Reply>,
+) -> Result<Vec<cortex_storage::Delivery>, Option<cortex_storage::Error>> {
+    match r {
+        Ok(Reply::Delivered(v)) => Ok(v),
+        Ok(_) => Err(None),
+        Err(e) => Err(Some(e)),
     }
 }

@@ -172,7 +172,8 @@ impl Principal {
             | Op::Nack { stream, .. }
             | Op::Claim { stream, .. }
             | Op::AutoClaim { stream, .. }
-            | Op::Progress { stream, .. } => self.need(Consume, Some(stream)),
+            | Op::Progress { stream, .. }
+            | Op::Deliver { stream, .. } => self.need(Consume, Some(stream)),
             Op::ReadGroup { streams, .. } => streams
                 .iter()
                 .try_for_each(|(s, _)| self.need(Consume, Some(s))),

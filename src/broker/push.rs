@@ -6,24 +6,25 @@
 //! allows; [`Subscription::wait`] resolves when the stream or its retries changed. A new
 //! subscription first replays the consumer's own pending entries (what a previous
 //! connection was handed and never acknowledged), then reads new entries and due retries.
-//! Everything goes through ops, so permissions, durability and the log are the same as for
+//! Once replayed, its [`Mailbox`] is armed: new entries reach it in the
+//! commit that appended them, and it reads by itself only for what an append does not
+//! cover (due retries, entries left while the window was full). Everything goes through ops, so permissions, durability and the log are the same as for
 //! any other front.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use cortex_storage::{
-    Answer, DeliveryPolicy, Error as StoreError, GroupStart, Op, PendingQuery, Query, ReadFrom,
-    Record, Reply, StreamId, StreamKey,
+    Delivery, DeliveryPolicy, Error as StoreError, GroupStart, Op, ReadFrom, Record, Reply,
+    StreamId, StreamKey,
 };
-use tokio::sync::Notify;
 
+use super::mailbox::Mailbox;
 use super::perm::INBOX_PREFIX;
 use super::reqrep::Responder;
 use super::{Broker, BrokerError, Principal};
 
-/// Most entries one fetch hands out.
-pub const FETCH_MAX: usize = 256;
+/// Most entries one fetch reads.
+pub const FETCH_MAX: usize = super::mailbox::READ_MAX as usize;
 
 /// What a subscription reads.
 #[derive(Clone, Debug)]
@@ -90,19 +91,16 @@ pub struct Subscription {
     broker: Broker,
     who: Principal,
     spec: SubscribeSpec,
-    notify: Arc<Notify>,
-    in_flight: HashSet<StreamId>,
-    window: u32,
+    mailbox: Arc<Mailbox>,
     /// `Some(after)` while replaying the consumer's own pending entries.
     history: Option<StreamId>,
-    /// False until the first `>` read (which records the consumer as seen).
-    read_once: bool,
     _responder: Option<Responder>,
 }
 
 impl Broker {
-    /// Opens a subscription: creates the group (with `spec.policy`) if it does not exist,
-    /// registers for wake-ups, and, on an inbox, counts the subscriber as a responder.
+    /// Opens a subscription: creates the group (with `spec.policy`) and the consumer if
+    /// they do not exist, registers its mailbox, and, on an inbox, counts the subscriber as
+    /// a responder.
     pub async fn subscribe(
         &self,
         who: &Principal,
@@ -116,12 +114,29 @@ impl Broker {
             entries_read: None,
             policy: spec.policy.clone(),
         };
-        match self.submit_one(who, create).await? {
-            Ok(_) | Err(StoreError::GroupExists { .. }) => {}
-            Err(e) => return Err(e.into()),
+        let consumer = Op::CreateConsumer {
+            stream: spec.stream.clone(),
+            group: spec.group.clone(),
+            consumer: spec.consumer.clone(),
+        };
+        let mailbox = Arc::new(Mailbox::new(
+            spec.stream.clone(),
+            spec.group.clone(),
+            spec.consumer.clone(),
+            spec.no_ack,
+            spec.window,
+        ));
+        who.authorize_op(&mailbox.op(ReadFrom::New, 1))
+            .map_err(BrokerError::NoPermission)?;
+        let mut replies = self.submit(who, vec![create, consumer]).await?.into_iter();
+        match replies.next() {
+            Some(Ok(_)) | Some(Err(StoreError::GroupExists { .. })) | None => {}
+            Some(Err(e)) => return Err(e.into()),
         }
-        let notify = Arc::new(Notify::new());
-        self.inner.notifier.subscribe(&spec.stream, &notify);
+        if let Some(Err(e)) = replies.next() {
+            return Err(e.into());
+        }
+        self.inner.notifier.subscribe_mailbox(&mailbox);
         let responder = spec
             .stream
             .name
@@ -130,12 +145,9 @@ impl Broker {
         Ok(Subscription {
             broker: self.clone(),
             who: who.clone(),
-            window: spec.window,
             history: (!spec.no_ack).then_some(StreamId::MIN),
             spec,
-            notify,
-            in_flight: HashSet::new(),
-            read_once: false,
+            mailbox,
             _responder: responder,
         })
     }
@@ -159,147 +171,122 @@ impl Subscription {
 
     /// Deliveries in flight.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.len() as u32
+        self.mailbox.in_flight()
     }
 
     /// The window.
     pub fn window(&self) -> u32 {
-        self.window
+        self.mailbox.window()
     }
 
     /// Sets the window (0 pauses delivery).
     pub fn set_window(&mut self, window: u32) {
-        self.window = window;
-        // Let the front's loop fetch again with the new room.
-        self.notify.notify_one();
+        self.mailbox.set_window(window);
     }
 
     /// Room in the window.
     pub fn room(&self) -> usize {
-        (self.window as usize).saturating_sub(self.in_flight.len())
+        self.mailbox.room() as usize
     }
 
-    /// Resolves when the stream changed (an append, a retry became due) or the window
-    /// grew; cancel-safe (a wake-up that came while nobody waited is kept).
+    /// Resolves when there may be something to fetch: deliveries arrived in the mailbox,
+    /// the stream changed in a way the mailbox does not cover, or the window grew;
+    /// cancel-safe (a wake-up that came while nobody waited is kept).
     pub async fn wait(&self) {
-        self.notify.notified().await;
+        self.mailbox.notify.notified().await;
     }
 
-    /// Hands out up to the window's room: first the consumer's own pending entries from
-    /// earlier connections, then due retries and new entries. Empty when there is no room
-    /// or nothing to hand out.
+    /// Hands out what is due: the deliveries the writer put in the mailbox, the consumer's
+    /// own pending entries from earlier connections (first), and, when the mailbox cannot
+    /// be sure it has everything, due retries and new entries read by itself; never more
+    /// than the window allows. Empty when there is nothing to hand out.
     pub async fn fetch(&mut self) -> Result<Vec<Pushed>, SubError> {
-        let room = self.room().min(FETCH_MAX);
-        if room == 0 || self.broker.stopping() {
-            return Ok(Vec::new());
+        let (mut out, failed) = self.mailbox.take();
+        if let Some(e) = failed {
+            if out.is_empty() {
+                return Err(e.into());
+            }
         }
-        let mut out = Vec::new();
+        if self.broker.stopping() {
+            return Ok(self.finish(out));
+        }
         if let Some(after) = self.history {
-            let handed = self.read(ReadFrom::History(after), room, false).await?;
+            let asked = self.mailbox.reserve();
+            if asked == 0 {
+                return Ok(self.finish(out));
+            }
+            let handed = self.read(ReadFrom::History(after), asked).await?;
             match handed.last() {
-                None => self.history = None,
-                Some((last, _)) => self.history = Some(*last),
+                None => {
+                    self.history = None;
+                    // From here on, this node's writer serves the mailbox.
+                    self.mailbox.arm();
+                }
+                Some(d) => self.history = Some(d.id),
             }
             // Entries deleted from the stream while pending are dropped from the list.
             let gone: Vec<StreamId> = handed
                 .iter()
-                .filter(|(_, r)| r.is_none())
-                .map(|(id, _)| *id)
+                .filter(|d| d.record.is_none())
+                .map(|d| d.id)
                 .collect();
             if !gone.is_empty() {
                 self.ack(&gone).await?;
             }
-            out.extend(handed.into_iter().filter_map(|(id, r)| r.map(|r| (id, r))));
+            out.extend(handed.into_iter().filter(|d| d.record.is_some()));
             if self.history.is_some() {
-                return self.finish(out).await;
+                return Ok(self.finish(out));
             }
         }
-        let room = room - out.len();
-        if room > 0 {
-            let retry = self.read_once;
-            let handed = self.read(ReadFrom::New, room, retry).await?;
-            self.read_once = true;
-            out.extend(handed.into_iter().filter_map(|(id, r)| r.map(|r| (id, r))));
+        if let Some(asked) = self.mailbox.own_read() {
+            out.extend(self.read(ReadFrom::New, asked).await?);
         }
-        self.finish(out).await
+        Ok(self.finish(out))
     }
 
-    async fn read(
-        &self,
-        from: ReadFrom,
-        count: usize,
-        retry: bool,
-    ) -> Result<Vec<(StreamId, Option<Record>)>, SubError> {
-        let op = Op::ReadGroup {
-            streams: vec![(self.spec.stream.clone(), from)],
-            group: self.spec.group.clone(),
-            consumer: self.spec.consumer.clone(),
-            count: Some(count),
-            noack: self.spec.no_ack,
-            retry,
-        };
-        match self.broker.submit_one(&self.who, op).await?? {
-            Reply::GroupRead(mut v) if v.len() == 1 => Ok(v.remove(0)),
-            other => Err(SubError::Broker(BrokerError::Internal(format!(
-                "unexpected reply to a group read: {other:?}"
+    /// The subscription's own read, for `asked` entries of reserved room.
+    async fn read(&self, from: ReadFrom, asked: u32) -> Result<Vec<Delivery>, SubError> {
+        let op = self.mailbox.op(from, asked);
+        let r = match self.broker.submit_one(&self.who, op).await {
+            Ok(Ok(Reply::Delivered(v))) => Ok(v),
+            Ok(Ok(other)) => Err(SubError::Broker(BrokerError::Internal(format!(
+                "unexpected reply to a delivery: {other:?}"
             )))),
-        }
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e.into()),
+        };
+        self.mailbox
+            .settle_read(asked, r.as_deref().map_err(|_| ()));
+        r
     }
 
-    /// Adds attempt numbers (from the pending list) and records the deliveries in flight.
-    async fn finish(&mut self, handed: Vec<(StreamId, Record)>) -> Result<Vec<Pushed>, SubError> {
+    /// Deliveries as pushed; an inbox's are recorded as handed to a responder.
+    fn finish(&self, handed: Vec<Delivery>) -> Vec<Pushed> {
         if handed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut attempts = std::collections::HashMap::new();
-        if !self.spec.no_ack {
-            let (first, last) = handed
-                .iter()
-                .fold((StreamId::MAX, StreamId::MIN), |(a, b), (id, _)| {
-                    (a.min(*id), b.max(*id))
-                });
-            // Few pending entries of this consumer fall in the range besides these (at most
-            // the window), so this read is bounded by the window.
-            let q = Query::Pending {
-                stream: self.spec.stream.clone(),
-                group: self.spec.group.clone(),
-                query: PendingQuery {
-                    start: first,
-                    end: last,
-                    count: self.window.max(1) as usize + handed.len(),
-                    consumer: Some(self.spec.consumer.clone()),
-                    min_idle_ms: None,
-                },
-            };
-            if let Ok(Answer::Pending(p)) = self.broker.query(&self.who, q).await? {
-                for p in p {
-                    attempts.insert(p.id, p.deliveries.min(u64::from(u32::MAX)) as u32);
-                }
-            }
-            for (id, _) in &handed {
-                self.in_flight.insert(*id);
-            }
+            return Vec::new();
         }
         if self._responder.is_some() {
-            let records: Vec<&Record> = handed.iter().map(|(_, r)| r).collect();
+            let records: Vec<&Record> = handed.iter().filter_map(|d| d.record.as_ref()).collect();
             self.broker
                 .inner
                 .requests
                 .handed_to_responder(&records, self.broker.now_ms());
         }
-        Ok(handed
+        handed
             .into_iter()
-            .map(|(id, record)| Pushed {
-                attempt: attempts.get(&id).copied().unwrap_or(1),
-                id,
-                record,
+            .filter_map(|d| {
+                Some(Pushed {
+                    attempt: d.attempt.max(1),
+                    id: d.id,
+                    record: d.record?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Acknowledges deliveries; they leave the window whatever the store says.
     pub async fn ack(&mut self, ids: &[StreamId]) -> Result<u64, SubError> {
-        self.settle(ids);
+        self.mailbox.settle(ids);
         let op = Op::Ack {
             stream: self.spec.stream.clone(),
             group: self.spec.group.clone(),
@@ -308,13 +295,18 @@ impl Subscription {
         count(self.broker.submit_one(&self.who, op).await??)
     }
 
-    /// Several acks in one submission (one commit); one result each.
-    pub async fn ack_many(&mut self, batches: Vec<Vec<StreamId>>) -> Vec<Result<u64, SubError>> {
+    /// Several acks in one submission (one commit); one result each. The deliveries leave
+    /// the window at once; the returned future (which borrows nothing) commits the acks,
+    /// so a front can go on pushing while they commit.
+    pub fn ack_many(
+        &mut self,
+        batches: Vec<Vec<StreamId>>,
+    ) -> impl std::future::Future<Output = Vec<Result<u64, SubError>>> + Send + 'static {
         for ids in &batches {
-            self.settle(ids);
+            self.mailbox.settle(ids);
         }
         let n = batches.len();
-        let ops = batches
+        let ops: Vec<Op> = batches
             .into_iter()
             .map(|ids| Op::Ack {
                 stream: self.spec.stream.clone(),
@@ -322,12 +314,15 @@ impl Subscription {
                 ids,
             })
             .collect();
-        match self.broker.submit(&self.who, ops).await {
-            Ok(replies) => replies
-                .into_iter()
-                .map(|r| r.map_err(SubError::from).and_then(count))
-                .collect(),
-            Err(e) => (0..n).map(|_| Err(SubError::Broker(e.clone()))).collect(),
+        let committed = self.broker.submit_now(&self.who, ops);
+        async move {
+            match committed.await {
+                Ok(replies) => replies
+                    .into_iter()
+                    .map(|r| r.map_err(SubError::from).and_then(count))
+                    .collect(),
+                Err(e) => (0..n).map(|_| Err(SubError::Broker(e.clone()))).collect(),
+            }
         }
     }
 
@@ -339,7 +334,7 @@ impl Subscription {
         error: Option<Vec<u8>>,
         reject: bool,
     ) -> Result<u64, SubError> {
-        self.settle(ids);
+        self.mailbox.settle(ids);
         let op = Op::Nack {
             stream: self.spec.stream.clone(),
             group: self.spec.group.clone(),
@@ -359,16 +354,6 @@ impl Subscription {
             ids: ids.to_vec(),
         };
         count(self.broker.submit_one(&self.who, op).await??)
-    }
-
-    fn settle(&mut self, ids: &[StreamId]) {
-        let before = self.room();
-        for id in ids {
-            self.in_flight.remove(id);
-        }
-        if before == 0 && self.room() > 0 {
-            self.notify.notify_one();
-        }
     }
 }
 

@@ -203,6 +203,11 @@ impl Node {
         }
     }
 
+    /// True when `origin` is a submission of this node's current run.
+    pub(crate) fn is_mine(&self, origin: &Origin) -> bool {
+        origin.node == self.id && origin.run == self.run
+    }
+
     /// Answers a local submission with its replies (called as its entry is applied).
     pub(crate) fn deliver(&self, origin: &Origin, replies: Replies) {
         if origin.node != self.id || origin.run != self.run {

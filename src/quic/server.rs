@@ -481,40 +481,39 @@ async fn subscription(
     });
     let mut quiet_since = tokio::time::Instant::now();
     let mut out = Vec::new();
+    // Acks commit while deliveries go on; their answers are written as they come.
+    let mut acks: tokio::task::JoinSet<Vec<u8>> = tokio::task::JoinSet::new();
     loop {
         if broker.stopping() {
             break;
         }
-        if sub.room() > 0 {
-            match sub.fetch().await {
-                Ok(items) if !items.is_empty() => {
-                    let items: Vec<wire::Delivery> = items
-                        .into_iter()
-                        .map(|p| delivery(sub.stream(), p))
-                        .collect();
-                    out.clear();
-                    // Several frames when one would pass the frame limit.
-                    for chunk in chunks(items, |d| {
-                        wire::pairs_bytes(&d.fields) + wire::pairs_bytes(&d.headers)
-                    }) {
-                        wire::encode_into(&Frame::Deliveries { items: chunk }, &mut out);
-                    }
-                    if send.write_all(&out).await.is_err() {
-                        break;
-                    }
-                    quiet_since = tokio::time::Instant::now();
-                    continue;
+        match sub.fetch().await {
+            Ok(items) if !items.is_empty() => {
+                let items: Vec<wire::Delivery> = items
+                    .into_iter()
+                    .map(|p| delivery(sub.stream(), p))
+                    .collect();
+                out.clear();
+                // Several frames when one would pass the frame limit.
+                for chunk in chunks(items, |d| {
+                    wire::pairs_bytes(&d.fields) + wire::pairs_bytes(&d.headers)
+                }) {
+                    wire::encode_into(&Frame::Deliveries { items: chunk }, &mut out);
                 }
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = write_frame(&mut send, &sub_error(&e)).await;
+                if send.write_all(&out).await.is_err() {
                     break;
                 }
+                quiet_since = tokio::time::Instant::now();
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = write_frame(&mut send, &sub_error(&e)).await;
+                break;
             }
         }
-        let room = sub.room() > 0;
         tokio::select! {
-            f = rx.recv() => {
+            f = rx.recv(), if acks.len() < ACKS_IN_FLIGHT_MAX => {
                 let Some(first) = f else { break };
                 // Take every control frame already here: their acks share one commit.
                 let mut frames = vec![first];
@@ -525,7 +524,7 @@ async fn subscription(
                     }
                 }
                 out.clear();
-                let fatal = control(&mut sub, frames, &mut out).await;
+                let fatal = control(&mut sub, frames, &mut out, &mut acks).await;
                 if !out.is_empty() && send.write_all(&out).await.is_err() {
                     break;
                 }
@@ -533,7 +532,14 @@ async fn subscription(
                     break;
                 }
             }
-            _ = sub.wait(), if room => {}
+            Some(answers) = acks.join_next(), if !acks.is_empty() => {
+                if let Ok(answers) = answers {
+                    if send.write_all(&answers).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            _ = sub.wait() => {}
             _ = tokio::time::sleep_until(quiet_since + heartbeat) => {
                 let f = Frame::Heartbeat { in_flight: sub.in_flight(), window: sub.window() };
                 if write_frame(&mut send, &f).await.is_err() {
@@ -543,9 +549,14 @@ async fn subscription(
             }
         }
     }
+    // Acks already queued are committed whatever happens to the connection.
+    while acks.join_next().await.is_some() {}
     reader.abort();
     let _ = send.finish();
 }
+
+/// Ack commits one subscription may have in progress before it reads more control frames.
+const ACKS_IN_FLIGHT_MAX: usize = 8;
 
 /// Applies a run of control frames, acks of consecutive frames sharing one commit; writes
 /// their answers to `out`. True when the subscription must end (a broken frame).
@@ -553,6 +564,7 @@ async fn control(
     sub: &mut Subscription,
     frames: Vec<Result<Frame, ReadError>>,
     out: &mut Vec<u8>,
+    committing: &mut tokio::task::JoinSet<Vec<u8>>,
 ) -> bool {
     let mut acks: Vec<(u64, Vec<StreamId>)> = Vec::new();
     let mut fatal = false;
@@ -573,7 +585,7 @@ async fn control(
             acks.push((seq, ids.into_iter().map(sid).collect()));
             continue;
         }
-        flush_acks(sub, &mut acks, out).await;
+        flush_acks(sub, &mut acks, committing);
         let answer = match f {
             Frame::Credit { window } => {
                 sub.set_window(window);
@@ -603,24 +615,30 @@ async fn control(
         };
         wire::encode_into(&answer, out);
     }
-    flush_acks(sub, &mut acks, out).await;
+    flush_acks(sub, &mut acks, committing);
     fatal
 }
 
-async fn flush_acks(
+/// Queues a run of acks as one submission (so a later nack of the same IDs comes after
+/// them); their answers are encoded when they are committed.
+fn flush_acks(
     sub: &mut Subscription,
     acks: &mut Vec<(u64, Vec<StreamId>)>,
-    out: &mut Vec<u8>,
+    committing: &mut tokio::task::JoinSet<Vec<u8>>,
 ) {
     if acks.is_empty() {
         return;
     }
     let batch = std::mem::take(acks);
     let seqs: Vec<u64> = batch.iter().map(|a| a.0).collect();
-    let results = sub.ack_many(batch.into_iter().map(|a| a.1).collect()).await;
-    for (seq, r) in seqs.into_iter().zip(results) {
-        wire::encode_into(&result(seq, r), out);
-    }
+    let results = sub.ack_many(batch.into_iter().map(|a| a.1).collect());
+    committing.spawn(async move {
+        let mut out = Vec::new();
+        for (seq, r) in seqs.into_iter().zip(results.await) {
+            wire::encode_into(&result(seq, r), &mut out);
+        }
+        out
+    });
 }
 
 fn result(seq: u64, r: Result<u64, crate::broker::push::SubError>) -> Frame {
