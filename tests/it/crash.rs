@@ -370,3 +370,154 @@ fn sigkill_under_load_on_resp_and_quic_loses_nothing_acknowledged() {
         ledger.rejected.lock().unwrap().len()
     );
 }
+
+/// Stream IDs compare as (ms, seq).
+fn id_key(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').expect("an entry ID");
+    (ms.parse().unwrap(), seq.parse().unwrap())
+}
+
+/// What push subscribers were told, for the crash test below.
+#[derive(Default)]
+struct Pushes {
+    /// ID -> the consumer it was pushed to.
+    delivered: HashMap<String, String>,
+    /// Acks the server answered.
+    acked: HashSet<String>,
+    /// An ack in progress when the server died: its outcome is unknown.
+    unanswered: HashSet<String>,
+}
+
+/// SIGKILL right after publishes that waiting push subscribers were handed in the commit
+/// that stored them: after the restart, every entry a subscriber was handed is pending,
+/// owned by the consumer it went to, or was acked; the group's cursor is past all of
+/// them; and no consumer holds more than its window (plus the one ack it had in progress).
+#[test]
+fn sigkill_right_after_publishes_to_waiting_push_subscribers_loses_no_delivery() {
+    const WINDOW: u32 = 16;
+    const PUSHED: &str = "pushed";
+    let mut s = Server::start(&["--fsync", "always"]);
+    let (quic, dir) = (s.quic, s.dir.path().to_path_buf());
+    let opts = |agent: &str| ClientOptions {
+        server: quic,
+        also: Vec::new(),
+        server_name: "localhost".into(),
+        agent: agent.into(),
+        token: String::new(),
+        trust: Trust::local(&dir),
+        connect_timeout: Duration::from_secs(10),
+    };
+    let pushes = Arc::new(Mutex::new(Pushes::default()));
+    let seen = Arc::new(tokio::sync::Notify::new());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let target = pick(60, 300);
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for name in ["c1", "c2"] {
+            let c = Client::connect(opts(name)).await.expect("connect");
+            let mut o = cortex::client::SubscribeOptions::new(PUSHED);
+            o.group = Some(b"g".to_vec());
+            o.consumer = Some(name.as_bytes().to_vec());
+            o.window = WINDOW;
+            let mut sub = c.subscribe(o).await.expect("subscribe");
+            let (pushes, seen) = (pushes.clone(), seen.clone());
+            tasks.push(tokio::spawn(async move {
+                let _keep = c;
+                while let Some(Ok(d)) = sub.next().await {
+                    let id = d.id.to_string();
+                    pushes
+                        .lock()
+                        .unwrap()
+                        .delivered
+                        .insert(id.clone(), name.to_string());
+                    seen.notify_one();
+                    pushes.lock().unwrap().unanswered.insert(id.clone());
+                    match d.ack().await {
+                        Ok(_) => {
+                            let mut p = pushes.lock().unwrap();
+                            p.unanswered.remove(&id);
+                            p.acked.insert(id);
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        for p in 0..2 {
+            let c = Client::connect(opts(&format!("publisher{p}")))
+                .await
+                .expect("connect");
+            tasks.push(tokio::spawn(async move {
+                for i in 0..1_000_000u64 {
+                    let m = Message {
+                        fields: vec![(b"n".to_vec(), i.to_string().into_bytes())],
+                        lane: 2,
+                        ..Message::default()
+                    };
+                    let r = tokio::time::timeout(Duration::from_secs(3), c.publish(PUSHED, m));
+                    if !matches!(r.await, Ok(Ok(_))) {
+                        return;
+                    }
+                }
+            }));
+        }
+        let bound = tokio::time::Instant::now() + IO_BOUND;
+        while pushes.lock().unwrap().delivered.len() < target {
+            assert!(
+                tokio::time::timeout_at(bound, seen.notified())
+                    .await
+                    .is_ok(),
+                "only {} deliveries in {IO_BOUND:?}",
+                pushes.lock().unwrap().delivered.len()
+            );
+        }
+        s.kill();
+        for t in tasks {
+            t.abort();
+        }
+    });
+    drop(rt);
+    s.restart();
+    let mut r = s.raw();
+    let pending: HashMap<String, String> = r
+        .cmd(&["XPENDING", PUSHED, "g", "-", "+", "100000"])
+        .arr()
+        .iter()
+        .map(|p| (p.arr()[0].s().to_string(), p.arr()[1].s().to_string()))
+        .collect();
+    let cursor = id_key(&last_delivered(&mut r, PUSHED));
+    let p = pushes.lock().unwrap();
+    assert!(p.delivered.len() >= target);
+    for (id, consumer) in &p.delivered {
+        assert!(
+            id_key(id) <= cursor,
+            "{id} was pushed, the cursor is {cursor:?}"
+        );
+        match pending.get(id) {
+            Some(owner) => assert_eq!(owner, consumer, "{id}: pending with another consumer"),
+            None => assert!(
+                p.acked.contains(id) || p.unanswered.contains(id),
+                "{id} was pushed to {consumer}, is not pending and was never acked: lost"
+            ),
+        }
+    }
+    for id in &p.acked {
+        assert!(!pending.contains_key(id), "{id}: acked, still pending");
+    }
+    for name in ["c1", "c2"] {
+        let held = pending.values().filter(|c| *c == name).count();
+        assert!(
+            held <= WINDOW as usize + 1,
+            "{name} holds {held} unacked deliveries, over its window of {WINDOW}"
+        );
+    }
+    eprintln!(
+        "killed after {} pushes ({} acked, {} pending)",
+        p.delivered.len(),
+        p.acked.len(),
+        pending.len()
+    );
+}
