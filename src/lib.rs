@@ -22,4 +22,5 @@ pub mod http;
 pub mod quic;
 pub mod resp;
 pub mod serve;
+pub mod timespec;
 pub mod wire;

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::perm::Permissions;
+use cortex_storage::{Op, Query, StreamKey};
+
+use super::perm::{Asker, Permissions, Refusal, Right};
 
 /// An authenticated caller with its rights.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +43,44 @@ impl Principal {
     /// The agent's name (`None`: anonymous on a broker without tokens, or internal).
     pub fn agent(&self) -> Option<&str> {
         self.agent.as_deref()
+    }
+
+    /// This principal as the permission checks see it ([`super::perm`] owns them).
+    pub fn asker(&self) -> Asker<'_> {
+        Asker {
+            agent: self.agent(),
+            perms: &self.perms,
+        }
+    }
+
+    /// May this principal use `right` on `stream`?
+    pub fn may(&self, right: Right, stream: &[u8]) -> bool {
+        self.asker().may(right, stream)
+    }
+
+    /// Checks one right, on a stream or broker-wide (`None`).
+    pub(crate) fn need(&self, right: Right, stream: Option<&StreamKey>) -> Result<(), Refusal> {
+        self.asker().need(right, stream)
+    }
+
+    /// Checks a broker-wide administrative action (backup, say).
+    pub fn authorize_admin(&self) -> Result<(), Refusal> {
+        self.asker().authorize_admin()
+    }
+
+    /// Checks one op.
+    pub fn authorize_op(&self, op: &Op) -> Result<(), Refusal> {
+        self.asker().authorize_op(op)
+    }
+
+    /// Checks a read.
+    pub fn authorize_query(&self, q: &Query) -> Result<(), Refusal> {
+        self.asker().authorize_query(q)
+    }
+
+    /// Checks a batch of ops.
+    pub fn authorize_ops(&self, ops: &[Op]) -> Result<(), Refusal> {
+        self.asker().authorize_ops(ops)
     }
 }
 

@@ -38,6 +38,8 @@ use cortex_storage::{Event, Op, Reply, Store, StreamKey};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::cluster;
+/// The cluster types fronts show or pass on (fronts import the broker, never `cluster`).
+pub use crate::cluster::{Membership, Status as ClusterStatus, Until};
 use crate::config::{Config, Fsync};
 pub use auth::{AuthError, Principal};
 pub use clock::Clock;

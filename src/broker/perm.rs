@@ -15,7 +15,6 @@
 
 use cortex_storage::{Op, Query, StreamKey};
 
-use super::auth::Principal;
 use crate::glob::glob;
 
 /// Prefix of an agent's inbox stream.
@@ -111,14 +110,24 @@ fn matches(patterns: &[String], name: &[u8]) -> bool {
     patterns.iter().any(|p| glob(p.as_bytes(), name))
 }
 
-impl Principal {
+/// Who asks: an agent's name (`None`: anonymous or the broker itself) and its permissions.
+/// [`super::Principal`] hands one out for every check.
+#[derive(Clone, Copy, Debug)]
+pub struct Asker<'a> {
+    /// The agent.
+    pub agent: Option<&'a str>,
+    /// Its permissions.
+    pub perms: &'a Permissions,
+}
+
+impl Asker<'_> {
     /// May this principal use `right` on `stream`?
     pub fn may(&self, right: Right, stream: &[u8]) -> bool {
-        let p = self.permissions();
+        let p = self.perms;
         if p.admin {
             return true;
         }
-        if let Some(agent) = self.agent() {
+        if let Some(agent) = self.agent {
             let own_inbox = stream.strip_prefix(INBOX_PREFIX.as_bytes()) == Some(agent.as_bytes());
             let own_replies =
                 stream.strip_prefix(REPLIES_PREFIX.as_bytes()) == Some(agent.as_bytes());
@@ -136,16 +145,16 @@ impl Principal {
         }
     }
 
-    pub(crate) fn need(&self, right: Right, stream: Option<&StreamKey>) -> Result<(), Refusal> {
+    pub fn need(&self, right: Right, stream: Option<&StreamKey>) -> Result<(), Refusal> {
         let ok = match stream {
             Some(k) => self.may(right, &k.name),
-            None => self.permissions().admin,
+            None => self.perms.admin,
         };
         if ok {
             return Ok(());
         }
         Err(Refusal {
-            agent: self.agent().unwrap_or("anonymous").to_string(),
+            agent: self.agent.unwrap_or("anonymous").to_string(),
             right,
             stream: stream.map(|k| String::from_utf8_lossy(&k.name).into_owned()),
         })
@@ -158,7 +167,7 @@ impl Principal {
 
     /// Checks one op.
     pub fn authorize_op(&self, op: &Op) -> Result<(), Refusal> {
-        if self.permissions().admin {
+        if self.perms.admin {
             return Ok(());
         }
         use Right::*;
@@ -194,7 +203,7 @@ impl Principal {
 
     /// Checks a read.
     pub fn authorize_query(&self, q: &Query) -> Result<(), Refusal> {
-        if self.permissions().admin {
+        if self.perms.admin {
             return Ok(());
         }
         match q {
@@ -219,20 +228,21 @@ impl Principal {
 mod tests {
     use super::*;
 
-    fn agent(name: &str, p: Permissions) -> Principal {
-        Principal::agent_with(name, p)
+    fn check<'a>(agent: &'a str, perms: &'a Permissions) -> Asker<'a> {
+        Asker {
+            agent: Some(agent),
+            perms,
+        }
     }
 
     #[test]
     fn rights_follow_patterns_and_inboxes() {
-        let p = agent(
-            "pink",
-            Permissions {
-                publish: vec!["tasks:*".into(), "cortex:inbox:*".into()],
-                consume: vec!["tasks:pink".into()],
-                admin: false,
-            },
-        );
+        let pink = Permissions {
+            publish: vec!["tasks:*".into(), "cortex:inbox:*".into()],
+            consume: vec!["tasks:pink".into()],
+            admin: false,
+        };
+        let p = check("pink", &pink);
         assert!(p.may(Right::Publish, b"tasks:red"));
         assert!(!p.may(Right::Consume, b"tasks:red"));
         assert!(p.may(Right::Consume, b"tasks:pink"));
@@ -242,7 +252,8 @@ mod tests {
         assert!(!p.may(Right::Publish, b"cortex:replies:pink"));
         assert!(!p.may(Right::Consume, b"cortex:inbox:red"));
         assert!(!p.may(Right::Admin, b"cortex:inbox:pink"));
-        let none = agent("red", Permissions::default());
+        let nothing = Permissions::default();
+        let none = check("red", &nothing);
         assert!(none.may(Right::Consume, b"cortex:inbox:red"));
         assert!(!none.may(Right::Consume, b"cortex:inbox:redx"));
         let e = none
@@ -252,9 +263,14 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.to_string(), "agent 'red' may not administer stream 'x'");
         assert!(none.authorize_op(&Op::Tick).is_err());
-        assert!(agent("a", Permissions::all())
+        assert!(check("a", &Permissions::all())
             .authorize_op(&Op::Tick)
             .is_ok());
-        assert!(Principal::internal().authorize_op(&Op::Tick).is_ok());
+        let all = Permissions::all();
+        let internal = Asker {
+            agent: None,
+            perms: &all,
+        };
+        assert!(internal.authorize_op(&Op::Tick).is_ok());
     }
 }

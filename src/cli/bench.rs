@@ -155,7 +155,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
     } else {
         None
     };
-    let stream = format!("bench:{:?}:{}", args.workload, super::time::now_ms()).to_lowercase();
+    let stream = format!("bench:{:?}:{}", args.workload, crate::timespec::now_ms()).to_lowercase();
     let client = args.conn.connect("bench").await?;
     let body = vec![b'x'; args.size];
     let pb = progress(&args);

@@ -2,7 +2,7 @@
 //! thin shells over [`crate::client`], printing JSON lines.
 
 pub mod bench;
-pub mod time;
+use crate::timespec as time;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -110,7 +110,7 @@ struct ClusterWait {
 }
 
 async fn cluster(State(app): State<App>, h: HeaderMap, Q(w): Q<ClusterWait>) -> ApiResult {
-    use crate::cluster::Until;
+    use crate::broker::Until;
     let who = principal(&app.broker, &h)?;
     let until = match (w.leader, w.leader_not, w.applied, w.purged) {
         (None, None, None, None) => Until::Now,

@@ -198,7 +198,7 @@ pub(crate) fn id_or_time(s: &str, now_ms: u64, end: bool) -> Option<StreamId> {
             id
         });
     }
-    let ms = crate::cli::time::parse_time(s, now_ms)?;
+    let ms = crate::timespec::parse_time(s, now_ms)?;
     Some(if end {
         StreamId::new(ms, u64::MAX)
     } else {

@@ -729,10 +729,10 @@ async fn admin(broker: &Broker, who: &Principal, a: AdminRequest) -> Frame {
             let change = match change {
                 None => None,
                 Some(ClusterChange::Remove { id }) => {
-                    Some(crate::cluster::Membership::Remove { id })
+                    Some(crate::broker::Membership::Remove { id })
                 }
                 Some(ClusterChange::Add { id, addr }) => match addr.parse() {
-                    Ok(addr) => Some(crate::cluster::Membership::Add { id, addr }),
+                    Ok(addr) => Some(crate::broker::Membership::Add { id, addr }),
                     Err(_) => {
                         return Frame::Error {
                             code: ErrorCode::InvalidArgument,

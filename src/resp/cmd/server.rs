@@ -496,7 +496,7 @@ fn human(bytes: u64) -> String {
 /// INFO's replication section for a cluster node, in Redis's words: the leader is
 /// `role:master` with one `slaveN` line per follower (matched log index and lag in
 /// entries), a follower `role:slave` with its leader's address and link state.
-fn cluster_replication(st: &crate::cluster::Status) -> String {
+fn cluster_replication(st: &crate::broker::ClusterStatus) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let leader_addr = st

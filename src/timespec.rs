@@ -1,4 +1,5 @@
-//! IDs and times as people type them on the command line.
+//! IDs and times as people type them (the CLI, the HTTP API's `from`/`to`): shared by the
+//! fronts and the CLI, so neither imports the other.
 
 /// Unix ms now.
 pub fn now_ms() -> u64 {
