@@ -20,16 +20,32 @@
 //! commit) marks it `stale`: the subscription reads by itself, as a blocked reader would.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cortex_storage::{Delivery, Error as StoreError, Op, ReadFrom, StreamId, StreamKey};
 use tokio::sync::Notify;
+
+use crate::cluster::presence::{MailboxAd, RemoteMailbox};
+
+/// Numbers mailboxes within a process.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// `known_from` of a mailbox no announcement listed yet.
+const NOT_ANNOUNCED: u64 = u64::MAX;
 
 /// Most entries one read (the writer's or the subscription's) hands a mailbox.
 pub const READ_MAX: u32 = 256;
 
 /// One push consumer's mailbox.
 pub struct Mailbox {
+    /// Its number in this process (announcements name it by this).
+    pub id: u64,
+    /// The first announcement that listed it armed ([`NOT_ANNOUNCED`]: none yet).
+    known_from: AtomicU64,
+    /// Woken when the other nodes should hear of it again (armed, or room came back);
+    /// `None` on a single node.
+    announce: Option<Arc<Notify>>,
     /// Stream.
     pub stream: StreamKey,
     /// Group.
@@ -60,6 +76,11 @@ struct State {
     got: Vec<Delivery>,
     /// The writer's read was refused (the group is gone).
     failed: Option<StoreError>,
+    /// The entries other nodes' leaders asked for it that were applied here (a running
+    /// total: see [`MailboxAd::applied`]).
+    applied: u64,
+    /// The room the last announcement showed.
+    announced_room: u32,
 }
 
 impl State {
@@ -107,8 +128,12 @@ impl Mailbox {
         consumer: Vec<u8>,
         noack: bool,
         window: u32,
+        announce: Option<Arc<Notify>>,
     ) -> Mailbox {
         Mailbox {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            known_from: AtomicU64::new(NOT_ANNOUNCED),
+            announce,
             stream,
             group,
             consumer,
@@ -167,12 +192,56 @@ impl Mailbox {
     /// The writer may serve this mailbox from now on.
     pub fn arm(&self) {
         self.state().armed = true;
+        if let Some(a) = &self.announce {
+            a.notify_one();
+        }
     }
 
-    /// Takes the deliveries the writer handed over, and its failure if it had one.
+    /// Takes the deliveries the writer handed over, as many as the window has room for
+    /// (another node's leader may have planned from a room that was already taken: the
+    /// rest wait here, pending, for acks), and its failure if it had one.
     pub fn take(&self) -> (Vec<Delivery>, Option<StoreError>) {
         let mut s = self.state();
-        (std::mem::take(&mut s.got), s.failed.take())
+        let failed = s.failed.take();
+        if s.noack {
+            return (std::mem::take(&mut s.got), failed);
+        }
+        let pushed = s.in_flight.len().saturating_sub(s.got.len());
+        let free = (s.window as usize).saturating_sub(pushed);
+        if free >= s.got.len() {
+            return (std::mem::take(&mut s.got), failed);
+        }
+        let rest = s.got.split_off(free);
+        (std::mem::replace(&mut s.got, rest), failed)
+    }
+
+    /// What the other nodes hear of it: `None` unless armed.
+    pub fn ad(&self) -> Option<MailboxAd> {
+        let mut s = self.state();
+        if !s.armed {
+            return None;
+        }
+        s.announced_room = s.room();
+        Some(MailboxAd {
+            id: self.id,
+            ns: self.stream.ns,
+            stream: self.stream.name.clone(),
+            group: self.group.clone(),
+            consumer: self.consumer.clone(),
+            noack: self.noack,
+            room: s.announced_room,
+            applied: s.applied,
+        })
+    }
+
+    /// Records that announcement `seq` listed it (the first one counts).
+    pub fn announced(&self, seq: u64) {
+        let _ = self.known_from.compare_exchange(
+            NOT_ANNOUNCED,
+            seq,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
     }
 
     /// Takes "read by yourself" and, when set, reserves room for the read. `None`: no read
@@ -213,9 +282,21 @@ impl Mailbox {
 
     /// The writer's read, answered by its commit: the deliveries wait here for the
     /// subscription, which is woken. A failed commit hands nothing out: the subscription
-    /// reads by itself.
-    pub fn deliver(&self, asked: u32, got: Result<Vec<Delivery>, Option<StoreError>>) {
+    /// reads by itself. `remote`: another node's leader planned it (`asked` 0: it had no
+    /// credit for this mailbox, which reads by itself once it has room).
+    pub fn deliver(
+        &self,
+        asked: u32,
+        got: Result<Vec<Delivery>, Option<StoreError>>,
+        remote: bool,
+    ) {
         let mut s = self.state();
+        if remote {
+            s.applied += u64::from(asked);
+            if asked == 0 {
+                s.missed = true;
+            }
+        }
         match got {
             Ok(got) => {
                 s.answered(asked, &got);
@@ -243,18 +324,29 @@ impl Mailbox {
             s.in_flight.remove(id);
         }
         let wake = s.recheck() || (before == 0 && s.room() > 0 && s.stale);
+        let tell = s.armed && s.room() >= s.announced_room + (s.window / 4).max(1);
         drop(s);
         if wake {
             self.notify.notify_one();
         }
+        if tell {
+            if let Some(a) = &self.announce {
+                a.notify_one();
+            }
+        }
     }
 
-    /// A wake-up from the notifier. Appends this node's writer planned reads for
-    /// (`covered`) do not concern an armed mailbox (the writer served it, or marked it
-    /// `missed`); everything else makes it read by itself.
-    pub fn wake(&self, covered: bool) {
+    /// A wake-up from the notifier. Appends a leader planned this mailbox's reads for do
+    /// not concern it once armed (the commit served it, or marked it `missed`):
+    /// `covered` is `Some(u64::MAX)` when this node's writer planned the batch, `Some(seq)`
+    /// when another node's leader planned it from this node's announcement `seq` (so it
+    /// knew this mailbox if an announcement up to `seq` listed it). Everything else makes
+    /// it read by itself.
+    pub fn wake(&self, covered: Option<u64>) {
+        let known =
+            covered.is_some_and(|c| c == u64::MAX || self.known_from.load(Ordering::Acquire) <= c);
         let mut s = self.state();
-        if covered && s.armed {
+        if known && s.armed {
             return;
         }
         s.stale = true;
@@ -289,40 +381,146 @@ pub struct Planned {
     pub asked: u32,
 }
 
+/// The leader's credit for other nodes' mailboxes: per mailbox, the running total of
+/// entries its reads asked for. A mailbox's credit is the room it announced less what was
+/// asked since (the asks it had not applied when it announced).
+#[derive(Default)]
+pub struct RemoteCredit {
+    asked: Mutex<HashMap<(u64, u64, u64), u64>>,
+}
+
+impl RemoteCredit {
+    /// Reserves up to `want` of a remote mailbox's credit; returns what it got.
+    fn reserve(&self, m: &RemoteMailbox, want: u32) -> u32 {
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        if asked.len() > 4096 {
+            // Mailboxes come and go; keep what was asked recently enough to matter.
+            asked.clear();
+        }
+        let total = asked
+            .entry((m.node, m.run, m.ad.id))
+            .or_insert(m.ad.applied);
+        if *total < m.ad.applied {
+            *total = m.ad.applied;
+        }
+        let outstanding = (*total - m.ad.applied).min(u64::from(u32::MAX)) as u32;
+        let n = m.ad.room.saturating_sub(outstanding).min(want);
+        *total += u64::from(n);
+        n
+    }
+}
+
+/// The mailbox reads a leader added to one batch.
+#[derive(Default)]
+pub struct Plan {
+    /// For this node's mailboxes.
+    pub local: Vec<Planned>,
+    /// For other nodes' mailboxes, per node: (node, run, announcement, ops), the ops
+    /// already at the end of the batch in this order, after the local ones.
+    pub remote: Vec<(u64, u64, u64, usize)>,
+}
+
+/// A mailbox a plan may serve: this node's, or another node's as announced.
+enum Target {
+    Local(Arc<Mailbox>),
+    Remote(RemoteMailbox),
+}
+
+impl Target {
+    fn group(&self) -> &[u8] {
+        match self {
+            Target::Local(m) => &m.group,
+            Target::Remote(r) => &r.ad.group,
+        }
+    }
+}
+
 /// The writer's part: for a batch's ops, the mailboxes to serve in the same commit and
-/// their reads (appended to `ops`, after everything else). `mailboxes(stream)` lists the
-/// live mailboxes of a stream. Within one group, the batch's appends are shared out among
-/// its mailboxes in turn, so each new entry is asked for by one consumer.
+/// their reads (appended to `ops`, after everything else: this node's first, then each
+/// other node's). `local(stream)` lists this node's live mailboxes of a stream,
+/// `remote(stream)` the other nodes' (a cluster leader; `nodes` lists every node with
+/// mailboxes, so each gets its run of ops, empty or not, and knows it was considered).
+/// Within one group, the batch's appends are shared out among its mailboxes in turn, so
+/// each new entry is asked for by one consumer. Another node's mailbox without credit gets
+/// a read of 0 entries, which tells it to read by itself once it has room.
 pub fn plan(
     ops: &mut Vec<Op>,
-    mailboxes: impl Fn(&StreamKey) -> Vec<Arc<Mailbox>>,
-) -> Vec<Planned> {
+    local: impl Fn(&StreamKey) -> Vec<Arc<Mailbox>>,
+    remote: impl Fn(&StreamKey) -> Vec<RemoteMailbox>,
+    nodes: &[(u64, u64, u64)],
+    credit: &RemoteCredit,
+) -> Plan {
     let mut appended: HashMap<&StreamKey, u32> = HashMap::new();
     for op in ops.iter() {
         if let Op::Append { stream, .. } = op {
             *appended.entry(stream).or_default() += 1;
         }
     }
+    let mut plan = Plan::default();
     if appended.is_empty() {
-        return Vec::new();
+        return plan;
     }
-    let mut planned = Vec::new();
+    // Per node: its run, the oldest announcement planned from, its reads.
+    let mut remote_ops: HashMap<u64, (u64, u64, Vec<Op>)> = HashMap::new();
+    for &(node, run, seq) in nodes {
+        remote_ops.insert(node, (run, seq, Vec::new()));
+    }
     for (stream, n) in appended {
         let mut left: HashMap<Vec<u8>, u32> = HashMap::new();
-        for mb in mailboxes(stream) {
-            let left = left.entry(mb.group.clone()).or_insert(n);
-            if *left == 0 {
-                // Its group's other mailboxes asked for every entry of the batch.
-                continue;
-            }
-            if let Some(asked) = mb.reserve_for(*left) {
-                *left = left.saturating_sub(asked);
-                planned.push(Planned { mailbox: mb, asked });
+        let targets = local(stream)
+            .into_iter()
+            .map(Target::Local)
+            .chain(remote(stream).into_iter().map(Target::Remote));
+        for t in targets {
+            let left = left.entry(t.group().to_vec()).or_insert(n);
+            match t {
+                Target::Local(mb) => {
+                    if *left == 0 {
+                        // Its group's other mailboxes asked for every entry of the batch.
+                        continue;
+                    }
+                    if let Some(asked) = mb.reserve_for(*left) {
+                        *left = left.saturating_sub(asked);
+                        plan.local.push(Planned { mailbox: mb, asked });
+                    }
+                }
+                Target::Remote(r) => {
+                    let e = remote_ops
+                        .entry(r.node)
+                        .or_insert((r.run, r.seq, Vec::new()));
+                    if e.0 != r.run {
+                        // The node restarted between the two looks: plan nothing for it.
+                        continue;
+                    }
+                    let want = if *left == 0 {
+                        // Its group's other mailboxes asked for every entry of the batch.
+                        continue;
+                    } else {
+                        left.saturating_add(1).min(READ_MAX)
+                    };
+                    let asked = credit.reserve(&r, want);
+                    *left = left.saturating_sub(asked);
+                    e.1 = e.1.min(r.seq);
+                    e.2.push(Op::Deliver {
+                        stream: StreamKey::new(r.ad.ns, r.ad.stream.clone()),
+                        group: r.ad.group,
+                        consumer: r.ad.consumer,
+                        from: ReadFrom::New,
+                        count: asked as usize,
+                        noack: r.ad.noack,
+                    });
+                }
             }
         }
     }
-    for p in &planned {
+    for p in &plan.local {
         ops.push(p.mailbox.op(ReadFrom::New, p.asked));
     }
-    planned
+    let mut remote_ops: Vec<_> = remote_ops.into_iter().collect();
+    remote_ops.sort_unstable_by_key(|(node, _)| *node);
+    for (node, (run, seq, mine)) in remote_ops {
+        plan.remote.push((node, run, seq, mine.len()));
+        ops.extend(mine);
+    }
+    plan
 }

@@ -133,6 +133,12 @@ pub struct Metrics {
     pub http_streams: AtomicU64,
     /// HTTP requests answered.
     pub http_requests: AtomicU64,
+    /// Push deliveries handed out by the commit that appended them (a mailbox's read in
+    /// the same batch).
+    pub pushed_in_commit: AtomicU64,
+    /// Push deliveries a subscription read by itself (replays, retries, entries left while
+    /// its window was full, appends no leader planned for it).
+    pub pushed_read: AtomicU64,
 }
 
 /// Nacks by stream, then group, and how many (stream, group) series there are.
@@ -587,6 +593,16 @@ pub(crate) fn render(
         gauge(o.writer_queue),
     );
     reg.register("commits", "Writer commits", counter(o.commits));
+    reg.register(
+        "push_deliveries_in_commit",
+        "Push deliveries handed out by the commit that appended the entry",
+        counter(m.pushed_in_commit.load(Ordering::Relaxed)),
+    );
+    reg.register(
+        "push_deliveries_read",
+        "Push deliveries a subscription read by itself after the entry's commit",
+        counter(m.pushed_read.load(Ordering::Relaxed)),
+    );
     reg.register("ops", "Operations applied by the writer", counter(o.ops));
     reg.register(
         "http_requests",

@@ -208,6 +208,10 @@ struct Inner {
     /// Cluster: the mailbox reads this node's writer added to its proposals, by the
     /// submission number of their origin (always the entry's last).
     plans: std::sync::Mutex<HashMap<u64, Vec<mailbox::Planned>>>,
+    /// Cluster leader: its credit for the other nodes' mailboxes.
+    remote_credit: mailbox::RemoteCredit,
+    /// Woken when this node's mailboxes should be announced again.
+    mail_announce: Arc<Notify>,
     /// Latencies and counts for `/metrics`.
     metrics: metrics::Metrics,
 }
@@ -270,6 +274,8 @@ impl Broker {
                 next_deadline_ms: AtomicU64::new(first_deadline),
                 requests: reqrep::Requests::default(),
                 plans: std::sync::Mutex::new(HashMap::new()),
+                remote_credit: mailbox::RemoteCredit::default(),
+                mail_announce: Arc::new(Notify::new()),
                 metrics: metrics::Metrics::default(),
             }),
         };
@@ -787,12 +793,26 @@ impl Broker {
             out.next_deadline_ms,
             ops,
             took,
-            true,
+            Some(u64::MAX),
         );
     }
 
-    /// [`Broker::after_commit`] by parts. `covered`: this node's writer built the batch
-    /// with its mailboxes' reads, so appends do not concern armed mailboxes.
+    /// Another node's leader's read for a mailbox here, applied: handed to the mailbox if
+    /// it is still here (else the entries wait in the pending list, for the consumer's
+    /// next subscription or another consumer after the ack wait).
+    fn deliver_remote(&self, read: &RemoteRead, r: cortex_storage::Result<Reply>) {
+        let mailbox = self
+            .inner
+            .notifier
+            .mailboxes(&read.stream)
+            .into_iter()
+            .find(|m| m.group == read.group && m.consumer == read.consumer);
+        if let Some(m) = mailbox {
+            m.deliver(read.count, delivered(r), true);
+        }
+    }
+
+    /// [`Broker::after_commit`] by parts. `covered`: see [`mailbox::Mailbox::wake`].
     fn after_commit_events(
         &self,
         events: &[Event],
@@ -800,7 +820,7 @@ impl Broker {
         next_deadline_ms: Option<u64>,
         ops: usize,
         took: Duration,
-        covered: bool,
+        covered: Option<u64>,
     ) {
         self.inner.metrics.on_commit(events, took);
         self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
@@ -856,7 +876,14 @@ impl Broker {
                 replies_to.push(s.reply);
             }
             // Waiting push consumers get this batch's new entries in its own commit.
-            let mail = mailbox::plan(&mut ops, |k| self.inner.notifier.mailboxes(k));
+            let mail = mailbox::plan(
+                &mut ops,
+                |k| self.inner.notifier.mailboxes(k),
+                |_| Vec::new(),
+                &[],
+                &self.inner.remote_credit,
+            )
+            .local;
             if !ops.is_empty() {
                 let now = self.now_ms();
                 let started = std::time::Instant::now();
@@ -869,7 +896,7 @@ impl Broker {
                             .map(|&size| replies.by_ref().take(size).collect())
                             .collect();
                         for (p, r) in mail.into_iter().zip(replies) {
-                            p.mailbox.deliver(p.asked, delivered(r));
+                            p.mailbox.deliver(p.asked, delivered(r), false);
                         }
                         self.after_commit(&out, all, started.elapsed());
                         for (mine, to) in mine.into_iter().zip(replies_to) {
@@ -883,7 +910,7 @@ impl Broker {
                         // only this batch is refused (no reopen).
                         tracing::error!("a batch was refused: {e}");
                         for p in mail {
-                            p.mailbox.deliver(p.asked, Err(None));
+                            p.mailbox.deliver(p.asked, Err(None), false);
                         }
                         for to in replies_to {
                             to.fail(BrokerError::Storage(e.to_string()));
@@ -891,7 +918,7 @@ impl Broker {
                     }
                     Err(e) => {
                         for p in mail {
-                            p.mailbox.deliver(p.asked, Err(None));
+                            p.mailbox.deliver(p.asked, Err(None), false);
                         }
                         // Nothing of the batch is acknowledged. fjall refuses every write
                         // after a failed persist (a full disk, an I/O error): the store is
@@ -1147,7 +1174,7 @@ impl Broker {
             });
         }
         tokio::spawn(net.clone().serve(raft.clone(), self.clone(), dirs));
-        tokio::spawn(self.clone().announce_inboxes(node.clone()));
+        tokio::spawn(self.clone().announce(node.clone()));
         println!("cortex: cluster listening on {local}");
         if !cc.join {
             cluster::initialize(&raft, &cc).await?;
@@ -1189,7 +1216,7 @@ impl Broker {
             }
             if !ops.is_empty() {
                 if node.is_leader() {
-                    origins.push(self.plan(&node, &mut ops));
+                    self.plan(&node, &mut ops, &mut origins);
                 }
                 node.propose(ops, origins, done, self.now_ms()).await;
             }
@@ -1200,28 +1227,43 @@ impl Broker {
         self.writer_stopped(rx);
     }
 
-    /// The leader's writer: adds reads for this node's waiting mailboxes to a batch it is
-    /// about to propose, under an origin of their own that goes last in the entry (so when
-    /// this node applies the entry it knows its mailboxes were considered for every append
-    /// in it). If the proposal fails, the mailboxes get their credit back and read by
-    /// themselves.
-    fn plan(&self, node: &Arc<cluster::Node>, ops: &mut Vec<Op>) -> cluster::Origin {
-        let planned = mailbox::plan(ops, |k| self.inner.notifier.mailboxes(k));
+    /// The leader's writer: adds reads for the waiting mailboxes of this node and of the
+    /// other nodes (as announced) to a batch it is about to propose, under origins of their
+    /// own that go last in the entry, one per node (so when a node applies the entry it
+    /// knows its mailboxes were considered for every append in it). If the proposal fails,
+    /// this node's mailboxes get their credit back and read by themselves; another node's
+    /// credit comes back with its next announcement.
+    fn plan(
+        &self,
+        node: &Arc<cluster::Node>,
+        ops: &mut Vec<Op>,
+        origins: &mut Vec<cluster::Origin>,
+    ) {
+        let plan = mailbox::plan(
+            ops,
+            |k| self.inner.notifier.mailboxes(k),
+            |k| node.presence.mailboxes(k.ns, &k.name),
+            &node.presence.mailbox_nodes(),
+            &self.inner.remote_credit,
+        );
         let (tx, rx) = oneshot::channel();
-        let origin = node.register(tx, planned.len());
-        self.plans().insert(origin.seq, planned);
+        let origin = node.register_plan(tx, plan.local.len());
+        origins.push(origin);
+        for (peer, run, seq, n) in plan.remote {
+            origins.push(cluster::Origin::plan_for(peer, run, seq, n as u32));
+        }
+        self.plans().insert(origin.seq, plan.local);
         let me = self.clone();
         tokio::spawn(async move {
             // Applied: the apply took the plan. Failed or dropped: give the credit back.
             if !matches!(rx.await, Ok(Ok(_))) {
                 if let Some(planned) = me.plans().remove(&origin.seq) {
                     for p in planned {
-                        p.mailbox.deliver(p.asked, Err(None));
+                        p.mailbox.deliver(p.asked, Err(None), false);
                     }
                 }
             }
         });
-        origin
     }
 
     fn plans(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<mailbox::Planned>>> {
@@ -1260,6 +1302,10 @@ impl Broker {
         let node = self.cluster().cloned();
         for w in work {
             let n = w.ops.len();
+            let reads = node
+                .as_ref()
+                .map(|n| remote_reads(n, &w))
+                .unwrap_or_default();
             let started = std::time::Instant::now();
             let out = match store.apply_logged(w.ops, w.now_ms, &w.progress) {
                 Ok(out) => out,
@@ -1273,18 +1319,37 @@ impl Broker {
             }
             let mut replies = out.replies.into_iter();
             let mut mine = Vec::with_capacity(w.origins.len());
-            let mut covered = false;
+            // The entry's mailbox reads are its last origins; the ones for this node say
+            // which appends its mailboxes were considered for.
+            let plans_from = w
+                .origins
+                .iter()
+                .rposition(|o| !o.is_plan())
+                .map_or(0, |i| i + 1);
+            let mut covered = None;
             for (i, o) in w.origins.iter().enumerate() {
                 let r: Replies = replies.by_ref().take(o.ops as usize).collect();
-                let planned = match &node {
-                    Some(node) if node.is_mine(o) => self.plans().remove(&o.seq),
-                    _ => None,
-                };
-                match planned {
+                if !node.as_ref().is_some_and(|n| n.is_mine(o)) {
+                    mine.push((o, r));
+                    continue;
+                }
+                if let Some(seq) = o.planned_from() {
+                    // Another node's leader planned these reads for mailboxes here.
+                    if i >= plans_from {
+                        covered = Some(seq);
+                    }
+                    for (read, r) in reads.get(&i).into_iter().flatten().zip(r) {
+                        self.deliver_remote(read, r);
+                    }
+                    continue;
+                }
+                match self.plans().remove(&o.seq) {
                     Some(planned) => {
-                        covered |= i + 1 == w.origins.len();
+                        if i >= plans_from {
+                            covered = Some(u64::MAX);
+                        }
                         for (p, r) in planned.into_iter().zip(r) {
-                            p.mailbox.deliver(p.asked, delivered(r));
+                            p.mailbox.deliver(p.asked, delivered(r), false);
                         }
                         mine.push((o, Vec::new()));
                     }
@@ -1310,9 +1375,9 @@ impl Broker {
         Ok(())
     }
 
-    /// Wakes the readers and mailboxes a commit concerns. `covered`: this node's writer
-    /// planned the batch's mailbox reads, so armed mailboxes need no wake-up for appends.
-    fn wake(&self, events: &[Event], covered: bool) {
+    /// Wakes the readers and mailboxes a commit concerns. `covered`: a leader planned the
+    /// batch's mailbox reads (see [`mailbox::Mailbox::wake`]).
+    fn wake(&self, events: &[Event], covered: Option<u64>) {
         let mut last: Option<&StreamKey> = None;
         for e in events {
             match e {
@@ -1322,14 +1387,14 @@ impl Broker {
                     last = Some(stream);
                 }
                 Event::Renamed { from, to } => {
-                    self.inner.notifier.notify(from, false);
-                    self.inner.notifier.notify(to, false);
+                    self.inner.notifier.notify(from, None);
+                    self.inner.notifier.notify(to, None);
                     last = None;
                 }
                 Event::RetryReady { stream, .. }
                 | Event::StreamDeleted { stream }
                 | Event::GroupDestroyed { stream, .. } => {
-                    self.inner.notifier.notify(stream, false);
+                    self.inner.notifier.notify(stream, None);
                     last = None;
                 }
                 Event::DeadLettered { .. } | Event::TrimmedUndelivered { .. }
@@ -1394,4 +1459,48 @@ fn delivered(
         Ok(_) => Err(None),
         Err(e) => Err(Some(e)),
     }
+}
+
+/// A read another node's leader planned for a mailbox on this node, as its op said.
+struct RemoteRead {
+    stream: StreamKey,
+    group: Vec<u8>,
+    consumer: Vec<u8>,
+    count: u32,
+}
+
+/// The reads of an entry planned for this node's mailboxes by another node's leader, by
+/// the index of their origin (taken before the ops go to the store).
+fn remote_reads(node: &cluster::Node, w: &cluster::Applying) -> HashMap<usize, Vec<RemoteRead>> {
+    let mut out = HashMap::new();
+    let mut at = 0usize;
+    for (i, o) in w.origins.iter().enumerate() {
+        let n = o.ops as usize;
+        if node.is_mine(o) && o.planned_from().is_some() {
+            let reads = w
+                .ops
+                .get(at..at + n)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|op| match op {
+                    Op::Deliver {
+                        stream,
+                        group,
+                        consumer,
+                        count,
+                        ..
+                    } => Some(RemoteRead {
+                        stream: stream.clone(),
+                        group: group.clone(),
+                        consumer: consumer.clone(),
+                        count: (*count).min(u32::MAX as usize) as u32,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            out.insert(i, reads);
+        }
+        at += n;
+    }
+    out
 }

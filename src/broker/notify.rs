@@ -26,7 +26,7 @@ impl Waiter {
     }
 
     /// Wakes it; false when it is gone.
-    fn wake(&self, covered: bool) -> bool {
+    fn wake(&self, covered: Option<u64>) -> bool {
         match self {
             Waiter::Reader(w) => w.upgrade().map(|n| n.notify_one()).is_some(),
             Waiter::Mailbox(w) => w.upgrade().map(|m| m.wake(covered)).is_some(),
@@ -74,9 +74,9 @@ impl Notifier {
         })
     }
 
-    /// Wakes everybody waiting on `key`. `covered`: what happened is appends that this
-    /// node's writer already served the stream's armed mailboxes for.
-    pub fn notify(&self, key: &StreamKey, covered: bool) {
+    /// Wakes everybody waiting on `key`. `covered`: what happened is appends a leader
+    /// planned mailbox reads for (see [`Mailbox::wake`]).
+    pub fn notify(&self, key: &StreamKey, covered: Option<u64>) {
         let mut map = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(list) = map.get_mut(key) {
             list.retain(|w| w.wake(covered));
@@ -91,9 +91,21 @@ impl Notifier {
         let map = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
         for list in map.values() {
             for w in list {
-                w.wake(false);
+                w.wake(None);
             }
         }
+    }
+
+    /// Every live mailbox (announcements).
+    pub fn all_mailboxes(&self) -> Vec<Arc<Mailbox>> {
+        let map = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        map.values()
+            .flatten()
+            .filter_map(|w| match w {
+                Waiter::Mailbox(m) => m.upgrade(),
+                Waiter::Reader(_) => None,
+            })
+            .collect()
     }
 
     /// Streams with waiters (INFO).

@@ -11,6 +11,7 @@
 //! cover (due retries, entries left while the window was full). Everything goes through ops, so permissions, durability and the log are the same as for
 //! any other front.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use cortex_storage::{
@@ -125,6 +126,7 @@ impl Broker {
             spec.consumer.clone(),
             spec.no_ack,
             spec.window,
+            self.cluster().map(|_| self.inner.mail_announce.clone()),
         ));
         who.authorize_op(&mailbox.op(ReadFrom::New, 1))
             .map_err(BrokerError::NoPermission)?;
@@ -207,6 +209,11 @@ impl Subscription {
                 return Err(e.into());
             }
         }
+        let broker = self.broker.clone();
+        let metrics = &broker.inner.metrics;
+        metrics
+            .pushed_in_commit
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
         if self.broker.stopping() {
             return Ok(self.finish(out));
         }
@@ -216,6 +223,9 @@ impl Subscription {
                 return Ok(self.finish(out));
             }
             let handed = self.read(ReadFrom::History(after), asked).await?;
+            metrics
+                .pushed_read
+                .fetch_add(handed.len() as u64, Ordering::Relaxed);
             match handed.last() {
                 None => {
                     self.history = None;
@@ -239,7 +249,11 @@ impl Subscription {
             }
         }
         if let Some(asked) = self.mailbox.own_read() {
-            out.extend(self.read(ReadFrom::New, asked).await?);
+            let handed = self.read(ReadFrom::New, asked).await?;
+            metrics
+                .pushed_read
+                .fetch_add(handed.len() as u64, Ordering::Relaxed);
+            out.extend(handed);
         }
         Ok(self.finish(out))
     }

@@ -610,15 +610,39 @@ impl Broker {
         }
     }
 
-    /// Tells the other nodes which inboxes this node serves: when the set changes (a burst
-    /// of changes within 10 ms is one announcement) and every second.
-    pub(crate) async fn announce_inboxes(self, node: Arc<crate::cluster::Node>) {
+    /// Tells the other nodes which inboxes this node serves and which push mailboxes wait
+    /// here, with their room: when the inboxes change (a burst of changes within 10 ms is
+    /// one announcement), when a mailbox is armed or its room came back (within 2 ms), and
+    /// every second.
+    pub(crate) async fn announce(self, node: Arc<crate::cluster::Node>) {
         let mut changes = self.inner.requests.local_changes();
+        let mail = self.inner.mail_announce.clone();
         while !self.stopping() {
-            node.announce(self.inner.requests.local_inboxes());
+            let mailboxes = self.inner.notifier.all_mailboxes();
+            let ads: Vec<_> = mailboxes
+                .iter()
+                .filter_map(|m| m.ad().map(|a| (m, a)))
+                .take(crate::cluster::presence::MAILBOXES_MAX)
+                .collect();
+            let seq = node.announce(
+                self.inner.requests.local_inboxes(),
+                ads.iter().map(|(_, a)| a.clone()).collect(),
+            );
+            for (m, _) in &ads {
+                m.announced(seq);
+            }
             let every = crate::cluster::presence::ANNOUNCE_EVERY;
-            if let Ok(Ok(())) = tokio::time::timeout(every, changes.changed()).await {
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::select! {
+                r = tokio::time::timeout(every, changes.changed()) => {
+                    if let Ok(Ok(())) = r {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                // A mailbox armed, or its room came back: the leader plans from what it
+                // heard last, so tell it soon (a few changes share one announcement).
+                _ = mail.notified() => {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
             }
         }
     }

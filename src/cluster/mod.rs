@@ -84,6 +84,37 @@ pub struct Origin {
     pub ops: u32,
 }
 
+impl Origin {
+    /// Set in `seq` on a leader's mailbox reads: the origins of a batch's mailbox reads go
+    /// last in its entry, one per node with mailboxes (the leader's own registered like a
+    /// submission; another node's with the sequence number of the announcement planned
+    /// from, so that node knows which of its mailboxes were considered).
+    pub const PLAN: u64 = 1 << 63;
+    /// Set in `seq`, with [`Origin::PLAN`], on mailbox reads for another node.
+    pub const REMOTE: u64 = 1 << 62;
+
+    /// A leader's mailbox reads for `node` (another node), planned from its announcement
+    /// `seq`.
+    pub fn plan_for(node: u64, run: u64, seq: u64, ops: u32) -> Origin {
+        Origin {
+            node,
+            run,
+            seq: seq | Origin::PLAN | Origin::REMOTE,
+            ops,
+        }
+    }
+
+    /// True on a leader's mailbox reads.
+    pub fn is_plan(&self) -> bool {
+        self.seq & Origin::PLAN != 0
+    }
+
+    /// On mailbox reads for another node: the announcement they were planned from.
+    pub fn planned_from(&self) -> Option<u64> {
+        (self.seq & Origin::REMOTE != 0).then_some(self.seq & !(Origin::PLAN | Origin::REMOTE))
+    }
+}
+
 /// One entry, ready for the store.
 pub struct Applying {
     /// Its ops.
@@ -193,7 +224,22 @@ impl Node {
     /// Registers a local submission of `ops` ops; its replies come when the entry holding
     /// it is applied here.
     pub(crate) fn register(&self, reply: Waiter, ops: usize) -> Origin {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.register_as(reply, ops, 0)
+    }
+
+    /// This process's run ID.
+    pub fn run(&self) -> u64 {
+        self.run
+    }
+
+    /// Registers the leader's own mailbox reads of a batch (ops, in the entry's last run):
+    /// an origin flagged [`Origin::PLAN`], answered like any submission.
+    pub(crate) fn register_plan(&self, reply: Waiter, ops: usize) -> Origin {
+        self.register_as(reply, ops, Origin::PLAN)
+    }
+
+    fn register_as(&self, reply: Waiter, ops: usize, flag: u64) -> Origin {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) | flag;
         self.waiters().insert(seq, reply);
         Origin {
             node: self.id,
@@ -432,7 +478,8 @@ impl Node {
 impl Node {
     /// Announces the inboxes this node's agents serve to every other member, each on its
     /// own task (a dead peer's timeout delays nobody else's announcement).
-    pub fn announce(&self, mut inboxes: Vec<Vec<u8>>) {
+    /// Returns the announcement's sequence number.
+    pub fn announce(&self, mut inboxes: Vec<Vec<u8>>, mailboxes: Vec<presence::MailboxAd>) -> u64 {
         if inboxes.len() > presence::INBOXES_MAX {
             tracing::warn!(
                 "{} inboxes are served here; the other nodes hear of the first {}",
@@ -445,7 +492,9 @@ impl Node {
             run: self.run,
             seq: self.announced.fetch_add(1, Ordering::Relaxed) + 1,
             inboxes,
+            mailboxes,
         };
+        let seq = a.seq;
         let peers: Vec<u64> = self
             .raft
             .metrics()
@@ -464,6 +513,7 @@ impl Node {
                 }
             });
         }
+        seq
     }
 }
 

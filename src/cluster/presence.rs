@@ -1,4 +1,12 @@
-//! Who serves which inbox on the other nodes: soft state over the cluster links.
+//! Who serves which inbox on the other nodes, and which push mailboxes wait there: soft
+//! state over the cluster links.
+//!
+//! Mailboxes ride in the same announcements: the leader plans deliveries for them inside
+//! its commits (see `broker/mailbox.rs`). Each carries the room its node had and how much
+//! of the leader's planned reads it had applied when it announced, so the leader's credit
+//! for it is that room less what it planned since; it never hands out more than the
+//! mailbox had room for. Soft state, not log entries: credit changes with every ack, and a
+//! new leader learns every mailbox within a second because the nodes announce again.
 //!
 //! Each node announces the inboxes its agents serve to every other member: at once when
 //! the set changes, and every [`ANNOUNCE_EVERY`] anyway. An announcement holds for
@@ -23,6 +31,30 @@ pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 pub const LEASE: Duration = Duration::from_secs(4);
 /// Most inboxes one announcement carries (more are left out, with a warning).
 pub const INBOXES_MAX: usize = 10_000;
+/// Most mailboxes one announcement carries (more read by themselves, as before).
+pub const MAILBOXES_MAX: usize = 10_000;
+
+/// An armed push mailbox on the announcing node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailboxAd {
+    /// Its number on that node (within the run).
+    pub id: u64,
+    /// Stream namespace.
+    pub ns: u16,
+    /// Stream name.
+    pub stream: Vec<u8>,
+    /// Group.
+    pub group: Vec<u8>,
+    /// Consumer.
+    pub consumer: Vec<u8>,
+    /// Deliveries need no ack.
+    pub noack: bool,
+    /// Room in its window when announced.
+    pub room: u32,
+    /// The entries the leaders' planned reads asked for it that it had applied when
+    /// announced (a running total).
+    pub applied: u64,
+}
 
 /// One node's announcement: its run (random per process start), a sequence number within
 /// the run (an older announcement that arrives late is ignored), and the inboxes.
@@ -34,13 +66,29 @@ pub struct Announcement {
     pub seq: u64,
     /// Inbox stream names served there.
     pub inboxes: Vec<Vec<u8>>,
+    /// Armed push mailboxes there.
+    pub mailboxes: Vec<MailboxAd>,
 }
 
 struct Peer {
     run: u64,
     seq: u64,
     inboxes: HashSet<Vec<u8>>,
+    mailboxes: Vec<MailboxAd>,
     until: Instant,
+}
+
+/// A mailbox on another node, as its latest live announcement shows it.
+#[derive(Clone, Debug)]
+pub struct RemoteMailbox {
+    /// The node.
+    pub node: u64,
+    /// Its run.
+    pub run: u64,
+    /// The announcement's sequence number.
+    pub seq: u64,
+    /// The mailbox.
+    pub ad: MailboxAd,
 }
 
 /// The other nodes' announcements.
@@ -69,12 +117,15 @@ impl Presence {
         }
         let inboxes: HashSet<Vec<u8>> = a.inboxes.into_iter().take(INBOXES_MAX).collect();
         let changed = peers.get(&peer).is_none_or(|p| p.inboxes != inboxes);
+        let mut mailboxes = a.mailboxes;
+        mailboxes.truncate(MAILBOXES_MAX);
         peers.insert(
             peer,
             Peer {
                 run: a.run,
                 seq: a.seq,
                 inboxes,
+                mailboxes,
                 until: Instant::now() + LEASE,
             },
         );
@@ -107,6 +158,40 @@ impl Presence {
         ids
     }
 
+    /// The live mailboxes of other nodes on one stream.
+    pub fn mailboxes(&self, ns: u16, stream: &[u8]) -> Vec<RemoteMailbox> {
+        let now = Instant::now();
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (node, p) in peers.iter().filter(|(_, p)| p.until > now) {
+            for ad in p
+                .mailboxes
+                .iter()
+                .filter(|m| m.ns == ns && m.stream == stream)
+            {
+                out.push(RemoteMailbox {
+                    node: *node,
+                    run: p.run,
+                    seq: p.seq,
+                    ad: ad.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// The latest live announcement of each node that has armed mailboxes: (node, run,
+    /// sequence number).
+    pub fn mailbox_nodes(&self) -> Vec<(u64, u64, u64)> {
+        let now = Instant::now();
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers
+            .iter()
+            .filter(|(_, p)| p.until > now && !p.mailboxes.is_empty())
+            .map(|(id, p)| (*id, p.run, p.seq))
+            .collect()
+    }
+
     /// Changes whenever a peer's set of inboxes changed (lease ends are not announced:
     /// a waiter rechecks at least every [`ANNOUNCE_EVERY`]).
     pub fn changes(&self) -> watch::Receiver<u64> {
@@ -123,6 +208,7 @@ mod tests {
             run,
             seq,
             inboxes: inboxes.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            mailboxes: Vec::new(),
         }
     }
 

@@ -1272,3 +1272,84 @@ fn a_push_subscriber_on_a_follower_acks_and_its_deliveries_outlive_its_node() {
     let summary = c.raw(l).cmd(&["XPENDING", "jobs", "workers"]);
     assert_eq!(summary.arr()[0].int(), 0, "{summary:?}");
 }
+
+/// A push subscriber on a follower is handed each new entry by the commit that stores it:
+/// once the leader has heard of its mailbox, the leader's entry carries the subscriber's
+/// group read, and the follower pushes when it applies that entry; the subscriber reads
+/// nothing by itself. (Counted by the follower's metrics; a round with a leader change in
+/// it is measured again.)
+#[test]
+fn a_follower_subscriber_is_handed_new_entries_by_the_commit_that_stores_them() {
+    use cortex::client::{Client, SubscribeOptions};
+
+    let c = Cluster::start(3, None);
+    let rt = runtime();
+    let l = c.leader();
+    let f = (l + 1) % 3;
+    let client = rt
+        .block_on(Client::connect(crate::quic::opts(
+            &c.nodes[f],
+            "worker",
+            "",
+        )))
+        .expect("connect");
+    let mut sub = rt
+        .block_on(client.subscribe(SubscribeOptions {
+            group: Some(b"workers".to_vec()),
+            window: 50,
+            ..SubscribeOptions::new("jobs")
+        }))
+        .expect("subscribe");
+    let metric = |name: &str| {
+        let (code, m) = crate::http::http(c.nodes[f].http, "GET", "/metrics", None, None);
+        assert_eq!(code, 200);
+        crate::http::sample(&m, name)
+    };
+    let in_commit = || metric("cortex_push_deliveries_in_commit_total");
+    let read = || metric("cortex_push_deliveries_read_total");
+    let term = || metric("cortex_cluster_term");
+    let mut n = 0u64;
+    let mut publish_and_take = || {
+        n += 1;
+        let leader = c.leader();
+        let id = c
+            .raw(leader)
+            .cmd(&["XADD", "jobs", "*", "n", &n.to_string()]);
+        let d = rt.block_on(async {
+            tokio::time::timeout(IO_BOUND, sub.next())
+                .await
+                .expect("a delivery in time")
+                .expect("subscription open")
+                .expect("delivery")
+        });
+        assert_eq!(d.id.to_string(), id.s());
+        assert_eq!(d.attempt, 1);
+        rt.block_on(d.ack()).expect("ack");
+    };
+    // Until the leader has heard of the mailbox (an announcement within milliseconds),
+    // the subscriber reads by itself.
+    for i in 0.. {
+        assert!(i < 500, "no delivery inside a commit after {i} publishes");
+        publish_and_take();
+        if in_commit() >= 1.0 {
+            break;
+        }
+    }
+    for round in 0.. {
+        assert!(round < 3, "the leader changed in every round");
+        let (t, c0, r0) = (term(), in_commit(), read());
+        for _ in 0..10 {
+            publish_and_take();
+        }
+        if term() != t {
+            continue;
+        }
+        assert_eq!(
+            in_commit() - c0,
+            10.0,
+            "every one handed out by its own commit"
+        );
+        assert_eq!(read() - r0, 0.0, "nothing read by the subscriber itself");
+        break;
+    }
+}
