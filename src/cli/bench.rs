@@ -9,7 +9,8 @@
 //!   as fast as acks come back; latency is per call (durable ack), throughput per message.
 //! - `deliver`: publishes at a fixed `--rate` (open loop: each message has a scheduled
 //!   time, and latency runs from that time, so a stall is not hidden by slowing down) to a
-//!   push subscriber that acks; latency is schedule -> delivery.
+//!   push subscriber that acks; latency is schedule -> delivery. It also checks that every
+//!   publish the broker acknowledged was delivered (within 5 s after the run): `lost`.
 //! - `reqrep`: one requester, one responder (the same agent, serving its own inbox):
 //!   round trips through the broker, both hops durable. With `--responder-server` the
 //!   responder connects to that node instead (request/reply between two cluster nodes).
@@ -171,9 +172,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
     };
     let started = Instant::now();
     let until = started + Duration::from_secs(args.duration);
+    let mut losses = None;
     let (hist, count) = match args.workload {
         Workload::Publish => publish(&client, &args, &stream, &body, until).await?,
-        Workload::Deliver => deliver(&client, &args, &stream, &body, until).await?,
+        Workload::Deliver => {
+            let (hist, count, l) = deliver(&client, &args, &stream, &body, until).await?;
+            losses = Some(l);
+            (hist, count)
+        }
         Workload::Reqrep => reqrep(&client, &args, &body, until).await?,
         Workload::Disk => unreachable!("measured above"),
     };
@@ -195,6 +201,11 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
     out["rate"] = json!(args.rate);
     out["size"] = json!(args.size);
     out["seconds"] = json!(args.duration);
+    if let Some(l) = &losses {
+        out["published"] = json!(l.published);
+        out["publish_failed"] = json!(l.failed);
+        out["lost"] = json!(l.lost);
+    }
     if let Some(f) = &floor {
         out["disk_p50_us"] = json!(f.value_at_quantile(0.5));
         out["disk_p99_us"] = json!(f.value_at_quantile(0.99));
@@ -211,6 +222,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
             args.workload,
             summary(&hist, count, elapsed)
         );
+        if let Some(l) = &losses {
+            println!(
+                "  published {} (acknowledged), {} publishes failed, {} acknowledged and never delivered",
+                l.published, l.failed, l.lost
+            );
+        }
         if let Some(f) = &floor {
             println!(
                 "  disk floor (100 B append + fdatasync) us: p50 {} p99 {} p99.9 {}; \
@@ -325,24 +342,37 @@ async fn publish(
     Ok((h, count))
 }
 
+/// What a deliver run published and whether all of it arrived.
+struct Losses {
+    /// Publishes the broker acknowledged.
+    published: u64,
+    /// Publishes that failed (not counted as lost: never acknowledged).
+    failed: u64,
+    /// Acknowledged publishes never delivered within 5 s after the run.
+    lost: u64,
+}
+
 async fn deliver(
     client: &Client,
     args: &BenchArgs,
     stream: &str,
     body: &[u8],
     until: Instant,
-) -> Result<(Histogram<u64>, u64), Exit> {
+) -> Result<(Histogram<u64>, u64, Losses), Exit> {
+    const IN_FLIGHT: u32 = 256;
     let mut opts = SubscribeOptions::new(stream);
     opts.window = 1_000;
     let mut sub = client.subscribe(opts).await?;
     let origin = Instant::now();
     let rate = args.rate.max(1);
     let interval_ns = 1_000_000_000 / rate;
-    let mut sent: Option<u64> = None;
+    let acked = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut publisher = {
         let (c, s, b) = (client.clone(), stream.to_string(), body.to_vec());
+        let (acked, failed) = (acked.clone(), failed.clone());
         tokio::spawn(async move {
-            let limit = Arc::new(tokio::sync::Semaphore::new(256));
+            let limit = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT as usize));
             let mut i: u64 = 0;
             loop {
                 let at = origin + Duration::from_nanos(i * interval_ns);
@@ -363,17 +393,30 @@ async fn deliver(
                     ..Message::default()
                 };
                 let (c, s) = (c.clone(), s.clone());
+                let (acked, failed) = (acked.clone(), failed.clone());
                 tokio::spawn(async move {
-                    let _ = c.publish(s, m).await;
+                    match c.publish(s, m).await {
+                        Ok(p) => {
+                            acked
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(p.id.to_string());
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
                     drop(permit);
                 });
                 i += 1;
             }
-            i
+            // Every publish has its answer once all the permits are back.
+            let _ = limit.acquire_many(IN_FLIGHT).await;
         })
     };
     let mut hist = histogram();
-    let mut count = 0u64;
+    let mut delivered = std::collections::HashSet::new();
+    let mut published_all = false;
     let deadline = until + Duration::from_secs(5);
     loop {
         let d = tokio::select! {
@@ -391,19 +434,27 @@ async fn deliver(
         {
             let _ = hist.record(now.saturating_sub(t).max(1));
         }
-        count += 1;
+        delivered.insert(d.id.to_string());
         // Ack without waiting, as a worker that acks after its work would.
         tokio::spawn(async move {
             let _ = d.ack().await;
         });
-        if sent.is_none() && publisher.is_finished() {
-            sent = Some((&mut publisher).await.unwrap_or(0));
+        if !published_all && publisher.is_finished() {
+            let _ = (&mut publisher).await;
+            published_all = true;
         }
-        if sent.is_some_and(|s| count >= s) {
+        let acked = acked.lock().unwrap_or_else(|p| p.into_inner());
+        if published_all && delivered.len() >= acked.len() {
             break;
         }
     }
-    Ok((hist, count))
+    let acked = acked.lock().unwrap_or_else(|p| p.into_inner());
+    let losses = Losses {
+        published: acked.len() as u64,
+        failed: failed.load(std::sync::atomic::Ordering::Relaxed),
+        lost: acked.iter().filter(|id| !delivered.contains(*id)).count() as u64,
+    };
+    Ok((hist, delivered.len() as u64, losses))
 }
 
 async fn reqrep(
