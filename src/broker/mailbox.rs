@@ -197,6 +197,14 @@ impl Mailbox {
         }
     }
 
+    /// The writer no longer serves this mailbox. Returns the credit still reserved by reads
+    /// in progress (their commits hand their entries over here).
+    pub fn disarm(&self) -> u32 {
+        let mut s = self.state();
+        s.armed = false;
+        s.reserved
+    }
+
     /// Takes the deliveries the writer handed over, as many as the window has room for
     /// (another node's leader may have planned from a room that was already taken: the
     /// rest wait here, pending, for acks), and its failure if it had one.
@@ -255,6 +263,16 @@ impl Mailbox {
         s.stale = false;
         s.reserved += n;
         Some(n)
+    }
+
+    /// Reserves all the room for a read that stands for "read by yourself" (a blocked
+    /// reader's first attempt): an append meanwhile finds no credit and is read after it.
+    pub fn reserve_all(&self) -> u32 {
+        let mut s = self.state();
+        let n = s.room();
+        s.stale = false;
+        s.reserved += n;
+        n
     }
 
     /// Reserves room for a history read (the subscription replays its pending entries).

@@ -13,9 +13,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_storage::{Answer, Op, Query, ReadFrom, ReadStart, Reply, StreamKey};
+use cortex_storage::{Answer, Delivery, Op, Query, ReadFrom, ReadStart, Reply, StreamKey};
 use tokio::sync::Notify;
 
+use super::mailbox::{Mailbox, READ_MAX};
 use super::{Broker, BrokerError, Principal};
 
 /// Answers up to this many items are read on the caller's thread; larger ones on the
@@ -146,6 +147,9 @@ impl Broker {
             .iter()
             .any(|(_, f)| matches!(f, ReadFrom::History(_)));
         let blocking = if history { Blocking::No } else { blocking };
+        if blocking != Blocking::No && req.streams.len() == 1 {
+            return self.read_group_mailbox(who, req, blocking).await;
+        }
         let waiter = Waiter::new(self, req.streams.iter().map(|s| s.0.clone()), blocking);
         let mut retry = false;
         loop {
@@ -156,6 +160,139 @@ impl Broker {
             }
             retry = true;
         }
+    }
+
+    /// A blocking `XREADGROUP ... >` of one stream, as a mailbox: after a first attempt
+    /// that found nothing, the reader's mailbox is armed, and an entry appended later is
+    /// handed to it by the commit that stores it (as to a push subscriber). Its COUNT is the
+    /// mailbox's window, so the writer's reads and the reader's own never hand out more.
+    /// On timeout the mailbox is disarmed; a read already in a commit still counts (its
+    /// entries are this reader's, and are returned rather than left pending unseen).
+    async fn read_group_mailbox(
+        &self,
+        who: &Principal,
+        req: &GroupRead,
+        blocking: Blocking,
+    ) -> Result<cortex_storage::Result<Reply>, BrokerError> {
+        let stream = req.streams[0].0.clone();
+        let window = req
+            .count
+            .map_or(READ_MAX, |c| c.min(u32::MAX as usize) as u32);
+        let mailbox = Arc::new(Mailbox::new(
+            stream.clone(),
+            req.group.clone(),
+            req.consumer.clone(),
+            req.noack,
+            window,
+            None,
+        ));
+        // Armed and registered before the first attempt, which holds all the credit: an
+        // append meanwhile finds none and is read after it, so nothing goes unnoticed and
+        // nothing is handed out twice.
+        self.inner.notifier.subscribe_mailbox(&mailbox);
+        mailbox.arm();
+        let asked = mailbox.reserve_all();
+        let until = match blocking {
+            Blocking::For(d) => Some(tokio::time::Instant::now() + d),
+            _ => None,
+        };
+        let r = match self.submit_one(who, req.op(false)).await {
+            Ok(r) => r,
+            Err(e) => {
+                mailbox.disarm();
+                return Err(e);
+            }
+        };
+        let first: Vec<Delivery> = match &r {
+            Ok(Reply::GroupRead(v)) => v
+                .iter()
+                .flatten()
+                .map(|(id, record)| Delivery {
+                    id: *id,
+                    record: record.clone(),
+                    attempt: 1,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !first.is_empty() || r.is_err() || self.stopping() {
+            // Disarmed while it still holds all the credit: the writer planned nothing.
+            mailbox.disarm();
+            return Ok(r);
+        }
+        mailbox.settle_read(asked, Ok(&first));
+        let stats = self.stats();
+        stats.blocked.fetch_add(1, Ordering::Relaxed);
+        let got = self.wait_mailbox(who, &mailbox, until).await;
+        stats.blocked.fetch_sub(1, Ordering::Relaxed);
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => return Ok(Err(e)),
+        };
+        let entries = got
+            .into_iter()
+            .filter_map(|d| Some((d.id, Some(d.record?))))
+            .collect();
+        Ok(Ok(Reply::GroupRead(vec![entries])))
+    }
+
+    /// Waits until an armed mailbox has entries (the writer's, or its own read's when it
+    /// is stale), the deadline passes or the broker stops; then disarms it and returns what
+    /// it got, the reads still in their commits included.
+    async fn wait_mailbox(
+        &self,
+        who: &Principal,
+        mailbox: &Mailbox,
+        until: Option<tokio::time::Instant>,
+    ) -> Result<Vec<Delivery>, cortex_storage::Error> {
+        let mut got = Vec::new();
+        loop {
+            let (mine, failed) = mailbox.take();
+            got.extend(mine);
+            if let Some(e) = failed {
+                if got.is_empty() {
+                    mailbox.disarm();
+                    return Err(e);
+                }
+            }
+            if got.is_empty() && !self.stopping() {
+                if let Some(asked) = mailbox.own_read() {
+                    let r = match self.submit_one(who, mailbox.op(ReadFrom::New, asked)).await {
+                        Ok(Ok(Reply::Delivered(v))) => Ok(v),
+                        Ok(Err(e)) => Err(e),
+                        Ok(Ok(_)) | Err(_) => Ok(Vec::new()),
+                    };
+                    mailbox.settle_read(asked, r.as_deref().map_err(|_| ()));
+                    got.extend(r?);
+                    continue;
+                }
+            }
+            let notified = mailbox.notify.notified();
+            let done = !got.is_empty() || self.stopping();
+            let woke = done
+                || match until {
+                    Some(t) => tokio::time::timeout_at(t, notified).await.is_ok(),
+                    None => {
+                        notified.await;
+                        true
+                    }
+                };
+            if done || !woke {
+                break;
+            }
+        }
+        // Reads already in a commit hand their entries over when it is done.
+        while mailbox.disarm() > 0 {
+            let notified = mailbox.notify.notified();
+            let (mine, _) = mailbox.take();
+            got.extend(mine);
+            if mailbox.disarm() == 0 {
+                break;
+            }
+            notified.await;
+        }
+        got.extend(mailbox.take().0);
+        Ok(got)
     }
 
     /// `XREAD`: reads every stream from one view; blocks until some stream has entries.
