@@ -175,8 +175,11 @@ const COMMIT_WAIT_ELECTIONS: u64 = 10;
 /// How long a follower's client waits for a committed write (or membership change) to be
 /// applied on its node.
 const APPLY_WAIT: Duration = Duration::from_secs(30);
-/// Proposals in flight from one node's writer.
-const IN_FLIGHT_MAX: usize = 256;
+/// Proposals in flight from one node's writer. Few: while they are in flight, submissions
+/// gather in the writer's queue and the next entry takes them all, so under load there are
+/// fewer, larger entries (measured: the leader's push p99 at 1,000/s fell from 0.56-0.67 s
+/// with 256 to 0.11-0.17 s with 8, throughput with 16 batching publishers the same).
+const IN_FLIGHT_MAX: usize = 8;
 
 /// This node's side of the cluster.
 pub struct Node {
