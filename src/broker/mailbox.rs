@@ -223,7 +223,8 @@ impl Mailbox {
         (std::mem::replace(&mut s.got, rest), failed)
     }
 
-    /// What the other nodes hear of it: `None` unless armed.
+    /// What the other nodes hear of it: `None` unless armed. Remembers the room it told,
+    /// so [`Mailbox::settle`] knows when to tell again.
     pub fn ad(&self) -> Option<MailboxAd> {
         let mut s = self.state();
         if !s.armed {
@@ -411,10 +412,6 @@ impl RemoteCredit {
     /// Reserves up to `want` of a remote mailbox's credit; returns what it got.
     fn reserve(&self, m: &RemoteMailbox, want: u32) -> u32 {
         let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
-        if asked.len() > 4096 {
-            // Mailboxes come and go; keep what was asked recently enough to matter.
-            asked.clear();
-        }
         let total = asked
             .entry((m.node, m.run, m.ad.id))
             .or_insert(m.ad.applied);
@@ -428,9 +425,20 @@ impl RemoteCredit {
     }
 }
 
+impl RemoteCredit {
+    /// Forgets the mailboxes `live` no longer lists (so the map holds at most the live
+    /// announcements' mailboxes).
+    pub fn retain(&self, live: impl Fn(u64, u64, u64) -> bool) {
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        asked.retain(|&(node, run, id), _| live(node, run, id));
+    }
+}
+
 /// The mailbox reads a leader added to one batch.
 #[derive(Default)]
 pub struct Plan {
+    /// The batch appends (without appends there is nothing to plan or to mark).
+    pub appends: bool,
     /// For this node's mailboxes.
     pub local: Vec<Planned>,
     /// For other nodes' mailboxes, per node: (node, run, announcement, ops), the ops
@@ -474,8 +482,11 @@ pub fn plan(
             *appended.entry(stream).or_default() += 1;
         }
     }
-    let mut plan = Plan::default();
-    if appended.is_empty() {
+    let mut plan = Plan {
+        appends: !appended.is_empty(),
+        ..Plan::default()
+    };
+    if !plan.appends {
         return plan;
     }
     // Per node: its run, the oldest announcement planned from, its reads.

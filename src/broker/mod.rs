@@ -1246,11 +1246,18 @@ impl Broker {
             &node.presence.mailbox_nodes(),
             &self.inner.remote_credit,
         );
+        if !plan.appends {
+            return;
+        }
         let (tx, rx) = oneshot::channel();
         let origin = node.register_plan(tx, plan.local.len());
         origins.push(origin);
         for (peer, run, seq, n) in plan.remote {
             origins.push(cluster::Origin::plan_for(peer, run, seq, n as u32));
+        }
+        if plan.local.is_empty() {
+            // Nothing reserved here: the origin only says the batch was planned.
+            return;
         }
         self.plans().insert(origin.seq, plan.local);
         let me = self.clone();
@@ -1353,7 +1360,14 @@ impl Broker {
                         }
                         mine.push((o, Vec::new()));
                     }
-                    None => mine.push((o, r)),
+                    None => {
+                        // A plan with no reads here (every mailbox without credit was
+                        // marked `missed` when it was made) still covers the batch.
+                        if o.is_plan() && o.ops == 0 && i >= plans_from {
+                            covered = Some(u64::MAX);
+                        }
+                        mine.push((o, r));
+                    }
                 }
             }
             if n > 0 {

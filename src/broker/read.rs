@@ -203,24 +203,13 @@ impl Broker {
                 return Err(e);
             }
         };
-        let first: Vec<Delivery> = match &r {
-            Ok(Reply::GroupRead(v)) => v
-                .iter()
-                .flatten()
-                .map(|(id, record)| Delivery {
-                    id: *id,
-                    record: record.clone(),
-                    attempt: 1,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        if !first.is_empty() || r.is_err() || self.stopping() {
+        let empty = matches!(&r, Ok(Reply::GroupRead(v)) if v.iter().all(Vec::is_empty));
+        if !empty || self.stopping() {
             // Disarmed while it still holds all the credit: the writer planned nothing.
             mailbox.disarm();
             return Ok(r);
         }
-        mailbox.settle_read(asked, Ok(&first));
+        mailbox.settle_read(asked, Ok(&[]));
         let stats = self.stats();
         stats.blocked.fetch_add(1, Ordering::Relaxed);
         let got = self.wait_mailbox(who, &mailbox, until).await;
@@ -281,15 +270,9 @@ impl Broker {
                 break;
             }
         }
-        // Reads already in a commit hand their entries over when it is done.
+        // Reads already in a commit hand their entries over (and wake it) when it is done.
         while mailbox.disarm() > 0 {
-            let notified = mailbox.notify.notified();
-            let (mine, _) = mailbox.take();
-            got.extend(mine);
-            if mailbox.disarm() == 0 {
-                break;
-            }
-            notified.await;
+            mailbox.notify.notified().await;
         }
         got.extend(mailbox.take().0);
         Ok(got)

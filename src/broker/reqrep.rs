@@ -631,6 +631,10 @@ impl Broker {
             for (m, _) in &ads {
                 m.announced(seq);
             }
+            // The leader's credit for mailboxes that are gone is forgotten.
+            self.inner
+                .remote_credit
+                .retain(|n, run, id| node.presence.has_mailbox(n, run, id));
             let every = crate::cluster::presence::ANNOUNCE_EVERY;
             tokio::select! {
                 r = tokio::time::timeout(every, changes.changed()) => {

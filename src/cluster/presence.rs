@@ -180,6 +180,15 @@ impl Presence {
         out
     }
 
+    /// True while a live announcement of `node`'s run `run` lists mailbox `id`.
+    pub fn has_mailbox(&self, node: u64, run: u64, id: u64) -> bool {
+        let now = Instant::now();
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        peers.get(&node).is_some_and(|p| {
+            p.run == run && p.until > now && p.mailboxes.iter().any(|m| m.id == id)
+        })
+    }
+
     /// The latest live announcement of each node that has armed mailboxes: (node, run,
     /// sequence number).
     pub fn mailbox_nodes(&self) -> Vec<(u64, u64, u64)> {

@@ -397,16 +397,11 @@ fn sigkill_right_after_publishes_to_waiting_push_subscribers_loses_no_delivery()
     const WINDOW: u32 = 16;
     const PUSHED: &str = "pushed";
     let mut s = Server::start(&["--fsync", "always"]);
-    let (quic, dir) = (s.quic, s.dir.path().to_path_buf());
-    let opts = |agent: &str| ClientOptions {
-        server: quic,
-        also: Vec::new(),
-        server_name: "localhost".into(),
-        agent: agent.into(),
-        token: String::new(),
-        trust: Trust::local(&dir),
-        connect_timeout: Duration::from_secs(10),
-    };
+    let opts = |agent: &str| crate::quic::opts(&s, agent, "");
+    let (subscribers, publishers) = (
+        [("c1", opts("c1")), ("c2", opts("c2"))],
+        [opts("publisher0"), opts("publisher1")],
+    );
     let pushes = Arc::new(Mutex::new(Pushes::default()));
     let seen = Arc::new(tokio::sync::Notify::new());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -416,8 +411,8 @@ fn sigkill_right_after_publishes_to_waiting_push_subscribers_loses_no_delivery()
     let target = pick(60, 300);
     rt.block_on(async {
         let mut tasks = Vec::new();
-        for name in ["c1", "c2"] {
-            let c = Client::connect(opts(name)).await.expect("connect");
+        for (name, o) in subscribers {
+            let c = Client::connect(o).await.expect("connect");
             let mut o = cortex::client::SubscribeOptions::new(PUSHED);
             o.group = Some(b"g".to_vec());
             o.consumer = Some(name.as_bytes().to_vec());
@@ -446,10 +441,8 @@ fn sigkill_right_after_publishes_to_waiting_push_subscribers_loses_no_delivery()
                 }
             }));
         }
-        for p in 0..2 {
-            let c = Client::connect(opts(&format!("publisher{p}")))
-                .await
-                .expect("connect");
+        for o in publishers {
+            let c = Client::connect(o).await.expect("connect");
             tasks.push(tokio::spawn(async move {
                 for i in 0..1_000_000u64 {
                     let m = Message {
