@@ -459,10 +459,14 @@ impl Broker {
         &self.inner.metrics
     }
 
-    /// Every stream of namespace 0 with its groups, from the last commit's catalog (no disk
-    /// reads): the part of [`Broker::overview`] that most readers need.
-    pub fn streams(&self) -> Vec<cortex_storage::StreamSummary> {
-        self.store().overview(0)
+    /// The streams of namespace 0 that `who` may consume, with their groups, from the last
+    /// commit's catalog (no disk reads): the part of [`Broker::overview`] that most readers
+    /// need. The one place a listing is filtered by permission: fronts show what this
+    /// returns.
+    pub fn streams(&self, who: &Principal) -> Vec<cortex_storage::StreamSummary> {
+        let mut all = self.store().overview(0);
+        all.retain(|s| who.may(Right::Consume, &s.name));
+        all
     }
 
     /// Open client connections by protocol (`http_sse`: the live tails among the `http` ones).
@@ -504,17 +508,21 @@ impl Broker {
         }
     }
 
-    /// Everything an operator looks at, from the last commit: streams with their groups,
-    /// dead-letter streams, connections, storage and writer figures. `/metrics`, the HTTP
-    /// API and `cortex stat` all read this, so they agree.
-    pub fn overview(&self) -> metrics::Overview {
-        let streams = self.streams();
+    /// Everything an operator looks at, from the last commit: the streams and dead-letter
+    /// streams `who` may consume (with their groups), connections, storage and writer
+    /// figures. `/metrics` (as the internal principal), the HTTP API and `cortex stat` all
+    /// read this, so they agree.
+    pub fn overview(&self, who: &Principal) -> metrics::Overview {
+        let streams = self.streams(who);
         let s = &self.inner.stats;
         metrics::Overview {
             cluster: self.cluster().map(|n| n.status()),
             now_ms: self.now_ms(),
             uptime_s: self.now_ms().saturating_sub(self.inner.started_ms) / 1000,
-            dlqs: metrics::Overview::dlqs_of(&streams),
+            dlqs: metrics::Overview::dlqs_of(&streams)
+                .into_iter()
+                .filter(|(n, _)| who.may(Right::Consume, n))
+                .collect(),
             streams,
             connections: self.connections(),
             storage_bytes: self.disk_bytes(),
@@ -559,7 +567,7 @@ impl Broker {
 
     /// `/metrics`: the Prometheus text format, or OpenMetrics when `openmetrics`.
     pub fn render_metrics(&self, openmetrics: bool) -> String {
-        let o = self.overview();
+        let o = self.overview(&Principal::internal());
         metrics::render(
             &o,
             &self.inner.metrics,

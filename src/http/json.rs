@@ -92,19 +92,17 @@ fn latency(l: &Latency) -> Value {
     })
 }
 
-/// The overview, restricted to the streams `visible` allows.
-pub(crate) fn overview(broker: &Broker, o: &Overview, visible: impl Fn(&[u8]) -> bool) -> Value {
+/// The overview (already restricted to what its caller may see: [`Broker::overview`]).
+pub(crate) fn overview(broker: &Broker, o: &Overview) -> Value {
     let m = broker.metrics();
     let streams: Vec<Value> = o
         .streams
         .iter()
-        .filter(|s| visible(&s.name))
         .map(|s| stream(broker, s))
         .collect();
     let dlqs: Vec<Value> = o
         .dlqs
         .iter()
-        .filter(|(n, _)| visible(n))
         .map(|(n, len)| json!({"name": text(n), "length": len}))
         .collect();
     let conns: Map<String, Value> = o
