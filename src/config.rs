@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use cortex_storage::{DeliveryPolicy, Durability, StoreConfig};
 use serde::Deserialize;
 
-use crate::broker::Permissions;
-use crate::resp::codec::Limits as RespLimits;
+use crate::perm::Permissions;
 
 /// The QUIC front's settings.
 #[derive(Clone, Debug)]
@@ -229,7 +228,7 @@ pub struct Config {
     /// free bytes than this (0: never); acks, reads and trims go on.
     pub disk_free_min_bytes: u64,
     /// Replication (`None`: a single node).
-    pub cluster: Option<crate::cluster::ClusterConfig>,
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// Flags of `cortex serve` that override the file.
@@ -470,7 +469,7 @@ impl Config {
 fn cluster_config(
     file: Option<ClusterFile>,
     flags: &ServeFlags,
-) -> Result<Option<crate::cluster::ClusterConfig>, String> {
+) -> Result<Option<ClusterConfig>, String> {
     let mut nodes = std::collections::BTreeMap::new();
     for n in &flags.cluster_nodes {
         let (id, a) = n
@@ -523,7 +522,7 @@ fn cluster_config(
             "a two-node cluster cannot fail over (losing either stops writes); use three"
         );
     }
-    let c = crate::cluster::ClusterConfig {
+    let c = ClusterConfig {
         node_id,
         listen: flags.cluster_listen.or(file.listen).unwrap_or(own),
         nodes,
@@ -615,6 +614,55 @@ pub fn load_file(
     toml::Value::Table(table)
         .try_into()
         .map_err(|e| format!("config file {name} with CORTEX_* variables: {e}"))
+}
+
+/// `[cluster]`: this node and its peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's ID.
+    pub node_id: u64,
+    /// Where this node listens for its peers (QUIC).
+    pub listen: SocketAddr,
+    /// Every voter: ID -> cluster address (this node included).
+    pub nodes: BTreeMap<u64, SocketAddr>,
+    /// The shared secret that authenticates nodes to each other.
+    pub secret: String,
+    /// Leader heartbeat.
+    pub heartbeat_ms: u64,
+    /// Election timeout, lower bound.
+    pub election_min_ms: u64,
+    /// Election timeout, upper bound.
+    pub election_max_ms: u64,
+    /// Log entries between snapshots.
+    pub snapshot_logs: u64,
+    /// Log entries kept behind a snapshot (a follower further behind gets the snapshot).
+    pub logs_kept: u64,
+    /// Never form a cluster from the node list: wait to be added to an existing one.
+    pub join: bool,
+}
+
+/// Bounds on what one RESP client may send (`resp::codec` enforces them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RespLimits {
+    /// Largest bulk string (one argument).
+    pub bulk_bytes_max: usize,
+    /// Most arguments in one command.
+    pub args_max: usize,
+    /// Longest inline command (a line without `*`).
+    pub inline_bytes_max: usize,
+    /// Most bytes buffered for one client before a command completes.
+    pub buffer_bytes_max: usize,
+}
+
+impl Default for RespLimits {
+    fn default() -> Self {
+        RespLimits {
+            bulk_bytes_max: 8 << 20,
+            args_max: 1 << 20,
+            inline_bytes_max: 64 << 10,
+            buffer_bytes_max: 64 << 20,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ impl Broker {
         if let Some(Err(e)) = replies.next() {
             return Err(e.into());
         }
-        self.inner.notifier.subscribe_mailbox(&mailbox);
+        self.inner.core.notifier.subscribe_mailbox(&mailbox);
         let responder = spec
             .stream
             .name
@@ -210,7 +210,7 @@ impl Subscription {
             }
         }
         let broker = self.broker.clone();
-        let metrics = &broker.inner.metrics;
+        let metrics = &broker.inner.core.metrics;
         metrics
             .pushed_in_commit
             .fetch_add(out.len() as u64, Ordering::Relaxed);

@@ -80,7 +80,7 @@ impl Waiter {
         };
         if blocks {
             for k in keys {
-                broker.inner.notifier.subscribe(&k, &notify);
+                broker.inner.core.notifier.subscribe(&k, &notify);
             }
         }
         Waiter {
@@ -189,7 +189,7 @@ impl Broker {
         // Armed and registered before the first attempt, which holds all the credit: an
         // append meanwhile finds none and is read after it, so nothing goes unnoticed and
         // nothing is handed out twice.
-        self.inner.notifier.subscribe_mailbox(&mailbox);
+        self.inner.core.notifier.subscribe_mailbox(&mailbox);
         mailbox.arm();
         let asked = mailbox.reserve_all();
         let until = match blocking {

@@ -571,7 +571,7 @@ impl Broker {
     /// rereads at least every second, so a read that failed (a store being reopened) is
     /// tried again.
     async fn watch_replies(self, stream: StreamKey, mut cursor: StreamId, wake: Arc<Notify>) {
-        self.inner.notifier.subscribe(&stream, &wake);
+        self.inner.core.notifier.subscribe(&stream, &wake);
         loop {
             loop {
                 let q = Query::Read {
@@ -618,7 +618,7 @@ impl Broker {
         let mut changes = self.inner.requests.local_changes();
         let mail = self.inner.mail_announce.clone();
         while !self.stopping() {
-            let mailboxes = self.inner.notifier.all_mailboxes();
+            let mailboxes = self.inner.core.notifier.all_mailboxes();
             let ads: Vec<_> = mailboxes
                 .iter()
                 .filter_map(|m| m.ad().map(|a| (m, a)))
@@ -633,6 +633,7 @@ impl Broker {
             }
             // The leader's credit for mailboxes that are gone is forgotten.
             self.inner
+                .core
                 .remote_credit
                 .retain(|n, run, id| node.presence.has_mailbox(n, run, id));
             let every = crate::cluster::presence::ANNOUNCE_EVERY;

@@ -70,7 +70,7 @@ impl Link {
     }
 
     pub(crate) async fn connect(opts: ClientOptions) -> Result<Arc<Link>, ClientError> {
-        let tls = crate::quic::tls::client_config(&opts.trust).map_err(ClientError::Config)?;
+        let tls = crate::tls::client_config(&opts.trust).map_err(ClientError::Config)?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| ClientError::Config(e.to_string()))?;
         let mut cc = quinn::ClientConfig::new(Arc::new(crypto));

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-pub use crate::quic::tls::Trust;
+pub use crate::tls::Trust;
 pub use crate::wire::{
     AdminAnswer, AdminRequest, DeadLetter, DlqSelect, Entry, ErrorCode, Id, Message, PartKind,
     PolicyChange, Published, Start, StreamStat,
@@ -379,7 +379,7 @@ impl Client {
     /// Receives the requests sent to this agent (its inbox, shared by every instance of
     /// the agent through the group `cortex-responders`).
     pub async fn serve(&self, window: u32) -> Result<Requests, ClientError> {
-        let mut opts = SubscribeOptions::new(crate::broker::perm::inbox(self.agent()));
+        let mut opts = SubscribeOptions::new(crate::perm::inbox(self.agent()));
         opts.group = Some(b"cortex-responders".to_vec());
         opts.window = window.max(1);
         Ok(Requests {

@@ -19,10 +19,9 @@ pub mod net;
 pub mod presence;
 pub mod sm;
 
-use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cortex_storage::Op;
@@ -30,7 +29,11 @@ use openraft::{BasicNode, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::broker::{BrokerError, Replies};
+pub use crate::config::ClusterConfig;
+use crate::config::Config;
+pub use crate::core::seq::random_u64;
+pub use crate::core::{Applying, Origin};
+use crate::core::{BrokerError, Core, ReplyTo, Submission};
 
 openraft::declare_raft_types!(
     /// The cluster's Raft types.
@@ -69,104 +72,6 @@ impl std::fmt::Debug for LogBatch {
     }
 }
 
-/// A submission's place in a batch: the node (and its process run) that waits for its
-/// replies, its number there, and how many ops it has.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Origin {
-    /// Node ID.
-    pub node: u64,
-    /// Random per process start, so a restarted node never takes an old entry for a new
-    /// submission.
-    pub run: u64,
-    /// Submission number within the run.
-    pub seq: u64,
-    /// Ops of the submission.
-    pub ops: u32,
-}
-
-impl Origin {
-    /// Set in `seq` on a leader's mailbox reads: the origins of a batch's mailbox reads go
-    /// last in its entry, one per node with mailboxes (the leader's own registered like a
-    /// submission; another node's with the sequence number of the announcement planned
-    /// from, so that node knows which of its mailboxes were considered).
-    pub const PLAN: u64 = 1 << 63;
-    /// Set in `seq`, with [`Origin::PLAN`], on mailbox reads for another node.
-    pub const REMOTE: u64 = 1 << 62;
-
-    /// A leader's mailbox reads for `node` (another node), planned from its announcement
-    /// `seq`.
-    pub fn plan_for(node: u64, run: u64, seq: u64, ops: u32) -> Origin {
-        Origin {
-            node,
-            run,
-            seq: seq | Origin::PLAN | Origin::REMOTE,
-            ops,
-        }
-    }
-
-    /// True on a leader's mailbox reads.
-    pub fn is_plan(&self) -> bool {
-        self.seq & Origin::PLAN != 0
-    }
-
-    /// On mailbox reads for another node: the announcement they were planned from.
-    pub fn planned_from(&self) -> Option<u64> {
-        (self.seq & Origin::REMOTE != 0).then_some(self.seq & !(Origin::PLAN | Origin::REMOTE))
-    }
-}
-
-/// One entry, ready for the store.
-pub struct Applying {
-    /// Its ops.
-    pub ops: Vec<Op>,
-    /// The time it is applied at (never behind an earlier entry's).
-    pub now_ms: u64,
-    /// The progress recorded with it.
-    pub progress: Vec<u8>,
-    /// Whose ops they are.
-    pub origins: Vec<Origin>,
-}
-
-/// A random `u64` from the system's CSPRNG.
-pub fn random_u64() -> u64 {
-    use ring::rand::SecureRandom;
-    let mut b = [0u8; 8];
-    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
-        // Only uniqueness matters here; the clock is a fallback.
-        return std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-    }
-    u64::from_le_bytes(b)
-}
-
-/// `[cluster]`: this node and its peers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// This node's ID.
-    pub node_id: u64,
-    /// Where this node listens for its peers (QUIC).
-    pub listen: SocketAddr,
-    /// Every voter: ID -> cluster address (this node included).
-    pub nodes: BTreeMap<u64, SocketAddr>,
-    /// The shared secret that authenticates nodes to each other.
-    pub secret: String,
-    /// Leader heartbeat.
-    pub heartbeat_ms: u64,
-    /// Election timeout, lower bound.
-    pub election_min_ms: u64,
-    /// Election timeout, upper bound.
-    pub election_max_ms: u64,
-    /// Log entries between snapshots.
-    pub snapshot_logs: u64,
-    /// Log entries kept behind a snapshot (a follower further behind gets the snapshot).
-    pub logs_kept: u64,
-    /// Never form a cluster from the node list: wait to be added to an existing one.
-    pub join: bool,
-}
-
-type Waiter = oneshot::Sender<Result<Replies, BrokerError>>;
-
 /// How long a submission waits for a leader to exist before it is refused.
 pub const LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How many maximal election timeouts a proposal may wait to commit before its submitters
@@ -187,13 +92,10 @@ pub struct Node {
     pub raft: Raft,
     /// This node's ID.
     pub id: u64,
-    run: u64,
-    seq: AtomicU64,
-    waiters: Mutex<HashMap<u64, Waiter>>,
+    /// The core this node replicates.
+    core: Core,
     /// Peers.
     pub net: Arc<net::Net>,
-    /// The largest `now_ms` applied here (the leader stamps at least this).
-    applied_now: AtomicU64,
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Settings.
     pub config: ClusterConfig,
@@ -204,15 +106,12 @@ pub struct Node {
 }
 
 impl Node {
-    pub(crate) fn new(raft: Raft, net: Arc<net::Net>, config: ClusterConfig, now: u64) -> Node {
+    pub(crate) fn new(raft: Raft, net: Arc<net::Net>, config: ClusterConfig, core: Core) -> Node {
         Node {
             raft,
             id: config.node_id,
-            run: random_u64(),
-            seq: AtomicU64::new(0),
-            waiters: Mutex::new(HashMap::new()),
+            core,
             net,
-            applied_now: AtomicU64::new(now),
             in_flight: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_MAX)),
             config,
             presence: presence::Presence::default(),
@@ -220,68 +119,13 @@ impl Node {
         }
     }
 
-    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Waiter>> {
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Registers a local submission of `ops` ops; its replies come when the entry holding
-    /// it is applied here.
-    pub(crate) fn register(&self, reply: Waiter, ops: usize) -> Origin {
-        self.register_as(reply, ops, 0)
-    }
-
     /// This process's run ID.
     pub fn run(&self) -> u64 {
-        self.run
-    }
-
-    /// Registers the leader's own mailbox reads of a batch (ops, in the entry's last run):
-    /// an origin flagged [`Origin::PLAN`], answered like any submission.
-    pub(crate) fn register_plan(&self, reply: Waiter, ops: usize) -> Origin {
-        self.register_as(reply, ops, Origin::PLAN)
-    }
-
-    fn register_as(&self, reply: Waiter, ops: usize, flag: u64) -> Origin {
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) | flag;
-        self.waiters().insert(seq, reply);
-        Origin {
-            node: self.id,
-            run: self.run,
-            seq,
-            ops: ops as u32,
-        }
-    }
-
-    /// True when `origin` is a submission of this node's current run.
-    pub(crate) fn is_mine(&self, origin: &Origin) -> bool {
-        origin.node == self.id && origin.run == self.run
-    }
-
-    /// Answers a local submission with its replies (called as its entry is applied).
-    pub(crate) fn deliver(&self, origin: &Origin, replies: Replies) {
-        if origin.node != self.id || origin.run != self.run {
-            return;
-        }
-        if let Some(w) = self.waiters().remove(&origin.seq) {
-            let _ = w.send(Ok(replies));
-        }
-    }
-
-    /// Records the time of an applied entry.
-    pub(crate) fn applied_at(&self, now_ms: u64) {
-        self.applied_now.fetch_max(now_ms, Ordering::AcqRel);
+        self.core.origins.run()
     }
 
     fn fail(&self, origins: &[Origin], e: &BrokerError) {
-        let mut w = self.waiters();
-        for o in origins
-            .iter()
-            .filter(|o| o.node == self.id && o.run == self.run)
-        {
-            if let Some(tx) = w.remove(&o.seq) {
-                let _ = tx.send(Err(e.clone()));
-            }
-        }
+        self.core.origins.fail(origins, e);
     }
 
     /// Fails the submissions still waiting once their fate is settled: a proposal whose
@@ -364,7 +208,7 @@ impl Node {
         let me = self.clone();
         let term = self.raft.metrics().borrow().current_term;
         if leader == self.id {
-            let stamp = now_ms.max(self.applied_now.load(Ordering::Acquire));
+            let stamp = now_ms.max(self.core.applied_now.load(Ordering::Acquire));
             let batch = LogBatch {
                 ops: cortex_storage::encode_batch(&ops, stamp),
                 origins: origins.clone(),
@@ -492,7 +336,7 @@ impl Node {
             inboxes.truncate(presence::INBOXES_MAX);
         }
         let a = presence::Announcement {
-            run: self.run,
+            run: self.run(),
             seq: self.announced.fetch_add(1, Ordering::Relaxed) + 1,
             inboxes,
             mailboxes,
@@ -517,6 +361,139 @@ impl Node {
             });
         }
         seq
+    }
+}
+
+/// Readies a cluster node's data directory and returns where its store lives now (the
+/// current generation under `<data>/cluster`).
+pub fn prepare(config: &Config) -> Result<std::path::PathBuf, String> {
+    // Every node must start from the same (empty) state: a single node's store in the data
+    // dir would silently diverge from the others.
+    if config.data_dir.join("version").exists() || config.data_dir.join("keyspaces").exists() {
+        return Err(format!(
+            "{} holds a single node's store; a cluster node starts from an empty data \
+             directory (re-publish what must be kept, from `cortex replay`'s output, or keep \
+             this directory for the single node)",
+            config.data_dir.display()
+        ));
+    }
+    let dirs = dirs_of(config);
+    std::fs::create_dir_all(&dirs.root)
+        .map_err(|e| format!("cannot create {}: {e}", dirs.root.display()))?;
+    dirs.clean()?;
+    Ok(dirs.current_state().0)
+}
+
+fn dirs_of(config: &Config) -> sm::Dirs {
+    sm::Dirs {
+        root: config.data_dir.join("cluster"),
+    }
+}
+
+/// Opens the Raft log, binds the cluster port, starts Raft over `core`'s store and serves
+/// peers; a pristine node proposes the configured membership (every node may: the same
+/// list is safe).
+pub async fn start(core: Core, cc: ClusterConfig) -> Result<Arc<Node>, String> {
+    let dirs = dirs_of(&core.config);
+    let progress = sm::Progress::of(&core.store())?;
+    core.applied_now
+        .fetch_max(progress.now_ms, Ordering::AcqRel);
+    let log = log::LogStore::open(&dirs.log())?;
+    let net = Arc::new(net::Net::bind(
+        cc.node_id, cc.listen, &cc.secret, &cc.nodes,
+    )?);
+    let sm = sm::StateMachine::new(core.clone(), dirs.clone(), progress);
+    let raft = Raft::new(
+        cc.node_id,
+        raft_config(&cc)?,
+        net::Factory { net: net.clone() },
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| format!("cannot start Raft: {e}"))?;
+    let local = net.local_addr()?;
+    let node = Arc::new(Node::new(
+        raft.clone(),
+        net.clone(),
+        cc.clone(),
+        core.clone(),
+    ));
+    // A (re)started node first listens for a leader before it campaigns: a node that was
+    // down would otherwise start elections with a stale log and a higher term, deposing a
+    // healthy leader or delaying the next election.
+    raft.runtime_config().elect(false);
+    {
+        let raft = raft.clone();
+        let quiet = Duration::from_millis(3 * cc.election_max_ms);
+        tokio::spawn(async move {
+            let mut m = raft.metrics();
+            let _ = tokio::time::timeout(quiet, m.wait_for(|m| m.current_leader.is_some())).await;
+            raft.runtime_config().elect(true);
+        });
+    }
+    tokio::spawn(net.clone().serve(raft.clone(), core, node.clone(), dirs));
+    println!("cortex: cluster listening on {local}");
+    if !cc.join {
+        initialize(&raft, &cc).await?;
+    }
+    Ok(node)
+}
+
+/// The cluster's [`crate::core::Sequencer`]: a batch becomes one Raft log entry, proposed
+/// by the leader (which first adds the reads of every node's waiting mailboxes) or
+/// forwarded to it by a follower; local submissions are answered when their entry is
+/// applied here ([`Core::apply_logged`]).
+pub struct Replicated(pub Arc<Node>);
+
+impl crate::core::Sequencer for Replicated {
+    fn sequence(&self, core: &Core, subs: Vec<Submission>) {
+        let node = &self.0;
+        let mut ops = Vec::new();
+        let mut origins = Vec::new();
+        let mut done = Vec::new();
+        for s in subs {
+            match s.reply {
+                ReplyTo::Local(tx) if s.ops.is_empty() => {
+                    let _ = tx.send(Ok(Vec::new()));
+                }
+                ReplyTo::Local(tx) => {
+                    origins.push(core.origins.register(tx, s.ops.len()));
+                    ops.extend(s.ops);
+                }
+                ReplyTo::Forwarded {
+                    origins: o,
+                    done: d,
+                } => {
+                    origins.extend(o);
+                    ops.extend(s.ops);
+                    done.push(d);
+                }
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        if node.is_leader() {
+            core.plan(
+                &mut ops,
+                &mut origins,
+                |k| node.presence.mailboxes(k.ns, &k.name),
+                &node.presence.mailbox_nodes(),
+            );
+        }
+        // The writer thread waits here only while the proposals in flight are at their
+        // limit (or no leader is known yet): back-pressure, as the single node's commit.
+        tokio::runtime::Handle::current().block_on(node.propose(ops, origins, done, core.now_ms()));
+    }
+
+    fn leads(&self) -> bool {
+        self.0.is_leader()
+    }
+
+    fn until_leads(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let node = self.0.clone();
+        Box::pin(async move { node.until_leader().await })
     }
 }
 
@@ -713,17 +690,17 @@ mod tests {
     use super::log::LogStore;
     use super::sm::{Dirs, Progress, StateMachine};
     use super::TypeConfig;
-    use crate::broker::Broker;
+    use crate::core::{Core, Local};
 
-    /// Keeps a test's directory and broker alive; stops the broker's writer at the end.
+    /// Keeps a test's directory and core alive; stops the core's writer at the end.
     struct Guard {
-        broker: Broker,
+        core: Core,
         _dir: tempfile::TempDir,
     }
 
     impl Drop for Guard {
         fn drop(&mut self) {
-            self.broker.shutdown();
+            self.core.shutdown();
         }
     }
 
@@ -737,14 +714,19 @@ mod tests {
                 ..Default::default()
             };
             let config = crate::config::Config::build(Default::default(), &flags).expect("config");
-            let (broker, _writer) = Broker::start(config).await.expect("broker");
+            let store = config.data_dir.clone();
+            let store_cfg = config.store.clone();
+            let (core, queues) = Core::open(config, store, store_cfg).expect("core");
+            let _writer = core
+                .run(queues.submissions, std::sync::Arc::new(Local))
+                .expect("writer");
             let log = LogStore::open(&dir.path().join("raft")).expect("log");
             let dirs = Dirs {
                 root: dir.path().join("cluster"),
             };
-            let progress = Progress::of(&broker.store()).expect("progress");
-            let sm = StateMachine::new(broker.clone(), dirs, progress);
-            Ok((Guard { broker, _dir: dir }, log, sm))
+            let progress = Progress::of(&core.store()).expect("progress");
+            let sm = StateMachine::new(core.clone(), dirs, progress);
+            Ok((Guard { core, _dir: dir }, log, sm))
         }
     }
 

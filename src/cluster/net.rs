@@ -26,8 +26,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use super::sm::{Dirs, SnapshotDir};
-use super::{Origin, Raft, TypeConfig};
-use crate::broker::Broker;
+use super::{Node, Origin, Raft, TypeConfig};
+use crate::core::Core;
 
 /// ALPN of cluster links.
 pub const ALPN: &[u8] = b"cortex-cluster/1";
@@ -152,7 +152,7 @@ impl Net {
         secret: &str,
         nodes: &BTreeMap<u64, SocketAddr>,
     ) -> Result<Net, String> {
-        let (server, client) = crate::quic::tls::cluster_configs(ALPN)?;
+        let (server, client) = crate::tls::cluster_configs(ALPN)?;
         let server = quinn::crypto::rustls::QuicServerConfig::try_from(server)
             .map_err(|e| format!("TLS config unusable for QUIC: {e}"))?;
         let mut sc = quinn::ServerConfig::with_crypto(Arc::new(server));
@@ -401,11 +401,12 @@ impl Net {
     }
 
     /// Serves peers until the endpoint closes.
-    pub async fn serve(self: Arc<Self>, raft: Raft, broker: Broker, dirs: Dirs) {
+    pub async fn serve(self: Arc<Self>, raft: Raft, core: Core, node: Arc<Node>, dirs: Dirs) {
         while let Some(incoming) = self.endpoint.accept().await {
             let me = self.clone();
             let raft = raft.clone();
-            let broker = broker.clone();
+            let core = core.clone();
+            let node = node.clone();
             let dirs = dirs.clone();
             tokio::spawn(async move {
                 let conn = match incoming.await {
@@ -415,7 +416,7 @@ impl Net {
                         return;
                     }
                 };
-                if let Err(e) = me.serve_conn(conn, raft, broker, dirs).await {
+                if let Err(e) = me.serve_conn(conn, raft, core, node, dirs).await {
                     tracing::debug!("cluster connection ended: {e}");
                 }
             });
@@ -431,7 +432,8 @@ impl Net {
         &self,
         conn: quinn::Connection,
         raft: Raft,
-        broker: Broker,
+        core: Core,
+        node: Arc<Node>,
         dirs: Dirs,
     ) -> Result<(), NetError> {
         let ex = exporter(&conn)?;
@@ -462,10 +464,11 @@ impl Net {
         loop {
             let (send, recv) = conn.accept_bi().await.map_err(failed)?;
             let raft = raft.clone();
-            let broker = broker.clone();
+            let core = core.clone();
+            let node = node.clone();
             let dirs = dirs.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_call(peer, send, recv, raft, broker, dirs).await {
+                if let Err(e) = serve_call(peer, send, recv, raft, core, node, dirs).await {
                     tracing::debug!("cluster call from node {peer} failed: {e}");
                 }
             });
@@ -478,7 +481,8 @@ async fn serve_call(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     raft: Raft,
-    broker: Broker,
+    core: Core,
+    node: Arc<Node>,
     dirs: Dirs,
 ) -> Result<(), NetError> {
     let mut kind = [0u8; 1];
@@ -496,24 +500,19 @@ async fn serve_call(
         FORWARD => {
             let (batch, origins): (serde_bytes::ByteBuf, Vec<Origin>) = dec(&payload)?;
             let r = match cortex_storage::decode_batch(&batch) {
-                Ok((_, ops)) => broker.submit_forwarded(ops, origins).await,
+                Ok((_, ops)) => core.submit_forwarded(ops, origins).await,
                 Err(e) => Err(format!("bad forwarded batch: {e}")),
             };
             enc(&r)?
         }
         PRESENCE => {
             let a: super::presence::Announcement = dec(&payload)?;
-            if let Some(node) = broker.cluster() {
-                node.presence.record(peer, a);
-            }
+            node.presence.record(peer, a);
             enc(&())?
         }
         MEMBERSHIP => {
             let change: super::Membership = dec(&payload)?;
-            let r = match broker.cluster() {
-                Some(node) => node.change_membership_on_leader(change).await,
-                None => Err("not in a cluster".into()),
-            };
+            let r: Result<u64, String> = node.change_membership_on_leader(change).await;
             enc(&r)?
         }
         SNAPSHOT => {

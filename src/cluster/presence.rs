@@ -2,7 +2,7 @@
 //! state over the cluster links.
 //!
 //! Mailboxes ride in the same announcements: the leader plans deliveries for them inside
-//! its commits (see `broker/mailbox.rs`). Each carries the room its node had and how much
+//! its commits (see `core/mailbox.rs`). Each carries the room its node had and how much
 //! of the leader's planned reads it had applied when it announced, so the leader's credit
 //! for it is that room less what it planned since; it never hands out more than the
 //! mailbox had room for. Soft state, not log entries: credit changes with every ack, and a
@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+pub use crate::core::mailbox::{MailboxAd, RemoteMailbox};
+
 /// How often a node announces its inboxes when nothing changed.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 /// How long an announcement holds.
@@ -33,28 +35,6 @@ pub const LEASE: Duration = Duration::from_secs(4);
 pub const INBOXES_MAX: usize = 10_000;
 /// Most mailboxes one announcement carries (more read by themselves, as before).
 pub const MAILBOXES_MAX: usize = 10_000;
-
-/// An armed push mailbox on the announcing node.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct MailboxAd {
-    /// Its number on that node (within the run).
-    pub id: u64,
-    /// Stream namespace.
-    pub ns: u16,
-    /// Stream name.
-    pub stream: Vec<u8>,
-    /// Group.
-    pub group: Vec<u8>,
-    /// Consumer.
-    pub consumer: Vec<u8>,
-    /// Deliveries need no ack.
-    pub noack: bool,
-    /// Room in its window when announced.
-    pub room: u32,
-    /// The entries the leaders' planned reads asked for it that it had applied when
-    /// announced (a running total).
-    pub applied: u64,
-}
 
 /// One node's announcement: its run (random per process start), a sequence number within
 /// the run (an older announcement that arrives late is ignored), and the inboxes.
@@ -76,19 +56,6 @@ struct Peer {
     inboxes: HashSet<Vec<u8>>,
     mailboxes: Vec<MailboxAd>,
     until: Instant,
-}
-
-/// A mailbox on another node, as its latest live announcement shows it.
-#[derive(Clone, Debug)]
-pub struct RemoteMailbox {
-    /// The node.
-    pub node: u64,
-    /// Its run.
-    pub run: u64,
-    /// The announcement's sequence number.
-    pub seq: u64,
-    /// The mailbox.
-    pub ad: MailboxAd,
 }
 
 /// The other nodes' announcements.

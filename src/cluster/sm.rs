@@ -10,7 +10,7 @@
 //! Snapshots are consistent copies of the store (`Store::backup_to`: one committed fjall
 //! snapshot into a new store), kept in `<cluster>/snapshots/<id>/` with `<id>.meta`; a
 //! node that fell behind the purged log receives the copy's files and swaps its store for
-//! it (`Broker::replace_store`).
+//! it (`Core::replace_store`).
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::log::{decode, encode};
 use super::TypeConfig;
-use crate::broker::Broker;
+use crate::core::Core;
 
 type Result<T> = std::result::Result<T, StorageError<u64>>;
 
@@ -222,18 +222,18 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// openraft's state machine over the broker's store.
+/// openraft's state machine over the core's store.
 pub struct StateMachine {
-    broker: Broker,
+    core: Core,
     dirs: Dirs,
     progress: Progress,
 }
 
 impl StateMachine {
-    /// The state machine of `broker`, whose store has recorded `progress`.
-    pub fn new(broker: Broker, dirs: Dirs, progress: Progress) -> StateMachine {
+    /// The state machine of `core`, whose store has recorded `progress`.
+    pub fn new(core: Core, dirs: Dirs, progress: Progress) -> StateMachine {
         StateMachine {
-            broker,
+            core,
             dirs,
             progress,
         }
@@ -242,13 +242,13 @@ impl StateMachine {
 
 /// Builds snapshots off the state machine's task.
 pub struct Builder {
-    broker: Broker,
+    core: Core,
     dirs: Dirs,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>> {
-        let store = self.broker.store_arc();
+        let store = self.core.store();
         let dirs = self.dirs.clone();
         let (meta, path) = tokio::task::spawn_blocking(move || {
             // The log may be purged up to this snapshot: the store must be durable first.
@@ -328,15 +328,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             });
         }
         let n = work.len();
-        let broker = self.broker.clone();
+        let core = self.core.clone();
         let ops: usize = work.iter().map(|w| w.ops.len()).sum();
         if ops <= INLINE_APPLY_OPS {
             // Small: applied right here; a hop to the blocking pool costs more than this.
-            broker
-                .apply_logged(work)
+            core.apply_logged(work)
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
         } else {
-            tokio::task::spawn_blocking(move || broker.apply_logged(work))
+            tokio::task::spawn_blocking(move || core.apply_logged(work))
                 .await
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
@@ -346,7 +345,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         Builder {
-            broker: self.broker.clone(),
+            core: self.core.clone(),
             dirs: self.dirs.clone(),
         }
     }
@@ -362,7 +361,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<u64, BasicNode>,
         snapshot: Box<SnapshotDir>,
     ) -> Result<()> {
-        let broker = self.broker.clone();
+        let core = self.core.clone();
         let dirs = self.dirs.clone();
         let meta = meta.clone();
         let progress = tokio::task::spawn_blocking(move || {
@@ -381,7 +380,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let (_, generation) = dirs.current_state();
             let next = dirs.state(generation + 1);
             std::fs::rename(&received, &next).map_err(|e| e.to_string())?;
-            let store = cortex_storage::Store::open(&next, broker.config().store_for_cluster())
+            let store = cortex_storage::Store::open(&next, core.config.store_for_cluster())
                 .map_err(|e| format!("the received snapshot does not open: {e}"))?;
             let progress = Progress::of(&store)?;
             if progress.applied != meta.last_log_id {
@@ -395,7 +394,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 &dirs.root.join("CURRENT"),
                 format!("state-{}\n", generation + 1).as_bytes(),
             )?;
-            broker.replace_store(store);
+            core.replace_store(store);
             tracing::info!(
                 "installed snapshot {} (up to {:?})",
                 meta.snapshot_id,

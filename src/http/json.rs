@@ -95,11 +95,7 @@ fn latency(l: &Latency) -> Value {
 /// The overview (already restricted to what its caller may see: [`Broker::overview`]).
 pub(crate) fn overview(broker: &Broker, o: &Overview) -> Value {
     let m = broker.metrics();
-    let streams: Vec<Value> = o
-        .streams
-        .iter()
-        .map(|s| stream(broker, s))
-        .collect();
+    let streams: Vec<Value> = o.streams.iter().map(|s| stream(broker, s)).collect();
     let dlqs: Vec<Value> = o
         .dlqs
         .iter()

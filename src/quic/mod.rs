@@ -1,8 +1,7 @@
 //! The QUIC front for agents (`cortex/1` over quinn + rustls): see `server.rs` for what it
-//! serves, `tls.rs` for certificates and trust, `io.rs` for frames on streams. The protocol
+//! serves, `crate::tls` for certificates and trust, `io.rs` for frames on streams. The protocol
 //! itself is `crate::wire`, documented in `docs/PROTOCOL.md`.
 
 mod convert;
 pub mod io;
 pub mod server;
-pub mod tls;

@@ -39,9 +39,9 @@ const CLOSE_SHUTDOWN: u32 = 2;
 pub fn bind(config: &Config) -> Result<Endpoint, String> {
     let q = &config.quic_cfg;
     let (certs, key) =
-        super::tls::server_identity(q.cert.as_deref(), q.key.as_deref(), &config.data_dir)?;
-    let fp = super::tls::fingerprint(&certs[0]);
-    let tls = super::tls::server_config(certs, key)?;
+        crate::tls::server_identity(q.cert.as_deref(), q.key.as_deref(), &config.data_dir)?;
+    let fp = crate::tls::fingerprint(&certs[0]);
+    let tls = crate::tls::server_config(certs, key)?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| format!("TLS config unusable for QUIC: {e}"))?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -55,7 +55,7 @@ pub fn bind(config: &Config) -> Result<Endpoint, String> {
     t.keep_alive_interval(Some(Duration::from_millis(q.idle_timeout_ms / 3)));
     t.datagram_receive_buffer_size(None);
     sc.transport_config(Arc::new(t));
-    let (reset, cid_key) = super::tls::reset_key(&config.data_dir)?;
+    let (reset, cid_key) = crate::tls::reset_key(&config.data_dir)?;
     let mut ep_cfg = quinn::EndpointConfig::new(Arc::new(reset));
     ep_cfg.cid_generator(move || {
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))

@@ -5,29 +5,7 @@
 
 use std::fmt::Write as _;
 
-/// Bounds on what one client may send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest bulk string (one argument).
-    pub bulk_bytes_max: usize,
-    /// Most arguments in one command.
-    pub args_max: usize,
-    /// Longest inline command (a line without `*`).
-    pub inline_bytes_max: usize,
-    /// Most bytes buffered for one client before a command completes.
-    pub buffer_bytes_max: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            bulk_bytes_max: 8 << 20,
-            args_max: 1 << 20,
-            inline_bytes_max: 64 << 10,
-            buffer_bytes_max: 64 << 20,
-        }
-    }
-}
+pub use crate::config::RespLimits as Limits;
 
 /// A request that cannot be parsed. The connection answers `-ERR Protocol error: ...` and
 /// closes, as Redis does.

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cortex_storage::{Delivery, Error as StoreError, Op, ReadFrom, StreamId, StreamKey};
 use tokio::sync::Notify;
 
-use crate::cluster::presence::{MailboxAd, RemoteMailbox};
+use serde::{Deserialize, Serialize};
 
 /// Numbers mailboxes within a process.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -552,4 +552,39 @@ pub fn plan(
         ops.extend(mine);
     }
     plan
+}
+
+/// An armed push mailbox on the announcing node.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MailboxAd {
+    /// Its number on that node (within the run).
+    pub id: u64,
+    /// Stream namespace.
+    pub ns: u16,
+    /// Stream name.
+    pub stream: Vec<u8>,
+    /// Group.
+    pub group: Vec<u8>,
+    /// Consumer.
+    pub consumer: Vec<u8>,
+    /// Deliveries need no ack.
+    pub noack: bool,
+    /// Room in its window when announced.
+    pub room: u32,
+    /// The entries the leaders' planned reads asked for it that it had applied when
+    /// announced (a running total).
+    pub applied: u64,
+}
+
+/// A mailbox on another node, as its latest live announcement shows it.
+#[derive(Clone, Debug)]
+pub struct RemoteMailbox {
+    /// The node.
+    pub node: u64,
+    /// Its run.
+    pub run: u64,
+    /// The announcement's sequence number.
+    pub seq: u64,
+    /// The mailbox.
+    pub ad: MailboxAd,
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use cortex_storage::{Event, IdSpec, Meta, Op, StreamKey, Trim, TrimStrategy};
 use tokio::sync::mpsc;
 
-use super::Broker;
+use super::Core;
 
 /// The alert stream.
 pub const ALERTS: &[u8] = b"cortex:alerts";
@@ -171,8 +171,8 @@ fn ns_of(e: &Event) -> u16 {
 /// Writes the first alert after a quiet period at once; events that follow within the
 /// interval are summarised into one alert per namespace at its end, and so on while they keep
 /// coming. An interval without events makes the next one immediate again.
-pub(super) async fn run(broker: Broker, mut rx: mpsc::Receiver<Event>) {
-    let interval = Duration::from_millis(broker.config().alert_interval_ms);
+pub async fn run(broker: Core, mut rx: mpsc::Receiver<Event>) {
+    let interval = Duration::from_millis(broker.config.alert_interval_ms);
     while let Some(first) = rx.recv().await {
         let mut pending: BTreeMap<u16, Summary> = BTreeMap::new();
         pending.entry(ns_of(&first)).or_default().add(&first);
@@ -209,9 +209,9 @@ pub(super) async fn run(broker: Broker, mut rx: mpsc::Receiver<Event>) {
     }
 }
 
-async fn write(broker: &Broker, pending: BTreeMap<u16, Summary>) {
+async fn write(broker: &Core, pending: BTreeMap<u16, Summary>) {
     // Every node sees the events as it applies them; the leader writes the alerts.
-    if pending.is_empty() || !broker.is_leader() {
+    if pending.is_empty() || !broker.leads() {
         return;
     }
     let ops: Vec<Op> = pending.into_iter().map(|(ns, s)| s.into_op(ns)).collect();
@@ -219,7 +219,7 @@ async fn write(broker: &Broker, pending: BTreeMap<u16, Summary>) {
     match broker.submit_system(ops).await {
         Ok(_) => {
             broker
-                .stats()
+                .stats
                 .alerts
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         }

@@ -18,7 +18,7 @@ use cortex_storage::Op;
 pub(super) const SAMPLE_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The data disk as last sampled.
-pub(crate) struct DiskWatch {
+pub struct DiskWatch {
     path: PathBuf,
     /// Writes of new data are refused below this many free bytes (0: never).
     min_free: u64,
@@ -168,6 +168,112 @@ impl DiskWatch {
 
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+impl super::Core {
+    /// Samples the data disk's free space and writes an alert at each change of state:
+    /// under the watermark (`disk_low`), above it again (`disk_ok`), a failed store reopened
+    /// (`store_reopened`). While a failed store waits, it wakes the writer to reopen it.
+    pub(super) async fn disk_loop(self) {
+        let mut every = tokio::time::interval(SAMPLE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut low, mut failed) = (false, false);
+        while !self.stopping() {
+            every.tick().await;
+            self.disk.sample();
+            let d = self.disk.state();
+            let mut alerts = Vec::new();
+            if d.failed.is_some() != failed {
+                failed = d.failed.is_some();
+                if !failed {
+                    alerts.push(super::alerts::disk_alert(
+                        "store_reopened",
+                        "the store was reopened after a failed commit: writes are accepted again",
+                    ));
+                }
+            }
+            // A failed store cannot take an alert: the watermark's change is noticed (and
+            // written) once the store is back.
+            if !failed && d.low != low {
+                low = d.low;
+                alerts.push(if low {
+                    super::alerts::disk_alert(
+                        "disk_low",
+                        &format!(
+                            "the data disk has {} bytes free, under the minimum of {}: publishes are refused",
+                            d.free, d.min_free
+                        ),
+                    )
+                } else {
+                    super::alerts::disk_alert(
+                        "disk_ok",
+                        &format!(
+                            "the data disk has {} bytes free again: publishes are accepted",
+                            d.free
+                        ),
+                    )
+                });
+            }
+            if !alerts.is_empty() && self.leads() {
+                if let Err(e) = self.submit_system(alerts).await {
+                    tracing::warn!("could not write the disk alert: {e}");
+                }
+            }
+            if failed {
+                // An empty submission: the writer tries to reopen the store.
+                self.nudge_writer();
+            }
+        }
+    }
+
+    /// Checks every record and index of the store after start, in the background (the
+    /// same check as `cortex verify`): damage on the disk is logged with its stream and IDs,
+    /// counted in `cortex_store_damaged` and written to the alert stream. Damaged entries
+    /// are never served: a read that meets one fails with a storage error naming it.
+    pub(super) async fn scrub(self) {
+        let store = self.store();
+        let started = std::time::Instant::now();
+        let report = match tokio::task::spawn_blocking(move || store.scrub()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!("the store check after start failed: {e}");
+                return;
+            }
+            Err(e) => {
+                tracing::error!("the store check after start did not finish: {e}");
+                return;
+            }
+        };
+        let n = report.damage.len() as u64;
+        self.stats.damaged.store(n, Ordering::Relaxed);
+        for d in &report.damage {
+            let ids: Vec<String> = d.ids.iter().map(ToString::to_string).collect();
+            tracing::error!(
+                stream = %String::from_utf8_lossy(&d.stream),
+                ids = %ids.join(","),
+                "store damage: {}",
+                d.what
+            );
+        }
+        tracing::info!(
+            "store checked in {:?}: {} streams, {} entries, {} problems",
+            started.elapsed(),
+            report.streams,
+            report.entries,
+            n
+        );
+        if n > 0 && self.leads() {
+            let first = &report.damage[0];
+            let op = super::alerts::damage_alert(&format!(
+                "the store check after start found {n} problems; first: stream '{}': {} (run `cortex verify` on a copy for the full list)",
+                String::from_utf8_lossy(&first.stream),
+                first.what
+            ));
+            if let Err(e) = self.submit_system(vec![op]).await {
+                tracing::warn!("could not write the damage alert: {e}");
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,523 @@
+//! The core: the one writer, apply, the timer, recovery and the disk loop, over the store.
+//!
+//! Everything that changes the store passes through here, on every node and in every mode:
+//! - submissions queue for the writer ([`Core::queue`]); the writer drains what waits into
+//!   one batch and hands it to the [`Sequencer`] this node runs with, which puts it in the
+//!   one order every copy of the store applies. The single node's sequencer ([`Local`])
+//!   commits the batch there and then (group commit, one fsync); a cluster node's proposes
+//!   it to the replicated log (`cluster`), and the entries come back through
+//!   [`Core::apply_logged`] in log order;
+//! - waiting push consumers and blocked readers register as mailboxes ([`mailbox`]), and
+//!   the batch that appends to their stream carries their reads: an entry reaches a waiting
+//!   consumer with credit in the commit that appended it;
+//! - every commit feeds the metrics, the wake-ups, the alerts and the timer's next deadline;
+//! - time-driven work (ticks, disk and damage alerts) runs where the sequencer leads.
+//!
+//! The core knows no front, no permission check beyond the disk's watermark, and nothing of
+//! Raft: `broker` sits above it (who may do what, publish, push, request/reply), and
+//! `cluster` below `broker` and above the core (the log, the network, the state machine).
+
+pub mod alerts;
+mod apply;
+pub mod clock;
+pub mod disk;
+pub mod mailbox;
+pub mod metrics;
+pub mod notify;
+pub mod seq;
+mod timer;
+mod writer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use cortex_storage::{Event, Op, Reply, Store, StoreConfig};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::config::{Config, Fsync};
+use crate::perm::Refusal;
+pub use clock::Clock;
+pub use notify::Notifier;
+pub use seq::{Applying, Local, Origin, Origins, Sequencer};
+
+/// Replies of one submission, one per op.
+pub type Replies = Vec<cortex_storage::Result<Reply>>;
+
+/// Why a submission got no replies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerError {
+    /// The broker is shutting down.
+    ShuttingDown,
+    /// The store failed (I/O); the broker stops.
+    Storage(String),
+    /// Too many submissions are waiting.
+    Busy,
+    /// A broker task failed unexpectedly.
+    Internal(String),
+    /// The principal lacks a right.
+    NoPermission(Refusal),
+    /// The cluster cannot take the write now (no leader, or the leader changed under it).
+    Unavailable(String),
+    /// The data disk is below its free-space watermark: new data is refused (the message
+    /// says how much is free).
+    DiskFull(String),
+}
+
+impl std::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BrokerError::ShuttingDown => f.write_str("the broker is shutting down"),
+            BrokerError::Storage(e) => write!(f, "storage failure: {e}"),
+            BrokerError::Busy => f.write_str("the broker's write queue is full, retry later"),
+            BrokerError::Internal(e) => write!(f, "internal error: {e}"),
+            BrokerError::NoPermission(r) => write!(f, "{r}"),
+            BrokerError::Unavailable(e) => write!(f, "cluster unavailable: {e}"),
+            BrokerError::DiskFull(e) => f.write_str(e),
+        }
+    }
+}
+
+/// A submission on the writer's queue.
+pub struct Submission {
+    /// Its ops, applied one after the other with nothing in between.
+    pub ops: Vec<Op>,
+    /// Who waits for it.
+    pub reply: ReplyTo,
+}
+
+/// A submission on the writer's queue, waiting for its commit.
+pub struct Queued {
+    rx: oneshot::Receiver<Result<Replies, BrokerError>>,
+    /// It appends (the publish latency histogram).
+    publish: bool,
+    started: std::time::Instant,
+}
+
+/// Who waits for a submission.
+pub enum ReplyTo {
+    /// A local caller, for the replies.
+    Local(oneshot::Sender<Result<Replies, BrokerError>>),
+    /// A follower's forwarded batch (cluster leader): the origins name the follower's
+    /// waiting submissions, answered there when it applies the entry; `done` hears whether
+    /// the entry was committed.
+    Forwarded {
+        /// The follower's submissions in the batch.
+        origins: Vec<Origin>,
+        /// Told whether the entry was committed.
+        done: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+impl ReplyTo {
+    /// Tells the waiter that its submission failed.
+    pub fn fail(self, e: BrokerError) {
+        match self {
+            ReplyTo::Local(tx) => {
+                let _ = tx.send(Err(e));
+            }
+            ReplyTo::Forwarded { done, .. } => {
+                let _ = done.send(Err(e.to_string()));
+            }
+        }
+    }
+}
+
+/// The writer thread; [`Writer::join`] finishes when it has stopped.
+pub struct Writer(std::thread::JoinHandle<()>);
+
+impl Writer {
+    /// Waits until the writer stopped.
+    pub async fn join(self) {
+        let _ = tokio::task::spawn_blocking(move || self.0.join()).await;
+    }
+}
+
+/// Counters for INFO.
+#[derive(Default)]
+pub struct Stats {
+    /// Commits made by the writer.
+    pub commits: AtomicU64,
+    /// Ops applied.
+    pub ops: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Commands processed.
+    pub commands: AtomicU64,
+    /// Clients connected now.
+    pub clients: AtomicU64,
+    /// Clients blocked now.
+    pub blocked: AtomicU64,
+    /// Alerts written.
+    pub alerts: AtomicU64,
+    /// Changes since start, counted as Redis counts its "dirty" counter (INFO's
+    /// `rdb_changes_since_last_save`; there is no save to reset it).
+    pub dirty: AtomicU64,
+    /// Damage the check after start found in the store (0 until it finished).
+    pub damaged: AtomicU64,
+}
+
+/// Handle to the core; cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    inner: Arc<Shared>,
+}
+
+impl std::ops::Deref for Core {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.inner
+    }
+}
+
+/// What the core holds.
+pub struct Shared {
+    /// The store; swapped when a cluster node installs a snapshot, and reopened when a
+    /// commit failed (see `writer.rs`). `None` only while the writer holds the write lock
+    /// to reopen it: no reader ever sees `None`.
+    store: RwLock<Option<Arc<Store>>>,
+    /// Where the store lives.
+    store_dir: PathBuf,
+    /// The data disk's free space and the store's failure state.
+    pub disk: disk::DiskWatch,
+    submit: mpsc::Sender<Submission>,
+    /// Wake-ups of blocked readers and mailboxes, by stream.
+    pub notifier: Notifier,
+    /// Broker time.
+    pub clock: Clock,
+    /// The validated configuration.
+    pub config: Config,
+    timer_wake: Notify,
+    /// Counters for INFO.
+    pub stats: Stats,
+    stopping: AtomicBool,
+    /// Set, and `failed_notify` woken, when the store failed: the process must exit.
+    failed: Mutex<Option<String>>,
+    failed_notify: Notify,
+    /// When the core started (Unix ms).
+    pub started_ms: u64,
+    alerts: mpsc::Sender<Event>,
+    /// The next deadline the store reported (`u64::MAX`: none); the timer sleeps until it.
+    next_deadline_ms: AtomicU64,
+    /// The sequencer this node runs with (set once, before the writer starts).
+    sequencer: OnceLock<Arc<dyn Sequencer>>,
+    /// This node's submissions waiting for a replicated entry (cluster).
+    pub origins: Origins,
+    /// The largest `now_ms` of a replicated entry applied here (a leader stamps at least
+    /// this).
+    pub applied_now: AtomicU64,
+    /// Cluster: the mailbox reads this node's writer added to its proposals, by the
+    /// submission number of their origin (always the entry's last).
+    plans: Mutex<HashMap<u64, Vec<mailbox::Planned>>>,
+    /// Cluster leader: its credit for the other nodes' mailboxes.
+    pub remote_credit: mailbox::RemoteCredit,
+    /// Latencies and counts for `/metrics`.
+    pub metrics: metrics::Metrics,
+}
+
+/// The queues [`Core::open`] makes, for [`Core::run`] and the broker's alert task.
+pub struct Queues {
+    /// The writer's queue.
+    pub submissions: mpsc::Receiver<Submission>,
+    /// Commit events worth an alert (dead letters, undelivered trims).
+    pub alerts: mpsc::Receiver<Event>,
+}
+
+impl Core {
+    /// Opens the store in `store_dir` with `store_cfg`. Nothing runs until [`Core::run`].
+    pub fn open(
+        config: Config,
+        store_dir: PathBuf,
+        store_cfg: StoreConfig,
+    ) -> Result<(Core, Queues), String> {
+        let store = Store::open(&store_dir, store_cfg)
+            .map_err(|e| format!("cannot open store in {}: {e}", store_dir.display()))?;
+        let disk = disk::DiskWatch::new(store_dir.clone(), config.disk_free_min_bytes);
+        let (tx, rx) = mpsc::channel(config.queue_max);
+        let (alert_tx, alert_rx) = mpsc::channel(10_000);
+        let clock = Clock::new();
+        let started_ms = clock.now_ms();
+        let first_deadline = store.next_deadline_ms(started_ms).unwrap_or(u64::MAX);
+        let node_id = config.cluster.as_ref().map_or(0, |c| c.node_id);
+        let core = Core {
+            inner: Arc::new(Shared {
+                store: RwLock::new(Some(Arc::new(store))),
+                store_dir,
+                disk,
+                submit: tx,
+                notifier: Notifier::default(),
+                clock,
+                config,
+                timer_wake: Notify::new(),
+                stats: Stats::default(),
+                stopping: AtomicBool::new(false),
+                failed: Mutex::new(None),
+                failed_notify: Notify::new(),
+                started_ms,
+                alerts: alert_tx,
+                next_deadline_ms: AtomicU64::new(first_deadline),
+                sequencer: OnceLock::new(),
+                origins: Origins::new(node_id),
+                applied_now: AtomicU64::new(0),
+                plans: Mutex::new(HashMap::new()),
+                remote_credit: mailbox::RemoteCredit::default(),
+                metrics: metrics::Metrics::default(),
+            }),
+        };
+        Ok((
+            core,
+            Queues {
+                submissions: rx,
+                alerts: alert_rx,
+            },
+        ))
+    }
+
+    /// Starts the writer thread with `sequencer` (the one place a batch's sequencer is
+    /// chosen: every batch this node's writer drains goes to it), and the timer, the disk
+    /// loop and the check of the store after start (on the current tokio runtime).
+    pub fn run(
+        &self,
+        submissions: mpsc::Receiver<Submission>,
+        sequencer: Arc<dyn Sequencer>,
+    ) -> Result<Writer, String> {
+        if self.inner.sequencer.set(sequencer).is_err() {
+            return Err("the core runs already".into());
+        }
+        let me = self.clone();
+        let rt = tokio::runtime::Handle::current();
+        let writer = std::thread::Builder::new()
+            .name("cortex-writer".into())
+            .spawn(move || {
+                let _rt = rt.enter();
+                me.writer_loop(submissions)
+            })
+            .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+        if self.config.fsync == Fsync::Everysec && self.config.cluster.is_none() {
+            let me = self.clone();
+            std::thread::Builder::new()
+                .name("cortex-fsync".into())
+                .spawn(move || {
+                    while !me.stopping() {
+                        std::thread::sleep(Duration::from_secs(1));
+                        if let Err(e) = me.store().persist() {
+                            tracing::error!("periodic fsync failed: {e}");
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start the fsync thread: {e}"))?;
+        }
+        tokio::spawn(self.clone().timer_loop());
+        tokio::spawn(self.clone().disk_loop());
+        tokio::spawn(self.clone().scrub());
+        Ok(Writer(writer))
+    }
+
+    /// The sequencer this node runs with.
+    pub fn sequencer(&self) -> &Arc<dyn Sequencer> {
+        self.inner
+            .sequencer
+            .get()
+            .expect("the sequencer is set before anything runs")
+    }
+
+    /// True where time-driven work runs: the single node, or the cluster's leader.
+    pub fn leads(&self) -> bool {
+        self.inner.sequencer.get().is_none_or(|s| s.leads())
+    }
+
+    /// The store as of now (a snapshot install may swap it for a newer one later).
+    pub fn store(&self) -> Arc<Store> {
+        self.store
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            // The writer empties the slot only under the write lock, and fills it again (or
+            // exits the process) before releasing it.
+            .expect("the store is present outside a reopen")
+    }
+
+    /// Swaps the store for one installed from a snapshot; wakes every blocked reader (the
+    /// state they wait on moved) and re-reads the next deadline.
+    pub fn replace_store(&self, store: Store) {
+        let deadline = store.next_deadline_ms(self.now_ms());
+        *self.store.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(store));
+        self.notifier.notify_all();
+        self.set_deadline(deadline);
+    }
+
+    /// Unix ms as the broker sees them.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// True once shutdown began (or the store failed).
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Submissions waiting for the writer.
+    pub fn queued(&self) -> u64 {
+        (self.submit.max_capacity() - self.submit.capacity()) as u64
+    }
+
+    /// Steps the system clock as the broker sees it and lets the timer act on deadlines
+    /// that passed (the caller checks that tests allow it).
+    pub fn step_clock(&self, ms: i64) {
+        self.clock.step(ms);
+        self.timer_wake.notify_one();
+    }
+
+    /// Resolves when the store failed; the broker cannot go on and the process should exit
+    /// (a restart recovers everything committed from the journal).
+    pub async fn failure(&self) -> String {
+        loop {
+            let notified = self.failed_notify.notified();
+            if let Some(e) = self
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return e;
+            }
+            notified.await;
+        }
+    }
+
+    /// Queues ops that passed the broker's checks; the returned future gives their
+    /// replies once committed. Queued before this returns: submissions made one after the
+    /// other are applied in that order even when their replies are awaited later.
+    pub fn submit_now(
+        &self,
+        ops: Vec<Op>,
+    ) -> impl std::future::Future<Output = Result<Replies, BrokerError>> + Send + 'static {
+        let queued = if self.stopping() {
+            Err(BrokerError::ShuttingDown)
+        } else if let Some(why) = self.disk.refusal(&ops) {
+            Err(BrokerError::DiskFull(why))
+        } else {
+            self.queue(ops)
+        };
+        let me = self.clone();
+        async move { me.answer(queued?).await }
+    }
+
+    /// Submits the broker's own writes (alerts), which the disk watermark lets through: they
+    /// are small, and an alert about the full disk must get out.
+    pub async fn submit_system(&self, ops: Vec<Op>) -> Result<Replies, BrokerError> {
+        if self.stopping() {
+            return Err(BrokerError::ShuttingDown);
+        }
+        let queued = self.queue(ops)?;
+        self.answer(queued).await
+    }
+
+    /// Puts a submission on the writer's queue.
+    fn queue(&self, mut ops: Vec<Op>) -> Result<Queued, BrokerError> {
+        self.prepare(&mut ops);
+        let publish = ops.iter().any(|o| matches!(o, Op::Append { .. }));
+        let started = std::time::Instant::now();
+        let (tx, rx) = oneshot::channel();
+        self.submit
+            .try_send(Submission {
+                ops,
+                reply: ReplyTo::Local(tx),
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BrokerError::Busy,
+                mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
+            })?;
+        Ok(Queued {
+            rx,
+            publish,
+            started,
+        })
+    }
+
+    /// A queued submission's replies, once committed.
+    async fn answer(&self, q: Queued) -> Result<Replies, BrokerError> {
+        let r = q.rx.await.unwrap_or(Err(BrokerError::ShuttingDown));
+        if q.publish && r.is_ok() {
+            self.metrics.publish_durable.observe(q.started.elapsed());
+        }
+        r
+    }
+
+    /// A follower's batch, on the leader: sequenced with the follower's origins; `Ok` when
+    /// committed.
+    pub async fn submit_forwarded(&self, ops: Vec<Op>, origins: Vec<Origin>) -> Result<(), String> {
+        if self.stopping() {
+            return Err(BrokerError::ShuttingDown.to_string());
+        }
+        let (done, rx) = oneshot::channel();
+        self.submit
+            .try_send(Submission {
+                ops,
+                reply: ReplyTo::Forwarded { origins, done },
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BrokerError::Busy.to_string(),
+                mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown.to_string(),
+            })?;
+        rx.await
+            .unwrap_or_else(|_| Err(BrokerError::ShuttingDown.to_string()))
+    }
+
+    /// Rules applied to ops before they are sequenced: a group created without a policy
+    /// gets the configured default (so the op carries it, and a replica applying it needs
+    /// no config of its own).
+    fn prepare(&self, ops: &mut [Op]) {
+        let Some(default) = &self.config.default_policy else {
+            return;
+        };
+        for op in ops {
+            if let Op::CreateGroup { policy, .. } = op {
+                if policy.is_none() {
+                    *policy = Some(default.clone());
+                }
+            }
+        }
+    }
+
+    /// Records the store's next deadline and wakes the timer when it moved.
+    fn set_deadline(&self, next: Option<u64>) {
+        let next = next.unwrap_or(u64::MAX);
+        if self.next_deadline_ms.swap(next, Ordering::AcqRel) != next {
+            self.timer_wake.notify_one();
+        }
+    }
+
+    /// Begins shutdown: new submissions are refused; the writer finishes what is queued,
+    /// closes the store cleanly and exits.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.nudge_writer();
+        self.timer_wake.notify_one();
+    }
+
+    /// An empty submission: wakes the writer (to notice a shutdown, or to reopen a failed
+    /// store).
+    fn nudge_writer(&self) {
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.submit.try_send(Submission {
+            ops: Vec::new(),
+            reply: ReplyTo::Local(tx),
+        });
+    }
+
+    /// Records a store failure: the process must exit (a restart recovers what was
+    /// committed).
+    pub fn fail_store(&self, e: &str) {
+        tracing::error!("storage failure, the broker stops: {e}");
+        self.stopping.store(true, Ordering::Relaxed);
+        *self.failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        self.failed_notify.notify_one();
+    }
+
+    fn plans(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<mailbox::Planned>>> {
+        self.plans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
