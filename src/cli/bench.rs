@@ -9,8 +9,10 @@
 //!   as fast as acks come back; latency is per call (durable ack), throughput per message.
 //! - `deliver`: publishes at a fixed `--rate` (open loop: each message has a scheduled
 //!   time, and latency runs from that time, so a stall is not hidden by slowing down) to a
-//!   push subscriber that acks; latency is schedule -> delivery. It also checks that every
-//!   publish the broker acknowledged was delivered (within 5 s after the run): `lost`.
+//!   push subscriber that acks; latency is schedule -> delivery. The same publishes'
+//!   acknowledgements (schedule -> ack) are reported beside it, the floor a push is judged
+//!   against (`p99_minus_ack_us`). It also checks that every publish the broker
+//!   acknowledged was delivered (within 5 s after the run): `lost`.
 //! - `reqrep`: one requester, one responder (the same agent, serving its own inbox):
 //!   round trips through the broker, both hops durable. With `--responder-server` the
 //!   responder connects to that node instead (request/reply between two cluster nodes).
@@ -202,6 +204,11 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
     out["size"] = json!(args.size);
     out["seconds"] = json!(args.duration);
     if let Some(l) = &losses {
+        let q = |p: f64| l.ack.value_at_quantile(p);
+        out["ack_p50_us"] = json!(q(0.5));
+        out["ack_p99_us"] = json!(q(0.99));
+        out["ack_p999_us"] = json!(q(0.999));
+        out["p99_minus_ack_us"] = json!(hist.value_at_quantile(0.99) as i64 - q(0.99) as i64);
         out["published"] = json!(l.published);
         out["publish_failed"] = json!(l.failed);
         out["lost"] = json!(l.lost);
@@ -223,6 +230,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
             summary(&hist, count, elapsed)
         );
         if let Some(l) = &losses {
+            let q = |p: f64| l.ack.value_at_quantile(p);
+            println!(
+                "  the same publishes' acks us: p50 {} p99 {} p99.9 {}; push p99 - ack p99 = {} us",
+                q(0.5),
+                q(0.99),
+                q(0.999),
+                hist.value_at_quantile(0.99) as i64 - q(0.99) as i64
+            );
             println!(
                 "  published {} (acknowledged), {} publishes failed, {} acknowledged and never delivered",
                 l.published, l.failed, l.lost
@@ -344,6 +359,8 @@ async fn publish(
 
 /// What a deliver run published and whether all of it arrived.
 struct Losses {
+    /// The same publishes' acknowledgements, schedule -> ack (us).
+    ack: Histogram<u64>,
     /// Publishes the broker acknowledged.
     published: u64,
     /// Publishes that failed (not counted as lost: never acknowledged).
@@ -368,9 +385,12 @@ async fn deliver(
     let interval_ns = 1_000_000_000 / rate;
     let acked = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // The same messages' publish acknowledgements (schedule -> ack): the floor a push is
+    // judged against, in the same run.
+    let ack_hist = Arc::new(std::sync::Mutex::new(histogram()));
     let mut publisher = {
         let (c, s, b) = (client.clone(), stream.to_string(), body.to_vec());
-        let (acked, failed) = (acked.clone(), failed.clone());
+        let (acked, failed, ack_hist) = (acked.clone(), failed.clone(), ack_hist.clone());
         tokio::spawn(async move {
             let limit = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT as usize));
             let mut i: u64 = 0;
@@ -393,10 +413,15 @@ async fn deliver(
                     ..Message::default()
                 };
                 let (c, s) = (c.clone(), s.clone());
-                let (acked, failed) = (acked.clone(), failed.clone());
+                let (acked, failed, ack_hist) = (acked.clone(), failed.clone(), ack_hist.clone());
                 tokio::spawn(async move {
                     match c.publish(s, m).await {
                         Ok(p) => {
+                            let now = origin.elapsed().as_micros() as u64;
+                            let _ = ack_hist
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .record(now.saturating_sub(sched).max(1));
                             acked
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
@@ -449,7 +474,9 @@ async fn deliver(
         }
     }
     let acked = acked.lock().unwrap_or_else(|p| p.into_inner());
+    let ack = ack_hist.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let losses = Losses {
+        ack,
         published: acked.len() as u64,
         failed: failed.load(std::sync::atomic::Ordering::Relaxed),
         lost: acked.iter().filter(|id| !delivered.contains(*id)).count() as u64,
