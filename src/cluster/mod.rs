@@ -19,6 +19,7 @@ pub mod net;
 pub mod presence;
 pub mod sm;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use cortex_storage::Op;
 use openraft::{BasicNode, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 pub use crate::config::ClusterConfig;
 use crate::config::Config;
@@ -103,6 +105,10 @@ pub struct Node {
     pub presence: presence::Presence,
     /// This run's announcements so far.
     announced: AtomicU64,
+    /// Forwarded submissions the leader confirmed, oldest first, each with the time after
+    /// which one still unanswered here fails (one sweeper for all, not a timer each).
+    overdue: std::sync::Mutex<VecDeque<(Instant, Vec<Origin>)>>,
+    overdue_added: Arc<tokio::sync::Notify>,
 }
 
 impl Node {
@@ -116,7 +122,51 @@ impl Node {
             config,
             presence: presence::Presence::default(),
             announced: AtomicU64::new(0),
+            overdue: std::sync::Mutex::new(VecDeque::new()),
+            overdue_added: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Fails the confirmed forwarded submissions not applied here within [`APPLY_WAIT`]
+    /// (a node that cannot keep up, or has stopped applying), until the node is dropped.
+    async fn sweep_overdue(node: std::sync::Weak<Node>) {
+        loop {
+            let Some(me) = node.upgrade() else { return };
+            let wake = me.overdue_added.clone();
+            let added = wake.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            let now = Instant::now();
+            let next = me.overdue_queue().front().map(|(at, _)| *at);
+            if next.is_some_and(|at| at <= now) {
+                let mut expired = Vec::new();
+                {
+                    let mut q = me.overdue_queue();
+                    while q.front().is_some_and(|(at, _)| *at <= now) {
+                        expired.extend(q.pop_front().map(|(_, o)| o).unwrap_or_default());
+                    }
+                }
+                me.fail(
+                    &expired,
+                    &BrokerError::Unavailable(format!(
+                        "the write was committed but not applied here within {APPLY_WAIT:?}"
+                    )),
+                );
+                continue;
+            }
+            drop(me);
+            // Woken by the first addition to an empty queue; otherwise it sleeps until the
+            // oldest is due (at most APPLY_WAIT, so a dropped node ends its sweeper).
+            let until = next.unwrap_or(now + APPLY_WAIT);
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = added => {}
+            }
+        }
+    }
+
+    fn overdue_queue(&self) -> std::sync::MutexGuard<'_, VecDeque<(Instant, Vec<Origin>)>> {
+        self.overdue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// This process's run ID.
@@ -264,16 +314,14 @@ impl Node {
                         finish(Ok(()));
                         // It will be applied here; only a node that cannot keep up (or
                         // has stopped applying) leaves its clients waiting this long.
-                        let me = me.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(APPLY_WAIT).await;
-                            me.fail(
-                                &origins,
-                                &BrokerError::Unavailable(format!(
-                                    "the write was committed but not applied here within {APPLY_WAIT:?}"
-                                )),
-                            );
-                        });
+                        let at = Instant::now() + APPLY_WAIT;
+                        let mut q = me.overdue_queue();
+                        let first = q.is_empty();
+                        q.push_back((at, origins));
+                        drop(q);
+                        if first {
+                            me.overdue_added.notify_one();
+                        }
                     }
                     Err(e) => {
                         let e = unknown_outcome(e);
@@ -419,6 +467,7 @@ pub async fn start(core: Core, cc: ClusterConfig) -> Result<Arc<Node>, String> {
         cc.clone(),
         core.clone(),
     ));
+    tokio::spawn(Node::sweep_overdue(Arc::downgrade(&node)));
     // A (re)started node first listens for a leader before it campaigns: a node that was
     // down would otherwise start elections with a stale log and a higher term, deposing a
     // healthy leader or delaying the next election.
