@@ -21,7 +21,7 @@ use cortex_storage::{
 
 use super::mailbox::Mailbox;
 use super::perm::INBOX_PREFIX;
-use super::reqrep::Responder;
+use super::reqrep::{Answered, Responder};
 use super::{Broker, BrokerError, Principal};
 
 /// Most entries one fetch reads.
@@ -96,6 +96,8 @@ pub struct Subscription {
     /// `Some(after)` while replaying the consumer's own pending entries.
     history: Option<StreamId>,
     _responder: Option<Responder>,
+    /// An inbox's deliveries that a responder's last reply part acknowledged.
+    answered: Answered,
 }
 
 impl Broker {
@@ -151,6 +153,7 @@ impl Broker {
             spec,
             mailbox,
             _responder: responder,
+            answered: Answered::default(),
         })
     }
 }
@@ -280,11 +283,15 @@ impl Subscription {
             return Vec::new();
         }
         if self._responder.is_some() {
-            let records: Vec<&Record> = handed.iter().filter_map(|d| d.record.as_ref()).collect();
-            self.broker
-                .inner
-                .requests
-                .handed_to_responder(&records, self.broker.now_ms());
+            let records: Vec<(StreamId, &Record)> = handed
+                .iter()
+                .filter_map(|d| Some((d.id, d.record.as_ref()?)))
+                .collect();
+            self.broker.inner.requests.handed_to_responder(
+                &records,
+                (&self.spec.stream, &self.spec.group, &self.answered),
+                self.broker.now_ms(),
+            );
         }
         handed
             .into_iter()
@@ -300,13 +307,8 @@ impl Subscription {
 
     /// Acknowledges deliveries; they leave the window whatever the store says.
     pub async fn ack(&mut self, ids: &[StreamId]) -> Result<u64, SubError> {
-        self.mailbox.settle(ids);
-        let op = Op::Ack {
-            stream: self.spec.stream.clone(),
-            group: self.spec.group.clone(),
-            ids: ids.to_vec(),
-        };
-        count(self.broker.submit_one(&self.who, op).await??)
+        let mut r = self.ack_many(vec![ids.to_vec()]).await;
+        r.pop().unwrap_or(Ok(0))
     }
 
     /// Several acks in one submission (one commit); one result each. The deliveries leave
@@ -316,27 +318,45 @@ impl Subscription {
         &mut self,
         batches: Vec<Vec<StreamId>>,
     ) -> impl std::future::Future<Output = Vec<Result<u64, SubError>>> + Send + 'static {
-        for ids in &batches {
-            self.mailbox.settle(ids);
-        }
-        let n = batches.len();
-        let ops: Vec<Op> = batches
-            .into_iter()
-            .map(|ids| Op::Ack {
-                stream: self.spec.stream.clone(),
-                group: self.spec.group.clone(),
-                ids,
-            })
-            .collect();
-        let committed = self.broker.submit_now(&self.who, ops);
-        async move {
-            match committed.await {
-                Ok(replies) => replies
-                    .into_iter()
-                    .map(|r| r.map_err(SubError::from).and_then(count))
-                    .collect(),
-                Err(e) => (0..n).map(|_| Err(SubError::Broker(e.clone()))).collect(),
+        // Deliveries a responder's last reply part already acknowledged count as acked
+        // here and need no commit of their own.
+        let mut answered = Vec::with_capacity(batches.len());
+        let mut ops = Vec::new();
+        for mut ids in batches {
+            self.mailbox.settle(&ids);
+            let n = self.answered.take(&mut ids);
+            answered.push((n, !ids.is_empty()));
+            if !ids.is_empty() {
+                ops.push(Op::Ack {
+                    stream: self.spec.stream.clone(),
+                    group: self.spec.group.clone(),
+                    ids,
+                });
             }
+        }
+        let committed = (!ops.is_empty()).then(|| self.broker.submit_now(&self.who, ops));
+        async move {
+            let mut replies = match committed {
+                Some(c) => c.await.map(Vec::into_iter),
+                None => Ok(Vec::new().into_iter()),
+            };
+            answered
+                .into_iter()
+                .map(|(n, committed)| {
+                    if !committed {
+                        return Ok(n);
+                    }
+                    match &mut replies {
+                        Ok(r) => match r.next() {
+                            Some(r) => r.map_err(SubError::from).and_then(count).map(|c| c + n),
+                            None => Err(SubError::Broker(BrokerError::Internal(
+                                "an ack got no reply".into(),
+                            ))),
+                        },
+                        Err(e) => Err(SubError::Broker(e.clone())),
+                    }
+                })
+                .collect()
         }
     }
 

@@ -129,6 +129,49 @@ struct Delivered {
     reply_stream: StreamKey,
     deadline_ms: u64,
     parts: u32,
+    /// Where the request was handed out: its last part acknowledges it there, in the
+    /// part's own commit.
+    handed: Handed,
+}
+
+/// A request as a push subscription handed it to a responder: the inbox, the group, its
+/// ID, and the subscription's record of requests their last part acknowledged (so the
+/// responder's own ack that follows needs no commit).
+#[derive(Clone)]
+pub(crate) struct Handed {
+    pub stream: StreamKey,
+    pub group: Vec<u8>,
+    pub id: StreamId,
+    pub answered: Answered,
+}
+
+/// IDs of a subscription's deliveries that a responder's last reply part acknowledged
+/// (at most the subscription's window: each stays in flight until its own ack comes).
+#[derive(Clone, Default)]
+pub(crate) struct Answered(Arc<Mutex<std::collections::HashSet<StreamId>>>);
+
+impl Answered {
+    /// Most IDs kept: a responder that never acks after answering cannot grow it further
+    /// (its later acks then commit as usual).
+    const MAX: usize = 65_536;
+
+    fn insert(&self, id: StreamId) {
+        let mut s = lock(&self.0);
+        if s.len() < Self::MAX {
+            s.insert(id);
+        }
+    }
+
+    /// Takes the IDs that were acknowledged by a reply out of `ids`; returns how many.
+    pub(crate) fn take(&self, ids: &mut Vec<StreamId>) -> u64 {
+        let mut s = lock(&self.0);
+        if s.is_empty() {
+            return 0;
+        }
+        let before = ids.len();
+        ids.retain(|id| !s.remove(id));
+        (before - ids.len()) as u64
+    }
 }
 
 /// A reply stream this node watches for the parts of its waiting requests.
@@ -274,9 +317,14 @@ impl Requests {
     /// not a well-formed request (no correlation, a reply stream outside
     /// `cortex:replies:`, no deadline) is not recorded, so nothing can be written on its
     /// behalf.
-    pub(crate) fn handed_to_responder(&self, records: &[&Record], now_ms: u64) {
+    pub(crate) fn handed_to_responder(
+        &self,
+        records: &[(StreamId, &Record)],
+        (stream, group, answered): (&StreamKey, &[u8], &Answered),
+        now_ms: u64,
+    ) {
         let mut d = lock(&self.delivered);
-        for record in records {
+        for &(id, record) in records {
             let (Some(correlation), Some(reply_to), Some(deadline)) = (
                 header(record, CORRELATION),
                 header(record, REPLY_TO),
@@ -306,6 +354,12 @@ impl Requests {
                 reply_stream: StreamKey::new(0, reply_to.to_vec()),
                 deadline_ms,
                 parts: 0,
+                handed: Handed {
+                    stream: stream.clone(),
+                    group: group.to_vec(),
+                    id,
+                    answered: answered.clone(),
+                },
             });
         }
     }
@@ -358,6 +412,17 @@ pub struct PendingRequest {
 impl Drop for PendingRequest {
     fn drop(&mut self) {
         self.broker.inner.requests.forget(&self.correlation);
+    }
+}
+
+/// An append's ID from its reply.
+fn appended(r: Option<cortex_storage::Result<Reply>>) -> Result<StreamId, ReqError> {
+    match r {
+        Some(Ok(Reply::Appended { id, .. })) => Ok(id),
+        Some(Err(e)) => Err(ReqError::Store(e)),
+        other => Err(ReqError::Broker(BrokerError::Internal(format!(
+            "unexpected reply to an append: {other:?}"
+        )))),
     }
 }
 
@@ -461,14 +526,8 @@ impl Broker {
     }
 
     async fn append(&self, who: &Principal, op: Op) -> Result<StreamId, ReqError> {
-        match self.submit_one(who, op).await {
-            Ok(Ok(Reply::Appended { id, .. })) => Ok(id),
-            Ok(Ok(other)) => Err(ReqError::Broker(BrokerError::Internal(format!(
-                "unexpected reply to an append: {other:?}"
-            )))),
-            Ok(Err(e)) => Err(ReqError::Store(e)),
-            Err(e) => Err(ReqError::Broker(e)),
-        }
+        let r = self.submit_one(who, op).await.map_err(ReqError::Broker)?;
+        appended(Some(r))
     }
 
     /// Answers a live request: the part is appended to the requester's reply stream and,
@@ -480,7 +539,7 @@ impl Broker {
         kind: PartKind,
         fields: Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<StreamId, ReqError> {
-        let reply_stream = self.capability(correlation)?;
+        let (reply_stream, handed) = self.capability(correlation)?;
         let fields = if fields.is_empty() {
             vec![(b"part".to_vec(), kind.name().as_bytes().to_vec())]
         } else {
@@ -507,8 +566,27 @@ impl Broker {
             }),
         };
         // The capability was checked above; the append itself is the broker's. The part
-        // reaches its requester when its node applies the append (`watch_replies`).
-        let id = self.append(&Principal::internal(), op).await?;
+        // reaches its requester when its node applies the append (`watch_replies`). The
+        // last part acknowledges the request it answers in the same commit, where a
+        // subscription here handed it out: request and reply cost one commit each.
+        let handed = handed.filter(|_| kind.ends());
+        let mut ops = vec![op];
+        if let Some(h) = &handed {
+            ops.push(Op::Ack {
+                stream: h.stream.clone(),
+                group: h.group.clone(),
+                ids: vec![h.id],
+            });
+        }
+        let mut replies = self
+            .submit(&Principal::internal(), ops)
+            .await
+            .map_err(ReqError::Broker)?
+            .into_iter();
+        let id = appended(replies.next())?;
+        if let (Some(h), Some(Ok(Reply::Count(1)))) = (&handed, replies.next()) {
+            h.answered.insert(h.id);
+        }
         if kind.ends() {
             lock(&self.inner.requests.delivered).remove(correlation);
         }
@@ -517,7 +595,8 @@ impl Broker {
 
     /// The reply stream a part for `correlation` goes to, counting the part: a request
     /// handed to a responder here and not past its deadline, or one waiting here.
-    fn capability(&self, correlation: &[u8]) -> Result<StreamKey, ReqError> {
+    /// With it, where the request was handed out here (if it was).
+    fn capability(&self, correlation: &[u8]) -> Result<(StreamKey, Option<Handed>), ReqError> {
         let now = self.now_ms();
         let r = &self.inner.requests;
         if let Some(d) = lock(&r.delivered).get_mut(correlation) {
@@ -526,7 +605,7 @@ impl Broker {
                     return Err(ReqError::TooManyParts);
                 }
                 d.parts += 1;
-                return Ok(d.reply_stream.clone());
+                return Ok((d.reply_stream.clone(), Some(d.handed.clone())));
             }
         }
         let mut t = lock(&r.table);
@@ -538,7 +617,7 @@ impl Broker {
             return Err(ReqError::TooManyParts);
         }
         w.parts += 1;
-        Ok(w.reply_stream.clone())
+        Ok((w.reply_stream.clone(), None))
     }
 
     /// True when a subscriber serves `inbox` on this node or, in a cluster, on a node

@@ -860,7 +860,7 @@ fn a_partitioned_leader_stops_acknowledging_and_loses_nothing_after_healing() {
 #[test]
 fn quic_client_moves_to_a_live_node_and_resumes_its_subscription() {
     use cortex::client::{Client, ClientOptions, Message, SubscribeOptions};
-    use cortex::quic::tls::{fingerprint_of, Trust, CERT_FILE};
+    use cortex::tls::{fingerprint_of, Trust, CERT_FILE};
 
     let mut c = Cluster::start(3, None);
     let l = c.leader();

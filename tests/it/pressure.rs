@@ -254,7 +254,7 @@ async fn a_consumer_that_vanishes_mid_delivery_has_its_messages_redelivered_to_a
 async fn quic_initials(s: &Server, n: usize) -> Vec<Vec<u8>> {
     let trap = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let tls = cortex::quic::tls::client_config(&Trust::local(s.dir.path())).unwrap();
+    let tls = cortex::tls::client_config(&Trust::local(s.dir.path())).unwrap();
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let cfg = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
     let mut out = Vec::new();

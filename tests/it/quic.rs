@@ -258,6 +258,58 @@ async fn request_reply_parts_timeout_and_no_responders() {
     server.abort();
 }
 
+/// The last part of a reply acknowledges the request it answers in the part's own commit
+/// (request and reply cost one commit each); the responder's ack that follows is answered
+/// without another, and frees its window as any ack does.
+#[tokio::test(flavor = "current_thread")]
+async fn a_final_reply_acknowledges_its_request_in_the_same_commit() {
+    let s = Server::start(&[]);
+    let asker = client(&s, "harold").await;
+    let pink = client(&s, "pink").await;
+    let mut o = SubscribeOptions::new("cortex:inbox:pink");
+    o.group = Some(b"cortex-responders".to_vec());
+    o.window = 1;
+    let mut inbox = pink.subscribe(o).await.unwrap();
+    let ask = |q: &'static str| {
+        let asker = asker.clone();
+        tokio::spawn(async move {
+            asker
+                .request("pink", vec![(b"q".to_vec(), q.into())], T)
+                .await
+        })
+    };
+    for q in ["one", "two"] {
+        let waiting = ask(q);
+        let d = next(&mut inbox).await;
+        assert_eq!(d.fields[0].1, q.as_bytes());
+        assert_eq!(pending(&s, "cortex:inbox:pink", "cortex-responders"), 1);
+        let correlation = d.header("cortex-correlation-id").unwrap().to_vec();
+        pink.respond(
+            &correlation,
+            PartKind::Progress,
+            vec![(b"p".to_vec(), b"1".to_vec())],
+        )
+        .await
+        .unwrap();
+        // A progress part leaves the request pending; the final one acknowledges it.
+        assert_eq!(pending(&s, "cortex:inbox:pink", "cortex-responders"), 1);
+        pink.respond(
+            &correlation,
+            PartKind::Final,
+            vec![(b"a".to_vec(), q.into())],
+        )
+        .await
+        .unwrap();
+        assert_eq!(pending(&s, "cortex:inbox:pink", "cortex-responders"), 0);
+        let reply = waiting.await.unwrap().unwrap();
+        assert_eq!(reply.fields[0].1, q.as_bytes());
+        // The window (1) is freed by the responder's own ack, so "two" is delivered.
+        d.ack().await.unwrap();
+    }
+    assert_eq!(pending(&s, "cortex:inbox:pink", "cortex-responders"), 0);
+    assert_eq!(s.raw().cmd(&["XLEN", "cortex:inbox:pink"]).int(), 2);
+}
+
 #[test]
 fn cli_reply_and_req_round_trip() {
     let s = Server::start(&[]);
@@ -369,7 +421,7 @@ async fn refusals_are_clear_and_the_server_stays_up() {
 }
 
 pub async fn raw_connection(s: &Server) -> quinn::Connection {
-    let tls = cortex::quic::tls::client_config(&Trust::local(s.dir.path())).unwrap();
+    let tls = cortex::tls::client_config(&Trust::local(s.dir.path())).unwrap();
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(crypto)));
