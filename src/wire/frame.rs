@@ -509,32 +509,52 @@ pub enum Frame {
     AdminAnswer(AdminAnswer),
 }
 
-fn name(what: &str, n: &[u8], l: &Limits) -> Result<(), String> {
-    if n.is_empty() || n.len() > l.name_bytes as usize {
-        return Err(format!(
-            "{what} must be 1 to {} bytes, got {}",
-            l.name_bytes,
-            n.len()
-        ));
+/// Why a decoded frame is refused: a count or size over its limit (`TooLarge`), or a value
+/// that is not allowed at all, such as an empty name or a zero timeout (`InvalidArgument`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// Over a limit.
+    OverLimit(String),
+    /// Not a valid value (too small, empty, out of range).
+    Invalid(String),
+}
+
+fn name(what: &str, n: &[u8], l: &Limits) -> Result<(), Violation> {
+    let why = format!(
+        "{what} must be 1 to {} bytes, got {}",
+        l.name_bytes,
+        n.len()
+    );
+    if n.is_empty() {
+        return Err(Violation::Invalid(why));
+    }
+    if n.len() > l.name_bytes as usize {
+        return Err(Violation::OverLimit(why));
     }
     Ok(())
 }
 
-fn count(what: &str, n: usize, max: u32) -> Result<(), String> {
+fn count(what: &str, n: usize, max: u32) -> Result<(), Violation> {
     if n > max as usize {
-        return Err(format!("{n} {what}, the limit is {max}"));
+        return Err(Violation::OverLimit(format!(
+            "{n} {what}, the limit is {max}"
+        )));
     }
     Ok(())
 }
 
-fn body(fields: &Pairs, headers: &Pairs, lane: u8, l: &Limits) -> Result<(), String> {
+fn body(fields: &Pairs, headers: &Pairs, lane: u8, l: &Limits) -> Result<(), Violation> {
     count("fields", fields.len(), l.fields)?;
     count("headers", headers.len(), l.headers)?;
     if fields.is_empty() {
-        return Err("a message needs at least one field".into());
+        return Err(Violation::Invalid(
+            "a message needs at least one field".into(),
+        ));
     }
     if lane > 4 {
-        return Err(format!("lane {lane} does not exist (0..=4)"));
+        return Err(Violation::Invalid(format!(
+            "lane {lane} does not exist (0..=4)"
+        )));
     }
     Ok(())
 }
@@ -546,7 +566,7 @@ pub fn pairs_bytes(p: &Pairs) -> usize {
 
 impl Frame {
     /// Checks counts and names against `l` (frame size was checked before decoding).
-    pub fn check(&self, l: &Limits) -> Result<(), String> {
+    pub fn check(&self, l: &Limits) -> Result<(), Violation> {
         match self {
             Frame::Hello { agent, token, .. } => {
                 count("agent name bytes", agent.len(), l.name_bytes)?;
@@ -555,7 +575,9 @@ impl Frame {
             Frame::Publish { stream, messages } => {
                 name("stream name", stream, l)?;
                 if messages.is_empty() {
-                    return Err("a publish needs at least one message".into());
+                    return Err(Violation::Invalid(
+                        "a publish needs at least one message".into(),
+                    ));
                 }
                 count("messages", messages.len(), l.batch)?;
                 messages
@@ -598,7 +620,9 @@ impl Frame {
                 name("agent name", agent.as_bytes(), l)?;
                 body(fields, headers, *lane, l)?;
                 if *timeout_ms == 0 {
-                    return Err("a request needs a timeout".into());
+                    return Err(Violation::Invalid(
+                        "a request needs a timeout of at least 1 ms".into(),
+                    ));
                 }
                 count("ms of timeout", *timeout_ms as usize, l.request_timeout_ms)
             }

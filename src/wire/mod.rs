@@ -89,6 +89,9 @@ pub enum DecodeError {
     Malformed(String),
     /// A frame, but some count or name is over its limit.
     OverLimit(String),
+    /// A frame, but a value in it is not allowed (an empty name, a zero timeout, a lane
+    /// that does not exist).
+    Invalid(String),
 }
 
 impl std::fmt::Display for DecodeError {
@@ -100,6 +103,7 @@ impl std::fmt::Display for DecodeError {
             ),
             DecodeError::Malformed(e) => write!(f, "malformed frame: {e}"),
             DecodeError::OverLimit(e) => write!(f, "frame over a limit: {e}"),
+            DecodeError::Invalid(e) => write!(f, "invalid frame: {e}"),
         }
     }
 }
@@ -110,6 +114,7 @@ impl DecodeError {
         match self {
             DecodeError::TooLarge(_) | DecodeError::OverLimit(_) => ErrorCode::TooLarge,
             DecodeError::Malformed(_) => ErrorCode::BadFrame,
+            DecodeError::Invalid(_) => ErrorCode::InvalidArgument,
         }
     }
 }
@@ -158,7 +163,10 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
             body.len() - used
         )));
     }
-    frame.check(limits).map_err(DecodeError::OverLimit)?;
+    frame.check(limits).map_err(|v| match v {
+        frame::Violation::OverLimit(e) => DecodeError::OverLimit(e),
+        frame::Violation::Invalid(e) => DecodeError::Invalid(e),
+    })?;
     Ok(frame)
 }
 
@@ -256,5 +264,21 @@ mod tests {
             decode(&encode(&f)[HEADER_BYTES..], &tight),
             Err(DecodeError::OverLimit(_))
         ));
+        // A value too small is invalid, not too large.
+        let e = decode(
+            &encode(&Frame::Range {
+                stream: Vec::new(),
+                start: Id { ms: 0, seq: 0 },
+                end: Id { ms: 1, seq: 0 },
+                count: 1,
+                rev: false,
+            })[HEADER_BYTES..],
+            &l,
+        )
+        .unwrap_err();
+        assert!(matches!(e, DecodeError::Invalid(_)), "{e:?}");
+        assert_eq!(e.code(), ErrorCode::InvalidArgument);
+        let e = decode(&encode(&f)[HEADER_BYTES..], &tight).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::TooLarge);
     }
 }

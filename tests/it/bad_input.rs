@@ -259,6 +259,45 @@ async fn quic_frames_that_are_wrong() {
             welcome,
             ErrorCode::BadFrame,
         ),
+        // A value that is too small or out of range is invalid, not too large.
+        (
+            "an empty stream name",
+            wire::encode(&Frame::Publish {
+                stream: Vec::new(),
+                messages: vec![good.clone()],
+            }),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            "a lane that does not exist",
+            wire::encode(&Frame::Publish {
+                stream: b"s".to_vec(),
+                messages: vec![Message {
+                    lane: 9,
+                    ..good.clone()
+                }],
+            }),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            "a request without a timeout",
+            wire::encode(&Frame::Request {
+                agent: "a".into(),
+                fields: vec![(b"q".to_vec(), b"?".to_vec())],
+                headers: Vec::new(),
+                timeout_ms: 0,
+                lane: 2,
+            }),
+            ErrorCode::InvalidArgument,
+        ),
+        (
+            "more messages than a publish may hold",
+            wire::encode(&Frame::Publish {
+                stream: b"s".to_vec(),
+                messages: vec![good.clone(); 1_001],
+            }),
+            ErrorCode::TooLarge,
+        ),
     ];
     for (what, bytes, code) in table {
         let (mut send, mut recv) = c.raw_stream().await.unwrap();
