@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,6 +51,9 @@ func run(m *testing.M) (int, error) {
 	cmd := exec.Command(bin, "serve", "--data-dir", data, "--resp", "127.0.0.1:0",
 		"--quic", "127.0.0.1:0", "--http", "127.0.0.1:0")
 	cmd.Env = append(os.Environ(), "RUST_LOG=warn")
+	// The broker dies with the test binary, even when a failing test panics and the
+	// deferred kill below never runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
