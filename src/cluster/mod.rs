@@ -128,7 +128,7 @@ impl Node {
     }
 
     /// Fails the confirmed forwarded submissions not applied here within [`APPLY_WAIT`]
-    /// (a node that cannot keep up, or has stopped applying), until the node is dropped.
+    /// (a node that cannot keep up, or has stopped applying), for as long as the node lives.
     async fn sweep_overdue(node: std::sync::Weak<Node>) {
         loop {
             let Some(me) = node.upgrade() else { return };
@@ -156,7 +156,7 @@ impl Node {
             }
             drop(me);
             // Woken by the first addition to an empty queue; otherwise it sleeps until the
-            // oldest is due (at most APPLY_WAIT, so a dropped node ends its sweeper).
+            // oldest is due, and at most APPLY_WAIT (a dropped node ends its sweeper then).
             let until = next.unwrap_or(now + APPLY_WAIT);
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}

@@ -520,16 +520,19 @@ pub enum Violation {
 }
 
 fn name(what: &str, n: &[u8], l: &Limits) -> Result<(), Violation> {
-    let why = format!(
-        "{what} must be 1 to {} bytes, got {}",
-        l.name_bytes,
-        n.len()
-    );
+    // The text is made only for a refusal: names are checked on every frame.
+    let why = || {
+        format!(
+            "{what} must be 1 to {} bytes, got {}",
+            l.name_bytes,
+            n.len()
+        )
+    };
     if n.is_empty() {
-        return Err(Violation::Invalid(why));
+        return Err(Violation::Invalid(why()));
     }
     if n.len() > l.name_bytes as usize {
-        return Err(Violation::OverLimit(why));
+        return Err(Violation::OverLimit(why()));
     }
     Ok(())
 }
