@@ -30,4 +30,4 @@ pub mod resp;
 pub mod serve;
 pub mod timespec;
 pub mod tls;
-pub mod wire;
+pub use cortex_protocol as wire;

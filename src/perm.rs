@@ -17,20 +17,7 @@ use cortex_storage::{Op, Query, StreamKey};
 
 use crate::glob::glob;
 
-/// Prefix of an agent's inbox stream.
-pub const INBOX_PREFIX: &str = "cortex:inbox:";
-/// Prefix of the stream where an agent's replies are kept.
-pub const REPLIES_PREFIX: &str = "cortex:replies:";
-
-/// The inbox stream of an agent.
-pub fn inbox(agent: &str) -> Vec<u8> {
-    format!("{INBOX_PREFIX}{agent}").into_bytes()
-}
-
-/// The reply stream of an agent.
-pub fn replies(agent: &str) -> Vec<u8> {
-    format!("{REPLIES_PREFIX}{agent}").into_bytes()
-}
+pub use cortex_protocol::names::{inbox, replies, INBOX_PREFIX, REPLIES_PREFIX};
 
 /// An agent's rights, as configured (`[agents.NAME]`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]

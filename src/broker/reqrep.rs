@@ -26,14 +26,8 @@ use tokio::sync::{mpsc, watch, Notify};
 use super::perm::{inbox, replies, Right, REPLIES_PREFIX};
 use super::{Broker, BrokerError, Principal};
 
-/// Header names a request carries.
-pub const CORRELATION: &str = "cortex-correlation-id";
-/// The stream the reply goes to.
-pub const REPLY_TO: &str = "cortex-reply-to";
-/// The request's deadline (Unix ms).
-pub const DEADLINE: &str = "cortex-deadline-ms";
-/// A reply part's kind (`progress`, `final`, `error`).
-pub const PART: &str = "cortex-part";
+/// Header names a request and its reply parts carry (the protocol's).
+pub use cortex_protocol::names::{CORRELATION, DEADLINE, PART, REPLY_TO};
 
 /// Most requests waiting for replies, broker-wide.
 pub const REQUESTS_MAX: usize = 100_000;

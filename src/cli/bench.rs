@@ -338,7 +338,9 @@ async fn publish(
                     })
                     .collect();
                 let t = Instant::now();
-                c.publish_batch(s.clone(), msgs).await?;
+                for r in c.publish_batch(s.clone(), msgs).await? {
+                    r?;
+                }
                 let _ = local.record(t.elapsed().as_micros().max(1) as u64);
                 count += n as u64;
             }

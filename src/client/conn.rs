@@ -7,8 +7,8 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::watch;
 
 use super::{from_frame, ClientError, ClientOptions};
-use crate::quic::io::{read_frame, write_frame, ReadError};
-use crate::wire::{Frame, Limits, PROTOCOL};
+use cortex_protocol::io::{read_frame, write_frame, ReadError};
+use cortex_protocol::{ErrorCode, Frame, Limits, PROTOCOL};
 
 /// Where the connection stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,7 +177,7 @@ async fn handshake_any(
         match handshake(endpoint, opts, servers[i], per_node).await {
             Ok((c, l)) => return Ok((c, l, i)),
             // Wrong credentials are wrong on every node.
-            Err(e) if e.code() == Some(crate::wire::ErrorCode::AuthFailed) => return Err(e),
+            Err(e) if e.code() == Some(ErrorCode::AuthFailed) => return Err(e),
             Err(e) => last = e,
         }
     }
@@ -256,7 +256,7 @@ async fn supervise(link: std::sync::Weak<Link>, mut stopped: tokio::sync::onesho
                     break;
                 }
                 Err(e) => {
-                    if e.code() == Some(crate::wire::ErrorCode::AuthFailed) {
+                    if e.code() == Some(ErrorCode::AuthFailed) {
                         attempt = 12;
                     }
                     tracing::debug!("reconnect failed: {e}");

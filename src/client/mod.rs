@@ -26,11 +26,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use crate::tls::Trust;
-pub use crate::wire::{
+use cortex_protocol::{names, Frame, Limits};
+pub use cortex_protocol::{
     AdminAnswer, AdminRequest, DeadLetter, DlqSelect, Entry, ErrorCode, Id, Message, PartKind,
-    PolicyChange, Published, Start, StreamStat,
+    PolicyChange, PublishResult, Published, Start, StreamStat,
 };
-use crate::wire::{Frame, Limits};
 pub use sub::{Delivery, Subscription};
 
 use conn::Link;
@@ -233,15 +233,19 @@ impl Client {
     ) -> Result<Published, ClientError> {
         let mut r = self.publish_batch(stream, vec![message]).await?;
         r.pop()
-            .ok_or_else(|| ClientError::Protocol("empty publish answer".into()))
+            .ok_or_else(|| ClientError::Protocol("empty publish answer".into()))?
     }
 
-    /// Publishes messages in order, in one commit; returns once all are durable.
+    /// Publishes messages in order, in one commit; returns once the stored ones are durable,
+    /// with one result per message: its ID, or why that message alone was refused (an entry
+    /// over the store's size limit, say) while the others were stored. The outer error is a
+    /// refusal of the whole publish (permission, a full disk, the connection lost).
     pub async fn publish_batch(
         &self,
         stream: impl Into<Vec<u8>>,
         messages: Vec<Message>,
-    ) -> Result<Vec<Published>, ClientError> {
+    ) -> Result<Vec<Result<Published, ClientError>>, ClientError> {
+        let n = messages.len();
         let retry_safe = messages.iter().all(|m| m.key.is_some());
         let frame = Frame::Publish {
             stream: stream.into(),
@@ -250,7 +254,23 @@ impl Client {
         let mut attempt = 0;
         loop {
             match self.link.call(&frame).await {
-                Ok(Frame::Published { results }) => return Ok(results),
+                Ok(Frame::Published { results }) if results.len() == n => {
+                    return Ok(results
+                        .into_iter()
+                        .map(|r| match r {
+                            PublishResult::Stored(p) => Ok(p),
+                            PublishResult::Refused { code, message } => {
+                                Err(ClientError::Server { code, message })
+                            }
+                        })
+                        .collect())
+                }
+                Ok(Frame::Published { results }) => {
+                    return Err(ClientError::Protocol(format!(
+                        "{} results for a publish of {n} messages",
+                        results.len()
+                    )))
+                }
                 Ok(other) => match from_frame(other) {
                     // Busy: the writer queue is full, or a cluster is changing leader (the
                     // outcome may be unknown): with keys, trying again is safe.
@@ -379,8 +399,8 @@ impl Client {
     /// Receives the requests sent to this agent (its inbox, shared by every instance of
     /// the agent through the group `cortex-responders`).
     pub async fn serve(&self, window: u32) -> Result<Requests, ClientError> {
-        let mut opts = SubscribeOptions::new(crate::perm::inbox(self.agent()));
-        opts.group = Some(b"cortex-responders".to_vec());
+        let mut opts = SubscribeOptions::new(names::inbox(self.agent()));
+        opts.group = Some(names::RESPONDERS_GROUP.as_bytes().to_vec());
         opts.window = window.max(1);
         Ok(Requests {
             client: self.clone(),
@@ -447,7 +467,7 @@ impl Requests {
                 Ok(d) => d,
                 Err(e) => return Some(Err(e)),
             };
-            match d.header(crate::broker::reqrep::CORRELATION) {
+            match d.header(names::CORRELATION) {
                 Some(c) => {
                     return Some(Ok(IncomingRequest {
                         client: self.client.clone(),

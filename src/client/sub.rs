@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::conn::{read, write, Link};
 use super::{from_frame, ClientError, SubscribeOptions};
-use crate::wire::{ErrorCode, Frame, Id};
+use cortex_protocol::{names, ErrorCode, Frame, Id};
 
 type Answer = oneshot::Sender<Result<u64, ClientError>>;
 
@@ -170,10 +170,7 @@ async fn run(
     mut ctl_rx: mpsc::UnboundedReceiver<Control>,
     first: Streams,
 ) {
-    let heartbeat = Duration::from_millis(u64::from(match opts.heartbeat_ms {
-        0 => crate::quic::server::HEARTBEAT_MS,
-        h => h,
-    }));
+    let heartbeat = Duration::from_millis(u64::from(names::heartbeat_ms(opts.heartbeat_ms)));
     let mut window = opts.window;
     let mut seq = 0u64;
     // Sent and not yet answered: re-sent on a new stream (acks and in-progress are

@@ -388,7 +388,9 @@ fn message(o: Outgoing) -> Result<Message, ApiError> {
 }
 
 /// Publishes one message (`{"fields": {...}}`) or a batch (`{"messages": [...]}`) in one
-/// commit; answers once durable with the IDs.
+/// commit; answers once durable. A batch answers one result per message, in order: its
+/// `id`, or the `error` that refused that message alone (the others are stored); 201 when
+/// every message was stored, 207 when some were refused. A malformed batch is refused whole.
 async fn publish(
     State(app): State<App>,
     h: HeaderMap,
@@ -411,30 +413,37 @@ async fn publish(
         .publish(&who, name.clone().into_bytes(), msgs)
         .await?;
     let mut out = Vec::with_capacity(replies.len());
+    let mut refused = 0;
     for r in replies {
-        match r {
-            Ok(Reply::Appended { id, duplicate }) => {
-                out.push(json!({"id": id.to_string(), "duplicate": duplicate}))
-            }
-            Ok(_) => return Err(unexpected()),
+        let result = match r {
+            Ok(Reply::Appended { id, duplicate }) => Ok((id, duplicate)),
+            Ok(_) => Err(unexpected()),
+            Err(e) => Err(ApiError::from(e)),
+        };
+        match result {
+            Ok((id, duplicate)) => out.push(json!({"id": id.to_string(), "duplicate": duplicate})),
+            // A single message's refusal is the answer's own status.
+            Err(e) if one => return Err(e),
             Err(e) => {
-                let mut err = ApiError::from(e);
-                err.message = format!(
-                    "message {} of the batch: {} ({} before it were stored)",
-                    out.len() + 1,
-                    err.message,
-                    out.len()
-                );
-                return Err(err);
+                refused += 1;
+                out.push(json!({ "error": e.json() }));
             }
         }
     }
-    let body = if one {
-        out.pop().unwrap_or(Value::Null)
+    if one {
+        let body = out.pop().unwrap_or(Value::Null);
+        return Ok((StatusCode::CREATED, Json(body)).into_response());
+    }
+    let status = if refused == 0 {
+        StatusCode::CREATED
     } else {
-        json!({ "published": out })
+        StatusCode::MULTI_STATUS
     };
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok((
+        status,
+        Json(json!({ "published": out, "refused": refused })),
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

@@ -108,9 +108,16 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The `{"code", "message"}` object an error body and a batch's refused result carry.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({"code": self.code, "message": self.message})
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let body = serde_json::json!({ "error": self.json() });
         let mut res = (self.status, axum::Json(body)).into_response();
         match self.status {
             StatusCode::UNAUTHORIZED => {

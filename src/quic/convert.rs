@@ -97,7 +97,15 @@ pub(super) fn internal(msg: &str) -> Frame {
 }
 
 pub(super) fn store_error(e: &StoreError) -> Frame {
-    let code = match e {
+    Frame::Error {
+        code: store_code(e),
+        message: e.to_string(),
+    }
+}
+
+/// The code a storage error is answered with.
+pub(super) fn store_code(e: &StoreError) -> ErrorCode {
+    match e {
         StoreError::NoSuchStream { .. } | StoreError::NoSuchGroup { .. } => ErrorCode::NotFound,
         StoreError::GroupExists { .. } | StoreError::TargetExists => ErrorCode::Conflict,
         StoreError::TooLarge { .. } => ErrorCode::TooLarge,
@@ -105,10 +113,6 @@ pub(super) fn store_error(e: &StoreError) -> Frame {
             ErrorCode::Internal
         }
         _ => ErrorCode::InvalidArgument,
-    };
-    Frame::Error {
-        code,
-        message: e.to_string(),
     }
 }
 

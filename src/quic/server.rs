@@ -14,26 +14,20 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use super::convert::*;
-use super::io::{read_frame, write_frame, ReadError};
 use crate::broker::publish::Message;
 use crate::broker::push::{SubscribeSpec, Subscription};
 use crate::broker::reqrep::ReqError;
 use crate::broker::{Broker, Principal};
 use crate::config::Config;
+use crate::wire::io::{read_frame, write_frame, ReadError};
+use crate::wire::names;
 use crate::wire::{
     self, AdminAnswer, AdminRequest, ClusterChange, ErrorCode, Frame, GroupStat, Limits,
     StreamStat, PROTOCOL,
 };
 
 /// Time a new connection has to authenticate.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Heartbeat interval on a quiet subscription unless the client asks otherwise.
-pub const HEARTBEAT_MS: u32 = 5_000;
-/// Shortest heartbeat interval a client may ask for.
-const HEARTBEAT_MIN_MS: u32 = 100;
-/// Application close codes.
-const CLOSE_AUTH: u32 = 1;
-const CLOSE_SHUTDOWN: u32 = 2;
+const AUTH_TIMEOUT: Duration = Duration::from_millis(names::AUTH_TIMEOUT_MS);
 
 /// Binds the QUIC endpoint with TLS 1.3 and the connection limits from the config.
 pub fn bind(config: &Config) -> Result<Endpoint, String> {
@@ -121,7 +115,7 @@ pub async fn serve(
             b.connection_closed();
         });
     }
-    endpoint.close(CLOSE_SHUTDOWN.into(), b"server shutting down");
+    endpoint.close(names::CLOSE_SHUTDOWN.into(), b"server shutting down");
     endpoint.wait_idle().await;
 }
 
@@ -145,7 +139,7 @@ async fn connection(conn: Connection, broker: &Broker) -> bool {
         Ok(Some(who)) => who,
         Ok(None) => return false,
         Err(_) => {
-            conn.close(CLOSE_AUTH.into(), b"no authentication in time");
+            conn.close(names::CLOSE_AUTH.into(), b"no authentication in time");
             return false;
         }
     };
@@ -187,7 +181,7 @@ async fn authenticate(conn: &Connection, broker: &Broker, limits: &Limits) -> Op
             error(&mut send, code, message).await;
             // Let the error frame reach the client before the connection closes.
             let _ = tokio::time::timeout(Duration::from_secs(1), send.stopped()).await;
-            conn.close(CLOSE_AUTH.into(), b"authentication failed");
+            conn.close(names::CLOSE_AUTH.into(), b"authentication failed");
             None
         }
     }
@@ -322,31 +316,28 @@ async fn publish(
         })
         .collect();
     match broker.publish(who, stream, messages).await {
-        Ok(replies) => {
-            let mut results = Vec::with_capacity(replies.len());
-            for r in replies {
-                match r {
-                    Ok(Reply::Appended { id, duplicate }) => results.push(wire::Published {
-                        id: wid(id),
-                        duplicate,
-                    }),
-                    Ok(_) => return internal("unexpected reply to an append"),
-                    // The messages before it are stored; the error says which failed.
-                    Err(e) => {
-                        let mut f = store_error(&e);
-                        if let Frame::Error { message, .. } = &mut f {
-                            *message = format!(
-                                "message {} of the batch: {message} ({} before it were stored)",
-                                results.len() + 1,
-                                results.len()
-                            );
-                        }
-                        return f;
+        // Every message has its own result: a refused one leaves the others stored.
+        Ok(replies) => Frame::Published {
+            results: replies
+                .into_iter()
+                .map(|r| match r {
+                    Ok(Reply::Appended { id, duplicate }) => {
+                        wire::PublishResult::Stored(wire::Published {
+                            id: wid(id),
+                            duplicate,
+                        })
                     }
-                }
-            }
-            Frame::Published { results }
-        }
+                    Ok(_) => wire::PublishResult::Refused {
+                        code: ErrorCode::Internal,
+                        message: "unexpected reply to an append".into(),
+                    },
+                    Err(e) => wire::PublishResult::Refused {
+                        code: store_code(&e),
+                        message: e.to_string(),
+                    },
+                })
+                .collect(),
+        },
         Err(e) => broker_error(&e),
     }
 }
@@ -459,10 +450,7 @@ async fn subscription(
     if write_frame(&mut send, &ok).await.is_err() {
         return;
     }
-    let heartbeat = Duration::from_millis(u64::from(match heartbeat_ms {
-        0 => HEARTBEAT_MS,
-        h => h.max(HEARTBEAT_MIN_MS),
-    }));
+    let heartbeat = Duration::from_millis(u64::from(names::heartbeat_ms(heartbeat_ms)));
     // Control frames are read by their own task so that reading is never cancelled halfway.
     let (tx, mut rx) = mpsc::channel::<Result<Frame, ReadError>>(64);
     let reader = tokio::spawn(async move {

@@ -192,7 +192,7 @@ async fn answer(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, byte
     let _ = send.finish();
     match tokio::time::timeout(
         Duration::from_secs(10),
-        cortex::quic::io::read_frame(recv, &wire::Limits::default()),
+        cortex::wire::io::read_frame(recv, &wire::Limits::default()),
     )
     .await
     .expect("an answer in time")
@@ -344,7 +344,7 @@ async fn quic_frames_that_are_wrong() {
     assert!(early.is_err(), "a fifth concurrent stream opened");
     let (mut send, mut recv) = open.pop().unwrap();
     let _ = send.finish();
-    let _ = cortex::quic::io::read_frame(&mut recv, &wire::Limits::default()).await;
+    let _ = cortex::wire::io::read_frame(&mut recv, &wire::Limits::default()).await;
     drop((send, recv));
     let got = tokio::time::timeout(Duration::from_secs(10), &mut fifth).await;
     assert!(matches!(got, Ok(Ok(_))), "the fifth stream never opened");

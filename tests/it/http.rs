@@ -453,3 +453,51 @@ fn backup_of_a_running_broker_opens_and_verifies() {
         "{out:?}"
     );
 }
+
+/// A batch with one message over the store's entry limit answers 207 with one result per
+/// message: the refused one's error, the others' IDs, and exactly those others stored.
+#[test]
+fn a_batch_answers_one_result_per_message_over_http() {
+    let s = Server::start(&[]);
+    let big = "x".repeat((1 << 20) + 10);
+    let (status, text) = http(
+        s.http,
+        "POST",
+        "/api/v1/streams/mixed/messages",
+        None,
+        Some(&json!({"messages": [
+            {"fields": {"n": "1"}},
+            {"fields": {"body": big}},
+            {"fields": {"n": "3"}},
+            {"fields": {"n": "4"}},
+        ]})),
+    );
+    assert_eq!(status, 207, "{text}");
+    let body: Value = serde_json::from_str(&text).unwrap();
+    let results = body["published"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "{text}");
+    assert_eq!(body["refused"], 1);
+    assert_eq!(results[1]["error"]["code"], "too_large", "{text}");
+    assert!(results[1].get("id").is_none(), "{text}");
+    let ids: Vec<&str> = [0, 2, 3]
+        .iter()
+        .map(|&i| results[i]["id"].as_str().expect("an id"))
+        .collect();
+    let read = call(s.http, "GET", "/api/v1/streams/mixed/messages", None);
+    let stored: Vec<&str> = read["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(stored, ids, "{read}");
+    // A lone message's refusal is still the answer's status.
+    let (status, text) = http(
+        s.http,
+        "POST",
+        "/api/v1/streams/mixed/messages",
+        None,
+        Some(&json!({"fields": {"body": "x".repeat((1 << 20) + 10)}})),
+    );
+    assert_eq!(status, 413, "{text}");
+}

@@ -105,7 +105,9 @@ async fn clients_that_stop_reading_do_not_grow_server_memory() {
     // 16 MiB of entries.
     for chunk in 0..16 {
         let batch: Vec<Message> = (0..256).map(|i| big_message(chunk * 256 + i)).collect();
-        c.publish_batch("big", batch).await.unwrap();
+        for r in c.publish_batch("big", batch).await.unwrap() {
+            r.unwrap();
+        }
     }
     let base = rss(&s);
 
@@ -159,7 +161,9 @@ async fn clients_that_stop_reading_do_not_grow_server_memory() {
     // Meanwhile the others are served: 16 MiB more published, and read back.
     for chunk in 16..32 {
         let batch: Vec<Message> = (0..256).map(|i| big_message(chunk * 256 + i)).collect();
-        c.publish_batch("big", batch).await.unwrap();
+        for r in c.publish_batch("big", batch).await.unwrap() {
+            r.unwrap();
+        }
     }
     assert_eq!(r.cmd(&["XLEN", "big"]), V::Int(8192));
     let peak = rss(&s);

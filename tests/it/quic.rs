@@ -403,13 +403,13 @@ async fn refusals_are_clear_and_the_server_stays_up() {
     };
     send.write_all(&wire::encode(&f)).await.unwrap();
     let _ = send.finish();
-    match cortex::quic::io::read_frame(&mut recv, &wire::Limits::default()).await {
+    match cortex::wire::io::read_frame(&mut recv, &wire::Limits::default()).await {
         Ok(Some(Frame::Error { code, .. })) => assert_eq!(code, ErrorCode::NotAuthenticated),
         other => panic!("{other:?}"),
     }
     let (mut send, mut recv) = h.raw_stream().await.unwrap();
     send.write_all(&(64u32 << 20).to_le_bytes()).await.unwrap();
-    match cortex::quic::io::read_frame(&mut recv, &wire::Limits::default()).await {
+    match cortex::wire::io::read_frame(&mut recv, &wire::Limits::default()).await {
         Ok(Some(Frame::Error { code, message })) => {
             assert_eq!(code, ErrorCode::TooLarge, "{message}")
         }
@@ -531,4 +531,46 @@ fn cortex_reply_stopped_by_sigterm_leaves_nothing_serving() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A batch with one message over the store's entry limit: that message alone is refused,
+/// every other one is stored and its ID returned, so a client retries only what failed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batch_answers_one_result_per_message() {
+    let s = Server::start(&[]);
+    let c = client(&s, "harold").await;
+    let big = Message {
+        fields: vec![(b"body".to_vec(), vec![b'x'; (1 << 20) + 10])],
+        lane: 2,
+        ..Message::default()
+    };
+    let batch = vec![msg("n", "1"), big, msg("n", "3"), msg("n", "4")];
+    let results = c.publish_batch("mixed", batch).await.expect("publish");
+    assert_eq!(results.len(), 4);
+    let ids: Vec<_> = [0, 2, 3]
+        .iter()
+        .map(|&i| results[i].as_ref().expect("stored").id)
+        .collect();
+    match &results[1] {
+        Err(e) => assert_eq!(e.code(), Some(ErrorCode::TooLarge), "{e}"),
+        Ok(p) => panic!("an entry over 1 MiB was stored as {}", p.id),
+    }
+    // Exactly the three are in the stream, with the IDs the answer gave, in order.
+    let entries = c
+        .range(
+            "mixed",
+            wire::Id { ms: 0, seq: 0 },
+            wire::Id {
+                ms: u64::MAX,
+                seq: u64::MAX,
+            },
+            10,
+            false,
+        )
+        .await
+        .expect("range");
+    let got: Vec<_> = entries.iter().map(|e| e.id).collect();
+    assert_eq!(got, ids);
+    let values: Vec<_> = entries.iter().map(|e| e.fields[0].1.clone()).collect();
+    assert_eq!(values, vec![b"1".to_vec(), b"3".to_vec(), b"4".to_vec()]);
 }

@@ -25,7 +25,7 @@ impl std::fmt::Display for Id {
     }
 }
 
-/// Typed error codes (`u16` on the wire).
+/// Typed error codes (an enum: a `u32` tag on the wire).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum ErrorCode {
     /// Not a frame of this protocol, or not valid here.
@@ -76,13 +76,38 @@ pub struct Message {
     pub headers: Pairs,
 }
 
-/// The outcome of one published message.
+/// A stored message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Published {
     /// Its ID.
     pub id: Id,
     /// True when the idempotency key matched an earlier publish (nothing new stored).
     pub duplicate: bool,
+}
+
+/// The outcome of one message of a publish: every message of an accepted publish gets one,
+/// in order, whether or not the others were stored.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum PublishResult {
+    /// Stored (or a duplicate of a stored one).
+    Stored(Published),
+    /// Not stored; the other messages are unaffected.
+    Refused {
+        /// Code (`TooLarge` for an entry over the store's limit, ...).
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
+}
+
+impl PublishResult {
+    /// The stored message, or the refusal.
+    pub fn stored(&self) -> Option<&Published> {
+        match self {
+            PublishResult::Stored(p) => Some(p),
+            PublishResult::Refused { .. } => None,
+        }
+    }
 }
 
 /// Where a subscription's group starts when the subscription creates it.
@@ -367,10 +392,10 @@ pub enum Frame {
         /// Messages, in order.
         messages: Vec<Message>,
     },
-    /// 4, server: one result per published message.
+    /// 4, server: one result per published message, in order.
     Published {
         /// Results.
-        results: Vec<Published>,
+        results: Vec<PublishResult>,
     },
     /// 5, client: opens a subscription on this stream.
     Subscribe {
@@ -634,7 +659,11 @@ impl Frame {
                 fields,
                 ..
             } => {
-                count("correlation bytes", correlation.len(), 64)?;
+                count(
+                    "correlation bytes",
+                    correlation.len(),
+                    crate::names::CORRELATION_BYTES_MAX as u32,
+                )?;
                 count("fields", fields.len(), l.fields)
             }
             Frame::Range {
@@ -664,6 +693,36 @@ impl Frame {
                 AdminRequest::Cluster { .. } => Ok(()),
             },
             _ => Ok(()),
+        }
+    }
+}
+
+impl Frame {
+    /// The variant's name, as `docs/PROTOCOL.md` and the golden vectors spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "Hello",
+            Frame::Welcome { .. } => "Welcome",
+            Frame::Error { .. } => "Error",
+            Frame::Publish { .. } => "Publish",
+            Frame::Published { .. } => "Published",
+            Frame::Subscribe { .. } => "Subscribe",
+            Frame::Credit { .. } => "Credit",
+            Frame::Subscribed { .. } => "Subscribed",
+            Frame::Deliveries { .. } => "Deliveries",
+            Frame::Heartbeat { .. } => "Heartbeat",
+            Frame::Ack { .. } => "Ack",
+            Frame::Nack { .. } => "Nack",
+            Frame::Progress { .. } => "Progress",
+            Frame::Done { .. } => "Done",
+            Frame::Failed { .. } => "Failed",
+            Frame::Request { .. } => "Request",
+            Frame::ReplyPart { .. } => "ReplyPart",
+            Frame::Respond { .. } => "Respond",
+            Frame::Range { .. } => "Range",
+            Frame::Entries { .. } => "Entries",
+            Frame::Admin(_) => "Admin",
+            Frame::AdminAnswer(_) => "AdminAnswer",
         }
     }
 }

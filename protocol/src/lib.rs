@@ -1,5 +1,9 @@
-//! The agent wire protocol (`cortex/1`): frames and their codec. Pure: no I/O, no clock.
-//! `docs/PROTOCOL.md` describes the bytes for implementers in other languages.
+//! The agent wire protocol (`cortex/1`): frames, their codec, and every protocol fact a
+//! client needs (header names, inbox and reply-stream naming, heartbeat bounds, close codes,
+//! limits). Pure: no clock, and no I/O except [`io`] (frames over quinn streams, behind the
+//! `quinn` feature). `docs/PROTOCOL.md` describes the bytes for implementers in other
+//! languages; `protocol/golden/` holds one encoded example of every frame variant, checked
+//! by this crate's tests and decoded by every client's.
 //!
 //! A frame on a QUIC stream is `[u32 little-endian body length][body]`; the body is one
 //! [`Frame`] in bincode 2's *fixed-int, little-endian* encoding (integers at their full
@@ -8,6 +12,9 @@
 //! memory than that), and every count and name by [`Limits`] after decoding.
 
 mod frame;
+#[cfg(feature = "quinn")]
+pub mod io;
+pub mod names;
 
 pub use frame::*;
 
@@ -164,8 +171,8 @@ pub fn decode(body: &[u8], limits: &Limits) -> Result<Frame, DecodeError> {
         )));
     }
     frame.check(limits).map_err(|v| match v {
-        frame::Violation::OverLimit(e) => DecodeError::OverLimit(e),
-        frame::Violation::Invalid(e) => DecodeError::Invalid(e),
+        Violation::OverLimit(e) => DecodeError::OverLimit(e),
+        Violation::Invalid(e) => DecodeError::Invalid(e),
     })?;
     Ok(frame)
 }

@@ -2,7 +2,7 @@
 
 use quinn::{ReadExactError, RecvStream, SendStream};
 
-use crate::wire::{self, DecodeError, Frame, Limits, HEADER_BYTES};
+use crate::{self as wire, DecodeError, Frame, Limits, HEADER_BYTES};
 
 /// Why no frame was read.
 #[derive(Debug)]
