@@ -31,7 +31,7 @@ pub use cortex_protocol::{
     AdminAnswer, AdminRequest, DeadLetter, DlqSelect, Entry, ErrorCode, Id, Message, PartKind,
     PolicyChange, PublishResult, Published, Start, StreamStat,
 };
-pub use sub::{Delivery, Subscription};
+pub use sub::{Delivery, Subscription, Window};
 
 use conn::Link;
 pub use conn::State;
@@ -311,12 +311,26 @@ impl Client {
         fields: Vec<(Vec<u8>, Vec<u8>)>,
         timeout: Duration,
     ) -> Result<ReplyStream, ClientError> {
+        self.request_with(agent, fields, Vec::new(), 1, timeout)
+            .await
+    }
+
+    /// [`Client::request_parts`] with extra headers and the request's lane in the
+    /// responder's inbox.
+    pub async fn request_with(
+        &self,
+        agent: &str,
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+        headers: Vec<(Vec<u8>, Vec<u8>)>,
+        lane: u8,
+        timeout: Duration,
+    ) -> Result<ReplyStream, ClientError> {
         let frame = Frame::Request {
             agent: agent.into(),
             fields,
-            headers: Vec::new(),
+            headers,
             timeout_ms: timeout.as_millis().clamp(1, u128::from(u32::MAX)) as u32,
-            lane: 1,
+            lane,
         };
         let (mut send, mut recv) = self.link.open().await?;
         conn::write(&mut send, &frame).await?;

@@ -111,6 +111,22 @@ impl Subscription {
     pub fn set_window(&self, window: u32) {
         let _ = self.ctl.send(Control::Credit(window));
     }
+
+    /// A handle that changes the window while another task waits in [`Subscription::next`].
+    pub fn window(&self) -> Window {
+        Window(self.ctl.clone())
+    }
+}
+
+/// Changes a subscription's window from anywhere (see [`Subscription::window`]).
+#[derive(Clone, Debug)]
+pub struct Window(mpsc::UnboundedSender<Control>);
+
+impl Window {
+    /// Sets the window (0 pauses delivery); it holds across reconnects.
+    pub fn set(&self, window: u32) {
+        let _ = self.0.send(Control::Credit(window));
+    }
 }
 
 pub(super) async fn open(

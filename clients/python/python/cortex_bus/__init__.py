@@ -1,0 +1,795 @@
+"""Cortex Bus for Python agents: publish, push subscriptions with acks under a credit
+window, request/reply and serving requests, over QUIC, with asyncio.
+
+    import cortex_bus as cortex
+
+    async with cortex.connect("127.0.0.1:7400", agent="pink") as c:
+        await c.publish("tasks", {"task": "review"})
+        async for d in c.subscribe("tasks", group="workers"):
+            ...
+            await d.ack()
+
+The connection, reconnects (jittered backoff, across a cluster's nodes), resubscription,
+stateless resets, keep-alive and certificate pinning are the Rust client's, through the
+native module; this module gives them Python's types and exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Self
+
+from . import _native
+
+__all__ = [
+    "AuthFailed",
+    "BadFrame",
+    "Busy",
+    "Client",
+    "Conflict",
+    "ConnectError",
+    "ConnectionLost",
+    "CortexError",
+    "DeadLetter",
+    "Delivery",
+    "Entry",
+    "IncomingRequest",
+    "Insufficient",
+    "Internal",
+    "InvalidArgument",
+    "Lane",
+    "Message",
+    "NoPermission",
+    "NoResponders",
+    "NotFound",
+    "Part",
+    "PartKind",
+    "ProtocolError",
+    "Published",
+    "ReplyFailed",
+    "ServerError",
+    "ShuttingDown",
+    "Start",
+    "Subscription",
+    "Timeout",
+    "TooLarge",
+    "connect",
+]
+
+Bytesish = str | bytes
+FieldsLike = Mapping[Bytesish, Bytesish] | Iterable[tuple[Bytesish, Bytesish]]
+
+INBOX_PREFIX = "cortex:inbox:"
+RESPONDERS_GROUP = "cortex-responders"
+HEADER_CORRELATION = "cortex-correlation-id"
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+
+class CortexError(Exception):
+    """Every error this package raises."""
+
+
+class ConnectError(CortexError):
+    """No connection could be made (or none within the connect timeout)."""
+
+
+class ConnectionLost(CortexError):
+    """The connection dropped while the call was in flight: its outcome is unknown."""
+
+
+class ProtocolError(CortexError):
+    """The server sent something this client does not understand."""
+
+
+class ServerError(CortexError):
+    """The server refused the call; `code` names its error code."""
+
+    code = "Internal"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class BadFrame(ServerError):
+    code = "BadFrame"
+
+
+class AuthFailed(ServerError):
+    code = "AuthFailed"
+
+
+class NoPermission(ServerError):
+    code = "NoPermission"
+
+
+class InvalidArgument(ServerError):
+    code = "InvalidArgument"
+
+
+class NotFound(ServerError):
+    code = "NotFound"
+
+
+class TooLarge(ServerError):
+    code = "TooLarge"
+
+
+class Busy(ServerError):
+    code = "Busy"
+
+
+class ShuttingDown(ServerError):
+    code = "ShuttingDown"
+
+
+class NoResponders(ServerError):
+    code = "NoResponders"
+
+
+class Timeout(ServerError):
+    code = "Timeout"
+
+
+class Conflict(ServerError):
+    code = "Conflict"
+
+
+class Internal(ServerError):
+    code = "Internal"
+
+
+class Insufficient(ServerError):
+    """The broker's disk is under its free-space watermark; retry later."""
+
+    code = "InsufficientStorage"
+
+
+class ReplyFailed(CortexError):
+    """The responder answered with an error part; `fields` holds it."""
+
+    def __init__(self, sender: str | None, fields: dict[str, str]):
+        super().__init__(f"{sender or 'the responder'} answered with an error: {fields}")
+        self.sender = sender
+        self.fields = fields
+
+
+_BY_CODE: dict[str, type[ServerError]] = {
+    cls.code: cls
+    for cls in (
+        BadFrame,
+        AuthFailed,
+        NoPermission,
+        InvalidArgument,
+        NotFound,
+        TooLarge,
+        Busy,
+        ShuttingDown,
+        NoResponders,
+        Timeout,
+        Conflict,
+        Internal,
+        Insufficient,
+    )
+}
+
+
+def _server_error(code: str, message: str) -> ServerError:
+    return _BY_CODE.get(code, ServerError)(message, code)
+
+
+def _translate(e: _native.NativeError) -> CortexError:
+    kind, code, message = e.args
+    if kind == "server":
+        return _server_error(code, message)
+    if kind == "connect":
+        return ConnectError(message)
+    if kind == "lost":
+        return ConnectionLost(message)
+    if kind == "protocol":
+        return ProtocolError(message)
+    return CortexError(message)
+
+
+async def _call(awaitable: Awaitable):
+    try:
+        return await awaitable
+    except _native.NativeError as e:
+        raise _translate(e) from None
+
+
+def _call_sync(f: Callable, *args):
+    """A native call that fails before it returns its awaitable (bad arguments)."""
+    try:
+        return f(*args)
+    except _native.NativeError as e:
+        raise _translate(e) from None
+
+
+# ---- values -------------------------------------------------------------------------------
+
+
+def _b(v: Bytesish) -> bytes:
+    return v if isinstance(v, bytes) else str(v).encode()
+
+
+def _pairs(f: FieldsLike | None) -> list[tuple[bytes, bytes]]:
+    if f is None:
+        return []
+    items = f.items() if isinstance(f, Mapping) else f
+    return [(_b(k), _b(v)) for k, v in items]
+
+
+def _text(pairs: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+class Lane(enum.IntEnum):
+    """Priority lanes: lower is delivered first."""
+
+    CRITICAL = 0
+    HIGH = 1
+    NORMAL = 2
+    LOW = 3
+    HEARTBEAT = 4
+
+
+class PartKind(enum.IntEnum):
+    PROGRESS = 0
+    FINAL = 1
+    ERROR = 2
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Id:
+    """A stream entry ID: milliseconds and sequence (Redis's ms-seq)."""
+
+    ms: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.ms}-{self.seq}"
+
+    @classmethod
+    def parse(cls, s: str) -> Id:
+        ms, _, seq = s.partition("-")
+        return cls(int(ms), int(seq or 0))
+
+
+@dataclasses.dataclass
+class Message:
+    """A message to publish."""
+
+    fields: FieldsLike
+    lane: Lane = Lane.NORMAL
+    ttl: float | None = None
+    """Time to live, seconds."""
+    key: str | bytes | None = None
+    """Idempotency key: a repeat returns the first ID, and makes retries safe."""
+    headers: FieldsLike | None = None
+
+    def _native(self):
+        ttl_ms = None if self.ttl is None else max(1, int(self.ttl * 1000))
+        key = None if self.key is None else _b(self.key)
+        return (_pairs(self.fields), int(self.lane), ttl_ms, key, _pairs(self.headers))
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    id: Id
+    duplicate: bool
+    """True when the idempotency key matched an earlier publish."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    id: Id
+    fields: dict[str, str]
+    raw_fields: list[tuple[bytes, bytes]]
+    lane: Lane
+    headers: dict[str, str]
+    producer: str | None
+    expires_at_ms: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    kind: PartKind
+    sender: str | None
+    fields: dict[str, str]
+    raw_fields: list[tuple[bytes, bytes]]
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    id: Id
+    origin_id: Id
+    group: str
+    reason: str
+    failures: int
+    last_error: str | None
+    fields: dict[str, str]
+
+
+class Start:
+    """Where a subscription's group starts when the subscription creates it."""
+
+    def __init__(self, kind: int, ms: int = 0, seq: int = 0):
+        self._v = (kind, ms, seq)
+
+    NEW: Start
+    ALL: Start
+
+    @classmethod
+    def after(cls, id: Id) -> Start:
+        return cls(2, id.ms, id.seq)
+
+    @classmethod
+    def at(cls, unix_seconds: float) -> Start:
+        return cls(3, int(unix_seconds * 1000))
+
+
+Start.NEW = Start(0)
+Start.ALL = Start(1)
+
+
+# ---- deliveries ---------------------------------------------------------------------------
+
+
+class Delivery:
+    """One pushed entry: ack, nack, reject or mark it in progress."""
+
+    __slots__ = (
+        "_d",
+        "attempt",
+        "fields",
+        "headers",
+        "id",
+        "lane",
+        "producer",
+        "raw_fields",
+        "stream",
+    )
+
+    def __init__(self, d: _native.Delivery):
+        stream, ms, seq, fields, lane, attempt, headers, producer = d.parts()
+        self._d = d
+        self.stream: str = stream.decode(errors="replace")
+        self.id = Id(ms, seq)
+        self.raw_fields: list[tuple[bytes, bytes]] = fields
+        self.fields: dict[str, str] = _text(fields)
+        self.lane = Lane(lane)
+        self.attempt: int = attempt
+        """How many times the group handed it out (1 the first time)."""
+        self.headers: dict[str, str] = _text(headers)
+        self.producer: str | None = None if producer is None else producer.decode()
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.stream} {self.id} {self.lane.name} attempt {self.attempt})"
+
+    async def ack(self) -> bool:
+        """Acknowledges it; False when it was no longer pending."""
+        return bool(await _call(self._d.ack()))
+
+    async def nack(self, error: str | BaseException = "") -> None:
+        """Fails it: retried after the group's backoff, or dead-lettered after its last try."""
+        await _call(self._d.nack(str(error), False))
+
+    async def reject(self, error: str | BaseException = "") -> None:
+        """Dead-letters it at once (reason `rejected`)."""
+        await _call(self._d.nack(str(error), True))
+
+    async def in_progress(self) -> None:
+        """Still working on it: its ack deadline starts again."""
+        await _call(self._d.in_progress())
+
+
+class Subscription:
+    """A push subscription; iterate it with `async for`. It resumes across reconnects."""
+
+    def __init__(self, client: Client, opening: Awaitable):
+        self._client = client
+        self._opening = opening
+        self._sub: _native.Subscription | None = None
+
+    async def _open(self) -> _native.Subscription:
+        if self._sub is None:
+            self._sub = await _call(self._opening)
+        return self._sub
+
+    def __await__(self):
+        async def opened():
+            await self._open()
+            return self
+
+        return opened().__await__()
+
+    def __aiter__(self) -> AsyncIterator[Delivery]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Delivery]:
+        while True:
+            d = await self.next()
+            if d is None:
+                return
+            yield d
+
+    async def next(self) -> Delivery | None:
+        """The next delivery, or None once the subscription ended."""
+        sub = await self._open()
+        d = await _call(sub.next())
+        return None if d is None else Delivery(d)
+
+    def set_window(self, window: int) -> None:
+        """Changes the window (0 pauses delivery)."""
+        if self._sub is None:
+            raise RuntimeError("the subscription is not open yet: await it first")
+        self._sub.set_window(window)
+
+
+# ---- request/reply ------------------------------------------------------------------------
+
+
+class IncomingRequest(Delivery):
+    """A request delivered to this agent's inbox."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, d: _native.Delivery, client: Client):
+        super().__init__(d)
+        self._client = client
+
+    @property
+    def sender(self) -> str | None:
+        """The requesting agent."""
+        return self.producer
+
+    @property
+    def correlation(self) -> str:
+        return self.headers.get(HEADER_CORRELATION, "")
+
+    async def progress(self, fields: FieldsLike) -> None:
+        """Sends a progress part, and extends the request's ack deadline."""
+        await self._client._respond(self.correlation, PartKind.PROGRESS, fields)
+        await self.in_progress()
+
+
+Handler = Callable[[IncomingRequest], Awaitable[FieldsLike]]
+
+
+def _part(p) -> Part:
+    kind, sender, fields = p
+    return Part(PartKind(kind), sender, _text(fields), fields)
+
+
+class Reply:
+    """The parts of a reply as they arrive: `async for part in reply`."""
+
+    def __init__(self, stream: _native.ReplyStream):
+        self._s = stream
+
+    def __aiter__(self) -> AsyncIterator[Part]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[Part]:
+        while True:
+            p = await _call(self._s.next())
+            if p is None:
+                return
+            yield _part(p)
+            if p[0] != PartKind.PROGRESS:
+                return
+
+
+# ---- the client ---------------------------------------------------------------------------
+
+
+class Client:
+    """A connection to a broker, re-established on loss. Share one per process."""
+
+    def __init__(self, native: _native.Client):
+        self._c = native
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    @property
+    def agent(self) -> str:
+        return self._c.agent
+
+    @property
+    def connections(self) -> int:
+        """Connections made so far (1 until the first reconnect; 0 while reconnecting)."""
+        return self._c.connections
+
+    async def close(self) -> None:
+        """Closes the connection: the server lets go of this client's subscriptions now."""
+        await self._c.close()
+
+    async def publish(
+        self,
+        stream: str,
+        fields: FieldsLike,
+        *,
+        lane: Lane = Lane.NORMAL,
+        ttl: float | None = None,
+        key: str | bytes | None = None,
+        headers: FieldsLike | None = None,
+    ) -> Published:
+        """Publishes one message; returns once it is durable."""
+        (r,) = await self.publish_batch(stream, [Message(fields, lane, ttl, key, headers)])
+        if isinstance(r, CortexError):
+            raise r
+        return r
+
+    async def publish_batch(
+        self, stream: str, messages: Sequence[Message]
+    ) -> list[Published | ServerError]:
+        """Publishes messages in order, in one commit. Returns one result per message: its
+        Published, or the ServerError that refused that message alone (TooLarge for an entry
+        over 1 MiB) while the others were stored. Raises for a refusal of the whole batch.
+        With idempotency keys on every message, a lost connection is retried safely."""
+        msgs = [m._native() for m in messages]
+        raw = await _call(self._c.publish_batch(_b(stream), msgs))
+        return [
+            Published(Id(ms, seq), dup) if ok else _server_error(code, message)
+            for ok, ms, seq, dup, code, message in raw
+        ]
+
+    def subscribe(
+        self,
+        stream: str,
+        *,
+        group: str | None = None,
+        consumer: str | None = None,
+        start: Start = Start.NEW,
+        window: int = 100,
+        heartbeat: float | None = None,
+        no_ack: bool = False,
+    ) -> Subscription:
+        """A push subscription: `async for d in c.subscribe(...)`, or `await` it first to
+        know it is open. `group` defaults to the agent's name (a broadcast), `consumer` to
+        the agent's name; at most `window` deliveries are in flight."""
+        kind, ms, seq = start._v
+        hb = 0 if heartbeat is None else max(1, int(heartbeat * 1000))
+        opening = _call_sync(
+            self._c.subscribe,
+            _b(stream),
+            None if group is None else _b(group),
+            None if consumer is None else _b(consumer),
+            kind,
+            ms,
+            seq,
+            window,
+            hb,
+            no_ack,
+        )
+        return Subscription(self, opening)
+
+    async def request_parts(
+        self,
+        agent: str,
+        fields: FieldsLike,
+        *,
+        timeout: float = 30.0,
+        lane: Lane = Lane.HIGH,
+        headers: FieldsLike | None = None,
+    ) -> Reply:
+        """Sends a request; returns its parts as they stream back. Raises NoResponders at
+        once when nobody serves `agent`."""
+        s = await _call(
+            self._c.request(
+                agent, _pairs(fields), _pairs(headers), int(lane), max(1, int(timeout * 1000))
+            )
+        )
+        return Reply(s)
+
+    async def request(
+        self,
+        agent: str,
+        fields: FieldsLike,
+        *,
+        timeout: float = 30.0,
+        lane: Lane = Lane.HIGH,
+        headers: FieldsLike | None = None,
+    ) -> Part:
+        """Sends a request and returns its final part (progress parts are skipped). Raises
+        ReplyFailed for the responder's error part, Timeout, or NoResponders."""
+        reply = await self.request_parts(agent, fields, timeout=timeout, lane=lane, headers=headers)
+        async for p in reply:
+            if p.kind == PartKind.FINAL:
+                return p
+            if p.kind == PartKind.ERROR:
+                raise ReplyFailed(p.sender, p.fields)
+        raise ProtocolError("the reply ended without a final part")
+
+    async def _respond(self, correlation: str, kind: PartKind, fields: FieldsLike) -> None:
+        await _call(self._c.respond(correlation.encode(), int(kind), _pairs(fields)))
+
+    async def serve(self, handler: Handler, *, concurrency: int = 16) -> None:
+        """Answers the requests sent to this agent (its inbox, shared by every instance of
+        it through the group cortex-responders) with `handler`, until cancelled. The
+        handler returns the final part's fields; an exception becomes an error part
+        ({"error": text}; ReplyFailed's fields as they are). A request is acknowledged after
+        its answer is stored, so one that a crash interrupts is delivered again."""
+        sub = self.subscribe(INBOX_PREFIX + self.agent, group=RESPONDERS_GROUP, window=concurrency)
+        await sub
+        tasks: set[asyncio.Task] = set()
+        try:
+            while True:
+                d = await sub.next()
+                if d is None:
+                    return
+                t = asyncio.create_task(self._answer(IncomingRequest(d._d, self), handler))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _answer(self, r: IncomingRequest, handler: Handler) -> None:
+        if not r.correlation:
+            await r.reject("not a request: no correlation header")
+            return
+        try:
+            out = await handler(r)
+            kind, fields = PartKind.FINAL, _pairs(out) or [(b"ok", b"")]
+        except asyncio.CancelledError:
+            raise
+        except ReplyFailed as e:
+            kind, fields = PartKind.ERROR, _pairs(e.fields)
+        except Exception as e:  # the requester gets any handler failure as an error part
+            kind, fields = PartKind.ERROR, [(b"error", str(e).encode())]
+        try:
+            await self._respond(r.correlation, kind, fields)
+        except NotFound:
+            pass  # the request completed or timed out meanwhile: nobody waits for it
+        except CortexError as e:
+            await r.nack(e)
+            return
+        await r.ack()
+
+    async def range(
+        self,
+        stream: str,
+        start: Id = Id(0, 0),
+        end: Id = Id(2**64 - 1, 2**64 - 1),
+        *,
+        count: int = 100,
+        rev: bool = False,
+    ) -> list[Entry]:
+        """Entries with IDs in [start, end], oldest first (newest first with rev)."""
+        raw = await _call(
+            self._c.range(_b(stream), (start.ms, start.seq), (end.ms, end.seq), count, rev)
+        )
+        return [
+            Entry(
+                Id(ms, seq),
+                _text(f),
+                f,
+                Lane(lane),
+                _text(h),
+                None if p is None else p.decode(),
+                exp,
+            )
+            for ms, seq, f, lane, h, p, exp in raw
+        ]
+
+    async def stat(self, stream: str | None = None) -> list[dict]:
+        """Streams the agent may consume, with their groups, pending counts and lag."""
+        raw = await _call(self._c.stat(None if stream is None else _b(stream)))
+        return [
+            {
+                "name": name.decode(),
+                "length": length,
+                "last_id": Id(*last),
+                "lanes": lanes,
+                "groups": [
+                    {
+                        "name": g.decode(),
+                        "consumers": consumers,
+                        "pending": pending,
+                        "lag": lag,
+                        "last_delivered": Id(*ld),
+                        "policy": policy,
+                    }
+                    for g, consumers, pending, lag, ld, policy in groups
+                ],
+            }
+            for name, length, last, lanes, groups in raw
+        ]
+
+    async def set_policy(
+        self,
+        stream: str,
+        group: str,
+        *,
+        max_attempts: int | None = None,
+        backoff: Sequence[float] | None = None,
+    ) -> None:
+        """Changes a group's retry policy (admin): attempts, backoff steps in seconds."""
+        steps = None if backoff is None else [int(s * 1000) for s in backoff]
+        await _call(self._c.set_policy(_b(stream), _b(group), max_attempts, steps))
+
+    async def dead_letters(self, origin: str | None = None, count: int = 100) -> list[DeadLetter]:
+        """Dead letters of the default DLQ, from one origin stream or all (admin)."""
+        raw = await _call(self._c.dead_letters(None if origin is None else _b(origin), count))
+        return [
+            DeadLetter(
+                Id(ms, seq),
+                Id(oms, oseq),
+                group.decode(),
+                reason,
+                failures,
+                None if err is None else err.decode(errors="replace"),
+                _text(fields),
+            )
+            for ms, seq, oms, oseq, group, reason, failures, err, fields in raw
+        ]
+
+
+class _Connecting:
+    """What `connect` returns: await it for a Client, or use it as `async with`."""
+
+    def __init__(self, opening: Callable[[], Awaitable[Client]]):
+        self._opening = opening
+        self._client: Client | None = None
+
+    def __await__(self):
+        return self._opening().__await__()
+
+    async def __aenter__(self) -> Client:
+        self._client = await self._opening()
+        return self._client
+
+    async def __aexit__(self, *exc) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def connect(
+    servers: str | Sequence[str] = "127.0.0.1:7400",
+    *,
+    agent: str,
+    token: str = "",
+    data_dir: str | os.PathLike | None = None,
+    ca_file: str | os.PathLike | None = None,
+    fingerprint: str | None = None,
+    server_name: str = "localhost",
+    connect_timeout: float = 15.0,
+) -> _Connecting:
+    """Connects to the first server that answers (a cluster: its nodes, this host's first).
+
+    Trust, one of: `fingerprint` (SHA-256 of the server's certificate, hex; a cluster's
+    nodes comma-separated), `ca_file` (a CA's PEM; the name must match `server_name`), or
+    the certificate `cortex serve` keeps in `data_dir` (default `./cortex-data`). There is
+    no skipping verification.
+
+    `async with cortex.connect(...) as c:` closes the client at the end; `c = await
+    cortex.connect(...)` leaves closing to you."""
+    if isinstance(servers, str):
+        servers = [servers]
+    if fingerprint is not None:
+        kind, value = "fingerprint", fingerprint
+    elif ca_file is not None:
+        kind, value = "ca_file", os.fspath(ca_file)
+    else:
+        d = os.fspath(data_dir) if data_dir is not None else "./cortex-data"
+        kind, value = "cert_file", os.path.join(d, "tls", "cert.pem")
+    args = (list(servers), agent, token, kind, value, server_name, float(connect_timeout))
+
+    async def opening() -> Client:
+        native = await _call(_call_sync(_native.Client.connect, *args))
+        return Client(native)
+
+    return _Connecting(opening)
