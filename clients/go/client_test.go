@@ -155,7 +155,7 @@ func TestSeedFlow(t *testing.T) {
 	serveCtx, stopServing := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() {
-		served <- pink.Serve(serveCtx, func(ctx context.Context, r *IncomingRequest) (Fields, error) {
+		served <- pink.Serve(serveCtx, pink.Agent(), func(ctx context.Context, r *IncomingRequest) (Fields, error) {
 			q, _ := r.Fields.Get("q")
 			switch q {
 			case "fail":

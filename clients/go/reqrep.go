@@ -194,16 +194,16 @@ type ServeOptions struct {
 	Concurrency uint32
 }
 
-// Serve receives the requests sent to this agent (its inbox, shared by every instance of
-// the agent through the group cortex-responders) and answers each with handler, until
-// ctx ends (it then returns ctx's error) or the subscription fails. A request is
-// acknowledged after its answer is stored; if the process dies first, it is delivered
-// again.
-func (c *Client) Serve(ctx context.Context, handler Handler, o ServeOptions) error {
+// Serve receives the requests sent to agent (its inbox, shared by every instance of the
+// agent through the group cortex-responders; an agent may always serve its own, c.Agent())
+// and answers each with handler, until ctx ends (it then returns ctx's error) or the
+// subscription fails. A request is acknowledged after its answer is stored; if the process
+// dies first, it is delivered again.
+func (c *Client) Serve(ctx context.Context, agent string, handler Handler, o ServeOptions) error {
 	if o.Concurrency == 0 {
 		o.Concurrency = 16
 	}
-	sub, err := c.Subscribe(ctx, Inbox(c.opts.Agent), SubscribeOptions{
+	sub, err := c.Subscribe(ctx, Inbox(agent), SubscribeOptions{
 		Group: RespondersGroup, Window: o.Concurrency})
 	if err != nil {
 		return err

@@ -37,7 +37,7 @@ async def main() -> None:
             async def echo(r: cortex.IncomingRequest):
                 return r.raw_fields
 
-            server = asyncio.create_task(responder.serve(echo, concurrency=64))
+            server = asyncio.create_task(responder.serve(agent, echo, concurrency=64))
 
             async def op():
                 await c.request(agent, body, timeout=10)

@@ -1,5 +1,5 @@
 //! `cortex_bus._native`: the Rust client (`cortex::client`) for Python, through PyO3.
-//! Every call returns an asyncio awaitable run on one tokio runtime; reconnect,
+//! Every call returns an asyncio awaitable run on one tokio runtime (`bridge`); reconnect,
 //! resubscription, stateless resets, keep-alive and certificate pinning are the Rust
 //! client's. The typed Python API (`cortex_bus`) wraps this module: values cross as plain
 //! tuples, and failures as `NativeError(kind, code, message)`.
@@ -16,8 +16,10 @@ use cortex::client::{
 };
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::future_into_py;
 use tokio::sync::Mutex;
+
+mod bridge;
+use bridge::spawn;
 
 pyo3::create_exception!(_native, NativeError, PyException);
 
@@ -113,7 +115,7 @@ impl Client {
             trust,
             connect_timeout: Duration::from_secs_f64(connect_timeout),
         };
-        future_into_py(py, async move {
+        spawn(py, async move {
             let inner = RustClient::connect(opts).await.map_err(native)?;
             Ok(Client { inner })
         })
@@ -137,7 +139,7 @@ impl Client {
     /// Closes the connection; the server lets go of this client's subscriptions at once.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             c.close().await;
             Ok(())
         })
@@ -162,7 +164,7 @@ impl Client {
                 headers,
             })
             .collect();
-        future_into_py(py, async move {
+        spawn(py, async move {
             let results = c.publish_batch(stream, messages).await.map_err(native)?;
             Ok(results
                 .into_iter()
@@ -222,7 +224,7 @@ impl Client {
             no_ack,
         };
         let c = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             let sub = c.subscribe(opts).await.map_err(native)?;
             Ok(Subscription {
                 window: sub.window(),
@@ -243,7 +245,7 @@ impl Client {
         timeout_ms: u64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             let parts = c
                 .request_with(
                     &agent,
@@ -270,7 +272,7 @@ impl Client {
     ) -> PyResult<Bound<'py, PyAny>> {
         let kind = part_kind(kind)?;
         let c = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             c.respond(&correlation, kind, fields).await.map_err(native)
         })
     }
@@ -288,7 +290,7 @@ impl Client {
         rev: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             let entries = c
                 .range(
                     stream,
@@ -326,7 +328,7 @@ impl Client {
     /// pending, lag, (ms, seq), policy)]).
     fn stat<'py>(&self, py: Python<'py>, stream: Option<Vec<u8>>) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             match c
                 .admin(AdminRequest::Stat { stream })
                 .await
@@ -375,7 +377,7 @@ impl Client {
         backoff_ms: Option<Vec<u64>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             c.admin(AdminRequest::Policy {
                 stream,
                 group,
@@ -400,7 +402,7 @@ impl Client {
         count: u32,
     ) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             match c
                 .admin(AdminRequest::DlqList(DlqSelect {
                     origin,
@@ -446,7 +448,7 @@ impl Subscription {
     /// Resolves to the next Delivery, or None once the subscription ended.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             match inner.lock().await.next().await {
                 None => Ok(None),
                 Some(Err(e)) => Err(native(e)),
@@ -488,7 +490,7 @@ impl Delivery {
     /// Acknowledges it; resolves to 1, or 0 when it was no longer pending.
     fn ack<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let d = self.inner.clone();
-        future_into_py(py, async move { d.ack().await.map_err(native) })
+        spawn(py, async move { d.ack().await.map_err(native) })
     }
 
     /// Fails it (retried after the backoff, or dead-lettered); with reject, dead-letters
@@ -500,7 +502,7 @@ impl Delivery {
         reject: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let d = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             if reject {
                 d.nack_reject(&error).await.map_err(native)
             } else {
@@ -512,7 +514,7 @@ impl Delivery {
     /// Still working on it: its ack deadline starts again.
     fn in_progress<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let d = self.inner.clone();
-        future_into_py(py, async move { d.in_progress().await.map_err(native) })
+        spawn(py, async move { d.in_progress().await.map_err(native) })
     }
 }
 
@@ -527,7 +529,7 @@ impl ReplyStream {
     /// Resolves to the next (kind, from, fields), or None after the last.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
-        future_into_py(py, async move {
+        spawn(py, async move {
             match inner.lock().await.next().await {
                 None => Ok(None),
                 Some(Err(e)) => Err(native(e)),
@@ -558,6 +560,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Delivery>()?;
     m.add_class::<ReplyStream>()?;
     m.add_function(wrap_pyfunction!(reencode_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(bridge::quiesce, m)?)?;
     m.add("NativeError", m.py().get_type::<NativeError>())?;
     Ok(())
 }

@@ -5,6 +5,8 @@ vectors, and a broker killed and restarted under a live subscription."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -119,7 +121,7 @@ def test_request_reply_and_serve(broker):
                     await asyncio.sleep(3600)
                 return {"a": f"re: {q}", "from": r.sender}
 
-            server = asyncio.create_task(pink.serve(handler))
+            server = asyncio.create_task(pink.serve(pink_name, handler))
             # Until serve's subscription is up there are no responders.
             deadline = time.monotonic() + BOUND
             while True:
@@ -196,3 +198,48 @@ def test_survives_a_broker_restart(own_broker):
             assert s["length"] == n + 1 and s["groups"][0]["pending"] == 0
 
     run(main())
+
+
+# Ends as a short script does: a request served and answered, then the serving task
+# cancelled and the clients closed, with the process exiting at once.
+EXIT_SCRIPT = """
+import asyncio, sys
+import cortex_bus as cortex
+
+async def main():
+    async with cortex.connect(sys.argv[1], agent=sys.argv[3], data_dir=sys.argv[2]) as c:
+        responder = await cortex.connect(sys.argv[1], agent=sys.argv[3], data_dir=sys.argv[2])
+
+        async def echo(r):
+            return r.raw_fields
+
+        server = asyncio.create_task(responder.serve(sys.argv[3], echo))
+        while True:
+            try:
+                await c.request(sys.argv[3], {"q": "x"}, timeout=10)
+                break
+            except cortex.NoResponders:
+                await asyncio.sleep(0.01)
+        for _ in range(20):
+            await c.request(sys.argv[3], {"q": "x"}, timeout=10)
+        sub = await c.subscribe("leaver-" + sys.argv[3], start=cortex.Start.ALL)
+        asyncio.create_task(sub.next())  # still waiting when the script ends
+        server.cancel()
+        await responder.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_script_that_ends_with_calls_in_flight_exits_cleanly(broker, tmp_path):
+    script = tmp_path / "leave.py"
+    script.write_text(EXIT_SCRIPT)
+    for i in range(10):
+        p = subprocess.run(
+            [sys.executable, str(script), broker.quic, broker.data, fresh(f"leaver{i}")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert p.returncode == 0, p.stderr

@@ -23,7 +23,7 @@ def test_go_and_python_agents_talk(broker, tmp_path):
             async def handler(r: cortex.IncomingRequest):
                 return {"a": f"py says: {r.fields['q']}"}
 
-            server = asyncio.create_task(c.serve(handler))
+            server = asyncio.create_task(c.serve("py", handler))
             sub = await c.subscribe("interop:to-py", start=cortex.Start.ALL)
             await c.publish("interop:to-go", {"hello": "from python"})
             go = await asyncio.create_subprocess_exec(

@@ -55,7 +55,7 @@ func main() {
 		sctx, stop := context.WithCancel(ctx)
 		defer stop()
 		go func() {
-			_ = responder.Serve(sctx, func(_ context.Context, r *cortex.IncomingRequest) (cortex.Fields, error) {
+			_ = responder.Serve(sctx, agent, func(_ context.Context, r *cortex.IncomingRequest) (cortex.Fields, error) {
 				return r.Fields, nil
 			}, cortex.ServeOptions{Concurrency: 64})
 		}()

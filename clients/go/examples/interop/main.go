@@ -35,7 +35,7 @@ func main() {
 	serving, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
-		_ = c.Serve(serving, func(_ context.Context, r *cortex.IncomingRequest) (cortex.Fields, error) {
+		_ = c.Serve(serving, "go", func(_ context.Context, r *cortex.IncomingRequest) (cortex.Fields, error) {
 			q, _ := r.Fields.Get("q")
 			return cortex.KV("a", "go says: "+q), nil
 		}, cortex.ServeOptions{})

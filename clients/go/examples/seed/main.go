@@ -42,7 +42,7 @@ func main() {
 	serving, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() {
-		err := pink.Serve(serving, func(ctx context.Context, r *cortex.IncomingRequest) (cortex.Fields, error) {
+		err := pink.Serve(serving, "pink", func(ctx context.Context, r *cortex.IncomingRequest) (cortex.Fields, error) {
 			q, _ := r.Fields.Get("q")
 			fmt.Printf("pink: %s asks %q\n", r.From(), q)
 			if err := r.Progress(ctx, cortex.KV("status", "looking")); err != nil {

@@ -17,6 +17,7 @@ native module; this module gives them Python's types and exceptions.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import enum
 import os
@@ -24,6 +25,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import Self
 
 from . import _native
+
+# Before the interpreter finalizes, stop native threads from handing it results (a
+# subscription still waiting when a script ends would otherwise abort the process).
+atexit.register(_native.quiesce)
 
 __all__ = [
     "AuthFailed",
@@ -616,9 +621,10 @@ class Client:
     async def _respond(self, correlation: str, kind: PartKind, fields: FieldsLike) -> None:
         await _call(self._c.respond(correlation.encode(), int(kind), _pairs(fields)))
 
-    async def serve(self, handler: Handler, *, concurrency: int = 16) -> None:
-        """Answers the requests sent to this agent (its inbox, shared by every instance of
-        it through the group cortex-responders) with `handler`, until cancelled. The
+    async def serve(self, agent: str, handler: Handler, *, concurrency: int = 16) -> None:
+        """Answers the requests sent to `agent` (its inbox, shared by every instance of it
+        through the group cortex-responders; an agent may always serve its own,
+        `c.agent`) with `handler`, until cancelled. The
         handler returns the final part's fields; an exception becomes an error part
         ({"error": text}; ReplyFailed's fields as they are). A request is acknowledged after
         its answer is stored, so one that a crash interrupts is delivered again."""
