@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -322,5 +323,25 @@ func TestSurvivesABrokerRestart(t *testing.T) {
 	stats := must[[]StreamStat](t)(c.Stat(ctx, "jobs"))
 	if stats[0].Length != n+1 || stats[0].Groups[0].Pending != 0 {
 		t.Fatalf("after the restart: %+v", stats[0])
+	}
+}
+
+// With a cluster's addresses, a node that does not answer is skipped: the client connects
+// to the next one, and reconnects there too.
+func TestConnectsToTheNextNode(t *testing.T) {
+	b := sharedBroker(t)
+	ctx := ctxT(t)
+	// A UDP port nobody answers on: bound here, never read.
+	dead, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	trust := must[Trust](t)(TrustLocal(b.data))
+	c := must[*Client](t)(Connect(ctx, Options{Servers: []string{dead.LocalAddr().String(), b.quic},
+		Agent: "harold", Trust: trust}))
+	defer c.Close()
+	if _, err := c.Publish(ctx, fresh("nodes"), NewMessage(KV("a", "b"))); err != nil {
+		t.Fatal(err)
 	}
 }
