@@ -228,7 +228,8 @@ impl Client {
             let sub = c.subscribe(opts).await.map_err(native)?;
             Ok(Subscription {
                 window: sub.window(),
-                inner: Arc::new(Mutex::new(sub)),
+                inner: Arc::new(Mutex::new(Some(sub))),
+                closing: tokio::sync::watch::Sender::new(false),
             })
         })
     }
@@ -439,8 +440,11 @@ impl Client {
 /// A push subscription (resumed by the Rust client across reconnects).
 #[pyclass(frozen, module = "cortex_bus._native")]
 struct Subscription {
-    inner: Arc<Mutex<RustSubscription>>,
+    /// `None` once closed.
+    inner: Arc<Mutex<Option<RustSubscription>>>,
     window: Window,
+    /// Set by `close`: a `next` in flight returns `None` at once.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 #[pymethods]
@@ -448,12 +452,33 @@ impl Subscription {
     /// Resolves to the next Delivery, or None once the subscription ended.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
+        let mut closing = self.closing.subscribe();
         spawn(py, async move {
-            match inner.lock().await.next().await {
+            let mut sub = inner.lock().await;
+            let Some(sub) = sub.as_mut() else {
+                return Ok(None);
+            };
+            let next = tokio::select! {
+                next = sub.next() => next,
+                _ = closing.wait_for(|c| *c) => None,
+            };
+            match next {
                 None => Ok(None),
                 Some(Err(e)) => Err(native(e)),
                 Some(Ok(d)) => Ok(Some(Delivery { inner: Arc::new(d) })),
             }
+        })
+    }
+
+    /// Ends the subscription (its stream closes, so the server hands it nothing more);
+    /// deliveries not acknowledged stay pending in the group. A `next` in flight returns
+    /// `None`.
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.closing.send_replace(true);
+        let inner = self.inner.clone();
+        spawn(py, async move {
+            inner.lock().await.take();
+            Ok(())
         })
     }
 

@@ -99,6 +99,11 @@ def test_subscribe_ack_nack_reject_in_progress(broker):
             assert s["groups"][0]["pending"] == 0 and s["length"] == 3
             # Acking again what is no longer pending answers False.
             assert await a.ack() is False
+            # Closing ends the subscription, and a next() waiting then returns None.
+            waiting = asyncio.create_task(sub.next())
+            await sub.close()
+            assert await asyncio.wait_for(waiting, BOUND) is None
+            assert await sub.next() is None
 
     run(main())
 
@@ -148,6 +153,19 @@ def test_request_reply_and_serve(broker):
             server.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await server
+
+            # A plain function serves as well as a coroutine function.
+            plain = asyncio.create_task(pink.serve(pink_name, lambda r: {"echo": r.fields["q"]}))
+            deadline = time.monotonic() + BOUND
+            while True:
+                try:
+                    answer = await harold.request(pink_name, {"q": "sync?"})
+                    break
+                except cortex.NoResponders:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.02)
+            assert answer.fields == {"echo": "sync?"}
+            plain.cancel()
 
     run(main())
 

@@ -20,6 +20,7 @@ import asyncio
 import atexit
 import dataclasses
 import enum
+import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Self
@@ -432,6 +433,19 @@ class Subscription:
         d = await _call(sub.next())
         return None if d is None else Delivery(d)
 
+    async def close(self) -> None:
+        """Ends the subscription: the server hands it nothing more; deliveries not
+        acknowledged stay pending in the group (and come again)."""
+        if self._sub is not None:
+            await _call(self._sub.close())
+
+    async def __aenter__(self) -> Self:
+        await self._open()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
     def set_window(self, window: int) -> None:
         """Changes the window (0 pauses delivery)."""
         if self._sub is None:
@@ -466,7 +480,9 @@ class IncomingRequest(Delivery):
         await self.in_progress()
 
 
-Handler = Callable[[IncomingRequest], Awaitable[FieldsLike]]
+Handler = Callable[[IncomingRequest], Awaitable[FieldsLike] | FieldsLike]
+"""Answers one request: a coroutine function, or a plain function, returning the final
+part's fields."""
 
 
 def _part(p) -> Part:
@@ -628,7 +644,7 @@ class Client:
         handler returns the final part's fields; an exception becomes an error part
         ({"error": text}; ReplyFailed's fields as they are). A request is acknowledged after
         its answer is stored, so one that a crash interrupts is delivered again."""
-        sub = self.subscribe(INBOX_PREFIX + self.agent, group=RESPONDERS_GROUP, window=concurrency)
+        sub = self.subscribe(INBOX_PREFIX + agent, group=RESPONDERS_GROUP, window=concurrency)
         await sub
         tasks: set[asyncio.Task] = set()
         try:
@@ -642,13 +658,18 @@ class Client:
         finally:
             for t in tasks:
                 t.cancel()
+            # Closed now, not when collected: a later serve of the same agent must not lose
+            # requests to this stream.
+            await sub.close()
 
     async def _answer(self, r: IncomingRequest, handler: Handler) -> None:
         if not r.correlation:
             await r.reject("not a request: no correlation header")
             return
         try:
-            out = await handler(r)
+            out = handler(r)
+            if inspect.isawaitable(out):
+                out = await out
             kind, fields = PartKind.FINAL, _pairs(out) or [(b"ok", b"")]
         except asyncio.CancelledError:
             raise
