@@ -196,7 +196,7 @@ function openStream(name) {
   $('#stream-pick').value = name;
   switchTab('streams');
 }
-$('#stream-pick').addEventListener('change', (e) => { state.stream = e.target.value; renderStream(); });
+$('#stream-pick').addEventListener('change', (e) => openStream(e.target.value));
 
 async function renderStream() {
   const o = state.overview;
@@ -294,13 +294,34 @@ $('#browse-form').addEventListener('submit', async (e) => {
 });
 
 // ---- tabs and the refresh loop ---------------------------------------------------------------
-function switchTab(tab) {
+// Every view has a URL an alert or a colleague can link to: #/overview, #/streams/NAME,
+// #/dlq, #/timeline, #/browse. The hash is the one source of truth: a tab click or a
+// stream opened sets it, and the view follows it (so Back works too).
+function show(tab) {
   state.tab = tab;
   for (const b of document.querySelectorAll('#tabs button')) b.classList.toggle('active', b.dataset.tab === tab);
   for (const s of document.querySelectorAll('section.tab')) s.hidden = s.id !== tab;
   refreshTab();
 }
+function hashOf(tab) {
+  return tab === 'streams' && state.stream ? `#/streams/${encodeURIComponent(state.stream)}` : `#/${tab}`;
+}
+function switchTab(tab) {
+  const h = hashOf(tab);
+  if (location.hash !== h) location.hash = h; // the hashchange shows it
+  else show(tab);
+}
+function route() {
+  const [, tab = 'overview', ...rest] = location.hash.replace(/^#/, '').split('/');
+  const tabs = [...document.querySelectorAll('#tabs button')].map((b) => b.dataset.tab);
+  if (tab === 'streams' && rest.length) {
+    state.stream = decodeURIComponent(rest.join('/'));
+    $('#stream-pick').value = state.stream;
+  }
+  show(tabs.includes(tab) ? tab : 'overview');
+}
 for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => switchTab(b.dataset.tab));
+window.addEventListener('hashchange', route);
 
 async function refreshTab() {
   try {
@@ -327,4 +348,5 @@ async function loop() {
   setTimeout(loop, 2000);
 }
 window.addEventListener('resize', () => state.overview && renderOverview(state.overview, null));
+route();
 loop();

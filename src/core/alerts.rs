@@ -1,6 +1,7 @@
 //! Alerts on `cortex:alerts`: dead letters and undelivered trims. The first after a quiet
 //! period goes out at once; later ones are summarised per interval ("3 messages failed to
-//! pink"), at most one entry per interval and namespace.
+//! pink"), at most one entry per interval and namespace. Each carries `view`, the path of
+//! the dashboard view that shows what it is about (`/#/dlq`), for a link.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -115,6 +116,7 @@ impl Summary {
             ),
             (b"reasons".to_vec(), reasons.join(",").into_bytes()),
             (b"streams".to_vec(), streams.join(",").into_bytes()),
+            (b"view".to_vec(), b"/#/dlq".to_vec()),
         ];
         alert_op(ns, fields)
     }
@@ -127,6 +129,7 @@ pub(super) fn disk_alert(kind: &str, message: &str) -> Op {
         vec![
             (b"kind".to_vec(), kind.as_bytes().to_vec()),
             (b"message".to_vec(), message.as_bytes().to_vec()),
+            (b"view".to_vec(), b"/#/overview".to_vec()),
         ],
     )
 }
@@ -138,6 +141,7 @@ pub(super) fn damage_alert(message: &str) -> Op {
         vec![
             (b"kind".to_vec(), b"store_damage".to_vec()),
             (b"message".to_vec(), message.as_bytes().to_vec()),
+            (b"view".to_vec(), b"/#/overview".to_vec()),
         ],
     )
 }

@@ -10,6 +10,7 @@ Usage: tests/browser/dashboard.py [path/to/cortex]   (default: target/debug/cort
 """
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -120,8 +121,9 @@ def run(base, stop):
         expect(page.locator("#dlq-count")).to_have_text("1", timeout=TIMEOUT_MS)
         page.screenshot(path=str(ARTIFACTS / "1-overview.png"), full_page=True)
 
-        # 2. The dead letter is listed with its origin, reason and error.
+        # 2. The dead letter is listed with its origin, reason and error; the tab has a URL.
         page.click('#tabs button[data-tab="dlq"]')
+        expect(page).to_have_url(base + "/#/dlq")
         dead = page.locator("#dlq-table tbody tr", has_text="doomed-build")
         expect(dead).to_have_count(1, timeout=TIMEOUT_MS)
         expect(dead).to_contain_text("compiler exploded")
@@ -150,12 +152,29 @@ def run(base, stop):
         expect(back).to_have_count(2, timeout=TIMEOUT_MS)
         page.screenshot(path=str(ARTIFACTS / "5-back-on-stream.png"), full_page=True)
 
+        # Every view can be linked: a fresh page opened on #/dlq shows the dead letters, one
+        # on #/streams/tasks that stream's groups, and Back returns to the view before.
+        linked = browser.new_page(viewport={"width": 1280, "height": 900})
+        linked.on("pageerror", lambda e: errors.append(str(e)))
+        linked.goto(base + "/#/dlq")
+        expect(linked.locator("#dlq")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(linked.locator('#tabs button[data-tab="dlq"]')).to_have_class(re.compile("active"))
+        linked.goto(base + "/#/streams/tasks")
+        expect(linked.locator("#streams")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(linked.locator("#stream-pick")).to_have_value("tasks", timeout=TIMEOUT_MS)
+        linked.click('#tabs button[data-tab="timeline"]')
+        expect(linked).to_have_url(base + "/#/timeline")
+        linked.go_back()
+        expect(linked.locator("#streams")).to_be_visible(timeout=TIMEOUT_MS)
+        linked.screenshot(path=str(ARTIFACTS / "6-linked-stream.png"), full_page=True)
+        linked.close()
+
         # The phone layout renders too.
         phone = browser.new_page(viewport={"width": 390, "height": 844})
         phone.goto(base + "/")
         expect(phone.locator('#streams-table tr[data-stream="tasks"]')).to_be_visible(
             timeout=TIMEOUT_MS)
-        phone.screenshot(path=str(ARTIFACTS / "6-phone.png"), full_page=True)
+        phone.screenshot(path=str(ARTIFACTS / "7-phone.png"), full_page=True)
         browser.close()
         if errors:
             raise SystemExit("page errors: " + "; ".join(errors))

@@ -190,6 +190,8 @@ fn nack_backoff_dead_letter_alert_and_redrive() {
     );
     let text = format!("{alert:?}");
     assert!(text.contains("1 message failed (1 to worker)"), "{text}");
+    // It links to the dashboard's dead-letter view.
+    assert!(text.contains("/#/dlq"), "{text}");
     // Redrive puts exactly what was published back.
     assert_eq!(r.cmd(&["CX.DLQ", "REDRIVE", "STREAM", "tasks"]), V::Int(1));
     assert_eq!(r.cmd(&["XLEN", "cortex:dlq"]), V::Int(0));
