@@ -22,8 +22,16 @@ import dataclasses
 import enum
 import inspect
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Self
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from typing import Any, Self, TypeVar
 
 from . import _native
 
@@ -66,8 +74,10 @@ __all__ = [
     "connect",
 ]
 
+T = TypeVar("T")
 Bytesish = str | bytes
-FieldsLike = Mapping[Bytesish, Bytesish] | Iterable[tuple[Bytesish, Bytesish]]
+Pairs = list[tuple[bytes, bytes]]
+FieldsLike = Mapping[str, Bytesish] | Mapping[bytes, Bytesish] | Iterable[tuple[Bytesish, Bytesish]]
 
 INBOX_PREFIX = "cortex:inbox:"
 RESPONDERS_GROUP = "cortex-responders"
@@ -204,14 +214,14 @@ def _translate(e: _native.NativeError) -> CortexError:
     return CortexError(message)
 
 
-async def _call(awaitable: Awaitable):
+async def _call(awaitable: Awaitable[T]) -> T:
     try:
         return await awaitable
     except _native.NativeError as e:
         raise _translate(e) from None
 
 
-def _call_sync(f: Callable, *args):
+def _call_sync(f: Callable[..., T], *args: Any) -> T:
     """A native call that fails before it returns its awaitable (bad arguments)."""
     try:
         return f(*args)
@@ -281,7 +291,7 @@ class Message:
     """Idempotency key: a repeat returns the first ID, and makes retries safe."""
     headers: FieldsLike | None = None
 
-    def _native(self):
+    def _native(self) -> tuple[Pairs, int, int | None, bytes | None, Pairs]:
         ttl_ms = None if self.ttl is None else max(1, int(self.ttl * 1000))
         key = None if self.key is None else _b(self.key)
         return (_pairs(self.fields), int(self.lane), ttl_ms, key, _pairs(self.headers))
@@ -400,7 +410,7 @@ class Delivery:
 class Subscription:
     """A push subscription; iterate it with `async for`. It resumes across reconnects."""
 
-    def __init__(self, client: Client, opening: Awaitable):
+    def __init__(self, client: Client, opening: Awaitable[_native.Subscription]):
         self._client = client
         self._opening = opening
         self._sub: _native.Subscription | None = None
@@ -410,8 +420,8 @@ class Subscription:
             self._sub = await _call(self._opening)
         return self._sub
 
-    def __await__(self):
-        async def opened():
+    def __await__(self) -> Generator[Any, None, Subscription]:
+        async def opened() -> Subscription:
             await self._open()
             return self
 
@@ -443,7 +453,7 @@ class Subscription:
         await self._open()
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     def set_window(self, window: int) -> None:
@@ -485,7 +495,7 @@ Handler = Callable[[IncomingRequest], Awaitable[FieldsLike] | FieldsLike]
 part's fields."""
 
 
-def _part(p) -> Part:
+def _part(p: tuple[int, str | None, Pairs]) -> Part:
     kind, sender, fields = p
     return Part(PartKind(kind), sender, _text(fields), fields)
 
@@ -521,7 +531,7 @@ class Client:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     @property
@@ -646,7 +656,7 @@ class Client:
         its answer is stored, so one that a crash interrupts is delivered again."""
         sub = self.subscribe(INBOX_PREFIX + agent, group=RESPONDERS_GROUP, window=concurrency)
         await sub
-        tasks: set[asyncio.Task] = set()
+        tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
                 d = await sub.next()
@@ -712,7 +722,7 @@ class Client:
             for ms, seq, f, lane, h, p, exp in raw
         ]
 
-    async def stat(self, stream: str | None = None) -> list[dict]:
+    async def stat(self, stream: str | None = None) -> list[dict[str, Any]]:
         """Streams the agent may consume, with their groups, pending counts and lag."""
         raw = await _call(self._c.stat(None if stream is None else _b(stream)))
         return [
@@ -772,14 +782,14 @@ class _Connecting:
         self._opening = opening
         self._client: Client | None = None
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, Client]:
         return self._opening().__await__()
 
     async def __aenter__(self) -> Client:
         self._client = await self._opening()
         return self._client
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         if self._client is not None:
             await self._client.close()
 
@@ -789,8 +799,8 @@ def connect(
     *,
     agent: str,
     token: str = "",
-    data_dir: str | os.PathLike | None = None,
-    ca_file: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    ca_file: str | os.PathLike[str] | None = None,
     fingerprint: str | None = None,
     server_name: str = "localhost",
     connect_timeout: float = 15.0,
