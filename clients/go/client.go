@@ -198,6 +198,7 @@ func (c *Client) handshake(ctx context.Context, addr string) (*quic.Conn, Limits
 		_ = conn.CloseWithError(0, "")
 		return nil, Limits{}, fmt.Errorf("cortex: connect %s: %w", addr, err)
 	}
+	finish(s)
 	w, ok := f.(*welcome)
 	if !ok {
 		_ = conn.CloseWithError(0, "")
@@ -328,7 +329,19 @@ func (c *Client) call(ctx context.Context, f frame) (frame, error) {
 	if err != nil {
 		return nil, lost(ctx, err)
 	}
+	finish(s)
 	return ans, nil
+}
+
+// finish ends the receive side of a stream whose answer was read, as quic-go's contract
+// asks (read to io.EOF, or cancel): the FIN normally came with the answer; if it has not,
+// the read side is cancelled instead of waited for.
+func finish(s *quic.Stream) {
+	_ = s.SetReadDeadline(time.Now())
+	var b [1]byte
+	if _, err := s.Read(b[:]); err != io.EOF {
+		s.CancelRead(0)
+	}
 }
 
 // lost names a failed stream: the context's end, a protocol violation, or ErrLost.

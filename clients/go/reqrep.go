@@ -88,6 +88,7 @@ func (r *Reply) Next() (*Part, error) {
 		}
 		if x.Kind != PartProgress {
 			r.done = true
+			finish(r.s)
 			r.stop()
 		}
 		return p, nil
