@@ -17,6 +17,7 @@
 
 mod auth;
 pub mod metrics;
+pub mod presence;
 pub mod publish;
 pub mod push;
 mod read;
@@ -57,6 +58,8 @@ struct Inner {
     requests: reqrep::Requests,
     /// Woken when this node's mailboxes should be announced again.
     mail_announce: Arc<Notify>,
+    /// The agents connected here (`presence.rs`).
+    presence: presence::Presence,
 }
 
 impl Broker {
@@ -79,6 +82,7 @@ impl Broker {
                 connection_closed: Notify::new(),
                 requests: reqrep::Requests::default(),
                 mail_announce: Arc::new(Notify::new()),
+                presence: presence::Presence::default(),
             }),
         };
         // The one place the sequencer is picked.

@@ -53,6 +53,7 @@ pub(super) fn routes() -> Router<App> {
         .route("/cluster", get(cluster))
         .route("/connections", get(connections))
         .route("/responders", get(responders))
+        .route("/agents", get(agents))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         })
@@ -170,6 +171,32 @@ async fn responders(State(app): State<App>, h: HeaderMap, Q(w): Q<RespondersWait
             ),
         )),
     }
+}
+
+/// `GET /agents`: the agents connected to this node, each with its sessions (front, client,
+/// connected and last-heard times, what it serves).
+async fn agents(State(app): State<App>, h: HeaderMap) -> ApiResult {
+    principal(&app.broker, &h)?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let list: Vec<Value> = app
+        .broker
+        .agents()
+        .into_iter()
+        .map(|a| {
+            json!({
+                "agent": a.agent,
+                "last_heard_ms": a.last_heard_ms,
+                "sessions": a.sessions.iter().map(|s| json!({
+                    "front": s.front,
+                    "client": s.client,
+                    "connected_ms": s.connected_ms,
+                    "last_heard_ms": s.last_heard_ms,
+                    "serves": s.serves.iter().map(|(st, g)| json!({"stream": text(st), "group": text(g)})).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    ok(json!({ "now_ms": app.broker.now_ms(), "agents": list }))
 }
 
 /// `GET /connections[?protocol=P&at_most=N][&timeout_ms=T]`: open connections by protocol

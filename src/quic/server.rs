@@ -14,6 +14,7 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use tokio::sync::mpsc;
 
 use super::convert::*;
+use crate::broker::presence::Session;
 use crate::broker::publish::Message;
 use crate::broker::push::{SubscribeSpec, Subscription};
 use crate::broker::reqrep::ReqError;
@@ -135,19 +136,22 @@ async fn error(send: &mut SendStream, code: ErrorCode, message: impl Into<String
 /// `quic_connections`, which the caller takes back).
 async fn connection(conn: Connection, broker: &Broker) -> bool {
     let limits = Limits::default();
-    let who = match tokio::time::timeout(AUTH_TIMEOUT, authenticate(&conn, broker, &limits)).await {
-        Ok(Some(who)) => who,
-        Ok(None) => return false,
-        Err(_) => {
-            conn.close(names::CLOSE_AUTH.into(), b"no authentication in time");
-            return false;
-        }
-    };
+    let (who, client) =
+        match tokio::time::timeout(AUTH_TIMEOUT, authenticate(&conn, broker, &limits)).await {
+            Ok(Some(who)) => who,
+            Ok(None) => return false,
+            Err(_) => {
+                conn.close(names::CLOSE_AUTH.into(), b"no authentication in time");
+                return false;
+            }
+        };
     broker.stats().connections.fetch_add(1, Ordering::Relaxed);
     broker
         .metrics()
         .quic_connections
         .fetch_add(1, Ordering::Relaxed);
+    // Listed by `Broker::agents` until the connection ends.
+    let session = Arc::new(broker.register_session(&who, "quic", &client));
     loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
@@ -155,17 +159,25 @@ async fn connection(conn: Connection, broker: &Broker) -> bool {
         };
         let b = broker.clone();
         let w = who.clone();
-        tokio::spawn(async move { stream(send, recv, b, w, limits).await });
+        let s = session.clone();
+        tokio::spawn(async move { stream(send, recv, b, w, s, limits).await });
     }
+    // Off the list before the connection count goes down (a drain waited for on the count
+    // then finds the agent gone).
+    session.close();
     true
 }
 
 /// The first stream's first frame must be a good `Hello`; anything else closes the
 /// connection after an error frame.
-async fn authenticate(conn: &Connection, broker: &Broker, limits: &Limits) -> Option<Principal> {
+async fn authenticate(
+    conn: &Connection,
+    broker: &Broker,
+    limits: &Limits,
+) -> Option<(Principal, String)> {
     let (mut send, mut recv) = conn.accept_bi().await.ok()?;
     match hello(&mut recv, broker, limits).await {
-        Ok(who) => {
+        Ok((who, client)) => {
             let welcome = Frame::Welcome {
                 protocol: PROTOCOL,
                 server: format!("cortex {}", env!("CARGO_PKG_VERSION")),
@@ -174,7 +186,7 @@ async fn authenticate(conn: &Connection, broker: &Broker, limits: &Limits) -> Op
             };
             write_frame(&mut send, &welcome).await.ok()?;
             let _ = send.finish();
-            Some(who)
+            Some((who, client))
         }
         Err(None) => None,
         Err(Some((code, message))) => {
@@ -192,7 +204,7 @@ async fn hello(
     recv: &mut RecvStream,
     broker: &Broker,
     limits: &Limits,
-) -> Result<Principal, Option<(ErrorCode, String)>> {
+) -> Result<(Principal, String), Option<(ErrorCode, String)>> {
     let frame = match read_frame(recv, limits).await {
         Ok(Some(f)) => f,
         Ok(None) => return Err(Some((ErrorCode::NotAuthenticated, "no Hello".into()))),
@@ -203,7 +215,7 @@ async fn hello(
         protocol,
         agent,
         token,
-        ..
+        client,
     } = frame
     else {
         return Err(Some((
@@ -218,10 +230,11 @@ async fn hello(
         )));
     }
     if let Some(anonymous) = broker.anonymous_session(&agent) {
-        return Ok(anonymous);
+        return Ok((anonymous, client));
     }
     broker
         .authenticate(Some(agent.as_bytes()), token.as_bytes())
+        .map(|who| (who, client))
         .map_err(|_| Some((ErrorCode::AuthFailed, "unknown agent or wrong token".into())))
 }
 
@@ -230,6 +243,7 @@ async fn stream(
     mut recv: RecvStream,
     broker: Broker,
     who: Principal,
+    session: Arc<Session>,
     limits: Limits,
 ) {
     let frame = match read_frame(&mut recv, &limits).await {
@@ -243,10 +257,11 @@ async fn stream(
         Err(ReadError::Stream(_)) => return,
     };
     broker.stats().commands.fetch_add(1, Ordering::Relaxed);
+    session.heard();
     let reply = match frame {
         Frame::Publish { stream, messages } => publish(&broker, &who, stream, messages).await,
         Frame::Subscribe { .. } => {
-            return subscription(send, recv, broker, who, frame, limits).await
+            return subscription(send, recv, broker, who, session, frame, limits).await
         }
         Frame::Request { .. } => return request(send, broker, who, frame).await,
         Frame::Respond {
@@ -401,6 +416,7 @@ async fn subscription(
     mut recv: RecvStream,
     broker: Broker,
     who: Principal,
+    session: Arc<Session>,
     frame: Frame,
     limits: Limits,
 ) {
@@ -450,6 +466,8 @@ async fn subscription(
     if write_frame(&mut send, &ok).await.is_err() {
         return;
     }
+    // Listed as what this agent serves while the subscription lives.
+    let _serving = session.serving(sub.stream(), sub.group());
     let heartbeat = Duration::from_millis(u64::from(names::heartbeat_ms(heartbeat_ms)));
     // Control frames are read by their own task so that reading is never cancelled halfway.
     let (tx, mut rx) = mpsc::channel::<Result<Frame, ReadError>>(64);
@@ -503,6 +521,7 @@ async fn subscription(
         tokio::select! {
             f = rx.recv(), if acks.len() < ACKS_IN_FLIGHT_MAX => {
                 let Some(first) = f else { break };
+                session.heard();
                 // Take every control frame already here: their acks share one commit.
                 let mut frames = vec![first];
                 while frames.len() < 64 {

@@ -574,3 +574,63 @@ async fn a_batch_answers_one_result_per_message() {
     let values: Vec<_> = entries.iter().map(|e| e.fields[0].1.clone()).collect();
     assert_eq!(values, vec![b"1".to_vec(), b"3".to_vec(), b"4".to_vec()]);
 }
+
+/// Presence: the agents connected, over which front, with which client, what each serves
+/// and when each was last heard from; an agent leaves the list when its connection ends.
+#[tokio::test(flavor = "current_thread")]
+async fn agents_are_listed_with_what_they_serve_until_they_leave() {
+    let s = Server::start(&[]);
+    let get = |path: &str| {
+        let (status, text) = crate::http::http(s.http, "GET", path, None, None);
+        assert_eq!(status, 200, "{path}: {text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    let pink = client(&s, "pink").await;
+    let _requests = pink.serve(4).await.expect("serve");
+    let harold = client(&s, "harold").await;
+    // The server reports when pink's inbox is served.
+    get("/api/v1/responders?agent=pink&timeout_ms=20000");
+    harold
+        .publish("tasks", msg("a", "b"))
+        .await
+        .expect("publish");
+
+    let all = get("/api/v1/agents");
+    let agents = all["agents"].as_array().unwrap();
+    let names: Vec<&str> = agents
+        .iter()
+        .map(|a| a["agent"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["harold", "pink"], "{all}");
+    let session = |a: &serde_json::Value| a["sessions"][0].clone();
+    let (h, p) = (session(&agents[0]), session(&agents[1]));
+    for x in [&h, &p] {
+        assert_eq!(x["front"], "quic", "{all}");
+        assert!(
+            x["client"].as_str().unwrap().starts_with("cortex-rust "),
+            "{all}"
+        );
+        assert!(
+            x["last_heard_ms"].as_u64() >= x["connected_ms"].as_u64(),
+            "{all}"
+        );
+    }
+    assert_eq!(
+        p["serves"],
+        serde_json::json!([{"stream": "cortex:inbox:pink", "group": "cortex-responders"}]),
+        "{all}"
+    );
+    assert_eq!(h["serves"], serde_json::json!([]), "{all}");
+
+    // harold leaves: once the server counts one QUIC connection, the list has only pink.
+    harold.close().await;
+    get("/api/v1/connections?protocol=quic&at_most=1&timeout_ms=20000");
+    let after = get("/api/v1/agents");
+    let names: Vec<&str> = after["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["agent"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["pink"], "{after}");
+}
