@@ -15,12 +15,16 @@ use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::PyModule;
 use pyo3::IntoPyObjectExt;
 use tokio::runtime::Runtime;
 use tokio::task::AbortHandle;
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+/// `asyncio.get_running_loop` and `settle`, looked up once rather than per call.
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static SETTLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Handoffs in progress, and whether the bridge is closed.
 static STATE: Mutex<(usize, bool)> = Mutex::new((0, false));
@@ -43,7 +47,12 @@ where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    let event_loop = PyModule::import(py, "asyncio")?.call_method0("get_running_loop")?;
+    let get_running_loop = GET_RUNNING_LOOP.get_or_try_init(py, || {
+        PyModule::import(py, "asyncio")?
+            .getattr("get_running_loop")
+            .map(Bound::unbind)
+    })?;
+    let event_loop = get_running_loop.bind(py).call0()?;
     let py_fut = event_loop.call_method0("create_future")?;
     let target = py_fut.clone().unbind();
     let event_loop = event_loop.unbind();
@@ -71,7 +80,9 @@ where
             Ok(v) => (true, v),
             Err(e) => (false, e.into_value(py).into_any()),
         };
-        let settle = wrap_pyfunction!(settle, py)?;
+        let settle = SETTLE.get_or_try_init(py, || {
+            wrap_pyfunction!(settle, py).map(|f| f.into_any().unbind())
+        })?;
         // A closed loop refuses: its future is gone with it.
         event_loop
             .bind(py)
