@@ -53,7 +53,7 @@ pub struct Serving {
 /// A session as [`Broker::agents`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionView {
-    /// `quic`, `resp`.
+    /// The front (`quic`; RESP connections are not registered yet).
     pub front: &'static str,
     /// The client library's own name and version (QUIC `Hello.client`).
     pub client: String,
@@ -174,9 +174,7 @@ impl Session {
             key,
         }
     }
-}
 
-impl Session {
     /// Takes the session off the list (the connection ended), even while tasks of the
     /// connection still hold it.
     pub fn close(&self) {
