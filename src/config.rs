@@ -163,6 +163,8 @@ pub struct FileConfig {
     pub starvation_guard: Option<u32>,
     /// Idempotency window.
     pub idempotency_window_ms: Option<u64>,
+    /// Furthest ahead a scheduled message may be delivered.
+    pub schedule_ahead_max_ms: Option<u64>,
     /// Minimum time between two alerts on `cortex:alerts`.
     pub alert_interval_ms: Option<u64>,
     /// Let `CX.CLOCK` move the broker's clock (tests only).
@@ -330,6 +332,9 @@ impl Config {
         }
         if let Some(w) = file.idempotency_window_ms {
             store.idempotency_window_ms = w;
+        }
+        if let Some(a) = file.schedule_ahead_max_ms {
+            store.limits.schedule_ahead_max_ms = a;
         }
         store.validate().map_err(|e| e.to_string())?;
         let mut resp_limits = RespLimits::default();
@@ -548,7 +553,7 @@ fn cluster_config(
 
 /// The settings an environment variable may give: `CORTEX_` + the key in upper case (the
 /// tables, `tokens`, `agents`, `retention` and `default_policy`, only in the file).
-pub const ENV_KEYS: [&str; 20] = [
+pub const ENV_KEYS: [&str; 21] = [
     "data_dir",
     "resp",
     "quic",
@@ -565,6 +570,7 @@ pub const ENV_KEYS: [&str; 20] = [
     "client_buffer_bytes_max",
     "starvation_guard",
     "idempotency_window_ms",
+    "schedule_ahead_max_ms",
     "alert_interval_ms",
     "retention_interval_ms",
     "metrics_streams_max",

@@ -61,9 +61,41 @@ pub fn parse_time(s: &str, now_ms: u64) -> Option<u64> {
     u64::try_from(secs).ok().map(|s| s * 1_000)
 }
 
+/// A duration: `500ms`, `30s`, `10m`, `2h`, `1d`, or a bare number of ms. In ms.
+pub fn parse_duration(s: &str) -> Option<u64> {
+    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return None;
+    }
+    let (n, unit) = s.split_at(digits);
+    let n: u64 = n.parse().ok()?;
+    let ms = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250"), Some(250));
+        assert_eq!(parse_duration("250ms"), Some(250));
+        assert_eq!(parse_duration("30s"), Some(30_000));
+        assert_eq!(parse_duration("10m"), Some(600_000));
+        assert_eq!(parse_duration("2h"), Some(7_200_000));
+        assert_eq!(parse_duration("1d"), Some(86_400_000));
+        assert_eq!(parse_duration("1w"), None);
+        assert_eq!(parse_duration("-5s"), None);
+        assert_eq!(parse_duration(""), None);
+    }
 
     #[test]
     fn times_and_ids() {

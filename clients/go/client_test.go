@@ -345,3 +345,34 @@ func TestConnectsToTheNextNode(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A delayed message is stored at once (the range shows it with its time) and pushed after
+// the message published behind it.
+func TestDelayedMessageComesAtItsTime(t *testing.T) {
+	b := sharedBroker(t)
+	c := b.connect(t, "pink")
+	ctx := ctxT(t)
+	stream := fresh("later")
+	sub := must[*Subscription](t)(c.Subscribe(ctx, stream, SubscribeOptions{Group: "w", From: StartAll()}))
+	defer sub.Close()
+	later := must[Published](t)(c.Publish(ctx, stream, NewMessage(KV("job", "later")).Delay(300*time.Millisecond)))
+	now := must[Published](t)(c.Publish(ctx, stream, NewMessage(KV("job", "now"))))
+	got := must[[]Entry](t)(c.Range(ctx, stream, ID{}, ID{^uint64(0), ^uint64(0)}, 10, false))
+	if len(got) != 2 {
+		t.Fatalf("%d entries stored, want 2", len(got))
+	}
+	at, ok := got[0].Headers.Get(HeaderDeliverAt)
+	if !ok || at == "" {
+		t.Fatalf("the scheduled entry has no %s header: %+v", HeaderDeliverAt, got[0].Headers)
+	}
+	first := must[*Delivery](t)(sub.Next(ctx))
+	second := must[*Delivery](t)(sub.Next(ctx))
+	if first.ID != now.ID || second.ID != later.ID || second.Attempt != 1 {
+		t.Fatalf("deliveries %v then %v, want %v then %v", first.ID, second.ID, now.ID, later.ID)
+	}
+	for _, d := range []*Delivery{first, second} {
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

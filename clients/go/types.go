@@ -25,6 +25,10 @@ const (
 	HeaderReplyTo     = "cortex-reply-to"
 	HeaderDeadline    = "cortex-deadline-ms"
 	HeaderPart        = "cortex-part"
+	// HeaderDeliverAt schedules a message: groups receive it from this Unix ms on.
+	HeaderDeliverAt = "cortex-deliver-at-ms"
+	// HeaderDelay schedules a message this many ms after the server stores it.
+	HeaderDelay = "cortex-delay-ms"
 	// Heartbeat interval on a quiet subscription when none is asked for.
 	defaultHeartbeat = 5 * time.Second
 	minHeartbeat     = 100 * time.Millisecond
@@ -138,6 +142,21 @@ type Message struct {
 
 // NewMessage is a Normal-lane message with these fields.
 func NewMessage(fields Fields) Message { return Message{Fields: fields, Lane: Normal} }
+
+// DeliverAt schedules the message: it is stored at once, and groups receive it from t on,
+// in lane order. A time not ahead of the server's clock is no schedule.
+func (m Message) DeliverAt(t time.Time) Message {
+	m.Headers = append(append(Fields(nil), m.Headers...),
+		Field{[]byte(HeaderDeliverAt), []byte(strconv.FormatInt(t.UnixMilli(), 10))})
+	return m
+}
+
+// Delay schedules the message d after the server stores it (whole milliseconds).
+func (m Message) Delay(d time.Duration) Message {
+	m.Headers = append(append(Fields(nil), m.Headers...),
+		Field{[]byte(HeaderDelay), []byte(strconv.FormatInt(d.Milliseconds(), 10))})
+	return m
+}
 
 // Published is a stored message.
 type Published struct {

@@ -76,6 +76,26 @@ pub struct Message {
     pub headers: Pairs,
 }
 
+impl Message {
+    /// Schedules the message: groups receive it from `unix_ms` on ([`crate::names::DELIVER_AT`]).
+    pub fn deliver_at(mut self, unix_ms: u64) -> Message {
+        self.headers.push((
+            crate::names::DELIVER_AT.as_bytes().to_vec(),
+            unix_ms.to_string().into_bytes(),
+        ));
+        self
+    }
+
+    /// Schedules the message `ms` after the server stores it ([`crate::names::DELAY`]).
+    pub fn delay(mut self, ms: u64) -> Message {
+        self.headers.push((
+            crate::names::DELAY.as_bytes().to_vec(),
+            ms.to_string().into_bytes(),
+        ));
+        self
+    }
+}
+
 /// A stored message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct Published {

@@ -31,6 +31,15 @@ pub const DEADLINE: &str = "cortex-deadline-ms";
 /// Header: a stored reply part's kind (`progress`, `final`, `error`).
 pub const PART: &str = "cortex-part";
 
+/// Header: when a scheduled message may first be handed to a group, Unix ms (decimal). The
+/// message is stored at once and range reads show it; groups receive it from that time on,
+/// in lane order. A time not ahead of the server's clock is no schedule (the header goes).
+pub const DELIVER_AT: &str = "cortex-deliver-at-ms";
+/// Header: instead of [`DELIVER_AT`], a delay after the server stores the message, ms (the
+/// server replaces it with [`DELIVER_AT`]). Either is refused, naming the header, when it is
+/// not a decimal number or reaches beyond the server's `schedule_ahead_max_ms`.
+pub const DELAY: &str = "cortex-delay-ms";
+
 /// Heartbeat interval on a quiet subscription when `Subscribe.heartbeat_ms` is 0.
 pub const HEARTBEAT_MS: u32 = 5_000;
 /// Shortest heartbeat interval a client may ask for (shorter asks are raised to it).

@@ -52,3 +52,17 @@ impl Broker {
         self.submit(who, ops).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The protocol names the schedule headers the store acts on: they are one pair.
+    #[test]
+    fn schedule_headers_are_the_stores() {
+        use crate::wire::names;
+        assert_eq!(
+            names::DELIVER_AT.as_bytes(),
+            cortex_storage::DELIVER_AT_HEADER
+        );
+        assert_eq!(names::DELAY.as_bytes(), cortex_storage::DELAY_HEADER);
+    }
+}

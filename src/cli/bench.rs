@@ -12,7 +12,9 @@
 //!   push subscriber that acks; latency is schedule -> delivery. The same publishes'
 //!   acknowledgements (schedule -> ack) are reported beside it, the floor a push is judged
 //!   against (`p99_minus_ack_us`). It also checks that every publish the broker
-//!   acknowledged was delivered (within 5 s after the run): `lost`.
+//!   acknowledged was delivered (within 5 s after the run): `lost`. With `--delay-ms`
+//!   every message is scheduled that far ahead and latency is delivery minus the time the
+//!   broker settled for it (schedule accuracy).
 //! - `reqrep`: one requester, one responder (the same agent, serving its own inbox):
 //!   round trips through the broker, both hops durable. With `--responder-server` the
 //!   responder connects to that node instead (request/reply between two cluster nodes).
@@ -59,6 +61,10 @@ pub struct BenchArgs {
     /// Messages per second (deliver).
     #[arg(long, default_value_t = 5_000)]
     pub rate: u64,
+    /// deliver: schedule every message this many ms after it is stored; latency is then
+    /// delivery minus its `cortex-deliver-at-ms` (schedule accuracy, ms resolution).
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
     /// Bytes per message body.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
@@ -201,6 +207,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
     out["publishers"] = json!(args.publishers);
     out["batch"] = json!(args.batch);
     out["rate"] = json!(args.rate);
+    out["delay_ms"] = json!(args.delay_ms);
     out["size"] = json!(args.size);
     out["seconds"] = json!(args.duration);
     if let Some(l) = &losses {
@@ -390,6 +397,7 @@ async fn deliver(
     // The same messages' publish acknowledgements (schedule -> ack): the floor a push is
     // judged against, in the same run.
     let ack_hist = Arc::new(std::sync::Mutex::new(histogram()));
+    let delay_ms = args.delay_ms;
     let mut publisher = {
         let (c, s, b) = (client.clone(), stream.to_string(), body.to_vec());
         let (acked, failed, ack_hist) = (acked.clone(), failed.clone(), ack_hist.clone());
@@ -406,7 +414,7 @@ async fn deliver(
                     break;
                 };
                 let sched = (at - origin).as_micros() as u64;
-                let m = Message {
+                let mut m = Message {
                     fields: vec![
                         (b"t".to_vec(), sched.to_string().into_bytes()),
                         (b"body".to_vec(), b.clone()),
@@ -414,6 +422,9 @@ async fn deliver(
                     lane: 2,
                     ..Message::default()
                 };
+                if delay_ms > 0 {
+                    m = m.delay(delay_ms);
+                }
                 let (c, s) = (c.clone(), s.clone());
                 let (acked, failed, ack_hist) = (acked.clone(), failed.clone(), ack_hist.clone());
                 tokio::spawn(async move {
@@ -444,7 +455,7 @@ async fn deliver(
     let mut hist = histogram();
     let mut delivered = std::collections::HashSet::new();
     let mut published_all = false;
-    let deadline = until + Duration::from_secs(5);
+    let deadline = until + Duration::from_millis(delay_ms) + Duration::from_secs(5);
     loop {
         let d = tokio::select! {
             d = sub.next() => d,
@@ -453,7 +464,21 @@ async fn deliver(
         let Some(d) = d else { break };
         let d = d?;
         let now = origin.elapsed().as_micros() as u64;
-        if let Some(t) = d
+        if delay_ms > 0 {
+            // Schedule accuracy: this moment (wall clock, the broker's clock follows it)
+            // minus the time the broker settled for the message.
+            let wall_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            if let Some(at) = d
+                .headers
+                .iter()
+                .find(|(k, _)| k == crate::wire::names::DELIVER_AT.as_bytes())
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+            {
+                let _ = hist.record(wall_us.saturating_sub(at * 1_000).max(1));
+            }
+        } else if let Some(t) = d
             .fields
             .iter()
             .find(|(k, _)| k == b"t")

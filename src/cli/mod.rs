@@ -182,6 +182,12 @@ pub struct PubArgs {
     /// Header NAME=VALUE (repeatable).
     #[arg(long = "header")]
     pub headers: Vec<String>,
+    /// Hand it to groups from this time on: 2026-11-25T09:00:00Z (UTC) or @UNIX_MS.
+    #[arg(long, conflicts_with = "delay")]
+    pub at: Option<String>,
+    /// Hand it to groups after this delay: 500ms, 30s, 10m, 2h, 1d.
+    #[arg(long)]
+    pub delay: Option<String>,
     /// FIELD=VALUE pairs.
     #[arg(required = true)]
     pub fields: Vec<String>,
@@ -191,13 +197,31 @@ pub struct PubArgs {
 
 /// Runs `cortex pub`: prints the entry's ID once durable.
 pub async fn publish(a: PubArgs) -> Result<(), Exit> {
-    let m = Message {
+    let mut m = Message {
         fields: pairs(&a.fields)?,
         lane: lane(&a.priority)?,
         ttl_ms: a.ttl,
         key: a.key.map(String::into_bytes),
         headers: pairs(&a.headers)?,
     };
+    if let Some(at) = &a.at {
+        let t = crate::timespec::parse_time(at, crate::timespec::now_ms())
+            .filter(|_| !at.starts_with('-'))
+            .ok_or_else(|| {
+                usage(format!(
+                    "--at '{at}' is not a time (2026-11-25T09:00:00Z or @UNIX_MS)"
+                ))
+            })?;
+        m = m.deliver_at(t);
+    }
+    if let Some(d) = &a.delay {
+        let ms = crate::timespec::parse_duration(d).ok_or_else(|| {
+            usage(format!(
+                "--delay '{d}' is not a duration (500ms, 30s, 10m, 2h, 1d)"
+            ))
+        })?;
+        m = m.delay(ms);
+    }
     let c = a.conn.connect("cli").await?;
     let p = c.publish(a.stream, m).await?;
     println!("{}", p.id);

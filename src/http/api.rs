@@ -379,6 +379,10 @@ struct Outgoing {
     key: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// Hand it to groups from this time on: Unix ms, or `"2026-11-25T09:00:00Z"` (UTC).
+    deliver_at: Option<Value>,
+    /// Hand it to groups this many ms after it is stored.
+    delay_ms: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -405,12 +409,41 @@ fn message(o: Outgoing) -> Result<Message, ApiError> {
             .map(|(k, v)| (k.into_bytes(), v.into_bytes()))
             .collect()
     };
+    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = bytes(o.headers);
+    let schedule = match (o.deliver_at, o.delay_ms) {
+        (Some(_), Some(_)) => return Err(ApiError::bad("give deliver_at or delay_ms, not both")),
+        (Some(at), None) => {
+            let t = match &at {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) if !s.starts_with('-') => crate::timespec::parse_time(s, 0),
+                _ => None,
+            };
+            let t = t.ok_or_else(|| {
+                ApiError::bad(format!(
+                    "deliver_at must be Unix ms or a UTC time like \"2026-11-25T09:00:00Z\", not {at}"
+                ))
+            })?;
+            Some((crate::wire::names::DELIVER_AT, t))
+        }
+        (None, Some(d)) => {
+            let ms = d.as_u64().ok_or_else(|| {
+                ApiError::bad(format!(
+                    "delay_ms must be a whole number of milliseconds, not {d}"
+                ))
+            })?;
+            Some((crate::wire::names::DELAY, ms))
+        }
+        (None, None) => None,
+    };
+    if let Some((name, ms)) = schedule {
+        headers.push((name.as_bytes().to_vec(), ms.to_string().into_bytes()));
+    }
     Ok(Message {
         fields: bytes(o.fields),
         lane,
         ttl_ms: o.ttl_ms,
         key: o.key.map(String::into_bytes),
-        headers: bytes(o.headers),
+        headers,
     })
 }
 

@@ -51,6 +51,8 @@ pub struct Limits {
     pub dlq_batch_max: usize,
     /// Most entries of a dead-letter stream one listing, redrive or purge examines.
     pub dlq_scan_max: usize,
+    /// Furthest ahead of the commit's time a scheduled entry's delivery may be, ms.
+    pub schedule_ahead_max_ms: u64,
 }
 
 impl Default for Limits {
@@ -73,6 +75,7 @@ impl Default for Limits {
             dlq_list_max: 10_000,
             dlq_batch_max: 100_000,
             dlq_scan_max: 100_000,
+            schedule_ahead_max_ms: 30 * 24 * 3600 * 1000,
         }
     }
 }

@@ -247,6 +247,7 @@ impl Txn<'_> {
                     &self.ks.due,
                     &self.ks.ready,
                     &self.ks.consumers,
+                    &self.ks.sched,
                 ],
             };
             // progress: [keyspace index][last deleted key]

@@ -17,6 +17,7 @@
 //! | `idem_exp`  | seen_ms u64 · stream_id u64 · idempotency key   | empty            |
 //! | `sys`       | `system`, `gc` · kind u8 · id u64               | SystemMeta, empty|
 //! | `nodes`     | stream_id u64 · first ms · first seq            | Node (closed)    |
+//! | `sched`     | group_id u64 · deliver_at_ms u64 · ms · seq     | lane u8          |
 
 use crate::id::{Lane, StreamId};
 
@@ -105,6 +106,12 @@ pub fn consumer_pending(group_id: u64, consumer_id: u64, id: StreamId) -> [u8; 3
 /// `due` key.
 pub fn due(group_id: u64, due_ms: u64, id: StreamId) -> [u8; 32] {
     consumer_pending(group_id, due_ms, id)
+}
+
+/// `sched` key: an entry the group's reads reached before its delivery time, set aside
+/// until then (same layout as `due`).
+pub fn sched(group_id: u64, deliver_at_ms: u64, id: StreamId) -> [u8; 32] {
+    consumer_pending(group_id, deliver_at_ms, id)
 }
 
 /// The due time in a `due` key.

@@ -58,5 +58,7 @@ pub use read::{
     Answer, ConsumerInfo, GroupFull, GroupInfo, PendingInfo, PendingQuery, PendingSummary, Query,
     ReadStart, StreamFull, StreamInfo, StreamSummary,
 };
-pub use record::{DeadLetter, DeadReason, Entry, Fields, Meta, Record};
+pub use record::{
+    DeadLetter, DeadReason, Entry, Fields, Meta, Record, DELAY_HEADER, DELIVER_AT_HEADER,
+};
 pub use store::Store;

@@ -250,19 +250,26 @@ impl Txn<'_> {
         keys_.sort();
         keys_.dedup();
         let mut targets = Vec::new();
+        let mut scheduled = Vec::new();
         for k in keys_ {
             if let Some(st) = self.stream(&k) {
                 for (name, g) in &st.groups {
                     if g.meta.policy.is_some() && g.due_floor_ms <= now {
                         targets.push((k.clone(), name.clone()));
                     }
+                    if !g.sched_due && g.sched_floor_ms <= now {
+                        scheduled.push((k.clone(), name.clone()));
+                    }
                 }
             }
         }
-        let n = targets.len() as u64;
+        let n = (targets.len() + scheduled.len()) as u64;
         for (k, g) in targets {
             self.process_due(&k, &g)?;
             self.flush_dead_letters();
+        }
+        for (k, g) in scheduled {
+            self.release_scheduled(&k, &g)?;
         }
         self.expire_idempotency()?;
         self.collect_garbage()?;

@@ -20,6 +20,84 @@ pub struct Meta {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// Header: the moment a scheduled entry may first be handed to a group (Unix ms, decimal).
+/// The entry is stored at once (range reads show it); a group read that reaches it earlier
+/// sets it aside for that group, and hands it out once the time has come.
+pub const DELIVER_AT_HEADER: &[u8] = b"cortex-deliver-at-ms";
+/// Header a publisher may give instead of [`DELIVER_AT_HEADER`]: a delay after the commit's
+/// time, ms. The store replaces it with the absolute time, so every node and every restart
+/// agrees on the moment.
+pub const DELAY_HEADER: &[u8] = b"cortex-delay-ms";
+
+impl Meta {
+    /// When the entry may first be handed to a group, if it is scheduled.
+    pub fn deliver_at_ms(&self) -> Option<u64> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == DELIVER_AT_HEADER)
+            .and_then(|(_, v)| parse_ms(v))
+    }
+
+    /// Checks and settles a new entry's schedule at `now_ms`: a delay becomes an absolute
+    /// time; a time in the past (or now) is no schedule at all and the header goes; a TTL
+    /// counts from the delivery time, not the publish time. `Err` names the header at fault.
+    pub(crate) fn settle_schedule(&mut self, now_ms: u64, ahead_max_ms: u64) -> Result<(), String> {
+        let mut at = None;
+        let mut seen = 0;
+        for (k, v) in &self.headers {
+            let delay = k == DELAY_HEADER;
+            if !delay && k != DELIVER_AT_HEADER {
+                continue;
+            }
+            seen += 1;
+            let name = String::from_utf8_lossy(k);
+            let Some(ms) = parse_ms(v) else {
+                return Err(format!(
+                    "{name} must be a whole number of milliseconds, not {:?}",
+                    String::from_utf8_lossy(&v[..v.len().min(40)])
+                ));
+            };
+            let t = if delay { now_ms.saturating_add(ms) } else { ms };
+            if t.saturating_sub(now_ms) > ahead_max_ms {
+                return Err(format!(
+                    "{name} reaches {} ms ahead, more than the {ahead_max_ms} ms a schedule may",
+                    t - now_ms
+                ));
+            }
+            at = Some(t);
+        }
+        if seen == 0 {
+            return Ok(());
+        }
+        if seen > 1 {
+            return Err(format!(
+                "give one of {} or {}, once",
+                String::from_utf8_lossy(DELIVER_AT_HEADER),
+                String::from_utf8_lossy(DELAY_HEADER)
+            ));
+        }
+        self.headers
+            .retain(|(k, _)| k != DELAY_HEADER && k != DELIVER_AT_HEADER);
+        let Some(t) = at.filter(|&t| t > now_ms) else {
+            return Ok(());
+        };
+        if let Some(exp) = &mut self.expires_at_ms {
+            *exp = exp.saturating_add(t - now_ms);
+        }
+        self.headers
+            .push((DELIVER_AT_HEADER.to_vec(), t.to_string().into_bytes()));
+        Ok(())
+    }
+}
+
+/// A decimal u64 of at most 20 digits, nothing else.
+fn parse_ms(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
 /// Why an entry was dead-lettered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum DeadReason {

@@ -43,6 +43,7 @@ pub(crate) struct Keyspaces {
     pub(crate) idem_exp: Ks,
     pub(crate) sys: Ks,
     pub(crate) nodes: Ks,
+    pub(crate) sched: Ks,
 }
 
 /// In-memory state of a consumer group.
@@ -56,6 +57,13 @@ pub(crate) struct GroupState {
     pub(crate) due_floor_ms: u64,
     /// No ready key of the group is below this ID.
     pub(crate) ready_floor: StreamId,
+    /// The time of the group's first `sched` key (`u64::MAX`: none); scans start here, so
+    /// they never walk the tombstones of entries handed out.
+    pub(crate) sched_floor_ms: u64,
+    /// The tick found set-aside entries whose time has come and woke the readers: no more
+    /// ticks for the group until a read takes them. In memory only; after a restart
+    /// `sched_floor_ms <= now` says the same, so reads answer alike on every node.
+    pub(crate) sched_due: bool,
 }
 
 impl GroupState {
@@ -66,6 +74,8 @@ impl GroupState {
             names: HashMap::new(),
             due_floor_ms: u64::MAX,
             ready_floor: StreamId::MAX,
+            sched_floor_ms: u64::MAX,
+            sched_due: false,
         }
     }
 
@@ -97,12 +107,16 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
-    /// The deadlines of one stream's groups (policy groups with a due key).
+    /// The deadlines of one stream's groups (policy groups with a due key, groups with
+    /// entries set aside until their delivery time).
     fn stream_deadlines(st: &StreamState) -> impl Iterator<Item = (u64, u64)> + '_ {
-        st.groups
-            .values()
-            .filter(|g| g.meta.policy.is_some() && g.due_floor_ms != u64::MAX)
-            .map(|g| (g.due_floor_ms, g.meta.group_id))
+        st.groups.values().flat_map(|g| {
+            let due = (g.meta.policy.is_some() && g.due_floor_ms != u64::MAX)
+                .then_some((g.due_floor_ms, g.meta.group_id));
+            let sched = (!g.sched_due && g.sched_floor_ms != u64::MAX)
+                .then_some((g.sched_floor_ms, g.meta.group_id));
+            due.into_iter().chain(sched)
+        })
     }
 
     /// The earliest moment the store has time-driven work (may be in the past).
@@ -148,6 +162,7 @@ pub(crate) fn open_keyspaces(db: &Database, cfg: &StoreConfig) -> Result<Keyspac
         idem_exp: open_keyspace(db, 10, "idem_exp", small)?,
         sys: open_keyspace(db, 11, "sys", small)?,
         nodes: open_keyspace(db, 12, "nodes", small)?,
+        sched: open_keyspace(db, 13, "sched", small)?,
     })
 }
 
@@ -160,7 +175,7 @@ fn open_keyspace(db: &Database, id: usize, name: &str, memtable: u64) -> Result<
 
 impl Keyspaces {
     /// Every keyspace, in `Ks::id` order.
-    pub(crate) fn all(&self) -> [&Ks; 13] {
+    pub(crate) fn all(&self) -> [&Ks; 14] {
         [
             &self.streams,
             &self.groups,
@@ -175,6 +190,7 @@ impl Keyspaces {
             &self.idem_exp,
             &self.sys,
             &self.nodes,
+            &self.sched,
         ]
     }
 }
@@ -500,6 +516,11 @@ fn load_catalog(db: &Database, ks: &Keyspaces) -> Result<Catalog> {
             {
                 let k = first.key()?;
                 gs.ready_floor = key_id(&k, "ready key", name)?;
+            }
+            if let Some(first) = Readable::prefix(&snap, ks.sched.inner(), keys::prefix(gid)).next()
+            {
+                let k = first.key()?;
+                gs.sched_floor_ms = due_key(&k, name)?.0;
             }
             groups.insert(gname, Arc::new(gs));
         }

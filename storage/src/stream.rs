@@ -141,6 +141,9 @@ impl Txn<'_> {
         if let Some(k) = &idempotency_key {
             check_name("idempotency key", k, l.idempotency_key_max)?;
         }
+        let mut meta = meta;
+        meta.settle_schedule(self.now, l.schedule_ahead_max_ms)
+            .map_err(Error::InvalidArgument)?;
         if let Some(t) = &trim {
             validate_trim(t)?;
         }

@@ -1353,3 +1353,56 @@ fn a_follower_subscriber_is_handed_new_entries_by_the_commit_that_stores_them() 
         break;
     }
 }
+
+/// Scheduled entries set aside on every node survive the leader's death: the new leader's
+/// timer hands them out at their time, once, in lane order.
+#[test]
+fn scheduled_entries_go_out_once_at_their_time_after_a_failover() {
+    let mut c = Cluster::start(3, None);
+    let l = c.leader();
+    let mut r = c.raw(l);
+    r.cmd(&["XGROUP", "CREATE", "q", "g", "$", "MKSTREAM"]);
+    // The same moment for both (a DELAY each would give each its own millisecond).
+    let at = (r.cmd(&["CX.CLOCK"]).int() + 6000).to_string();
+    for (lane, m) in [("low", "low"), ("critical", "critical")] {
+        let id = r.cmd(&["CX.PUBLISH", "q", "PRIORITY", lane, "AT", &at, "m", m]);
+        assert!(matches!(id, V::Bulk(_)), "{id:?}");
+    }
+    let read = |r: &mut Raw, block: &str| {
+        r.cmd(&[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "pink",
+            "COUNT",
+            "10",
+            "BLOCK",
+            block,
+            "STREAMS",
+            "q",
+            ">",
+        ])
+    };
+    // The group reaches them early and sets them aside (a replicated change, on every node).
+    let early = read(&mut r, "1");
+    assert_eq!(
+        early,
+        V::Nil,
+        "handed out before their time (or 6 s passed)"
+    );
+    drop(r);
+    c.kill(l);
+    let next = c.leader_other_than(l);
+    let mut r = c.raw(next);
+    // Woken by the new leader's timer, not by polling.
+    let got = read(&mut r, "30000");
+    let values: Vec<String> = got.arr()[0].arr()[1]
+        .arr()
+        .iter()
+        .map(|e| e.arr()[1].arr()[1].s().to_string())
+        .collect();
+    assert_eq!(values, vec!["critical", "low"]);
+    assert_eq!(read(&mut r, "1"), V::Nil);
+    let p = r.cmd(&["XPENDING", "q", "g"]);
+    assert_eq!(p.arr()[0].int(), 2);
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn values(v: &V) -> Vec<String> {
+pub fn values(v: &V) -> Vec<String> {
     if *v == V::Nil {
         return vec![];
     }

@@ -18,5 +18,6 @@ mod protocol;
 mod quic;
 mod redis74;
 mod redis_cli;
+mod schedule;
 mod streams;
 mod support;

@@ -24,11 +24,11 @@ pub fn opts(s: &Server, agent: &str, token: &str) -> ClientOptions {
     }
 }
 
-async fn client(s: &Server, agent: &str) -> Client {
+pub async fn client(s: &Server, agent: &str) -> Client {
     Client::connect(opts(s, agent, "")).await.expect("connect")
 }
 
-fn msg(k: &str, v: &str) -> Message {
+pub fn msg(k: &str, v: &str) -> Message {
     Message {
         fields: vec![(k.into(), v.into())],
         lane: 2,
@@ -36,7 +36,7 @@ fn msg(k: &str, v: &str) -> Message {
     }
 }
 
-async fn next(sub: &mut cortex::client::Subscription) -> cortex::client::Delivery {
+pub async fn next(sub: &mut cortex::client::Subscription) -> cortex::client::Delivery {
     tokio::time::timeout(T, sub.next())
         .await
         .expect("a delivery in time")

@@ -108,6 +108,29 @@ def test_subscribe_ack_nack_reject_in_progress(broker):
     run(main())
 
 
+def test_a_delayed_message_comes_after_the_one_behind_it(broker):
+    async def main():
+        async with cortex.connect(broker.quic, agent="pink", data_dir=broker.data) as c:
+            stream = fresh("later")
+            sub = await c.subscribe(stream, group="w", start=cortex.Start.ALL)
+            later = await c.publish(stream, {"job": "later"}, delay=0.3)
+            now = await c.publish(stream, {"job": "now"})
+            stored = await c.range(stream)
+            assert len(stored) == 2 and "cortex-deliver-at-ms" in stored[0].headers
+            first = await sub.next()
+            second = await sub.next()
+            assert (first.id, second.id, second.attempt) == (now.id, later.id, 1)
+            await first.ack()
+            await second.ack()
+            with pytest.raises(ValueError):
+                await c.publish(stream, {"job": "x"}, delay=1, deliver_at=0)
+            with pytest.raises(cortex.InvalidArgument):
+                await c.publish(stream, {"job": "x"}, delay=10**9)
+            await sub.close()
+
+    run(main())
+
+
 def test_request_reply_and_serve(broker):
     async def main():
         pink_name = fresh("pink")

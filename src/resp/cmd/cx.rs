@@ -3,7 +3,7 @@
 
 use cortex_storage::{
     Answer, DeadReason, DeliveryPolicy, DlqFilter, IdSpec, Lane, Meta, Op, PolicyPatch, Query,
-    DEFAULT_DLQ,
+    DEFAULT_DLQ, DELAY_HEADER, DELIVER_AT_HEADER,
 };
 
 use super::args::*;
@@ -13,9 +13,11 @@ use crate::resp::codec::Frame;
 
 const PUBLISH_HELP: &[&str] = &[
     "CX.PUBLISH <key> [PRIORITY <lane>] [TTL <ms>] [IDEMPOTENCY <key>] [PRODUCER <name>]",
-    "    [HEADER <name> <value>] [MAXLEN|MINID [=|~] <threshold> [LIMIT <count>]] <field> <value> ...",
+    "    [DELAY <ms> | AT <unix-ms>] [HEADER <name> <value>]",
+    "    [MAXLEN|MINID [=|~] <threshold> [LIMIT <count>]] <field> <value> ...",
     "    Appends an entry and returns its ID. <lane> is one of critical, high, normal, low,",
     "    heartbeat. A repeated IDEMPOTENCY key within the window returns the first ID.",
+    "    DELAY or AT: stored now, handed to groups from that time on (TTL counts from then).",
     "HELP",
     "    Print this help.",
 ];
@@ -120,6 +122,24 @@ pub fn publish_op(db: u16, args: &[Vec<u8>], now: u64) -> Result<Op, Frame> {
             }
             "PRODUCER" => {
                 meta.producer = Some(args[i + 1].clone());
+                i += 2;
+            }
+            "DELAY" | "AT" => {
+                let name = upper(&args[i]);
+                let ms = int(&args[i + 1])
+                    .ok()
+                    .filter(|&ms| ms >= 0)
+                    .ok_or_else(|| {
+                        Frame::err(format!(
+                            "{name} must be a whole number of milliseconds (AT: Unix ms)"
+                        ))
+                    })?;
+                let header = match name.as_str() {
+                    "DELAY" => DELAY_HEADER,
+                    _ => DELIVER_AT_HEADER,
+                };
+                meta.headers
+                    .push((header.to_vec(), ms.to_string().into_bytes()));
                 i += 2;
             }
             "HEADER" if i + 3 < args.len() => {

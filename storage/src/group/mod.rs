@@ -35,13 +35,18 @@ fn resolve_start(m: &StreamMeta, start: GroupStart) -> StreamId {
 
 /// One planned change of a group read, claim or nack (planned while reading, applied after).
 pub(crate) enum Action {
-    /// Hand a new entry to the consumer.
+    /// Hand a new entry to the consumer (`parked`: set aside earlier, its time has come).
     Deliver {
         id: StreamId,
         lane: Lane,
         record: Record,
         existing: Option<PendingEntry>,
+        parked: bool,
     },
+    /// Set a scheduled entry aside until its delivery time.
+    Park { id: StreamId, lane: Lane, at: u64 },
+    /// Take an entry out of the set-aside index (handed out, dead-lettered or gone).
+    Unpark { id: StreamId, at: u64 },
     /// Hand a pending entry (again) to the consumer.
     Redeliver {
         id: StreamId,
@@ -50,13 +55,15 @@ pub(crate) enum Action {
     },
     /// Remove a pending entry whose stream entry is gone.
     Drop { id: StreamId, pel: PendingEntry },
-    /// Move to the dead-letter stream (`pel` when it was pending).
+    /// Move to the dead-letter stream (`pel` when it was pending, `parked` when it was set
+    /// aside: either way the group's cursor passed it already).
     DeadLetter {
         id: StreamId,
         lane: Lane,
         record: Record,
         pel: Option<PendingEntry>,
         reason: DeadReason,
+        parked: bool,
     },
 }
 

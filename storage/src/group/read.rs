@@ -8,7 +8,7 @@ use crate::meta::{DeliveryPolicy, PendingEntry, DEFAULT_DLQ};
 use crate::ops::{Delivery, ReadFrom, Reply, StreamKey};
 use crate::overlay::View;
 use crate::record::{DeadReason, Record};
-use crate::store::{key_id, Txn};
+use crate::store::{due_key, key_id, Txn};
 use crate::stream::check_name;
 
 use super::lag::consume;
@@ -90,6 +90,8 @@ impl Txn<'_> {
             ReadFrom::New => {
                 g.meta.ready > 0
                     || (g.meta.policy.is_some() && g.due_floor_ms <= self.now)
+                    || g.sched_due
+                    || g.sched_floor_ms <= self.now
                     || Lane::ALL
                         .iter()
                         .any(|&l| g.meta.cursor(l) < st.meta.lane_last[l.index()])
@@ -187,6 +189,8 @@ impl Txn<'_> {
         Ok(out)
     }
 
+    /// Why an entry may no longer be handed out, if it may not. A scheduled entry's age
+    /// counts from its delivery time.
     fn freshness(
         policy: Option<&DeliveryPolicy>,
         id: StreamId,
@@ -197,7 +201,7 @@ impl Txn<'_> {
             return Some(DeadReason::Expired);
         }
         let max_age = policy.and_then(|p| p.max_age_ms)?;
-        (now.saturating_sub(id.ms) > max_age).then_some(DeadReason::Stale)
+        (now.saturating_sub(born_ms(id, record)) > max_age).then_some(DeadReason::Stale)
     }
 
     fn read_new(
@@ -251,6 +255,7 @@ impl Txn<'_> {
                                 record,
                                 pel: Some(pel),
                                 reason,
+                                parked: false,
                             });
                         }
                         Some(_) => {}
@@ -263,7 +268,31 @@ impl Txn<'_> {
             }
         }
 
-        // 2. New entries, highest lane first, with the starvation guard.
+        // 2. Entries set aside until their delivery time, now due (the first SCHED_SCAN_MAX
+        //    by time), highest lane first: merged with the new entries below by lane.
+        let mut parked = std::collections::VecDeque::new();
+        if g.sched_due || g.sched_floor_ms <= now {
+            let from = keys::sched(gid, g.sched_floor_ms, StreamId::MIN);
+            let to = keys::sched(gid, now, StreamId::MAX);
+            let mut due = Vec::new();
+            for item in self
+                .tx
+                .range(&self.ks.sched, from..=to)
+                .take(SCHED_SCAN_MAX)
+            {
+                let (k, v) = item.into_inner()?;
+                let (at, id) = due_key(&k, &key.name)?;
+                let lane = v
+                    .first()
+                    .and_then(|&l| Lane::from_index(usize::from(l)))
+                    .unwrap_or_default();
+                due.push((lane.index(), at, id));
+            }
+            due.sort_unstable();
+            parked.extend(due);
+        }
+
+        // 3. New entries, highest lane first, with the starvation guard.
         let scan_budget = count.saturating_add(10_000);
         let mut readers: Vec<LaneReader> = Lane::ALL
             .iter()
@@ -282,7 +311,40 @@ impl Txn<'_> {
             for (i, r) in readers.iter_mut().enumerate() {
                 heads[i] = r.peek(&self.tx, self.ks, &key.name, sid, want)?;
             }
-            let Some(top) = heads.iter().position(Option::is_some) else {
+            let top = heads.iter().position(Option::is_some);
+            // A due set-aside entry goes before new entries of its own lane or lower ones.
+            if let Some(&(pl, at, id)) = parked.front() {
+                if top.is_none_or(|t| pl <= t) {
+                    parked.pop_front();
+                    plan.push(Action::Unpark { id, at });
+                    let Some(record) = self.get_record(key, sid, id)? else {
+                        continue;
+                    };
+                    let lane = record.meta.lane;
+                    if let Some(reason) = Self::freshness(policy.as_ref(), id, &record, now) {
+                        dead += 1;
+                        plan.push(Action::DeadLetter {
+                            id,
+                            lane,
+                            record,
+                            pel: None,
+                            reason,
+                            parked: true,
+                        });
+                        continue;
+                    }
+                    handed += 1;
+                    plan.push(Action::Deliver {
+                        id,
+                        lane,
+                        record,
+                        existing: None,
+                        parked: true,
+                    });
+                    continue;
+                }
+            }
+            let Some(top) = top else {
                 break;
             };
             let oldest_lower = (top + 1..5)
@@ -307,6 +369,10 @@ impl Txn<'_> {
                 break;
             };
             let lane = readers[pick].lane;
+            if let Some(at) = record.meta.deliver_at_ms().filter(|&t| t > now) {
+                plan.push(Action::Park { id, lane, at });
+                continue;
+            }
             if let Some(reason) = Self::freshness(policy.as_ref(), id, &record, now) {
                 dead += 1;
                 plan.push(Action::DeadLetter {
@@ -315,6 +381,7 @@ impl Txn<'_> {
                     record,
                     pel: None,
                     reason,
+                    parked: false,
                 });
                 continue;
             }
@@ -329,13 +396,15 @@ impl Txn<'_> {
                 lane,
                 record,
                 existing,
+                parked: false,
             });
         }
         let normal_skip = readers[Lane::Normal.index()].consumed_to();
 
-        // 3. Apply the plan.
+        // 4. Apply the plan.
         let mut out = Vec::with_capacity(handed);
         let mut ages_ms = Vec::new();
+        let mut unparked = false;
         self.with_group(key, group, |txn, m, g| {
             let state = txn.delivered_state(g.meta.policy.as_ref());
             let dlq = policy
@@ -348,10 +417,13 @@ impl Txn<'_> {
                         lane,
                         record,
                         existing,
+                        parked,
                     } => {
-                        consume(m, &mut g.meta, id, lane);
+                        if !parked {
+                            consume(m, &mut g.meta, id, lane);
+                        }
                         g.meta.counters.delivered += 1;
-                        ages_ms.push(now.saturating_sub(id.ms));
+                        ages_ms.push(now.saturating_sub(born_ms(id, &record)));
                         if !noack {
                             let pel = PendingEntry {
                                 consumer_id: cid,
@@ -388,14 +460,28 @@ impl Txn<'_> {
                         });
                     }
                     Action::Drop { id, pel } => txn.remove_pending(g, id, &pel),
+                    Action::Park { id, lane, at } => {
+                        consume(m, &mut g.meta, id, lane);
+                        let gid = g.meta.group_id;
+                        let lane_byte = [lane.index() as u8];
+                        txn.tx
+                            .insert(&txn.ks.sched, keys::sched(gid, at, id), lane_byte);
+                        g.sched_floor_ms = g.sched_floor_ms.min(at);
+                    }
+                    Action::Unpark { id, at } => {
+                        let gid = g.meta.group_id;
+                        txn.tx.remove(&txn.ks.sched, keys::sched(gid, at, id));
+                        unparked = true;
+                    }
                     Action::DeadLetter {
                         id,
                         lane,
                         record,
                         pel,
                         reason,
+                        parked,
                     } => {
-                        if pel.is_none() {
+                        if pel.is_none() && !parked {
                             consume(m, &mut g.meta, id, lane);
                         }
                         txn.dead_letter(key, group, g, &dlq, id, record, pel.as_ref(), reason);
@@ -417,6 +503,9 @@ impl Txn<'_> {
                 }
             }
         });
+        if unparked {
+            self.settle_sched_floor(key, group, gid)?;
+        }
         if !ages_ms.is_empty() {
             self.events.push(crate::ops::Event::Delivered {
                 stream: key.clone(),
@@ -425,6 +514,63 @@ impl Txn<'_> {
             });
         }
         Ok(out)
+    }
+}
+
+/// Most due set-aside entries one group read looks at to pick the highest lanes.
+const SCHED_SCAN_MAX: usize = 4096;
+
+/// When an entry became deliverable: its delivery time if it was scheduled, else its ID's.
+fn born_ms(id: StreamId, record: &Record) -> u64 {
+    record.meta.deliver_at_ms().map_or(id.ms, |t| t.max(id.ms))
+}
+
+impl Txn<'_> {
+    /// After set-aside entries left the index: the floor becomes the first one left (the
+    /// tick comes at once if that one is due already), and nothing is marked due.
+    fn settle_sched_floor(&mut self, key: &StreamKey, group: &[u8], gid: u64) -> Result<()> {
+        let floor = self.group(key, group)?.sched_floor_ms;
+        let from = keys::sched(gid, floor, StreamId::MIN);
+        let to = keys::sched(gid, u64::MAX, StreamId::MAX);
+        let first = match self.tx.range(&self.ks.sched, from..=to).next() {
+            Some(item) => Some(due_key(&item.key()?, &key.name)?.0),
+            None => None,
+        };
+        self.with_group(key, group, |_, _, g| {
+            g.sched_floor_ms = first.unwrap_or(u64::MAX);
+            g.sched_due = false;
+        });
+        Ok(())
+    }
+
+    /// The tick's part: a group whose first set-aside entry is due is marked so (no more
+    /// ticks for it until a read takes them) and its readers are woken.
+    pub(crate) fn release_scheduled(&mut self, key: &StreamKey, group: &[u8]) -> Result<()> {
+        let now = self.now;
+        let g = self.group(key, group)?;
+        if g.sched_due || g.sched_floor_ms > now {
+            return Ok(());
+        }
+        let gid = g.meta.group_id;
+        let from = keys::sched(gid, g.sched_floor_ms, StreamId::MIN);
+        let to = keys::sched(gid, now, StreamId::MAX);
+        let first = match self.tx.range(&self.ks.sched, from..=to).next() {
+            Some(item) => Some(due_key(&item.key()?, &key.name)?.0),
+            None => None,
+        };
+        self.with_group(key, group, |txn, _, g| match first {
+            Some(t) => {
+                g.sched_floor_ms = t;
+                g.sched_due = true;
+                txn.events.push(crate::ops::Event::RetryReady {
+                    stream: key.clone(),
+                    group: group.to_vec(),
+                });
+            }
+            // Nothing due after all (cannot happen while the floor is exact): move on.
+            None => g.sched_floor_ms = now.saturating_add(1),
+        });
+        Ok(())
     }
 }
 

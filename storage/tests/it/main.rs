@@ -7,5 +7,6 @@ mod model;
 mod model_core;
 mod policy;
 mod recovery;
+mod schedule;
 mod streams;
 mod util;

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import dataclasses
+import datetime
 import enum
 import inspect
 import os
@@ -236,6 +237,12 @@ def _b(v: Bytesish) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
 
 
+HEADER_DELIVER_AT = b"cortex-deliver-at-ms"
+"""Header of a scheduled message: groups receive it from this Unix ms on."""
+HEADER_DELAY = b"cortex-delay-ms"
+"""Header of a scheduled message: groups receive it this many ms after it is stored."""
+
+
 def _pairs(f: FieldsLike | None) -> list[tuple[bytes, bytes]]:
     if f is None:
         return []
@@ -290,11 +297,29 @@ class Message:
     key: str | bytes | None = None
     """Idempotency key: a repeat returns the first ID, and makes retries safe."""
     headers: FieldsLike | None = None
+    delay: float | None = None
+    """Scheduled delivery: groups receive it this many seconds after it is stored."""
+    deliver_at: datetime.datetime | float | None = None
+    """Scheduled delivery: groups receive it from this time on (an aware datetime, or Unix
+    seconds). Stored at once either way; a TTL counts from the delivery time."""
 
     def _native(self) -> tuple[Pairs, int, int | None, bytes | None, Pairs]:
         ttl_ms = None if self.ttl is None else max(1, int(self.ttl * 1000))
         key = None if self.key is None else _b(self.key)
-        return (_pairs(self.fields), int(self.lane), ttl_ms, key, _pairs(self.headers))
+        headers = _pairs(self.headers)
+        if self.delay is not None and self.deliver_at is not None:
+            raise ValueError("give delay or deliver_at, not both")
+        if self.delay is not None:
+            if self.delay < 0:
+                raise ValueError("delay must not be negative")
+            headers.append((HEADER_DELAY, str(int(self.delay * 1000)).encode()))
+        if self.deliver_at is not None:
+            at = self.deliver_at
+            secs = at.timestamp() if isinstance(at, datetime.datetime) else float(at)
+            if secs < 0:
+                raise ValueError("deliver_at must not be before 1970")
+            headers.append((HEADER_DELIVER_AT, str(int(secs * 1000)).encode()))
+        return (_pairs(self.fields), int(self.lane), ttl_ms, key, headers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -556,9 +581,13 @@ class Client:
         ttl: float | None = None,
         key: str | bytes | None = None,
         headers: FieldsLike | None = None,
+        delay: float | None = None,
+        deliver_at: datetime.datetime | float | None = None,
     ) -> Published:
-        """Publishes one message; returns once it is durable."""
-        (r,) = await self.publish_batch(stream, [Message(fields, lane, ttl, key, headers)])
+        """Publishes one message; returns once it is durable. `delay` (seconds) or
+        `deliver_at` schedule it: stored now, handed to groups from then on."""
+        m = Message(fields, lane, ttl, key, headers, delay, deliver_at)
+        (r,) = await self.publish_batch(stream, [m])
         if isinstance(r, CortexError):
             raise r
         return r
