@@ -2,7 +2,7 @@
 'use strict';
 
 const $ = (s) => document.querySelector(s);
-const state = { tab: 'overview', prev: null, history: [], overview: null, stream: null };
+const state = { tab: 'overview', prev: null, history: [], overview: null, stream: null, agent: null };
 const HISTORY = 120;
 const LANES = ['critical', 'high', 'normal', 'low', 'heartbeat'];
 
@@ -293,9 +293,32 @@ $('#browse-form').addEventListener('submit', async (e) => {
   } catch (err) { toast(err.message, true); }
 });
 
+// ---- agents (presence) ------------------------------------------------------------------------
+// One row per session (an agent may be connected several times); #/agents/NAME shows one.
+async function renderAgents() {
+  const r = await api('/agents');
+  $('#agents-count').textContent = r.agents.length;
+  const shown = state.agent ? r.agents.filter((a) => a.agent === state.agent) : r.agents;
+  $('#agents-scope').textContent = state.agent ? `Agent ${state.agent}` : 'Agents connected to this node';
+  $('#agents-all').hidden = !state.agent;
+  const rows = [];
+  for (const a of shown) {
+    for (const s of a.sessions) {
+      rows.push(el('tr', { 'data-agent': a.agent },
+        el('td', {}, el('a', { href: '#/agents/' + encodeURIComponent(a.agent) }, a.agent)),
+        el('td', {}, s.front), el('td', {}, s.client), el('td', {}, time(s.connected_ms)),
+        el('td', {}, ago(s.last_heard_ms)),
+        el('td', {}, s.serves.map((x) => x.stream + ' / ' + x.group).join(', '))));
+    }
+  }
+  $('#agents-table tbody').replaceChildren(...rows);
+  $('#agents-empty').hidden = rows.length > 0;
+  $('#agents-empty').textContent = state.agent ? `${state.agent} is not connected to this node.` : 'No agent is connected.';
+}
+
 // ---- tabs and the refresh loop ---------------------------------------------------------------
 // Every view has a URL an alert or a colleague can link to: #/overview, #/streams/NAME,
-// #/dlq, #/timeline, #/browse. The hash is the one source of truth: a tab click or a
+// #/dlq, #/agents, #/agents/NAME, #/timeline, #/browse. The hash is the one source of truth: a tab click or a
 // stream opened sets it, and the view follows it (so Back works too).
 function show(tab) {
   state.tab = tab;
@@ -304,7 +327,8 @@ function show(tab) {
   refreshTab();
 }
 function hashOf(tab) {
-  return tab === 'streams' && state.stream ? `#/streams/${encodeURIComponent(state.stream)}` : `#/${tab}`;
+  if (tab === 'streams' && state.stream) return `#/streams/${encodeURIComponent(state.stream)}`;
+  return `#/${tab}`;
 }
 function switchTab(tab) {
   const h = hashOf(tab);
@@ -318,6 +342,7 @@ function route() {
     state.stream = decodeURIComponent(rest.join('/'));
     $('#stream-pick').value = state.stream;
   }
+  if (tab === 'agents') state.agent = rest.length ? decodeURIComponent(rest.join('/')) : null;
   show(tabs.includes(tab) ? tab : 'overview');
 }
 for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => switchTab(b.dataset.tab));
@@ -327,6 +352,7 @@ async function refreshTab() {
   try {
     if (state.tab === 'streams') await renderStream();
     else if (state.tab === 'dlq') await renderDlq();
+    else if (state.tab === 'agents') await renderAgents();
     else if (state.tab === 'timeline' && $('#tl-live').checked) await renderTimeline();
   } catch (e) { toast(e.message, true); }
 }

@@ -3,7 +3,8 @@
 
 Starts the real broker on loopback ports of its own, gives it traffic over the HTTP API,
 dead-letters one message, then in the browser: sees the stream and its rate, finds the dead
-letter, redrives it with the button (and its confirmation), and sees it back on its stream.
+letter, redrives it with the button (and its confirmation), and sees it back on its stream;
+opened on #/agents/pink, it shows the agent a `cortex sub` connected over QUIC.
 A screenshot of each step goes to target/browser-artifacts/.
 
 Usage: tests/browser/dashboard.py [path/to/cortex]   (default: target/debug/cortex)
@@ -36,17 +37,19 @@ def start_broker(binary, data_dir):
         env={**os.environ, "RUST_LOG": "warn"},
     )
     deadline = time.monotonic() + 30
-    http = None
+    http = quic = None
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:
             break
         if line.startswith("cortex: HTTP listening on "):
             http = line.split()[-1]
-        if line.startswith("cortex: RESP listening on ") and http:
+        if line.startswith("cortex: QUIC listening on "):
+            quic = line.split()[-1]
+        if line.startswith("cortex: RESP listening on ") and http and quic:
             # Keep draining stdout so the broker never blocks on a full pipe.
             threading.Thread(target=lambda: proc.stdout.read(), daemon=True).start()
-            return proc, "http://" + http
+            return proc, "http://" + http, quic
     proc.kill()
     raise SystemExit("the broker did not report its HTTP port")
 
@@ -64,12 +67,22 @@ def main():
         Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "cortex")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as data:
-        proc, base = start_broker(binary, data)
+        proc, base, quic = start_broker(binary, data)
         stop = threading.Event()
+        # An agent connected over QUIC, serving the tasks stream, for the Agents view.
+        agent = subprocess.Popen(
+            [binary, "sub", "tasks", "--agent", "pink", "--group", "reviewers",
+             "--server", quic, "--data-dir", data],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             run(base, stop)
         finally:
             stop.set()
+            agent.terminate()
+            try:
+                agent.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
             proc.terminate()
             try:
                 proc.wait(timeout=20)
@@ -167,6 +180,15 @@ def run(base, stop):
         linked.go_back()
         expect(linked.locator("#streams")).to_be_visible(timeout=TIMEOUT_MS)
         linked.screenshot(path=str(ARTIFACTS / "6-linked-stream.png"), full_page=True)
+        # An agent has its own URL: pink, over QUIC, serving tasks with its group.
+        linked.goto(base + "/#/agents/pink")
+        expect(linked.locator("#agents")).to_be_visible(timeout=TIMEOUT_MS)
+        pink = linked.locator('#agents-table tr[data-agent="pink"]')
+        expect(pink).to_have_count(1, timeout=TIMEOUT_MS)
+        expect(pink).to_contain_text("quic")
+        expect(pink).to_contain_text("tasks / reviewers")
+        expect(linked.locator("#agents-scope")).to_have_text("Agent pink")
+        linked.screenshot(path=str(ARTIFACTS / "6b-agent.png"), full_page=True)
         linked.close()
 
         # The phone layout renders too.
