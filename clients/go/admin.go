@@ -74,13 +74,14 @@ type clusterChange struct {
 
 // adminRequest is the AdminRequest enum: Kind is its variant.
 type adminRequest struct {
-	Kind      uint32 // 0 Stat, 1 Policy, 2 DlqList, 3 DlqRedrive, 4 DlqPurge, 5 Backup, 6 Cluster
+	Kind      uint32 // 0 Stat, 1 Policy, 2 DlqList, 3 DlqRedrive, 4 DlqPurge, 5 Backup, 6 Cluster, 7 Task
 	Stream    *string
 	Group     string
 	Change    *PolicyChange
 	Select    DLQSelect
 	Dir       string
 	Cluster   *clusterChange
+	Task      *taskCall
 	hasStream bool
 }
 
@@ -180,6 +181,8 @@ func (f *adminFrame) encode(e *enc) {
 			e.u32(1)
 			e.u64(r.Cluster.ID)
 		}
+	case 7:
+		r.Task.encode(e)
 	}
 }
 
@@ -222,6 +225,9 @@ func (f *adminFrame) decode(d *dec) {
 			}
 			r.Cluster = c
 		}
+	case 7:
+		r.Task = &taskCall{}
+		r.Task.decode(d)
 	default:
 		d.fail("unknown admin request %d", r.Kind)
 	}
@@ -229,13 +235,15 @@ func (f *adminFrame) decode(d *dec) {
 
 // adminAnswer is the AdminAnswer enum: Kind is its variant.
 type adminAnswer struct {
-	Kind        uint32 // 0 Stat, 1 Policy, 2 DeadLetters, 3 Count, 4 Backup, 5 Cluster
+	Kind        uint32 // 0 Stat, 1 Policy, 2 DeadLetters, 3 Count, 4 Backup, 5 Cluster, 6 Task, 7 Tasks
 	Stats       []StreamStat
 	Policy      *Policy
 	DeadLetters []DeadLetter
 	Count       uint64
 	Backup      [3]uint64 // streams, keys, bytes
 	Cluster     string
+	Tasks       []Task
+	Next        *string
 }
 
 type adminAnswerFrame struct{ Ans adminAnswer }
@@ -298,6 +306,14 @@ func (f *adminAnswerFrame) encode(e *enc) {
 		e.u64(a.Backup[2])
 	case 5:
 		e.str(a.Cluster)
+	case 6:
+		a.Tasks[0].encode(e)
+	case 7:
+		e.u64(uint64(len(a.Tasks)))
+		for i := range a.Tasks {
+			a.Tasks[i].encode(e)
+		}
+		encOptStrBytes(e, a.Next)
 	}
 }
 
@@ -342,6 +358,18 @@ func (f *adminAnswerFrame) decode(d *dec) {
 		a.Backup = [3]uint64{d.u64(), d.u64(), d.u64()}
 	case 5:
 		a.Cluster = d.str()
+	case 6:
+		var t Task
+		t.decode(d)
+		a.Tasks = []Task{t}
+	case 7:
+		n := d.count(76)
+		for i := 0; i < n && d.err == nil; i++ {
+			var t Task
+			t.decode(d)
+			a.Tasks = append(a.Tasks, t)
+		}
+		a.Next = decOptStrBytes(d)
 	default:
 		d.fail("unknown admin answer %d", a.Kind)
 	}

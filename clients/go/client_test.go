@@ -376,3 +376,52 @@ func TestDelayedMessageComesAtItsTime(t *testing.T) {
 		}
 	}
 }
+
+// TestTaskCancelComesBeforeTheNextTask is the seed's T1/T2: T1 submitted and delivered,
+// then canceled, then T2 submitted; the worker hears of the cancel before T2 arrives, T1
+// ends canceled, and the worker's late reply is kept, marked late.
+func TestTaskCancelComesBeforeTheNextTask(t *testing.T) {
+	b := sharedBroker(t)
+	worker := fresh("pink")
+	harold := b.connect(t, fresh("harold"))
+	pink := b.connect(t, worker)
+	ctx := ctxT(t)
+	sub := must[*Subscription](t)(pink.Subscribe(ctx, InboxPrefix+worker, SubscribeOptions{Group: RespondersGroup}))
+	defer sub.Close()
+	t1 := fresh("T1")
+	if _, err := harold.SubmitTask(ctx, worker, NewTask{ID: t1, Fields: KV("do", "start"), Lane: Normal}); err != nil {
+		t.Fatal(err)
+	}
+	d1 := must[*Delivery](t)(sub.Next(ctx))
+	if id, _ := d1.Headers.Get("cortex-task-id"); id != t1 || d1.CanceledTask != "" {
+		t.Fatalf("first delivery %+v, want task %s", d1, t1)
+	}
+	c := must[*Task](t)(harold.CancelTask(ctx, t1))
+	if c.State != "canceled" {
+		t.Fatalf("canceled task is %s", c.State)
+	}
+	t2 := must[*Task](t)(harold.SubmitTask(ctx, worker, NewTask{Fields: KV("do", "instead"), Lane: Normal}))
+	sig := must[*Delivery](t)(sub.Next(ctx))
+	if sig.CanceledTask != t1 || sig.ID != d1.ID {
+		t.Fatalf("after the cancel came %+v, want the cancel of %s", sig, t1)
+	}
+	d2 := must[*Delivery](t)(sub.Next(ctx))
+	if id, _ := d2.Headers.Get("cortex-task-id"); id != t2.ID {
+		t.Fatalf("then %+v, want task %s", d2, t2.ID)
+	}
+	if err := pink.Respond(ctx, t1, PartFinal, KV("done", "anyway")); err != nil {
+		t.Fatal(err)
+	}
+	got := must[*Task](t)(harold.Task(ctx, t1))
+	last := got.History[len(got.History)-1]
+	if got.State != "canceled" || !last.Late || last.Event != "part" {
+		t.Fatalf("T1 after a late reply: %s, last change %+v", got.State, last)
+	}
+	if _, err := harold.CancelTask(ctx, t1); err == nil || !strings.Contains(err.Error(), "canceled") {
+		t.Fatalf("a second cancel answered %v", err)
+	}
+	list, _, err := harold.Tasks(ctx, worker, "working", "", 10)
+	if err != nil || len(list) != 1 || list[0].ID != t2.ID {
+		t.Fatalf("working tasks of %s: %+v, %v (want T2 alone)", worker, list, err)
+	}
+}

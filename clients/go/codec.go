@@ -290,6 +290,8 @@ func decodeFrame(body []byte) (frame, error) {
 		f = &adminFrame{}
 	case 21:
 		f = &adminAnswerFrame{}
+	case 22:
+		f = &canceledFrame{}
 	default:
 		return nil, fmt.Errorf("malformed frame: unknown frame tag %d", tag)
 	}

@@ -52,7 +52,7 @@ func TestGoldenVectors(t *testing.T) {
 		tags[f.tag()] = true
 		decoded[filepath.Base(path)] = f
 	}
-	for tag := uint32(0); tag <= 21; tag++ {
+	for tag := uint32(0); tag <= 22; tag++ {
 		if !tags[tag] {
 			t.Errorf("no golden vector decodes to frame %d", tag)
 		}
@@ -79,6 +79,20 @@ func TestGoldenVectors(t *testing.T) {
 	if w.Limits.Batch != 1000 || w.Limits.FrameBytes != FrameBytesMax || w.Limits.RangeCount != 10000 {
 		t.Errorf("Welcome read wrongly: %+v", w)
 	}
+	tk := decoded["21-admin-answer-task.txt"].(*adminAnswerFrame).Ans.Tasks[0]
+	if tk.ID != "T1" || tk.State != "canceled" || *tk.Consumer != "pink" || len(tk.History) != 2 ||
+		tk.History[1].Event != "canceled" || tk.History[0].Seq != 1 || *tk.FinishedMs != 1764000000200 {
+		t.Errorf("Task read wrongly: %+v", tk)
+	}
+	sub := decoded["20-admin-task-submit.txt"].(*adminFrame).Req.Task
+	if sub.Agent != "pink" || *sub.Task != "T1" || sub.Lane != High || sub.Deadline != 60000 ||
+		sub.Headers.Map()["cortex-delay-ms"] != "500" {
+		t.Errorf("Task submit read wrongly: %+v", sub)
+	}
+	cf := decoded["22-canceled.txt"].(*canceledFrame)
+	if string(cf.Task) != "T1" || cf.ID.String() != "1764000000123-7" {
+		t.Errorf("Canceled read wrongly: %+v", cf)
+	}
 	e := decoded["02-error.txt"].(*errorFrame)
 	if err := serverError(e); err.Error() != "cortex: NoResponders: nobody serves pink" {
 		t.Errorf("Error read wrongly: %v", err)
@@ -92,7 +106,7 @@ func TestDecoderRefusesLiesAboutLengths(t *testing.T) {
 	if _, err := decodeFrame(body); err == nil {
 		t.Fatal("a stream name claiming 2^60 bytes decoded")
 	}
-	if _, err := decodeFrame([]byte{22, 0, 0, 0}); err == nil {
+	if _, err := decodeFrame([]byte{23, 0, 0, 0}); err == nil {
 		t.Fatal("an unknown tag decoded")
 	}
 	credit := encodeFrame(&creditFrame{Window: 5})

@@ -54,7 +54,12 @@ type Delivery struct {
 	Attempt  uint32
 	Headers  Fields
 	Producer string
-	sub      *Subscription
+	// CanceledTask, when set, makes this no message but a signal: the task it names, which
+	// this consumer holds (entry ID), was canceled; stop working on it. It comes before
+	// any message sent after the cancel. The entry is no longer pending: an Ack of it is
+	// harmless, a reply is kept and marked late.
+	CanceledTask string
+	sub          *Subscription
 }
 
 // Ack acknowledges the delivery: it will not be delivered again.
@@ -363,6 +368,14 @@ func (s *Subscription) read(st *quic.Stream) error {
 					Attempt: w.Attempt, Headers: w.Headers, Producer: string(w.Producer), sub: s}
 				s.queue = append(s.queue, d)
 			}
+			s.mu.Unlock()
+			select {
+			case s.wake <- struct{}{}:
+			default:
+			}
+		case *canceledFrame:
+			s.mu.Lock()
+			s.queue = append(s.queue, &Delivery{Stream: string(s.sub.Stream), ID: x.ID, CanceledTask: string(x.Task), sub: s})
 			s.mu.Unlock()
 			select {
 			case s.wake <- struct{}{}:

@@ -273,6 +273,110 @@ pub enum AdminRequest {
         /// A membership change, or none to only read.
         change: Option<ClusterChange>,
     },
+    /// Tasks (any agent; the server checks rights on the task it finds). Answered with
+    /// [`AdminAnswer::Task`] or, for a listing, [`AdminAnswer::Tasks`].
+    Task(TaskCall),
+}
+
+/// A task call.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum TaskCall {
+    /// Submits a task to an agent's inbox, with a correlation ID equal to the task ID, so
+    /// the worker answers it as a request (`Respond`): its parts move the task.
+    Submit {
+        /// The agent.
+        agent: String,
+        /// The task ID (`None`: the server makes one, 32 hex digits).
+        task: Option<Bytes>,
+        /// Body.
+        fields: Pairs,
+        /// Headers (the schedule's, `cortex-deliver-at-ms` or `cortex-delay-ms`, apply).
+        headers: Pairs,
+        /// Lane.
+        lane: u8,
+        /// How long it may wait for a worker, ms (0: the server's default, 1 hour).
+        deadline_ms: u64,
+    },
+    /// A task with its history.
+    Status {
+        /// Task ID.
+        task: Bytes,
+    },
+    /// Cancels a task.
+    Cancel {
+        /// Task ID.
+        task: Bytes,
+    },
+    /// Tasks in ID order after `after`.
+    List {
+        /// Tasks addressed to this agent.
+        agent: Option<String>,
+        /// Tasks of this stream.
+        stream: Option<Bytes>,
+        /// In this state (A2A's name).
+        state: Option<String>,
+        /// After this task ID (empty: from the first).
+        after: Bytes,
+        /// At most this many.
+        count: u32,
+    },
+    /// The task with its changes from position `from` on; waits up to `wait_ms` for one
+    /// when there is none yet.
+    Watch {
+        /// Task ID.
+        task: Bytes,
+        /// First change wanted.
+        from: u64,
+        /// Longest wait, ms (at most 60,000).
+        wait_ms: u32,
+    },
+}
+
+/// One change of a task.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TaskChange {
+    /// Position in the task's history.
+    pub seq: u64,
+    /// When, Unix ms.
+    pub at_ms: u64,
+    /// The state after it.
+    pub state: String,
+    /// What happened: `submitted`, `delivered`, `part`, `acked`, `retry`, `rejected`,
+    /// `dead-lettered`, `canceled`.
+    pub event: String,
+    /// Its details.
+    pub detail: String,
+    /// It came after the task had finished (a reply after a cancel).
+    pub late: bool,
+}
+
+/// A task.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TaskInfo {
+    /// Task ID.
+    pub task: Bytes,
+    /// State (A2A's name).
+    pub state: String,
+    /// Its stream.
+    pub stream: Bytes,
+    /// Its entry.
+    pub id: Id,
+    /// Who submitted it.
+    pub submitter: Option<Bytes>,
+    /// The group that last handed it out.
+    pub group: Option<Bytes>,
+    /// The consumer it was last handed to.
+    pub consumer: Option<Bytes>,
+    /// Created, Unix ms.
+    pub created_ms: u64,
+    /// Last change, Unix ms.
+    pub updated_ms: u64,
+    /// Finished, Unix ms.
+    pub finished_ms: Option<u64>,
+    /// Changes ever made.
+    pub changes: u64,
+    /// The changes asked for (all kept ones, or from a watch's position).
+    pub history: Vec<TaskChange>,
 }
 
 /// A membership change.
@@ -371,6 +475,15 @@ pub enum AdminAnswer {
     },
     /// Cluster: the node's view as JSON (`cortex cluster status` prints it).
     Cluster(String),
+    /// A task.
+    Task(TaskInfo),
+    /// Tasks, and the task ID to continue after when there may be more.
+    Tasks {
+        /// Tasks.
+        tasks: Vec<TaskInfo>,
+        /// Continue after this.
+        next: Option<Bytes>,
+    },
 }
 
 /// A frame. The tag (variant index) is its type on the wire.
@@ -552,6 +665,15 @@ pub enum Frame {
     Admin(AdminRequest),
     /// 21, server: its answer.
     AdminAnswer(AdminAnswer),
+    /// 22, server, on a subscription: a task the consumer holds was canceled. Sent before
+    /// any delivery committed after the cancel; the entry left the pending list (an ack of
+    /// it is harmless, a reply is kept, marked late).
+    Canceled {
+        /// Task ID.
+        task: Bytes,
+        /// The entry.
+        id: Id,
+    },
 }
 
 /// Why a decoded frame is refused: a count or size over its limit (`TooLarge`), or a value
@@ -711,6 +833,56 @@ impl Frame {
                     change: Some(ClusterChange::Add { addr, .. }),
                 } => count("address bytes", addr.len(), 256),
                 AdminRequest::Cluster { .. } => Ok(()),
+                AdminRequest::Task(t) => {
+                    let task_id = |t: &[u8]| {
+                        if t.is_empty() {
+                            return Err(Violation::Invalid("a task ID is 1 or more bytes".into()));
+                        }
+                        count(
+                            "task ID bytes",
+                            t.len(),
+                            crate::names::CORRELATION_BYTES_MAX as u32,
+                        )
+                    };
+                    match t {
+                        TaskCall::Submit {
+                            agent,
+                            task,
+                            fields,
+                            headers,
+                            lane,
+                            ..
+                        } => {
+                            name("agent name", agent.as_bytes(), l)?;
+                            if let Some(t) = task {
+                                task_id(t)?;
+                            }
+                            body(fields, headers, *lane, l)
+                        }
+                        TaskCall::Status { task } | TaskCall::Cancel { task } => task_id(task),
+                        TaskCall::Watch { task, wait_ms, .. } => {
+                            task_id(task)?;
+                            count("ms of wait", *wait_ms as usize, 60_000)
+                        }
+                        TaskCall::List {
+                            agent,
+                            stream,
+                            state,
+                            after,
+                            count: n,
+                        } => {
+                            if let Some(a) = agent {
+                                name("agent name", a.as_bytes(), l)?;
+                            }
+                            if let Some(s) = stream {
+                                name("stream name", s, l)?;
+                            }
+                            count("state bytes", state.as_ref().map_or(0, String::len), 64)?;
+                            count("after bytes", after.len(), 64)?;
+                            count("tasks", *n as usize, l.range_count)
+                        }
+                    }
+                }
             },
             _ => Ok(()),
         }
@@ -743,6 +915,7 @@ impl Frame {
             Frame::Entries { .. } => "Entries",
             Frame::Admin(_) => "Admin",
             Frame::AdminAnswer(_) => "AdminAnswer",
+            Frame::Canceled { .. } => "Canceled",
         }
     }
 }

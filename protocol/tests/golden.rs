@@ -372,6 +372,112 @@ fn vectors() -> Vec<(&'static str, &'static str, Frame)> {
             "AdminAnswer Count: 4.",
             Frame::AdminAnswer(AdminAnswer::Count(4)),
         ),
+        (
+            "admin-task-submit",
+            "Admin Task Submit: to agent `pink`, task `T1`, fields {do: review}, header \
+             cortex-delay-ms=500, lane 1 (high), deadline 60000 ms.",
+            Frame::Admin(AdminRequest::Task(TaskCall::Submit {
+                agent: "pink".into(),
+                task: Some(b("T1")),
+                fields: pairs(&[("do", "review")]),
+                headers: pairs(&[("cortex-delay-ms", "500")]),
+                lane: 1,
+                deadline_ms: 60_000,
+            })),
+        ),
+        (
+            "admin-task-cancel",
+            "Admin Task Cancel: task `T1`.",
+            Frame::Admin(AdminRequest::Task(TaskCall::Cancel { task: b("T1") })),
+        ),
+        (
+            "admin-task-list",
+            "Admin Task List: agent `pink`, no stream, state `working`, after `T0`, at most 50.",
+            Frame::Admin(AdminRequest::Task(TaskCall::List {
+                agent: Some("pink".into()),
+                stream: None,
+                state: Some("working".into()),
+                after: b("T0"),
+                count: 50,
+            })),
+        ),
+        (
+            "admin-task-watch",
+            "Admin Task Watch: task `T1` from change 2, waiting up to 30000 ms.",
+            Frame::Admin(AdminRequest::Task(TaskCall::Watch {
+                task: b("T1"),
+                from: 2,
+                wait_ms: 30_000,
+            })),
+        ),
+        (
+            "admin-answer-task",
+            "AdminAnswer Task: `T1`, canceled, stream `cortex:inbox:pink` entry 1764000000123-7, \
+             submitted by `harold`, held by `pink` in `cortex-responders`, created \
+             1764000000123, updated and finished 1764000000200, 3 changes, history from 1: \
+             delivered (working), canceled (canceled).",
+            Frame::AdminAnswer(AdminAnswer::Task(TaskInfo {
+                task: b("T1"),
+                state: "canceled".into(),
+                stream: b("cortex:inbox:pink"),
+                id: ID,
+                submitter: Some(b("harold")),
+                group: Some(b("cortex-responders")),
+                consumer: Some(b("pink")),
+                created_ms: 1_764_000_000_123,
+                updated_ms: 1_764_000_000_200,
+                finished_ms: Some(1_764_000_000_200),
+                changes: 3,
+                history: vec![
+                    TaskChange {
+                        seq: 1,
+                        at_ms: 1_764_000_000_150,
+                        state: "working".into(),
+                        event: "delivered".into(),
+                        detail: "to pink in cortex-responders, attempt 1".into(),
+                        late: false,
+                    },
+                    TaskChange {
+                        seq: 2,
+                        at_ms: 1_764_000_000_200,
+                        state: "canceled".into(),
+                        event: "canceled".into(),
+                        detail: String::new(),
+                        late: false,
+                    },
+                ],
+            })),
+        ),
+        (
+            "admin-answer-tasks",
+            "AdminAnswer Tasks: one task `T2` (submitted, `cortex:inbox:pink` 1764000000123-8, \
+             no holder, no history), continue after `T2`.",
+            Frame::AdminAnswer(AdminAnswer::Tasks {
+                tasks: vec![TaskInfo {
+                    task: b("T2"),
+                    state: "submitted".into(),
+                    stream: b("cortex:inbox:pink"),
+                    id: Id { ms: ID.ms, seq: 8 },
+                    submitter: None,
+                    group: None,
+                    consumer: None,
+                    created_ms: 1_764_000_000_123,
+                    updated_ms: 1_764_000_000_123,
+                    finished_ms: None,
+                    changes: 1,
+                    history: Vec::new(),
+                }],
+                next: Some(b("T2")),
+            }),
+        ),
+        (
+            "canceled",
+            "Canceled: task `T1`, entry 1764000000123-7.",
+            Frame::Canceled {
+                task: b("T1"),
+                id: ID,
+            },
+        ),
     ]
 }
 

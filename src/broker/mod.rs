@@ -23,6 +23,7 @@ pub mod push;
 mod read;
 pub mod reqrep;
 mod retention;
+pub mod task;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};

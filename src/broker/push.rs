@@ -57,6 +57,15 @@ pub struct Pushed {
     pub attempt: u32,
 }
 
+/// A task the consumer holds was canceled: tell it before any delivery taken with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Canceled {
+    /// Task ID.
+    pub task: Vec<u8>,
+    /// The entry the consumer holds (it left the pending list; an ack of it is harmless).
+    pub id: StreamId,
+}
+
 /// Why a subscription call failed.
 #[derive(Debug)]
 pub enum SubError {
@@ -98,6 +107,8 @@ pub struct Subscription {
     _responder: Option<Responder>,
     /// An inbox's deliveries that a responder's last reply part acknowledged.
     answered: Answered,
+    /// Cancel signals taken by the last fetch, to be told before its deliveries.
+    canceled: Vec<Canceled>,
 }
 
 impl Broker {
@@ -154,6 +165,7 @@ impl Broker {
             mailbox,
             _responder: responder,
             answered: Answered::default(),
+            canceled: Vec::new(),
         })
     }
 }
@@ -206,6 +218,24 @@ impl Subscription {
     /// be sure it has everything, due retries and new entries read by itself; never more
     /// than the window allows. Empty when there is nothing to hand out.
     pub async fn fetch(&mut self) -> Result<Vec<Pushed>, SubError> {
+        let r = self.fetch_inner().await;
+        // Taken after the deliveries: every cancel committed before one of them is here.
+        self.canceled.extend(
+            self.mailbox
+                .take_canceled()
+                .into_iter()
+                .map(|(task, id)| Canceled { task, id }),
+        );
+        r
+    }
+
+    /// The cancel signals the last [`Subscription::fetch`] took: a front tells them before
+    /// that fetch's deliveries.
+    pub fn take_canceled(&mut self) -> Vec<Canceled> {
+        std::mem::take(&mut self.canceled)
+    }
+
+    async fn fetch_inner(&mut self) -> Result<Vec<Pushed>, SubError> {
         let (mut out, failed) = self.mailbox.take();
         if let Some(e) = failed {
             if out.is_empty() {

@@ -420,7 +420,7 @@ fn appended(r: Option<cortex_storage::Result<Reply>>) -> Result<StreamId, ReqErr
     }
 }
 
-fn correlation_id() -> Vec<u8> {
+pub(crate) fn correlation_id() -> Vec<u8> {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 16];
     // The system RNG does not fail on Linux; a failure would leave zeros, still unique

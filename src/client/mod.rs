@@ -17,6 +17,7 @@
 
 mod conn;
 mod sub;
+mod task;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,9 +30,10 @@ pub use crate::tls::Trust;
 use cortex_protocol::{names, Frame, Limits};
 pub use cortex_protocol::{
     AdminAnswer, AdminRequest, DeadLetter, DlqSelect, Entry, ErrorCode, Id, Message, PartKind,
-    PolicyChange, PublishResult, Published, Start, StreamStat,
+    PolicyChange, PublishResult, Published, Start, StreamStat, TaskCall, TaskChange, TaskInfo,
 };
-pub use sub::{Delivery, Subscription, Window};
+pub use sub::{Delivery, SubEvent, Subscription, Window};
+pub use task::NewTask;
 
 use conn::Link;
 pub use conn::State;

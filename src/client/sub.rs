@@ -88,9 +88,27 @@ impl Delivery {
     }
 }
 
+/// What a subscription receives.
+#[derive(Debug)]
+pub enum SubEvent {
+    /// A message.
+    Delivery(Delivery),
+    /// A task this consumer holds was canceled: stop working on it. It comes before any
+    /// message sent after the cancel; the entry is no longer pending (acking it is
+    /// harmless, a reply is kept and marked late).
+    Canceled {
+        /// Task ID.
+        task: Vec<u8>,
+        /// The entry.
+        id: Id,
+    },
+}
+
+type Item = Result<SubEvent, ClientError>;
+
 /// A subscription's deliveries.
 pub struct Subscription {
-    rx: mpsc::UnboundedReceiver<Result<Delivery, ClientError>>,
+    rx: mpsc::UnboundedReceiver<Item>,
     ctl: mpsc::UnboundedSender<Control>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -102,8 +120,20 @@ impl Drop for Subscription {
 }
 
 impl Subscription {
-    /// The next delivery; `Some(Err)` for a permanent failure (then `None`).
+    /// The next delivery; `Some(Err)` for a permanent failure (then `None`). Cancel
+    /// signals are passed over: a worker of tasks reads [`Subscription::next_event`].
     pub async fn next(&mut self) -> Option<Result<Delivery, ClientError>> {
+        loop {
+            match self.rx.recv().await? {
+                Ok(SubEvent::Delivery(d)) => return Some(Ok(d)),
+                Ok(SubEvent::Canceled { .. }) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next delivery or cancel signal, in the order the server sent them.
+    pub async fn next_event(&mut self) -> Option<Item> {
         self.rx.recv().await
     }
 
@@ -181,7 +211,7 @@ fn permanent(e: &ClientError) -> bool {
 async fn run(
     link: Arc<Link>,
     opts: SubscribeOptions,
-    tx: mpsc::UnboundedSender<Result<Delivery, ClientError>>,
+    tx: mpsc::UnboundedSender<Item>,
     ctl: mpsc::UnboundedSender<Control>,
     mut ctl_rx: mpsc::UnboundedReceiver<Control>,
     first: Streams,
@@ -253,7 +283,7 @@ async fn run(
                     match f {
                         Some(Ok(Frame::Deliveries { items })) => {
                             for d in items {
-                                let _ = tx.send(Ok(Delivery {
+                                let _ = tx.send(Ok(SubEvent::Delivery(Delivery {
                                     stream: d.stream,
                                     id: d.id,
                                     fields: d.fields,
@@ -262,8 +292,11 @@ async fn run(
                                     headers: d.headers,
                                     producer: d.producer,
                                     ctl: ctl.clone(),
-                                }));
+                                })));
                             }
+                        }
+                        Some(Ok(Frame::Canceled { task, id })) => {
+                            let _ = tx.send(Ok(SubEvent::Canceled { task, id }));
                         }
                         Some(Ok(Frame::Heartbeat { .. })) => {}
                         Some(Ok(Frame::Done { seq, count })) => {

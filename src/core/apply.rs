@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cortex_storage::{Event, Op, Reply, StreamKey};
@@ -79,6 +80,7 @@ impl Core {
                 }
             };
             self.applied_now.fetch_max(w.now_ms, Ordering::AcqRel);
+            self.signal_cancels(&out.events);
             let mut replies = out.replies.into_iter();
             let mut mine = Vec::with_capacity(w.origins.len());
             // The entry's mailbox reads are its last origins; the ones for this node say
@@ -164,12 +166,38 @@ impl Core {
                     self.notifier.notify(stream, None);
                     last = None;
                 }
+                Event::Task { task, .. } => {
+                    // Nobody watching is no error.
+                    let _ = self.task_news.send(Arc::from(task.as_slice()));
+                }
                 Event::DeadLettered { .. } | Event::TrimmedUndelivered { .. }
                     if self.alerts.try_send(e.clone()).is_err() =>
                 {
                     tracing::warn!("alert queue full, an alert is summarised less precisely");
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Tells the mailboxes here of tasks canceled in a commit while their consumer held
+    /// them, before the commit's own deliveries are handed over: a cancel overtakes
+    /// everything committed after it.
+    pub(super) fn signal_cancels(&self, events: &[Event]) {
+        for e in events {
+            if let Event::TaskCanceled {
+                task,
+                stream,
+                group,
+                consumer,
+                id,
+            } = e
+            {
+                for m in self.inner.notifier.mailboxes(stream) {
+                    if &m.group == group && &m.consumer == consumer {
+                        m.cancel(task.clone(), *id);
+                    }
+                }
             }
         }
     }

@@ -81,6 +81,9 @@ struct State {
     applied: u64,
     /// The room the last announcement showed.
     announced_room: u32,
+    /// Tasks canceled while the consumer held them (task ID, entry), for the subscription
+    /// to tell before anything else.
+    canceled: Vec<(Vec<u8>, StreamId)>,
 }
 
 impl State {
@@ -221,6 +224,23 @@ impl Mailbox {
         }
         let rest = s.got.split_off(free);
         (std::mem::replace(&mut s.got, rest), failed)
+    }
+
+    /// A task the consumer holds was canceled (its commit is being applied): the entry left
+    /// the pending list, so it leaves the window; a delivery of it not yet taken is dropped;
+    /// the subscription is woken to tell the consumer before anything else it takes.
+    pub fn cancel(&self, task: Vec<u8>, id: StreamId) {
+        let mut s = self.state();
+        s.in_flight.remove(&id);
+        s.got.retain(|d| d.id != id);
+        s.canceled.push((task, id));
+        drop(s);
+        self.notify.notify_one();
+    }
+
+    /// Takes the cancel signals that came (see [`Mailbox::cancel`]).
+    pub fn take_canceled(&self) -> Vec<(Vec<u8>, StreamId)> {
+        std::mem::take(&mut self.state().canceled)
     }
 
     /// What the other nodes hear of it: `None` unless armed. Remembers the room it told,

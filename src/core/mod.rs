@@ -215,6 +215,9 @@ pub struct Shared {
     pub remote_credit: mailbox::RemoteCredit,
     /// Latencies and counts for `/metrics`.
     pub metrics: metrics::Metrics,
+    /// The ID of every task a commit applied here changed (watchers re-read the task; one
+    /// that lags re-reads it too, the history being durable).
+    pub task_news: tokio::sync::broadcast::Sender<Arc<[u8]>>,
 }
 
 /// The queues [`Core::open`] makes, for [`Core::run`] and the broker's alert task.
@@ -257,6 +260,7 @@ impl Core {
                 failed_notify: Notify::new(),
                 started_ms,
                 alerts: alert_tx,
+                task_news: tokio::sync::broadcast::channel(1024).0,
                 next_deadline_ms: AtomicU64::new(first_deadline),
                 sequencer: OnceLock::new(),
                 origins: Origins::new(node_id),

@@ -102,6 +102,7 @@ impl Core {
                     .iter()
                     .map(|&size| replies.by_ref().take(size).collect())
                     .collect();
+                self.signal_cancels(&out.events);
                 for (p, r) in mail.into_iter().zip(replies) {
                     p.mailbox
                         .deliver(p.asked, super::apply::delivered(r), false);

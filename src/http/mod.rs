@@ -156,8 +156,13 @@ impl From<cortex_storage::Error> for ApiError {
     fn from(e: cortex_storage::Error) -> Self {
         use cortex_storage::Error as E;
         let (status, code) = match &e {
-            E::NoSuchStream { .. } | E::NoSuchGroup { .. } => (StatusCode::NOT_FOUND, "not_found"),
-            E::GroupExists { .. } | E::TargetExists => (StatusCode::CONFLICT, "conflict"),
+            E::NoSuchStream { .. } | E::NoSuchGroup { .. } | E::NoSuchTask { .. } => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            E::GroupExists { .. }
+            | E::TargetExists
+            | E::TaskExists { .. }
+            | E::TaskFinished { .. } => (StatusCode::CONFLICT, "conflict"),
             E::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             E::Corruption { .. } | E::Storage(_) | E::Unreadable(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")

@@ -106,8 +106,13 @@ pub(super) fn store_error(e: &StoreError) -> Frame {
 /// The code a storage error is answered with.
 pub(super) fn store_code(e: &StoreError) -> ErrorCode {
     match e {
-        StoreError::NoSuchStream { .. } | StoreError::NoSuchGroup { .. } => ErrorCode::NotFound,
-        StoreError::GroupExists { .. } | StoreError::TargetExists => ErrorCode::Conflict,
+        StoreError::NoSuchStream { .. }
+        | StoreError::NoSuchGroup { .. }
+        | StoreError::NoSuchTask { .. } => ErrorCode::NotFound,
+        StoreError::GroupExists { .. }
+        | StoreError::TargetExists
+        | StoreError::TaskExists { .. }
+        | StoreError::TaskFinished { .. } => ErrorCode::Conflict,
         StoreError::TooLarge { .. } => ErrorCode::TooLarge,
         StoreError::Corruption { .. } | StoreError::Storage(_) | StoreError::Unreadable(_) => {
             ErrorCode::Internal
@@ -134,5 +139,49 @@ pub(super) fn sub_error(e: &SubError) -> Frame {
     match e {
         SubError::Broker(b) => broker_error(b),
         SubError::Store(s) => store_error(s),
+    }
+}
+
+/// A task as the protocol carries it.
+pub(super) fn task_info(t: cortex_storage::TaskRecord) -> wire::TaskInfo {
+    let (group, consumer) = match t.holder {
+        Some((g, c)) => (Some(g), Some(c)),
+        None => (None, None),
+    };
+    wire::TaskInfo {
+        task: t.task,
+        state: t.state.name().into(),
+        stream: t.stream,
+        id: wid(t.id),
+        submitter: t.submitter,
+        group,
+        consumer,
+        created_ms: t.created_ms,
+        updated_ms: t.updated_ms,
+        finished_ms: t.finished_ms,
+        changes: t.changes,
+        history: t
+            .history
+            .into_iter()
+            .map(|c| {
+                let (event, detail) = crate::broker::task::event_text(&c.event);
+                wire::TaskChange {
+                    seq: c.seq,
+                    at_ms: c.at_ms,
+                    state: c.state.name().into(),
+                    event: event.into(),
+                    detail,
+                    late: c.late,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// A task call's failure.
+pub(super) fn task_error(e: &crate::broker::task::TaskError) -> Frame {
+    match e {
+        crate::broker::task::TaskError::Broker(e) => broker_error(e),
+        crate::broker::task::TaskError::Store(e) => store_error(e),
     }
 }

@@ -18,6 +18,7 @@ use crate::broker::presence::Session;
 use crate::broker::publish::Message;
 use crate::broker::push::{SubscribeSpec, Subscription};
 use crate::broker::reqrep::ReqError;
+use crate::broker::task::TaskError;
 use crate::broker::{Broker, Principal};
 use crate::config::Config;
 use crate::wire::io::{read_frame, write_frame, ReadError};
@@ -493,7 +494,26 @@ async fn subscription(
         if broker.stopping() {
             break;
         }
-        match sub.fetch().await {
+        let fetched = sub.fetch().await;
+        // Cancels first: each came in a commit before any delivery taken with it.
+        let canceled = sub.take_canceled();
+        if !canceled.is_empty() {
+            out.clear();
+            for c in canceled {
+                wire::encode_into(
+                    &Frame::Canceled {
+                        task: c.task,
+                        id: wid(c.id),
+                    },
+                    &mut out,
+                );
+            }
+            if send.write_all(&out).await.is_err() {
+                break;
+            }
+            quiet_since = tokio::time::Instant::now();
+        }
+        match fetched {
             Ok(items) if !items.is_empty() => {
                 let items: Vec<wire::Delivery> = items
                     .into_iter()
@@ -763,6 +783,79 @@ async fn admin(broker: &Broker, who: &Principal, a: AdminRequest) -> Frame {
             }
             Err(f) => *f,
         },
+        AdminRequest::Task(call) => task_call(broker, who, call).await,
+    }
+}
+
+async fn task_call(broker: &Broker, who: &Principal, call: wire::TaskCall) -> Frame {
+    use crate::broker::task::{NewTask, TaskQuery};
+    use wire::TaskCall as C;
+    let one = |r: Result<cortex_storage::TaskRecord, TaskError>| match r {
+        Ok(t) => Frame::AdminAnswer(AdminAnswer::Task(task_info(t))),
+        Err(e) => task_error(&e),
+    };
+    match call {
+        C::Submit {
+            agent,
+            task,
+            fields,
+            headers,
+            lane,
+            deadline_ms,
+        } => {
+            let new = NewTask {
+                id: task,
+                fields,
+                lane: Lane::from_index(usize::from(lane)).unwrap_or_default(),
+                deadline_ms: (deadline_ms > 0).then_some(deadline_ms),
+                headers,
+            };
+            match broker.submit_task(who, &agent, new).await {
+                Ok((id, _)) => one(broker.task(who, &id).await),
+                Err(e) => task_error(&e),
+            }
+        }
+        C::Status { task } => one(broker.task(who, &task).await),
+        C::Cancel { task } => one(broker.cancel_task(who, &task).await),
+        C::Watch {
+            task,
+            from,
+            wait_ms,
+        } => one(broker
+            .watch_task(who, &task, from, Duration::from_millis(u64::from(wait_ms)))
+            .await),
+        C::List {
+            agent,
+            stream,
+            state,
+            after,
+            count,
+        } => {
+            let state = match state.as_deref().map(cortex_storage::TaskState::parse) {
+                None => None,
+                Some(Some(s)) => Some(s),
+                Some(None) => {
+                    return Frame::Error {
+                        code: ErrorCode::InvalidArgument,
+                        message: "state must be one of submitted, working, input-required, completed, failed, canceled, rejected".into(),
+                    }
+                }
+            };
+            let q = TaskQuery {
+                agent,
+                stream,
+                state,
+                after,
+                count: count as usize,
+            };
+            match broker.tasks(who, q).await {
+                Ok((tasks, next)) => Frame::AdminAnswer(AdminAnswer::Tasks {
+                    tasks: tasks.into_iter().map(task_info).collect(),
+                    next,
+                }),
+                Err(e) => task_error(&e),
+            }
+        }
     }
 }
 

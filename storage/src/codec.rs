@@ -50,6 +50,12 @@ pub enum Kind {
     Node = 11,
     /// A replicated log's progress, opaque to storage ([`crate::Store::apply_logged`]).
     Progress = 12,
+    /// A task ([`crate::task::TaskRecord`]).
+    Task = 13,
+    /// A task counter (open tasks of a stream).
+    TaskCount = 14,
+    /// Store-wide task counters.
+    TaskSys = 15,
 }
 
 fn config() -> impl bincode::config::Config {

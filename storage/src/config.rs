@@ -53,6 +53,14 @@ pub struct Limits {
     pub dlq_scan_max: usize,
     /// Furthest ahead of the commit's time a scheduled entry's delivery may be, ms.
     pub schedule_ahead_max_ms: u64,
+    /// Most unfinished tasks one stream may hold (an agent's inbox: its open tasks).
+    pub open_tasks_max: u64,
+    /// Most changes one task's history keeps (progress parts past it are refused).
+    pub task_history_max: usize,
+    /// How long a finished task stays readable, ms.
+    pub task_keep_ms: u64,
+    /// Most task records one listing examines.
+    pub task_scan_max: usize,
 }
 
 impl Default for Limits {
@@ -76,6 +84,10 @@ impl Default for Limits {
             dlq_batch_max: 100_000,
             dlq_scan_max: 100_000,
             schedule_ahead_max_ms: 30 * 24 * 3600 * 1000,
+            open_tasks_max: 10_000,
+            task_history_max: 256,
+            task_keep_ms: 24 * 3600 * 1000,
+            task_scan_max: 100_000,
         }
     }
 }

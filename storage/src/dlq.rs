@@ -60,6 +60,17 @@ impl Txn<'_> {
         ];
         let header_fields = fields.len() as u16;
         let original_meta = record.meta;
+        if let Some(task) = crate::task::task_of(&original_meta) {
+            let event = match reason {
+                DeadReason::Rejected => crate::task::TaskEvent::Rejected {
+                    error: last_error.clone(),
+                },
+                r => crate::task::TaskEvent::DeadLettered {
+                    reason: r.name().to_string(),
+                },
+            };
+            self.task_touch(crate::task::TaskRef::Id(task.to_vec()), event);
+        }
         fields.extend(record.fields);
         let dl = DeadLetter {
             origin_ns: origin.ns,

@@ -68,6 +68,23 @@ pub enum Error {
     },
     /// Any other bad argument; the text says which.
     InvalidArgument(String),
+    /// No task has this ID (never made, or finished and expired).
+    NoSuchTask {
+        /// Task ID.
+        task: Vec<u8>,
+    },
+    /// The task has already finished.
+    TaskFinished {
+        /// Task ID.
+        task: Vec<u8>,
+        /// Its final state.
+        state: &'static str,
+    },
+    /// A task with this ID exists.
+    TaskExists {
+        /// Task ID.
+        task: Vec<u8>,
+    },
     /// A stored record failed its check (CRC, version, decoding). Never returned as data.
     Corruption {
         /// What was being read: `entry`, `stream meta`, ...
@@ -136,6 +153,21 @@ impl fmt::Display for Error {
             }
             Error::TooLarge { what, len, max } => write!(f, "{what} is {len}, the limit is {max}"),
             Error::InvalidArgument(s) => f.write_str(s),
+            Error::NoSuchTask { task } => write!(
+                f,
+                "no task '{}' (never submitted, or finished and expired)",
+                String::from_utf8_lossy(task)
+            ),
+            Error::TaskFinished { task, state } => write!(
+                f,
+                "task '{}' has already finished: {state}",
+                String::from_utf8_lossy(task)
+            ),
+            Error::TaskExists { task } => write!(
+                f,
+                "a task '{}' exists: task IDs are unique",
+                String::from_utf8_lossy(task)
+            ),
             Error::Corruption {
                 what,
                 stream,

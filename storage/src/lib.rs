@@ -40,6 +40,7 @@ pub mod read;
 mod record;
 pub mod store;
 pub mod stream;
+pub mod task;
 
 pub use config::{Durability, Limits, StoreConfig};
 pub use error::{Error, Result};
@@ -62,3 +63,7 @@ pub use record::{
     DeadLetter, DeadReason, Entry, Fields, Meta, Record, DELAY_HEADER, DELIVER_AT_HEADER,
 };
 pub use store::Store;
+pub use task::{
+    TaskChange, TaskEvent, TaskFilter, TaskRecord, TaskState, CORRELATION_HEADER, PART_HEADER,
+    TASK_HEADER, TASK_ID_MAX,
+};

@@ -146,7 +146,7 @@ fn trim_journals(dir: &Path) -> Result<()> {
 
 /// The keyspaces in the order the store creates them: fjall numbers them from 1 in that
 /// order (0 is its own), so `keyspaces/N` is the Nth of these.
-const KEYSPACE_NAMES: [&str; 14] = [
+const KEYSPACE_NAMES: [&str; 15] = [
     "streams",
     "groups",
     "consumers",
@@ -161,6 +161,7 @@ const KEYSPACE_NAMES: [&str; 14] = [
     "sys",
     "nodes",
     "sched",
+    "tasks",
 ];
 
 /// Table files under `dir` whose archive trailer or table of contents is damaged (a

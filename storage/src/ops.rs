@@ -408,6 +408,14 @@ pub enum Op {
         /// Do not add to the pending list.
         noack: bool,
     },
+    /// Cancels a task ([`crate::task`]): an unfinished task ends `canceled`; not yet handed
+    /// out, it never is; held, it leaves the holders' pending lists and
+    /// [`Event::TaskCanceled`] names each. Replies [`Reply::Task`]; an unknown task is
+    /// [`crate::Error::NoSuchTask`], a finished one [`crate::Error::TaskFinished`].
+    CancelTask {
+        /// Task ID.
+        task: Vec<u8>,
+    },
 }
 
 /// One entry handed out by [`Op::Deliver`].
@@ -457,6 +465,8 @@ pub enum Reply {
         /// IDs removed from the pending list because their entries were deleted.
         deleted: Vec<StreamId>,
     },
+    /// A task after the op ([`Op::CancelTask`]).
+    Task(Box<crate::task::TaskRecord>),
 }
 
 /// Something the broker may want to react to (wake readers, push, alert).
@@ -544,6 +554,31 @@ pub enum Event {
         /// How many pending entries it failed.
         count: u64,
     },
+    /// A task changed ([`crate::task`]): every change, in order, with its place in the
+    /// task's history.
+    Task {
+        /// Task ID.
+        task: Vec<u8>,
+        /// The change.
+        change: crate::task::TaskChange,
+        /// The task's stream.
+        stream: StreamKey,
+        /// The task's entry.
+        entry: StreamId,
+    },
+    /// A canceled task was held by a consumer: the holder should hear of it first.
+    TaskCanceled {
+        /// Task ID.
+        task: Vec<u8>,
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// The consumer that held it.
+        consumer: Vec<u8>,
+        /// The entry.
+        id: StreamId,
+    },
 }
 
 /// How an op counts toward Redis's "dirty" counter (changes since the last save), known
@@ -573,7 +608,8 @@ impl Changes {
             | Op::SetGroupId { .. }
             | Op::DeleteConsumer { .. }
             | Op::SetPolicy { .. }
-            | Op::PatchPolicy { .. } => Changes::One,
+            | Op::PatchPolicy { .. }
+            | Op::CancelTask { .. } => Changes::One,
             Op::Delete { .. }
             | Op::Trim { .. }
             | Op::DeleteStream { .. }

@@ -11,6 +11,7 @@ use crate::meta::{DeliveryPolicy, IdempotencyRecord, PendingEntry, PendingState}
 use crate::ops::{Event, Reply, StreamKey};
 use crate::record::{DeadReason, Record};
 use crate::store::{due_key, unique_ids, GroupState, Txn};
+use crate::task::{TaskEvent, TaskRef};
 use crate::Store;
 
 /// What [`Store::due`] finds: when the broker must next tick, and which groups have retries
@@ -228,6 +229,10 @@ impl Txn<'_> {
             });
         }
         let n = failures.len() as u64;
+        for f in failures.iter().filter(|f| f.dead.is_none()) {
+            let error = error.clone();
+            self.task_touch(TaskRef::Entry(sid, f.id), TaskEvent::Retry { error });
+        }
         self.with_group(key, group, |txn, _, g| {
             txn.apply_failures(key, group, g, &policy, failures, error.as_deref());
         });
@@ -272,6 +277,7 @@ impl Txn<'_> {
             self.release_scheduled(&k, &g)?;
         }
         self.expire_idempotency()?;
+        self.expire_tasks()?;
         self.collect_garbage()?;
         Ok(Reply::Count(n))
     }
@@ -332,7 +338,11 @@ impl Store {
     pub fn due(&self, now_ms: u64) -> DueReport {
         let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
         let mut report = DueReport {
-            next_deadline_ms: cat.next_deadline_ms(now_ms, self.cfg.idempotency_window_ms),
+            next_deadline_ms: cat.next_deadline_ms(
+                now_ms,
+                self.cfg.idempotency_window_ms,
+                self.cfg.limits.task_keep_ms,
+            ),
             ready: Vec::new(),
         };
         for (k, st) in &cat.streams {

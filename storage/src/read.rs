@@ -125,6 +125,21 @@ pub enum Query {
         /// At most this many entries, and pending entries per group and per consumer.
         count: usize,
     },
+    /// A task ([`crate::task`]).
+    Task {
+        /// Task ID.
+        task: Vec<u8>,
+    },
+    /// Tasks in ID order after `after` (empty: from the first), filtered: at most `count`,
+    /// examining at most [`Limits::task_scan_max`] records.
+    Tasks {
+        /// Which.
+        filter: crate::task::TaskFilter,
+        /// Continue after this task ID.
+        after: Vec<u8>,
+        /// At most this many.
+        count: usize,
+    },
 }
 
 impl Query {
@@ -143,7 +158,8 @@ impl Query {
             Query::DeadLetters { dlq, .. } => vec![dlq],
             Query::Read { streams, .. } => streams.iter().map(|s| &s.0).collect(),
             Query::Exist { streams } => streams.iter().collect(),
-            Query::Names { .. } => Vec::new(),
+            Query::Tasks { filter, .. } => filter.stream.iter().collect(),
+            Query::Names { .. } | Query::Task { .. } => Vec::new(),
         }
     }
 }
@@ -176,6 +192,10 @@ pub enum Answer {
     DeadLetters(Vec<(Entry, DeadLetter)>),
     /// StreamFull (`None`: no such stream).
     StreamFull(Option<Box<StreamFull>>),
+    /// Task (`None`: no such task).
+    Task(Option<Box<crate::task::TaskRecord>>),
+    /// Tasks, and the task ID to continue after when the scan stopped early.
+    Tasks(Vec<crate::task::TaskRecord>, Option<Vec<u8>>),
 }
 
 /// XINFO STREAM's facts about a stream.
@@ -507,6 +527,8 @@ impl Store {
                 (*count).min(len(stream)).saturating_add(groups)
             }
             Query::Names { .. } => cat.streams.len(),
+            Query::Tasks { count, .. } => *count,
+            Query::Task { .. } => 1,
             Query::Exist { streams } => streams.len(),
             Query::Stream { .. }
             | Query::Groups { .. }
@@ -592,6 +614,25 @@ pub(crate) fn answer(ctx: &impl ReadCtx, q: &Query, now: u64) -> Result<Answer> 
         }
         Query::StreamFull { stream, count } => {
             Answer::StreamFull(stream_full(ctx, stream, *count, now)?.map(Box::new))
+        }
+        Query::Task { task } => {
+            Answer::Task(crate::task::get_task(ctx.view(), ctx.ks(), task)?.map(Box::new))
+        }
+        Query::Tasks {
+            filter,
+            after,
+            count,
+        } => {
+            let l = ctx.limits();
+            let (tasks, next) = crate::task::list_tasks(
+                ctx.view(),
+                ctx.ks(),
+                filter,
+                after,
+                (*count).min(l.read_count_max),
+                l.task_scan_max,
+            )?;
+            Answer::Tasks(tasks, next)
         }
     })
 }

@@ -27,6 +27,7 @@ use crate::nodes::NodeLimits;
 use crate::ops::{BatchOutcome, Changes, Event, Op, Reply, StreamKey};
 use crate::overlay::{Ks, Overlay, View};
 use crate::record::Record;
+use crate::task::{TaskEvent, TaskRef, TaskSys};
 
 /// The keyspaces, opened once.
 pub(crate) struct Keyspaces {
@@ -44,6 +45,7 @@ pub(crate) struct Keyspaces {
     pub(crate) sys: Ks,
     pub(crate) nodes: Ks,
     pub(crate) sched: Ks,
+    pub(crate) tasks: Ks,
 }
 
 /// In-memory state of a consumer group.
@@ -104,6 +106,8 @@ pub(crate) struct Catalog {
     pub(crate) deadlines: BTreeSet<(u64, u64)>,
     /// Radix-tree node sizes new entries are placed by (not persisted, as in Redis).
     pub(crate) node_limits: NodeLimits,
+    /// Task counters ([`crate::task`]).
+    pub(crate) task_sys: TaskSys,
 }
 
 impl Catalog {
@@ -120,8 +124,16 @@ impl Catalog {
     }
 
     /// The earliest moment the store has time-driven work (may be in the past).
-    pub(crate) fn next_deadline_ms(&self, now_ms: u64, idem_window_ms: u64) -> Option<u64> {
+    pub(crate) fn next_deadline_ms(
+        &self,
+        now_ms: u64,
+        idem_window_ms: u64,
+        task_keep_ms: u64,
+    ) -> Option<u64> {
         let mut next = self.deadlines.first().map_or(u64::MAX, |d| d.0);
+        if self.task_sys.finished > 0 {
+            next = next.min(self.task_sys.finished_floor_ms.saturating_add(task_keep_ms));
+        }
         if self.sys.garbage_pending {
             next = next.min(now_ms);
         }
@@ -163,6 +175,7 @@ pub(crate) fn open_keyspaces(db: &Database, cfg: &StoreConfig) -> Result<Keyspac
         sys: open_keyspace(db, 11, "sys", small)?,
         nodes: open_keyspace(db, 12, "nodes", small)?,
         sched: open_keyspace(db, 13, "sched", small)?,
+        tasks: open_keyspace(db, 14, "tasks", small)?,
     })
 }
 
@@ -175,7 +188,7 @@ fn open_keyspace(db: &Database, id: usize, name: &str, memtable: u64) -> Result<
 
 impl Keyspaces {
     /// Every keyspace, in `Ks::id` order.
-    pub(crate) fn all(&self) -> [&Ks; 14] {
+    pub(crate) fn all(&self) -> [&Ks; 15] {
         [
             &self.streams,
             &self.groups,
@@ -191,6 +204,7 @@ impl Keyspaces {
             &self.sys,
             &self.nodes,
             &self.sched,
+            &self.tasks,
         ]
     }
 }
@@ -345,6 +359,9 @@ impl Store {
             touched_groups: HashSet::new(),
             events: Vec::new(),
             dead_letters: Vec::new(),
+            task_sys: base.task_sys,
+            task_changes: Vec::new(),
+            task_error: None,
         };
         let mut replies = Vec::with_capacity(ops.len());
         let mut changes = 0;
@@ -361,6 +378,7 @@ impl Store {
             }
         }
         let node_limits = txn.node_limits;
+        let task_sys = txn.task_sys;
         let (mut tx, staged, sys, events) = txn.finish();
         if let Some(p) = progress {
             tx.insert(
@@ -405,9 +423,14 @@ impl Store {
             }
         }
         cat.sys = sys;
+        cat.task_sys = task_sys;
         cat.snap = snap;
         cat.node_limits = node_limits;
-        let next_deadline_ms = cat.next_deadline_ms(now_ms, self.cfg.idempotency_window_ms);
+        let next_deadline_ms = cat.next_deadline_ms(
+            now_ms,
+            self.cfg.idempotency_window_ms,
+            self.cfg.limits.task_keep_ms,
+        );
         Ok(BatchOutcome {
             replies,
             events,
@@ -460,7 +483,11 @@ impl Store {
     /// when nothing is pending. Also returned by every [`Store::apply`].
     pub fn next_deadline_ms(&self, now_ms: u64) -> Option<u64> {
         let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        cat.next_deadline_ms(now_ms, self.cfg.idempotency_window_ms)
+        cat.next_deadline_ms(
+            now_ms,
+            self.cfg.idempotency_window_ms,
+            self.cfg.limits.task_keep_ms,
+        )
     }
 }
 
@@ -472,6 +499,7 @@ fn load_catalog(db: &Database, ks: &Keyspaces) -> Result<Catalog> {
         snap: snap.clone(),
         deadlines: BTreeSet::new(),
         node_limits: NodeLimits::default(),
+        task_sys: crate::task::read_task_sys(&snap, ks)?,
     };
     if let Some(v) = Readable::get(&snap, ks.sys.inner(), keys::SYSTEM_KEY)? {
         cat.sys =
@@ -556,6 +584,12 @@ pub(crate) struct Txn<'a> {
     pub(crate) touched_groups: HashSet<(u64, Vec<u8>)>,
     pub(crate) events: Vec<Event>,
     pub(crate) dead_letters: Vec<PendingDeadLetter>,
+    /// Task counters as of this point of the batch.
+    pub(crate) task_sys: TaskSys,
+    /// Task changes the current op queued ([`Txn::flush_task_changes`]).
+    pub(crate) task_changes: Vec<(TaskRef, TaskEvent)>,
+    /// A read a task change needed failed inside a closure; the op fails with it.
+    pub(crate) task_error: Option<Error>,
 }
 
 impl<'a> Txn<'a> {
@@ -703,9 +737,14 @@ impl<'a> Txn<'a> {
                 self.node_limits = l;
                 Ok(Reply::Ok)
             }
+            Op::CancelTask { task } => self.cancel_task(&task),
         };
         // Dead letters are appended once the op's own stream is back in the staging map.
         self.flush_dead_letters();
+        self.flush_task_changes()?;
+        if let Some(e) = self.task_error.take() {
+            return Err(e);
+        }
         r
     }
 
@@ -738,6 +777,13 @@ impl<'a> Txn<'a> {
                         .insert(&self.ks.consumers, ck, codec::encode(Kind::ConsumerMeta, c));
                 }
             }
+        }
+        if self.task_sys != self.base.task_sys {
+            self.tx.insert(
+                &self.ks.sys,
+                crate::task::TASK_SYS_KEY,
+                codec::encode(Kind::TaskSys, &self.task_sys),
+            );
         }
         if self.sys != self.base.sys {
             self.tx.insert(

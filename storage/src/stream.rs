@@ -165,6 +165,7 @@ impl Txn<'_> {
         }
         let last = existing.map_or(StreamId::MIN, |(_, last)| last);
         let id = next_id(last, spec, self.now)?;
+        let task = self.admit_task(existing.map(|(sid, _)| sid), &meta)?;
 
         // From here on nothing can fail but the disk.
         if existing.is_none() {
@@ -176,7 +177,10 @@ impl Txn<'_> {
             dead_letter: None,
         };
         let now = self.now;
+        let producer = record.meta.producer.clone();
+        let mut sid = 0;
         self.with_stream(key, |txn, st| {
+            sid = st.meta.stream_id;
             txn.insert_entry(key, st, id, &record);
             if let Some(k) = &idempotency_key {
                 let sid = st.meta.stream_id;
@@ -203,6 +207,9 @@ impl Txn<'_> {
             }
         })
         .unwrap_or(Ok(()))?;
+        if let Some(t) = task {
+            self.task_appended(key, sid, id, producer.as_deref(), t)?;
+        }
         Ok(Reply::Appended {
             id,
             duplicate: false,

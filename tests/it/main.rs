@@ -21,3 +21,4 @@ mod redis_cli;
 mod schedule;
 mod streams;
 mod support;
+mod tasks;

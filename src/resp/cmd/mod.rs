@@ -18,6 +18,7 @@ mod read;
 pub mod reply;
 mod server;
 mod table;
+mod task;
 mod write;
 
 use std::sync::atomic::Ordering;
@@ -38,6 +39,16 @@ pub const PIPELINE_OPS_MAX: usize = 1024;
 /// Turns a command's results (one per op) into its reply.
 pub type Format = Box<dyn FnOnce(Vec<cortex_storage::Result<Reply>>) -> Frame + Send>;
 
+/// A broker call that is neither ops nor a read (tasks: the broker checks rights on the
+/// task it finds, and a watch waits for the task's next change).
+pub type Call = Box<
+    dyn FnOnce(
+            Broker,
+            crate::broker::Principal,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Frame> + Send>>
+        + Send,
+>;
+
 /// What running a command takes.
 pub enum Plan {
     /// Answered already (connection commands, errors found while parsing).
@@ -52,6 +63,8 @@ pub enum Plan {
     StreamRead(Vec<(StreamKey, ReadStart)>, Option<usize>, Blocking, Format),
     /// EXEC (needs the queued commands).
     Exec,
+    /// A broker call, formatted by itself.
+    Call(Call),
 }
 
 impl Plan {
@@ -85,6 +98,7 @@ impl Plan {
                 Ok((vec![Op::Query(Query::Read { streams, count })], fmt))
             }
             Plan::Exec => Err(Frame::err("EXEC inside MULTI is not allowed")),
+            Plan::Call(_) => Err(Frame::err("CX.TASK and CX.CANCEL cannot run inside MULTI")),
         }
     }
 }
@@ -196,6 +210,7 @@ fn plan(ctx: &mut Ctx<'_>, args: &Args) -> Plan {
         "CX.PUBLISH" | "CX.POLICY" | "CX.NACK" | "CX.DLQ" | "CX.CLOCK" | "CX.FAULT" => {
             cx::plan(ctx, args)
         }
+        "CX.TASK" | "CX.CANCEL" => task::plan(ctx, args),
         "EXEC" => Ok(Plan::Exec),
         _ => server::plan(ctx, args),
     };
@@ -210,7 +225,8 @@ fn plan(ctx: &mut Ctx<'_>, args: &Args) -> Plan {
 /// command in a pipeline does not fail its neighbours). The broker checks again on submit.
 fn authorize(who: &crate::broker::Principal, plan: Plan) -> Plan {
     let r = match &plan {
-        Plan::Done(_) | Plan::Exec => Ok(()),
+        // A call checks rights in the broker, on what it finds.
+        Plan::Done(_) | Plan::Exec | Plan::Call(_) => Ok(()),
         Plan::Ops(ops, _) => who.authorize_ops(ops),
         Plan::Query(q, _) => who.authorize_query(q),
         Plan::GroupRead(req, _, _) => who.authorize_op(&req.op(false)),
@@ -432,6 +448,7 @@ async fn run_one(conn: &mut Conn, broker: &Broker, shared: &Shared, plan: Plan) 
     };
     let proto = conn.proto;
     let r = match plan {
+        Plan::Call(call) => return call(broker.clone(), who).await,
         Plan::Ops(ops, fmt) => broker.submit(&who, ops).await.map(|r| (fmt, r)),
         Plan::Query(q, fmt) => broker
             .query(&who, q)

@@ -112,6 +112,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("CX.DLQ", -2, W, 0, 0, 0, "cortex", "Lists, redrives or purges dead letters."),
     spec!("CX.CLOCK", -1, F, 0, 0, 0, "cortex", "Shows the broker's clock; moves it in test mode."),
     spec!("CX.FAULT", -2, F, 0, 0, 0, "cortex", "Injects storage failures in test mode."),
+    spec!("CX.TASK", -2, W, 0, 0, 0, "cortex", "Submits, shows, lists or watches tasks."),
+    spec!("CX.CANCEL", 2, &["write", "fast"], 0, 0, 0, "cortex", "Cancels a task: never delivered if not yet, else its holder is told first."),
 ];
 
 /// The spec of a command by name, in any case (no allocation).

@@ -10,6 +10,7 @@ use crate::overlay::View;
 use crate::record::Record;
 use crate::store::{corrupt, get_record, key_id, unique_ids, Txn};
 use crate::stream::check_name;
+use crate::task::{TaskEvent, TaskRef};
 
 impl Txn<'_> {
     pub(crate) fn ack(&mut self, key: &StreamKey, group: &[u8], ids: &[StreamId]) -> Result<Reply> {
@@ -20,12 +21,14 @@ impl Txn<'_> {
         let Some(g) = st.groups.get(group) else {
             return Ok(Reply::Count(0));
         };
+        let sid = st.meta.stream_id;
         let found = self.pending_of(key, g.meta.group_id, &ids)?;
         let n = found.len() as u64;
         self.with_group(key, group, |txn, _, g| {
             for (id, pel) in &found {
                 txn.remove_pending(g, *id, pel);
                 g.meta.counters.acked += 1;
+                txn.task_touch(TaskRef::Entry(sid, *id), TaskEvent::Acked);
             }
         });
         Ok(Reply::Count(n))

@@ -45,6 +45,8 @@ pub(crate) enum Action {
     },
     /// Set a scheduled entry aside until its delivery time.
     Park { id: StreamId, lane: Lane, at: u64 },
+    /// Pass over a new entry that is never to be handed out (a canceled task).
+    Pass { id: StreamId, lane: Lane },
     /// Take an entry out of the set-aside index (handed out, dead-lettered or gone).
     Unpark { id: StreamId, at: u64 },
     /// Hand a pending entry (again) to the consumer.

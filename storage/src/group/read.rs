@@ -10,6 +10,7 @@ use crate::overlay::View;
 use crate::record::{DeadReason, Record};
 use crate::store::{due_key, key_id, Txn};
 use crate::stream::check_name;
+use crate::task::{task_of, TaskEvent, TaskRef};
 
 use super::lag::consume;
 use super::lanes::LaneReader;
@@ -321,6 +322,9 @@ impl Txn<'_> {
                         continue;
                     };
                     let lane = record.meta.lane;
+                    if self.task_canceled(&record.meta)? {
+                        continue;
+                    }
                     if let Some(reason) = Self::freshness(policy.as_ref(), id, &record, now) {
                         dead += 1;
                         plan.push(Action::DeadLetter {
@@ -373,6 +377,10 @@ impl Txn<'_> {
                 plan.push(Action::Park { id, lane, at });
                 continue;
             }
+            if self.task_canceled(&record.meta)? {
+                plan.push(Action::Pass { id, lane });
+                continue;
+            }
             if let Some(reason) = Self::freshness(policy.as_ref(), id, &record, now) {
                 dead += 1;
                 plan.push(Action::DeadLetter {
@@ -405,6 +413,7 @@ impl Txn<'_> {
         let mut out = Vec::with_capacity(handed);
         let mut ages_ms = Vec::new();
         let mut unparked = false;
+        let mut holder_changes: Vec<(Vec<u8>, u32)> = Vec::new();
         self.with_group(key, group, |txn, m, g| {
             let state = txn.delivered_state(g.meta.policy.as_ref());
             let dlq = policy
@@ -435,6 +444,9 @@ impl Txn<'_> {
                             };
                             txn.put_pending(g, id, &pel, existing.as_ref());
                         }
+                        if let Some(t) = task_of(&record.meta) {
+                            holder_changes.push((t.to_vec(), 1));
+                        }
                         out.push(Delivery {
                             id,
                             record: Some(record),
@@ -453,6 +465,9 @@ impl Txn<'_> {
                         pel.state = state;
                         g.meta.counters.redelivered += 1;
                         txn.put_pending(g, id, &pel, Some(&prev));
+                        if let Some(t) = task_of(&record.meta) {
+                            holder_changes.push((t.to_vec(), attempt_of(pel.deliveries)));
+                        }
                         out.push(Delivery {
                             id,
                             record: Some(record),
@@ -460,6 +475,7 @@ impl Txn<'_> {
                         });
                     }
                     Action::Drop { id, pel } => txn.remove_pending(g, id, &pel),
+                    Action::Pass { id, lane } => consume(m, &mut g.meta, id, lane),
                     Action::Park { id, lane, at } => {
                         consume(m, &mut g.meta, id, lane);
                         let gid = g.meta.group_id;
@@ -505,6 +521,24 @@ impl Txn<'_> {
         });
         if unparked {
             self.settle_sched_floor(key, group, gid)?;
+        }
+        if !holder_changes.is_empty() {
+            let consumer = self
+                .group(key, group)?
+                .names
+                .get(&cid)
+                .cloned()
+                .unwrap_or_default();
+            for (task, attempt) in holder_changes {
+                self.task_touch(
+                    TaskRef::Id(task),
+                    TaskEvent::Delivered {
+                        group: group.to_vec(),
+                        consumer: consumer.clone(),
+                        attempt,
+                    },
+                );
+            }
         }
         if !ages_ms.is_empty() {
             self.events.push(crate::ops::Event::Delivered {

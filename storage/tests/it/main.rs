@@ -9,4 +9,5 @@ mod policy;
 mod recovery;
 mod schedule;
 mod streams;
+mod tasks;
 mod util;

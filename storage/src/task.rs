@@ -1,0 +1,709 @@
+//! Tasks: a durable state beside an entry that carries [`TASK_HEADER`].
+//!
+//! A task is an entry like any other (any stream, any group, any front) whose header
+//! `cortex-task-id` names it. Appending it creates the task (`submitted`); from then on the
+//! calls a worker already makes move its state, each in the commit that makes the call:
+//!
+//! | what happens                                   | state after                    |
+//! |------------------------------------------------|--------------------------------|
+//! | a group hands the entry out                    | `working`                      |
+//! | a reply part `progress` (correlation = task)   | `working`                      |
+//! | a reply part `input-required`                  | `input-required`               |
+//! | a reply part `final`, or the entry acked       | `completed`                    |
+//! | a reply part `error`, or dead-lettered         | `failed`                       |
+//! | nacked with a retry to come                    | `submitted` (waiting again)    |
+//! | rejected (nack without retry)                  | `rejected`                     |
+//! | [`crate::Op::CancelTask`]                      | `canceled`                     |
+//!
+//! The last four states and `completed` are final: a change after one is kept in the
+//! history marked `late` (a worker's reply after a cancel), and the state stays. A canceled
+//! task no group has handed out is never handed out (reads pass over it); one a consumer
+//! holds leaves the pending list at once and [`Event::TaskCanceled`] names the holder, so
+//! the broker can tell it ahead of anything else.
+//!
+//! Keys (keyspace `tasks`): `T`·task ID -> [`TaskRecord`]; `E`·stream_id·entry ID -> task
+//! ID; `O`·stream_id -> open tasks of the stream (u64); `X`·finished_ms·task ID -> empty
+//! (finished tasks, removed [`crate::Limits::task_keep_ms`] after they finish).
+
+use bincode::{Decode, Encode};
+
+use crate::codec::{self, Kind};
+use crate::error::{Error, Result};
+use crate::id::StreamId;
+use crate::ops::{Event, Reply, StreamKey};
+use crate::overlay::{Ks, View};
+use crate::record::Meta;
+use crate::store::{corrupt, Keyspaces, Txn};
+
+/// Header naming the task an entry is (1 to [`TASK_ID_MAX`] bytes).
+pub const TASK_HEADER: &[u8] = b"cortex-task-id";
+/// Header of a reply part: the request (or task) it answers.
+pub const CORRELATION_HEADER: &[u8] = b"cortex-correlation-id";
+/// Header of a reply part: its kind (`progress`, `input-required`, `final`, `error`).
+pub const PART_HEADER: &[u8] = b"cortex-part";
+/// Longest task ID, bytes (a task ID may be a correlation ID).
+pub const TASK_ID_MAX: usize = 64;
+
+/// A task's state: A2A's task states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
+pub enum TaskState {
+    /// Stored, waiting for a worker.
+    Submitted,
+    /// Handed to a worker, which is on it.
+    Working,
+    /// The worker waits for more input.
+    InputRequired,
+    /// Done (final reply or ack).
+    Completed,
+    /// The worker failed (error reply) or the task was dead-lettered.
+    Failed,
+    /// Canceled by its submitter (or anyone allowed to).
+    Canceled,
+    /// The worker rejected it.
+    Rejected,
+}
+
+impl TaskState {
+    /// Every state, in order.
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Submitted,
+        TaskState::Working,
+        TaskState::InputRequired,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::Canceled,
+        TaskState::Rejected,
+    ];
+
+    /// A2A's name of the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Submitted => "submitted",
+            TaskState::Working => "working",
+            TaskState::InputRequired => "input-required",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Canceled => "canceled",
+            TaskState::Rejected => "rejected",
+        }
+    }
+
+    /// The state named `s` (A2A's names).
+    pub fn parse(s: &str) -> Option<TaskState> {
+        TaskState::ALL.into_iter().find(|t| t.name() == s)
+    }
+
+    /// No change moves a task out of a final state.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Canceled | TaskState::Rejected
+        )
+    }
+}
+
+/// What moved a task.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum TaskEvent {
+    /// The entry was appended.
+    Submitted,
+    /// A group handed the entry to a consumer (attempt counts from 1).
+    Delivered {
+        /// Group.
+        group: Vec<u8>,
+        /// Consumer.
+        consumer: Vec<u8>,
+        /// Attempt number.
+        attempt: u32,
+    },
+    /// A reply part was stored: its kind and where it is.
+    Part {
+        /// `progress`, `input-required`, `final` or `error`.
+        kind: Vec<u8>,
+        /// The stream holding the part.
+        stream: Vec<u8>,
+        /// The part's entry ID.
+        id: StreamId,
+    },
+    /// The holder acknowledged the entry.
+    Acked,
+    /// The holder nacked it; a retry follows.
+    Retry {
+        /// The nack's error text.
+        error: Option<Vec<u8>>,
+    },
+    /// The holder rejected it.
+    Rejected {
+        /// The nack's error text.
+        error: Option<Vec<u8>>,
+    },
+    /// It went to a dead-letter stream (`reason`: expired, stale, max-attempts, ...).
+    DeadLettered {
+        /// Why.
+        reason: String,
+    },
+    /// Canceled.
+    Canceled,
+}
+
+/// One change of a task, as its history keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TaskChange {
+    /// Position in the task's history (0: submitted); a watcher resumes after one.
+    pub seq: u64,
+    /// Commit time, Unix ms.
+    pub at_ms: u64,
+    /// The state after the change.
+    pub state: TaskState,
+    /// What happened.
+    pub event: TaskEvent,
+    /// It happened after the task had finished (a reply after a cancel): kept, state
+    /// unchanged.
+    pub late: bool,
+}
+
+/// A task.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct TaskRecord {
+    /// Task ID.
+    pub task: Vec<u8>,
+    /// The stream's namespace.
+    pub ns: u16,
+    /// The stream holding the task's entry.
+    pub stream: Vec<u8>,
+    /// The stream's internal ID.
+    pub stream_id: u64,
+    /// The entry.
+    pub id: StreamId,
+    /// Current state.
+    pub state: TaskState,
+    /// Who published it, if it said.
+    pub submitter: Option<Vec<u8>>,
+    /// The group and consumer that last had it handed out.
+    pub holder: Option<(Vec<u8>, Vec<u8>)>,
+    /// Created, Unix ms.
+    pub created_ms: u64,
+    /// Last change, Unix ms.
+    pub updated_ms: u64,
+    /// When it reached a final state.
+    pub finished_ms: Option<u64>,
+    /// Changes kept, oldest first (the first, `submitted`, is always kept).
+    pub history: Vec<TaskChange>,
+    /// Changes ever made (`history` may have dropped middle ones past its bound).
+    pub changes: u64,
+}
+
+impl TaskRecord {
+    /// The stream as a key.
+    pub fn stream_key(&self) -> StreamKey {
+        StreamKey::new(self.ns, self.stream.clone())
+    }
+}
+
+/// Store-wide task counters (in `sys`, key `tasks`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub(crate) struct TaskSys {
+    /// Task records stored.
+    pub(crate) records: u64,
+    /// Finished tasks waiting to expire.
+    pub(crate) finished: u64,
+    /// No finished task finished before this (expiry starts its scan here).
+    pub(crate) finished_floor_ms: u64,
+}
+
+/// `sys` key of [`TaskSys`].
+pub(crate) const TASK_SYS_KEY: &[u8] = b"tasks";
+
+fn record_key(task: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + task.len());
+    k.push(b'T');
+    k.extend_from_slice(task);
+    k
+}
+
+fn entry_key(stream_id: u64, id: StreamId) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[0] = b'E';
+    k[1..9].copy_from_slice(&stream_id.to_be_bytes());
+    k[9..].copy_from_slice(&id.to_bytes());
+    k
+}
+
+fn open_key(stream_id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'O';
+    k[1..].copy_from_slice(&stream_id.to_be_bytes());
+    k
+}
+
+fn finished_key(at_ms: u64, task: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + task.len());
+    k.push(b'X');
+    k.extend_from_slice(&at_ms.to_be_bytes());
+    k.extend_from_slice(task);
+    k
+}
+
+/// Reads a task record.
+pub(crate) fn get_task(v: &impl View, ks: &Keyspaces, task: &[u8]) -> Result<Option<TaskRecord>> {
+    match v.get(&ks.tasks, record_key(task))? {
+        None => Ok(None),
+        Some(b) => codec::decode(Kind::Task, &b)
+            .map(Some)
+            .map_err(|r| corrupt("task", task, None, r)),
+    }
+}
+
+fn read_u64(v: &impl View, ks: &Ks, key: &[u8]) -> Result<u64> {
+    match v.get(ks, key)? {
+        None => Ok(0),
+        Some(b) => {
+            codec::decode(Kind::TaskCount, &b).map_err(|r| corrupt("task count", b"", None, r))
+        }
+    }
+}
+
+/// Lists tasks after `after` (task ID order), of one stream and one state when given:
+/// at most `count`, examining at most `scan_max` records. Returns the tasks and, when the
+/// scan stopped early, the ID to continue after.
+pub(crate) fn list_tasks(
+    v: &impl View,
+    ks: &Keyspaces,
+    filter: &TaskFilter,
+    after: &[u8],
+    count: usize,
+    scan_max: usize,
+) -> Result<(Vec<TaskRecord>, Option<Vec<u8>>)> {
+    let from = {
+        let mut k = record_key(after);
+        if !after.is_empty() {
+            k.push(0);
+        }
+        k
+    };
+    let to = vec![b'U'];
+    let mut out = Vec::new();
+    let mut last = None;
+    for (scanned, item) in v.range(&ks.tasks, from..to).enumerate() {
+        if out.len() >= count || scanned >= scan_max {
+            return Ok((out, last));
+        }
+        let (k, b) = item.into_inner()?;
+        let rec: TaskRecord =
+            codec::decode(Kind::Task, &b).map_err(|r| corrupt("task", &k[1..], None, r))?;
+        last = Some(rec.task.clone());
+        if filter.matches(&rec) {
+            out.push(rec);
+        }
+    }
+    Ok((out, None))
+}
+
+/// Which tasks a listing shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub struct TaskFilter {
+    /// Only tasks of this stream.
+    pub stream: Option<StreamKey>,
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks held (last handed) to this consumer.
+    pub consumer: Option<Vec<u8>>,
+}
+
+impl TaskFilter {
+    fn matches(&self, t: &TaskRecord) -> bool {
+        self.stream
+            .as_ref()
+            .is_none_or(|s| s.ns == t.ns && s.name == t.stream)
+            && self.state.is_none_or(|s| s == t.state)
+            && self
+                .consumer
+                .as_ref()
+                .is_none_or(|c| t.holder.as_ref().is_some_and(|(_, h)| h == c))
+    }
+}
+
+/// Which task a change is about.
+#[derive(Clone, Debug)]
+pub(crate) enum TaskRef {
+    /// By ID (a header in hand).
+    Id(Vec<u8>),
+    /// By entry (an ack or nack, which has only the ID).
+    Entry(u64, StreamId),
+}
+
+/// The task header of an entry's metadata.
+pub(crate) fn task_of(meta: &Meta) -> Option<&[u8]> {
+    header(meta, TASK_HEADER)
+}
+
+fn header<'m>(meta: &'m Meta, name: &[u8]) -> Option<&'m [u8]> {
+    meta.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The task a reply part answers and its kind, if the entry is a reply part.
+pub(crate) fn part_of(meta: &Meta) -> Option<(&[u8], &[u8])> {
+    Some((
+        header(meta, CORRELATION_HEADER)?,
+        header(meta, PART_HEADER)?,
+    ))
+}
+
+/// What a new entry brings to tasks, checked before anything is written.
+pub(crate) enum Admit {
+    /// A new task.
+    New(Vec<u8>),
+    /// A reply part of a task (kind, task).
+    Part(Vec<u8>, Vec<u8>),
+}
+
+impl Txn<'_> {
+    /// Checks what a new entry of stream `stream_id` (`None`: the stream is new) does to
+    /// tasks: a new task must have a fresh ID and room among its stream's open tasks; a
+    /// progress part must have room in its task's history.
+    pub(crate) fn admit_task(&self, stream_id: Option<u64>, meta: &Meta) -> Result<Option<Admit>> {
+        let l = &self.cfg.limits;
+        if let Some(task) = task_of(meta) {
+            if task.is_empty() || task.len() > TASK_ID_MAX {
+                return Err(Error::BadName {
+                    what: "task ID (header cortex-task-id)",
+                    len: task.len(),
+                    max: TASK_ID_MAX,
+                });
+            }
+            if self.task_sys.records > 0 && get_task(&self.tx, self.ks, task)?.is_some() {
+                return Err(Error::TaskExists {
+                    task: task.to_vec(),
+                });
+            }
+            if let Some(sid) = stream_id {
+                let open = read_u64(&self.tx, &self.ks.tasks, &open_key(sid))?;
+                if open >= l.open_tasks_max {
+                    return Err(Error::TooLarge {
+                        what: "number of open tasks in the stream",
+                        len: open as usize + 1,
+                        max: l.open_tasks_max as usize,
+                    });
+                }
+            }
+            return Ok(Some(Admit::New(task.to_vec())));
+        }
+        if self.task_sys.records == 0 {
+            return Ok(None);
+        }
+        let Some((task, kind)) = part_of(meta) else {
+            return Ok(None);
+        };
+        let Some(rec) = get_task(&self.tx, self.ks, task)? else {
+            return Ok(None);
+        };
+        if kind == b"progress" && rec.history.len() + 2 > l.task_history_max {
+            return Err(Error::TooLarge {
+                what: "number of changes in the task's history",
+                len: rec.history.len() + 1,
+                max: l.task_history_max,
+            });
+        }
+        Ok(Some(Admit::Part(kind.to_vec(), task.to_vec())))
+    }
+
+    /// Writes what [`Txn::admit_task`] admitted, for the entry `id` of `key` just written.
+    pub(crate) fn task_appended(
+        &mut self,
+        key: &StreamKey,
+        stream_id: u64,
+        id: StreamId,
+        producer: Option<&[u8]>,
+        admit: Admit,
+    ) -> Result<()> {
+        match admit {
+            Admit::New(task) => {
+                let change = TaskChange {
+                    seq: 0,
+                    at_ms: self.now,
+                    state: TaskState::Submitted,
+                    event: TaskEvent::Submitted,
+                    late: false,
+                };
+                let rec = TaskRecord {
+                    task: task.clone(),
+                    ns: key.ns,
+                    stream: key.name.clone(),
+                    stream_id,
+                    id,
+                    state: TaskState::Submitted,
+                    submitter: producer.map(<[u8]>::to_vec),
+                    holder: None,
+                    created_ms: self.now,
+                    updated_ms: self.now,
+                    finished_ms: None,
+                    history: vec![change.clone()],
+                    changes: 1,
+                };
+                self.tx.insert(
+                    &self.ks.tasks,
+                    record_key(&task),
+                    codec::encode(Kind::Task, &rec),
+                );
+                self.tx
+                    .insert(&self.ks.tasks, entry_key(stream_id, id), task.clone());
+                self.add_open(stream_id, 1)?;
+                self.task_sys.records += 1;
+                self.events.push(Event::Task {
+                    task,
+                    change,
+                    stream: key.clone(),
+                    entry: id,
+                });
+                Ok(())
+            }
+            Admit::Part(kind, task) => {
+                let event = TaskEvent::Part {
+                    kind,
+                    stream: key.name.clone(),
+                    id,
+                };
+                self.task_changes.push((TaskRef::Id(task), event));
+                Ok(())
+            }
+        }
+    }
+
+    fn add_open(&mut self, stream_id: u64, delta: i64) -> Result<()> {
+        let k = open_key(stream_id);
+        let n = read_u64(&self.tx, &self.ks.tasks, &k)?.saturating_add_signed(delta);
+        if n == 0 {
+            self.tx.remove(&self.ks.tasks, k);
+        } else {
+            self.tx
+                .insert(&self.ks.tasks, k, codec::encode(Kind::TaskCount, &n));
+        }
+        Ok(())
+    }
+
+    /// Queues a change of the task an entry is, if it is one (cheap when no task exists).
+    pub(crate) fn task_touch(&mut self, r: TaskRef, event: TaskEvent) {
+        if self.task_sys.records > 0 {
+            self.task_changes.push((r, event));
+        }
+    }
+
+    /// The task an entry of a read is, if it is one and has been canceled: reads pass over it.
+    pub(crate) fn task_canceled(&self, meta: &Meta) -> Result<bool> {
+        if self.task_sys.records == 0 {
+            return Ok(false);
+        }
+        let Some(task) = task_of(meta) else {
+            return Ok(false);
+        };
+        Ok(get_task(&self.tx, self.ks, task)?.is_some_and(|t| t.state == TaskState::Canceled))
+    }
+
+    /// Applies the changes the op queued (after the op, so closures that cannot fail can
+    /// queue them).
+    pub(crate) fn flush_task_changes(&mut self) -> Result<()> {
+        for (r, event) in std::mem::take(&mut self.task_changes) {
+            let task = match r {
+                TaskRef::Id(t) => t,
+                TaskRef::Entry(sid, id) => match self.tx.get(&self.ks.tasks, entry_key(sid, id))? {
+                    Some(t) => t.to_vec(),
+                    None => continue,
+                },
+            };
+            let Some(mut rec) = get_task(&self.tx, self.ks, &task)? else {
+                continue;
+            };
+            self.change_task(&mut rec, event);
+        }
+        Ok(())
+    }
+
+    /// Moves a task by one event, records it, and queues the event for the broker.
+    fn change_task(&mut self, rec: &mut TaskRecord, event: TaskEvent) {
+        let was = rec.state;
+        let next = match &event {
+            TaskEvent::Submitted => TaskState::Submitted,
+            TaskEvent::Delivered { .. } => TaskState::Working,
+            TaskEvent::Part { kind, .. } => match kind.as_slice() {
+                b"final" => TaskState::Completed,
+                b"error" => TaskState::Failed,
+                b"input-required" => TaskState::InputRequired,
+                _ => TaskState::Working,
+            },
+            TaskEvent::Acked => TaskState::Completed,
+            TaskEvent::Retry { .. } => TaskState::Submitted,
+            TaskEvent::Rejected { .. } => TaskState::Rejected,
+            TaskEvent::DeadLettered { .. } => TaskState::Failed,
+            TaskEvent::Canceled => TaskState::Canceled,
+        };
+        // An ack after the final part (the responder's own ack) changes nothing.
+        if was.is_final() && matches!(event, TaskEvent::Acked) {
+            return;
+        }
+        if let TaskEvent::Delivered {
+            group, consumer, ..
+        } = &event
+        {
+            rec.holder = Some((group.clone(), consumer.clone()));
+        }
+        let late = was.is_final();
+        let state = if late { was } else { next };
+        let change = TaskChange {
+            seq: rec.changes,
+            at_ms: self.now,
+            state,
+            event,
+            late,
+        };
+        rec.changes += 1;
+        rec.updated_ms = self.now;
+        let max = self.cfg.limits.task_history_max.max(2);
+        if rec.history.len() >= max {
+            // Keep the first (submitted) and the newest.
+            rec.history.remove(1);
+        }
+        rec.history.push(change.clone());
+        rec.state = state;
+        if !was.is_final() && state.is_final() {
+            rec.finished_ms = Some(self.now);
+            if let Err(e) = self.add_open(rec.stream_id, -1) {
+                // Only a read of the counter can fail here; the batch fails with it below.
+                self.task_error = Some(e);
+            }
+            self.tx
+                .insert(&self.ks.tasks, finished_key(self.now, &rec.task), []);
+            self.task_sys.finished_floor_ms = if self.task_sys.finished == 0 {
+                self.now
+            } else {
+                self.task_sys.finished_floor_ms.min(self.now)
+            };
+            self.task_sys.finished += 1;
+        }
+        self.tx.insert(
+            &self.ks.tasks,
+            record_key(&rec.task),
+            codec::encode(Kind::Task, &*rec),
+        );
+        self.events.push(Event::Task {
+            task: rec.task.clone(),
+            change,
+            stream: rec.stream_key(),
+            entry: rec.id,
+        });
+    }
+
+    /// [`crate::Op::CancelTask`]: an unfinished task ends `canceled`. Not yet handed out, it
+    /// never will be; held by consumers, it leaves their pending lists and
+    /// [`Event::TaskCanceled`] names each holder.
+    pub(crate) fn cancel_task(&mut self, task: &[u8]) -> Result<Reply> {
+        let rec = match self.task_sys.records {
+            0 => None,
+            _ => get_task(&self.tx, self.ks, task)?,
+        };
+        let Some(mut rec) = rec else {
+            return Err(Error::NoSuchTask {
+                task: task.to_vec(),
+            });
+        };
+        if rec.state.is_final() {
+            return Err(Error::TaskFinished {
+                task: task.to_vec(),
+                state: rec.state.name(),
+            });
+        }
+        let key = rec.stream_key();
+        let mut held = Vec::new();
+        if let Some(st) = self
+            .stream(&key)
+            .filter(|s| s.meta.stream_id == rec.stream_id)
+        {
+            let groups: Vec<(Vec<u8>, u64)> = st
+                .groups
+                .iter()
+                .map(|(n, g)| (n.clone(), g.meta.group_id))
+                .collect();
+            for (name, gid) in groups {
+                if let Some(pel) = self.pending_entry(&key.name, gid, rec.id)? {
+                    held.push((name, pel));
+                }
+            }
+        }
+        for (group, pel) in held {
+            let id = rec.id;
+            let consumer = self
+                .with_group(&key, &group, |txn, _, g| {
+                    txn.remove_pending(g, id, &pel);
+                    g.consumer_name(pel.consumer_id).to_vec()
+                })
+                .unwrap_or_default();
+            self.events.push(Event::TaskCanceled {
+                task: task.to_vec(),
+                stream: key.clone(),
+                group,
+                consumer,
+                id,
+            });
+        }
+        self.change_task(&mut rec, TaskEvent::Canceled);
+        if let Some(e) = self.task_error.take() {
+            return Err(e);
+        }
+        Ok(Reply::Task(Box::new(rec)))
+    }
+
+    /// Removes finished tasks older than the keep time (at most the GC budget per tick).
+    pub(crate) fn expire_tasks(&mut self) -> Result<()> {
+        let keep = self.cfg.limits.task_keep_ms;
+        if self.task_sys.finished == 0 {
+            return Ok(());
+        }
+        let Some(cutoff) = self.now.checked_sub(keep) else {
+            return Ok(());
+        };
+        if self.task_sys.finished_floor_ms > cutoff {
+            return Ok(());
+        }
+        let from = finished_key(self.task_sys.finished_floor_ms, b"");
+        let to = finished_key(cutoff.saturating_add(1), b"");
+        let budget = self.cfg.limits.gc_keys_per_tick_max;
+        let mut gone = Vec::new();
+        let mut complete = true;
+        for item in self.tx.range(&self.ks.tasks, from..to) {
+            if gone.len() >= budget {
+                complete = false;
+                break;
+            }
+            gone.push(item.key()?.to_vec());
+        }
+        for k in gone {
+            let task = &k[9..];
+            if let Some(rec) = get_task(&self.tx, self.ks, task)? {
+                self.tx
+                    .remove(&self.ks.tasks, entry_key(rec.stream_id, rec.id));
+                self.tx.remove(&self.ks.tasks, record_key(task));
+                self.task_sys.records = self.task_sys.records.saturating_sub(1);
+            }
+            self.tx.remove(&self.ks.tasks, k.clone());
+            self.task_sys.finished = self.task_sys.finished.saturating_sub(1);
+        }
+        if self.task_sys.finished == 0 {
+            self.task_sys.finished_floor_ms = 0;
+        } else if complete {
+            self.task_sys.finished_floor_ms = cutoff.saturating_add(1);
+        }
+        Ok(())
+    }
+}
+
+/// Reads [`TaskSys`] from a snapshot.
+pub(crate) fn read_task_sys(snap: &fjall::Snapshot, ks: &Keyspaces) -> Result<TaskSys> {
+    match fjall::Readable::get(snap, ks.sys.inner(), TASK_SYS_KEY)? {
+        None => Ok(TaskSys::default()),
+        Some(v) => {
+            codec::decode(Kind::TaskSys, &v).map_err(|r| corrupt("task counters", b"", None, r))
+        }
+    }
+}

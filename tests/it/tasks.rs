@@ -1,0 +1,280 @@
+//! Tasks on the real binary: the seed's T1/T2 cancel race over QUIC and over RESP, states
+//! moved by the worker's calls, watching from a position, listing, and bad input.
+
+use std::time::Duration;
+
+use cortex::client::{NewTask, SubEvent, SubscribeOptions, TaskInfo};
+use cortex::wire::names;
+
+use crate::quic::client;
+use crate::support::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn fields(v: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    vec![(b"do".to_vec(), v.as_bytes().to_vec())]
+}
+
+fn task_named(id: &str, what: &str) -> NewTask {
+    NewTask {
+        id: Some(id.into()),
+        ..NewTask::new(fields(what))
+    }
+}
+
+async fn event(sub: &mut cortex::client::Subscription) -> SubEvent {
+    tokio::time::timeout(T, sub.next_event())
+        .await
+        .expect("an event in time")
+        .expect("subscription open")
+        .expect("no error")
+}
+
+/// pink's inbox, as a worker reads it (the responders' group).
+async fn worker(c: &cortex::client::Client) -> cortex::client::Subscription {
+    let mut o = SubscribeOptions::new(names::inbox("pink"));
+    o.group = Some(names::RESPONDERS_GROUP.into());
+    c.subscribe(o).await.unwrap()
+}
+
+fn states(t: &TaskInfo) -> Vec<&str> {
+    t.history.iter().map(|c| c.state.as_str()).collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn quic_cancel_overtakes_the_next_task_and_a_late_reply_is_kept() {
+    let s = Server::start(&[]);
+    let harold = client(&s, "harold").await;
+    let pink = client(&s, "pink").await;
+    let mut sub = worker(&pink).await;
+
+    let t1 = harold
+        .submit_task("pink", task_named("T1", "start"))
+        .await
+        .unwrap();
+    assert_eq!(t1.history[0].state, "submitted");
+    let SubEvent::Delivery(d1) = event(&mut sub).await else {
+        panic!("T1 first")
+    };
+    assert_eq!(d1.header("cortex-task-id"), Some(&b"T1"[..]));
+    assert_eq!(harold.task(b"T1").await.unwrap().state, "working");
+
+    // "Cancel T1, do T2 instead".
+    let canceled = harold.cancel_task(b"T1").await.unwrap();
+    assert_eq!(canceled.state, "canceled");
+    harold
+        .submit_task("pink", task_named("T2", "instead"))
+        .await
+        .unwrap();
+    match event(&mut sub).await {
+        SubEvent::Canceled { task, id } => assert_eq!((task, id), (b"T1".to_vec(), d1.id)),
+        SubEvent::Delivery(d) => panic!("T2 came before T1's cancel: {:?}", d.fields),
+    }
+    let SubEvent::Delivery(d2) = event(&mut sub).await else {
+        panic!("then T2")
+    };
+    assert_eq!(d2.header("cortex-task-id"), Some(&b"T2"[..]));
+
+    // pink's reply to T1 arrives after the cancel: kept, marked late; T1 stays canceled.
+    let corr = d1.header(names::CORRELATION).unwrap().to_vec();
+    pink.respond(
+        &corr,
+        cortex::client::PartKind::Final,
+        fields("done anyway"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        d1.ack().await.unwrap(),
+        0,
+        "T1 left the pending list at the cancel"
+    );
+    let t1 = harold.task(b"T1").await.unwrap();
+    assert_eq!(t1.state, "canceled");
+    let last = t1.history.last().unwrap();
+    assert!(last.late && last.event == "part", "{last:?}");
+
+    // T2 runs its course through the worker's calls.
+    let corr2 = d2.header(names::CORRELATION).unwrap().to_vec();
+    pink.respond(&corr2, cortex::client::PartKind::Progress, fields("half"))
+        .await
+        .unwrap();
+    pink.respond(&corr2, cortex::client::PartKind::Final, fields("done"))
+        .await
+        .unwrap();
+    let t2 = harold.task(b"T2").await.unwrap();
+    assert_eq!(
+        states(&t2),
+        ["submitted", "working", "working", "completed"]
+    );
+    assert_eq!(t2.consumer.as_deref(), Some(&b"pink"[..]));
+
+    // Canceling again, or something unknown, says which it was.
+    let e = harold.cancel_task(b"T2").await.unwrap_err();
+    assert!(e.to_string().contains("completed"), "{e}");
+    let e = harold.cancel_task(b"nope").await.unwrap_err();
+    assert_eq!(e.code(), Some(cortex::wire::ErrorCode::NotFound), "{e}");
+
+    // Listing: pink's tasks by state.
+    let (done, next) = harold
+        .tasks(Some("pink"), Some("completed"), b"", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        done.iter().map(|t| t.task.as_slice()).collect::<Vec<_>>(),
+        [&b"T2"[..]]
+    );
+    assert!(next.is_none());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_task_not_yet_taken_is_never_delivered_once_canceled() {
+    let s = Server::start(&[]);
+    let harold = client(&s, "harold").await;
+    let pink = client(&s, "pink").await;
+    harold
+        .submit_task("pink", task_named("T0", "never"))
+        .await
+        .unwrap();
+    harold.cancel_task(b"T0").await.unwrap();
+    harold
+        .submit_task("pink", task_named("T1", "this one"))
+        .await
+        .unwrap();
+    // pink comes online later: T0 is passed over, T1 comes.
+    let mut sub = worker(&pink).await;
+    let SubEvent::Delivery(d) = event(&mut sub).await else {
+        panic!("a delivery")
+    };
+    assert_eq!(d.header("cortex-task-id"), Some(&b"T1"[..]));
+    let t0 = harold.task(b"T0").await.unwrap();
+    assert_eq!(states(&t0), ["submitted", "canceled"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_watcher_resumes_from_its_position_and_misses_nothing() {
+    let s = Server::start(&[]);
+    let harold = client(&s, "harold").await;
+    let pink = client(&s, "pink").await;
+    harold
+        .submit_task("pink", task_named("W", "watch me"))
+        .await
+        .unwrap();
+    let w = harold.watch_task(b"W", 0, T).await.unwrap();
+    assert_eq!(states(&w), ["submitted"]);
+    // A watch from the next position waits for the change, whenever it comes.
+    let watcher = {
+        let h = harold.clone();
+        tokio::spawn(async move { h.watch_task(b"W", 1, T).await })
+    };
+    let mut sub = worker(&pink).await;
+    let SubEvent::Delivery(d) = event(&mut sub).await else {
+        panic!("a delivery")
+    };
+    let w = watcher.await.unwrap().unwrap();
+    assert_eq!(w.history[0].seq, 1);
+    assert_eq!(w.history[0].event, "delivered");
+    let corr = d.header(names::CORRELATION).unwrap().to_vec();
+    for kind in [
+        cortex::client::PartKind::Progress,
+        cortex::client::PartKind::Error,
+    ] {
+        pink.respond(&corr, kind, fields("x")).await.unwrap();
+    }
+    // Resuming after the last change seen gets exactly the ones after it.
+    let w = harold.watch_task(b"W", 2, T).await.unwrap();
+    assert_eq!(w.history.iter().map(|c| c.seq).collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(w.state, "failed");
+    // Nothing new: the watch answers after its wait, with no changes.
+    let w = harold
+        .watch_task(b"W", 4, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert!(w.history.is_empty());
+    assert_eq!(w.changes, 4);
+}
+
+fn field<'a>(v: &'a V, name: &str) -> &'a V {
+    let pairs: Vec<(&V, &V)> = match v {
+        V::Map(m) => m.iter().map(|(k, v)| (k, v)).collect(),
+        V::Arr(a) => a.chunks(2).map(|p| (&p[0], &p[1])).collect(),
+        other => panic!("not a task: {other:?}"),
+    };
+    pairs
+        .into_iter()
+        .find(|(k, _)| k.s() == name)
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| panic!("no {name} in {v:?}"))
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn resp_cancel_overtakes_the_next_task() {
+    let s = Server::start(&[]);
+    let pink = client(&s, "pink").await;
+    let mut sub = worker(&pink).await;
+    let mut r = s.raw();
+    let id = r.cmd(&["CX.TASK", "SUBMIT", "pink", "ID", "T1", "do", "start"]);
+    assert_eq!(id.s(), "T1");
+    let SubEvent::Delivery(d1) = event(&mut sub).await else {
+        panic!("T1 first")
+    };
+    let st = r.cmd(&["CX.TASK", "STATUS", "T1"]);
+    assert_eq!(field(&st, "state").s(), "working");
+    assert_eq!(field(&st, "consumer").s(), "pink");
+    let c = r.cmd(&["CX.CANCEL", "T1"]);
+    assert_eq!(field(&c, "state").s(), "canceled");
+    // A task ID made by the server.
+    let t2 = r.cmd(&[
+        "CX.TASK", "SUBMIT", "pink", "PRIORITY", "high", "do", "instead",
+    ]);
+    assert_eq!(t2.s().len(), 32);
+    match event(&mut sub).await {
+        SubEvent::Canceled { task, id } => assert_eq!((task, id), (b"T1".to_vec(), d1.id)),
+        SubEvent::Delivery(d) => panic!("T2 came before T1's cancel: {:?}", d.fields),
+    }
+    let SubEvent::Delivery(d2) = event(&mut sub).await else {
+        panic!("then T2")
+    };
+    assert_eq!(d2.header("cortex-task-id"), Some(t2.s().as_bytes()));
+
+    // Watch from a position: the history from there on.
+    let w = r.cmd(&["CX.TASK", "WATCH", "T1", "FROM", "1"]);
+    let hist = field(&w, "history").arr();
+    let events: Vec<&str> = hist.iter().map(|c| field(c, "event").s()).collect();
+    assert_eq!(events, ["delivered", "canceled"]);
+    // Listing: pink's tasks, the next cursor empty when complete.
+    let l = r.cmd(&["CX.TASK", "LIST", "AGENT", "pink"]);
+    assert_eq!(l.arr()[0].s(), "");
+    assert_eq!(l.arr()[1].arr().len(), 2);
+    let l = r.cmd(&["CX.TASK", "LIST", "AGENT", "pink", "STATE", "canceled"]);
+    assert_eq!(l.arr()[1].arr()[0].arr()[0].s(), "T1");
+
+    // Bad input and finished tasks answer which it was.
+    let e = r.cmd(&["CX.CANCEL", "T1"]);
+    assert!(
+        matches!(&e, V::Err(t) if t.contains("already finished: canceled")),
+        "{e:?}"
+    );
+    let e = r.cmd(&["CX.CANCEL", "T9"]);
+    assert!(
+        matches!(&e, V::Err(t) if t.contains("no task 'T9'")),
+        "{e:?}"
+    );
+    let e = r.cmd(&["CX.TASK", "SUBMIT", "pink", "ID", "T1", "do", "again"]);
+    assert!(matches!(&e, V::Err(t) if t.contains("exists")), "{e:?}");
+    let e = r.cmd(&["CX.TASK", "SUBMIT", "pink", "DELAY", "soon", "do", "x"]);
+    assert!(
+        matches!(&e, V::Err(t) if t.contains("cortex-delay-ms")),
+        "{e:?}"
+    );
+    let e = r.cmd(&["CX.TASK", "LIST", "STATE", "sleeping"]);
+    assert!(matches!(&e, V::Err(t) if t.contains("STATE")), "{e:?}");
+    let long = "x".repeat(65);
+    let e = r.cmd(&["CX.TASK", "SUBMIT", "pink", "ID", &long, "do", "x"]);
+    assert!(matches!(&e, V::Err(t) if t.contains("task ID")), "{e:?}");
+    let e = r.cmd(&["MULTI"]);
+    assert_eq!(e.s(), "OK");
+    r.cmd(&["CX.CANCEL", "T2"]);
+    let e = r.cmd(&["EXEC"]);
+    assert!(format!("{e:?}").contains("MULTI"), "{e:?}");
+}
