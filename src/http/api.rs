@@ -54,6 +54,9 @@ pub(super) fn routes() -> Router<App> {
         .route("/connections", get(connections))
         .route("/responders", get(responders))
         .route("/agents", get(agents))
+        .route("/tasks", get(super::task::list).post(super::task::submit))
+        .route("/tasks/{task}", get(super::task::status))
+        .route("/tasks/{task}/cancel", post(super::task::cancel))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API endpoint")
         })
@@ -370,19 +373,19 @@ async fn pending(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Outgoing {
-    fields: BTreeMap<String, String>,
+pub(super) struct Outgoing {
+    pub(super) fields: BTreeMap<String, String>,
     /// Lane name (`critical`, `high`, `normal`, `low`, `heartbeat`).
-    priority: Option<String>,
-    ttl_ms: Option<u64>,
+    pub(super) priority: Option<String>,
+    pub(super) ttl_ms: Option<u64>,
     /// Idempotency key.
-    key: Option<String>,
+    pub(super) key: Option<String>,
     #[serde(default)]
-    headers: BTreeMap<String, String>,
+    pub(super) headers: BTreeMap<String, String>,
     /// Hand it to groups from this time on: Unix ms, or `"2026-11-25T09:00:00Z"` (UTC).
-    deliver_at: Option<Value>,
+    pub(super) deliver_at: Option<Value>,
     /// Hand it to groups this many ms after it is stored.
-    delay_ms: Option<Value>,
+    pub(super) delay_ms: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -392,7 +395,7 @@ enum PublishBody {
     One(Outgoing),
 }
 
-fn message(o: Outgoing) -> Result<Message, ApiError> {
+pub(super) fn message(o: Outgoing) -> Result<Message, ApiError> {
     if o.fields.is_empty() {
         return Err(ApiError::bad("a message needs at least one field"));
     }

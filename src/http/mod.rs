@@ -12,6 +12,7 @@ mod assets;
 mod extract;
 mod json;
 mod limit;
+mod task;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;

@@ -278,3 +278,107 @@ async fn resp_cancel_overtakes_the_next_task() {
     let e = r.cmd(&["EXEC"]);
     assert!(format!("{e:?}").contains("MULTI"), "{e:?}");
 }
+
+/// One HTTP call from a blocking thread: the status and the JSON body.
+async fn http(
+    s: &Server,
+    method: &'static str,
+    path: String,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let addr = s.http;
+    tokio::task::spawn_blocking(move || {
+        let (status, text) = crate::http::http(addr, method, &path, None, body.as_ref());
+        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+        (status, v)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn http_submit_watch_cancel_list_and_bad_input() {
+    use serde_json::json;
+    let s = Server::start(&[]);
+    let pink = client(&s, "pink").await;
+    let mut sub = worker(&pink).await;
+    let (st, v) = http(
+        &s,
+        "POST",
+        "/api/v1/tasks".into(),
+        Some(
+            json!({"agent": "pink", "id": "H1", "fields": {"do": "refactor"}, "priority": "high"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["task"], "H1");
+    let entry = v["id"].as_str().unwrap().to_string();
+    // The same ID again, a malformed time, an unknown field: each refused, naming why.
+    let (st, v) = http(
+        &s,
+        "POST",
+        "/api/v1/tasks".into(),
+        Some(json!({"agent": "pink", "id": "H1", "fields": {"do": "x"}})),
+    )
+    .await;
+    assert_eq!((st, v["error"]["code"].as_str()), (409, Some("conflict")));
+    let (st, v) = http(
+        &s,
+        "POST",
+        "/api/v1/tasks".into(),
+        Some(json!({"agent": "pink", "fields": {"do": "x"}, "deliver_at": "tomorrow"})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("deliver_at"));
+    let SubEvent::Delivery(d) = event(&mut sub).await else {
+        panic!("a delivery")
+    };
+    assert_eq!(d.id.to_string(), entry);
+    // A watch from position 1 answers with the delivery (made before or after it asks).
+    let (st, w) = http(&s, "GET", "/api/v1/tasks/H1?from=1".into(), None).await;
+    assert_eq!(st, 200, "{w}");
+    assert_eq!(w["state"], "working");
+    assert_eq!(w["history"][0]["event"], "delivered");
+    assert!(w["consumer"].is_string());
+    let (st, c) = http(&s, "POST", "/api/v1/tasks/H1/cancel".into(), None).await;
+    assert_eq!((st, c["state"].as_str()), (200, Some("canceled")), "{c}");
+    assert_eq!(c["final"], true);
+    match event(&mut sub).await {
+        SubEvent::Canceled { task, id } => {
+            assert_eq!(task, b"H1");
+            assert_eq!(id.to_string(), entry);
+        }
+        SubEvent::Delivery(d) => panic!("a cancel, not {d:?}"),
+    }
+    let (st, v) = http(&s, "POST", "/api/v1/tasks/H1/cancel".into(), None).await;
+    assert_eq!(st, 409);
+    assert!(v["error"]["message"].as_str().unwrap().contains("canceled"));
+    let (st, _) = http(&s, "POST", "/api/v1/tasks/nope/cancel".into(), None).await;
+    assert_eq!(st, 404);
+    let (st, l) = http(
+        &s,
+        "GET",
+        "/api/v1/tasks?agent=pink&state=canceled".into(),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let ids: Vec<&str> = l["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["H1"]);
+    let (st, v) = http(&s, "GET", "/api/v1/tasks?state=asleep".into(), None).await;
+    assert_eq!(st, 400);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("input-required"));
+}
