@@ -27,6 +27,8 @@ enum Cmd {
     Reply(cortex::cli::ReplyArgs),
     /// Print a stream's entries in an ID or time range as JSON lines.
     Replay(cortex::cli::ReplayArgs),
+    /// Tasks: submit to an agent, status, watch every change, cancel, list.
+    Task(cortex::cli::TaskArgs),
     /// List, redrive or purge dead letters (admin).
     Dlq(cortex::cli::DlqArgs),
     /// Streams, groups, lag, pending as JSON lines.
@@ -78,6 +80,7 @@ fn main() {
         Cmd::Req(a) => client(cortex::cli::request(a)),
         Cmd::Reply(a) => client(cortex::cli::reply(a)),
         Cmd::Replay(a) => client(cortex::cli::replay(a)),
+        Cmd::Task(a) => client(cortex::cli::task(a)),
         Cmd::Dlq(a) => client(cortex::cli::dlq(a)),
         Cmd::Stat(a) => client(cortex::cli::stat(a)),
         Cmd::Bench(a) => client(cortex::cli::bench::run(a)),

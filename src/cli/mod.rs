@@ -2,7 +2,9 @@
 //! thin shells over [`crate::client`], printing JSON lines.
 
 pub mod bench;
+mod task;
 use crate::timespec as time;
+pub use task::{task, TaskAction, TaskArgs};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -195,16 +197,9 @@ pub struct PubArgs {
     pub conn: ConnFlags,
 }
 
-/// Runs `cortex pub`: prints the entry's ID once durable.
-pub async fn publish(a: PubArgs) -> Result<(), Exit> {
-    let mut m = Message {
-        fields: pairs(&a.fields)?,
-        lane: lane(&a.priority)?,
-        ttl_ms: a.ttl,
-        key: a.key.map(String::into_bytes),
-        headers: pairs(&a.headers)?,
-    };
-    if let Some(at) = &a.at {
+/// `m` with the schedule of `--at` or `--delay`, if one is given.
+fn scheduled(mut m: Message, at: Option<&str>, delay: Option<&str>) -> Result<Message, Exit> {
+    if let Some(at) = at {
         let t = crate::timespec::parse_time(at, crate::timespec::now_ms())
             .filter(|_| !at.starts_with('-'))
             .ok_or_else(|| {
@@ -214,7 +209,7 @@ pub async fn publish(a: PubArgs) -> Result<(), Exit> {
             })?;
         m = m.deliver_at(t);
     }
-    if let Some(d) = &a.delay {
+    if let Some(d) = delay {
         let ms = crate::timespec::parse_duration(d).ok_or_else(|| {
             usage(format!(
                 "--delay '{d}' is not a duration (500ms, 30s, 10m, 2h, 1d)"
@@ -222,6 +217,19 @@ pub async fn publish(a: PubArgs) -> Result<(), Exit> {
         })?;
         m = m.delay(ms);
     }
+    Ok(m)
+}
+
+/// Runs `cortex pub`: prints the entry's ID once durable.
+pub async fn publish(a: PubArgs) -> Result<(), Exit> {
+    let m = Message {
+        fields: pairs(&a.fields)?,
+        lane: lane(&a.priority)?,
+        ttl_ms: a.ttl,
+        key: a.key.map(String::into_bytes),
+        headers: pairs(&a.headers)?,
+    };
+    let m = scheduled(m, a.at.as_deref(), a.delay.as_deref())?;
     let c = a.conn.connect("cli").await?;
     let p = c.publish(a.stream, m).await?;
     println!("{}", p.id);

@@ -382,3 +382,99 @@ async fn http_submit_watch_cancel_list_and_bad_input() {
         .unwrap()
         .contains("input-required"));
 }
+
+/// `cortex task ...` against the server; its output.
+fn cortex_task(s: &Server, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .arg("task")
+        .args(args)
+        .arg("--server")
+        .arg(s.quic.to_string())
+        .arg("--data-dir")
+        .arg(s.dir.path())
+        .args(["--agent", "harold"])
+        .output()
+        .expect("cortex task")
+}
+
+fn json_lines(o: &std::process::Output) -> Vec<serde_json::Value> {
+    assert!(o.status.success(), "{o:?}");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn cli_submit_watch_until_final_then_cancel_is_refused_and_list() {
+    let s = std::sync::Arc::new(Server::start(&[]));
+    let pink = client(&s, "pink").await;
+    let mut sub = worker(&pink).await;
+    let o = {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || {
+            cortex_task(&s, &["submit", "pink", "do=review", "--id", "C1"])
+        })
+        .await
+        .unwrap()
+    };
+    let t = &json_lines(&o)[0];
+    // Handed to the waiting worker in the submit's own commit, or not yet.
+    assert_eq!(t["task"], "C1");
+    assert_eq!(t["history"][0]["state"], "submitted");
+    assert_eq!(t["submitter"], "harold");
+    // The watch prints every change until the task is final, then exits by itself.
+    let watch = {
+        let s = s.clone();
+        tokio::task::spawn_blocking(move || cortex_task(&s, &["watch", "C1"]))
+    };
+    let SubEvent::Delivery(d) = event(&mut sub).await else {
+        panic!("a delivery")
+    };
+    let corr = d.header(names::CORRELATION).unwrap().to_vec();
+    pink.respond(&corr, cortex::client::PartKind::Final, fields("done"))
+        .await
+        .unwrap();
+    let o = tokio::time::timeout(T, watch)
+        .await
+        .expect("watch ends")
+        .unwrap();
+    let changes: Vec<(u64, String)> = json_lines(&o)
+        .iter()
+        .map(|l| {
+            let c = &l["change"];
+            (
+                c["seq"].as_u64().unwrap(),
+                c["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            (0, "submitted".into()),
+            (1, "working".into()),
+            (2, "completed".into())
+        ]
+    );
+    let s2 = s.clone();
+    let (cancel, list, bad) = tokio::task::spawn_blocking(move || {
+        (
+            cortex_task(&s2, &["cancel", "C1"]),
+            cortex_task(&s2, &["list", "--for", "pink"]),
+            cortex_task(&s2, &["submit", "pink", "do=x", "--delay", "soon"]),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(!cancel.status.success());
+    let err = String::from_utf8_lossy(&cancel.stderr);
+    assert!(err.contains("completed"), "{err}");
+    let listed: Vec<_> = json_lines(&list)
+        .iter()
+        .map(|t| t["task"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ["C1"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--delay"));
+}
