@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use cortex::client::{
     AdminAnswer, AdminRequest, Client as RustClient, ClientError, ClientOptions, DlqSelect, Id,
-    Message, PartKind, PolicyChange, ReplyStream as RustReplies, Start, State, SubscribeOptions,
-    Subscription as RustSubscription, Trust, Window,
+    Message, NewTask, PartKind, PolicyChange, ReplyStream as RustReplies, Start, State, SubEvent,
+    SubscribeOptions, Subscription as RustSubscription, TaskInfo, Trust, Window,
 };
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -57,6 +57,47 @@ fn kind_number(k: PartKind) -> u8 {
         PartKind::Final => 1,
         PartKind::Error => 2,
     }
+}
+
+/// What a subscription hands out: a delivery, or a cancel signal `(task, ms, seq)` for a
+/// task this consumer holds.
+#[derive(IntoPyObject)]
+enum Event {
+    Delivery(Delivery),
+    Canceled((Vec<u8>, u64, u64)),
+}
+
+/// A task's state and changes `(seq, at_ms, state, event, detail, late)`.
+type Change = (u64, u64, String, String, String, bool);
+/// A task as a tuple: (task, state, stream, (ms, seq), submitter, (group, consumer),
+/// (created_ms, updated_ms, finished_ms), changes, history).
+type Task = (
+    Vec<u8>,
+    String,
+    Vec<u8>,
+    (u64, u64),
+    Option<Vec<u8>>,
+    (Option<Vec<u8>>, Option<Vec<u8>>),
+    (u64, u64, Option<u64>),
+    u64,
+    Vec<Change>,
+);
+
+fn task_tuple(t: TaskInfo) -> Task {
+    (
+        t.task,
+        t.state,
+        t.stream,
+        (t.id.ms, t.id.seq),
+        t.submitter,
+        (t.group, t.consumer),
+        (t.created_ms, t.updated_ms, t.finished_ms),
+        t.changes,
+        t.history
+            .into_iter()
+            .map(|c| (c.seq, c.at_ms, c.state, c.event, c.detail, c.late))
+            .collect(),
+    )
 }
 
 /// A connection to a broker.
@@ -394,6 +435,86 @@ impl Client {
         })
     }
 
+    /// Submits a task to `agent` (deadline 0: the server's default); resolves to the task.
+    #[allow(clippy::too_many_arguments)]
+    fn submit_task<'py>(
+        &self,
+        py: Python<'py>,
+        agent: String,
+        task: Option<Vec<u8>>,
+        fields: Pairs,
+        headers: Pairs,
+        lane: u8,
+        deadline_ms: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        let t = NewTask {
+            id: task,
+            fields,
+            headers,
+            lane,
+            deadline: (deadline_ms > 0).then(|| Duration::from_millis(deadline_ms)),
+        };
+        spawn(py, async move {
+            c.submit_task(&agent, t)
+                .await
+                .map(task_tuple)
+                .map_err(native)
+        })
+    }
+
+    /// A task with its history.
+    fn task<'py>(&self, py: Python<'py>, task: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        spawn(py, async move {
+            c.task(&task).await.map(task_tuple).map_err(native)
+        })
+    }
+
+    /// Cancels a task; resolves to it, canceled.
+    fn cancel_task<'py>(&self, py: Python<'py>, task: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        spawn(py, async move {
+            c.cancel_task(&task).await.map(task_tuple).map_err(native)
+        })
+    }
+
+    /// The task with its changes from `from` on, waiting up to `wait_ms` for one.
+    fn watch_task<'py>(
+        &self,
+        py: Python<'py>,
+        task: Vec<u8>,
+        from: u64,
+        wait_ms: u64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        spawn(py, async move {
+            c.watch_task(&task, from, Duration::from_millis(wait_ms))
+                .await
+                .map(task_tuple)
+                .map_err(native)
+        })
+    }
+
+    /// Tasks in ID order after `after`: (tasks, the ID to continue after or None).
+    fn tasks<'py>(
+        &self,
+        py: Python<'py>,
+        agent: Option<String>,
+        state: Option<String>,
+        after: Vec<u8>,
+        count: u32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        spawn(py, async move {
+            let (tasks, next) = c
+                .tasks(agent.as_deref(), state.as_deref(), &after, count)
+                .await
+                .map_err(native)?;
+            Ok((tasks.into_iter().map(task_tuple).collect::<Vec<_>>(), next))
+        })
+    }
+
     /// Dead letters from origin (admin): (ms, seq, origin ms, origin seq, group, reason,
     /// failures, last_error, fields).
     fn dead_letters<'py>(
@@ -449,7 +570,8 @@ struct Subscription {
 
 #[pymethods]
 impl Subscription {
-    /// Resolves to the next Delivery, or None once the subscription ended.
+    /// Resolves to the next Delivery or cancel signal `(task, ms, seq)`, or None once the
+    /// subscription ended.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
         let mut closing = self.closing.subscribe();
@@ -459,13 +581,18 @@ impl Subscription {
                 return Ok(None);
             };
             let next = tokio::select! {
-                next = sub.next() => next,
+                next = sub.next_event() => next,
                 _ = closing.wait_for(|c| *c) => None,
             };
             match next {
                 None => Ok(None),
                 Some(Err(e)) => Err(native(e)),
-                Some(Ok(d)) => Ok(Some(Delivery { inner: Arc::new(d) })),
+                Some(Ok(SubEvent::Delivery(d))) => {
+                    Ok(Some(Event::Delivery(Delivery { inner: Arc::new(d) })))
+                }
+                Some(Ok(SubEvent::Canceled { task, id })) => {
+                    Ok(Some(Event::Canceled((task, id.ms, id.seq))))
+                }
             }
         })
     }

@@ -38,7 +38,7 @@ def test_golden_vectors_cross_unchanged():
         assert got_name == name, path.name
         assert again == raw, path.name
         tags.add(int(tag))
-    assert tags == set(range(22))
+    assert tags == set(range(23))
     with pytest.raises(_native.NativeError):
         _native.reencode_frame(b"\x04\x00\x00\x00\xee\x00\x00\x00")
 
@@ -189,6 +189,61 @@ def test_request_reply_and_serve(broker):
                     await asyncio.sleep(0.02)
             assert answer.fields == {"echo": "sync?"}
             plain.cancel()
+
+    run(main())
+
+
+def test_task_cancel_overtakes_the_next_task_and_serve_cancels_the_handler(broker):
+    """The seed's race: T1 submitted and taken, then "cancel T1, do T2 instead". pink's
+    handler for T1 is cancelled before T2 starts; T1 ends canceled, T2 completed."""
+
+    async def main():
+        pink_name = fresh("pink")
+        t1, t2 = fresh("T1"), fresh("T2")
+        log: list[str] = []
+        t1_started = asyncio.Event()
+        async with (
+            cortex.connect(broker.quic, agent="harold", data_dir=broker.data) as harold,
+            cortex.connect(broker.quic, agent=pink_name, data_dir=broker.data) as pink,
+        ):
+
+            async def handler(r: cortex.IncomingRequest):
+                log.append(f"start {r.task}")
+                if r.task == t1:
+                    t1_started.set()
+                    try:
+                        await asyncio.sleep(3600)
+                    except asyncio.CancelledError:
+                        log.append(f"cancelled {r.task}")
+                        raise
+                return {"done": r.fields["do"]}
+
+            # Durable before anyone serves pink.
+            first = await harold.submit_task(pink_name, {"do": "refactor"}, id=t1)
+            assert first.state == "submitted" and first.submitter == "harold"
+            server = asyncio.create_task(pink.serve(pink_name, handler))
+            await asyncio.wait_for(t1_started.wait(), BOUND)
+            canceled = await harold.cancel_task(t1)
+            assert canceled.state == "canceled" and canceled.final
+            await harold.submit_task(pink_name, {"do": "tests"}, id=t2)
+            changes = [c async for c in harold.watch_task(t2)]
+            assert [c.state for c in changes] == ["submitted", "working", "completed"]
+            assert [c.seq for c in changes] == [0, 1, 2]
+            assert log == [f"start {t1}", f"cancelled {t1}", f"start {t2}"]
+            # Resuming from a position yields only what follows it.
+            assert [c.seq async for c in harold.watch_task(t2, start=2)] == [2]
+            assert (await harold.task(t1)).history[-1].state == "canceled"
+            with pytest.raises(cortex.Conflict):
+                await harold.cancel_task(t2)
+            with pytest.raises(cortex.NotFound):
+                await harold.cancel_task(fresh("nothing"))
+            with pytest.raises(cortex.Conflict):
+                await harold.submit_task(pink_name, {"do": "again"}, id=t2)
+            gone = await harold.tasks(agent=pink_name, state="canceled")
+            assert [t.task for t in gone] == [t1]
+            server.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await server
 
     run(main())
 

@@ -44,6 +44,7 @@ __all__ = [
     "AuthFailed",
     "BadFrame",
     "Busy",
+    "Canceled",
     "Client",
     "Conflict",
     "ConnectError",
@@ -70,6 +71,8 @@ __all__ = [
     "ShuttingDown",
     "Start",
     "Subscription",
+    "Task",
+    "TaskChange",
     "Timeout",
     "TooLarge",
     "connect",
@@ -83,6 +86,8 @@ FieldsLike = Mapping[str, Bytesish] | Mapping[bytes, Bytesish] | Iterable[tuple[
 INBOX_PREFIX = "cortex:inbox:"
 RESPONDERS_GROUP = "cortex-responders"
 HEADER_CORRELATION = "cortex-correlation-id"
+HEADER_TASK = "cortex-task-id"
+FINAL_STATES = frozenset({"completed", "failed", "canceled", "rejected"})
 
 
 # ---- errors -------------------------------------------------------------------------------
@@ -286,6 +291,28 @@ class Id:
         return cls(int(ms), int(seq or 0))
 
 
+def _schedule(
+    delay: float | None, deliver_at: datetime.datetime | float | None
+) -> list[tuple[bytes, bytes]]:
+    """The header that schedules a message: after `delay` seconds, or at `deliver_at`."""
+    if delay is not None and deliver_at is not None:
+        raise ValueError("give delay or deliver_at, not both")
+    if delay is not None:
+        if delay < 0:
+            raise ValueError("delay must not be negative")
+        return [(HEADER_DELAY, str(int(delay * 1000)).encode())]
+    if deliver_at is not None:
+        secs = (
+            deliver_at.timestamp()
+            if isinstance(deliver_at, datetime.datetime)
+            else float(deliver_at)
+        )
+        if secs < 0:
+            raise ValueError("deliver_at must not be before 1970")
+        return [(HEADER_DELIVER_AT, str(int(secs * 1000)).encode())]
+    return []
+
+
 @dataclasses.dataclass
 class Message:
     """A message to publish."""
@@ -306,19 +333,7 @@ class Message:
     def _native(self) -> tuple[Pairs, int, int | None, bytes | None, Pairs]:
         ttl_ms = None if self.ttl is None else max(1, int(self.ttl * 1000))
         key = None if self.key is None else _b(self.key)
-        headers = _pairs(self.headers)
-        if self.delay is not None and self.deliver_at is not None:
-            raise ValueError("give delay or deliver_at, not both")
-        if self.delay is not None:
-            if self.delay < 0:
-                raise ValueError("delay must not be negative")
-            headers.append((HEADER_DELAY, str(int(self.delay * 1000)).encode()))
-        if self.deliver_at is not None:
-            at = self.deliver_at
-            secs = at.timestamp() if isinstance(at, datetime.datetime) else float(at)
-            if secs < 0:
-                raise ValueError("deliver_at must not be before 1970")
-            headers.append((HEADER_DELIVER_AT, str(int(secs * 1000)).encode()))
+        headers = _pairs(self.headers) + _schedule(self.delay, self.deliver_at)
         return (_pairs(self.fields), int(self.lane), ttl_ms, key, headers)
 
 
@@ -357,6 +372,77 @@ class DeadLetter:
     failures: int
     last_error: str | None
     fields: dict[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskChange:
+    """One change of a task: its position, time, the state after it, what happened
+    (submitted, delivered, part, acked, retry, rejected, dead-lettered, canceled) and
+    whether it came after the task was already final (a reply after a cancel)."""
+
+    seq: int
+    at_ms: int
+    state: str
+    event: str
+    detail: str
+    late: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A task: a durable message to an agent with A2A's states (submitted, working,
+    input-required, completed, failed, canceled, rejected), moved by the worker's calls."""
+
+    task: str
+    state: str
+    stream: str
+    id: Id
+    submitter: str | None
+    group: str | None
+    consumer: str | None
+    created_ms: int
+    updated_ms: int
+    finished_ms: int | None
+    changes: int
+    """Changes ever made (history may have dropped middle ones past its bound)."""
+    history: list[TaskChange]
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+def _task(t: Any) -> Task:
+    task, state, stream, (ms, seq), submitter, (group, consumer), times, changes, hist = t
+    created, updated, finished = times
+
+    def txt(b: bytes | None) -> str | None:
+        return None if b is None else b.decode(errors="replace")
+
+    return Task(
+        task.decode(errors="replace"),
+        state,
+        stream.decode(errors="replace"),
+        Id(ms, seq),
+        txt(submitter),
+        txt(group),
+        txt(consumer),
+        created,
+        updated,
+        finished,
+        changes,
+        [TaskChange(*c) for c in hist],
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Canceled:
+    """A task this consumer holds was canceled: stop working on it. It comes ahead of any
+    delivery sent after the cancel; the entry is no longer pending (an ack is harmless, a
+    reply is kept and marked late)."""
+
+    task: str
+    id: Id
 
 
 class Start:
@@ -463,10 +549,31 @@ class Subscription:
             yield d
 
     async def next(self) -> Delivery | None:
-        """The next delivery, or None once the subscription ended."""
+        """The next delivery, or None once the subscription ended. Cancel signals are
+        skipped: a worker of tasks reads `events()` or `next_event()` instead."""
+        while True:
+            e = await self.next_event()
+            if not isinstance(e, Canceled):
+                return e
+
+    async def next_event(self) -> Delivery | Canceled | None:
+        """The next delivery or cancel signal, or None once the subscription ended."""
         sub = await self._open()
-        d = await _call(sub.next())
-        return None if d is None else Delivery(d)
+        e = await _call(sub.next())
+        if e is None:
+            return None
+        if isinstance(e, tuple):
+            task, ms, seq = e
+            return Canceled(task.decode(errors="replace"), Id(ms, seq))
+        return Delivery(e)
+
+    async def events(self) -> AsyncIterator[Delivery | Canceled]:
+        """Deliveries and cancel signals, in the order the server sent them."""
+        while True:
+            e = await self.next_event()
+            if e is None:
+                return
+            yield e
 
     async def close(self) -> None:
         """Ends the subscription: the server hands it nothing more; deliveries not
@@ -508,6 +615,11 @@ class IncomingRequest(Delivery):
     @property
     def correlation(self) -> str:
         return self.headers.get(HEADER_CORRELATION, "")
+
+    @property
+    def task(self) -> str | None:
+        """The task ID, when it was submitted as a task (`Client.submit_task`)."""
+        return self.headers.get(HEADER_TASK)
 
     async def progress(self, fields: FieldsLike) -> None:
         """Sends a progress part, and extends the request's ack deadline."""
@@ -682,20 +794,34 @@ class Client:
         `c.agent`) with `handler`, until cancelled. The
         handler returns the final part's fields; an exception becomes an error part
         ({"error": text}; ReplyFailed's fields as they are). A request is acknowledged after
-        its answer is stored, so one that a crash interrupts is delivered again."""
+        its answer is stored, so one that a crash interrupts is delivered again.
+
+        A canceled task's handler is cancelled (asyncio's CancelledError, raised where it
+        awaits) the moment the cancel signal arrives, and nothing is answered for it."""
         sub = self.subscribe(INBOX_PREFIX + agent, group=RESPONDERS_GROUP, window=concurrency)
         await sub
-        tasks: set[asyncio.Task[None]] = set()
+        running: dict[str, asyncio.Task[None]] = {}
         try:
             while True:
-                d = await sub.next()
-                if d is None:
+                e = await sub.next_event()
+                if e is None:
                     return
-                t = asyncio.create_task(self._answer(IncomingRequest(d._d, self), handler))
-                tasks.add(t)
-                t.add_done_callback(tasks.discard)
+                if isinstance(e, Canceled):
+                    t = running.get(e.task)
+                    if t is not None:
+                        t.cancel()
+                    continue
+                r = IncomingRequest(e._d, self)
+                key = r.correlation or str(r.id)
+                t = asyncio.create_task(self._answer(r, handler))
+                running[key] = t
+
+                def forget(_t: asyncio.Task[None], k: str = key) -> None:
+                    running.pop(k, None)
+
+                t.add_done_callback(forget)
         finally:
-            for t in tasks:
+            for t in list(running.values()):
                 t.cancel()
             # Closed now, not when collected: a later serve of the same agent must not lose
             # requests to this stream.
@@ -786,6 +912,82 @@ class Client:
         """Changes a group's retry policy (admin): attempts, backoff steps in seconds."""
         steps = None if backoff is None else [int(s * 1000) for s in backoff]
         await _call(self._c.set_policy(_b(stream), _b(group), max_attempts, steps))
+
+    async def submit_task(
+        self,
+        agent: str,
+        fields: FieldsLike,
+        *,
+        id: str | None = None,
+        lane: Lane = Lane.NORMAL,
+        deadline: float | None = None,
+        headers: FieldsLike | None = None,
+        delay: float | None = None,
+        deliver_at: datetime.datetime | float | None = None,
+    ) -> Task:
+        """Submits a task to `agent` (its inbox; its `serve` answers it as a request);
+        returns it once durable. `id` defaults to 32 random hex digits; `deadline`
+        (seconds, default one hour) bounds how long it may wait and run; `delay` or
+        `deliver_at` schedule it. Conflict for an ID in use."""
+        dl = 0 if deadline is None else max(1, int(deadline * 1000))
+        hs = _pairs(headers) + _schedule(delay, deliver_at)
+        raw = await _call(
+            self._c.submit_task(
+                agent, None if id is None else _b(id), _pairs(fields), hs, int(lane), dl
+            )
+        )
+        return _task(raw)
+
+    async def task(self, id: str) -> Task:
+        """A task with its history; NotFound when unknown (or not visible to this agent)."""
+        return _task(await _call(self._c.task(_b(id))))
+
+    async def cancel_task(self, id: str) -> Task:
+        """Cancels a task: never delivered if not yet taken, else its holder is signalled
+        ahead of anything else. Returns it, canceled. NotFound for an unknown task,
+        Conflict naming the state of a finished one."""
+        return _task(await _call(self._c.cancel_task(_b(id))))
+
+    async def watch_task(self, id: str, *, start: int = 0) -> AsyncIterator[TaskChange]:
+        """Every change of a task from position `start` on, as it happens, until the task
+        is final. A lost connection is resumed (the client reconnects) from one past the
+        last change yielded: none is missed or repeated. After 30 failed attempts in a row
+        the last failure is raised."""
+        pos, failures = start, 0
+        while True:
+            try:
+                t = _task(await _call(self._c.watch_task(_b(id), pos, 60_000)))
+                failures = 0
+            except (ConnectionLost, ConnectError):
+                failures += 1
+                if failures >= 30:
+                    raise
+                continue
+            for c in t.history:
+                yield c
+                pos = c.seq + 1
+            if t.final and pos >= t.changes:
+                return
+
+    async def tasks(
+        self,
+        *,
+        agent: str | None = None,
+        state: str | None = None,
+        after: str = "",
+        count: int = 100,
+    ) -> list[Task]:
+        """Tasks in ID order after `after`, addressed to `agent` and in `state` when given,
+        at most `count`."""
+        out: list[Task] = []
+        cursor = _b(after)
+        while len(out) < count:
+            raw, nxt = await _call(self._c.tasks(agent, state, cursor, min(1000, count - len(out))))
+            out.extend(_task(t) for t in raw)
+            if nxt is None or (not raw and nxt == cursor):
+                break
+            cursor = nxt
+        return out
 
     async def dead_letters(self, origin: str | None = None, count: int = 100) -> list[DeadLetter]:
         """Dead letters of the default DLQ, from one origin stream or all (admin)."""

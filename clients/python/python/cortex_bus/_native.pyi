@@ -4,6 +4,21 @@ from collections.abc import Awaitable
 from typing import TypeAlias
 
 Pairs: TypeAlias = list[tuple[bytes, bytes]]
+# (seq, at_ms, state, event, detail, late)
+Change: TypeAlias = tuple[int, int, str, str, str, bool]
+# (task, state, stream, (ms, seq), submitter, (group, consumer),
+#  (created_ms, updated_ms, finished_ms), changes, history)
+Task: TypeAlias = tuple[
+    bytes,
+    str,
+    bytes,
+    tuple[int, int],
+    bytes | None,
+    tuple[bytes | None, bytes | None],
+    tuple[int, int, int | None],
+    int,
+    list[Change],
+]
 
 # args: (kind, code, message); kind is server, connect, lost, protocol or config.
 class NativeError(Exception): ...
@@ -64,12 +79,27 @@ class Client:
     def set_policy(
         self, stream: bytes, group: bytes, max_attempts: int | None, backoff_ms: list[int] | None
     ) -> Awaitable[None]: ...
+    def submit_task(
+        self,
+        agent: str,
+        task: bytes | None,
+        fields: Pairs,
+        headers: Pairs,
+        lane: int,
+        deadline_ms: int,
+    ) -> Awaitable[Task]: ...
+    def task(self, task: bytes) -> Awaitable[Task]: ...
+    def cancel_task(self, task: bytes) -> Awaitable[Task]: ...
+    def watch_task(self, task: bytes, start: int, wait_ms: int) -> Awaitable[Task]: ...
+    def tasks(
+        self, agent: str | None, state: str | None, after: bytes, count: int
+    ) -> Awaitable[tuple[list[Task], bytes | None]]: ...
     def dead_letters(
         self, origin: bytes | None, count: int
     ) -> Awaitable[list[tuple[int, int, int, int, bytes, str, int, bytes | None, Pairs]]]: ...
 
 class Subscription:
-    def next(self) -> Awaitable[Delivery | None]: ...
+    def next(self) -> Awaitable[Delivery | tuple[bytes, int, int] | None]: ...
     def set_window(self, window: int) -> None: ...
     def close(self) -> Awaitable[None]: ...
 
