@@ -2,7 +2,7 @@
 'use strict';
 
 const $ = (s) => document.querySelector(s);
-const state = { tab: 'overview', prev: null, history: [], overview: null, stream: null, agent: null };
+const state = { tab: 'overview', prev: null, history: [], overview: null, stream: null, agent: null, task: null };
 const HISTORY = 120;
 const LANES = ['critical', 'high', 'normal', 'low', 'heartbeat'];
 
@@ -316,9 +316,47 @@ async function renderAgents() {
   $('#agents-empty').textContent = state.agent ? `${state.agent} is not connected to this node.` : 'No agent is connected.';
 }
 
+// ---- tasks -----------------------------------------------------------------------------------
+// #/tasks lists tasks (by state); #/tasks/ID shows one with its whole history, the page an
+// alert about a task links to.
+const taskState = (s) => el('span', { class: 'task-state ' + s }, s);
+async function renderTasks() {
+  $('#tasks-all').hidden = !state.task;
+  $('#tasks-list').hidden = !!state.task;
+  $('#task-card').hidden = !state.task;
+  $('#tasks-state').parentElement.hidden = !!state.task;
+  if (state.task) {
+    $('#tasks-scope').textContent = `Task ${state.task}`;
+    let t;
+    try { t = await api('/tasks/' + encodeURIComponent(state.task)); } catch (e) {
+      $('#task-facts').replaceChildren(el('dt', {}, 'Not found'), el('dd', {}, e.message));
+      $('#task-history tbody').replaceChildren();
+      return;
+    }
+    const fact = (k, v) => [el('dt', {}, k), el('dd', {}, v)];
+    $('#task-facts').replaceChildren(
+      ...fact('State', taskState(t.state)), ...fact('Stream', t.stream + ' ' + t.id),
+      ...fact('Submitter', t.submitter || ''), ...fact('Holder', t.consumer ? `${t.consumer} (${t.group})` : ''),
+      ...fact('Created', time(t.created_ms)), ...fact('Updated', time(t.updated_ms)),
+      ...fact('Changes', String(t.changes)));
+    $('#task-history tbody').replaceChildren(...t.history.map((c) => el('tr', { 'data-seq': c.seq },
+      el('td', { class: 'n' }, String(c.seq)), el('td', {}, time(c.at_ms)), el('td', {}, taskState(c.state)),
+      el('td', {}, c.event + (c.late ? ' (late)' : '')), el('td', {}, c.detail))));
+    return;
+  }
+  $('#tasks-scope').textContent = 'Tasks';
+  const st = $('#tasks-state').value;
+  const r = await api('/tasks?count=200' + (st ? '&state=' + encodeURIComponent(st) : ''));
+  $('#tasks-table tbody').replaceChildren(...r.tasks.map((t) => el('tr', { 'data-task': t.task },
+    el('td', {}, el('a', { href: '#/tasks/' + encodeURIComponent(t.task) }, t.task)), el('td', {}, taskState(t.state)),
+    el('td', {}, t.stream), el('td', {}, t.submitter || ''), el('td', {}, t.consumer || ''), el('td', {}, ago(t.updated_ms)))));
+  $('#tasks-empty').hidden = r.tasks.length > 0;
+}
+$('#tasks-state').addEventListener('change', () => renderTasks().catch((e) => toast(e.message, true)));
+
 // ---- tabs and the refresh loop ---------------------------------------------------------------
 // Every view has a URL an alert or a colleague can link to: #/overview, #/streams/NAME,
-// #/dlq, #/agents, #/agents/NAME, #/timeline, #/browse. The hash is the one source of truth: a tab click or a
+// #/dlq, #/agents, #/agents/NAME, #/tasks, #/tasks/ID, #/timeline, #/browse. The hash is the one source of truth: a tab click or a
 // stream opened sets it, and the view follows it (so Back works too).
 function show(tab) {
   state.tab = tab;
@@ -343,6 +381,7 @@ function route() {
     $('#stream-pick').value = state.stream;
   }
   if (tab === 'agents') state.agent = rest.length ? decodeURIComponent(rest.join('/')) : null;
+  if (tab === 'tasks') state.task = rest.length ? decodeURIComponent(rest.join('/')) : null;
   show(tabs.includes(tab) ? tab : 'overview');
 }
 for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => switchTab(b.dataset.tab));
@@ -353,6 +392,7 @@ async function refreshTab() {
     if (state.tab === 'streams') await renderStream();
     else if (state.tab === 'dlq') await renderDlq();
     else if (state.tab === 'agents') await renderAgents();
+    else if (state.tab === 'tasks') await renderTasks();
     else if (state.tab === 'timeline' && $('#tl-live').checked) await renderTimeline();
   } catch (e) { toast(e.message, true); }
 }

@@ -24,6 +24,8 @@ pub const RESPONDERS_GROUP: &str = "cortex-responders";
 
 /// Header: a request's correlation ID (32 hex digits); a responder echoes it in `Respond`.
 pub const CORRELATION: &str = "cortex-correlation-id";
+/// Header of a task's entry: its task ID (a submitted task's is also its correlation ID).
+pub const TASK: &str = "cortex-task-id";
 /// Header: the stream a request's reply parts go to.
 pub const REPLY_TO: &str = "cortex-reply-to";
 /// Header: a request's deadline, Unix ms.

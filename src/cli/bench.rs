@@ -18,6 +18,11 @@
 //! - `reqrep`: one requester, one responder (the same agent, serving its own inbox):
 //!   round trips through the broker, both hops durable. With `--responder-server` the
 //!   responder connects to that node instead (request/reply between two cluster nodes).
+//! - `cancel`: cancel latency. A worker (the same agent, on its own connection; on
+//!   `--responder-server` if given) holds a task; the submitter cancels it; latency runs
+//!   from the cancel call to the worker receiving the signal. The cancel calls' own
+//!   acknowledgements are reported beside it (`ack_*`), the floor the signal is judged
+//!   against, and `lost` counts signals that never came (within 10 s).
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -41,12 +46,14 @@ pub enum Workload {
     Deliver,
     /// Request/reply round trips.
     Reqrep,
+    /// Cancel call -> the holder receiving the cancel signal.
+    Cancel,
 }
 
 /// `cortex bench`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchArgs {
-    /// disk, publish, deliver or reqrep.
+    /// disk, publish, deliver, reqrep or cancel.
     #[arg(value_enum)]
     pub workload: Workload,
     /// Seconds to run.
@@ -74,8 +81,8 @@ pub struct BenchArgs {
     /// Seconds the disk floor is measured before the workload (0: not measured).
     #[arg(long, default_value_t = 2)]
     pub floor_seconds: u64,
-    /// reqrep: the responder connects to this node (another node of the cluster) instead
-    /// of the requester's.
+    /// reqrep, cancel: the responder (worker) connects to this node (another node of the
+    /// cluster) instead of the requester's.
     #[arg(long)]
     pub responder_server: Option<std::net::SocketAddr>,
     /// reqrep: the data dir holding the responder node's certificate (with neither --ca nor
@@ -189,6 +196,11 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
             (hist, count)
         }
         Workload::Reqrep => reqrep(&client, &args, &body, until).await?,
+        Workload::Cancel => {
+            let (hist, count, l) = cancel(&client, &args, &body, until).await?;
+            losses = Some(l);
+            (hist, count)
+        }
         Workload::Disk => unreachable!("measured above"),
     };
     let elapsed = started.elapsed().as_secs_f64();
@@ -239,16 +251,28 @@ pub async fn run(args: BenchArgs) -> Result<(), Exit> {
         if let Some(l) = &losses {
             let q = |p: f64| l.ack.value_at_quantile(p);
             println!(
-                "  the same publishes' acks us: p50 {} p99 {} p99.9 {}; push p99 - ack p99 = {} us",
+                "  the same {}' acks us: p50 {} p99 {} p99.9 {}; p99 - ack p99 = {} us",
+                if args.workload == Workload::Cancel {
+                    "cancel calls"
+                } else {
+                    "publishes"
+                },
                 q(0.5),
                 q(0.99),
                 q(0.999),
                 hist.value_at_quantile(0.99) as i64 - q(0.99) as i64
             );
-            println!(
-                "  published {} (acknowledged), {} publishes failed, {} acknowledged and never delivered",
-                l.published, l.failed, l.lost
-            );
+            if args.workload == Workload::Cancel {
+                println!(
+                    "  canceled {} held tasks, {} signals never came",
+                    l.published, l.lost
+                );
+            } else {
+                println!(
+                    "  published {} (acknowledged), {} publishes failed, {} acknowledged and never delivered",
+                    l.published, l.failed, l.lost
+                );
+            }
         }
         if let Some(f) = &floor {
             println!(
@@ -517,18 +541,7 @@ async fn reqrep(
     body: &[u8],
     until: Instant,
 ) -> Result<(Histogram<u64>, u64), Exit> {
-    // A second connection serves the agent's own inbox (on another node, if asked).
-    let mut opts = args.conn.options(client.agent());
-    if let Some(node) = args.responder_server {
-        opts.server = node;
-        opts.also.clear();
-        if let (crate::client::Trust::CertFile(_), Some(dir)) =
-            (&opts.trust, &args.responder_data_dir)
-        {
-            opts.trust = crate::client::Trust::local(dir);
-        }
-    }
-    let responder = Client::connect(opts).await?;
+    let responder = second_connection(client, args).await?;
     let mut reqs = responder.serve(64).await?;
     let server = tokio::spawn(async move {
         while let Some(Ok(r)) = reqs.next().await {
@@ -577,4 +590,104 @@ async fn reqrep(
     server.abort();
     responder.close().await;
     Ok((hist, count))
+}
+
+/// A second connection of the same agent, to serve its own inbox (on another node, if
+/// asked).
+async fn second_connection(client: &Client, args: &BenchArgs) -> Result<Client, Exit> {
+    let mut opts = args.conn.options(client.agent());
+    if let Some(node) = args.responder_server {
+        opts.server = node;
+        opts.also.clear();
+        if let (crate::client::Trust::CertFile(_), Some(dir)) =
+            (&opts.trust, &args.responder_data_dir)
+        {
+            opts.trust = crate::client::Trust::local(dir);
+        }
+    }
+    Ok(Client::connect(opts).await?)
+}
+
+/// One task at a time: submitted to the agent itself, taken by its worker, then canceled;
+/// latency is cancel call -> signal at the worker, beside the cancel call's own ack.
+async fn cancel(
+    client: &Client,
+    args: &BenchArgs,
+    body: &[u8],
+    until: Instant,
+) -> Result<(Histogram<u64>, u64, Losses), Exit> {
+    use crate::client::{NewTask, SubEvent};
+    use crate::wire::names;
+    const WAIT: Duration = Duration::from_secs(10);
+    let worker = second_connection(client, args).await?;
+    let me = client.agent().to_string();
+    let mut opts = SubscribeOptions::new(names::inbox(&me));
+    opts.group = Some(names::RESPONDERS_GROUP.into());
+    opts.window = 16;
+    let mut sub = worker.subscribe(opts).await?;
+    let run = crate::timespec::now_ms();
+    let mut hist = histogram();
+    let mut ack = histogram();
+    let (mut count, mut lost) = (0u64, 0u64);
+    let timed_out = |what: &str| Exit {
+        code: 3,
+        message: format!("the worker did not receive {what} within {WAIT:?}"),
+    };
+    while Instant::now() < until {
+        let id = format!("bench-{run}-{count}").into_bytes();
+        let task = NewTask {
+            id: Some(id.clone()),
+            ..NewTask::new(vec![(b"body".to_vec(), body.to_vec())])
+        };
+        client.submit_task(&me, task).await?;
+        // Held first: the cancel must overtake, not pre-empt.
+        loop {
+            match tokio::time::timeout(WAIT, sub.next_event()).await {
+                Ok(Some(Ok(SubEvent::Delivery(d))))
+                    if d.header(names::TASK).is_some_and(|t| t == id.as_slice()) =>
+                {
+                    break
+                }
+                Ok(Some(Ok(_))) => continue,
+                Ok(Some(Err(e))) => return Err(e.into()),
+                Ok(None) | Err(_) => return Err(timed_out("the task")),
+            }
+        }
+        let t0 = Instant::now();
+        let call = async {
+            client.cancel_task(&id).await?;
+            Ok::<_, Exit>(t0.elapsed())
+        };
+        let signal = async {
+            loop {
+                match tokio::time::timeout(WAIT, sub.next_event()).await {
+                    Ok(Some(Ok(SubEvent::Canceled { task, .. }))) if task == id => {
+                        return Some(t0.elapsed())
+                    }
+                    Ok(Some(Ok(_))) => continue,
+                    _ => return None,
+                }
+            }
+        };
+        let (called, signaled) = tokio::join!(call, signal);
+        let _ = ack.record(called?.as_micros().max(1) as u64);
+        match signaled {
+            Some(t) => {
+                let _ = hist.record(t.as_micros().max(1) as u64);
+            }
+            None => lost += 1,
+        }
+        count += 1;
+    }
+    worker.close().await;
+    Ok((
+        hist,
+        count,
+        Losses {
+            ack,
+            published: count,
+            failed: 0,
+            lost,
+        },
+    ))
 }

@@ -4,7 +4,8 @@
 Starts the real broker on loopback ports of its own, gives it traffic over the HTTP API,
 dead-letters one message, then in the browser: sees the stream and its rate, finds the dead
 letter, redrives it with the button (and its confirmation), and sees it back on its stream;
-opened on #/agents/pink, it shows the agent a `cortex sub` connected over QUIC.
+opened on #/agents/pink, it shows the agent a `cortex sub` connected over QUIC; opened on
+#/tasks/T1, a task's state and history.
 A screenshot of each step goes to target/browser-artifacts/.
 
 Usage: tests/browser/dashboard.py [path/to/cortex]   (default: target/debug/cortex)
@@ -189,6 +190,24 @@ def run(base, stop):
         expect(pink).to_contain_text("tasks / reviewers")
         expect(linked.locator("#agents-scope")).to_have_text("Agent pink")
         linked.screenshot(path=str(ARTIFACTS / "6b-agent.png"), full_page=True)
+        # A task has its own URL too: one submitted to pink and canceled before anyone took
+        # it shows its state and both changes; the list links to it.
+        call(base, "POST", "/tasks", {"agent": "pink", "id": "T1", "fields": {"do": "refactor"}})
+        call(base, "POST", "/tasks/T1/cancel")
+        linked.goto(base + "/#/tasks/T1")
+        expect(linked.locator("#tasks")).to_be_visible(timeout=TIMEOUT_MS)
+        expect(linked.locator("#task-facts")).to_contain_text("canceled", timeout=TIMEOUT_MS)
+        history = linked.locator("#task-history tbody tr")
+        expect(history).to_have_count(2, timeout=TIMEOUT_MS)
+        expect(history.nth(0)).to_contain_text("submitted")
+        expect(history.nth(1)).to_contain_text("canceled")
+        linked.screenshot(path=str(ARTIFACTS / "6c-task.png"), full_page=True)
+        linked.click("#tasks-all")
+        expect(linked).to_have_url(base + "/#/tasks")
+        row = linked.locator('#tasks-table tr[data-task="T1"]')
+        expect(row).to_contain_text("canceled", timeout=TIMEOUT_MS)
+        row.locator("a").click()
+        expect(linked).to_have_url(base + "/#/tasks/T1")
         linked.close()
 
         # The phone layout renders too.
