@@ -165,6 +165,12 @@ pub struct FileConfig {
     pub idempotency_window_ms: Option<u64>,
     /// Furthest ahead a scheduled message may be delivered.
     pub schedule_ahead_max_ms: Option<u64>,
+    /// Most unfinished tasks one agent's inbox (any stream) may hold.
+    pub open_tasks_max: Option<u64>,
+    /// Most changes one task's history keeps.
+    pub task_history_max: Option<usize>,
+    /// How long a finished task stays readable.
+    pub task_keep_ms: Option<u64>,
     /// Minimum time between two alerts on `cortex:alerts`.
     pub alert_interval_ms: Option<u64>,
     /// Let `CX.CLOCK` move the broker's clock (tests only).
@@ -335,6 +341,15 @@ impl Config {
         }
         if let Some(a) = file.schedule_ahead_max_ms {
             store.limits.schedule_ahead_max_ms = a;
+        }
+        if let Some(n) = file.open_tasks_max {
+            store.limits.open_tasks_max = n;
+        }
+        if let Some(n) = file.task_history_max {
+            store.limits.task_history_max = n;
+        }
+        if let Some(k) = file.task_keep_ms {
+            store.limits.task_keep_ms = k;
         }
         store.validate().map_err(|e| e.to_string())?;
         let mut resp_limits = RespLimits::default();
@@ -553,7 +568,7 @@ fn cluster_config(
 
 /// The settings an environment variable may give: `CORTEX_` + the key in upper case (the
 /// tables, `tokens`, `agents`, `retention` and `default_policy`, only in the file).
-pub const ENV_KEYS: [&str; 21] = [
+pub const ENV_KEYS: [&str; 24] = [
     "data_dir",
     "resp",
     "quic",
@@ -571,6 +586,9 @@ pub const ENV_KEYS: [&str; 21] = [
     "starvation_guard",
     "idempotency_window_ms",
     "schedule_ahead_max_ms",
+    "open_tasks_max",
+    "task_history_max",
+    "task_keep_ms",
     "alert_interval_ms",
     "retention_interval_ms",
     "metrics_streams_max",

@@ -151,6 +151,12 @@ impl StoreConfig {
         if l.dlq_scan_max < l.dlq_list_max || l.dlq_scan_max < l.dlq_batch_max {
             return bad("dlq_scan_max must be at least dlq_list_max and dlq_batch_max");
         }
+        if l.open_tasks_max == 0 || l.task_scan_max == 0 {
+            return bad("open_tasks_max and task_scan_max must be positive");
+        }
+        if l.task_history_max < 2 {
+            return bad("task_history_max must be at least 2 (the first change and the last)");
+        }
         if self.journal_bytes_max < (64 << 20) {
             return bad("journal_bytes_max must be at least 64 MiB");
         }
