@@ -1406,3 +1406,127 @@ fn scheduled_entries_go_out_once_at_their_time_after_a_failover() {
     let p = r.cmd(&["XPENDING", "q", "g"]);
     assert_eq!(p.arr()[0].int(), 2);
 }
+
+/// A task's whole lifecycle watched by its submitter on the worker's node (each agent talks
+/// to its own host's node), while that node is killed with the task in hand: the watcher's
+/// client moves to a live node and resumes from one past the last change it saw; the
+/// task is handed out again on another node and completed there. The watcher saw every
+/// change the cluster recorded, once each, in order.
+#[test]
+fn a_task_watched_across_the_kill_of_its_workers_node_misses_no_change() {
+    use cortex::client::{
+        Client, ClientError, ClientOptions, NewTask, PartKind, SubscribeOptions, TaskChange,
+    };
+    use cortex::tls::{fingerprint_of, Trust, CERT_FILE};
+    use cortex::wire::names;
+
+    let mut c = Cluster::start(3, None);
+    let l = c.leader();
+    let (f, o) = ((l + 1) % 3, (l + 2) % 3);
+    let fingerprints: Vec<String> = (0..3)
+        .map(|i| fingerprint_of(&c.nodes[i].dir.path().join(CERT_FILE)).unwrap())
+        .collect();
+    let quic: Vec<SocketAddr> = c.nodes.iter().map(|n| n.quic).collect();
+    // The given node first, then the others.
+    let opts = |agent: &str, first: usize| ClientOptions {
+        server: quic[first],
+        also: (0..3).filter(|i| *i != first).map(|i| quic[i]).collect(),
+        server_name: "localhost".into(),
+        agent: agent.into(),
+        token: String::new(),
+        trust: Trust::Fingerprint(fingerprints.join(",")),
+        connect_timeout: Duration::from_secs(15),
+    };
+    let rt = runtime();
+    let harold = rt.block_on(Client::connect(opts("harold", f))).unwrap();
+    let task = NewTask {
+        id: Some(b"W1".to_vec()),
+        ..NewTask::new(vec![(b"do".to_vec(), b"port the parser".to_vec())])
+    };
+    rt.block_on(harold.submit_task("pink", task))
+        .expect("submit");
+    // A held task comes back 2 s after its holder went silent.
+    let mut r = c.raw(l);
+    let policy = [
+        "CX.POLICY",
+        "cortex:inbox:pink",
+        names::RESPONDERS_GROUP,
+        "ACKWAIT",
+        "2000",
+    ];
+    assert_eq!(r.cmd(&policy), V::Simple("OK".into()));
+    // The watcher: every change from 0 until final, resuming after a lost connection.
+    let watcher = {
+        let harold = harold.clone();
+        rt.spawn(async move {
+            let end = Instant::now() + Duration::from_secs(90);
+            let (mut seen, mut from, mut lost) = (Vec::<TaskChange>::new(), 0u64, 0u32);
+            while Instant::now() < end {
+                match harold.watch_task(b"W1", from, Duration::from_secs(5)).await {
+                    Ok(t) => {
+                        for ch in t.history {
+                            from = ch.seq + 1;
+                            seen.push(ch);
+                        }
+                        if t.finished_ms.is_some() && from >= t.changes {
+                            return (seen, lost);
+                        }
+                    }
+                    Err(ClientError::Lost(_) | ClientError::Connect(_)) => lost += 1,
+                    Err(e) => panic!("watch: {e}"),
+                }
+            }
+            panic!("the task did not finish in 90 s; saw {seen:?}");
+        })
+    };
+    let worker = |node: usize| {
+        let pink = rt.block_on(Client::connect(opts("pink", node))).unwrap();
+        let mut so = SubscribeOptions::new(names::inbox("pink"));
+        so.group = Some(names::RESPONDERS_GROUP.into());
+        let sub = rt.block_on(pink.subscribe(so)).expect("subscribe");
+        (pink, sub)
+    };
+    let next = |sub: &mut cortex::client::Subscription| {
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), sub.next())
+                .await
+                .expect("a delivery in time")
+                .expect("subscription open")
+                .expect("delivery")
+        })
+    };
+    let (pink_f, mut sub_f) = worker(f);
+    let d = next(&mut sub_f);
+    let corr = d.header(names::CORRELATION).unwrap().to_vec();
+    rt.block_on(pink_f.respond(
+        &corr,
+        PartKind::Progress,
+        vec![(b"pct".to_vec(), b"40".to_vec())],
+    ))
+    .expect("progress, durable");
+    c.kill(f);
+    // pink on another node gets it again and finishes it.
+    let (pink_o, mut sub_o) = worker(o);
+    let again = next(&mut sub_o);
+    assert_eq!(again.header(names::CORRELATION), Some(corr.as_slice()));
+    rt.block_on(pink_o.respond(
+        &corr,
+        PartKind::Final,
+        vec![(b"ok".to_vec(), b"1".to_vec())],
+    ))
+    .expect("final");
+    let (seen, lost) = rt.block_on(watcher).expect("watcher");
+    assert!(lost >= 1, "the watcher's node was killed under it");
+    let all = rt.block_on(harold.task(b"W1")).expect("status");
+    assert_eq!(all.state, "completed");
+    assert_eq!(
+        seen.iter().map(|c| c.seq).collect::<Vec<_>>(),
+        (0..all.changes).collect::<Vec<_>>(),
+        "every change once, in order: {seen:?}"
+    );
+    assert_eq!(seen, all.history);
+    let events: Vec<&str> = seen.iter().map(|c| c.event.as_str()).collect();
+    assert_eq!(events.first(), Some(&"submitted"));
+    assert!(events.contains(&"part"), "{events:?}");
+    assert_eq!(seen.last().map(|c| c.state.as_str()), Some("completed"));
+}
