@@ -29,6 +29,8 @@ enum Cmd {
     Replay(cortex::cli::ReplayArgs),
     /// Tasks: submit to an agent, status, watch every change, cancel, list.
     Task(cortex::cli::TaskArgs),
+    /// The agents connected to the node: sessions, client, last heard, what each serves.
+    Agents(cortex::cli::AgentsArgs),
     /// List, redrive or purge dead letters (admin).
     Dlq(cortex::cli::DlqArgs),
     /// Streams, groups, lag, pending as JSON lines.
@@ -81,6 +83,7 @@ fn main() {
         Cmd::Reply(a) => client(cortex::cli::reply(a)),
         Cmd::Replay(a) => client(cortex::cli::replay(a)),
         Cmd::Task(a) => client(cortex::cli::task(a)),
+        Cmd::Agents(a) => client(cortex::cli::agents(a)),
         Cmd::Dlq(a) => client(cortex::cli::dlq(a)),
         Cmd::Stat(a) => client(cortex::cli::stat(a)),
         Cmd::Bench(a) => client(cortex::cli::bench::run(a)),

@@ -74,7 +74,7 @@ type clusterChange struct {
 
 // adminRequest is the AdminRequest enum: Kind is its variant.
 type adminRequest struct {
-	Kind      uint32 // 0 Stat, 1 Policy, 2 DlqList, 3 DlqRedrive, 4 DlqPurge, 5 Backup, 6 Cluster, 7 Task
+	Kind      uint32 // 0 Stat, 1 Policy, 2 DlqList, 3 DlqRedrive, 4 DlqPurge, 5 Backup, 6 Cluster, 7 Task, 8 Agents
 	Stream    *string
 	Group     string
 	Change    *PolicyChange
@@ -183,6 +183,7 @@ func (f *adminFrame) encode(e *enc) {
 		}
 	case 7:
 		r.Task.encode(e)
+	case 8:
 	}
 }
 
@@ -228,6 +229,7 @@ func (f *adminFrame) decode(d *dec) {
 	case 7:
 		r.Task = &taskCall{}
 		r.Task.decode(d)
+	case 8:
 	default:
 		d.fail("unknown admin request %d", r.Kind)
 	}
@@ -235,7 +237,7 @@ func (f *adminFrame) decode(d *dec) {
 
 // adminAnswer is the AdminAnswer enum: Kind is its variant.
 type adminAnswer struct {
-	Kind        uint32 // 0 Stat, 1 Policy, 2 DeadLetters, 3 Count, 4 Backup, 5 Cluster, 6 Task, 7 Tasks
+	Kind        uint32 // 0 Stat, 1 Policy, 2 DeadLetters, 3 Count, 4 Backup, 5 Cluster, 6 Task, 7 Tasks, 8 Agents
 	Stats       []StreamStat
 	Policy      *Policy
 	DeadLetters []DeadLetter
@@ -244,6 +246,7 @@ type adminAnswer struct {
 	Cluster     string
 	Tasks       []Task
 	Next        *string
+	Agents      []Agent
 }
 
 type adminAnswerFrame struct{ Ans adminAnswer }
@@ -314,6 +317,11 @@ func (f *adminAnswerFrame) encode(e *enc) {
 			a.Tasks[i].encode(e)
 		}
 		encOptStrBytes(e, a.Next)
+	case 8:
+		e.u64(uint64(len(a.Agents)))
+		for i := range a.Agents {
+			a.Agents[i].encode(e)
+		}
 	}
 }
 
@@ -370,6 +378,13 @@ func (f *adminAnswerFrame) decode(d *dec) {
 			a.Tasks = append(a.Tasks, t)
 		}
 		a.Next = decOptStrBytes(d)
+	case 8:
+		n := d.count(24)
+		for i := 0; i < n && d.err == nil; i++ {
+			var x Agent
+			x.decode(d)
+			a.Agents = append(a.Agents, x)
+		}
 	default:
 		d.fail("unknown admin answer %d", a.Kind)
 	}

@@ -424,4 +424,17 @@ func TestTaskCancelComesBeforeTheNextTask(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].ID != t2.ID {
 		t.Fatalf("working tasks of %s: %+v, %v (want T2 alone)", worker, list, err)
 	}
+	// Presence: pink is connected over QUIC with this client, serving its inbox.
+	agents := must[[]Agent](t)(harold.Agents(ctx))
+	var found *Agent
+	for i := range agents {
+		if agents[i].Name == worker {
+			found = &agents[i]
+		}
+	}
+	if found == nil || found.Sessions[0].Front != "quic" ||
+		!strings.HasPrefix(found.Sessions[0].Client, "cortex-go") ||
+		len(found.Sessions[0].Serves) != 1 || found.Sessions[0].Serves[0].Group != RespondersGroup {
+		t.Fatalf("%s among the agents: %+v", worker, agents)
+	}
 }

@@ -89,6 +89,11 @@ func TestGoldenVectors(t *testing.T) {
 		sub.Headers.Map()["cortex-delay-ms"] != "500" {
 		t.Errorf("Task submit read wrongly: %+v", sub)
 	}
+	ag := decoded["21-admin-answer-agents.txt"].(*adminAnswerFrame).Ans.Agents
+	if len(ag) != 1 || ag[0].Name != "pink" || ag[0].Sessions[0].Client != "cortex-py/0.1.0" ||
+		ag[0].Sessions[0].Serves[0] != (Served{"cortex:inbox:pink", "cortex-responders"}) {
+		t.Errorf("Agents read wrongly: %+v", ag)
+	}
 	cf := decoded["22-canceled.txt"].(*canceledFrame)
 	if string(cf.Task) != "T1" || cf.ID.String() != "1764000000123-7" {
 		t.Errorf("Canceled read wrongly: %+v", cf)

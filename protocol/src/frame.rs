@@ -276,6 +276,9 @@ pub enum AdminRequest {
     /// Tasks (any agent; the server checks rights on the task it finds). Answered with
     /// [`AdminAnswer::Task`] or, for a listing, [`AdminAnswer::Tasks`].
     Task(TaskCall),
+    /// The agents connected to the node, with their sessions (any agent). Answered with
+    /// [`AdminAnswer::Agents`].
+    Agents,
 }
 
 /// A task call.
@@ -484,6 +487,34 @@ pub enum AdminAnswer {
         /// Continue after this.
         next: Option<Bytes>,
     },
+    /// Agents connected to the node, by name.
+    Agents(Vec<AgentInfo>),
+}
+
+/// An agent connected to a node.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct AgentInfo {
+    /// Its name (empty: the anonymous agent of a broker without tokens).
+    pub agent: String,
+    /// The latest `last_heard_ms` of its sessions.
+    pub last_heard_ms: u64,
+    /// Its connections.
+    pub sessions: Vec<SessionInfo>,
+}
+
+/// One connection of an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
+pub struct SessionInfo {
+    /// The front (`quic`).
+    pub front: String,
+    /// The client library's name and version (from `Hello`).
+    pub client: String,
+    /// When it authenticated, Unix ms.
+    pub connected_ms: u64,
+    /// When the agent last sent anything on it, Unix ms.
+    pub last_heard_ms: u64,
+    /// (stream, group) of each open subscription.
+    pub serves: Vec<(Bytes, Bytes)>,
 }
 
 /// A frame. The tag (variant index) is its type on the wire.
@@ -832,7 +863,7 @@ impl Frame {
                 AdminRequest::Cluster {
                     change: Some(ClusterChange::Add { addr, .. }),
                 } => count("address bytes", addr.len(), 256),
-                AdminRequest::Cluster { .. } => Ok(()),
+                AdminRequest::Cluster { .. } | AdminRequest::Agents => Ok(()),
                 AdminRequest::Task(t) => {
                     let task_id = |t: &[u8]| {
                         if t.is_empty() {

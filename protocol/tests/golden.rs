@@ -471,6 +471,28 @@ fn vectors() -> Vec<(&'static str, &'static str, Frame)> {
             }),
         ),
         (
+            "admin-agents",
+            "Admin Agents: the agents connected to the node.",
+            Frame::Admin(AdminRequest::Agents),
+        ),
+        (
+            "admin-answer-agents",
+            "AdminAnswer Agents: `pink`, last heard 1764000000123, one QUIC session from client \
+             `cortex-py/0.1.0` connected at 1764000000000, serving stream `cortex:inbox:pink` \
+             with group `cortex-responders`.",
+            Frame::AdminAnswer(AdminAnswer::Agents(vec![AgentInfo {
+                agent: "pink".into(),
+                last_heard_ms: 1_764_000_000_123,
+                sessions: vec![SessionInfo {
+                    front: "quic".into(),
+                    client: "cortex-py/0.1.0".into(),
+                    connected_ms: 1_764_000_000_000,
+                    last_heard_ms: 1_764_000_000_123,
+                    serves: vec![(b("cortex:inbox:pink"), b("cortex-responders"))],
+                }],
+            }])),
+        ),
+        (
             "canceled",
             "Canceled: task `T1`, entry 1764000000123-7.",
             Frame::Canceled {

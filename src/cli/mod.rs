@@ -4,7 +4,7 @@
 pub mod bench;
 mod task;
 use crate::timespec as time;
-pub use task::{task, TaskAction, TaskArgs};
+pub use task::{agents, task, AgentsArgs, TaskAction, TaskArgs};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

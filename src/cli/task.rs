@@ -1,11 +1,12 @@
-//! `cortex task submit|status|watch|cancel|list`: tasks over QUIC, printed as JSON lines.
+//! `cortex task submit|status|watch|cancel|list` and `cortex agents`: tasks and presence
+//! over QUIC, printed as JSON lines.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::{lane, pairs, print, scheduled, text, usage, ConnFlags, Exit};
-use crate::client::{Client, ClientError, Message, NewTask, TaskInfo};
+use crate::client::{AdminAnswer, AdminRequest, Client, ClientError, Message, NewTask, TaskInfo};
 use crate::wire::TaskChange;
 
 /// `cortex task`.
@@ -117,9 +118,20 @@ fn is_final(state: &str) -> bool {
     matches!(state, "completed" | "failed" | "canceled" | "rejected")
 }
 
-/// Runs `cortex task`.
+/// Runs `cortex task`; closes its connection at the end, so the server does not wait out
+/// an idle timeout to drop the session.
 pub async fn task(a: TaskArgs) -> Result<(), Exit> {
-    match a.action {
+    if let TaskAction::Watch { task, from } = &a.action {
+        return watch(&a.conn, task.as_bytes(), *from).await;
+    }
+    let c = a.conn.connect("cli").await?;
+    let r = run(&c, a.action).await;
+    c.close().await;
+    r
+}
+
+async fn run(c: &Client, action: TaskAction) -> Result<(), Exit> {
+    match action {
         TaskAction::Submit {
             to,
             fields,
@@ -152,25 +164,17 @@ pub async fn task(a: TaskArgs) -> Result<(), Exit> {
                 lane: lane(&priority)?,
                 deadline,
             };
-            let c = a.conn.connect("cli").await?;
             print(task_json(&c.submit_task(&to, t).await?));
         }
-        TaskAction::Status { task } => {
-            let c = a.conn.connect("cli").await?;
-            print(task_json(&c.task(task.as_bytes()).await?));
-        }
-        TaskAction::Cancel { task } => {
-            let c = a.conn.connect("cli").await?;
-            print(task_json(&c.cancel_task(task.as_bytes()).await?));
-        }
-        TaskAction::Watch { task, from } => watch(&a.conn, task.as_bytes(), from).await?,
+        TaskAction::Status { task } => print(task_json(&c.task(task.as_bytes()).await?)),
+        TaskAction::Cancel { task } => print(task_json(&c.cancel_task(task.as_bytes()).await?)),
+        TaskAction::Watch { .. } => unreachable!("run by task() itself"),
         TaskAction::List {
             for_agent,
             state,
             after,
             count,
         } => {
-            let c = a.conn.connect("cli").await?;
             let mut after = after.into_bytes();
             let mut left = count;
             while left > 0 {
@@ -230,6 +234,7 @@ async fn watch(conn: &ConnFlags, task: &[u8], mut from: u64) -> Result<(), Exit>
                     from = ch.seq + 1;
                 }
                 if is_final(&t.state) && from >= t.changes {
+                    c.close().await;
                     return Ok(());
                 }
             }
@@ -240,4 +245,36 @@ async fn watch(conn: &ConnFlags, task: &[u8], mut from: u64) -> Result<(), Exit>
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// `cortex agents`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct AgentsArgs {
+    #[command(flatten)]
+    pub conn: ConnFlags,
+}
+
+/// Runs `cortex agents`: one JSON line per agent connected to the node, with its sessions.
+pub async fn agents(a: AgentsArgs) -> Result<(), Exit> {
+    let c = a.conn.connect("cli").await?;
+    let answer = c.admin(AdminRequest::Agents).await;
+    // Said goodbye, so the server does not wait out an idle timeout to drop the session.
+    c.close().await;
+    let AdminAnswer::Agents(list) = answer? else {
+        return Err(usage("unexpected answer"));
+    };
+    for a in list {
+        print(json!({
+            "agent": a.agent,
+            "last_heard_ms": a.last_heard_ms,
+            "sessions": a.sessions.iter().map(|s| json!({
+                "front": s.front,
+                "client": s.client,
+                "connected_ms": s.connected_ms,
+                "last_heard_ms": s.last_heard_ms,
+                "serves": s.serves.iter().map(|(st, g)| json!({"stream": text(st), "group": text(g)})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(())
 }

@@ -178,6 +178,25 @@ pub(super) fn task_info(t: cortex_storage::TaskRecord) -> wire::TaskInfo {
     }
 }
 
+/// An agent on this node, as the wire shows it.
+pub(super) fn agent_info(a: crate::broker::presence::AgentView) -> wire::AgentInfo {
+    wire::AgentInfo {
+        agent: a.agent,
+        last_heard_ms: a.last_heard_ms,
+        sessions: a
+            .sessions
+            .into_iter()
+            .map(|s| wire::SessionInfo {
+                front: s.front.into(),
+                client: s.client,
+                connected_ms: s.connected_ms,
+                last_heard_ms: s.last_heard_ms,
+                serves: s.serves,
+            })
+            .collect(),
+    }
+}
+
 /// A task call's failure.
 pub(super) fn task_error(e: &crate::broker::task::TaskError) -> Frame {
     match e {

@@ -784,6 +784,9 @@ async fn admin(broker: &Broker, who: &Principal, a: AdminRequest) -> Frame {
             Err(f) => *f,
         },
         AdminRequest::Task(call) => task_call(broker, who, call).await,
+        AdminRequest::Agents => Frame::AdminAnswer(AdminAnswer::Agents(
+            broker.agents().into_iter().map(agent_info).collect(),
+        )),
     }
 }
 

@@ -621,6 +621,48 @@ async fn agents_are_listed_with_what_they_serve_until_they_leave() {
         "{all}"
     );
     assert_eq!(h["serves"], serde_json::json!([]), "{all}");
+    // The same answer over the QUIC admin call, RESP's CX.AGENTS and `cortex agents` (whose
+    // own connection is one more agent, "cli").
+    let cortex::client::AdminAnswer::Agents(quic) = harold
+        .admin(cortex::client::AdminRequest::Agents)
+        .await
+        .expect("admin agents")
+    else {
+        panic!("an Agents answer")
+    };
+    let names: Vec<&str> = quic.iter().map(|a| a.agent.as_str()).collect();
+    assert_eq!(names, ["harold", "pink"]);
+    assert_eq!(
+        quic[1].sessions[0].serves,
+        [(b"cortex:inbox:pink".to_vec(), b"cortex-responders".to_vec())]
+    );
+    let resp = s.raw().cmd(&["CX.AGENTS"]);
+    let listed: Vec<&V> = resp.arr().iter().collect();
+    assert_eq!(listed.len(), 2, "{resp:?}");
+    assert!(
+        format!("{resp:?}").contains("cortex:inbox:pink"),
+        "{resp:?}"
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .arg("agents")
+        .arg("--server")
+        .arg(s.quic.to_string())
+        .arg("--data-dir")
+        .arg(s.dir.path())
+        .output()
+        .await
+        .expect("cortex agents");
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = lines.iter().map(|a| a["agent"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cli", "harold", "pink"], "{lines:?}");
+    assert_eq!(
+        lines[2]["sessions"][0]["serves"][0]["group"],
+        "cortex-responders"
+    );
 
     // harold leaves: once the server counts one QUIC connection, the list has only pink.
     harold.close().await;

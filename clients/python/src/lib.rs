@@ -515,6 +515,30 @@ impl Client {
         })
     }
 
+    /// The agents connected to the node: (agent, last_heard_ms, [(front, client,
+    /// connected_ms, last_heard_ms, [(stream, group)])]).
+    fn agents<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let c = self.inner.clone();
+        spawn(py, async move {
+            match c.admin(AdminRequest::Agents).await.map_err(native)? {
+                AdminAnswer::Agents(list) => Ok(list
+                    .into_iter()
+                    .map(|a| {
+                        let sessions: Vec<_> = a
+                            .sessions
+                            .into_iter()
+                            .map(|s| (s.front, s.client, s.connected_ms, s.last_heard_ms, s.serves))
+                            .collect();
+                        (a.agent, a.last_heard_ms, sessions)
+                    })
+                    .collect::<Vec<_>>()),
+                other => Err(native(ClientError::Protocol(format!(
+                    "unexpected answer {other:?}"
+                )))),
+            }
+        })
+    }
+
     /// Dead letters from origin (admin): (ms, seq, origin ms, origin seq, group, reason,
     /// failures, last_error, fields).
     fn dead_letters<'py>(

@@ -15,7 +15,8 @@ import pytest
 from cortex_bus import _native
 
 ROOT = Path(__file__).resolve().parents[3]
-BOUND = 30.0  # the most one step waits for the broker
+BOUND = 30.0
+INBOX = "cortex:inbox:"  # the most one step waits for the broker
 
 
 def run(coro):
@@ -241,6 +242,10 @@ def test_task_cancel_overtakes_the_next_task_and_serve_cancels_the_handler(broke
                 await harold.submit_task(pink_name, {"do": "again"}, id=t2)
             gone = await harold.tasks(agent=pink_name, state="canceled")
             assert [t.task for t in gone] == [t1]
+            # Presence: pink is connected over QUIC, serving its inbox.
+            (me,) = [a for a in await harold.agents() if a.agent == pink_name]
+            assert me.sessions[0].front == "quic"
+            assert (INBOX + pink_name, "cortex-responders") in me.sessions[0].serves
             server.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await server

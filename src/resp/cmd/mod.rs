@@ -211,6 +211,7 @@ fn plan(ctx: &mut Ctx<'_>, args: &Args) -> Plan {
             cx::plan(ctx, args)
         }
         "CX.TASK" | "CX.CANCEL" => task::plan(ctx, args),
+        "CX.AGENTS" => Ok(Plan::Done(task::agents(ctx))),
         "EXEC" => Ok(Plan::Exec),
         _ => server::plan(ctx, args),
     };

@@ -1,5 +1,6 @@
 //! CX.TASK (SUBMIT, STATUS, LIST, WATCH) and CX.CANCEL: tasks over RESP. Each is a broker
 //! call ([`super::Plan::Call`]); the broker checks who may see or cancel the task.
+//! CX.AGENTS: who is connected to this node (presence), answered at once.
 
 use std::time::Duration;
 
@@ -36,6 +37,49 @@ const CANCEL_HELP: &[&str] = &[
     "HELP",
     "    Print this help.",
 ];
+
+/// CX.AGENTS: one map per agent (`agent`, `last-heard-ms`, `sessions`: maps of `front`,
+/// `client`, `connected-ms`, `last-heard-ms`, `serves` as [stream, group] pairs).
+pub fn agents(ctx: &mut Ctx<'_>) -> Frame {
+    let kv = |k: &str, v: Frame| (Frame::bulk(k), v);
+    let ms = |t: u64| Frame::Integer(t as i64);
+    Frame::Array(
+        ctx.broker
+            .agents()
+            .into_iter()
+            .map(|a| {
+                let sessions = a
+                    .sessions
+                    .iter()
+                    .map(|s| {
+                        let serves = s
+                            .serves
+                            .iter()
+                            .map(|(st, g)| {
+                                Frame::Array(vec![
+                                    Frame::bulk(st.as_slice()),
+                                    Frame::bulk(g.as_slice()),
+                                ])
+                            })
+                            .collect();
+                        Frame::Map(vec![
+                            kv("front", Frame::bulk(s.front)),
+                            kv("client", Frame::bulk(s.client.as_str())),
+                            kv("connected-ms", ms(s.connected_ms)),
+                            kv("last-heard-ms", ms(s.last_heard_ms)),
+                            kv("serves", Frame::Array(serves)),
+                        ])
+                    })
+                    .collect();
+                Frame::Map(vec![
+                    kv("agent", Frame::bulk(a.agent.as_str())),
+                    kv("last-heard-ms", ms(a.last_heard_ms)),
+                    kv("sessions", Frame::Array(sessions)),
+                ])
+            })
+            .collect(),
+    )
+}
 
 pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let is_help = args.len() == 2 && args[1].eq_ignore_ascii_case(b"HELP");

@@ -41,6 +41,7 @@ from . import _native
 atexit.register(_native.quiesce)
 
 __all__ = [
+    "Agent",
     "AuthFailed",
     "BadFrame",
     "Busy",
@@ -68,6 +69,7 @@ __all__ = [
     "Published",
     "ReplyFailed",
     "ServerError",
+    "Session",
     "ShuttingDown",
     "Start",
     "Subscription",
@@ -433,6 +435,27 @@ def _task(t: Any) -> Task:
         changes,
         [TaskChange(*c) for c in hist],
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    """One connection of an agent: its front, client library, when it connected and was
+    last heard from (Unix ms), and the (stream, group) of each open subscription."""
+
+    front: str
+    client: str
+    connected_ms: int
+    last_heard_ms: int
+    serves: list[tuple[str, str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    """An agent connected to the node, with its sessions."""
+
+    agent: str
+    last_heard_ms: int
+    sessions: list[Session]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -988,6 +1011,30 @@ class Client:
                 break
             cursor = nxt
         return out
+
+    async def agents(self) -> list[Agent]:
+        """The agents connected to the node this client talks to, by name (presence)."""
+        raw = await _call(self._c.agents())
+        return [
+            Agent(
+                name,
+                heard,
+                [
+                    Session(
+                        front,
+                        client,
+                        conn,
+                        last,
+                        [
+                            (st.decode(errors="replace"), g.decode(errors="replace"))
+                            for st, g in serves
+                        ],
+                    )
+                    for front, client, conn, last, serves in sessions
+                ],
+            )
+            for name, heard, sessions in raw
+        ]
 
     async def dead_letters(self, origin: str | None = None, count: int = 100) -> list[DeadLetter]:
         """Dead letters of the default DLQ, from one origin stream or all (admin)."""

@@ -94,6 +94,11 @@ class Client:
     def tasks(
         self, agent: str | None, state: str | None, after: bytes, count: int
     ) -> Awaitable[tuple[list[Task], bytes | None]]: ...
+    def agents(
+        self,
+    ) -> Awaitable[
+        list[tuple[str, int, list[tuple[str, str, int, int, list[tuple[bytes, bytes]]]]]]
+    ]: ...
     def dead_letters(
         self, origin: bytes | None, count: int
     ) -> Awaitable[list[tuple[int, int, int, int, bytes, str, int, bytes | None, Pairs]]]: ...
