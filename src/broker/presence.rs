@@ -4,6 +4,11 @@
 //! connection does, and leaves the list when the connection ends (a client that died
 //! without goodbye leaves at the front's idle timeout).
 //!
+//! An agent whose last session here ends without a goodbye (timed out, reset) has fallen
+//! silent: an alert on `cortex:alerts` says so, with how long since it was last heard from
+//! and how many tasks of its inbox were in progress, at most one per agent per
+//! `alert_interval_ms`.
+//!
 //! Bounded by what bounds connections: one session per authenticated connection, one
 //! served (stream, group) per open subscription stream, and a client name cut to
 //! [`CLIENT_BYTES_MAX`].
@@ -22,6 +27,8 @@ pub const CLIENT_BYTES_MAX: usize = 256;
 pub(super) struct Presence {
     next: AtomicU64,
     sessions: Mutex<BTreeMap<u64, Arc<State>>>,
+    /// Agent -> when its last silence alert went out, Unix ms (pruned past the interval).
+    alerted: Mutex<BTreeMap<String, u64>>,
 }
 
 struct State {
@@ -151,6 +158,39 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// Writes the alert that `agent` fell silent `silent_ms` ago.
+    async fn silence_alert(&self, agent: &str, silent_ms: u64) {
+        let q = super::task::TaskQuery {
+            agent: Some(agent.to_string()),
+            state: Some(cortex_storage::TaskState::Working),
+            count: super::task::LIST_MAX,
+            ..Default::default()
+        };
+        let working = match self.tasks(&Principal::internal(), q).await {
+            Ok((tasks, _)) => tasks.len(),
+            Err(e) => {
+                tracing::warn!("counting the tasks of silent agent {agent}: {e}");
+                0
+            }
+        };
+        let noun = if working == 1 { "task" } else { "tasks" };
+        let more = if working >= super::task::LIST_MAX {
+            "+"
+        } else {
+            ""
+        };
+        let message = format!(
+            "{agent} silent for {} s (its connection timed out), {working}{more} {noun} in progress",
+            silent_ms.div_ceil(1000)
+        );
+        let op = crate::core::alerts::silence_alert(agent, &message, working as u64, silent_ms);
+        if let Err(e) = self.submit(&Principal::internal(), vec![op]).await {
+            tracing::warn!("alert '{message}' not written: {e}");
+        }
+    }
+}
+
 impl Session {
     /// The agent sent something: a request, a frame on a subscription.
     pub fn heard(&self) {
@@ -173,6 +213,37 @@ impl Session {
             state: self.state.clone(),
             key,
         }
+    }
+
+    /// The connection ended without a goodbye: off the list, and when it was the agent's
+    /// last session here, an alert that the agent fell silent (see the module's doc).
+    pub fn lost(&self) {
+        self.close();
+        let agent = self.state.agent.clone();
+        let b = self.broker.clone();
+        if agent.is_empty() || b.agents().iter().any(|a| a.agent == agent) {
+            return;
+        }
+        let now = b.now_ms();
+        let interval = b.config().alert_interval_ms;
+        {
+            let mut alerted = b
+                .inner
+                .presence
+                .alerted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if alerted
+                .get(&agent)
+                .is_some_and(|t| now < t.saturating_add(interval))
+            {
+                return;
+            }
+            alerted.retain(|_, t| now < t.saturating_add(interval));
+            alerted.insert(agent.clone(), now);
+        }
+        let silent_ms = now.saturating_sub(self.state.last_heard_ms.load(Ordering::Relaxed));
+        tokio::spawn(async move { b.silence_alert(&agent, silent_ms).await });
     }
 
     /// Takes the session off the list (the connection ended), even while tasks of the

@@ -134,6 +134,25 @@ pub(super) fn disk_alert(kind: &str, message: &str) -> Op {
     )
 }
 
+/// An agent fell silent: its last connection to this node ended without a goodbye
+/// (namespace 0).
+pub fn silence_alert(agent: &str, message: &str, working: u64, silent_ms: u64) -> Op {
+    alert_op(
+        0,
+        vec![
+            (b"kind".to_vec(), b"agent_silent".to_vec()),
+            (b"message".to_vec(), message.as_bytes().to_vec()),
+            (b"agent".to_vec(), agent.as_bytes().to_vec()),
+            (
+                b"tasks_in_progress".to_vec(),
+                working.to_string().into_bytes(),
+            ),
+            (b"silent_ms".to_vec(), silent_ms.to_string().into_bytes()),
+            (b"view".to_vec(), format!("/#/agents/{agent}").into_bytes()),
+        ],
+    )
+}
+
 /// An alert about damage found in the store (namespace 0).
 pub(super) fn damage_alert(message: &str) -> Op {
     alert_op(

@@ -153,19 +153,22 @@ async fn connection(conn: Connection, broker: &Broker) -> bool {
         .fetch_add(1, Ordering::Relaxed);
     // Listed by `Broker::agents` until the connection ends.
     let session = Arc::new(broker.register_session(&who, "quic", &client));
-    loop {
+    let ended = loop {
         let (send, recv) = match conn.accept_bi().await {
             Ok(s) => s,
-            Err(_) => break,
+            Err(e) => break e,
         };
         let b = broker.clone();
         let w = who.clone();
         let s = session.clone();
         tokio::spawn(async move { stream(send, recv, b, w, s, limits).await });
-    }
+    };
     // Off the list before the connection count goes down (a drain waited for on the count
-    // then finds the agent gone).
-    session.close();
+    // then finds the agent gone). Gone without a goodbye, the agent may have fallen silent.
+    match ended {
+        quinn::ConnectionError::TimedOut | quinn::ConnectionError::Reset => session.lost(),
+        _ => session.close(),
+    }
     true
 }
 

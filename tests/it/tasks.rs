@@ -478,3 +478,67 @@ async fn cli_submit_watch_until_final_then_cancel_is_refused_and_list() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--delay"));
 }
+
+/// Presence after a client dies without goodbye: `cortex reply pink` holding a task is
+/// SIGKILLed; at the QUIC idle timeout (3 s here) pink leaves the agents list and one alert
+/// says it fell silent with one task in progress.
+#[test]
+fn an_agent_that_dies_without_goodbye_leaves_and_one_silence_alert_fires() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("cortex.toml");
+    std::fs::write(&config, "quic_idle_timeout_ms = 3000\n").unwrap();
+    let s = Server::start(&["--config", config.to_str().unwrap()]);
+    let call = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        let (status, text) = crate::http::http(s.http, method, path, None, body.as_ref());
+        assert!(status < 300, "{method} {path}: {status} {text}");
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()
+    };
+    call(
+        "POST",
+        "/api/v1/tasks",
+        Some(serde_json::json!({"agent": "pink", "id": "S1", "fields": {"do": "think"}})),
+    );
+    // Its own process group, so the kill takes its command too.
+    let mut reply = std::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
+        .args([
+            "reply",
+            "pink",
+            "--server",
+            &s.quic.to_string(),
+            "--data-dir",
+        ])
+        .arg(s.dir.path())
+        .args(["--", "sleep", "30"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("cortex reply");
+    let held = call("GET", "/api/v1/tasks/S1?from=1&timeout_ms=30000", None);
+    assert_eq!(held["state"], "working", "{held}");
+    let listed = call("GET", "/api/v1/agents", None);
+    assert!(listed.to_string().contains("\"pink\""), "{listed}");
+    let pgid = reply.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let _ = reply.wait();
+    // The first alert of this broker: waited for, not polled.
+    let mut r = s.raw();
+    let got = r.cmd(&["XREAD", "BLOCK", "30000", "STREAMS", "cortex:alerts", "0-0"]);
+    let text = format!("{got:?}");
+    assert!(text.contains("agent_silent"), "{text}");
+    assert!(
+        text.contains("pink silent for") && text.contains("1 task in progress"),
+        "{text}"
+    );
+    assert!(text.contains("/#/agents/pink"), "{text}");
+    let listed = call("GET", "/api/v1/agents", None);
+    assert!(!listed.to_string().contains("\"pink\""), "{listed}");
+    let all = r.cmd(&["XRANGE", "cortex:alerts", "-", "+"]);
+    let silent = format!("{all:?}").matches("agent_silent").count();
+    assert_eq!(silent, 1, "{all:?}");
+}
