@@ -463,9 +463,12 @@ impl Broker {
             .now_ms()
             .saturating_add(timeout.as_millis().min(u128::from(u64::MAX)) as u64);
         headers.retain(|(k, _)| !k.starts_with(b"cortex-"));
-        headers.push((CORRELATION.into(), correlation.clone()));
-        headers.push((REPLY_TO.into(), reply_stream.name.clone()));
-        headers.push((DEADLINE.into(), deadline.to_string().into_bytes()));
+        let envelope = Envelope {
+            correlation: &correlation,
+            reply_to: &reply_stream.name,
+            deadline_ms: deadline,
+        };
+        let op = request_append(who, target, fields, lane, headers, &envelope);
         let (tx, rx) = mpsc::channel(64);
         {
             let mut t = lock(&self.inner.requests.table);
@@ -500,20 +503,6 @@ impl Broker {
             correlation,
             id: StreamId::MIN,
             parts: rx,
-        };
-        let op = Op::Append {
-            stream: target,
-            id: IdSpec::Auto,
-            fields,
-            meta: Meta {
-                lane,
-                expires_at_ms: Some(deadline),
-                producer: who.agent().map(|a| a.as_bytes().to_vec()),
-                headers,
-            },
-            idempotency_key: None,
-            no_mkstream: false,
-            trim: None,
         };
         pending.id = self.append(who, op).await?;
         Ok(pending)
@@ -791,4 +780,43 @@ pub struct Responders {
     pub here: usize,
     /// Other nodes with subscribers of its inbox (live announcements).
     pub nodes: Vec<u64>,
+}
+
+/// What makes an entry a request: who answers it where, and until when.
+pub(crate) struct Envelope<'a> {
+    /// The correlation ID the parts echo.
+    pub correlation: &'a [u8],
+    /// The stream the parts go to.
+    pub reply_to: &'a [u8],
+    /// Unix ms; also the entry's TTL.
+    pub deadline_ms: u64,
+}
+
+/// The append of a request (a task is one) to `target`: `headers` then the request's own,
+/// the deadline as its TTL, `who` as its producer.
+pub(crate) fn request_append(
+    who: &Principal,
+    target: StreamKey,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    lane: Lane,
+    mut headers: Vec<(Vec<u8>, Vec<u8>)>,
+    e: &Envelope<'_>,
+) -> Op {
+    headers.push((CORRELATION.into(), e.correlation.to_vec()));
+    headers.push((REPLY_TO.into(), e.reply_to.to_vec()));
+    headers.push((DEADLINE.into(), e.deadline_ms.to_string().into_bytes()));
+    Op::Append {
+        stream: target,
+        id: IdSpec::Auto,
+        fields,
+        meta: Meta {
+            lane,
+            expires_at_ms: Some(e.deadline_ms),
+            producer: who.agent().map(|a| a.as_bytes().to_vec()),
+            headers,
+        },
+        idempotency_key: None,
+        no_mkstream: false,
+        trim: None,
+    }
 }

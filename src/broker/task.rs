@@ -10,13 +10,13 @@
 use std::time::Duration;
 
 use cortex_storage::{
-    Answer, GroupStart, IdSpec, Lane, Meta, Op, Query, Reply, StreamId, StreamKey, TaskFilter,
-    TaskRecord, TASK_HEADER, TASK_ID_MAX,
+    Answer, GroupStart, Lane, Op, Query, Reply, StreamId, StreamKey, TaskFilter, TaskRecord,
+    TASK_HEADER, TASK_ID_MAX,
 };
 use tokio::sync::broadcast::error::RecvError;
 
 use super::perm::{inbox, replies, Right};
-use super::reqrep::{CORRELATION, DEADLINE, REPLY_TO};
+use super::reqrep::{request_append, Envelope};
 use super::{Broker, BrokerError, Principal};
 use crate::wire::names::RESPONDERS_GROUP;
 
@@ -123,23 +123,14 @@ impl Broker {
                 || k == cortex_storage::DELAY_HEADER
         });
         headers.push((TASK_HEADER.to_vec(), id.clone()));
-        headers.push((CORRELATION.into(), id.clone()));
-        headers.push((REPLY_TO.into(), replies(me)));
-        headers.push((DEADLINE.into(), deadline.to_string().into_bytes()));
-        let op = Op::Append {
-            stream: StreamKey::new(0, inbox(agent)),
-            id: IdSpec::Auto,
-            fields: task.fields,
-            meta: Meta {
-                lane: task.lane,
-                expires_at_ms: Some(deadline),
-                producer: who.agent().map(|a| a.as_bytes().to_vec()),
-                headers,
-            },
-            idempotency_key: None,
-            no_mkstream: false,
-            trim: None,
+        let reply_to = replies(me);
+        let envelope = Envelope {
+            correlation: &id,
+            reply_to: &reply_to,
+            deadline_ms: deadline,
         };
+        let target = StreamKey::new(0, inbox(agent));
+        let op = request_append(who, target, task.fields, task.lane, headers, &envelope);
         who.authorize_op(&op).map_err(BrokerError::NoPermission)?;
         // The agent's workers' group is made here if it is new, before the task: a task
         // waits for a worker that has never subscribed yet (an error when it exists).

@@ -93,6 +93,16 @@ pub(crate) struct StreamState {
     pub(crate) groups: BTreeMap<Vec<u8>, Arc<GroupState>>,
 }
 
+impl StreamState {
+    /// Its groups' names and internal IDs, in name order.
+    pub(crate) fn group_ids(&self) -> Vec<(Vec<u8>, u64)> {
+        self.groups
+            .iter()
+            .map(|(n, g)| (n.clone(), g.meta.group_id))
+            .collect()
+    }
+}
+
 /// The committed state readers see: the in-memory catalog and the fjall snapshot taken
 /// right after the commit that produced it, installed together, so a reader never pairs a
 /// catalog with data of another commit.

@@ -177,7 +177,8 @@ impl Txn<'_> {
             dead_letter: None,
         };
         let now = self.now;
-        let producer = record.meta.producer.clone();
+        // Only a task needs its producer after the record moves into the stream.
+        let producer = task.as_ref().and_then(|_| record.meta.producer.clone());
         let mut sid = 0;
         self.with_stream(key, |txn, st| {
             sid = st.meta.stream_id;
@@ -664,11 +665,7 @@ impl Txn<'_> {
             return Ok(Reply::Count(0));
         };
         let sid = st.meta.stream_id;
-        let groups: Vec<(Vec<u8>, u64)> = st
-            .groups
-            .iter()
-            .map(|(n, g)| (n.clone(), g.meta.group_id))
-            .collect();
+        let groups = st.group_ids();
         for (name, gid) in groups {
             self.tx.remove(&self.ks.groups, keys::group(sid, &name));
             self.tx

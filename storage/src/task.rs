@@ -620,11 +620,7 @@ impl Txn<'_> {
             .stream(&key)
             .filter(|s| s.meta.stream_id == rec.stream_id)
         {
-            let groups: Vec<(Vec<u8>, u64)> = st
-                .groups
-                .iter()
-                .map(|(n, g)| (n.clone(), g.meta.group_id))
-                .collect();
+            let groups = st.group_ids();
             for (name, gid) in groups {
                 if let Some(pel) = self.pending_entry(&key.name, gid, rec.id)? {
                     held.push((name, pel));
