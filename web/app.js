@@ -299,21 +299,21 @@ async function renderAgents() {
   const r = await api('/agents');
   $('#agents-count').textContent = r.agents.length;
   const shown = state.agent ? r.agents.filter((a) => a.agent === state.agent) : r.agents;
-  $('#agents-scope').textContent = state.agent ? `Agent ${state.agent}` : 'Agents connected to this node';
+  $('#agents-scope').textContent = state.agent ? `Agent ${state.agent}` : 'Agents connected (every node of a cluster)';
   $('#agents-all').hidden = !state.agent;
   const rows = [];
   for (const a of shown) {
     for (const s of a.sessions) {
       rows.push(el('tr', { 'data-agent': a.agent },
         el('td', {}, el('a', { href: '#/agents/' + encodeURIComponent(a.agent) }, a.agent)),
-        el('td', {}, s.front), el('td', {}, s.client), el('td', {}, time(s.connected_ms)),
+        el('td', {}, s.node ? 'node ' + s.node : 'this node'), el('td', {}, s.front), el('td', {}, s.client), el('td', {}, time(s.connected_ms)),
         el('td', {}, ago(s.last_heard_ms)),
         el('td', {}, s.serves.map((x) => x.stream + ' / ' + x.group).join(', '))));
     }
   }
   $('#agents-table tbody').replaceChildren(...rows);
   $('#agents-empty').hidden = rows.length > 0;
-  $('#agents-empty').textContent = state.agent ? `${state.agent} is not connected to this node.` : 'No agent is connected.';
+  $('#agents-empty').textContent = state.agent ? `${state.agent} is not connected.` : 'No agent is connected.';
 }
 
 // ---- tasks -----------------------------------------------------------------------------------

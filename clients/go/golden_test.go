@@ -90,7 +90,7 @@ func TestGoldenVectors(t *testing.T) {
 		t.Errorf("Task submit read wrongly: %+v", sub)
 	}
 	ag := decoded["21-admin-answer-agents.txt"].(*adminAnswerFrame).Ans.Agents
-	if len(ag) != 1 || ag[0].Name != "pink" || ag[0].Sessions[0].Client != "cortex-py/0.1.0" ||
+	if len(ag) != 1 || ag[0].Name != "pink" || ag[0].Sessions[0].Client != "cortex-py/0.1.0" || ag[0].Sessions[0].Node != 2 ||
 		ag[0].Sessions[0].Serves[0] != (Served{"cortex:inbox:pink", "cortex-responders"}) {
 		t.Errorf("Agents read wrongly: %+v", ag)
 	}

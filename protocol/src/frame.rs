@@ -515,6 +515,8 @@ pub struct SessionInfo {
     pub last_heard_ms: u64,
     /// (stream, group) of each open subscription.
     pub serves: Vec<(Bytes, Bytes)>,
+    /// The node the connection is to: its cluster ID (0 on a single node).
+    pub node: u64,
 }
 
 /// A frame. The tag (variant index) is its type on the wire.

@@ -477,9 +477,9 @@ fn vectors() -> Vec<(&'static str, &'static str, Frame)> {
         ),
         (
             "admin-answer-agents",
-            "AdminAnswer Agents: `pink`, last heard 1764000000123, one QUIC session from client \
-             `cortex-py/0.1.0` connected at 1764000000000, serving stream `cortex:inbox:pink` \
-             with group `cortex-responders`.",
+            "AdminAnswer Agents: `pink`, last heard 1764000000123, one QUIC session to node 2 \
+             from client `cortex-py/0.1.0` connected at 1764000000000, serving stream \
+             `cortex:inbox:pink` with group `cortex-responders`.",
             Frame::AdminAnswer(AdminAnswer::Agents(vec![AgentInfo {
                 agent: "pink".into(),
                 last_heard_ms: 1_764_000_000_123,
@@ -489,6 +489,7 @@ fn vectors() -> Vec<(&'static str, &'static str, Frame)> {
                     connected_ms: 1_764_000_000_000,
                     last_heard_ms: 1_764_000_000_123,
                     serves: vec![(b("cortex:inbox:pink"), b("cortex-responders"))],
+                    node: 2,
                 }],
             }])),
         ),

@@ -9,6 +9,12 @@
 //! and how many tasks of its inbox were in progress, at most one per agent per
 //! `alert_interval_ms`.
 //!
+//! In a cluster every node lists every node's agents: each node announces its sessions to
+//! the others with the inboxes it serves (`cluster/presence.rs`), at once when one opens,
+//! closes or starts or stops serving, and once a second with fresh last-heard times. A
+//! node that stops announcing (killed, cut off) drops out of the others' lists when its
+//! lease ends.
+//!
 //! Bounded by what bounds connections: one session per authenticated connection, one
 //! served (stream, group) per open subscription stream, and a client name cut to
 //! [`CLIENT_BYTES_MAX`].
@@ -17,28 +23,45 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::watch;
+
 use super::{Broker, Principal};
+use crate::cluster::presence::{SessionAd, SERVES_MAX};
 
 /// Longest client name kept (the rest of what a peer sent is cut off).
 pub const CLIENT_BYTES_MAX: usize = 256;
 
 /// The sessions of this node.
-#[derive(Default)]
 pub(super) struct Presence {
     next: AtomicU64,
     sessions: Mutex<BTreeMap<u64, Arc<State>>>,
     /// Agent -> when its last silence alert went out, Unix ms (pruned past the interval).
     alerted: Mutex<BTreeMap<String, u64>>,
+    /// Counts the times a session opened or closed or what one serves changed (the
+    /// cluster's announcer and waiters for an agent listen).
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence {
+            next: AtomicU64::new(0),
+            sessions: Mutex::new(BTreeMap::new()),
+            alerted: Mutex::new(BTreeMap::new()),
+            changed: Arc::new(watch::Sender::new(0)),
+        }
+    }
 }
 
 struct State {
     agent: String,
     front: &'static str,
-    client: String,
+    client: Mutex<String>,
     connected_ms: u64,
     last_heard_ms: AtomicU64,
     /// (stream, group) -> open subscriptions.
     serves: Mutex<BTreeMap<Served, u32>>,
+    changed: Arc<watch::Sender<u64>>,
 }
 
 /// A (stream, group) an agent serves.
@@ -60,8 +83,10 @@ pub struct Serving {
 /// A session as [`Broker::agents`] reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionView {
-    /// The front (`quic`; RESP connections are not registered yet).
-    pub front: &'static str,
+    /// The node the connection is to (its cluster ID; 0 on a single node).
+    pub node: u64,
+    /// The front (`quic`, `resp`).
+    pub front: String,
     /// The client library's own name and version (QUIC `Hello.client`).
     pub client: String,
     /// When the connection authenticated, Unix ms.
@@ -83,6 +108,29 @@ pub struct AgentView {
     pub last_heard_ms: u64,
 }
 
+/// Waits for a change here or in the other nodes' announcements, for at most `wait` and
+/// at most 250 ms: a lease that lapses is told to nobody, so a waiter looks again anyway.
+pub(super) async fn next_change(
+    local: &mut watch::Receiver<u64>,
+    remote: Option<&mut watch::Receiver<u64>>,
+    wait: std::time::Duration,
+) {
+    let nap = wait.min(std::time::Duration::from_millis(250));
+    let remote_changed = async {
+        match remote {
+            Some(r) => {
+                let _ = r.changed().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = local.changed() => {}
+        _ = remote_changed => {}
+        _ = tokio::time::sleep(nap) => {}
+    }
+}
+
 fn cut(s: &str) -> String {
     let mut end = s.len().min(CLIENT_BYTES_MAX);
     while !s.is_char_boundary(end) {
@@ -101,15 +149,17 @@ impl Broker {
         let state = Arc::new(State {
             agent: who.agent().unwrap_or("").to_string(),
             front,
-            client: cut(client),
+            client: Mutex::new(cut(client)),
             connected_ms: now,
             last_heard_ms: AtomicU64::new(now),
             serves: Mutex::new(BTreeMap::new()),
+            changed: p.changed.clone(),
         });
         p.sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, state.clone());
+        p.changed.send_modify(|v| *v += 1);
         Session {
             broker: self.clone(),
             id,
@@ -117,9 +167,74 @@ impl Broker {
         }
     }
 
-    /// The agents connected to this node, by name, each with its sessions (oldest first).
-    /// Presence is for discovery: every authenticated agent may read it.
+    /// The agents connected to this node and, in a cluster, to the other nodes whose
+    /// announcement is live (as of their last one, at most a second old), by name, each
+    /// with its sessions (this node's first, oldest first). Presence is for discovery:
+    /// every authenticated agent may read it.
     pub fn agents(&self) -> Vec<AgentView> {
+        let here = self.cluster().map_or(0, |n| n.id);
+        let remote = self
+            .cluster()
+            .map(|n| n.presence.sessions())
+            .unwrap_or_default();
+        let local = self.session_ads().into_iter().map(|s| (here, s));
+        let mut by_agent: BTreeMap<String, AgentView> = BTreeMap::new();
+        for (node, s) in local.chain(remote) {
+            let a = by_agent
+                .entry(s.agent.clone())
+                .or_insert_with(|| AgentView {
+                    agent: s.agent.clone(),
+                    sessions: Vec::new(),
+                    last_heard_ms: 0,
+                });
+            a.last_heard_ms = a.last_heard_ms.max(s.last_heard_ms);
+            a.sessions.push(SessionView {
+                node,
+                front: s.front,
+                client: s.client,
+                connected_ms: s.connected_ms,
+                last_heard_ms: s.last_heard_ms,
+                serves: s.serves,
+            });
+        }
+        by_agent.into_values().collect()
+    }
+
+    /// The agents (as [`Broker::agents`]) once `agent` has `sessions` sessions on all nodes
+    /// together (at least one when `None`; 0: it left), or `None` when `timeout` passed
+    /// first. Woken by this node's sessions and by the other nodes' announcements.
+    pub async fn wait_agents(
+        &self,
+        agent: &str,
+        sessions: Option<usize>,
+        timeout: std::time::Duration,
+    ) -> Option<Vec<AgentView>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut local = self.sessions_changed();
+        let mut remote = self.cluster().map(|n| n.presence.changes());
+        loop {
+            local.mark_unchanged();
+            if let Some(r) = remote.as_mut() {
+                r.mark_unchanged();
+            }
+            let view = self.agents();
+            let n = view
+                .iter()
+                .find(|a| a.agent == agent)
+                .map_or(0, |a| a.sessions.len());
+            if sessions.map_or(n > 0, |want| want == n) {
+                return Some(view);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            next_change(&mut local, remote.as_mut(), deadline - now).await;
+        }
+    }
+
+    /// This node's sessions, oldest first, as the cluster announces them.
+    pub(crate) fn session_ads(&self) -> Vec<SessionAd> {
         let sessions: Vec<Arc<State>> = self
             .inner
             .presence
@@ -129,11 +244,12 @@ impl Broker {
             .values()
             .cloned()
             .collect();
-        let mut by_agent: BTreeMap<String, AgentView> = BTreeMap::new();
-        for s in sessions {
-            let view = SessionView {
-                front: s.front,
-                client: s.client.clone(),
+        sessions
+            .iter()
+            .map(|s| SessionAd {
+                agent: s.agent.clone(),
+                front: s.front.to_string(),
+                client: s.client.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 connected_ms: s.connected_ms,
                 last_heard_ms: s.last_heard_ms.load(Ordering::Relaxed),
                 serves: s
@@ -141,20 +257,16 @@ impl Broker {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .keys()
+                    .take(SERVES_MAX)
                     .cloned()
                     .collect(),
-            };
-            let a = by_agent
-                .entry(s.agent.clone())
-                .or_insert_with(|| AgentView {
-                    agent: s.agent.clone(),
-                    sessions: Vec::new(),
-                    last_heard_ms: 0,
-                });
-            a.last_heard_ms = a.last_heard_ms.max(view.last_heard_ms);
-            a.sessions.push(view);
-        }
-        by_agent.into_values().collect()
+            })
+            .collect()
+    }
+
+    /// Changes when a session here opens or closes or what one serves changes.
+    pub(crate) fn sessions_changed(&self) -> watch::Receiver<u64> {
+        self.inner.presence.changed.subscribe()
     }
 }
 
@@ -194,21 +306,37 @@ impl Broker {
 impl Session {
     /// The agent sent something: a request, a frame on a subscription.
     pub fn heard(&self) {
-        self.state
-            .last_heard_ms
-            .fetch_max(self.broker.now_ms(), Ordering::Relaxed);
+        self.heard_at(self.broker.now_ms());
+    }
+
+    /// The agent sent something at `ms` (Unix ms), a time the front read anyway.
+    pub fn heard_at(&self, ms: u64) {
+        self.state.last_heard_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// The agent it is a session of.
+    pub fn agent(&self) -> &str {
+        &self.state.agent
+    }
+
+    /// The client named itself after connecting (RESP `CLIENT SETINFO` / `SETNAME`).
+    pub fn set_client(&self, client: &str) {
+        *self.state.client.lock().unwrap_or_else(|e| e.into_inner()) = cut(client);
+        self.state.changed.send_modify(|v| *v += 1);
     }
 
     /// A subscription on (stream, group) opened; it is listed while the guard lives.
     pub fn serving(&self, stream: &[u8], group: &[u8]) -> Serving {
         let key = (stream.to_vec(), group.to_vec());
-        *self
-            .state
-            .serves
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
-            .or_insert(0) += 1;
+        let first = {
+            let mut serves = self.state.serves.lock().unwrap_or_else(|e| e.into_inner());
+            let n = serves.entry(key.clone()).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            self.state.changed.send_modify(|v| *v += 1);
+        }
         Serving {
             state: self.state.clone(),
             key,
@@ -249,13 +377,15 @@ impl Session {
     /// Takes the session off the list (the connection ended), even while tasks of the
     /// connection still hold it.
     pub fn close(&self) {
-        self.broker
-            .inner
-            .presence
+        let p = &self.broker.inner.presence;
+        let removed = p
             .sessions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.id);
+        if removed.is_some() {
+            p.changed.send_modify(|v| *v += 1);
+        }
     }
 }
 
@@ -272,6 +402,7 @@ impl Drop for Serving {
             *n -= 1;
             if *n == 0 {
                 serves.remove(&self.key);
+                self.state.changed.send_modify(|v| *v += 1);
             }
         }
     }

@@ -675,11 +675,24 @@ impl Broker {
     /// Tells the other nodes which inboxes this node serves and which push mailboxes wait
     /// here, with their room: when the inboxes change (a burst of changes within 10 ms is
     /// one announcement), when a mailbox is armed or its room came back (within 2 ms), and
-    /// every second.
+    /// every second. The agents' sessions ride along when they changed (within 10 ms) and
+    /// once a second, not on the frequent mailbox announcements.
     pub(crate) async fn announce(self, node: Arc<crate::cluster::Node>) {
         let mut changes = self.inner.requests.local_changes();
         let mail = self.inner.mail_announce.clone();
+        let mut sessions_changed = self.sessions_changed();
+        let every = crate::cluster::presence::ANNOUNCE_EVERY;
+        let mut with_sessions = true;
+        let mut sessions_sent = tokio::time::Instant::now();
         while !self.stopping() {
+            if sessions_sent.elapsed() >= every {
+                with_sessions = true;
+            }
+            let sessions = with_sessions.then(|| self.session_ads());
+            if with_sessions {
+                sessions_sent = tokio::time::Instant::now();
+                with_sessions = false;
+            }
             let mailboxes = self.inner.core.notifier.all_mailboxes();
             let ads: Vec<_> = mailboxes
                 .iter()
@@ -689,6 +702,7 @@ impl Broker {
             let seq = node.announce(
                 self.inner.requests.local_inboxes(),
                 ads.iter().map(|(_, a)| a.clone()).collect(),
+                sessions,
             );
             for (m, _) in &ads {
                 m.announced(seq);
@@ -698,12 +712,16 @@ impl Broker {
                 .core
                 .remote_credit
                 .retain(|n, run, id| node.presence.has_mailbox(n, run, id));
-            let every = crate::cluster::presence::ANNOUNCE_EVERY;
             tokio::select! {
                 r = tokio::time::timeout(every, changes.changed()) => {
                     if let Ok(Ok(())) = r {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
+                }
+                // An agent connected, left, or started or stopped serving something.
+                _ = sessions_changed.changed() => {
+                    with_sessions = true;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 // A mailbox armed, or its room came back: the leader plans from what it
                 // heard last, so tell it soon (a few changes share one announcement).
@@ -751,22 +769,7 @@ impl Broker {
             if now >= deadline {
                 return Ok(None);
             }
-            // Announcements that lapse change nothing anybody is told of: look again at
-            // least every 250 ms.
-            let nap = (deadline - now).min(Duration::from_millis(250));
-            let remote_changed = async {
-                match remote.as_mut() {
-                    Some(r) => {
-                        let _ = r.changed().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = local.changed() => {}
-                _ = remote_changed => {}
-                _ = tokio::time::sleep(nap) => {}
-            }
+            super::presence::next_change(&mut local, remote.as_mut(), deadline - now).await;
         }
     }
 }

@@ -268,6 +268,7 @@ pub async fn agents(a: AgentsArgs) -> Result<(), Exit> {
             "agent": a.agent,
             "last_heard_ms": a.last_heard_ms,
             "sessions": a.sessions.iter().map(|s| json!({
+                "node": s.node,
                 "front": s.front,
                 "client": s.client,
                 "connected_ms": s.connected_ms,

@@ -373,8 +373,14 @@ impl Node {
 impl Node {
     /// Announces the inboxes this node's agents serve to every other member, each on its
     /// own task (a dead peer's timeout delays nobody else's announcement).
-    /// Returns the announcement's sequence number.
-    pub fn announce(&self, mut inboxes: Vec<Vec<u8>>, mailboxes: Vec<presence::MailboxAd>) -> u64 {
+    /// `sessions` is `None` when they did not change since the last announcement that
+    /// carried them. Returns the announcement's sequence number.
+    pub fn announce(
+        &self,
+        mut inboxes: Vec<Vec<u8>>,
+        mailboxes: Vec<presence::MailboxAd>,
+        mut sessions: Option<Vec<presence::SessionAd>>,
+    ) -> u64 {
         if inboxes.len() > presence::INBOXES_MAX {
             tracing::warn!(
                 "{} inboxes are served here; the other nodes hear of the first {}",
@@ -383,11 +389,23 @@ impl Node {
             );
             inboxes.truncate(presence::INBOXES_MAX);
         }
+        if let Some(s) = sessions
+            .as_mut()
+            .filter(|s| s.len() > presence::SESSIONS_MAX)
+        {
+            tracing::warn!(
+                "{} agent sessions are open here; the other nodes hear of the first {}",
+                s.len(),
+                presence::SESSIONS_MAX
+            );
+            s.truncate(presence::SESSIONS_MAX);
+        }
         let a = presence::Announcement {
             run: self.run(),
             seq: self.announced.fetch_add(1, Ordering::Relaxed) + 1,
             inboxes,
             mailboxes,
+            sessions,
         };
         let seq = a.seq;
         let peers: Vec<u64> = self

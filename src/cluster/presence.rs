@@ -35,6 +35,10 @@ pub const LEASE: Duration = Duration::from_secs(4);
 pub const INBOXES_MAX: usize = 10_000;
 /// Most mailboxes one announcement carries (more read by themselves, as before).
 pub const MAILBOXES_MAX: usize = 10_000;
+/// Most agent sessions one announcement carries (more are left out, with a warning).
+pub const SESSIONS_MAX: usize = 10_000;
+/// Most (stream, group) pairs announced per session.
+pub const SERVES_MAX: usize = 256;
 
 /// One node's announcement: its run (random per process start), a sequence number within
 /// the run (an older announcement that arrives late is ignored), and the inboxes.
@@ -48,6 +52,27 @@ pub struct Announcement {
     pub inboxes: Vec<Vec<u8>>,
     /// Armed push mailboxes there.
     pub mailboxes: Vec<MailboxAd>,
+    /// The agents' sessions there, or `None`: the same as in the run's last announcement
+    /// that carried them (they ride only on changes and once a second, not on the
+    /// frequent mailbox announcements).
+    pub sessions: Option<Vec<SessionAd>>,
+}
+
+/// An agent's session on the announcing node, for the cluster-wide list of agents.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionAd {
+    /// The agent's name (empty: the anonymous agent).
+    pub agent: String,
+    /// The front it came over (`quic`, `resp`).
+    pub front: String,
+    /// Its client library's name and version.
+    pub client: String,
+    /// When it authenticated, Unix ms.
+    pub connected_ms: u64,
+    /// When the agent last sent anything on it, Unix ms (as of the announcement).
+    pub last_heard_ms: u64,
+    /// (stream, group) of its open subscriptions, at most [`SERVES_MAX`].
+    pub serves: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 struct Peer {
@@ -55,6 +80,7 @@ struct Peer {
     seq: u64,
     inboxes: HashSet<Vec<u8>>,
     mailboxes: Vec<MailboxAd>,
+    sessions: Vec<SessionAd>,
     until: Instant,
 }
 
@@ -83,9 +109,28 @@ impl Presence {
             }
         }
         let inboxes: HashSet<Vec<u8>> = a.inboxes.into_iter().take(INBOXES_MAX).collect();
-        let changed = peers.get(&peer).is_none_or(|p| p.inboxes != inboxes);
+        let mut changed = peers.get(&peer).is_none_or(|p| p.inboxes != inboxes);
         let mut mailboxes = a.mailboxes;
         mailboxes.truncate(MAILBOXES_MAX);
+        let sessions = match a.sessions {
+            Some(mut s) => {
+                s.truncate(SESSIONS_MAX);
+                for one in &mut s {
+                    one.serves.truncate(SERVES_MAX);
+                }
+                changed |= peers.get(&peer).is_none_or(|p| p.sessions != s);
+                s
+            }
+            // Unchanged: what the same run announced last (a new run starts with none).
+            None => match peers.get_mut(&peer) {
+                Some(p) if p.run == a.run => std::mem::take(&mut p.sessions),
+                Some(p) => {
+                    changed |= !p.sessions.is_empty();
+                    Vec::new()
+                }
+                None => Vec::new(),
+            },
+        };
         peers.insert(
             peer,
             Peer {
@@ -93,6 +138,7 @@ impl Presence {
                 seq: a.seq,
                 inboxes,
                 mailboxes,
+                sessions,
                 until: Instant::now() + LEASE,
             },
         );
@@ -168,8 +214,22 @@ impl Presence {
             .collect()
     }
 
-    /// Changes whenever a peer's set of inboxes changed (lease ends are not announced:
-    /// a waiter rechecks at least every [`ANNOUNCE_EVERY`]).
+    /// The agents' sessions on the other nodes whose announcement is live: (node, session),
+    /// in node order.
+    pub fn sessions(&self) -> Vec<(u64, SessionAd)> {
+        let now = Instant::now();
+        let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(u64, SessionAd)> = peers
+            .iter()
+            .filter(|(_, p)| p.until > now)
+            .flat_map(|(id, p)| p.sessions.iter().map(|s| (*id, s.clone())))
+            .collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Changes whenever a peer's set of inboxes or its sessions changed (lease ends are
+    /// not announced: a waiter rechecks at least every [`ANNOUNCE_EVERY`]).
     pub fn changes(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
     }
@@ -185,6 +245,7 @@ mod tests {
             seq,
             inboxes: inboxes.iter().map(|s| s.as_bytes().to_vec()).collect(),
             mailboxes: Vec::new(),
+            sessions: None,
         }
     }
 
@@ -213,6 +274,48 @@ mod tests {
         // The same set again is no change.
         p.record(2, a(1, 2, &["cortex:inbox:y", "cortex:inbox:x"]));
         assert!(!changes.has_changed().unwrap());
+    }
+
+    fn session(agent: &str) -> SessionAd {
+        SessionAd {
+            agent: agent.into(),
+            front: "quic".into(),
+            client: "cortex-go/0.1.0".into(),
+            connected_ms: 1,
+            last_heard_ms: 2,
+            serves: vec![(b"cortex:inbox:pink".to_vec(), b"cortex-responders".to_vec())],
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sessions_hold_until_announced_again_and_end_with_the_run_or_lease() {
+        let p = Presence::default();
+        let mut first = a(7, 1, &[]);
+        first.sessions = Some(vec![session("pink")]);
+        p.record(2, first);
+        p.record(3, a(1, 1, &[]));
+        // A mailbox announcement without sessions keeps the ones announced before.
+        p.record(2, a(7, 2, &[]));
+        assert_eq!(p.sessions(), vec![(2, session("pink"))]);
+        // An empty list is an announcement too.
+        let mut gone = a(7, 3, &[]);
+        gone.sessions = Some(Vec::new());
+        p.record(2, gone);
+        assert!(p.sessions().is_empty());
+        // A restarted node's announcement without sessions has none yet.
+        let mut again = a(7, 4, &[]);
+        again.sessions = Some(vec![session("pink"), session("harold")]);
+        p.record(2, again);
+        p.record(2, a(8, 1, &[]));
+        assert!(p.sessions().is_empty());
+        let mut back = a(8, 2, &[]);
+        back.sessions = Some(vec![session("pink")]);
+        p.record(2, back);
+        tokio::time::advance(LEASE + Duration::from_millis(1)).await;
+        assert!(
+            p.sessions().is_empty(),
+            "a node that stopped announcing drops out"
+        );
     }
 
     #[tokio::test(start_paused = true)]

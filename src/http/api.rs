@@ -176,20 +176,46 @@ async fn responders(State(app): State<App>, h: HeaderMap, Q(w): Q<RespondersWait
     }
 }
 
-/// `GET /agents`: the agents connected to this node, each with its sessions (front, client,
-/// connected and last-heard times, what it serves).
-async fn agents(State(app): State<App>, h: HeaderMap) -> ApiResult {
+/// `GET /agents[?agent=A[&sessions=N][&timeout_ms=T]]`: the agents connected to this node
+/// and, in a cluster, to the others, each with its sessions (node, front, client,
+/// connected and last-heard times, what it serves). With `agent`, once A has N sessions
+/// (at least one without `sessions`; 0 waits for it to leave); 504 when `timeout_ms` (at
+/// most [`BLOCK_MS_MAX`], default 10 s) passes first.
+#[derive(Deserialize)]
+struct AgentsWait {
+    agent: Option<String>,
+    sessions: Option<usize>,
+    timeout_ms: Option<u64>,
+}
+
+async fn agents(State(app): State<App>, h: HeaderMap, Q(w): Q<AgentsWait>) -> ApiResult {
     principal(&app.broker, &h)?;
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    let list: Vec<Value> = app
-        .broker
-        .agents()
+    let view = match &w.agent {
+        None => app.broker.agents(),
+        Some(agent) => {
+            let timeout = Duration::from_millis(w.timeout_ms.unwrap_or(10_000).min(BLOCK_MS_MAX));
+            app.broker
+                .wait_agents(agent, w.sessions, timeout)
+                .await
+                .ok_or_else(|| {
+                    let want = w.sessions.map_or("any".to_string(), |n| n.to_string());
+                    ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "timeout",
+                        format!("agent '{agent}' did not have {want} sessions within {timeout:?}"),
+                    )
+                })?
+        }
+    };
+    let list: Vec<Value> = view
         .into_iter()
         .map(|a| {
             json!({
                 "agent": a.agent,
                 "last_heard_ms": a.last_heard_ms,
                 "sessions": a.sessions.iter().map(|s| json!({
+                    "node": s.node,
                     "front": s.front,
                     "client": s.client,
                     "connected_ms": s.connected_ms,

@@ -187,11 +187,12 @@ pub(super) fn agent_info(a: crate::broker::presence::AgentView) -> wire::AgentIn
             .sessions
             .into_iter()
             .map(|s| wire::SessionInfo {
-                front: s.front.into(),
+                front: s.front,
                 client: s.client,
                 connected_ms: s.connected_ms,
                 last_heard_ms: s.last_heard_ms,
                 serves: s.serves,
+                node: s.node,
             })
             .collect(),
     }

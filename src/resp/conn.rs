@@ -116,6 +116,9 @@ pub struct Conn {
     pub close: bool,
     /// Shared with CLIENT LIST.
     pub view: Arc<Mutex<ClientView>>,
+    /// (stream, group) of each XREADGROUP since presence last looked (it lists them as
+    /// what the connection serves).
+    pub read_groups: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Conn {
@@ -156,6 +159,7 @@ impl Conn {
             multi_failed: false,
             close: false,
             view: Arc::new(Mutex::new(view)),
+            read_groups: Vec::new(),
         }
     }
 

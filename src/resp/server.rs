@@ -180,6 +180,7 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
     held.set(buf.capacity() + out.capacity());
     // Commands parsed from the buffer, waiting to run (bounded per read).
     let mut queued: VecDeque<Args> = VecDeque::new();
+    let mut presence = super::presence::Presence::default();
     'conn: loop {
         let mut start = 0;
         let mut protocol_error = None;
@@ -229,6 +230,7 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
             match ops {
                 Some(n) => run_ops += n,
                 None => {
+                    presence.sync(&mut conn, &broker);
                     for reply in
                         cmd::run(&mut conn, &broker, &shared, std::mem::take(&mut run)).await
                     {
@@ -265,6 +267,8 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
             last_words(&mut sock, &out).await;
             break;
         }
+        // Before the replies go out: a client that has its reply finds itself listed.
+        presence.sync(&mut conn, &broker);
         if !out.is_empty() && flush(&mut sock, &mut out, &conn, buf.len()).await.is_err() {
             break;
         }
@@ -302,6 +306,9 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
     held.set(0);
+    // Off the list of agents before the count goes down (a drain that waited for the
+    // count sees no session left).
+    drop(presence);
     stats.clients.fetch_sub(1, Ordering::Relaxed);
     broker.connection_closed();
 }

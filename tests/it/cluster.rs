@@ -1082,12 +1082,26 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Who serves `agent`, as node `node` sees it, once it is served (or not) there.
-fn responders(node: &Server, agent: &str, served: bool) -> serde_json::Value {
-    let path = format!("/api/v1/responders?agent={agent}&served={served}&timeout_ms=20000");
-    let (code, body) = crate::http::http(node.http, "GET", &path, None, None);
+/// `GET path` on `node`'s HTTP port, which must answer 200 with JSON.
+fn get_json(node: &Server, path: &str) -> serde_json::Value {
+    let (code, body) = crate::http::http(node.http, "GET", path, None, None);
     assert_eq!(code, 200, "{}: {path}: {body}", node.http);
     serde_json::from_str(&body).expect("JSON")
+}
+
+/// Who serves `agent`, as node `node` sees it, once it is served (or not) there.
+fn responders(node: &Server, agent: &str, served: bool) -> serde_json::Value {
+    get_json(
+        node,
+        &format!("/api/v1/responders?agent={agent}&served={served}&timeout_ms=20000"),
+    )
+}
+
+/// A client of `agent` connected to `node`.
+fn connect(rt: &tokio::runtime::Runtime, node: &Server, agent: &str) -> cortex::client::Client {
+    let opts = crate::quic::opts(node, agent, "");
+    rt.block_on(cortex::client::Client::connect(opts))
+        .expect("connect")
 }
 
 /// Request/reply between agents on different nodes, for every ordered pair: a progress
@@ -1102,10 +1116,7 @@ fn request_reply_between_any_two_nodes() {
     // loaded machine can outlast the 3 s a write waits for one).
     c.leader();
     let rt = runtime();
-    let connect = |node: &Server, agent: &str| {
-        let opts = crate::quic::opts(node, agent, "");
-        rt.block_on(Client::connect(opts)).expect("connect")
-    };
+    let connect = |node: &Server, agent: &str| connect(&rt, node, agent);
     // Answers with a progress part and the request's fields plus `by`; leaves `ignore`
     // unanswered; reports each request it got.
     let serve = |client: &Client, me: String| {
@@ -1529,4 +1540,97 @@ fn a_task_watched_across_the_kill_of_its_workers_node_misses_no_change() {
     assert_eq!(events.first(), Some(&"submitted"));
     assert!(events.contains(&"part"), "{events:?}");
     assert_eq!(seen.last().map(|c| c.state.as_str()), Some("completed"));
+}
+
+/// Agents as node `node` lists them, once `agent` has `sessions` sessions (any when
+/// `None`) on all nodes together.
+fn agents_on(node: &Server, agent: &str, sessions: Option<usize>) -> serde_json::Value {
+    let n = sessions.map_or(String::new(), |n| format!("&sessions={n}"));
+    get_json(
+        node,
+        &format!("/api/v1/agents?agent={agent}{n}&timeout_ms=20000"),
+    )
+}
+
+/// What every node must agree on of a list of agents: each session's agent, node, front,
+/// client, connection time and what it serves (last-heard times are a second stale on
+/// the other nodes by design).
+fn agreed(list: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in list["agents"].as_array().expect("agents") {
+        for s in a["sessions"].as_array().expect("sessions") {
+            out.push(format!(
+                "{} node {} {} {} {} {}",
+                a["agent"], s["node"], s["front"], s["client"], s["connected_ms"], s["serves"]
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Presence is the same on every node: agents on two nodes over QUIC and one over RESP
+/// are listed by all three with the node each is connected to; one that says goodbye
+/// leaves every list, and the agents of a killed node leave the others' lists when its
+/// announcement lapses.
+#[test]
+fn every_node_lists_every_nodes_agents() {
+    let mut c = Cluster::start(3, None);
+    c.leader();
+    let rt = runtime();
+    let connect = |node: &Server, agent: &str| connect(&rt, node, agent);
+    let pink = connect(&c.nodes[0], "pink");
+    let requests = rt.block_on(pink.serve(4)).expect("serve");
+    let harold = connect(&c.nodes[1], "harold");
+    let mut blue = c.nodes[2].raw();
+    blue.cmd(&["CLIENT", "SETNAME", "blue-tool"]);
+    for node in &c.nodes {
+        agents_on(node, "pink", Some(1));
+        agents_on(node, "harold", Some(1));
+        agents_on(node, "", Some(1));
+    }
+    let lists: Vec<Vec<String>> = c
+        .nodes
+        .iter()
+        .map(|n| agreed(&agents_on(n, "pink", Some(1))))
+        .collect();
+    assert_eq!(lists[0].len(), 3, "{lists:?}");
+    assert_eq!(lists[0], lists[1], "nodes 1 and 2 disagree");
+    assert_eq!(lists[0], lists[2], "nodes 1 and 3 disagree");
+    let one = agents_on(&c.nodes[2], "pink", Some(1));
+    let text = one.to_string();
+    let by_name = |name: &str| {
+        one["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["agent"] == name)
+            .unwrap_or_else(|| panic!("{name} in {text}"))["sessions"][0]
+            .clone()
+    };
+    assert_eq!(by_name("pink")["node"], 1, "{text}");
+    assert_eq!(
+        by_name("pink")["serves"],
+        serde_json::json!([{"stream": "cortex:inbox:pink", "group": "cortex-responders"}]),
+        "{text}"
+    );
+    assert_eq!(by_name("harold")["node"], 2, "{text}");
+    assert_eq!(by_name("")["node"], 3, "{text}");
+    assert_eq!(by_name("")["front"], "resp", "{text}");
+    assert_eq!(by_name("")["client"], "blue-tool", "{text}");
+
+    // pink says goodbye: no node lists it.
+    drop(requests);
+    rt.block_on(pink.close());
+    for node in &c.nodes {
+        agents_on(node, "pink", Some(0));
+    }
+    // harold's node dies: its announcement lapses on the others, and harold with it.
+    c.kill(1);
+    for i in [0, 2] {
+        let left = agents_on(&c.nodes[i], "harold", Some(0));
+        let names = agreed(&left);
+        assert_eq!(names.len(), 1, "node {}: {left}", i + 1);
+    }
+    drop(harold);
 }

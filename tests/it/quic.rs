@@ -636,12 +636,38 @@ async fn agents_are_listed_with_what_they_serve_until_they_leave() {
         quic[1].sessions[0].serves,
         [(b"cortex:inbox:pink".to_vec(), b"cortex-responders".to_vec())]
     );
-    let resp = s.raw().cmd(&["CX.AGENTS"]);
+    // A RESP connection is a session too: this one (the anonymous agent of a broker
+    // without tokens) is listed under the library it names, reading with its group.
+    let mut raw = s.raw();
+    raw.cmd(&["CLIENT", "SETINFO", "LIB-NAME", "redis-py"]);
+    raw.cmd(&["CLIENT", "SETINFO", "LIB-VER", "5.2.1"]);
+    raw.cmd(&["XGROUP", "CREATE", "tasks", "reviewers", "0"]);
+    raw.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "reviewers",
+        "r1",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "tasks",
+        ">",
+    ]);
+    let resp = raw.cmd(&["CX.AGENTS"]);
     let listed: Vec<&V> = resp.arr().iter().collect();
-    assert_eq!(listed.len(), 2, "{resp:?}");
-    assert!(
-        format!("{resp:?}").contains("cortex:inbox:pink"),
-        "{resp:?}"
+    assert_eq!(listed.len(), 3, "{resp:?}");
+    let text = format!("{resp:?}");
+    assert!(text.contains("cortex:inbox:pink"), "{text}");
+    let all = get("/api/v1/agents");
+    let anon = &all["agents"][0];
+    assert_eq!(anon["agent"], "", "{all}");
+    assert_eq!(anon["sessions"][0]["front"], "resp", "{all}");
+    assert_eq!(anon["sessions"][0]["client"], "redis-py/5.2.1", "{all}");
+    assert_eq!(anon["sessions"][0]["node"], 0, "{all}");
+    assert_eq!(
+        anon["sessions"][0]["serves"],
+        serde_json::json!([{"stream": "tasks", "group": "reviewers"}]),
+        "{all}"
     );
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cortex"))
         .arg("agents")
@@ -658,15 +684,19 @@ async fn agents_are_listed_with_what_they_serve_until_they_leave() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let names: Vec<&str> = lines.iter().map(|a| a["agent"].as_str().unwrap()).collect();
-    assert_eq!(names, ["cli", "harold", "pink"], "{lines:?}");
+    assert_eq!(names, ["", "cli", "harold", "pink"], "{lines:?}");
     assert_eq!(
-        lines[2]["sessions"][0]["serves"][0]["group"],
+        lines[3]["sessions"][0]["serves"][0]["group"],
         "cortex-responders"
     );
 
-    // harold leaves: once the server counts one QUIC connection, the list has only pink.
+    // harold and the RESP connection leave: once the server counts one QUIC connection
+    // and no RESP one, the list has only pink.
     harold.close().await;
+    drop(raw);
+    get("/api/v1/agents?agent=harold&sessions=0&timeout_ms=20000");
     get("/api/v1/connections?protocol=quic&at_most=1&timeout_ms=20000");
+    get("/api/v1/connections?protocol=resp&at_most=0&timeout_ms=20000");
     let after = get("/api/v1/agents");
     let names: Vec<&str> = after["agents"]
         .as_array()

@@ -515,8 +515,9 @@ impl Client {
         })
     }
 
-    /// The agents connected to the node: (agent, last_heard_ms, [(front, client,
-    /// connected_ms, last_heard_ms, [(stream, group)])]).
+    /// The agents connected to the node and, in a cluster, to the others: (agent,
+    /// last_heard_ms, [(front, client, connected_ms, last_heard_ms, [(stream, group)],
+    /// node)]).
     fn agents<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let c = self.inner.clone();
         spawn(py, async move {
@@ -527,7 +528,16 @@ impl Client {
                         let sessions: Vec<_> = a
                             .sessions
                             .into_iter()
-                            .map(|s| (s.front, s.client, s.connected_ms, s.last_heard_ms, s.serves))
+                            .map(|s| {
+                                (
+                                    s.front,
+                                    s.client,
+                                    s.connected_ms,
+                                    s.last_heard_ms,
+                                    s.serves,
+                                    s.node,
+                                )
+                            })
                             .collect();
                         (a.agent, a.last_heard_ms, sessions)
                     })

@@ -57,6 +57,9 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         };
         streams.push((key(db, k), from));
     }
+    ctx.conn
+        .read_groups
+        .extend(r.keys.iter().map(|k| (k.clone(), group.clone())));
     let proto = ctx.conn.proto;
     let names = r.keys.clone();
     let history: Vec<bool> = streams

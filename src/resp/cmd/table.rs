@@ -113,7 +113,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("CX.CLOCK", -1, F, 0, 0, 0, "cortex", "Shows the broker's clock; moves it in test mode."),
     spec!("CX.FAULT", -2, F, 0, 0, 0, "cortex", "Injects storage failures in test mode."),
     spec!("CX.TASK", -2, W, 0, 0, 0, "cortex", "Submits, shows, lists or watches tasks."),
-    spec!("CX.AGENTS", 1, &["readonly", "fast"], 0, 0, 0, "cortex", "The agents connected to this node: sessions, client, last heard, what each serves."),
+    spec!("CX.AGENTS", 1, &["readonly", "fast"], 0, 0, 0, "cortex", "The agents connected to the cluster's nodes: sessions, node, client, last heard, what each serves."),
     spec!("CX.CANCEL", 2, &["write", "fast"], 0, 0, 0, "cortex", "Cancels a task: never delivered if not yet, else its holder is told first."),
 ];
 

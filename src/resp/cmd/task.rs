@@ -38,7 +38,7 @@ const CANCEL_HELP: &[&str] = &[
     "    Print this help.",
 ];
 
-/// CX.AGENTS: one map per agent (`agent`, `last-heard-ms`, `sessions`: maps of `front`,
+/// CX.AGENTS: one map per agent (`agent`, `last-heard-ms`, `sessions`: maps of `node`, `front`,
 /// `client`, `connected-ms`, `last-heard-ms`, `serves` as [stream, group] pairs).
 pub fn agents(ctx: &mut Ctx<'_>) -> Frame {
     let kv = |k: &str, v: Frame| (Frame::bulk(k), v);
@@ -63,7 +63,8 @@ pub fn agents(ctx: &mut Ctx<'_>) -> Frame {
                             })
                             .collect();
                         Frame::Map(vec![
-                            kv("front", Frame::bulk(s.front)),
+                            kv("node", Frame::Integer(s.node as i64)),
+                            kv("front", Frame::bulk(s.front.as_str())),
                             kv("client", Frame::bulk(s.client.as_str())),
                             kv("connected-ms", ms(s.connected_ms)),
                             kv("last-heard-ms", ms(s.last_heard_ms)),

@@ -440,13 +440,15 @@ def _task(t: Any) -> Task:
 @dataclasses.dataclass(frozen=True)
 class Session:
     """One connection of an agent: its front, client library, when it connected and was
-    last heard from (Unix ms), and the (stream, group) of each open subscription."""
+    last heard from (Unix ms), the (stream, group) of each open subscription, and the node
+    it is connected to (its cluster ID; 0 on a single node)."""
 
     front: str
     client: str
     connected_ms: int
     last_heard_ms: int
     serves: list[tuple[str, str]]
+    node: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1013,7 +1015,8 @@ class Client:
         return out
 
     async def agents(self) -> list[Agent]:
-        """The agents connected to the node this client talks to, by name (presence)."""
+        """The agents connected to the node this client talks to and, in a cluster, to every
+        other node, by name (presence)."""
         raw = await _call(self._c.agents())
         return [
             Agent(
@@ -1029,8 +1032,9 @@ class Client:
                             (st.decode(errors="replace"), g.decode(errors="replace"))
                             for st, g in serves
                         ],
+                        node,
                     )
-                    for front, client, conn, last, serves in sessions
+                    for front, client, conn, last, serves, node in sessions
                 ],
             )
             for name, heard, sessions in raw

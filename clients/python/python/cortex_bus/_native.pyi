@@ -97,7 +97,7 @@ class Client:
     def agents(
         self,
     ) -> Awaitable[
-        list[tuple[str, int, list[tuple[str, str, int, int, list[tuple[bytes, bytes]]]]]]
+        list[tuple[str, int, list[tuple[str, str, int, int, list[tuple[bytes, bytes]], int]]]]
     ]: ...
     def dead_letters(
         self, origin: bytes | None, count: int
