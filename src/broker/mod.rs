@@ -98,6 +98,7 @@ impl Broker {
         };
         let writer = core.run(queues.submissions, sequencer)?;
         tokio::spawn(crate::core::alerts::run(core.clone(), queues.alerts));
+        tokio::spawn(broker.clone().watch_heartbeats());
         if !core.config.retention.is_empty() {
             tokio::spawn(retention::run(broker.clone()));
         }
@@ -426,9 +427,17 @@ impl Broker {
         who: &Principal,
         ops: Vec<Op>,
     ) -> impl std::future::Future<Output = Result<Replies, BrokerError>> + Send + 'static {
-        let queued = who
-            .authorize_ops(&ops)
-            .map(|()| self.inner.core.submit_now(ops));
+        let queued = who.authorize_ops(&ops).map(|()| {
+            if let Some(agent) = who.agent() {
+                let beats = |op: &Op| {
+                    matches!(op, Op::Append { meta, .. } if meta.lane == cortex_storage::Lane::Heartbeat)
+                };
+                if ops.iter().any(beats) {
+                    self.heartbeat(agent);
+                }
+            }
+            self.inner.core.submit_now(ops)
+        });
         async move { queued.map_err(BrokerError::NoPermission)?.await }
     }
 
@@ -454,4 +463,9 @@ impl Broker {
     pub fn shutdown(&self) {
         self.inner.core.shutdown();
     }
+}
+
+/// Locks `m`, taking it over from a holder that panicked (the state stays usable).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -9,6 +9,12 @@
 //! and how many tasks of its inbox were in progress, at most one per agent per
 //! `alert_interval_ms`.
 //!
+//! An agent can also fall silent while still connected (its client library keeps the
+//! connection alive while the agent's own code hangs). Agents that publish on the
+//! heartbeat lane say how often to expect them: the gap between their last two heartbeats
+//! (at least [`BEAT_GAP_MIN_MS`]). One that is still connected here and has sent none for
+//! [`MISSED_BEATS`] of those gaps gets the same alert, once until it beats again.
+//!
 //! In a cluster every node lists every node's agents: each node announces its sessions to
 //! the others with the inboxes it serves (`cluster/presence.rs`), at once when one opens,
 //! closes or starts or stops serving, and once a second with fresh last-heard times. A
@@ -25,11 +31,20 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
-use super::{Broker, Principal};
+use super::{lock, Broker, Principal};
 use crate::cluster::presence::{SessionAd, SERVES_MAX};
 
 /// Longest client name kept (the rest of what a peer sent is cut off).
 pub const CLIENT_BYTES_MAX: usize = 256;
+/// Heartbeats missed in a row before an agent still connected counts as silent.
+pub const MISSED_BEATS: u64 = 3;
+/// The shortest gap between heartbeats expected of an agent (a burst of heartbeats does
+/// not make it expected every millisecond).
+pub const BEAT_GAP_MIN_MS: u64 = 1_000;
+/// Most agents whose heartbeats are followed on one node (more are not, with a warning).
+pub const BEATS_MAX: usize = 100_000;
+/// How often the heartbeats followed are checked.
+const BEAT_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The sessions of this node.
 pub(super) struct Presence {
@@ -37,6 +52,8 @@ pub(super) struct Presence {
     sessions: Mutex<BTreeMap<u64, Arc<State>>>,
     /// Agent -> when its last silence alert went out, Unix ms (pruned past the interval).
     alerted: Mutex<BTreeMap<String, u64>>,
+    /// Agent -> its heartbeats, for agents that published on the heartbeat lane here.
+    beats: Mutex<std::collections::HashMap<String, Beat>>,
     /// Counts the times a session opened or closed or what one serves changed (the
     /// cluster's announcer and waiters for an agent listen).
     changed: Arc<watch::Sender<u64>>,
@@ -48,8 +65,38 @@ impl Default for Presence {
             next: AtomicU64::new(0),
             sessions: Mutex::new(BTreeMap::new()),
             alerted: Mutex::new(BTreeMap::new()),
+            beats: Mutex::new(std::collections::HashMap::new()),
             changed: Arc::new(watch::Sender::new(0)),
         }
+    }
+}
+
+/// An agent's heartbeats as this node saw them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Beat {
+    /// The last one, Unix ms.
+    last_ms: u64,
+    /// The gap to the one before (at least [`BEAT_GAP_MIN_MS`]; 0: only one so far).
+    gap_ms: u64,
+    /// Its silence was alerted (no more until it beats again).
+    flagged: bool,
+}
+
+impl Beat {
+    fn beat(&mut self, now: u64) {
+        if self.last_ms > 0 {
+            self.gap_ms = now.saturating_sub(self.last_ms).max(BEAT_GAP_MIN_MS);
+        }
+        self.last_ms = self.last_ms.max(now);
+        self.flagged = false;
+    }
+
+    /// How long it has been silent at `now`, once that is [`MISSED_BEATS`] of its gaps
+    /// and its silence was not alerted yet.
+    fn overdue(&self, now: u64) -> Option<u64> {
+        let silent = now.saturating_sub(self.last_ms);
+        (!self.flagged && self.gap_ms > 0 && silent > self.gap_ms.saturating_mul(MISSED_BEATS))
+            .then_some(silent)
     }
 }
 
@@ -155,10 +202,7 @@ impl Broker {
             serves: Mutex::new(BTreeMap::new()),
             changed: p.changed.clone(),
         });
-        p.sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, state.clone());
+        lock(&p.sessions).insert(id, state.clone());
         p.changed.send_modify(|v| *v += 1);
         Session {
             broker: self.clone(),
@@ -235,12 +279,7 @@ impl Broker {
 
     /// This node's sessions, oldest first, as the cluster announces them.
     pub(crate) fn session_ads(&self) -> Vec<SessionAd> {
-        let sessions: Vec<Arc<State>> = self
-            .inner
-            .presence
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let sessions: Vec<Arc<State>> = lock(&self.inner.presence.sessions)
             .values()
             .cloned()
             .collect();
@@ -249,17 +288,10 @@ impl Broker {
             .map(|s| SessionAd {
                 agent: s.agent.clone(),
                 front: s.front.to_string(),
-                client: s.client.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                client: lock(&s.client).clone(),
                 connected_ms: s.connected_ms,
                 last_heard_ms: s.last_heard_ms.load(Ordering::Relaxed),
-                serves: s
-                    .serves
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .keys()
-                    .take(SERVES_MAX)
-                    .cloned()
-                    .collect(),
+                serves: lock(&s.serves).keys().take(SERVES_MAX).cloned().collect(),
             })
             .collect()
     }
@@ -271,8 +303,76 @@ impl Broker {
 }
 
 impl Broker {
-    /// Writes the alert that `agent` fell silent `silent_ms` ago.
-    async fn silence_alert(&self, agent: &str, silent_ms: u64) {
+    /// True when no silence alert went out for `agent` within the alert interval (and
+    /// then one counts as going out now).
+    fn may_alert_silence(&self, agent: &str, now: u64) -> bool {
+        let interval = self.config().alert_interval_ms;
+        let mut alerted = lock(&self.inner.presence.alerted);
+        if alerted
+            .get(agent)
+            .is_some_and(|t| now < t.saturating_add(interval))
+        {
+            return false;
+        }
+        alerted.retain(|_, t| now < t.saturating_add(interval));
+        alerted.insert(agent.to_string(), now);
+        true
+    }
+
+    /// `agent` published on the heartbeat lane.
+    pub(crate) fn heartbeat(&self, agent: &str) {
+        let now = self.now_ms();
+        let mut beats = lock(&self.inner.presence.beats);
+        if let Some(b) = beats.get_mut(agent) {
+            b.beat(now);
+        } else if beats.len() < BEATS_MAX {
+            let mut b = Beat::default();
+            b.beat(now);
+            beats.insert(agent.to_string(), b);
+        } else {
+            tracing::warn!("{BEATS_MAX} agents' heartbeats are followed here; {agent}'s are not");
+        }
+    }
+
+    /// Checks the heartbeats followed here every second until shutdown: an agent still
+    /// connected here that missed [`MISSED_BEATS`] of its gaps is alerted as silent; one
+    /// no longer connected here is no longer followed (a goodbye is not silence, and a
+    /// lost connection has its own alert).
+    pub(crate) async fn watch_heartbeats(self) {
+        let mut every = tokio::time::interval(BEAT_CHECK_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.stopping() {
+            every.tick().await;
+            let now = self.now_ms();
+            let here: std::collections::HashSet<String> = lock(&self.inner.presence.sessions)
+                .values()
+                .map(|s| s.agent.clone())
+                .collect();
+            let mut due = Vec::new();
+            {
+                let mut beats = lock(&self.inner.presence.beats);
+                beats.retain(|agent, _| here.contains(agent));
+                for (agent, b) in beats.iter_mut() {
+                    if let Some(silent) = b.overdue(now) {
+                        b.flagged = true;
+                        due.push((agent.clone(), silent, b.gap_ms));
+                    }
+                }
+            }
+            for (agent, silent, gap) in due {
+                if self.may_alert_silence(&agent, now) {
+                    let why = format!(
+                        "no heartbeat while connected; it beat every {} s",
+                        (gap + 500) / 1000
+                    );
+                    self.silence_alert(&agent, silent, &why).await;
+                }
+            }
+        }
+    }
+
+    /// Writes the alert that `agent` fell silent `silent_ms` ago (`why`: how that showed).
+    async fn silence_alert(&self, agent: &str, silent_ms: u64, why: &str) {
         let q = super::task::TaskQuery {
             agent: Some(agent.to_string()),
             state: Some(cortex_storage::TaskState::Working),
@@ -293,7 +393,7 @@ impl Broker {
             ""
         };
         let message = format!(
-            "{agent} silent for {} s (its connection timed out), {working}{more} {noun} in progress",
+            "{agent} silent for {} s ({why}), {working}{more} {noun} in progress",
             silent_ms.div_ceil(1000)
         );
         let op = crate::core::alerts::silence_alert(agent, &message, working as u64, silent_ms);
@@ -321,7 +421,7 @@ impl Session {
 
     /// The client named itself after connecting (RESP `CLIENT SETINFO` / `SETNAME`).
     pub fn set_client(&self, client: &str) {
-        *self.state.client.lock().unwrap_or_else(|e| e.into_inner()) = cut(client);
+        *lock(&self.state.client) = cut(client);
         self.state.changed.send_modify(|v| *v += 1);
     }
 
@@ -329,7 +429,7 @@ impl Session {
     pub fn serving(&self, stream: &[u8], group: &[u8]) -> Serving {
         let key = (stream.to_vec(), group.to_vec());
         let first = {
-            let mut serves = self.state.serves.lock().unwrap_or_else(|e| e.into_inner());
+            let mut serves = lock(&self.state.serves);
             let n = serves.entry(key.clone()).or_insert(0);
             *n += 1;
             *n == 1
@@ -353,36 +453,22 @@ impl Session {
             return;
         }
         let now = b.now_ms();
-        let interval = b.config().alert_interval_ms;
-        {
-            let mut alerted = b
-                .inner
-                .presence
-                .alerted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if alerted
-                .get(&agent)
-                .is_some_and(|t| now < t.saturating_add(interval))
-            {
-                return;
-            }
-            alerted.retain(|_, t| now < t.saturating_add(interval));
-            alerted.insert(agent.clone(), now);
+        if !b.may_alert_silence(&agent, now) {
+            return;
         }
+        lock(&b.inner.presence.beats).remove(&agent);
         let silent_ms = now.saturating_sub(self.state.last_heard_ms.load(Ordering::Relaxed));
-        tokio::spawn(async move { b.silence_alert(&agent, silent_ms).await });
+        tokio::spawn(async move {
+            b.silence_alert(&agent, silent_ms, "its connection timed out")
+                .await
+        });
     }
 
     /// Takes the session off the list (the connection ended), even while tasks of the
     /// connection still hold it.
     pub fn close(&self) {
         let p = &self.broker.inner.presence;
-        let removed = p
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+        let removed = lock(&p.sessions).remove(&self.id);
         if removed.is_some() {
             p.changed.send_modify(|v| *v += 1);
         }
@@ -397,7 +483,7 @@ impl Drop for Session {
 
 impl Drop for Serving {
     fn drop(&mut self) {
-        let mut serves = self.state.serves.lock().unwrap_or_else(|e| e.into_inner());
+        let mut serves = lock(&self.state.serves);
         if let Some(n) = serves.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -410,7 +496,28 @@ impl Drop for Serving {
 
 #[cfg(test)]
 mod tests {
-    use super::cut;
+    use super::{cut, Beat, BEAT_GAP_MIN_MS, MISSED_BEATS};
+
+    #[test]
+    fn silence_is_three_missed_gaps_once_until_the_next_beat() {
+        let mut b = Beat::default();
+        b.beat(10_000);
+        // One heartbeat says nothing of how often to expect them.
+        assert_eq!(b.overdue(1_000_000), None);
+        b.beat(25_000);
+        assert_eq!(b.gap_ms, 15_000);
+        assert_eq!(b.overdue(25_000 + 3 * 15_000), None);
+        assert_eq!(b.overdue(25_000 + 3 * 15_000 + 1), Some(45_001));
+        b.flagged = true;
+        assert_eq!(b.overdue(200_000), None, "once until it beats again");
+        b.beat(200_000);
+        assert!(!b.flagged);
+        assert_eq!(b.overdue(200_001), None);
+        // A burst does not make it expected every millisecond.
+        b.beat(200_002);
+        assert_eq!(b.gap_ms, BEAT_GAP_MIN_MS);
+        assert_eq!(b.overdue(200_002 + MISSED_BEATS * BEAT_GAP_MIN_MS), None);
+    }
 
     #[test]
     fn client_names_are_cut_on_a_char_boundary() {

@@ -24,7 +24,7 @@ use cortex_storage::{
 use tokio::sync::{mpsc, watch, Notify};
 
 use super::perm::{inbox, replies, Right, REPLIES_PREFIX};
-use super::{Broker, BrokerError, Principal};
+use super::{lock, Broker, BrokerError, Principal};
 
 /// Header names a request and its reply parts carry (the protocol's).
 pub use cortex_protocol::names::{CORRELATION, DEADLINE, PART, REPLY_TO};
@@ -241,10 +241,6 @@ impl Drop for Responder {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn header<'a>(record: &'a Record, name: &str) -> Option<&'a [u8]> {

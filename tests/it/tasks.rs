@@ -542,3 +542,57 @@ fn an_agent_that_dies_without_goodbye_leaves_and_one_silence_alert_fires() {
     let silent = format!("{all:?}").matches("agent_silent").count();
     assert_eq!(silent, 1, "{all:?}");
 }
+
+/// An agent still connected whose heartbeats stop (its code hangs; its client library
+/// keeps the connection alive): after three of the gaps it beat at, one alert says it
+/// fell silent. Broker time is advanced (`--test-clock`), nothing sleeps.
+#[test]
+fn an_agent_connected_without_heartbeats_is_alerted_once() {
+    use cortex::client::Message;
+    let s = Server::start(&["--test-clock"]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pink = rt.block_on(crate::quic::client(&s, "pink"));
+    let beat = Message {
+        fields: vec![(b"status".to_vec(), b"ok".to_vec())],
+        lane: 4,
+        ..Message::default()
+    };
+    let mut r = s.raw();
+    rt.block_on(pink.publish("health", beat.clone()))
+        .expect("heartbeat");
+    r.cmd(&["CX.CLOCK", "ADVANCE", "10000"]);
+    rt.block_on(pink.publish("health", beat))
+        .expect("heartbeat");
+    // Two gaps without a heartbeat are not silence yet; pink is still connected.
+    r.cmd(&["CX.CLOCK", "ADVANCE", "20000"]);
+    r.cmd(&["CX.CLOCK", "ADVANCE", "11000"]);
+    let got = r.cmd(&["XREAD", "BLOCK", "30000", "STREAMS", "cortex:alerts", "0-0"]);
+    let text = format!("{got:?}");
+    assert!(text.contains("agent_silent"), "{text}");
+    // Broker time moved 31 s past the last heartbeat, and real time a little (the gap
+    // and the silence are measured in broker time, which real time moves too).
+    assert!(text.contains("pink silent for 3"), "{text}");
+    assert!(
+        text.contains("s (no heartbeat while connected; it beat every 1"),
+        "{text}"
+    );
+    assert!(text.contains(" s), 0 tasks in progress"), "{text}");
+    let silent_ms = text
+        .split("Bulk(\"silent_ms\"), Bulk(\"")
+        .nth(1)
+        .and_then(|t| t.split('"').next())
+        .and_then(|t| t.parse::<u64>().ok())
+        .expect("silent_ms");
+    assert!(silent_ms >= 31_000, "{text}");
+    let all = r.cmd(&["XRANGE", "cortex:alerts", "-", "+"]);
+    assert_eq!(
+        format!("{all:?}").matches("agent_silent").count(),
+        1,
+        "{all:?}"
+    );
+    rt.block_on(pink.close());
+}
