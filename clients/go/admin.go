@@ -47,7 +47,7 @@ type DLQSelect struct {
 	ID     *ID
 	Origin *string
 	Group  *string
-	Reason *string // max_attempts, expired, stale, rejected
+	Reason *string // max_attempts, expired, stale, rejected, canceled
 	Count  uint32
 }
 

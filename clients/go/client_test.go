@@ -456,3 +456,26 @@ func TestTaskCancelComesBeforeTheNextTask(t *testing.T) {
 		t.Fatalf("%s among the agents: %+v", worker, agents)
 	}
 }
+
+// A task that asks for it goes to the dead-letter stream when it is canceled before a
+// worker took it (here it waits for its time); its task stays canceled.
+func TestTaskCanceledBeforeAWorkerTookItIsDeadLettered(t *testing.T) {
+	b := sharedBroker(t)
+	worker := fresh("pink")
+	harold := b.connect(t, fresh("harold"))
+	ctx := ctxT(t)
+	id := fresh("T")
+	later := NewMessage(nil).Delay(time.Hour)
+	task := must[*Task](t)(harold.SubmitTask(ctx, worker, NewTask{ID: id, Fields: KV("do", "later"),
+		Headers: later.Headers, DeadLetterOnCancel: true}))
+	canceled := must[*Task](t)(harold.CancelTask(ctx, id))
+	if canceled.State != "canceled" {
+		t.Fatalf("state %q after the cancel", canceled.State)
+	}
+	origin := InboxPrefix + worker
+	reason := "canceled"
+	dead := must[[]DeadLetter](t)(harold.DeadLetters(ctx, DLQSelect{Origin: &origin, Reason: &reason, Count: 10}))
+	if len(dead) != 1 || dead[0].OriginID != task.Entry || dead[0].Reason != "canceled" {
+		t.Fatalf("dead letters %+v, want the entry %v", dead, task.Entry)
+	}
+}

@@ -48,6 +48,9 @@ type NewTask struct {
 	Lane    Lane
 	// Deadline is how long it may wait for a worker (0: the server's default, 1 hour).
 	Deadline time.Duration
+	// DeadLetterOnCancel sends it to the dead-letter stream (reason "canceled") when it is
+	// canceled before a worker took it; otherwise it is dropped.
+	DeadLetterOnCancel bool
 }
 
 // taskCall is the TaskCall enum: Kind 0 Submit, 1 Status, 2 Cancel, 3 List, 4 Watch.
@@ -185,7 +188,11 @@ func oneTask(a *adminAnswer, err error) (*Task, error) {
 // SubmitTask submits a task to agent (durable when it returns); the agent's worker
 // answers it as a request (Respond), each part moving the task.
 func (c *Client) SubmitTask(ctx context.Context, agent string, t NewTask) (*Task, error) {
-	call := &taskCall{Kind: 0, Agent: agent, Fields: t.Fields, Headers: t.Headers, Lane: t.Lane,
+	headers := t.Headers
+	if t.DeadLetterOnCancel {
+		headers = append(append(Fields(nil), headers...), Field{[]byte(HeaderOnCancel), []byte("dlq")})
+	}
+	call := &taskCall{Kind: 0, Agent: agent, Fields: t.Fields, Headers: headers, Lane: t.Lane,
 		Deadline: uint64(t.Deadline.Milliseconds())}
 	if t.ID != "" {
 		call.Task = &t.ID

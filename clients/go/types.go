@@ -27,6 +27,9 @@ const (
 	HeaderPart        = "cortex-part"
 	// HeaderDeliverAt schedules a message: groups receive it from this Unix ms on.
 	HeaderDeliverAt = "cortex-deliver-at-ms"
+	// HeaderOnCancel of a task: "dlq" keeps it in the dead-letter stream when it is
+	// canceled before a worker took it (NewTask.DeadLetterOnCancel sets it).
+	HeaderOnCancel = "cortex-on-cancel"
 	// HeaderDelay schedules a message this many ms after the server stores it.
 	HeaderDelay = "cortex-delay-ms"
 	// Heartbeat interval on a quiet subscription when none is asked for.

@@ -201,7 +201,7 @@ pub struct DlqSelect {
     pub origin: Option<Bytes>,
     /// Only dead-lettered by this group.
     pub group: Option<Bytes>,
-    /// Only with this reason (`max_attempts`, `expired`, `stale`, `rejected`).
+    /// Only with this reason (`max_attempts`, `expired`, `stale`, `rejected`, `canceled`).
     pub reason: Option<String>,
     /// At most this many.
     pub count: u32,

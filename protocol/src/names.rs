@@ -42,6 +42,11 @@ pub const DELIVER_AT: &str = "cortex-deliver-at-ms";
 /// not a decimal number or reaches beyond the server's `schedule_ahead_max_ms`.
 pub const DELAY: &str = "cortex-delay-ms";
 
+/// Header of a task (`TaskCall::Submit.headers`): `dlq` sends it to the dead-letter stream
+/// (reason `canceled`) when it is canceled before a worker took it; `drop` (the default)
+/// drops it. Any other value is refused.
+pub const ON_CANCEL: &str = "cortex-on-cancel";
+
 /// Heartbeat interval on a quiet subscription when `Subscribe.heartbeat_ms` is 0.
 pub const HEARTBEAT_MS: u32 = 5_000;
 /// Shortest heartbeat interval a client may ask for (shorter asks are raised to it).

@@ -64,5 +64,9 @@ mod tests {
             cortex_storage::DELIVER_AT_HEADER
         );
         assert_eq!(names::DELAY.as_bytes(), cortex_storage::DELAY_HEADER);
+        assert_eq!(
+            names::ON_CANCEL.as_bytes(),
+            cortex_storage::ON_CANCEL_HEADER
+        );
     }
 }

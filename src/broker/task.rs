@@ -69,8 +69,8 @@ pub struct NewTask {
     pub lane: Lane,
     /// How long it may wait for a worker and run, ms ([`TASK_DEADLINE_MS`] when `None`).
     pub deadline_ms: Option<u64>,
-    /// Further headers (a schedule, say); `cortex-` headers other than the schedule's are
-    /// dropped.
+    /// Further headers (a schedule, say, or `cortex-on-cancel: dlq`); other `cortex-`
+    /// headers are dropped.
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
@@ -121,7 +121,18 @@ impl Broker {
             !k.starts_with(b"cortex-")
                 || k == cortex_storage::DELIVER_AT_HEADER
                 || k == cortex_storage::DELAY_HEADER
+                || k == cortex_storage::ON_CANCEL_HEADER
         });
+        if let Some((_, v)) = headers
+            .iter()
+            .find(|(k, v)| k == cortex_storage::ON_CANCEL_HEADER && v != b"dlq" && v != b"drop")
+        {
+            return Err(cortex_storage::Error::InvalidArgument(format!(
+                "cortex-on-cancel must be dlq or drop, not '{}'",
+                String::from_utf8_lossy(v)
+            ))
+            .into());
+        }
         headers.push((TASK_HEADER.to_vec(), id.clone()));
         let reply_to = replies(me);
         let envelope = Envelope {

@@ -581,7 +581,7 @@ pub struct DlqArgs {
     /// Only entries dead-lettered by this group.
     #[arg(long)]
     pub group: Option<String>,
-    /// Only this reason: max_attempts, expired, stale, rejected.
+    /// Only this reason: max_attempts, expired, stale, rejected, canceled.
     #[arg(long)]
     pub reason: Option<String>,
     /// Only this DLQ entry.

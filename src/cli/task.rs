@@ -47,6 +47,10 @@ pub enum TaskAction {
         /// Hand it out after this delay: 500ms, 30s, 10m, 2h, 1d.
         #[arg(long)]
         delay: Option<String>,
+        /// Canceled before a worker took it: `dlq` keeps it in the dead-letter stream
+        /// (reason canceled), `drop` (the default) drops it.
+        #[arg(long, value_parser = ["dlq", "drop"])]
+        on_cancel: Option<String>,
     },
     /// A task's state and history.
     Status {
@@ -141,6 +145,7 @@ async fn run(c: &Client, action: TaskAction) -> Result<(), Exit> {
             headers,
             at,
             delay,
+            on_cancel,
         } => {
             let deadline = match &deadline {
                 None => None,
@@ -152,8 +157,15 @@ async fn run(c: &Client, action: TaskAction) -> Result<(), Exit> {
                     })?,
                 )),
             };
+            let mut headers = pairs(&headers)?;
+            if let Some(v) = on_cancel {
+                headers.push((
+                    crate::wire::names::ON_CANCEL.as_bytes().to_vec(),
+                    v.into_bytes(),
+                ));
+            }
             let m = Message {
-                headers: pairs(&headers)?,
+                headers,
                 ..Message::default()
             };
             let m = scheduled(m, at.as_deref(), delay.as_deref())?;

@@ -85,7 +85,7 @@ pub struct Metrics {
     /// One writer commit: apply plus fsync (under `--fsync always`, mostly fsync).
     pub commit: std::sync::Arc<Latency>,
     /// Dead letters by reason, in the order of [`DeadReason::ALL`].
-    dead: [AtomicU64; 4],
+    dead: [AtomicU64; 5],
     /// Nacked entries per stream, then group; bounded like every labelled series.
     nacked: Mutex<Nacks>,
     /// QUIC connections open.
@@ -152,10 +152,11 @@ fn reason_index(r: DeadReason) -> usize {
         DeadReason::Expired => 1,
         DeadReason::Stale => 2,
         DeadReason::Rejected => 3,
+        DeadReason::Canceled => 4,
     }
 }
 
-const REASONS: [&str; 4] = ["max_attempts", "expired", "stale", "rejected"];
+const REASONS: [&str; 5] = ["max_attempts", "expired", "stale", "rejected", "canceled"];
 
 impl Metrics {
     /// Counts what one commit did (called by the writer after each commit).

@@ -727,7 +727,7 @@ fn select(s: DlqSelect) -> Result<(StreamKey, DlqFilter, usize), ApiError> {
         None | Some("") => None,
         Some(r) => Some(DeadReason::parse(r).ok_or_else(|| {
             ApiError::bad(format!(
-                "unknown reason '{r}' (max_attempts, expired, stale, rejected)"
+                "unknown reason '{r}' (max_attempts, expired, stale, rejected, canceled)"
             ))
         })?),
     };

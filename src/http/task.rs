@@ -65,7 +65,9 @@ pub(super) fn task_json(t: &TaskRecord) -> Value {
 }
 
 /// `POST /tasks`: `{"agent": "pink", "fields": {...}}`, with optional `id`, `priority`,
-/// `headers`, `deadline_ms` (default one hour), `deliver_at` or `delay_ms`.
+/// `headers`, `deadline_ms` (default one hour), `deliver_at` or `delay_ms`, `on_cancel`
+/// (`dlq`: canceled before a worker took it, it goes to the dead-letter stream; `drop`, the
+/// default).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TaskBody {
@@ -78,6 +80,7 @@ pub(super) struct TaskBody {
     deadline_ms: Option<u64>,
     deliver_at: Option<Value>,
     delay_ms: Option<Value>,
+    on_cancel: Option<String>,
 }
 
 /// Submits a task to an agent's inbox; 201 with its ID and entry once durable.
@@ -87,12 +90,16 @@ pub(super) async fn submit(
     Body(b): Body<TaskBody>,
 ) -> ApiResult {
     let who = principal(&app.broker, &h)?;
+    let mut headers = b.headers;
+    if let Some(v) = b.on_cancel {
+        headers.insert("cortex-on-cancel".into(), v);
+    }
     let m = message(Outgoing {
         fields: b.fields,
         priority: b.priority,
         ttl_ms: None,
         key: None,
-        headers: b.headers,
+        headers,
         deliver_at: b.deliver_at,
         delay_ms: b.delay_ms,
     })?;

@@ -880,7 +880,9 @@ fn dlq_select(s: wire::DlqSelect) -> Result<(StreamKey, DlqFilter, usize), Box<F
         Some(r) => Some(
             cortex_storage::DeadReason::parse(&r).ok_or_else(|| Frame::Error {
                 code: ErrorCode::InvalidArgument,
-                message: format!("unknown reason '{r}' (max_attempts, expired, stale, rejected)"),
+                message: format!(
+                    "unknown reason '{r}' (max_attempts, expired, stale, rejected, canceled)"
+                ),
             })?,
         ),
     };

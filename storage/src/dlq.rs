@@ -60,7 +60,9 @@ impl Txn<'_> {
         ];
         let header_fields = fields.len() as u16;
         let original_meta = record.meta;
-        if let Some(task) = crate::task::task_of(&original_meta) {
+        // A canceled task's entry keeps its task `canceled`.
+        let task = crate::task::task_of(&original_meta).filter(|_| reason != DeadReason::Canceled);
+        if let Some(task) = task {
             let event = match reason {
                 DeadReason::Rejected => crate::task::TaskEvent::Rejected {
                     error: last_error.clone(),
@@ -195,6 +197,13 @@ impl Txn<'_> {
             if d.reason == DeadReason::Expired {
                 // It would expire again at once: a redrive of an expired entry drops its TTL.
                 meta.expires_at_ms = None;
+            }
+            if d.reason == DeadReason::Canceled {
+                // Its task stays canceled; redriven, the entry is a plain message again
+                // (with its task header, reads would pass over it forever).
+                meta.headers.retain(|(k, _)| {
+                    k != crate::task::TASK_HEADER && k != crate::task::ON_CANCEL_HEADER
+                });
             }
             let record = Record {
                 fields: e.record.original_fields().to_vec(),

@@ -109,6 +109,9 @@ pub enum DeadReason {
     Stale,
     /// A consumer rejected it outright (nack without retry).
     Rejected,
+    /// A task canceled before anyone took it, whose entry asked to be kept
+    /// (`cortex-on-cancel: dlq`). New variants go last: the index is stored.
+    Canceled,
 }
 
 impl DeadReason {
@@ -119,6 +122,7 @@ impl DeadReason {
             DeadReason::Expired => "expired",
             DeadReason::Stale => "stale",
             DeadReason::Rejected => "rejected",
+            DeadReason::Canceled => "canceled",
         }
     }
 
@@ -129,6 +133,7 @@ impl DeadReason {
             DeadReason::Expired,
             DeadReason::Stale,
             DeadReason::Rejected,
+            DeadReason::Canceled,
         ]
         .into_iter()
         .find(|r| r.name().eq_ignore_ascii_case(s))

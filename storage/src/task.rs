@@ -19,7 +19,9 @@
 //! history marked `late` (a worker's reply after a cancel), and the state stays. A canceled
 //! task no group has handed out is never handed out (reads pass over it); one a consumer
 //! holds leaves the pending list at once and [`Event::TaskCanceled`] names the holder, so
-//! the broker can tell it ahead of anything else.
+//! the broker can tell it ahead of anything else. A task canceled before any group handed it
+//! out whose entry asks for it ([`ON_CANCEL_HEADER`] `dlq`) also goes to the dead-letter
+//! stream of the stream's first group, with reason `canceled`.
 //!
 //! Keys (keyspace `tasks`): `T`·task ID -> [`TaskRecord`]; `E`·stream_id·entry ID -> task
 //! ID; `O`·stream_id -> open tasks of the stream (u64); `X`·finished_ms·task ID -> empty
@@ -37,6 +39,10 @@ use crate::store::{corrupt, Keyspaces, Txn};
 
 /// Header naming the task an entry is (1 to [`TASK_ID_MAX`] bytes).
 pub const TASK_HEADER: &[u8] = b"cortex-task-id";
+/// Header of a task entry: what becomes of it when it is canceled before any group handed
+/// it out. `dlq`: it goes to its group's dead-letter stream with reason `canceled` (its
+/// task stays `canceled`); absent (or anything else): it is dropped.
+pub const ON_CANCEL_HEADER: &[u8] = b"cortex-on-cancel";
 /// Header of a reply part: the request (or task) it answers.
 pub const CORRELATION_HEADER: &[u8] = b"cortex-correlation-id";
 /// Header of a reply part: its kind (`progress`, `input-required`, `final`, `error`).
@@ -627,6 +633,9 @@ impl Txn<'_> {
                 }
             }
         }
+        if held.is_empty() {
+            self.dead_letter_canceled(&key, &rec)?;
+        }
         for (group, pel) in held {
             let id = rec.id;
             let consumer = self
@@ -648,6 +657,45 @@ impl Txn<'_> {
             return Err(e);
         }
         Ok(Reply::Task(Box::new(rec)))
+    }
+
+    /// A task canceled before any group handed it out, whose entry asks for it
+    /// ([`ON_CANCEL_HEADER`] `dlq`): to the dead-letter stream of its stream's first group,
+    /// with reason `canceled`.
+    fn dead_letter_canceled(&mut self, key: &StreamKey, rec: &TaskRecord) -> Result<()> {
+        let Some(first) = self
+            .stream(key)
+            .filter(|s| s.meta.stream_id == rec.stream_id)
+            .and_then(|s| s.group_ids().into_iter().next())
+        else {
+            return Ok(());
+        };
+        let Some(record) = self.get_record(key, rec.stream_id, rec.id)? else {
+            return Ok(());
+        };
+        if header(&record.meta, ON_CANCEL_HEADER) != Some(b"dlq".as_slice()) {
+            return Ok(());
+        }
+        let (group, _) = first;
+        let id = rec.id;
+        self.with_group(key, &group, |txn, _, g| {
+            let dlq = g
+                .meta
+                .policy
+                .as_ref()
+                .map_or(crate::meta::DEFAULT_DLQ.to_vec(), |p| p.dead_letter.clone());
+            txn.dead_letter(
+                key,
+                &group,
+                g,
+                &dlq,
+                id,
+                record,
+                None,
+                crate::record::DeadReason::Canceled,
+            );
+        });
+        Ok(())
     }
 
     /// Removes finished tasks older than the keep time (at most the GC budget per tick).

@@ -381,6 +381,40 @@ async fn http_submit_watch_cancel_list_and_bad_input() {
         .as_str()
         .unwrap()
         .contains("input-required"));
+    // A task that asks for it goes to the DLQ when canceled before a worker took it (here
+    // it waits for its time); one with a wrong value is refused, naming the header.
+    let (st, v) = http(
+        &s,
+        "POST",
+        "/api/v1/tasks".into(),
+        Some(json!({"agent": "pink", "fields": {"do": "x"}, "on_cancel": "keep"})),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cortex-on-cancel"));
+    let (st, v) = http(
+        &s,
+        "POST",
+        "/api/v1/tasks".into(),
+        Some(
+            json!({"agent": "pink", "id": "H2", "fields": {"do": "later"},
+                    "delay_ms": 3_600_000, "on_cancel": "dlq"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let h2 = v["id"].as_str().unwrap().to_string();
+    let (st, c) = http(&s, "POST", "/api/v1/tasks/H2/cancel".into(), None).await;
+    assert_eq!((st, c["state"].as_str()), (200, Some("canceled")), "{c}");
+    let (st, d) = http(&s, "GET", "/api/v1/dlq?reason=canceled".into(), None).await;
+    assert_eq!(st, 200, "{d}");
+    let dead = d["dead_letters"].as_array().unwrap();
+    assert_eq!(dead.len(), 1, "{d}");
+    assert_eq!(dead[0]["origin_id"], h2.as_str(), "{d}");
+    assert_eq!(dead[0]["origin_stream"], "cortex:inbox:pink", "{d}");
 }
 
 /// `cortex task ...` against the server; its output.

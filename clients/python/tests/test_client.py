@@ -250,8 +250,16 @@ def test_task_cancel_overtakes_the_next_task_and_serve_cancels_the_handler(broke
                 await harold.cancel_task(fresh("nothing"))
             with pytest.raises(cortex.Conflict):
                 await harold.submit_task(pink_name, {"do": "again"}, id=t2)
+            # One that asks for it goes to the DLQ when canceled before a worker took it.
+            t3 = fresh("T3")
+            later = await harold.submit_task(
+                pink_name, {"do": "later"}, id=t3, delay=3600, dead_letter_on_cancel=True
+            )
+            await harold.cancel_task(t3)
+            dead = await harold.dead_letters(INBOX + pink_name)
+            assert [d.reason for d in dead if d.origin_id == later.id] == ["canceled"]
             gone = await harold.tasks(agent=pink_name, state="canceled")
-            assert [t.task for t in gone] == [t1]
+            assert sorted(t.task for t in gone) == sorted([t1, t3])
             # Presence: pink is connected over QUIC, serving its inbox.
             (me,) = [a for a in await harold.agents() if a.agent == pink_name]
             assert me.sessions[0].front == "quic"

@@ -334,7 +334,9 @@ fn dlq(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
             "GROUP" => filter.group = Some(v.clone()),
             "REASON" => {
                 filter.reason = Some(DeadReason::parse(&text(v)).ok_or_else(|| {
-                    Frame::err("REASON must be one of max_attempts, expired, stale, rejected")
+                    Frame::err(
+                        "REASON must be one of max_attempts, expired, stale, rejected, canceled",
+                    )
                 })?)
             }
             "COUNT" => count = usize::try_from(uint(v)?).unwrap_or(usize::MAX).max(1),

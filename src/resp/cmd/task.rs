@@ -15,9 +15,11 @@ use crate::resp::codec::Frame;
 const TASK_HELP: &[&str] = &[
     "CX.TASK <subcommand> [<arg> ...]. Subcommands are:",
     "SUBMIT <agent> [ID <id>] [PRIORITY <lane>] [DEADLINE <ms>] [DELAY <ms> | AT <unix-ms>]",
-    "    <field> <value> ...",
+    "    [ON-CANCEL DLQ|DROP] <field> <value> ...",
     "    Submit a task to the agent's inbox; returns its ID. The worker answers it as a",
-    "    request; DEADLINE (default 1 hour) bounds the wait for a worker.",
+    "    request; DEADLINE (default 1 hour) bounds the wait for a worker. ON-CANCEL DLQ:",
+    "    canceled before a worker took it, it goes to the dead-letter stream (reason",
+    "    canceled) instead of being dropped.",
     "STATUS <id>",
     "    The task: state (A2A's), stream and entry, holder, times and its history.",
     "LIST [AGENT <agent> | STREAM <key>] [STATE <state>] [AFTER <id>] [COUNT <n>]",
@@ -157,6 +159,14 @@ fn submit(ctx: &Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                     DELIVER_AT_HEADER
                 };
                 task.headers.push((name.to_vec(), args[i + 1].clone()));
+            }
+            "ON-CANCEL" => {
+                let v = args[i + 1].to_ascii_lowercase();
+                if v != b"dlq" && v != b"drop" {
+                    return Err(Frame::err("ON-CANCEL must be DLQ or DROP"));
+                }
+                task.headers
+                    .push((cortex_storage::ON_CANCEL_HEADER.to_vec(), v));
             }
             _ => break,
         }

@@ -257,6 +257,59 @@ fn a_canceled_task_is_never_handed_out_and_a_held_one_leaves_its_holder() {
     ));
 }
 
+/// A task canceled before anyone took it goes to the DLQ (reason `canceled`) only when
+/// its entry asks for it; its task stays `canceled`; redriven, it is a plain message.
+#[test]
+fn a_canceled_task_goes_to_the_dlq_only_when_it_asks_and_redrives_as_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    create_group(&s, "inbox", "g", GroupStart::Id(StreamId::MIN), 0);
+    submitted(&s, "inbox", "DROP", 100);
+    let mut meta = task_meta("KEEP");
+    meta.headers
+        .push((ON_CANCEL_HEADER.to_vec(), b"dlq".to_vec()));
+    let keep = match s.apply_one(append("inbox", IdSpec::Auto, fields("keep"), meta), 101) {
+        Ok(Reply::Appended { id, .. }) => id,
+        other => panic!("{other:?}"),
+    };
+    cancel(&s, "DROP", 110).0.unwrap();
+    let (r, events) = cancel(&s, "KEEP", 111);
+    r.unwrap();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::DeadLettered { reason: DeadReason::Canceled, id, .. } if *id == keep
+    )));
+    let dlq = std::str::from_utf8(DEFAULT_DLQ).unwrap();
+    let dead = all(&s, dlq);
+    assert_eq!(dead.len(), 1, "only the task that asked: {dead:?}");
+    let d = dead[0].record.dead_letter.as_ref().expect("a dead letter");
+    assert_eq!((d.reason, d.origin_id), (DeadReason::Canceled, keep));
+    assert_eq!(d.group, b"g");
+    assert_eq!(state(&s, "KEEP"), TaskState::Canceled);
+    assert_eq!(state(&s, "DROP"), TaskState::Canceled);
+    assert!(read(&s, "inbox", "g", "pink", 10, 120).is_empty());
+    // Redriven: a plain message again (no task header), handed out like any other.
+    let moved = s
+        .apply_one(
+            Op::DlqRedrive {
+                dlq: key(dlq),
+                filter: DlqFilter {
+                    reason: Some(DeadReason::Canceled),
+                    ..DlqFilter::default()
+                },
+                limit: 10,
+            },
+            130,
+        )
+        .unwrap();
+    assert_eq!(moved, Reply::Count(1));
+    let got = read(&s, "inbox", "g", "pink", 10, 140);
+    assert_eq!(values(&got), vec!["keep"]);
+    let record = got[0].1.as_ref().unwrap();
+    assert!(!record.meta.headers.iter().any(|(k, _)| k == TASK_HEADER));
+    assert_eq!(state(&s, "KEEP"), TaskState::Canceled);
+}
+
 #[test]
 fn a_scheduled_task_canceled_before_its_time_never_comes() {
     let dir = tempfile::tempdir().unwrap();

@@ -949,13 +949,18 @@ class Client:
         headers: FieldsLike | None = None,
         delay: float | None = None,
         deliver_at: datetime.datetime | float | None = None,
+        dead_letter_on_cancel: bool = False,
     ) -> Task:
         """Submits a task to `agent` (its inbox; its `serve` answers it as a request);
         returns it once durable. `id` defaults to 32 random hex digits; `deadline`
         (seconds, default one hour) bounds how long it may wait and run; `delay` or
-        `deliver_at` schedule it. Conflict for an ID in use."""
+        `deliver_at` schedule it; `dead_letter_on_cancel` keeps it in the dead-letter
+        stream (reason "canceled") if it is canceled before a worker took it. Conflict for
+        an ID in use."""
         dl = 0 if deadline is None else max(1, int(deadline * 1000))
         hs = _pairs(headers) + _schedule(delay, deliver_at)
+        if dead_letter_on_cancel:
+            hs.append((b"cortex-on-cancel", b"dlq"))
         raw = await _call(
             self._c.submit_task(
                 agent, None if id is None else _b(id), _pairs(fields), hs, int(lane), dl
