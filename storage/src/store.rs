@@ -372,6 +372,7 @@ impl Store {
             task_sys: base.task_sys,
             task_changes: Vec::new(),
             task_error: None,
+            consumers_created: 0,
         };
         let mut replies = Vec::with_capacity(ops.len());
         let mut changes = 0;
@@ -382,7 +383,7 @@ impl Store {
                 Err(Error::Storage(e)) => return Err(Error::Unreadable(e)),
                 Err(e) if e.is_fatal() => return Err(e),
                 r => {
-                    changes += counts.count(&r);
+                    changes += counts.count(&r) + std::mem::take(&mut txn.consumers_created);
                     replies.push(r);
                 }
             }
@@ -600,6 +601,9 @@ pub(crate) struct Txn<'a> {
     pub(crate) task_changes: Vec<(TaskRef, TaskEvent)>,
     /// A read a task change needed failed inside a closure; the op fails with it.
     pub(crate) task_error: Option<Error>,
+    /// Consumers the current op created on the way (a group read or claim by a new
+    /// name): Redis counts each as a change.
+    pub(crate) consumers_created: u64,
 }
 
 impl<'a> Txn<'a> {

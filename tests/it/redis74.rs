@@ -69,13 +69,19 @@ fn info_has_redis_74_sections_and_counts_changes_like_redis() {
     assert_eq!(dirty(&mut r), d0 + 5, "one per XADD");
     r.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
     assert_eq!(dirty(&mut r), d0 + 6);
-    // A group read of five entries counts once.
+    // A group read of five entries counts once, and the consumer it creates once more
+    // (Redis's "XREADGROUP from PEL does not change dirty").
     let got = r.cmd(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]);
     assert_eq!(got.arr()[0].arr()[1].arr().len(), 5);
-    assert_eq!(dirty(&mut r), d0 + 7);
-    // A read from the consumer's pending list does not count.
+    assert_eq!(dirty(&mut r), d0 + 8);
+    // A read from the consumer's pending list does not count...
     r.cmd(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", "0"]);
-    assert_eq!(dirty(&mut r), d0 + 7);
+    assert_eq!(dirty(&mut r), d0 + 8);
+    // ... but the consumer it creates does, even with an empty pending list.
+    r.cmd(&["XREADGROUP", "GROUP", "g", "noconsumer", "COUNT", "2", "STREAMS", "s", "0"]);
+    assert_eq!(dirty(&mut r), d0 + 9);
+    r.cmd(&["XGROUP", "DELCONSUMER", "s", "g", "noconsumer"]);
+    let d0 = d0 + 3;
     // XACK counts each acknowledged ID, XDEL each deleted entry; misses count nothing.
     assert_eq!(r.cmd(&["XACK", "s", "g", "1-0", "2-0", "9-0"]), V::Int(2));
     assert_eq!(dirty(&mut r), d0 + 9);

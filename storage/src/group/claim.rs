@@ -117,6 +117,7 @@ impl Txn<'_> {
                 txn.remove_pending(g, *id, pel);
             }
             if !claims.is_empty() {
+                txn.consumers_created += u64::from(!g.consumers.contains_key(consumer));
                 let cid = Self::ensure_consumer(g, consumer, now);
                 if let Some(c) = g.consumers.get_mut(consumer) {
                     c.active_ms = Some(now);
@@ -212,6 +213,7 @@ impl Txn<'_> {
             if claims.is_empty() {
                 return;
             }
+            txn.consumers_created += u64::from(!g.consumers.contains_key(consumer));
             let cid = Self::ensure_consumer(g, consumer, now);
             if let Some(c) = g.consumers.get_mut(consumer) {
                 c.active_ms = Some(now);

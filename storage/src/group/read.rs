@@ -113,7 +113,9 @@ impl Txn<'_> {
         let count = count.unwrap_or(max).min(max);
         let now = self.now;
         let cid = self
-            .with_group(key, group, |_, _, g| {
+            .with_group(key, group, |txn, _, g| {
+                let known = g.consumers.contains_key(consumer);
+                txn.consumers_created += u64::from(!known);
                 Self::ensure_consumer(g, consumer, now)
             })
             .unwrap_or(0);
