@@ -180,6 +180,15 @@ impl Asker<'_> {
             | Op::DestroyGroup { stream, .. }
             | Op::SetPolicy { stream, .. }
             | Op::PatchPolicy { stream, .. } => self.need(Admin, Some(stream)),
+            // XACKDEL ... ACKED deletes only what no group needs any more: a consumer's
+            // right; any other deletion is an admin's, as XDEL is.
+            Op::DeleteEx {
+                stream,
+                ack: Some(_),
+                refs: cortex_storage::RefPolicy::Acked,
+                ..
+            } => self.need(Consume, Some(stream)),
+            Op::DeleteEx { stream, .. } => self.need(Admin, Some(stream)),
             Op::RenameStream { from, .. } => self.need(Admin, Some(from)),
             Op::DlqRedrive { dlq, .. } | Op::DlqPurge { dlq, .. } => self.need(Admin, Some(dlq)),
             Op::Query(q) => self.authorize_query(q),
@@ -259,5 +268,24 @@ mod tests {
             perms: &all,
         };
         assert!(internal.authorize_op(&Op::Tick).is_ok());
+    }
+
+    #[test]
+    fn a_consumer_may_delete_only_what_no_group_needs() {
+        use cortex_storage::RefPolicy;
+        let pink = Permissions {
+            consume: vec!["tasks:pink".into()],
+            ..Permissions::default()
+        };
+        let p = check("pink", &pink);
+        let op = |ack: Option<&str>, refs| Op::DeleteEx {
+            stream: StreamKey::new(0, "tasks:pink"),
+            ack: ack.map(|g| g.as_bytes().to_vec()),
+            ids: Vec::new(),
+            refs,
+        };
+        assert!(p.authorize_op(&op(Some("g"), RefPolicy::Acked)).is_ok());
+        assert!(p.authorize_op(&op(Some("g"), RefPolicy::KeepRef)).is_err());
+        assert!(p.authorize_op(&op(None, RefPolicy::Acked)).is_err());
     }
 }

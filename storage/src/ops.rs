@@ -55,6 +55,41 @@ pub struct Trim {
     pub limit: Option<u64>,
 }
 
+/// What a deletion does about the groups' references to an entry (Redis 8.2's XDELEX,
+/// XACKDEL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Encode, Decode)]
+pub enum RefPolicy {
+    /// Delete the entry; the groups' pending lists keep their references (as XDEL).
+    #[default]
+    KeepRef,
+    /// Delete the entry and every group's pending reference to it.
+    DelRef,
+    /// Delete the entry only once every group has read and acknowledged it.
+    Acked,
+}
+
+/// What a deletion did to one entry ([`Reply::Deletions`]); Redis 8.2's reply codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// No such entry (-1).
+    NotFound,
+    /// Deleted (1).
+    Deleted,
+    /// Kept: a group has not read or not acknowledged it yet ([`RefPolicy::Acked`], 2).
+    Referenced,
+}
+
+impl Deletion {
+    /// Redis's reply code.
+    pub fn code(self) -> i64 {
+        match self {
+            Deletion::NotFound => -1,
+            Deletion::Deleted => 1,
+            Deletion::Referenced => 2,
+        }
+    }
+}
+
 /// Where a group starts or is moved to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum GroupStart {
@@ -416,6 +451,21 @@ pub enum Op {
         /// Task ID.
         task: Vec<u8>,
     },
+    /// XDELEX (and, with `ack`, XACKDEL): deletes entries, first acknowledging them in
+    /// group `ack`, doing about the groups' references what `refs` says. Replies
+    /// [`Reply::Deletions`], one per ID in order; a missing stream (or `ack` group) is
+    /// [`Deletion::NotFound`] for each.
+    DeleteEx {
+        /// Stream.
+        stream: StreamKey,
+        /// Acknowledge in this group first (XACKDEL).
+        ack: Option<Vec<u8>>,
+        /// IDs, in the reply's order (a repeated ID is [`Deletion::NotFound`] the second
+        /// time, as it is gone by then).
+        ids: Vec<StreamId>,
+        /// The groups' references.
+        refs: RefPolicy,
+    },
 }
 
 /// One entry handed out by [`Op::Deliver`].
@@ -467,6 +517,14 @@ pub enum Reply {
     },
     /// A task after the op ([`Op::CancelTask`]).
     Task(Box<crate::task::TaskRecord>),
+    /// [`Op::DeleteEx`]: per ID, what became of it; `changes`: entries deleted, pending
+    /// references removed and acknowledgements made (Redis counts each).
+    Deletions {
+        /// Per ID, in the op's order.
+        each: Vec<Deletion>,
+        /// Changes made.
+        changes: u64,
+    },
 }
 
 /// Something the broker may want to react to (wake readers, push, alert).
@@ -629,6 +687,7 @@ impl Changes {
             ),
             Op::Deliver { from, .. } => Changes::GroupRead(vec![matches!(from, ReadFrom::New)]),
             Op::Claim { .. } | Op::AutoClaim { .. } => Changes::Claimed,
+            Op::DeleteEx { .. } => Changes::Count,
             Op::Tick | Op::Query(_) | Op::SetNodeLimits(_) => Changes::None,
         }
     }
@@ -640,6 +699,7 @@ impl Changes {
             (_, Reply::Appended { duplicate, .. }) => u64::from(!duplicate),
             (Changes::One, _) => 1,
             (Changes::Count, Reply::Count(n)) => *n,
+            (Changes::Count, Reply::Deletions { changes, .. }) => *changes,
             (Changes::Count, _) => 1,
             (Changes::GroupRead(new), Reply::GroupRead(per)) => new
                 .iter()

@@ -627,6 +627,12 @@ impl<'a> Txn<'a> {
                 trim,
             ),
             Op::Delete { stream, ids } => self.delete_entries(&stream, &ids),
+            Op::DeleteEx {
+                stream,
+                ack,
+                ids,
+                refs,
+            } => self.delete_ex(&stream, ack.as_deref(), &ids, refs),
             Op::Trim { stream, trim } => self.trim_op(&stream, trim),
             Op::SetId {
                 stream,

@@ -120,6 +120,17 @@ def flows(r, tag):
     except redis.ResponseError as e:
         assert "LIMIT cannot be used without the special ~ option" in str(e), e
 
+    # Redis 8.2's XDELEX and XACKDEL through the library's own calls.
+    d = f"{s}:del"
+    r.xgroup_create(d, "g", id="0", mkstream=True)
+    r.xgroup_create(d, "other", id="0")
+    ids = [r.xadd(d, {"n": str(i)}) for i in range(3)]
+    r.xreadgroup("g", "c", {d: ">"})
+    assert r.xackdel(d, "g", ids[0], ref_policy="ACKED") == [2]
+    assert r.xackdel(d, "g", ids[1], "0-1") == [1, -1]
+    assert r.xdelex(d, ids[2], ref_policy="DELREF") == [1]
+    assert r.xpending(d, "g")["pending"] == 0 and r.xlen(d) == 1
+
 
 def main():
     proc, data, port = start_cortex()

@@ -17,6 +17,7 @@ mod pressure;
 mod protocol;
 mod quic;
 mod redis74;
+mod redis8;
 mod redis_cli;
 mod schedule;
 mod streams;

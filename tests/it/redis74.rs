@@ -4,7 +4,7 @@
 
 use crate::support::*;
 
-fn info_field(r: &mut Raw, section: &str, field: &str) -> String {
+pub(crate) fn info_field(r: &mut Raw, section: &str, field: &str) -> String {
     let info = r.cmd(&["INFO", section]);
     info.s()
         .lines()
@@ -14,7 +14,7 @@ fn info_field(r: &mut Raw, section: &str, field: &str) -> String {
         .to_string()
 }
 
-fn dirty(r: &mut Raw) -> i64 {
+pub(crate) fn dirty(r: &mut Raw) -> i64 {
     info_field(r, "persistence", "rdb_changes_since_last_save")
         .parse()
         .unwrap()
@@ -78,7 +78,17 @@ fn info_has_redis_74_sections_and_counts_changes_like_redis() {
     r.cmd(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", "0"]);
     assert_eq!(dirty(&mut r), d0 + 8);
     // ... but the consumer it creates does, even with an empty pending list.
-    r.cmd(&["XREADGROUP", "GROUP", "g", "noconsumer", "COUNT", "2", "STREAMS", "s", "0"]);
+    r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "noconsumer",
+        "COUNT",
+        "2",
+        "STREAMS",
+        "s",
+        "0",
+    ]);
     assert_eq!(dirty(&mut r), d0 + 9);
     r.cmd(&["XGROUP", "DELCONSUMER", "s", "g", "noconsumer"]);
     let d0 = d0 + 3;

@@ -73,6 +73,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("XREAD", -4, &["readonly", "blocking", "movablekeys"], 0, 0, 0, "stream", "Returns messages from multiple streams with IDs greater than the ones requested. Blocks until a message is available otherwise."),
     spec!("XREADGROUP", -7, &["write", "blocking", "movablekeys"], 0, 0, 0, "stream", "Returns new or historical messages from a stream for a consumer in a group. Blocks until a message is available otherwise."),
     spec!("XACK", -4, &["write", "fast"], 1, 1, 1, "stream", "Returns the number of messages that were successfully acknowledged by the consumer group member of a stream."),
+    spec!("XACKDEL", -6, &["write", "fast"], 1, 1, 1, "stream", "Acknowledges messages in a consumer group and deletes them from the stream, minding the groups' references (Redis 8.2)."),
+    spec!("XDELEX", -5, &["write", "fast"], 1, 1, 1, "stream", "Deletes messages from a stream, minding the consumer groups' references (Redis 8.2)."),
     spec!("XPENDING", -3, R, 1, 1, 1, "stream", "Returns the information and entries from a stream consumer group's pending entries list."),
     spec!("XCLAIM", -6, &["write", "fast"], 1, 1, 1, "stream", "Changes, or acquires, ownership of a message in a consumer group, as if the message was delivered a consumer group member."),
     spec!("XAUTOCLAIM", -6, &["write", "fast"], 1, 1, 1, "stream", "Changes, or acquires, ownership of messages in a consumer group, as if the messages were delivered to as consumer group member."),

@@ -1,7 +1,7 @@
-//! Stream writes: XADD, XTRIM, XDEL, XSETID, XACK. Each parses Redis's syntax into one op
-//! and formats Redis's reply.
+//! Stream writes: XADD, XTRIM, XDEL, XSETID, XACK, and Redis 8.2's XDELEX and XACKDEL.
+//! Each parses Redis's syntax into one op and formats Redis's reply.
 
-use cortex_storage::{Error, Meta, Op};
+use cortex_storage::{Error, Meta, Op, RefPolicy, Reply};
 
 use super::args::*;
 use super::reply::{append_reply, count_reply};
@@ -24,8 +24,60 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
             ))
         }
         "XSETID" => xsetid(db, args),
+        "XDELEX" => delete_ex(db, args, false),
+        "XACKDEL" => delete_ex(db, args, true),
         _ => Ok(Plan::op(xack_op(db, args)?, |r| count_reply("XACK", r))),
     }
+}
+
+/// XDELEX key [KEEPREF | DELREF | ACKED] IDS numids id ... and XACKDEL key group [...]:
+/// the policy and the IDS block in either order; one reply code per ID.
+fn delete_ex(db: u16, args: &[Vec<u8>], with_group: bool) -> Result<Plan, Frame> {
+    let name = if with_group { "XACKDEL" } else { "XDELEX" };
+    let first = if with_group { 3 } else { 2 };
+    let mut refs = None;
+    let mut ids = None;
+    let mut i = first;
+    while i < args.len() {
+        match upper(&args[i]).as_str() {
+            p @ ("KEEPREF" | "DELREF" | "ACKED") if refs.is_none() => {
+                refs = Some(match p {
+                    "KEEPREF" => RefPolicy::KeepRef,
+                    "DELREF" => RefPolicy::DelRef,
+                    _ => RefPolicy::Acked,
+                });
+                i += 1;
+            }
+            "IDS" if ids.is_none() => {
+                let n = args.get(i + 1).ok_or_else(syntax)?;
+                let n = int(n)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Frame::err("Number of IDs must be a positive integer"))?
+                    as usize;
+                let list = args.get(i + 2..i + 2 + n).ok_or_else(|| {
+                    Frame::err("The `numids` parameter must match the number of arguments")
+                })?;
+                ids = Some(self::ids(list)?);
+                i += 2 + n;
+            }
+            _ => return Err(syntax()),
+        }
+    }
+    let ids = ids.ok_or_else(syntax)?;
+    let op = Op::DeleteEx {
+        stream: key(db, &args[1]),
+        ack: with_group.then(|| args[2].clone()),
+        ids,
+        refs: refs.unwrap_or_default(),
+    };
+    Ok(Plan::op(op, move |r| match r {
+        Ok(Reply::Deletions { each, .. }) => {
+            Frame::Array(each.iter().map(|d| Frame::Integer(d.code())).collect())
+        }
+        Ok(_) => Frame::Array(Vec::new()),
+        Err(e) => storage_error(name, e),
+    }))
 }
 
 fn ids(a: &[Vec<u8>]) -> Result<Vec<cortex_storage::StreamId>, Frame> {

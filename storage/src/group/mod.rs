@@ -8,6 +8,7 @@
 //! - `claim`: XACK, XCLAIM, XAUTOCLAIM.
 
 mod claim;
+mod delete;
 pub(crate) mod lag;
 mod lanes;
 mod pending;

@@ -1,0 +1,149 @@
+//! Redis 8's stream commands on the RESP port, as redis.io documents them (the port still
+//! reports 7.4.x): XDELEX and XACKDEL with KEEPREF, DELREF and ACKED (8.2).
+
+use crate::redis74::dirty;
+use crate::support::*;
+
+fn codes(v: &V) -> Vec<i64> {
+    v.arr().iter().map(V::int).collect()
+}
+
+fn pending(r: &mut Raw, s: &str, g: &str) -> i64 {
+    r.cmd(&["XPENDING", s, g]).arr()[0].int()
+}
+
+#[test]
+fn xdelex_minds_the_groups_references_as_asked() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    for i in 1..=6 {
+        r.cmd(&["XADD", "s", &format!("{i}-0"), "f", "v"]);
+    }
+    r.cmd(&["XGROUP", "CREATE", "s", "g1", "0"]);
+    r.cmd(&["XGROUP", "CREATE", "s", "g2", "0"]);
+    // g1 reads 1..4 and acks 1 and 2; g2 reads 1..2 and acks them.
+    r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g1",
+        "c",
+        "COUNT",
+        "4",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    r.cmd(&["XACK", "s", "g1", "1-0", "2-0"]);
+    r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g2",
+        "c",
+        "COUNT",
+        "2",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    r.cmd(&["XACK", "s", "g2", "1-0", "2-0"]);
+
+    // ACKED: 1 is done everywhere; 3 is pending in g1; 5 no group has read; 9 is not there.
+    let got = r.cmd(&[
+        "XDELEX", "s", "ACKED", "IDS", "4", "1-0", "3-0", "5-0", "9-0",
+    ]);
+    assert_eq!(codes(&got), [1, 2, 2, -1]);
+    assert_eq!(r.cmd(&["XLEN", "s"]).int(), 5);
+    // KEEPREF (the default, the IDS block first): deleted, g1 still holds 3 pending.
+    assert_eq!(codes(&r.cmd(&["XDELEX", "s", "IDS", "1", "3-0"])), [1]);
+    assert_eq!(pending(&mut r, "s", "g1"), 2);
+    // DELREF: deleted, and gone from g1's pending list.
+    assert_eq!(
+        codes(&r.cmd(&["XDELEX", "s", "IDS", "1", "4-0", "DELREF"])),
+        [1]
+    );
+    assert_eq!(pending(&mut r, "s", "g1"), 1);
+    // A missing key: -1 for each ID.
+    assert_eq!(
+        codes(&r.cmd(&["XDELEX", "none", "IDS", "2", "1-0", "2-0"])),
+        [-1, -1]
+    );
+    // Bad input, each named.
+    assert!(r
+        .cmd(&["XDELEX", "s", "IDS", "0", "1-0"])
+        .err_text()
+        .contains("positive"));
+    assert!(r
+        .cmd(&["XDELEX", "s", "IDS", "3", "1-0", "2-0"])
+        .err_text()
+        .contains("numids"));
+    assert!(r
+        .cmd(&["XDELEX", "s", "KEEPREF", "ACKED", "IDS", "1", "1-0"])
+        .err_text()
+        .contains("syntax"));
+    assert!(r
+        .cmd(&["XDELEX", "s", "IDS", "1", "x"])
+        .err_text()
+        .contains("ID"));
+}
+
+#[test]
+fn xackdel_acks_then_deletes_as_asked() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    r.cmd(&["XGROUP", "CREATE", "s", "g", "0", "MKSTREAM"]);
+    r.cmd(&["XGROUP", "CREATE", "s", "other", "0"]);
+    for i in 1..=3 {
+        r.cmd(&["XADD", "s", &format!("{i}-0"), "f", "v"]);
+    }
+    r.cmd(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]);
+    let d0 = dirty(&mut r);
+    // ACKED: acked in g, but "other" has not read it: kept.
+    assert_eq!(
+        codes(&r.cmd(&["XACKDEL", "s", "g", "ACKED", "IDS", "1", "1-0"])),
+        [2]
+    );
+    assert_eq!(pending(&mut r, "s", "g"), 2);
+    assert_eq!(r.cmd(&["XLEN", "s"]).int(), 3);
+    assert_eq!(dirty(&mut r), d0 + 1, "the ack");
+    // KEEPREF (default): acked and deleted; "other" has no reference to drop.
+    let got = r.cmd(&["XACKDEL", "s", "g", "IDS", "3", "2-0", "3-0", "0-1"]);
+    assert_eq!(codes(&got), [1, 1, -1]);
+    assert_eq!(pending(&mut r, "s", "g"), 0);
+    assert_eq!(r.cmd(&["XLEN", "s"]).int(), 1);
+    assert_eq!(dirty(&mut r), d0 + 5, "two acks, two deletions");
+    // A missing group or key answers -1 for each ID, as XACK answers 0.
+    assert_eq!(
+        codes(&r.cmd(&["XACKDEL", "s", "nogroup", "IDS", "1", "1-0"])),
+        [-1]
+    );
+    assert_eq!(
+        codes(&r.cmd(&["XACKDEL", "none", "g", "IDS", "1", "1-0"])),
+        [-1]
+    );
+    // Once every group is done with it, ACKED deletes.
+    r.cmd(&["XREADGROUP", "GROUP", "other", "c", "STREAMS", "s", ">"]);
+    r.cmd(&["XACK", "s", "other", "1-0"]);
+    assert_eq!(
+        codes(&r.cmd(&["XACKDEL", "s", "g", "ACKED", "IDS", "1", "1-0"])),
+        [1]
+    );
+    assert_eq!(r.cmd(&["XLEN", "s"]).int(), 0);
+    // The commands are in COMMAND's table.
+    let info = r.cmd(&["COMMAND", "INFO", "XDELEX", "XACKDEL"]);
+    assert_eq!(info.arr().len(), 2);
+    assert!(!matches!(info.arr()[0], V::Nil), "{info:?}");
+}
+
+trait ErrText {
+    fn err_text(&self) -> String;
+}
+
+impl ErrText for V {
+    /// An error reply's text (anything else fails the test).
+    fn err_text(&self) -> String {
+        match self {
+            V::Err(e) => e.clone(),
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+}
