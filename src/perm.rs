@@ -166,6 +166,7 @@ impl Asker<'_> {
             | Op::DeleteConsumer { stream, .. }
             | Op::Ack { stream, .. }
             | Op::Nack { stream, .. }
+            | Op::NackMode { stream, .. }
             | Op::Claim { stream, .. }
             | Op::AutoClaim { stream, .. }
             | Op::Progress { stream, .. }

@@ -68,6 +68,22 @@ pub enum RefPolicy {
     Acked,
 }
 
+/// Why a consumer gives entries back (Redis 8.8's XNACK modes), and what the group's
+/// delivery policy makes of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+pub enum NackMode {
+    /// The consumer is shutting down, no fault of the entry's: ready for the next read at
+    /// once, its delivery count one lower, no failed attempt counted.
+    Silent,
+    /// The consumer could not process it: a failed attempt. With a delivery policy, retry
+    /// after the backoff or dead-letter at `max_attempts` (as `CX.NACK`); without one, ready
+    /// for the next read at once. The delivery count stays.
+    Fail,
+    /// The entry is bad: dead-lettered at once with reason `rejected` (as `CX.NACK ...
+    /// REJECT`).
+    Fatal,
+}
+
 /// What a deletion did to one entry ([`Reply::Deletions`]); Redis 8.2's reply codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Deletion {
@@ -451,6 +467,21 @@ pub enum Op {
         /// Task ID.
         task: Vec<u8>,
     },
+    /// XNACK: gives pending entries back as `mode` says; `retry_count` then sets their
+    /// delivery count. Entries not pending in the group are left alone. Replies
+    /// [`Reply::Count`], the entries given back.
+    NackMode {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// IDs.
+        ids: Vec<StreamId>,
+        /// Why.
+        mode: NackMode,
+        /// The delivery count to set (XNACK's RETRYCOUNT).
+        retry_count: Option<u64>,
+    },
     /// XDELEX (and, with `ack`, XACKDEL): deletes entries, first acknowledging them in
     /// group `ack`, doing about the groups' references what `refs` says. Replies
     /// [`Reply::Deletions`], one per ID in order; a missing stream (or `ack` group) is
@@ -687,7 +718,7 @@ impl Changes {
             ),
             Op::Deliver { from, .. } => Changes::GroupRead(vec![matches!(from, ReadFrom::New)]),
             Op::Claim { .. } | Op::AutoClaim { .. } => Changes::Claimed,
-            Op::DeleteEx { .. } => Changes::Count,
+            Op::DeleteEx { .. } | Op::NackMode { .. } => Changes::Count,
             Op::Tick | Op::Query(_) | Op::SetNodeLimits(_) => Changes::None,
         }
     }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::id::StreamId;
 use crate::keys;
 use crate::meta::{DeliveryPolicy, IdempotencyRecord, PendingEntry, PendingState};
-use crate::ops::{Event, Reply, StreamKey};
+use crate::ops::{Event, NackMode, Reply, StreamKey};
 use crate::record::{DeadReason, Record};
 use crate::store::{due_key, unique_ids, GroupState, Txn};
 use crate::task::{TaskEvent, TaskRef};
@@ -36,6 +36,115 @@ struct Failure {
 }
 
 impl Txn<'_> {
+    /// [`crate::Op::NackMode`] (XNACK).
+    pub(crate) fn nack_mode(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        ids: &[StreamId],
+        mode: NackMode,
+        retry_count: Option<u64>,
+    ) -> Result<Reply> {
+        let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
+        let g = self.group(key, group)?;
+        let policy = g.meta.policy.clone();
+        let gid = g.meta.group_id;
+        let sid = self.existing(key)?.meta.stream_id;
+        let found = self.pending_of(key, gid, &ids)?;
+        let n = found.len() as u64;
+        let error = match mode {
+            NackMode::Silent => None,
+            NackMode::Fail => Some(b"nacked (FAIL)".to_vec()),
+            NackMode::Fatal => Some(b"nacked (FATAL)".to_vec()),
+        };
+        let mut failures = Vec::new();
+        let mut given_back = Vec::new();
+        for (id, prev) in found {
+            match (mode, &policy) {
+                (NackMode::Fatal, _) => failures.push(Failure {
+                    id,
+                    record: self.get_record(key, sid, id)?,
+                    prev,
+                    dead: Some(DeadReason::Rejected),
+                }),
+                (NackMode::Fail, Some(p)) => {
+                    let dead = (prev.failures.saturating_add(1) >= p.max_attempts)
+                        .then_some(DeadReason::MaxAttempts);
+                    let record = match dead {
+                        Some(_) => self.get_record(key, sid, id)?,
+                        None => None,
+                    };
+                    if dead.is_none() {
+                        self.task_touch(
+                            TaskRef::Entry(sid, id),
+                            TaskEvent::Retry {
+                                error: error.clone(),
+                            },
+                        );
+                    }
+                    failures.push(Failure {
+                        id,
+                        prev,
+                        record,
+                        dead,
+                    });
+                }
+                (NackMode::Fail, None) | (NackMode::Silent, _) => {
+                    let mut pel = prev.clone();
+                    if mode == NackMode::Silent {
+                        pel.deliveries = pel.deliveries.saturating_sub(1);
+                    } else {
+                        pel.failures = pel.failures.saturating_add(1);
+                        pel.last_error.clone_from(&error);
+                    }
+                    pel.state = PendingState::Ready;
+                    given_back.push((id, prev, pel));
+                }
+            }
+        }
+        let policy = policy.unwrap_or_default();
+        let ready = !given_back.is_empty();
+        self.with_group(key, group, |txn, _, g| {
+            txn.apply_failures(key, group, g, &policy, failures, error.as_deref());
+            for (id, prev, mut pel) in given_back {
+                if let Some(c) = retry_count {
+                    pel.deliveries = c;
+                }
+                if mode == NackMode::Fail {
+                    g.meta.counters.failures += 1;
+                }
+                txn.put_pending(g, id, &pel, Some(&prev));
+            }
+        });
+        if let Some(c) = retry_count {
+            // Entries the policy kept pending (waiting out a backoff) take the count too.
+            let again = self.pending_of(key, gid, &ids)?;
+            self.with_group(key, group, |txn, _, g| {
+                for (id, prev) in again {
+                    if prev.deliveries != c {
+                        let mut pel = prev.clone();
+                        pel.deliveries = c;
+                        txn.put_pending(g, id, &pel, Some(&prev));
+                    }
+                }
+            });
+        }
+        if ready {
+            self.events.push(Event::RetryReady {
+                stream: key.clone(),
+                group: group.to_vec(),
+            });
+        }
+        if n > 0 {
+            self.events.push(Event::Nacked {
+                stream: key.clone(),
+                group: group.to_vec(),
+                count: n,
+            });
+        }
+        Ok(Reply::Count(n))
+    }
+
     /// Records failed attempts: retry after the backoff, or dead-letter.
     fn apply_failures(
         &mut self,

@@ -633,6 +633,13 @@ impl<'a> Txn<'a> {
                 ids,
                 refs,
             } => self.delete_ex(&stream, ack.as_deref(), &ids, refs),
+            Op::NackMode {
+                stream,
+                group,
+                ids,
+                mode,
+                retry_count,
+            } => self.nack_mode(&stream, &group, &ids, mode, retry_count),
             Op::Trim { stream, trim } => self.trim_op(&stream, trim),
             Op::SetId {
                 stream,

@@ -131,6 +131,16 @@ def flows(r, tag):
     assert r.xdelex(d, ids[2], ref_policy="DELREF") == [1]
     assert r.xpending(d, "g")["pending"] == 0 and r.xlen(d) == 1
 
+    # Redis 8.8's XNACK, mapped onto the group's delivery policy.
+    q = f"{s}:nack"
+    r.xgroup_create(q, "g", id="0", mkstream=True)
+    a = r.xadd(q, {"n": "1"})
+    r.xreadgroup("g", "c", {q: ">"})
+    assert r.xnack(q, "g", "SILENT", a) == 1
+    assert r.xnack(q, "g", "FAIL", a, retrycount=3) == 1
+    assert r.xpending_range(q, "g", "-", "+", 10)[0]["times_delivered"] == 3
+    assert entries(r.xreadgroup("g", "c2", {q: ">"}), q)[0][0] == a
+
 
 def main():
     proc, data, port = start_cortex()

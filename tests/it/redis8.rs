@@ -147,3 +147,114 @@ impl ErrText for V {
         }
     }
 }
+
+/// The pending list's (consumer, delivery count) of one entry.
+fn holder(r: &mut Raw, s: &str, g: &str, id: &str) -> Option<(String, i64)> {
+    let got = r.cmd(&["XPENDING", s, g, id, id, "1"]);
+    got.arr()
+        .first()
+        .map(|e| (e.arr()[1].s().to_string(), e.arr()[3].int()))
+}
+
+#[test]
+fn xnack_gives_entries_back_as_its_mode_and_the_policy_say() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    r.cmd(&["XGROUP", "CREATE", "q", "g", "0", "MKSTREAM"]);
+    for i in 1..=4 {
+        r.cmd(&["XADD", "q", &format!("{i}-0"), "f", "v"]);
+    }
+    r.cmd(&["XREADGROUP", "GROUP", "g", "c1", "STREAMS", "q", ">"]);
+    // FAIL on a group without a policy: ready for the next read at once, count kept.
+    assert_eq!(
+        r.cmd(&["XNACK", "q", "g", "FAIL", "IDS", "1", "1-0"]),
+        V::Int(1)
+    );
+    // SILENT: ready too, one delivery fewer; RETRYCOUNT sets the count outright.
+    assert_eq!(
+        r.cmd(&["XNACK", "q", "g", "SILENT", "IDS", "1", "2-0"]),
+        V::Int(1)
+    );
+    let n = r.cmd(&[
+        "XNACK",
+        "q",
+        "g",
+        "SILENT",
+        "IDS",
+        "1",
+        "3-0",
+        "RETRYCOUNT",
+        "7",
+    ]);
+    assert_eq!(n, V::Int(1));
+    assert_eq!(holder(&mut r, "q", "g", "2-0"), Some(("c1".into(), 0)));
+    assert_eq!(holder(&mut r, "q", "g", "3-0"), Some(("c1".into(), 7)));
+    let again = r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c2",
+        "COUNT",
+        "10",
+        "STREAMS",
+        "q",
+        ">",
+    ]);
+    let ids: Vec<&str> = again.arr()[0].arr()[1]
+        .arr()
+        .iter()
+        .map(|e| e.arr()[0].s())
+        .collect();
+    assert_eq!(ids, ["1-0", "2-0", "3-0"]);
+    assert_eq!(holder(&mut r, "q", "g", "1-0"), Some(("c2".into(), 2)));
+    assert_eq!(holder(&mut r, "q", "g", "2-0"), Some(("c2".into(), 1)));
+    // FATAL: to the dead-letter stream at once, reason rejected.
+    assert_eq!(
+        r.cmd(&["XNACK", "q", "g", "FATAL", "IDS", "1", "4-0"]),
+        V::Int(1)
+    );
+    assert_eq!(holder(&mut r, "q", "g", "4-0"), None);
+    let dead = format!("{:?}", r.cmd(&["XRANGE", "cortex:dlq", "-", "+"]));
+    assert!(dead.contains("rejected") && dead.contains("4-0"), "{dead}");
+    // Not pending: nothing to give back.
+    assert_eq!(
+        r.cmd(&["XNACK", "q", "g", "FAIL", "IDS", "1", "9-0"]),
+        V::Int(0)
+    );
+    // With a policy, FAIL is a failed attempt: the second of two dead-letters it (2-0 was
+    // given back SILENTly, no failure counted).
+    r.cmd(&["CX.POLICY", "q", "g", "MAXATTEMPTS", "2", "BACKOFF", "0"]);
+    let fail = ["XNACK", "q", "g", "FAIL", "IDS", "1", "2-0"];
+    assert_eq!(r.cmd(&fail), V::Int(1));
+    assert!(holder(&mut r, "q", "g", "2-0").is_some());
+    let read = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c2",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "q",
+        ">",
+    ];
+    let retry = r.cmd(&read);
+    assert_eq!(retry.arr()[0].arr()[1].arr()[0].arr()[0].s(), "2-0");
+    assert_eq!(r.cmd(&fail), V::Int(1));
+    assert_eq!(holder(&mut r, "q", "g", "2-0"), None);
+    let dead = format!("{:?}", r.cmd(&["XRANGE", "cortex:dlq", "-", "+"]));
+    assert!(dead.contains("max_attempts"), "{dead}");
+    // Bad input, each named.
+    assert!(r
+        .cmd(&["XNACK", "q", "g", "LATER", "IDS", "1", "1-0"])
+        .err_text()
+        .contains("SILENT"));
+    assert!(r
+        .cmd(&["XNACK", "q", "g", "FAIL", "IDS", "1", "1-0", "FORCE"])
+        .err_text()
+        .contains("FORCE"));
+    assert!(r
+        .cmd(&["XNACK", "q", "nogroup", "FAIL", "IDS", "1", "1-0"])
+        .err_text()
+        .contains("NOGROUP"));
+}

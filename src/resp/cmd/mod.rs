@@ -203,7 +203,7 @@ fn touch(conn: &mut Conn, broker: &Broker, name: &'static str) {
 /// Parses one admitted command into its plan.
 fn plan(ctx: &mut Ctx<'_>, args: &Args) -> Plan {
     let r = match ctx.name {
-        "XADD" | "XTRIM" | "XDEL" | "XSETID" | "XACK" | "XDELEX" | "XACKDEL" => {
+        "XADD" | "XTRIM" | "XDEL" | "XSETID" | "XACK" | "XDELEX" | "XACKDEL" | "XNACK" => {
             write::plan(ctx, args)
         }
         "XLEN" | "XRANGE" | "XREVRANGE" | "XREAD" => read::plan(ctx, args),

@@ -1,7 +1,8 @@
-//! Stream writes: XADD, XTRIM, XDEL, XSETID, XACK, and Redis 8.2's XDELEX and XACKDEL.
+//! Stream writes: XADD, XTRIM, XDEL, XSETID, XACK, Redis 8.2's XDELEX and XACKDEL, and 8.8's
+//! XNACK.
 //! Each parses Redis's syntax into one op and formats Redis's reply.
 
-use cortex_storage::{Error, Meta, Op, RefPolicy, Reply};
+use cortex_storage::{Error, Meta, NackMode, Op, RefPolicy, Reply};
 
 use super::args::*;
 use super::reply::{append_reply, count_reply};
@@ -26,8 +27,68 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         "XSETID" => xsetid(db, args),
         "XDELEX" => delete_ex(db, args, false),
         "XACKDEL" => delete_ex(db, args, true),
+        "XNACK" => xnack(db, args),
         _ => Ok(Plan::op(xack_op(db, args)?, |r| count_reply("XACK", r))),
     }
+}
+
+/// XNACK key group SILENT|FAIL|FATAL IDS numids id ... [RETRYCOUNT count]: gives pending
+/// entries back, mapped onto the group's delivery policy (see [`NackMode`]).
+fn xnack(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    let mode = match upper(&args[3]).as_str() {
+        "SILENT" => NackMode::Silent,
+        "FAIL" => NackMode::Fail,
+        "FATAL" => NackMode::Fatal,
+        _ => return Err(Frame::err("mode must be one of SILENT, FAIL or FATAL")),
+    };
+    let mut ids = None;
+    let mut retry_count = None;
+    let mut i = 4;
+    while i < args.len() {
+        match upper(&args[i]).as_str() {
+            "IDS" if ids.is_none() => {
+                let (list, next) = ids_block(args, i)?;
+                ids = Some(list);
+                i = next;
+            }
+            "RETRYCOUNT" if retry_count.is_none() => {
+                let n = int(args.get(i + 1).ok_or_else(syntax)?)?;
+                retry_count = Some(
+                    u64::try_from(n)
+                        .map_err(|_| Frame::err("RETRYCOUNT must be a non-negative integer"))?,
+                );
+                i += 2;
+            }
+            "FORCE" => {
+                return Err(Frame::err(
+                    "FORCE is not supported: only entries pending in the group can be nacked",
+                ))
+            }
+            _ => return Err(syntax()),
+        }
+    }
+    let op = Op::NackMode {
+        stream: key(db, &args[1]),
+        group: args[2].clone(),
+        ids: ids.ok_or_else(syntax)?,
+        mode,
+        retry_count,
+    };
+    Ok(Plan::op(op, |r| count_reply("XNACK", r)))
+}
+
+/// `IDS numids id ...` at `args[i]`: the IDs and the index after them.
+fn ids_block(args: &[Vec<u8>], i: usize) -> Result<(Vec<cortex_storage::StreamId>, usize), Frame> {
+    let n = args.get(i + 1).ok_or_else(syntax)?;
+    let n = int(n)
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| Frame::err("Number of IDs must be a positive integer"))?
+        as usize;
+    let list = args
+        .get(i + 2..i + 2 + n)
+        .ok_or_else(|| Frame::err("The `numids` parameter must match the number of arguments"))?;
+    Ok((self::ids(list)?, i + 2 + n))
 }
 
 /// XDELEX key [KEEPREF | DELREF | ACKED] IDS numids id ... and XACKDEL key group [...]:
@@ -49,17 +110,9 @@ fn delete_ex(db: u16, args: &[Vec<u8>], with_group: bool) -> Result<Plan, Frame>
                 i += 1;
             }
             "IDS" if ids.is_none() => {
-                let n = args.get(i + 1).ok_or_else(syntax)?;
-                let n = int(n)
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| Frame::err("Number of IDs must be a positive integer"))?
-                    as usize;
-                let list = args.get(i + 2..i + 2 + n).ok_or_else(|| {
-                    Frame::err("The `numids` parameter must match the number of arguments")
-                })?;
-                ids = Some(self::ids(list)?);
-                i += 2 + n;
+                let (list, next) = ids_block(args, i)?;
+                ids = Some(list);
+                i = next;
             }
             _ => return Err(syntax()),
         }
