@@ -20,6 +20,31 @@ pub struct Message {
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// The idempotency key of Redis 8.6's `XADD ... IDMP producer idempotent-id` (or, with
+/// `IDMPAUTO producer`, `iid = None`: one made from the entry's fields, so the same content
+/// from the same producer is stored once). It shares the window of every other idempotency
+/// key (`CX.PUBLISH ... IDEMPOTENCY`, QUIC's), in a space of its own: a zero byte, `IDMP`,
+/// the producer's length, the producer, then the ID or a SHA-256 of the fields.
+pub fn idmp_key(producer: &[u8], iid: Option<&[u8]>, fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    let mut key = b"\0IDMP".to_vec();
+    key.extend_from_slice(&(producer.len() as u32).to_be_bytes());
+    key.extend_from_slice(producer);
+    match iid {
+        Some(iid) => key.extend_from_slice(iid),
+        None => {
+            let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+            for (f, v) in fields {
+                for part in [f, v] {
+                    h.update(&(part.len() as u64).to_be_bytes());
+                    h.update(part);
+                }
+            }
+            key.extend_from_slice(h.finish().as_ref());
+        }
+    }
+    key
+}
+
 impl Broker {
     /// Appends `messages` to `stream` (namespace 0) in one commit; one reply per message,
     /// once durable. A message that fails (too large, say) fails alone.
@@ -55,6 +80,35 @@ impl Broker {
 
 #[cfg(test)]
 mod tests {
+    /// IDMP keys: the same (producer, ID) is one key; the content hash tells fields apart
+    /// however they are split, and producers never share keys.
+    #[test]
+    fn idmp_keys_are_per_producer_and_content() {
+        use super::idmp_key;
+        let f = |pairs: &[(&str, &str)]| -> Vec<(Vec<u8>, Vec<u8>)> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.as_bytes().to_vec(), b.as_bytes().to_vec()))
+                .collect()
+        };
+        assert_eq!(
+            idmp_key(b"p", Some(b"1"), &[]),
+            idmp_key(b"p", Some(b"1"), &f(&[("a", "b")]))
+        );
+        assert_ne!(
+            idmp_key(b"p", Some(b"1"), &[]),
+            idmp_key(b"q", Some(b"1"), &[])
+        );
+        assert_ne!(
+            idmp_key(b"p1", Some(b"x"), &[]),
+            idmp_key(b"p", Some(b"1x"), &[])
+        );
+        let auto = |pairs| idmp_key(b"p", None, &f(pairs));
+        assert_eq!(auto(&[("a", "b")]), auto(&[("a", "b")]));
+        assert_ne!(auto(&[("ab", "")]), auto(&[("a", "b")]));
+        assert_ne!(auto(&[("a", "b")]), idmp_key(b"q", None, &f(&[("a", "b")])));
+    }
+
     /// The protocol names the schedule headers the store acts on: they are one pair.
     #[test]
     fn schedule_headers_are_the_stores() {

@@ -141,6 +141,13 @@ def flows(r, tag):
     assert r.xpending_range(q, "g", "-", "+", 10)[0]["times_delivered"] == 3
     assert entries(r.xreadgroup("g", "c2", {q: ">"}), q)[0][0] == a
 
+    # Redis 8.6's XADD IDMP / IDMPAUTO: a producer's message is stored once.
+    m = f"{s}:idmp"
+    first = r.xadd(m, {"a": "1"}, idmp=("p1", "m1"))
+    assert r.xadd(m, {"a": "2"}, idmp=("p1", "m1")) == first
+    auto = r.xadd(m, {"a": "3"}, idmpauto="p1")
+    assert r.xadd(m, {"a": "3"}, idmpauto="p1") == auto and r.xlen(m) == 2
+
 
 def main():
     proc, data, port = start_cortex()

@@ -258,3 +258,37 @@ fn xnack_gives_entries_back_as_its_mode_and_the_policy_say() {
         .err_text()
         .contains("NOGROUP"));
 }
+
+#[test]
+fn xadd_idmp_stores_a_producers_message_once() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    let add = |r: &mut Raw, extra: &[&str], v: &str| {
+        let mut cmd = vec!["XADD", "s"];
+        cmd.extend_from_slice(extra);
+        cmd.extend_from_slice(&["*", "f", v]);
+        r.cmd(&cmd).s().to_string()
+    };
+    let first = add(&mut r, &["IDMP", "p1", "m1"], "a");
+    // The same producer and ID again: the first entry's ID, nothing stored.
+    assert_eq!(add(&mut r, &["IDMP", "p1", "m1"], "b"), first);
+    // Another producer with the same ID is another message.
+    let other = add(&mut r, &["IDMP", "p2", "m1"], "a");
+    assert_ne!(other, first);
+    // IDMPAUTO: the ID is the content's.
+    let auto = add(&mut r, &["IDMPAUTO", "p1"], "x");
+    assert_eq!(add(&mut r, &["IDMPAUTO", "p1"], "x"), auto);
+    assert_ne!(add(&mut r, &["IDMPAUTO", "p1"], "y"), auto);
+    assert_eq!(r.cmd(&["XLEN", "s"]).int(), 4);
+    // With trimming options around it, in either order.
+    let t = add(&mut r, &["MAXLEN", "~", "100", "IDMP", "p3", "1"], "t");
+    assert_eq!(
+        add(&mut r, &["IDMP", "p3", "1", "MAXLEN", "~", "100"], "t"),
+        t
+    );
+    // Only with `*`; DELREF/ACKED trimming is refused by name.
+    let e = r.cmd(&["XADD", "s", "IDMP", "p", "1", "9-9", "f", "v"]);
+    assert!(e.err_text().contains("IDMP"), "{e:?}");
+    let e = r.cmd(&["XADD", "s", "DELREF", "MAXLEN", "1", "*", "f", "v"]);
+    assert!(e.err_text().contains("KEEPREF"), "{e:?}");
+}

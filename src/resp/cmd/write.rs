@@ -137,17 +137,47 @@ fn ids(a: &[Vec<u8>]) -> Result<Vec<cortex_storage::StreamId>, Frame> {
     a.iter().map(|a| id(a)).collect()
 }
 
-/// XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT n]] *|id field value ...
+/// XADD key [NOMKSTREAM] [KEEPREF] [IDMPAUTO producer | IDMP producer iid]
+/// [MAXLEN|MINID [=|~] threshold [LIMIT n]] *|id field value ...
 pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
     let mut i = 2;
     let mut no_mkstream = false;
     let mut trim = None;
     let mut limit = None;
+    // (producer, idempotent ID; None: from the content).
+    let mut idmp: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
     while i < args.len() {
-        if upper(&args[i]) == "NOMKSTREAM" {
-            no_mkstream = true;
-            i += 1;
-            continue;
+        match upper(&args[i]).as_str() {
+            "NOMKSTREAM" => {
+                no_mkstream = true;
+                i += 1;
+                continue;
+            }
+            // Trimming keeps the groups' references: the only way it trims here.
+            "KEEPREF" => {
+                i += 1;
+                continue;
+            }
+            "DELREF" | "ACKED" => {
+                return Err(Frame::err(
+                    "XADD trims with KEEPREF only (DELREF and ACKED trimming are not supported)",
+                ))
+            }
+            "IDMPAUTO" if idmp.is_none() => {
+                let producer = args.get(i + 1).ok_or_else(syntax)?;
+                idmp = Some((producer.clone(), None));
+                i += 2;
+                continue;
+            }
+            "IDMP" if idmp.is_none() => {
+                let (Some(producer), Some(iid)) = (args.get(i + 1), args.get(i + 2)) else {
+                    return Err(syntax());
+                };
+                idmp = Some((producer.clone(), Some(iid.clone())));
+                i += 3;
+                continue;
+            }
+            _ => {}
         }
         if parse_trim_option(args, &mut i, &mut trim, &mut limit)? {
             continue;
@@ -162,15 +192,24 @@ pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
     if fields.is_empty() || !fields.len().is_multiple_of(2) {
         return Err(arity("xadd"));
     }
+    let fields: Vec<(Vec<u8>, Vec<u8>)> = fields
+        .chunks(2)
+        .map(|c| (c[0].clone(), c[1].clone()))
+        .collect();
+    if idmp.is_some() && id_arg.as_slice() != b"*" {
+        return Err(Frame::err(
+            "IDMP and IDMPAUTO can only be used with the * ID",
+        ));
+    }
+    let idempotency_key = idmp.map(|(producer, iid)| {
+        crate::broker::publish::idmp_key(&producer, iid.as_deref(), &fields)
+    });
     Ok(Op::Append {
         stream: key(db, &args[1]),
         id: parse_id_spec(id_arg)?,
-        fields: fields
-            .chunks(2)
-            .map(|c| (c[0].clone(), c[1].clone()))
-            .collect(),
+        fields,
         meta: Meta::default(),
-        idempotency_key: None,
+        idempotency_key,
         no_mkstream,
         trim,
     })
