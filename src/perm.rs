@@ -174,6 +174,9 @@ impl Asker<'_> {
             Op::ReadGroup { streams, .. } => streams
                 .iter()
                 .try_for_each(|(s, _)| self.need(Consume, Some(s))),
+            Op::ReadGroupClaim { streams, .. } => {
+                streams.iter().try_for_each(|s| self.need(Consume, Some(s)))
+            }
             Op::Delete { stream, .. }
             | Op::Trim { stream, .. }
             | Op::SetId { stream, .. }

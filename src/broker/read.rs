@@ -47,11 +47,24 @@ pub struct GroupRead {
     pub count: Option<usize>,
     /// NOACK.
     pub noack: bool,
+    /// CLAIM min-idle-time (Redis 8.4; every stream read as `>`): idle deliveries of the
+    /// group first, each with its idle time and deliveries.
+    pub claim: Option<u64>,
 }
 
 impl GroupRead {
     /// The op for one attempt.
     pub fn op(&self, retry: bool) -> Op {
+        if let Some(min_idle_ms) = self.claim {
+            return Op::ReadGroupClaim {
+                streams: self.streams.iter().map(|(k, _)| k.clone()).collect(),
+                group: self.group.clone(),
+                consumer: self.consumer.clone(),
+                count: self.count,
+                noack: self.noack,
+                min_idle_ms,
+            };
+        }
         Op::ReadGroup {
             streams: self.streams.clone(),
             group: self.group.clone(),
@@ -147,14 +160,18 @@ impl Broker {
             .iter()
             .any(|(_, f)| matches!(f, ReadFrom::History(_)));
         let blocking = if history { Blocking::No } else { blocking };
-        if blocking != Blocking::No && req.streams.len() == 1 {
+        if blocking != Blocking::No && req.streams.len() == 1 && req.claim.is_none() {
             return self.read_group_mailbox(who, req, blocking).await;
         }
         let waiter = Waiter::new(self, req.streams.iter().map(|s| s.0.clone()), blocking);
         let mut retry = false;
         loop {
             let r = self.submit_one(who, req.op(retry)).await?;
-            let empty = matches!(&r, Ok(Reply::GroupRead(v)) if v.iter().all(Vec::is_empty));
+            let empty = match &r {
+                Ok(Reply::GroupRead(v)) => v.iter().all(Vec::is_empty),
+                Ok(Reply::ClaimRead(v)) => v.iter().all(Vec::is_empty),
+                _ => false,
+            };
             if !empty || history || !waiter.wait(self).await {
                 return Ok(r);
             }

@@ -631,6 +631,7 @@ async fn read(
         consumer: r.consumer.into_bytes(),
         count: Some(r.count.unwrap_or(10).clamp(1, LIST_MAX)),
         noack: false,
+        claim: None,
     };
     let blocking = match r.block_ms.unwrap_or(0) {
         0 => Blocking::No,

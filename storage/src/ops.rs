@@ -482,6 +482,25 @@ pub enum Op {
         /// The delivery count to set (XNACK's RETRYCOUNT).
         retry_count: Option<u64>,
     },
+    /// `XREADGROUP ... CLAIM min-idle-time ... STREAMS key ... >` (Redis 8.4): per stream,
+    /// first the group's entries handed out and idle at least `min_idle_ms` (in ID order,
+    /// from any consumer; up to `count`), claimed by `consumer`, then new entries up to
+    /// `count` in all. With `noack` claimed entries leave the pending list. Replies
+    /// [`Reply::ClaimRead`].
+    ReadGroupClaim {
+        /// Streams (each read as `>`).
+        streams: Vec<StreamKey>,
+        /// Group.
+        group: Vec<u8>,
+        /// Consumer (created if missing).
+        consumer: Vec<u8>,
+        /// COUNT per stream (claimed and new together).
+        count: Option<usize>,
+        /// NOACK.
+        noack: bool,
+        /// Claim only entries idle at least this long.
+        min_idle_ms: u64,
+    },
     /// XDELEX (and, with `ack`, XACKDEL): deletes entries, first acknowledging them in
     /// group `ack`, doing about the groups' references what `refs` says. Replies
     /// [`Reply::Deletions`], one per ID in order; a missing stream (or `ack` group) is
@@ -508,6 +527,19 @@ pub struct Delivery {
     pub record: Option<Record>,
     /// How many times the group has handed it out, this time included (1: first delivery).
     pub attempt: u32,
+}
+
+/// One entry of [`Reply::ClaimRead`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimedEntry {
+    /// ID.
+    pub id: StreamId,
+    /// Content.
+    pub record: Record,
+    /// Ms since its previous delivery (0: a new entry).
+    pub idle_ms: u64,
+    /// Its deliveries before this one (0: a new entry).
+    pub deliveries: u64,
 }
 
 /// The reply to one [`Op`].
@@ -548,6 +580,8 @@ pub enum Reply {
     },
     /// A task after the op ([`Op::CancelTask`]).
     Task(Box<crate::task::TaskRecord>),
+    /// [`Op::ReadGroupClaim`]: per stream, claimed entries then new ones.
+    ClaimRead(Vec<Vec<ClaimedEntry>>),
     /// [`Op::DeleteEx`]: per ID, what became of it; `changes`: entries deleted, pending
     /// references removed and acknowledgements made (Redis counts each).
     Deletions {
@@ -717,6 +751,7 @@ impl Changes {
                     .collect(),
             ),
             Op::Deliver { from, .. } => Changes::GroupRead(vec![matches!(from, ReadFrom::New)]),
+            Op::ReadGroupClaim { streams, .. } => Changes::GroupRead(vec![true; streams.len()]),
             Op::Claim { .. } | Op::AutoClaim { .. } => Changes::Claimed,
             Op::DeleteEx { .. } | Op::NackMode { .. } => Changes::Count,
             Op::Tick | Op::Query(_) | Op::SetNodeLimits(_) => Changes::None,
@@ -733,6 +768,11 @@ impl Changes {
             (Changes::Count, Reply::Deletions { changes, .. }) => *changes,
             (Changes::Count, _) => 1,
             (Changes::GroupRead(new), Reply::GroupRead(per)) => new
+                .iter()
+                .zip(per)
+                .filter(|(new, got)| **new && !got.is_empty())
+                .count() as u64,
+            (Changes::GroupRead(new), Reply::ClaimRead(per)) => new
                 .iter()
                 .zip(per)
                 .filter(|(new, got)| **new && !got.is_empty())

@@ -640,6 +640,14 @@ impl<'a> Txn<'a> {
                 mode,
                 retry_count,
             } => self.nack_mode(&stream, &group, &ids, mode, retry_count),
+            Op::ReadGroupClaim {
+                streams,
+                group,
+                consumer,
+                count,
+                noack,
+                min_idle_ms,
+            } => self.read_groups_claim(&streams, &group, &consumer, count, noack, min_idle_ms),
             Op::Trim { stream, trim } => self.trim_op(&stream, trim),
             Op::SetId {
                 stream,

@@ -148,6 +148,16 @@ def flows(r, tag):
     auto = r.xadd(m, {"a": "3"}, idmpauto="p1")
     assert r.xadd(m, {"a": "3"}, idmpauto="p1") == auto and r.xlen(m) == 2
 
+    # Redis 8.4's XREADGROUP CLAIM: idle deliveries first, each with (idle ms, deliveries).
+    c = f"{s}:claim"
+    r.xgroup_create(c, "g", id="0", mkstream=True)
+    first = r.xadd(c, {"n": "1"})
+    r.xreadgroup("g", "c1", {c: ">"})
+    second = r.xadd(c, {"n": "2"})
+    got = entries(r.xreadgroup("g", "c2", {c: ">"}, count=10, claim_min_idle_time=0), c)
+    assert [e[0] for e in got] == [first, second], got
+    assert got[0][3] == 1 and got[1][2:] == (0, 0), got
+
 
 def main():
     proc, data, port = start_cortex()

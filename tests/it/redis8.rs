@@ -292,3 +292,90 @@ fn xadd_idmp_stores_a_producers_message_once() {
     let e = r.cmd(&["XADD", "s", "DELREF", "MAXLEN", "1", "*", "f", "v"]);
     assert!(e.err_text().contains("KEEPREF"), "{e:?}");
 }
+
+/// XREADGROUP's ids and metadata: (id, idle ms, earlier deliveries) per entry.
+fn claimed(v: &V) -> Vec<(String, i64, i64)> {
+    if matches!(v, V::Nil) {
+        return Vec::new();
+    }
+    v.arr()[0].arr()[1]
+        .arr()
+        .iter()
+        .map(|e| {
+            let e = e.arr();
+            (e[0].s().to_string(), e[2].int(), e[3].int())
+        })
+        .collect()
+}
+
+#[test]
+fn xreadgroup_claim_takes_idle_deliveries_first_then_new_entries() {
+    let s = Server::start(&["--test-clock"]);
+    let mut r = s.raw();
+    r.cmd(&["XGROUP", "CREATE", "q", "g", "0", "MKSTREAM"]);
+    r.cmd(&["XADD", "q", "1-0", "f", "v"]);
+    r.cmd(&["XADD", "q", "2-0", "f", "v"]);
+    r.cmd(&["XREADGROUP", "GROUP", "g", "c1", "STREAMS", "q", ">"]);
+    r.cmd(&["CX.CLOCK", "ADVANCE", "100"]);
+    r.cmd(&["XADD", "q", "3-0", "f", "v"]);
+    r.cmd(&["XADD", "q", "4-0", "f", "v"]);
+    let read = |r: &mut Raw, consumer: &str, count: &str, extra: &[&str]| {
+        let mut cmd = vec!["XREADGROUP", "GROUP", "g", consumer, "COUNT", count];
+        cmd.extend_from_slice(extra);
+        cmd.extend_from_slice(&["STREAMS", "q", ">"]);
+        r.cmd(&cmd)
+    };
+    let got = claimed(&read(&mut r, "c2", "10", &["CLAIM", "50"]));
+    assert_eq!(got.len(), 4, "{got:?}");
+    // The idle deliveries first, with their idle time (broker time moved 100 ms, real time
+    // a little) and earlier deliveries; then the new entries with 0 and 0.
+    for (i, (id, idle, n)) in got[..2].iter().enumerate() {
+        assert_eq!(id, &format!("{}-0", i + 1));
+        assert!(*idle >= 100 && *idle < 60_000, "{got:?}");
+        assert_eq!(*n, 1);
+    }
+    assert_eq!(got[2], ("3-0".to_string(), 0, 0));
+    assert_eq!(got[3], ("4-0".to_string(), 0, 0));
+    let p = r.cmd(&["XPENDING", "q", "g", "1-0", "1-0", "1"]);
+    assert_eq!(p.arr()[0].arr()[1].s(), "c2");
+    assert_eq!(p.arr()[0].arr()[3].int(), 2);
+    // Just claimed: nothing is idle; nothing is new.
+    assert!(claimed(&read(&mut r, "c3", "10", &["CLAIM", "50"])).is_empty());
+    // COUNT bounds the claimed and the new together.
+    r.cmd(&["CX.CLOCK", "ADVANCE", "100"]);
+    let got = claimed(&read(&mut r, "c3", "1", &["CLAIM", "50"]));
+    assert_eq!(
+        got.iter().map(|g| g.0.as_str()).collect::<Vec<_>>(),
+        ["1-0"]
+    );
+    // NOACK: claimed entries leave the pending list.
+    r.cmd(&["CX.CLOCK", "ADVANCE", "100"]);
+    let got = claimed(&read(&mut r, "c4", "10", &["NOACK", "CLAIM", "50"]));
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(r.cmd(&["XPENDING", "q", "g"]).arr()[0].int(), 0);
+    // Only with `>`; a negative time is refused.
+    let e = r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "CLAIM",
+        "5",
+        "STREAMS",
+        "q",
+        "0",
+    ]);
+    assert!(e.err_text().contains("CLAIM"), "{e:?}");
+    let e = r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "CLAIM",
+        "-1",
+        "STREAMS",
+        "q",
+        ">",
+    ]);
+    assert!(e.err_text().contains("min-idle-time"), "{e:?}");
+}

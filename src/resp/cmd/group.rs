@@ -7,7 +7,7 @@ use cortex_storage::{
 
 use super::args::*;
 use super::read::parse_read;
-use super::reply::{help, pairs_frame, streams_reply};
+use super::reply::{fields_frame, help, pairs_frame, streams_reply};
 use super::{Ctx, Plan};
 use crate::broker::GroupRead;
 use crate::resp::codec::Frame;
@@ -72,7 +72,11 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         consumer,
         count: r.count,
         noack: r.noack,
+        claim: r.claim,
     };
+    if r.claim.is_some() && history.iter().any(|h| *h) {
+        return Err(Frame::err("CLAIM can be used only with the > ID"));
+    }
     let blocking = r.blocking();
     Ok(Plan::GroupRead(
         req,
@@ -86,6 +90,29 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                     .zip(history)
                     .filter(|((_, e), hist)| *hist || !e.is_empty())
                     .map(|((n, e), _)| (n, pairs_frame(&e)))
+                    .collect();
+                streams_reply(proto, results)
+            }
+            // CLAIM: each entry with its idle time and earlier deliveries (0 and 0: new).
+            Ok(Reply::ClaimRead(v)) => {
+                let results: Vec<(Vec<u8>, Frame)> = names
+                    .into_iter()
+                    .zip(v)
+                    .filter(|(_, e)| !e.is_empty())
+                    .map(|(n, e)| {
+                        let entries = e
+                            .iter()
+                            .map(|c| {
+                                Frame::Array(vec![
+                                    id_frame(c.id),
+                                    fields_frame(&c.record),
+                                    Frame::Integer(c.idle_ms as i64),
+                                    Frame::Integer(c.deliveries as i64),
+                                ])
+                            })
+                            .collect();
+                        (n, Frame::Array(entries))
+                    })
                     .collect();
                 streams_reply(proto, results)
             }

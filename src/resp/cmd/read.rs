@@ -76,6 +76,8 @@ pub struct ReadArgs {
     pub block_ms: Option<u64>,
     /// NOACK.
     pub noack: bool,
+    /// CLAIM min-idle-time (XREADGROUP).
+    pub claim: Option<u64>,
     /// GROUP group consumer.
     pub group: Option<(Vec<u8>, Vec<u8>)>,
     /// Stream names.
@@ -102,6 +104,7 @@ pub fn parse_read(args: &[Vec<u8>], group_cmd: bool) -> Result<ReadArgs, Frame> 
         count: None,
         block_ms: None,
         noack: false,
+        claim: None,
         group: None,
         keys: vec![],
         ids: vec![],
@@ -132,6 +135,14 @@ pub fn parse_read(args: &[Vec<u8>], group_cmd: bool) -> Result<ReadArgs, Frame> 
             "NOACK" if group_cmd => {
                 r.noack = true;
                 i += 1;
+            }
+            "CLAIM" if group_cmd && more >= 1 => {
+                let ms = int(&args[i + 1])
+                    .ok()
+                    .filter(|ms| *ms >= 0)
+                    .ok_or_else(|| Frame::err("min-idle-time must be a non-negative integer"))?;
+                r.claim = Some(ms as u64);
+                i += 2;
             }
             "STREAMS" => {
                 streams_at = Some(i + 1);

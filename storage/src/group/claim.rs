@@ -1,18 +1,31 @@
-//! Acknowledging and claiming pending entries: XACK, XCLAIM, XAUTOCLAIM.
+//! Acknowledging and claiming pending entries: XACK, XCLAIM, XAUTOCLAIM, and XREADGROUP's
+//! CLAIM (Redis 8.4).
 
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
 use crate::id::StreamId;
 use crate::keys;
 use crate::meta::{PendingEntry, PendingState};
-use crate::ops::{Reply, StreamKey};
+use crate::ops::{ClaimedEntry, ReadFrom, Reply, StreamKey};
 use crate::overlay::View;
 use crate::record::Record;
-use crate::store::{corrupt, get_record, key_id, unique_ids, Txn};
+use crate::store::{corrupt, get_record, key_id, unique_ids, GroupState, Txn};
 use crate::stream::check_name;
 use crate::task::{TaskEvent, TaskRef};
 
 impl Txn<'_> {
+    /// Makes `consumer` (created if new, counted as a change) the one claiming now: its ID
+    /// and the state the entries it claims take.
+    fn claimer(&mut self, g: &mut GroupState, consumer: &[u8]) -> (u64, PendingState) {
+        let now = self.now;
+        self.consumers_created += u64::from(!g.consumers.contains_key(consumer));
+        let cid = Self::ensure_consumer(g, consumer, now);
+        if let Some(c) = g.consumers.get_mut(consumer) {
+            c.active_ms = Some(now);
+        }
+        (cid, self.delivered_state(g.meta.policy.as_ref()))
+    }
+
     pub(crate) fn ack(&mut self, key: &StreamKey, group: &[u8], ids: &[StreamId]) -> Result<Reply> {
         let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
         let Some(st) = self.stream(key) else {
@@ -117,12 +130,7 @@ impl Txn<'_> {
                 txn.remove_pending(g, *id, pel);
             }
             if !claims.is_empty() {
-                txn.consumers_created += u64::from(!g.consumers.contains_key(consumer));
-                let cid = Self::ensure_consumer(g, consumer, now);
-                if let Some(c) = g.consumers.get_mut(consumer) {
-                    c.active_ms = Some(now);
-                }
-                let state = txn.delivered_state(g.meta.policy.as_ref());
+                let (cid, state) = txn.claimer(g, consumer);
                 for (id, prev, record) in claims {
                     let mut pel = prev.clone().unwrap_or(PendingEntry {
                         consumer_id: cid,
@@ -188,10 +196,7 @@ impl Txn<'_> {
             while attempts > 0 && claims.len() + drops.len() < count {
                 let Some(item) = it.next() else { break };
                 attempts -= 1;
-                let (k, v) = item.into_inner()?;
-                let id = key_id(&k, "pending key", &key.name)?;
-                let pel: PendingEntry = codec::decode(Kind::Pending, &v)
-                    .map_err(|r| corrupt("pending entry", &key.name, Some(id), r))?;
+                let (id, pel) = pending_item(item, &key.name)?;
                 match get_record(&self.tx, self.ks, &key.name, sid, id)? {
                     None => drops.push((id, pel)),
                     Some(_)
@@ -213,12 +218,7 @@ impl Txn<'_> {
             if claims.is_empty() {
                 return;
             }
-            txn.consumers_created += u64::from(!g.consumers.contains_key(consumer));
-            let cid = Self::ensure_consumer(g, consumer, now);
-            if let Some(c) = g.consumers.get_mut(consumer) {
-                c.active_ms = Some(now);
-            }
-            let state = txn.delivered_state(g.meta.policy.as_ref());
+            let (cid, state) = txn.claimer(g, consumer);
             for (id, prev, record) in claims {
                 let mut pel = prev.clone();
                 pel.consumer_id = cid;
@@ -238,4 +238,119 @@ impl Txn<'_> {
             deleted,
         })
     }
+
+    /// [`crate::Op::ReadGroupClaim`].
+    pub(crate) fn read_groups_claim(
+        &mut self,
+        streams: &[StreamKey],
+        group: &[u8],
+        consumer: &[u8],
+        count: Option<usize>,
+        noack: bool,
+        min_idle_ms: u64,
+    ) -> Result<Reply> {
+        self.check_group_read(streams.iter(), group, consumer)?;
+        let read_max = self.cfg.limits.read_count_max;
+        let count = count.unwrap_or(read_max).min(read_max);
+        let mut out = Vec::with_capacity(streams.len());
+        for key in streams {
+            let mut got = self.claim_idle(key, group, consumer, min_idle_ms, count, noack)?;
+            let rest = count - got.len();
+            if rest > 0 {
+                let fresh =
+                    self.read_group(key, group, consumer, Some(rest), noack, ReadFrom::New)?;
+                got.extend(fresh.into_iter().filter_map(|d| {
+                    Some(ClaimedEntry {
+                        id: d.id,
+                        record: d.record?,
+                        idle_ms: 0,
+                        deliveries: 0,
+                    })
+                }));
+            }
+            out.push(got);
+        }
+        Ok(Reply::ClaimRead(out))
+    }
+
+    /// Claims for `consumer` up to `count` of the group's entries handed out and idle at
+    /// least `min_idle_ms`, in ID order, scanning at most ten pending entries per one
+    /// claimed (as XAUTOCLAIM); entries deleted from the stream leave the pending list on
+    /// the way; with `noack` the claimed ones leave it too.
+    fn claim_idle(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        consumer: &[u8],
+        min_idle_ms: u64,
+        count: usize,
+        noack: bool,
+    ) -> Result<Vec<ClaimedEntry>> {
+        let g = self.group(key, group)?;
+        let (sid, gid) = (self.existing(key)?.meta.stream_id, g.meta.group_id);
+        let now = self.now;
+        let mut budget = count.saturating_mul(10);
+        let mut claims = Vec::new();
+        let mut drops = Vec::new();
+        {
+            let from = keys::id_key(gid, StreamId::MIN);
+            let to = keys::id_key(gid, StreamId::MAX);
+            let mut it = self.tx.range(&self.ks.pel, from..=to);
+            while budget > 0 && claims.len() < count {
+                let Some(item) = it.next() else { break };
+                budget -= 1;
+                let (id, pel) = pending_item(item, &key.name)?;
+                // A retry waiting out its backoff, or one ready for the next read, is the
+                // policy's to hand out; only deliveries in a consumer's hands are claimed.
+                if !matches!(pel.state, PendingState::Delivered { .. })
+                    || now.saturating_sub(pel.delivered_ms) < min_idle_ms
+                {
+                    continue;
+                }
+                match get_record(&self.tx, self.ks, &key.name, sid, id)? {
+                    None => drops.push((id, pel)),
+                    Some(rec) => claims.push((id, pel, rec)),
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(claims.len());
+        self.with_group(key, group, |txn, _, g| {
+            for (id, pel) in &drops {
+                txn.remove_pending(g, *id, pel);
+            }
+            if claims.is_empty() {
+                return;
+            }
+            let (cid, state) = txn.claimer(g, consumer);
+            for (id, prev, record) in claims {
+                if noack {
+                    txn.remove_pending(g, id, &prev);
+                } else {
+                    let mut pel = prev.clone();
+                    pel.consumer_id = cid;
+                    pel.delivered_ms = now;
+                    pel.state = state;
+                    pel.deliveries += 1;
+                    txn.put_pending(g, id, &pel, Some(&prev));
+                }
+                g.meta.counters.redelivered += 1;
+                out.push(ClaimedEntry {
+                    id,
+                    record,
+                    idle_ms: now.saturating_sub(prev.delivered_ms),
+                    deliveries: prev.deliveries,
+                });
+            }
+        });
+        Ok(out)
+    }
+}
+
+/// One item of a range over the pending list: its entry ID and pending entry.
+fn pending_item(item: crate::overlay::Item, stream: &[u8]) -> Result<(StreamId, PendingEntry)> {
+    let (k, v) = item.into_inner()?;
+    let id = key_id(&k, "pending key", stream)?;
+    let pel = codec::decode(Kind::Pending, &v)
+        .map_err(|r| corrupt("pending entry", stream, Some(id), r))?;
+    Ok((id, pel))
 }

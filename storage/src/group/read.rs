@@ -18,6 +18,30 @@ use super::Action;
 
 impl Txn<'_> {
     /// XREADGROUP over every stream of the op: validates all of them, then reads each.
+    /// Checks a group read before anything is read: the consumer's name, how many streams,
+    /// and that each has the group.
+    pub(super) fn check_group_read<'k>(
+        &self,
+        streams: impl ExactSizeIterator<Item = &'k StreamKey>,
+        group: &[u8],
+        consumer: &[u8],
+    ) -> Result<()> {
+        check_name("consumer name", consumer, self.cfg.limits.group_name_max)?;
+        let max = self.cfg.limits.streams_per_read_max;
+        let n = streams.len();
+        if n == 0 || n > max {
+            return Err(Error::TooLarge {
+                what: "number of streams in one read",
+                len: n,
+                max,
+            });
+        }
+        for key in streams {
+            self.group(key, group)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn read_groups(
         &mut self,
         streams: &[(StreamKey, ReadFrom)],
@@ -27,18 +51,7 @@ impl Txn<'_> {
         noack: bool,
         retry: bool,
     ) -> Result<Reply> {
-        check_name("consumer name", consumer, self.cfg.limits.group_name_max)?;
-        let max = self.cfg.limits.streams_per_read_max;
-        if streams.is_empty() || streams.len() > max {
-            return Err(Error::TooLarge {
-                what: "number of streams in one read",
-                len: streams.len(),
-                max,
-            });
-        }
-        for (key, _) in streams {
-            self.group(key, group)?;
-        }
+        self.check_group_read(streams.iter().map(|(k, _)| k), group, consumer)?;
         if retry
             && !streams
                 .iter()
@@ -100,7 +113,7 @@ impl Txn<'_> {
         }
     }
 
-    fn read_group(
+    pub(super) fn read_group(
         &mut self,
         key: &StreamKey,
         group: &[u8],
