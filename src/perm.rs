@@ -171,12 +171,9 @@ impl Asker<'_> {
             | Op::AutoClaim { stream, .. }
             | Op::Progress { stream, .. }
             | Op::Deliver { stream, .. } => self.need(Consume, Some(stream)),
-            Op::ReadGroup { streams, .. } => streams
+            Op::ReadGroup { streams, .. } | Op::ReadGroupEx { streams, .. } => streams
                 .iter()
                 .try_for_each(|(s, _)| self.need(Consume, Some(s))),
-            Op::ReadGroupClaim { streams, .. } => {
-                streams.iter().try_for_each(|s| self.need(Consume, Some(s)))
-            }
             Op::Delete { stream, .. }
             | Op::Trim { stream, .. }
             | Op::SetId { stream, .. }

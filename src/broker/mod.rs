@@ -40,7 +40,7 @@ pub use crate::core::{disk, mailbox, BrokerError, Clock, Core, Notifier, Replies
 pub use crate::perm;
 pub use auth::{AuthError, Principal};
 pub use perm::{Permissions, Refusal, Right};
-pub use read::{Blocking, GroupRead, INLINE_READ_MAX};
+pub use read::{cap_read, Blocking, GroupRead, INLINE_READ_MAX};
 
 /// Handle to the broker; cheap to clone.
 #[derive(Clone)]

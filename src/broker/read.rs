@@ -50,19 +50,30 @@ pub struct GroupRead {
     /// CLAIM min-idle-time (Redis 8.4; every stream read as `>`): idle deliveries of the
     /// group first, each with its idle time and deliveries.
     pub claim: Option<u64>,
+    /// MAXCOUNT (Redis 8.10): entries over all streams.
+    pub max_count: Option<usize>,
+    /// MAXSIZE (Redis 8.10): a soft cap on the reply's bytes over all streams.
+    pub max_bytes: Option<usize>,
 }
 
 impl GroupRead {
+    /// True with any of Redis 8's options (CLAIM, MAXCOUNT, MAXSIZE).
+    fn extended(&self) -> bool {
+        self.claim.is_some() || self.max_count.is_some() || self.max_bytes.is_some()
+    }
+
     /// The op for one attempt.
     pub fn op(&self, retry: bool) -> Op {
-        if let Some(min_idle_ms) = self.claim {
-            return Op::ReadGroupClaim {
-                streams: self.streams.iter().map(|(k, _)| k.clone()).collect(),
+        if self.extended() {
+            return Op::ReadGroupEx {
+                streams: self.streams.clone(),
                 group: self.group.clone(),
                 consumer: self.consumer.clone(),
                 count: self.count,
                 noack: self.noack,
-                min_idle_ms,
+                claim: self.claim,
+                max_count: self.max_count,
+                max_bytes: self.max_bytes,
             };
         }
         Op::ReadGroup {
@@ -73,6 +84,33 @@ impl GroupRead {
             noack: self.noack,
             retry,
         }
+    }
+}
+
+/// XREAD's MAXCOUNT and MAXSIZE (Redis 8.10) over a read's results, in stream order: at
+/// most `max_count` entries in all, and no entry after the ones so far reach `max_bytes`
+/// (a soft cap, as [`cortex_storage::reply_bytes`] counts them: the entry that crosses it
+/// is the last one kept, so one entry always is).
+pub fn cap_read(
+    results: &mut [(Vec<cortex_storage::Entry>, cortex_storage::StreamId)],
+    max_count: Option<usize>,
+    max_bytes: Option<usize>,
+) {
+    let mut left = max_count.unwrap_or(usize::MAX);
+    let mut bytes = max_bytes;
+    for (entries, _) in results.iter_mut() {
+        let mut keep = 0;
+        for e in entries.iter() {
+            if left == 0 || bytes == Some(0) {
+                break;
+            }
+            left -= 1;
+            keep += 1;
+            if let Some(b) = bytes.as_mut() {
+                *b = b.saturating_sub(cortex_storage::reply_bytes(&e.record));
+            }
+        }
+        entries.truncate(keep);
     }
 }
 
@@ -160,7 +198,7 @@ impl Broker {
             .iter()
             .any(|(_, f)| matches!(f, ReadFrom::History(_)));
         let blocking = if history { Blocking::No } else { blocking };
-        if blocking != Blocking::No && req.streams.len() == 1 && req.claim.is_none() {
+        if blocking != Blocking::No && req.streams.len() == 1 && !req.extended() {
             return self.read_group_mailbox(who, req, blocking).await;
         }
         let waiter = Waiter::new(self, req.streams.iter().map(|s| s.0.clone()), blocking);

@@ -632,6 +632,8 @@ async fn read(
         count: Some(r.count.unwrap_or(10).clamp(1, LIST_MAX)),
         noack: false,
         claim: None,
+        max_count: None,
+        max_bytes: None,
     };
     let blocking = match r.block_ms.unwrap_or(0) {
         0 => Blocking::No,

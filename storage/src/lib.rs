@@ -51,9 +51,9 @@ pub use meta::{
     PendingState, StreamMeta, SystemMeta, DEFAULT_DLQ,
 };
 pub use ops::{
-    decode_batch, encode_batch, BatchOutcome, ClaimedEntry, Deletion, Delivery, DlqFilter, Event,
-    GroupStart, NackMode, Op, PolicyPatch, ReadFrom, RefPolicy, Reply, StreamKey, Trim,
-    TrimStrategy,
+    decode_batch, encode_batch, reply_bytes, BatchOutcome, ClaimedEntry, Deletion, Delivery,
+    DlqFilter, Event, GroupStart, NackMode, Op, PolicyPatch, ReadFrom, RefPolicy, Reply, StreamKey,
+    Trim, TrimStrategy,
 };
 pub use policy::DueReport;
 pub use read::{

@@ -482,24 +482,35 @@ pub enum Op {
         /// The delivery count to set (XNACK's RETRYCOUNT).
         retry_count: Option<u64>,
     },
-    /// `XREADGROUP ... CLAIM min-idle-time ... STREAMS key ... >` (Redis 8.4): per stream,
-    /// first the group's entries handed out and idle at least `min_idle_ms` (in ID order,
-    /// from any consumer; up to `count`), claimed by `consumer`, then new entries up to
-    /// `count` in all. With `noack` claimed entries leave the pending list. Replies
-    /// [`Reply::ClaimRead`].
-    ReadGroupClaim {
-        /// Streams (each read as `>`).
-        streams: Vec<StreamKey>,
+    /// XREADGROUP with Redis 8's options, as [`Op::ReadGroup`] otherwise.
+    /// - `claim` (8.4's `CLAIM min-idle-time`, every stream read as `>`): per stream, first
+    ///   the group's entries handed out and idle at least that long (in ID order, from any
+    ///   consumer), claimed by `consumer`, then new entries, `count` bounding both; with
+    ///   `noack` claimed entries leave the pending list. Replies [`Reply::ClaimRead`].
+    /// - `max_count` (8.10's `MAXCOUNT`): at most this many entries over all streams, the
+    ///   first streams served first.
+    /// - `max_bytes` (8.10's `MAXSIZE`): a soft cap on the reply's size ([`reply_bytes`] per
+    ///   entry): no entry is handed out once the entries so far reach it (so the entry that
+    ///   crosses it is the last, and one entry is always possible).
+    ///
+    /// Without `claim` it replies [`Reply::GroupRead`].
+    ReadGroupEx {
+        /// Streams and where to read each from.
+        streams: Vec<(StreamKey, ReadFrom)>,
         /// Group.
         group: Vec<u8>,
         /// Consumer (created if missing).
         consumer: Vec<u8>,
-        /// COUNT per stream (claimed and new together).
+        /// COUNT per stream.
         count: Option<usize>,
         /// NOACK.
         noack: bool,
-        /// Claim only entries idle at least this long.
-        min_idle_ms: u64,
+        /// CLAIM: claim deliveries idle at least this many ms.
+        claim: Option<u64>,
+        /// MAXCOUNT.
+        max_count: Option<usize>,
+        /// MAXSIZE, bytes.
+        max_bytes: Option<usize>,
     },
     /// XDELEX (and, with `ack`, XACKDEL): deletes entries, first acknowledging them in
     /// group `ack`, doing about the groups' references what `refs` says. Replies
@@ -527,6 +538,20 @@ pub struct Delivery {
     pub record: Option<Record>,
     /// How many times the group has handed it out, this time included (1: first delivery).
     pub attempt: u32,
+}
+
+/// An entry's size in a reply, as MAXSIZE counts it: its fields and values, and RESP's
+/// framing of them and of the ID (an estimate of the encoded bytes, within a few percent
+/// for small values).
+pub fn reply_bytes(record: &Record) -> usize {
+    // The entry's array, the ID's bulk string (up to 41 bytes) and the fields' array.
+    let framing = 4 + 48 + 8;
+    framing
+        + record
+            .fields
+            .iter()
+            .map(|(f, v)| f.len() + v.len() + 2 * 8)
+            .sum::<usize>()
 }
 
 /// One entry of [`Reply::ClaimRead`].
@@ -580,7 +605,7 @@ pub enum Reply {
     },
     /// A task after the op ([`Op::CancelTask`]).
     Task(Box<crate::task::TaskRecord>),
-    /// [`Op::ReadGroupClaim`]: per stream, claimed entries then new ones.
+    /// [`Op::ReadGroupEx`] with `claim`: per stream, claimed entries then new ones.
     ClaimRead(Vec<Vec<ClaimedEntry>>),
     /// [`Op::DeleteEx`]: per ID, what became of it; `changes`: entries deleted, pending
     /// references removed and acknowledgements made (Redis counts each).
@@ -751,7 +776,12 @@ impl Changes {
                     .collect(),
             ),
             Op::Deliver { from, .. } => Changes::GroupRead(vec![matches!(from, ReadFrom::New)]),
-            Op::ReadGroupClaim { streams, .. } => Changes::GroupRead(vec![true; streams.len()]),
+            Op::ReadGroupEx { streams, .. } => Changes::GroupRead(
+                streams
+                    .iter()
+                    .map(|(_, from)| matches!(from, ReadFrom::New))
+                    .collect(),
+            ),
             Op::Claim { .. } | Op::AutoClaim { .. } => Changes::Claimed,
             Op::DeleteEx { .. } | Op::NackMode { .. } => Changes::Count,
             Op::Tick | Op::Query(_) | Op::SetNodeLimits(_) => Changes::None,

@@ -20,6 +20,7 @@ use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
 use crate::codec::{self, Kind};
 use crate::config::{Durability, StoreConfig};
 use crate::error::{Error, Result};
+use crate::group::ReadLimits;
 use crate::id::StreamId;
 use crate::keys;
 use crate::meta::{ConsumerMeta, GroupMeta, StreamMeta, SystemMeta};
@@ -640,14 +641,27 @@ impl<'a> Txn<'a> {
                 mode,
                 retry_count,
             } => self.nack_mode(&stream, &group, &ids, mode, retry_count),
-            Op::ReadGroupClaim {
+            Op::ReadGroupEx {
                 streams,
                 group,
                 consumer,
                 count,
                 noack,
-                min_idle_ms,
-            } => self.read_groups_claim(&streams, &group, &consumer, count, noack, min_idle_ms),
+                claim,
+                max_count,
+                max_bytes,
+            } => self.read_groups_ex(
+                &streams,
+                &group,
+                &consumer,
+                ReadLimits {
+                    count,
+                    max_count,
+                    max_bytes,
+                },
+                noack,
+                claim,
+            ),
             Op::Trim { stream, trim } => self.trim_op(&stream, trim),
             Op::SetId {
                 stream,

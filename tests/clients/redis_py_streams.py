@@ -158,6 +158,13 @@ def flows(r, tag):
     assert [e[0] for e in got] == [first, second], got
     assert got[0][3] == 1 and got[1][2:] == (0, 0), got
 
+    # Redis 8.10's MAXCOUNT / MAXSIZE caps over all the streams of a read.
+    r.xadd(c, {"n": "3"})
+    capped = r.xreadgroup("g", "c3", {c: "0-0"}, count=1, max_count=1, max_size=1)
+    assert len(entries(capped, c)) <= 1, capped
+    assert len(entries(r.xreadgroup("g", "c3", {c: ">"}, max_count=1), c)) == 1
+    assert len(entries(r.xread({c: "0-0"}, max_count=2), c)) == 2
+
 
 def main():
     proc, data, port = start_cortex()

@@ -379,3 +379,105 @@ fn xreadgroup_claim_takes_idle_deliveries_first_then_new_entries() {
     ]);
     assert!(e.err_text().contains("min-idle-time"), "{e:?}");
 }
+
+/// Per stream, the IDs a read returned.
+fn read_ids(v: &V) -> Vec<(String, Vec<String>)> {
+    if matches!(v, V::Nil) {
+        return Vec::new();
+    }
+    v.arr()
+        .iter()
+        .map(|s| {
+            let s = s.arr();
+            let ids = s[1]
+                .arr()
+                .iter()
+                .map(|e| e.arr()[0].s().to_string())
+                .collect();
+            (s[0].s().to_string(), ids)
+        })
+        .collect()
+}
+
+#[test]
+fn maxcount_and_maxsize_cap_a_read_over_all_its_streams() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    let big = "v".repeat(100);
+    for (k, n) in [("a", 2), ("b", 5)] {
+        r.cmd(&["XGROUP", "CREATE", k, "g", "0", "MKSTREAM"]);
+        for i in 1..=n {
+            r.cmd(&["XADD", k, &format!("{i}-0"), "f", &big]);
+        }
+    }
+    let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // XREAD: the first streams are served first.
+    let got = read_ids(&r.cmd(&[
+        "XREAD", "COUNT", "2", "MAXCOUNT", "3", "STREAMS", "a", "b", "0", "0",
+    ]));
+    assert_eq!(
+        got,
+        [
+            ("a".into(), ids(&["1-0", "2-0"])),
+            ("b".into(), ids(&["1-0"]))
+        ]
+    );
+    // MAXSIZE is soft: the entry that reaches it is the last; one entry always comes.
+    let got = read_ids(&r.cmd(&["XREAD", "MAXSIZE", "300", "STREAMS", "b", "0"]));
+    assert_eq!(got, [("b".into(), ids(&["1-0", "2-0"]))]);
+    let got = read_ids(&r.cmd(&["XREAD", "MAXSIZE", "1", "STREAMS", "b", "0"]));
+    assert_eq!(got, [("b".into(), ids(&["1-0"]))]);
+    // XREADGROUP: what the caps leave out is not handed out (the next read gets it).
+    let got = read_ids(&r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "MAXCOUNT",
+        "3",
+        "STREAMS",
+        "a",
+        "b",
+        ">",
+        ">",
+    ]));
+    assert_eq!(
+        got,
+        [
+            ("a".into(), ids(&["1-0", "2-0"])),
+            ("b".into(), ids(&["1-0"]))
+        ]
+    );
+    assert_eq!(r.cmd(&["XPENDING", "b", "g"]).arr()[0].int(), 1);
+    let got = read_ids(&r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "MAXSIZE",
+        "300",
+        "STREAMS",
+        "b",
+        ">",
+    ]));
+    assert_eq!(got, [("b".into(), ids(&["2-0", "3-0"]))]);
+    assert_eq!(r.cmd(&["XPENDING", "b", "g"]).arr()[0].int(), 3);
+    // A history read under a byte cap walks the pending list in order.
+    let got = read_ids(&r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "MAXSIZE",
+        "300",
+        "STREAMS",
+        "b",
+        "0",
+    ]));
+    assert_eq!(got, [("b".into(), ids(&["1-0", "2-0"]))]);
+    // Bad caps, each named.
+    let e = r.cmd(&["XREAD", "COUNT", "5", "MAXCOUNT", "2", "STREAMS", "a", "0"]);
+    assert!(e.err_text().contains("MAXCOUNT"), "{e:?}");
+    let e = r.cmd(&["XREAD", "MAXSIZE", "0", "STREAMS", "a", "0"]);
+    assert!(e.err_text().contains("MAXSIZE"), "{e:?}");
+}

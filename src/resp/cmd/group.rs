@@ -73,6 +73,8 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         count: r.count,
         noack: r.noack,
         claim: r.claim,
+        max_count: r.max_count,
+        max_bytes: r.max_bytes,
     };
     if r.claim.is_some() && history.iter().any(|h| *h) {
         return Err(Frame::err("CLAIM can be used only with the > ID"));

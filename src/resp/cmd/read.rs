@@ -78,6 +78,10 @@ pub struct ReadArgs {
     pub noack: bool,
     /// CLAIM min-idle-time (XREADGROUP).
     pub claim: Option<u64>,
+    /// MAXCOUNT: entries over all streams.
+    pub max_count: Option<usize>,
+    /// MAXSIZE: a soft cap on the reply's bytes.
+    pub max_bytes: Option<usize>,
     /// GROUP group consumer.
     pub group: Option<(Vec<u8>, Vec<u8>)>,
     /// Stream names.
@@ -105,6 +109,8 @@ pub fn parse_read(args: &[Vec<u8>], group_cmd: bool) -> Result<ReadArgs, Frame> 
         block_ms: None,
         noack: false,
         claim: None,
+        max_count: None,
+        max_bytes: None,
         group: None,
         keys: vec![],
         ids: vec![],
@@ -135,6 +141,19 @@ pub fn parse_read(args: &[Vec<u8>], group_cmd: bool) -> Result<ReadArgs, Frame> 
             "NOACK" if group_cmd => {
                 r.noack = true;
                 i += 1;
+            }
+            w @ ("MAXCOUNT" | "MAXSIZE") if more >= 1 => {
+                let n = int(&args[i + 1])
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Frame::err(format!("{w} must be a positive integer")))?
+                    as usize;
+                if w == "MAXCOUNT" {
+                    r.max_count = Some(n);
+                } else {
+                    r.max_bytes = Some(n);
+                }
+                i += 2;
             }
             "CLAIM" if group_cmd && more >= 1 => {
                 let ms = int(&args[i + 1])
@@ -167,10 +186,17 @@ pub fn parse_read(args: &[Vec<u8>], group_cmd: bool) -> Result<ReadArgs, Frame> 
     if group_cmd && r.group.is_none() {
         return Err(Frame::err("Missing GROUP option for XREADGROUP"));
     }
+    if let (Some(max), Some(count)) = (r.max_count, r.count) {
+        if max < count {
+            return Err(Frame::err(
+                "MAXCOUNT must be greater than or equal to COUNT",
+            ));
+        }
+    }
     Ok(r)
 }
 
-/// XREAD [COUNT n] [BLOCK ms] STREAMS key ... id ...
+/// XREAD [COUNT n] [MAXCOUNT n] [MAXSIZE bytes] [BLOCK ms] STREAMS key ... id ...
 fn xread(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let r = parse_read(args, false)?;
     let db = ctx.conn.db;
@@ -191,12 +217,14 @@ fn xread(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let proto = ctx.conn.proto;
     let names = r.keys.clone();
     let blocking = r.blocking();
+    let (max_count, max_bytes) = (r.max_count, r.max_bytes);
     Ok(Plan::StreamRead(
         streams,
         r.count,
         blocking,
         Box::new(move |res| match super::answer(res) {
-            Ok(Answer::Read(v)) => {
+            Ok(Answer::Read(mut v)) => {
+                crate::broker::cap_read(&mut v, max_count, max_bytes);
                 let results: Vec<(Vec<u8>, Frame)> = names
                     .into_iter()
                     .zip(v)

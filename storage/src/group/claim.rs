@@ -13,6 +13,16 @@ use crate::store::{corrupt, get_record, key_id, unique_ids, GroupState, Txn};
 use crate::stream::check_name;
 use crate::task::{TaskEvent, TaskRef};
 
+/// How much one extended group read may hand out ([`crate::Op::ReadGroupEx`]).
+pub(crate) struct ReadLimits {
+    /// COUNT per stream.
+    pub(crate) count: Option<usize>,
+    /// MAXCOUNT over all streams.
+    pub(crate) max_count: Option<usize>,
+    /// MAXSIZE over all streams (a soft cap).
+    pub(crate) max_bytes: Option<usize>,
+}
+
 impl Txn<'_> {
     /// Makes `consumer` (created if new, counted as a change) the one claiming now: its ID
     /// and the state the entries it claims take.
@@ -239,44 +249,82 @@ impl Txn<'_> {
         })
     }
 
-    /// [`crate::Op::ReadGroupClaim`].
-    pub(crate) fn read_groups_claim(
+    /// [`crate::Op::ReadGroupEx`].
+    pub(crate) fn read_groups_ex(
         &mut self,
-        streams: &[StreamKey],
+        streams: &[(StreamKey, ReadFrom)],
         group: &[u8],
         consumer: &[u8],
-        count: Option<usize>,
+        limits: ReadLimits,
         noack: bool,
-        min_idle_ms: u64,
+        claim: Option<u64>,
     ) -> Result<Reply> {
-        self.check_group_read(streams.iter(), group, consumer)?;
-        let read_max = self.cfg.limits.read_count_max;
-        let count = count.unwrap_or(read_max).min(read_max);
-        let mut out = Vec::with_capacity(streams.len());
-        for key in streams {
-            let mut got = self.claim_idle(key, group, consumer, min_idle_ms, count, noack)?;
-            let rest = count - got.len();
-            if rest > 0 {
-                let fresh =
-                    self.read_group(key, group, consumer, Some(rest), noack, ReadFrom::New)?;
-                got.extend(fresh.into_iter().filter_map(|d| {
-                    Some(ClaimedEntry {
-                        id: d.id,
-                        record: d.record?,
-                        idle_ms: 0,
-                        deliveries: 0,
-                    })
-                }));
-            }
-            out.push(got);
+        self.check_group_read(streams.iter().map(|(k, _)| k), group, consumer)?;
+        if claim.is_some()
+            && streams
+                .iter()
+                .any(|(_, f)| matches!(f, ReadFrom::History(_)))
+        {
+            return Err(Error::InvalidArgument(
+                "CLAIM can be used only with the > ID".into(),
+            ));
         }
-        Ok(Reply::ClaimRead(out))
+        let read_max = self.cfg.limits.read_count_max;
+        let mut left = limits.max_count.unwrap_or(usize::MAX);
+        let mut bytes = limits.max_bytes;
+        let mut out: Vec<Vec<ClaimedEntry>> = Vec::with_capacity(streams.len());
+        let mut history: Vec<Vec<(StreamId, Option<Record>)>> = Vec::with_capacity(streams.len());
+        for (key, from) in streams {
+            let want = limits.count.unwrap_or(read_max).min(read_max).min(left);
+            let mut got = Vec::new();
+            if let Some(min_idle_ms) = claim {
+                got =
+                    self.claim_idle(key, group, consumer, min_idle_ms, want, noack, &mut bytes)?;
+            }
+            let mut handed: Vec<(StreamId, Option<Record>)> = Vec::new();
+            let mut from = *from;
+            while got.len() + handed.len() < want && bytes != Some(0) {
+                let rest = want - got.len() - handed.len();
+                // Under a byte cap, one entry at a time: none is handed out past it.
+                let step = if bytes.is_some() { 1 } else { rest };
+                let read = self.read_group(key, group, consumer, Some(step), noack, from)?;
+                if read.is_empty() {
+                    break;
+                }
+                for d in read {
+                    if let (Some(b), Some(r)) = (bytes.as_mut(), d.record.as_ref()) {
+                        *b = b.saturating_sub(crate::ops::reply_bytes(r));
+                    }
+                    if let ReadFrom::History(_) = from {
+                        from = ReadFrom::History(d.id);
+                    }
+                    handed.push((d.id, d.record));
+                }
+            }
+            left -= got.len() + handed.len();
+            got.extend(handed.iter().filter_map(|(id, r)| {
+                Some(ClaimedEntry {
+                    id: *id,
+                    record: r.clone()?,
+                    idle_ms: 0,
+                    deliveries: 0,
+                })
+            }));
+            out.push(got);
+            history.push(handed);
+        }
+        Ok(match claim {
+            Some(_) => Reply::ClaimRead(out),
+            None => Reply::GroupRead(history),
+        })
     }
 
     /// Claims for `consumer` up to `count` of the group's entries handed out and idle at
     /// least `min_idle_ms`, in ID order, scanning at most ten pending entries per one
     /// claimed (as XAUTOCLAIM); entries deleted from the stream leave the pending list on
-    /// the way; with `noack` the claimed ones leave it too.
+    /// the way; with `noack` the claimed ones leave it too. No entry is claimed once `bytes`
+    /// (MAXSIZE's budget, when set) is spent; each claimed one spends its size.
+    #[allow(clippy::too_many_arguments)]
     fn claim_idle(
         &mut self,
         key: &StreamKey,
@@ -285,6 +333,7 @@ impl Txn<'_> {
         min_idle_ms: u64,
         count: usize,
         noack: bool,
+        bytes: &mut Option<usize>,
     ) -> Result<Vec<ClaimedEntry>> {
         let g = self.group(key, group)?;
         let (sid, gid) = (self.existing(key)?.meta.stream_id, g.meta.group_id);
@@ -296,7 +345,7 @@ impl Txn<'_> {
             let from = keys::id_key(gid, StreamId::MIN);
             let to = keys::id_key(gid, StreamId::MAX);
             let mut it = self.tx.range(&self.ks.pel, from..=to);
-            while budget > 0 && claims.len() < count {
+            while budget > 0 && claims.len() < count && *bytes != Some(0) {
                 let Some(item) = it.next() else { break };
                 budget -= 1;
                 let (id, pel) = pending_item(item, &key.name)?;
@@ -309,7 +358,12 @@ impl Txn<'_> {
                 }
                 match get_record(&self.tx, self.ks, &key.name, sid, id)? {
                     None => drops.push((id, pel)),
-                    Some(rec) => claims.push((id, pel, rec)),
+                    Some(rec) => {
+                        if let Some(b) = bytes.as_mut() {
+                            *b = b.saturating_sub(crate::ops::reply_bytes(&rec));
+                        }
+                        claims.push((id, pel, rec));
+                    }
                 }
             }
         }

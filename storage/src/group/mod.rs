@@ -14,6 +14,7 @@ mod lanes;
 mod pending;
 mod read;
 
+pub(crate) use claim::ReadLimits;
 pub(crate) use lag::lag;
 pub(crate) use pending::read_pending;
 
