@@ -307,5 +307,6 @@ pub fn event_text(e: &cortex_storage::TaskEvent) -> (&'static str, String) {
         E::Rejected { error } => ("rejected", error.as_deref().map(lossy).unwrap_or_default()),
         E::DeadLettered { reason } => ("dead-lettered", reason.clone()),
         E::Canceled => ("canceled", String::new()),
+        E::Removed => ("removed", String::new()),
     }
 }

@@ -11,6 +11,7 @@ use crate::nodes::Node;
 use crate::ops::{Event, Reply, StreamKey, Trim, TrimStrategy};
 use crate::record::{Fields, Meta, Record};
 use crate::store::{corrupt, key_id, unique_ids, Keyspaces, StreamState, Txn};
+use crate::task::{TaskEvent, TaskRef};
 
 /// Checks a name against its limit.
 pub(crate) fn check_name(what: &'static str, name: &[u8], max: usize) -> Result<()> {
@@ -278,6 +279,11 @@ impl Txn<'_> {
     ) -> Result<()> {
         let sid = st.meta.stream_id;
         let mut first_gone = false;
+        if self.task_sys.records > 0 {
+            for &(id, _, _) in gone {
+                self.task_touch(TaskRef::Entry(sid, id), TaskEvent::Removed);
+            }
+        }
         for &(id, lane, size) in gone {
             self.tx.remove_weak(&self.ks.entries, keys::id_key(sid, id));
             if lane != Lane::Normal {
@@ -666,6 +672,7 @@ impl Txn<'_> {
         };
         let sid = st.meta.stream_id;
         let groups = st.group_ids();
+        self.tasks_of_deleted_stream(sid)?;
         for (name, gid) in groups {
             self.tx.remove(&self.ks.groups, keys::group(sid, &name));
             self.tx

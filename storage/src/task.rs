@@ -14,6 +14,7 @@
 //! | nacked with a retry to come                    | `submitted` (waiting again)    |
 //! | rejected (nack without retry)                  | `rejected`                     |
 //! | [`crate::Op::CancelTask`]                      | `canceled`                     |
+//! | its entry leaves the stream unfinished         | `failed` (`removed`)           |
 //!
 //! The last four states and `completed` are final: a change after one is kept in the
 //! history marked `late` (a worker's reply after a cancel), and the state stays. A canceled
@@ -150,6 +151,9 @@ pub enum TaskEvent {
     },
     /// Canceled.
     Canceled,
+    /// Its entry left the stream before the task finished (deleted, trimmed, the stream
+    /// deleted): nothing can hand it out any more. New variants go last: the index is stored.
+    Removed,
 }
 
 /// One change of a task, as its history keeps it.
@@ -544,9 +548,11 @@ impl Txn<'_> {
             TaskEvent::Rejected { .. } => TaskState::Rejected,
             TaskEvent::DeadLettered { .. } => TaskState::Failed,
             TaskEvent::Canceled => TaskState::Canceled,
+            TaskEvent::Removed => TaskState::Failed,
         };
-        // An ack after the final part (the responder's own ack) changes nothing.
-        if was.is_final() && matches!(event, TaskEvent::Acked) {
+        // An ack after the final part (the responder's own ack) changes nothing, nor does a
+        // finished task's entry leaving its stream (trimmed by retention, say).
+        if was.is_final() && matches!(event, TaskEvent::Acked | TaskEvent::Removed) {
             return;
         }
         if let TaskEvent::Delivered {
@@ -657,6 +663,27 @@ impl Txn<'_> {
             return Err(e);
         }
         Ok(Reply::Task(Box::new(rec)))
+    }
+
+    /// Every unfinished task of a stream being deleted fails as `removed` (its entries go
+    /// with the stream). Reads the stream's task index: its open tasks and the finished ones
+    /// not yet expired.
+    pub(crate) fn tasks_of_deleted_stream(&mut self, stream_id: u64) -> Result<()> {
+        if self.task_sys.records == 0
+            || read_u64(&self.tx, &self.ks.tasks, &open_key(stream_id))? == 0
+        {
+            return Ok(());
+        }
+        let from = entry_key(stream_id, StreamId::MIN);
+        let to = entry_key(stream_id, StreamId::MAX);
+        let mut ids = Vec::new();
+        for item in self.tx.range(&self.ks.tasks, from..=to) {
+            ids.push(item.into_inner()?.1.to_vec());
+        }
+        for task in ids {
+            self.task_touch(TaskRef::Id(task), TaskEvent::Removed);
+        }
+        Ok(())
     }
 
     /// A task canceled before any group handed it out, whose entry asks for it

@@ -310,6 +310,48 @@ fn a_canceled_task_goes_to_the_dlq_only_when_it_asks_and_redrives_as_a_message()
     assert_eq!(state(&s, "KEEP"), TaskState::Canceled);
 }
 
+/// A task whose entry leaves its stream before it finished (trimmed, deleted, the stream
+/// deleted) fails as `removed`, and stops counting as open; a finished task's entry leaving
+/// changes nothing.
+#[test]
+fn a_task_whose_entry_leaves_its_stream_unfinished_fails_as_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    create_group(&s, "inbox", "g", GroupStart::Id(StreamId::MIN), 0);
+    let done = submitted(&s, "inbox", "DONE", 10);
+    assert_eq!(ids(&read(&s, "inbox", "g", "pink", 1, 11)), vec![done]);
+    part(&s, "DONE", "final", 12).unwrap();
+    assert_eq!(state(&s, "DONE"), TaskState::Completed);
+    submitted(&s, "inbox", "TRIMMED", 20);
+    let trim = Op::Trim {
+        stream: key("inbox"),
+        trim: Trim {
+            strategy: TrimStrategy::MaxLen(0),
+            approx: false,
+            limit: None,
+        },
+    };
+    s.apply_one(trim, 30).unwrap();
+    let t = task(&s, "TRIMMED").unwrap();
+    assert_eq!(t.state, TaskState::Failed);
+    assert_eq!(t.history.last().unwrap().event, TaskEvent::Removed);
+    let d = task(&s, "DONE").unwrap();
+    assert_eq!((d.state, d.changes), (TaskState::Completed, 3), "{d:?}");
+    // The stream deleted with an open task in it.
+    submitted(&s, "inbox", "GONE", 40);
+    s.apply_one(
+        Op::DeleteStream {
+            stream: key("inbox"),
+        },
+        50,
+    )
+    .unwrap();
+    let g = task(&s, "GONE").unwrap();
+    assert_eq!(g.state, TaskState::Failed);
+    assert_eq!(g.history.last().unwrap().event, TaskEvent::Removed);
+    assert_eq!(g.finished_ms, Some(50));
+}
+
 #[test]
 fn a_scheduled_task_canceled_before_its_time_never_comes() {
     let dir = tempfile::tempdir().unwrap();
