@@ -308,5 +308,6 @@ pub fn event_text(e: &cortex_storage::TaskEvent) -> (&'static str, String) {
         E::DeadLettered { reason } => ("dead-lettered", reason.clone()),
         E::Canceled => ("canceled", String::new()),
         E::Removed => ("removed", String::new()),
+        E::Redriven => ("redriven", String::new()),
     }
 }

@@ -210,15 +210,15 @@ impl Txn<'_> {
                 meta,
                 dead_letter: None,
             };
-            let ok = self
+            let at = self
                 .with_stream(&origin, |txn, st| {
                     let id = next_id(st.meta.last_id, IdSpec::Auto, now).ok()?;
                     txn.insert_entry(&origin, st, id, &record);
-                    Some(id)
+                    Some((st.meta.stream_id, id))
                 })
-                .flatten()
-                .is_some();
-            if ok {
+                .flatten();
+            if let Some((sid, id)) = at {
+                self.task_redriven(&origin, sid, id, &record.meta)?;
                 moved.push((e, d));
             }
         }

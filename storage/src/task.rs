@@ -15,6 +15,7 @@
 //! | rejected (nack without retry)                  | `rejected`                     |
 //! | [`crate::Op::CancelTask`]                      | `canceled`                     |
 //! | its entry leaves the stream unfinished         | `failed` (`removed`)           |
+//! | its dead-lettered entry redriven               | `submitted` (`redriven`)       |
 //!
 //! The last four states and `completed` are final: a change after one is kept in the
 //! history marked `late` (a worker's reply after a cancel), and the state stays. A canceled
@@ -154,6 +155,8 @@ pub enum TaskEvent {
     /// Its entry left the stream before the task finished (deleted, trimmed, the stream
     /// deleted): nothing can hand it out any more. New variants go last: the index is stored.
     Removed,
+    /// Its dead-lettered entry was redriven: the task waits again, for the new entry.
+    Redriven,
 }
 
 /// One change of a task, as its history keeps it.
@@ -549,6 +552,7 @@ impl Txn<'_> {
             TaskEvent::DeadLettered { .. } => TaskState::Failed,
             TaskEvent::Canceled => TaskState::Canceled,
             TaskEvent::Removed => TaskState::Failed,
+            TaskEvent::Redriven => TaskState::Submitted,
         };
         // An ack after the final part (the responder's own ack) changes nothing, nor does a
         // finished task's entry leaving its stream (trimmed by retention, say).
@@ -572,12 +576,7 @@ impl Txn<'_> {
         };
         rec.changes += 1;
         rec.updated_ms = self.now;
-        let max = self.cfg.limits.task_history_max.max(2);
-        if rec.history.len() >= max {
-            // Keep the first (submitted) and the newest.
-            rec.history.remove(1);
-        }
-        rec.history.push(change.clone());
+        self.keep_change(rec, change.clone());
         rec.state = state;
         if !was.is_final() && state.is_final() {
             rec.finished_ms = Some(self.now);
@@ -663,6 +662,80 @@ impl Txn<'_> {
             return Err(e);
         }
         Ok(Reply::Task(Box::new(rec)))
+    }
+
+    /// Adds a change to a task's history, within its bound: the first (submitted) and the
+    /// newest are kept.
+    fn keep_change(&self, rec: &mut TaskRecord, change: TaskChange) {
+        let max = self.cfg.limits.task_history_max.max(2);
+        if rec.history.len() >= max {
+            rec.history.remove(1);
+        }
+        rec.history.push(change);
+    }
+
+    /// A dead-lettered task's entry, redriven to `key` as entry `id`: its task (failed or
+    /// rejected) waits again, `submitted` with a `redriven` change, linked to the new entry
+    /// and open again, so the worker's calls move it as before. A task that expired, one
+    /// that is not finished, or one past the stream's open-task bound is left as it is (the
+    /// redriven entry is then a plain message).
+    pub(crate) fn task_redriven(
+        &mut self,
+        key: &StreamKey,
+        stream_id: u64,
+        id: StreamId,
+        meta: &Meta,
+    ) -> Result<()> {
+        if self.task_sys.records == 0 {
+            return Ok(());
+        }
+        let Some(task) = task_of(meta) else {
+            return Ok(());
+        };
+        let Some(mut rec) = get_task(&self.tx, self.ks, task)? else {
+            return Ok(());
+        };
+        let open = read_u64(&self.tx, &self.ks.tasks, &open_key(stream_id))?;
+        if !rec.state.is_final() || open >= self.cfg.limits.open_tasks_max {
+            return Ok(());
+        }
+        if let Some(at) = rec.finished_ms.take() {
+            self.tx.remove(&self.ks.tasks, finished_key(at, &rec.task));
+            self.task_sys.finished = self.task_sys.finished.saturating_sub(1);
+        }
+        self.tx
+            .remove(&self.ks.tasks, entry_key(rec.stream_id, rec.id));
+        rec.ns = key.ns;
+        rec.stream = key.name.clone();
+        rec.stream_id = stream_id;
+        rec.id = id;
+        rec.holder = None;
+        rec.state = TaskState::Submitted;
+        let change = TaskChange {
+            seq: rec.changes,
+            at_ms: self.now,
+            state: TaskState::Submitted,
+            event: TaskEvent::Redriven,
+            late: false,
+        };
+        rec.changes += 1;
+        rec.updated_ms = self.now;
+        self.keep_change(&mut rec, change.clone());
+        self.tx.insert(
+            &self.ks.tasks,
+            record_key(&rec.task),
+            codec::encode(Kind::Task, &rec),
+        );
+        self.tx
+            .insert(&self.ks.tasks, entry_key(stream_id, id), rec.task.clone());
+        self.add_open(stream_id, 1)?;
+        self.events.push(Event::Task {
+            task: rec.task,
+            change,
+            stream: key.clone(),
+            entry: id,
+        });
+        Ok(())
     }
 
     /// Every unfinished task of a stream being deleted fails as `removed` (its entries go

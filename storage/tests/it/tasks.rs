@@ -352,6 +352,45 @@ fn a_task_whose_entry_leaves_its_stream_unfinished_fails_as_removed() {
     assert_eq!(g.finished_ms, Some(50));
 }
 
+/// A rejected task's entry redriven from the DLQ: its task waits again (`redriven`), is
+/// handed out and completed like any task.
+#[test]
+fn a_redriven_task_starts_again_and_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    create_group(&s, "inbox", "g", GroupStart::Id(StreamId::MIN), 0);
+    let first = submitted(&s, "inbox", "R", 10);
+    assert_eq!(ids(&read(&s, "inbox", "g", "pink", 1, 11)), vec![first]);
+    let reject = Op::Nack {
+        stream: key("inbox"),
+        group: b"g".to_vec(),
+        ids: vec![first],
+        error: Some(b"not now".to_vec()),
+        reject: true,
+    };
+    s.apply_one(reject, 12).unwrap();
+    assert_eq!(state(&s, "R"), TaskState::Rejected);
+    let dlq = std::str::from_utf8(DEFAULT_DLQ).unwrap();
+    let redrive = Op::DlqRedrive {
+        dlq: key(dlq),
+        filter: DlqFilter::default(),
+        limit: 10,
+    };
+    assert_eq!(s.apply_one(redrive, 20).unwrap(), Reply::Count(1));
+    let t = task(&s, "R").unwrap();
+    assert_eq!(t.state, TaskState::Submitted);
+    assert_eq!(t.history.last().unwrap().event, TaskEvent::Redriven);
+    assert_eq!(t.finished_ms, None);
+    assert!(t.id > first, "linked to the new entry");
+    // Expiry of finished tasks no longer takes it.
+    s.apply_one(Op::Tick, 20 + 48 * 3_600_000).unwrap();
+    let again = read(&s, "inbox", "g", "pink", 1, 20 + 48 * 3_600_000);
+    assert_eq!(ids(&again), vec![t.id]);
+    assert_eq!(state(&s, "R"), TaskState::Working);
+    part(&s, "R", "final", 20 + 48 * 3_600_000 + 1).unwrap();
+    assert_eq!(state(&s, "R"), TaskState::Completed);
+}
+
 #[test]
 fn a_scheduled_task_canceled_before_its_time_never_comes() {
     let dir = tempfile::tempdir().unwrap();

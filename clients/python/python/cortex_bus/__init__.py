@@ -379,7 +379,7 @@ class DeadLetter:
 @dataclasses.dataclass(frozen=True)
 class TaskChange:
     """One change of a task: its position, time, the state after it, what happened
-    (submitted, delivered, part, acked, retry, rejected, dead-lettered, canceled, removed) and
+    (submitted, delivered, part, acked, retry, rejected, dead-lettered, canceled, removed, redriven) and
     whether it came after the task was already final (a reply after a cancel)."""
 
     seq: int
