@@ -88,6 +88,8 @@ def main():
                 "force_version",
                 "-p",
                 "no:cacheprovider",
+                "-p",
+                "no:warnings",
                 "tests/test_commands.py",
                 "-k",
                 "TestRedisCommands and test_x",
