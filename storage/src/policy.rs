@@ -36,6 +36,41 @@ struct Failure {
 }
 
 impl Txn<'_> {
+    /// One failed attempt at a pending entry: dead-lettered when `reject`ed or out of
+    /// attempts (its record fetched for the DLQ), else a retry its task hears of.
+    #[allow(clippy::too_many_arguments)]
+    fn failure(
+        &mut self,
+        key: &StreamKey,
+        sid: u64,
+        id: StreamId,
+        prev: PendingEntry,
+        policy: &DeliveryPolicy,
+        reject: bool,
+        error: &Option<Vec<u8>>,
+    ) -> Result<Failure> {
+        let dead = if reject {
+            Some(DeadReason::Rejected)
+        } else {
+            (prev.failures.saturating_add(1) >= policy.max_attempts)
+                .then_some(DeadReason::MaxAttempts)
+        };
+        let record = match dead {
+            Some(_) => self.get_record(key, sid, id)?,
+            None => {
+                let error = error.clone();
+                self.task_touch(TaskRef::Entry(sid, id), TaskEvent::Retry { error });
+                None
+            }
+        };
+        Ok(Failure {
+            id,
+            prev,
+            record,
+            dead,
+        })
+    }
+
     /// [`crate::Op::NackMode`] (XNACK).
     pub(crate) fn nack_mode(
         &mut self,
@@ -59,37 +94,18 @@ impl Txn<'_> {
         };
         let mut failures = Vec::new();
         let mut given_back = Vec::new();
+        // FAIL goes through the policy only when the group has one.
+        let has_policy = policy.is_some();
+        let policy = policy.unwrap_or_default();
         for (id, prev) in found {
-            match (mode, &policy) {
-                (NackMode::Fatal, _) => failures.push(Failure {
-                    id,
-                    record: self.get_record(key, sid, id)?,
-                    prev,
-                    dead: Some(DeadReason::Rejected),
-                }),
-                (NackMode::Fail, Some(p)) => {
-                    let dead = (prev.failures.saturating_add(1) >= p.max_attempts)
-                        .then_some(DeadReason::MaxAttempts);
-                    let record = match dead {
-                        Some(_) => self.get_record(key, sid, id)?,
-                        None => None,
-                    };
-                    if dead.is_none() {
-                        self.task_touch(
-                            TaskRef::Entry(sid, id),
-                            TaskEvent::Retry {
-                                error: error.clone(),
-                            },
-                        );
-                    }
-                    failures.push(Failure {
-                        id,
-                        prev,
-                        record,
-                        dead,
-                    });
+            match mode {
+                NackMode::Fatal => {
+                    failures.push(self.failure(key, sid, id, prev, &policy, true, &error)?);
                 }
-                (NackMode::Fail, None) | (NackMode::Silent, _) => {
+                NackMode::Fail if has_policy => {
+                    failures.push(self.failure(key, sid, id, prev, &policy, false, &error)?);
+                }
+                NackMode::Fail | NackMode::Silent => {
                     let mut pel = prev.clone();
                     if mode == NackMode::Silent {
                         pel.deliveries = pel.deliveries.saturating_sub(1);
@@ -102,7 +118,6 @@ impl Txn<'_> {
                 }
             }
         }
-        let policy = policy.unwrap_or_default();
         let ready = !given_back.is_empty();
         self.with_group(key, group, |txn, _, g| {
             txn.apply_failures(key, group, g, &policy, failures, error.as_deref());
@@ -320,28 +335,10 @@ impl Txn<'_> {
         }
         let mut failures = Vec::new();
         for (id, prev) in self.pending_of(key, gid, &ids)? {
-            let dead = if reject {
-                Some(DeadReason::Rejected)
-            } else {
-                (prev.failures.saturating_add(1) >= policy.max_attempts)
-                    .then_some(DeadReason::MaxAttempts)
-            };
-            let record = match dead {
-                Some(_) => self.get_record(key, sid, id)?,
-                None => None,
-            };
-            failures.push(Failure {
-                id,
-                prev,
-                record,
-                dead,
-            });
+            let f = self.failure(key, sid, id, prev, &policy, reject, &error)?;
+            failures.push(f);
         }
         let n = failures.len() as u64;
-        for f in failures.iter().filter(|f| f.dead.is_none()) {
-            let error = error.clone();
-            self.task_touch(TaskRef::Entry(sid, f.id), TaskEvent::Retry { error });
-        }
         self.with_group(key, group, |txn, _, g| {
             txn.apply_failures(key, group, g, &policy, failures, error.as_deref());
         });

@@ -279,7 +279,7 @@ impl Txn<'_> {
     ) -> Result<()> {
         let sid = st.meta.stream_id;
         let mut first_gone = false;
-        if self.task_sys.records > 0 {
+        if self.task_sys.records > 0 && self.open_tasks(sid)? > 0 {
             for &(id, _, _) in gone {
                 self.task_touch(TaskRef::Entry(sid, id), TaskEvent::Removed);
             }

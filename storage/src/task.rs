@@ -393,7 +393,7 @@ impl Txn<'_> {
                 });
             }
             if let Some(sid) = stream_id {
-                let open = read_u64(&self.tx, &self.ks.tasks, &open_key(sid))?;
+                let open = self.open_tasks(sid)?;
                 if open >= l.open_tasks_max {
                     return Err(Error::TooLarge {
                         what: "number of open tasks in the stream",
@@ -483,6 +483,11 @@ impl Txn<'_> {
                 Ok(())
             }
         }
+    }
+
+    /// Unfinished tasks of a stream.
+    pub(crate) fn open_tasks(&self, stream_id: u64) -> Result<u64> {
+        read_u64(&self.tx, &self.ks.tasks, &open_key(stream_id))
     }
 
     fn add_open(&mut self, stream_id: u64, delta: i64) -> Result<()> {
@@ -695,7 +700,7 @@ impl Txn<'_> {
         let Some(mut rec) = get_task(&self.tx, self.ks, task)? else {
             return Ok(());
         };
-        let open = read_u64(&self.tx, &self.ks.tasks, &open_key(stream_id))?;
+        let open = self.open_tasks(stream_id)?;
         if !rec.state.is_final() || open >= self.cfg.limits.open_tasks_max {
             return Ok(());
         }
@@ -742,9 +747,7 @@ impl Txn<'_> {
     /// with the stream). Reads the stream's task index: its open tasks and the finished ones
     /// not yet expired.
     pub(crate) fn tasks_of_deleted_stream(&mut self, stream_id: u64) -> Result<()> {
-        if self.task_sys.records == 0
-            || read_u64(&self.tx, &self.ks.tasks, &open_key(stream_id))? == 0
-        {
+        if self.task_sys.records == 0 || self.open_tasks(stream_id)? == 0 {
             return Ok(());
         }
         let from = entry_key(stream_id, StreamId::MIN);

@@ -36,6 +36,27 @@ impl Txn<'_> {
         (cid, self.delivered_state(g.meta.policy.as_ref()))
     }
 
+    /// Gives pending entry `id` to the claimer (`cid`, `state` from [`Txn::claimer`]) now,
+    /// counting a delivery when `delivered`.
+    fn hand_over(
+        &mut self,
+        g: &mut GroupState,
+        id: StreamId,
+        prev: &PendingEntry,
+        (cid, state): (u64, PendingState),
+        delivered: bool,
+    ) {
+        let mut pel = prev.clone();
+        pel.consumer_id = cid;
+        pel.delivered_ms = self.now;
+        pel.state = state;
+        if delivered {
+            pel.deliveries += 1;
+        }
+        g.meta.counters.redelivered += 1;
+        self.put_pending(g, id, &pel, Some(prev));
+    }
+
     pub(crate) fn ack(&mut self, key: &StreamKey, group: &[u8], ids: &[StreamId]) -> Result<Reply> {
         let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
         let Some(st) = self.stream(key) else {
@@ -230,15 +251,7 @@ impl Txn<'_> {
             }
             let (cid, state) = txn.claimer(g, consumer);
             for (id, prev, record) in claims {
-                let mut pel = prev.clone();
-                pel.consumer_id = cid;
-                pel.delivered_ms = now;
-                pel.state = state;
-                if !justid {
-                    pel.deliveries += 1;
-                }
-                g.meta.counters.redelivered += 1;
-                txn.put_pending(g, id, &pel, Some(&prev));
+                txn.hand_over(g, id, &prev, (cid, state), !justid);
                 out.push((id, if justid { None } else { Some(record) }));
             }
         });
@@ -379,15 +392,10 @@ impl Txn<'_> {
             for (id, prev, record) in claims {
                 if noack {
                     txn.remove_pending(g, id, &prev);
+                    g.meta.counters.redelivered += 1;
                 } else {
-                    let mut pel = prev.clone();
-                    pel.consumer_id = cid;
-                    pel.delivered_ms = now;
-                    pel.state = state;
-                    pel.deliveries += 1;
-                    txn.put_pending(g, id, &pel, Some(&prev));
+                    txn.hand_over(g, id, &prev, (cid, state), true);
                 }
-                g.meta.counters.redelivered += 1;
                 out.push(ClaimedEntry {
                     id,
                     record,
