@@ -190,7 +190,9 @@ func TestSeedFlow(t *testing.T) {
 		t.Fatalf("answer %v", m)
 	}
 	// Parts stream: progress, then final.
-	r := must[*Reply](t)(harold.Request(ctx, pink.Agent(), KV("q", "slow"), RequestOptions{}))
+	// A request is a task: named here, its state follows the parts.
+	reqTask := fresh("req")
+	r := must[*Reply](t)(harold.Request(ctx, pink.Agent(), KV("q", "slow"), RequestOptions{TaskID: reqTask}))
 	p1 := must[*Part](t)(r.Next())
 	p2 := must[*Part](t)(r.Next())
 	if p1.Kind != PartProgress || p2.Kind != PartFinal || p1.From != pink.Agent() {
@@ -198,6 +200,9 @@ func TestSeedFlow(t *testing.T) {
 	}
 	if _, err := r.Next(); !errors.Is(err, ErrDone) {
 		t.Fatalf("after the final part: %v", err)
+	}
+	if task := must[*Task](t)(harold.Task(ctx, reqTask)); task.State != "completed" || len(task.History) != 4 {
+		t.Fatalf("the request's task: %+v", task)
 	}
 	// The responder's failure, a timeout, and nobody serving: each its own error.
 	if _, err := harold.Ask(ctx, pink.Agent(), KV("q", "fail"), RequestOptions{}); !errors.Is(err, ErrReplyFailed) {

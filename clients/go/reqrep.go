@@ -18,6 +18,10 @@ type RequestOptions struct {
 	Lane *Lane
 	// Headers are extra headers the responder sees.
 	Headers Fields
+	// TaskID names the request's task (1 to 64 bytes, unique while kept), so Task,
+	// WatchTask and CancelTask reach it; empty: the server names it. The ID is also the
+	// correlation ID that lets a responder's parts in: make it one nobody can guess.
+	TaskID string
 }
 
 // Part is one part of a reply.
@@ -58,7 +62,11 @@ func (c *Client) Request(ctx context.Context, agent string, fields Fields, o Req
 	if err != nil {
 		return nil, err
 	}
-	f := &requestFrame{Agent: agent, Fields: fields, Headers: o.Headers,
+	headers := o.Headers
+	if o.TaskID != "" {
+		headers = append(append(Fields(nil), headers...), Field{[]byte(HeaderTaskID), []byte(o.TaskID)})
+	}
+	f := &requestFrame{Agent: agent, Fields: fields, Headers: headers,
 		TimeoutMs: uint32(min(timeout/time.Millisecond, 1<<32-1)), Lane: lane}
 	if _, err := st.Write(encodeFrame(f)); err != nil {
 		stop()

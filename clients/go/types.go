@@ -32,6 +32,12 @@ const (
 	HeaderOnCancel = "cortex-on-cancel"
 	// HeaderDelay schedules a message this many ms after the server stores it.
 	HeaderDelay = "cortex-delay-ms"
+	// HeaderTaskID makes a message a task, named by it (RequestOptions.TaskID sets it on
+	// a request).
+	HeaderTaskID = "cortex-task-id"
+	// HeaderTaskKeep is how long a task is kept once finished, ms (at most the server's
+	// task_keep_ms; a request's default is 10 minutes).
+	HeaderTaskKeep = "cortex-task-keep-ms"
 	// Heartbeat interval on a quiet subscription when none is asked for.
 	defaultHeartbeat = 5 * time.Second
 	minHeartbeat     = 100 * time.Millisecond

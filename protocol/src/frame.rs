@@ -345,7 +345,7 @@ pub struct TaskChange {
     /// The state after it.
     pub state: String,
     /// What happened: `submitted`, `delivered`, `part`, `acked`, `retry`, `rejected`,
-    /// `dead-lettered`, `canceled`.
+    /// `dead-lettered`, `canceled`, `removed`, `redriven`, `deadline`.
     pub event: String,
     /// Its details.
     pub detail: String,

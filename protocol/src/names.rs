@@ -24,8 +24,12 @@ pub const RESPONDERS_GROUP: &str = "cortex-responders";
 
 /// Header: a request's correlation ID (32 hex digits); a responder echoes it in `Respond`.
 pub const CORRELATION: &str = "cortex-correlation-id";
-/// Header of a task's entry: its task ID (a submitted task's is also its correlation ID).
+/// Header of a task's entry: its task ID (a submitted task's, and a request's, is also its
+/// correlation ID). In `Request.headers`, the requester's choice of its request's task ID.
 pub const TASK: &str = "cortex-task-id";
+/// Header of a task's entry (or a `Request`): how long its task is kept once finished, ms
+/// (at most the server's `task_keep_ms`; a request's default is 10 minutes).
+pub const TASK_KEEP: &str = "cortex-task-keep-ms";
 /// Header: the stream a request's reply parts go to.
 pub const REPLY_TO: &str = "cortex-reply-to";
 /// Header: a request's deadline, Unix ms.

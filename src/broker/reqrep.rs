@@ -12,6 +12,13 @@
 //! live request's ID is accepted, so an agent cannot write into another's reply stream
 //! otherwise. Parts: any number of `Progress` ("working on it"), then one `Final` or
 //! `Error`, all within the one deadline the requester set.
+//!
+//! A request is a task (one model, not two): its correlation ID is its task ID (the
+//! requester may choose it with the header `cortex-task-id`), its deadline is its task's,
+//! and the store moves it as it moves any task: `submitted`, `working` when handed out,
+//! `completed` or `failed` with the last part, `failed` (`deadline`) when the deadline
+//! passes first, the responder then told to stop as on a cancel. The requester can read,
+//! watch, list and cancel it as a task; it is kept [`REQUEST_KEEP_MS`] once finished.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +26,7 @@ use std::time::Duration;
 
 use cortex_storage::{
     Answer, IdSpec, Lane, Meta, Op, Query, ReadStart, Record, Reply, StreamId, StreamKey, Trim,
-    TrimStrategy,
+    TrimStrategy, KEEP_HEADER, TASK_HEADER, TASK_ID_MAX,
 };
 use tokio::sync::{mpsc, watch, Notify};
 
@@ -35,6 +42,10 @@ pub const REQUESTS_MAX: usize = 100_000;
 pub const PARTS_MAX: u32 = 1_000;
 /// Reply streams keep this many entries.
 pub const REPLIES_KEPT: u64 = 10_000;
+/// How long a request's task is kept once finished, ms, unless the request says
+/// (`cortex-task-keep-ms`): long enough to ask what became of it, short enough that a
+/// busy pair of agents does not keep a day of round trips.
+pub const REQUEST_KEEP_MS: u64 = 600_000;
 /// Most reply parts one read of a watched reply stream takes.
 const WATCH_READ_MAX: usize = 256;
 
@@ -416,6 +427,30 @@ fn appended(r: Option<cortex_storage::Result<Reply>>) -> Result<StreamId, ReqErr
     }
 }
 
+/// A header's value in a list of headers.
+fn header_of<'a>(headers: &'a [(Vec<u8>, Vec<u8>)], name: &[u8]) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The task ID a requester chose for its request (header `cortex-task-id`), if it chose
+/// one: 1 to [`TASK_ID_MAX`] bytes. It is also the request's correlation ID, which the
+/// responder's parts name: a requester that wants its replies unforgeable chooses one
+/// nobody can guess.
+fn requested_task_id(headers: &[(Vec<u8>, Vec<u8>)]) -> Result<Option<Vec<u8>>, ReqError> {
+    match header_of(headers, TASK_HEADER) {
+        None => Ok(None),
+        Some(id) if !id.is_empty() && id.len() <= TASK_ID_MAX => Ok(Some(id.to_vec())),
+        Some(id) => Err(ReqError::Store(cortex_storage::Error::BadName {
+            what: "task ID (header cortex-task-id)",
+            len: id.len(),
+            max: TASK_ID_MAX,
+        })),
+    }
+}
+
 pub(crate) fn correlation_id() -> Vec<u8> {
     use ring::rand::SecureRandom;
     let mut b = [0u8; 16];
@@ -454,11 +489,15 @@ impl Broker {
         // Where a new watcher of the reply stream starts: no part of this request can be
         // there yet.
         let cursor = self.stream_end(&reply_stream).await?;
-        let correlation = correlation_id();
+        let correlation = requested_task_id(&headers)?.unwrap_or_else(correlation_id);
         let deadline = self
             .now_ms()
             .saturating_add(timeout.as_millis().min(u128::from(u64::MAX)) as u64);
+        let keep = header_of(&headers, KEEP_HEADER)
+            .map_or_else(|| REQUEST_KEEP_MS.to_string().into_bytes(), <[u8]>::to_vec);
         headers.retain(|(k, _)| !k.starts_with(b"cortex-"));
+        headers.push((TASK_HEADER.to_vec(), correlation.clone()));
+        headers.push((KEEP_HEADER.to_vec(), keep));
         let envelope = Envelope {
             correlation: &correlation,
             reply_to: &reply_stream.name,
@@ -470,6 +509,11 @@ impl Broker {
             let mut t = lock(&self.inner.requests.table);
             if t.waiting.len() >= REQUESTS_MAX {
                 return Err(ReqError::Busy);
+            }
+            if t.waiting.contains_key(&correlation) {
+                return Err(ReqError::Store(cortex_storage::Error::TaskExists {
+                    task: correlation,
+                }));
             }
             t.waiting.insert(
                 correlation.clone(),

@@ -20,8 +20,8 @@ use super::reqrep::{request_append, Envelope};
 use super::{Broker, BrokerError, Principal};
 use crate::wire::names::RESPONDERS_GROUP;
 
-/// A task's deadline when its submitter gives none (its entry's TTL: a task nobody took
-/// by then fails as `expired`).
+/// A task's deadline when its submitter gives none (its entry's TTL: a task not finished
+/// by then fails with a `deadline` change, its worker told to stop as on a cancel).
 pub const TASK_DEADLINE_MS: u64 = 3_600_000;
 /// Longest a watch waits for a change.
 pub const WATCH_WAIT_MAX_MS: u64 = 60_000;
@@ -122,6 +122,7 @@ impl Broker {
                 || k == cortex_storage::DELIVER_AT_HEADER
                 || k == cortex_storage::DELAY_HEADER
                 || k == cortex_storage::ON_CANCEL_HEADER
+                || k == cortex_storage::KEEP_HEADER
         });
         if let Some((_, v)) = headers
             .iter()
@@ -309,5 +310,6 @@ pub fn event_text(e: &cortex_storage::TaskEvent) -> (&'static str, String) {
         E::Canceled => ("canceled", String::new()),
         E::Removed => ("removed", String::new()),
         E::Redriven => ("redriven", String::new()),
+        E::DeadlinePassed => ("deadline", String::new()),
     }
 }

@@ -353,6 +353,10 @@ pub struct ReqArgs {
     /// Deadline for the whole reply, ms.
     #[arg(long, default_value_t = 10_000)]
     pub timeout: u64,
+    /// The request's task ID (1 to 64 bytes, unique while kept): `cortex task status ID`
+    /// then tells what became of it. Default: one the server makes.
+    #[arg(long)]
+    pub task_id: Option<String>,
     /// FIELD=VALUE pairs.
     pub fields: Vec<String>,
     #[command(flatten)]
@@ -369,8 +373,18 @@ pub async fn request(a: ReqArgs) -> Result<(), Exit> {
         fields
     };
     let c = a.conn.connect("cli").await?;
+    let headers = a
+        .task_id
+        .map(|t| vec![(crate::wire::names::TASK.as_bytes().to_vec(), t.into_bytes())])
+        .unwrap_or_default();
     let mut parts = c
-        .request_parts(&a.agent_to, fields, Duration::from_millis(a.timeout))
+        .request_with(
+            &a.agent_to,
+            fields,
+            headers,
+            1,
+            Duration::from_millis(a.timeout),
+        )
         .await?;
     while let Some(p) = parts.next().await {
         let p = p?;

@@ -59,6 +59,8 @@ pub(super) fn task_json(t: &TaskRecord) -> Value {
         "created_ms": t.created_ms,
         "updated_ms": t.updated_ms,
         "finished_ms": t.finished_ms,
+        "deadline_ms": t.deadline_ms,
+        "remove_at_ms": t.remove_at_ms,
         "changes": t.changes,
         "history": history,
     })

@@ -56,6 +56,11 @@ pub enum Kind {
     TaskCount = 14,
     /// Store-wide task counters.
     TaskSys = 15,
+    /// A task with its deadline and keep time (replaces `Task`, still read).
+    TaskV2 = 16,
+    /// Store-wide task counters with the deadline and keep indexes' (replaces `TaskSys`,
+    /// still read).
+    TaskSysV2 = 17,
 }
 
 fn config() -> impl bincode::config::Config {

@@ -65,6 +65,6 @@ pub use record::{
 };
 pub use store::Store;
 pub use task::{
-    TaskChange, TaskEvent, TaskFilter, TaskRecord, TaskState, CORRELATION_HEADER, ON_CANCEL_HEADER,
-    PART_HEADER, TASK_HEADER, TASK_ID_MAX,
+    TaskChange, TaskEvent, TaskFilter, TaskRecord, TaskState, CORRELATION_HEADER, KEEP_HEADER,
+    ON_CANCEL_HEADER, PART_HEADER, TASK_HEADER, TASK_ID_MAX,
 };

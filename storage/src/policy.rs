@@ -383,6 +383,7 @@ impl Txn<'_> {
             self.release_scheduled(&k, &g)?;
         }
         self.expire_idempotency()?;
+        self.fail_overdue_tasks()?;
         self.expire_tasks()?;
         self.collect_garbage()?;
         Ok(Reply::Count(n))

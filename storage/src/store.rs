@@ -142,8 +142,8 @@ impl Catalog {
         task_keep_ms: u64,
     ) -> Option<u64> {
         let mut next = self.deadlines.first().map_or(u64::MAX, |d| d.0);
-        if self.task_sys.finished > 0 {
-            next = next.min(self.task_sys.finished_floor_ms.saturating_add(task_keep_ms));
+        if let Some(t) = self.task_sys.next_due_ms(task_keep_ms) {
+            next = next.min(t);
         }
         if self.sys.garbage_pending {
             next = next.min(now_ms);
@@ -831,7 +831,7 @@ impl<'a> Txn<'a> {
             self.tx.insert(
                 &self.ks.sys,
                 crate::task::TASK_SYS_KEY,
-                codec::encode(Kind::TaskSys, &self.task_sys),
+                self.task_sys.encode(),
             );
         }
         if self.sys != self.base.sys {

@@ -338,7 +338,7 @@ fn cli_reply_and_req_round_trip() {
         .any(|l| l.contains("serving requests for echo-bot"));
     assert!(ready, "cortex reply never started serving");
     let mut req = std::process::Command::new(bin);
-    req.args(["req", "echo-bot", "q=hello"]);
+    req.args(["req", "echo-bot", "--task-id", "echo-1", "q=hello"]);
     common(&mut req);
     let out = req.output().expect("cortex req");
     assert!(out.status.success(), "{out:?}");
@@ -351,6 +351,14 @@ fn cli_reply_and_req_round_trip() {
         "{output}"
     );
     assert!(responder.wait().unwrap().success());
+    // The request is a task, named on the command line.
+    let mut status = std::process::Command::new(bin);
+    status.args(["task", "status", "echo-1"]);
+    common(&mut status);
+    let out = status.output().expect("cortex task status");
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"completed\""), "{text}");
 }
 
 #[tokio::test(flavor = "current_thread")]

@@ -127,6 +127,108 @@ async fn quic_cancel_overtakes_the_next_task_and_a_late_reply_is_kept() {
     assert!(next.is_none());
 }
 
+/// A request is a task: named by its requester (or by the server), moved by the
+/// responder's parts, listed with the agent's tasks, canceled by its requester (the
+/// responder is told), and failed at its deadline (the responder is told to stop).
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_is_a_task_with_a_deadline() {
+    let s = Server::start(&["--test-clock"]);
+    let harold = client(&s, "harold").await;
+    let pink = client(&s, "pink").await;
+    let mut sub = worker(&pink).await;
+    // A request's call returns with its first part: each runs in its own task.
+    let ask = |id: Option<&str>, timeout: Duration| {
+        let headers = id
+            .map(|i| vec![(b"cortex-task-id".to_vec(), i.as_bytes().to_vec())])
+            .unwrap_or_default();
+        let h = harold.clone();
+        tokio::spawn(async move {
+            h.request_with("pink", fields("ask"), headers, 1, timeout)
+                .await
+        })
+    };
+    let delivery = |e: SubEvent| match e {
+        SubEvent::Delivery(d) => d,
+        SubEvent::Canceled { task, .. } => panic!("a cancel of {task:?}, not a delivery"),
+    };
+
+    // R1 answered: its task moves with the parts, the reply stream gets them.
+    let r1 = ask(Some("R1"), T);
+    let d1 = delivery(event(&mut sub).await);
+    assert_eq!(d1.header("cortex-task-id"), Some(&b"R1"[..]));
+    assert_eq!(d1.header(names::CORRELATION), Some(&b"R1"[..]));
+    assert_eq!(harold.task(b"R1").await.unwrap().state, "working");
+    pink.respond(b"R1", cortex::client::PartKind::Progress, fields("half"))
+        .await
+        .unwrap();
+    pink.respond(b"R1", cortex::client::PartKind::Final, fields("done"))
+        .await
+        .unwrap();
+    let mut r1 = r1.await.unwrap().unwrap();
+    for want in [
+        cortex::client::PartKind::Progress,
+        cortex::client::PartKind::Final,
+    ] {
+        let p = tokio::time::timeout(T, r1.next()).await.unwrap().unwrap();
+        assert_eq!(p.unwrap().kind, want);
+    }
+    let t1 = harold.task(b"R1").await.unwrap();
+    assert_eq!(
+        states(&t1),
+        ["submitted", "working", "working", "completed"]
+    );
+    assert_eq!(d1.ack().await.unwrap(), 1, "its last part acked it already");
+    // An ID in use is refused; a request without one gets the server's.
+    let e = ask(Some("R1"), T).await.unwrap().err().unwrap();
+    assert_eq!(e.code(), Some(cortex::wire::ErrorCode::Conflict), "{e}");
+    let _r = ask(None, T);
+    let d = delivery(event(&mut sub).await);
+    let unnamed = d.header("cortex-task-id").unwrap().to_vec();
+    assert_eq!(unnamed.len(), 32);
+    assert_eq!(Some(unnamed.as_slice()), d.header(names::CORRELATION));
+    let (open, _) = harold
+        .tasks(Some("pink"), Some("working"), b"", 10)
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].task, unnamed);
+    assert_eq!(open[0].submitter.as_deref(), Some(&b"harold"[..]));
+
+    // R3 canceled by its requester: pink is told.
+    let _r3 = ask(Some("R3"), T);
+    let d3 = delivery(event(&mut sub).await);
+    harold.cancel_task(b"R3").await.unwrap();
+    match event(&mut sub).await {
+        SubEvent::Canceled { task, id } => assert_eq!((task, id), (b"R3".to_vec(), d3.id)),
+        SubEvent::Delivery(d) => panic!("a delivery: {:?}", d.fields),
+    }
+
+    // R2 outlives its deadline (an hour, passed by stepping the server's clock): it fails
+    // with a `deadline` change and pink, still holding it, is told to stop.
+    let _r2 = ask(Some("R2"), Duration::from_secs(3600));
+    let d2 = delivery(event(&mut sub).await);
+    assert_eq!(d2.header("cortex-task-id"), Some(&b"R2"[..]));
+    let mut r = s.raw();
+    r.cmd(&["CX.CLOCK", "STEP", "7200000"]);
+    // The unnamed request (30 s), which pink holds unanswered too, goes the same way.
+    let mut told = Vec::new();
+    for _ in 0..2 {
+        match event(&mut sub).await {
+            SubEvent::Canceled { task, id } => told.push((task, id)),
+            SubEvent::Delivery(d) => panic!("a delivery: {:?}", d.fields),
+        }
+    }
+    told.sort();
+    let mut want = vec![(b"R2".to_vec(), d2.id), (unnamed.clone(), d.id)];
+    want.sort();
+    assert_eq!(told, want);
+    let t2 = harold.task(b"R2").await.unwrap();
+    assert_eq!(t2.state, "failed");
+    assert_eq!(t2.history.last().unwrap().event, "deadline");
+    let t = harold.task(&unnamed).await.unwrap();
+    assert_eq!(t.history.last().unwrap().event, "deadline");
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_task_not_yet_taken_is_never_delivered_once_canceled() {
     let s = Server::start(&[]);

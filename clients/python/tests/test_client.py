@@ -173,9 +173,20 @@ def test_request_reply_and_serve(broker):
             assert answer.fields == {"a": "re: help?", "from": "harold"}
             assert answer.sender == pink_name
 
-            parts = [p async for p in await harold.request_parts(pink_name, {"q": "slow"})]
+            # A request is a task: named here, its state follows the parts.
+            req_task = fresh("req")
+            reply = await harold.request_parts(pink_name, {"q": "slow"}, task_id=req_task)
+            parts = [p async for p in reply]
             assert [p.kind for p in parts] == [cortex.PartKind.PROGRESS, cortex.PartKind.FINAL]
             assert parts[0].fields == {"pct": "50"}
+            task = await harold.task(req_task)
+            assert task.state == "completed"
+            assert [c.state for c in task.history] == [
+                "submitted",
+                "working",
+                "working",
+                "completed",
+            ]
 
             with pytest.raises(cortex.ReplyFailed) as failed:
                 await harold.request(pink_name, {"q": "fail"})

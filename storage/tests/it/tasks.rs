@@ -488,3 +488,103 @@ fn limits_unique_ids_listing_restart_and_expiry() {
     assert_eq!(list(TaskFilter::default(), "", 10).0, ["A2", "A3", "B1"]);
     assert_eq!(s.due(1200).next_deadline_ms, None);
 }
+
+fn task_with(task: &str, ttl_at: Option<u64>, keep: Option<&str>) -> Meta {
+    let mut m = task_meta(task);
+    m.expires_at_ms = ttl_at;
+    if let Some(k) = keep {
+        m.headers
+            .push((KEEP_HEADER.to_vec(), k.as_bytes().to_vec()));
+    }
+    m
+}
+
+/// A task's deadline is its entry's TTL: past it, an unfinished task fails (`deadline`),
+/// a holder loses it as on a cancel; one finished in time is untouched. A finished task is
+/// removed after its own keep time when its entry asks for less than the store's.
+#[test]
+fn deadlines_fail_open_tasks_and_keep_times_remove_finished_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        limits: Limits {
+            task_keep_ms: 10_000,
+            ..Limits::default()
+        },
+        ..StoreConfig::default()
+    };
+    let s = Store::open(dir.path(), cfg).unwrap();
+    create_group(&s, "inbox", "g", GroupStart::Id(StreamId::MIN), 0);
+    let add = |t: &str, ttl: Option<u64>, keep: Option<&str>, now: u64| {
+        s.apply_one(
+            append("inbox", IdSpec::Auto, fields(t), task_with(t, ttl, keep)),
+            now,
+        )
+    };
+    // W is handed out and held; F finishes in time (and is kept 500 ms); nobody takes N.
+    let w = match add("W", Some(1000), None, 101).unwrap() {
+        Reply::Appended { id, .. } => id,
+        other => panic!("{other:?}"),
+    };
+    add("F", Some(1000), Some("500"), 102).unwrap();
+    assert!(matches!(
+        add("B", None, Some("soon"), 103),
+        Err(Error::InvalidArgument(m)) if m.contains("cortex-task-keep-ms")
+    ));
+    let got = ids(&read(&s, "inbox", "g", "pink", 2, 110));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], w);
+    add("N", Some(1000), None, 120).unwrap();
+    part(&s, "F", "final", 200).unwrap();
+    part(&s, "W", "progress", 210).unwrap();
+    assert_eq!(state(&s, "F"), TaskState::Completed);
+    assert_eq!(task(&s, "W").unwrap().deadline_ms, Some(1000));
+    // The tick is due at the first deadline.
+    assert_eq!(s.due(300).next_deadline_ms, Some(700));
+    s.apply_one(Op::Tick, 700).unwrap();
+    assert!(
+        task(&s, "F").is_none(),
+        "kept 500 ms after it finished at 200"
+    );
+    assert_eq!(s.due(800).next_deadline_ms, Some(1000));
+    let out = s.apply(vec![Op::Tick], 1000).unwrap();
+    for t in ["N", "W"] {
+        let rec = task(&s, t).unwrap();
+        assert_eq!(rec.state, TaskState::Failed, "{t}");
+        assert_eq!(rec.history.last().unwrap().event, TaskEvent::DeadlinePassed);
+        assert_eq!(rec.deadline_ms, None);
+        assert_eq!(rec.remove_at_ms, Some(11_000));
+    }
+    let signals: Vec<_> = out
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::TaskCanceled { task, consumer, .. } => Some((task.clone(), consumer.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(signals, vec![(b"W".to_vec(), b"pink".to_vec())]);
+    let pending = match s
+        .query(
+            &Query::PendingSummary {
+                stream: key("inbox"),
+                group: b"g".to_vec(),
+            },
+            1000,
+        )
+        .unwrap()
+    {
+        Answer::PendingSummary(p) => p.count,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pending, 1, "F stays pending (not acked), W left pink");
+    // The worker's late answer is kept, marked late; the state stays.
+    part(&s, "W", "final", 1100).unwrap();
+    let rec = task(&s, "W").unwrap();
+    assert_eq!(rec.state, TaskState::Failed);
+    assert!(rec.history.last().unwrap().late);
+    // Finished at 1000, kept the store's 10 s.
+    assert_eq!(s.due(1200).next_deadline_ms, Some(11_000));
+    s.apply_one(Op::Tick, 11_000).unwrap();
+    assert!(task(&s, "N").is_none() && task(&s, "W").is_none());
+    assert_eq!(s.due(11_100).next_deadline_ms, None);
+}

@@ -379,8 +379,9 @@ class DeadLetter:
 @dataclasses.dataclass(frozen=True)
 class TaskChange:
     """One change of a task: its position, time, the state after it, what happened
-    (submitted, delivered, part, acked, retry, rejected, dead-lettered, canceled, removed, redriven) and
-    whether it came after the task was already final (a reply after a cancel)."""
+    (submitted, delivered, part, acked, retry, rejected, dead-lettered, canceled, removed,
+    redriven, deadline) and whether it came after the task was already final (a reply
+    after a cancel)."""
 
     seq: int
     at_ms: int
@@ -781,13 +782,18 @@ class Client:
         timeout: float = 30.0,
         lane: Lane = Lane.HIGH,
         headers: FieldsLike | None = None,
+        task_id: str | None = None,
     ) -> Reply:
         """Sends a request; returns its parts as they stream back. Raises NoResponders at
-        once when nobody serves `agent`."""
+        once when nobody serves `agent`. A request is a task: `task_id` names it (1 to 64
+        bytes, unique while kept; also the correlation ID that lets a responder's parts in,
+        so make it unguessable), and `task`, `watch_task` and `cancel_task` then reach it;
+        without one the server names it."""
+        hs = _pairs(headers)
+        if task_id is not None:
+            hs.append((b"cortex-task-id", task_id.encode()))
         s = await _call(
-            self._c.request(
-                agent, _pairs(fields), _pairs(headers), int(lane), max(1, int(timeout * 1000))
-            )
+            self._c.request(agent, _pairs(fields), hs, int(lane), max(1, int(timeout * 1000)))
         )
         return Reply(s)
 
@@ -799,10 +805,14 @@ class Client:
         timeout: float = 30.0,
         lane: Lane = Lane.HIGH,
         headers: FieldsLike | None = None,
+        task_id: str | None = None,
     ) -> Part:
         """Sends a request and returns its final part (progress parts are skipped). Raises
-        ReplyFailed for the responder's error part, Timeout, or NoResponders."""
-        reply = await self.request_parts(agent, fields, timeout=timeout, lane=lane, headers=headers)
+        ReplyFailed for the responder's error part, Timeout, or NoResponders. `task_id` as
+        for `request_parts`."""
+        reply = await self.request_parts(
+            agent, fields, timeout=timeout, lane=lane, headers=headers, task_id=task_id
+        )
         async for p in reply:
             if p.kind == PartKind.FINAL:
                 return p

@@ -16,6 +16,7 @@
 //! | [`crate::Op::CancelTask`]                      | `canceled`                     |
 //! | its entry leaves the stream unfinished         | `failed` (`removed`)           |
 //! | its dead-lettered entry redriven               | `submitted` (`redriven`)       |
+//! | its deadline (its entry's TTL) passes unfinished | `failed` (`deadline`)          |
 //!
 //! The last four states and `completed` are final: a change after one is kept in the
 //! history marked `late` (a worker's reply after a cancel), and the state stays. A canceled
@@ -25,9 +26,21 @@
 //! out whose entry asks for it ([`ON_CANCEL_HEADER`] `dlq`) also goes to the dead-letter
 //! stream of the stream's first group, with reason `canceled`.
 //!
+//! A task's deadline is its entry's TTL (a request's is the requester's timeout): past it,
+//! an unfinished task fails with a `deadline` change, and a consumer holding it is told as
+//! for a cancel (its pending entry goes, [`Event::TaskCanceled`] names it), so a worker
+//! stops a task whose submitter gave up and a task nobody took does not stay open. A
+//! finished task is kept [`crate::Limits::task_keep_ms`], or less when its entry says so
+//! ([`KEEP_HEADER`]: a request's record need not outlive its requester's interest by a day).
+//!
 //! Keys (keyspace `tasks`): `T`·task ID -> [`TaskRecord`]; `E`·stream_id·entry ID -> task
-//! ID; `O`·stream_id -> open tasks of the stream (u64); `X`·finished_ms·task ID -> empty
-//! (finished tasks, removed [`crate::Limits::task_keep_ms`] after they finish).
+//! ID; `O`·stream_id -> open tasks of the stream (u64); `D`·deadline_ms·task ID -> empty
+//! (open tasks with a deadline); `Y`·remove_at_ms·task ID -> empty (finished tasks, in the
+//! order they are removed); `X`·finished_ms·task ID -> empty (tasks finished under the
+//! first record layout, removed `task_keep_ms` after they finished).
+
+mod expiry;
+mod format;
 
 use bincode::{Decode, Encode};
 
@@ -51,6 +64,9 @@ pub const CORRELATION_HEADER: &[u8] = b"cortex-correlation-id";
 pub const PART_HEADER: &[u8] = b"cortex-part";
 /// Longest task ID, bytes (a task ID may be a correlation ID).
 pub const TASK_ID_MAX: usize = 64;
+/// Header of a task entry: how long its task is kept once finished, ms (decimal; at most
+/// [`crate::Limits::task_keep_ms`], which applies without it).
+pub const KEEP_HEADER: &[u8] = b"cortex-task-keep-ms";
 
 /// A task's state: A2A's task states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode)]
@@ -157,6 +173,8 @@ pub enum TaskEvent {
     Removed,
     /// Its dead-lettered entry was redriven: the task waits again, for the new entry.
     Redriven,
+    /// Its deadline (its entry's TTL) passed before it finished.
+    DeadlinePassed,
 }
 
 /// One change of a task, as its history keeps it.
@@ -204,6 +222,13 @@ pub struct TaskRecord {
     pub history: Vec<TaskChange>,
     /// Changes ever made (`history` may have dropped middle ones past its bound).
     pub changes: u64,
+    /// While it is open: when it fails unless finished first, Unix ms (its entry's TTL).
+    pub deadline_ms: Option<u64>,
+    /// How long it is kept once finished, ms, when its entry asked for less than
+    /// [`crate::Limits::task_keep_ms`] ([`KEEP_HEADER`]).
+    pub keep_ms: Option<u64>,
+    /// Once finished: when it is removed, Unix ms.
+    pub remove_at_ms: Option<u64>,
 }
 
 impl TaskRecord {
@@ -218,10 +243,29 @@ impl TaskRecord {
 pub(crate) struct TaskSys {
     /// Task records stored.
     pub(crate) records: u64,
-    /// Finished tasks waiting to expire.
+    /// Tasks finished under the first record layout, waiting to expire (`X` keys).
     pub(crate) finished: u64,
-    /// No finished task finished before this (expiry starts its scan here).
+    /// No such task finished before this (their expiry starts its scan here).
     pub(crate) finished_floor_ms: u64,
+    /// Finished tasks waiting to be removed (`Y` keys).
+    pub(crate) kept: u64,
+    /// None of them is removed before this.
+    pub(crate) kept_floor_ms: u64,
+    /// Open tasks with a deadline (`D` keys).
+    pub(crate) deadlines: u64,
+    /// No deadline is before this.
+    pub(crate) deadline_floor_ms: u64,
+}
+
+impl TaskSys {
+    /// The earliest moment a task deadline passes or a finished task is due for removal.
+    pub(crate) fn next_due_ms(&self, task_keep_ms: u64) -> Option<u64> {
+        let legacy =
+            (self.finished > 0).then(|| self.finished_floor_ms.saturating_add(task_keep_ms));
+        let kept = (self.kept > 0).then_some(self.kept_floor_ms);
+        let deadline = (self.deadlines > 0).then_some(self.deadline_floor_ms);
+        [legacy, kept, deadline].into_iter().flatten().min()
+    }
 }
 
 /// `sys` key of [`TaskSys`].
@@ -249,19 +293,27 @@ fn open_key(stream_id: u64) -> [u8; 9] {
     k
 }
 
-fn finished_key(at_ms: u64, task: &[u8]) -> Vec<u8> {
+/// A key of one of the time indexes (`X` finished, `Y` removal, `D` deadline).
+fn time_key(prefix: u8, at_ms: u64, task: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + task.len());
-    k.push(b'X');
+    k.push(prefix);
     k.extend_from_slice(&at_ms.to_be_bytes());
     k.extend_from_slice(task);
     k
 }
 
+/// Index of tasks finished under the first record layout, by finish time.
+const FINISHED: u8 = b'X';
+/// Index of finished tasks, by removal time.
+const REMOVAL: u8 = b'Y';
+/// Index of open tasks with a deadline, by deadline.
+const DEADLINE: u8 = b'D';
+
 /// Reads a task record.
 pub(crate) fn get_task(v: &impl View, ks: &Keyspaces, task: &[u8]) -> Result<Option<TaskRecord>> {
     match v.get(&ks.tasks, record_key(task))? {
         None => Ok(None),
-        Some(b) => codec::decode(Kind::Task, &b)
+        Some(b) => TaskRecord::decode(&b)
             .map(Some)
             .map_err(|r| corrupt("task", task, None, r)),
     }
@@ -302,8 +354,7 @@ pub(crate) fn list_tasks(
             return Ok((out, last));
         }
         let (k, b) = item.into_inner()?;
-        let rec: TaskRecord =
-            codec::decode(Kind::Task, &b).map_err(|r| corrupt("task", &k[1..], None, r))?;
+        let rec = TaskRecord::decode(&b).map_err(|r| corrupt("task", &k[1..], None, r))?;
         last = Some(rec.task.clone());
         if filter.matches(&rec) {
             out.push(rec);
@@ -368,9 +419,33 @@ pub(crate) fn part_of(meta: &Meta) -> Option<(&[u8], &[u8])> {
 /// What a new entry brings to tasks, checked before anything is written.
 pub(crate) enum Admit {
     /// A new task.
-    New(Vec<u8>),
+    New(NewTask),
     /// A reply part of a task (kind, task).
     Part(Vec<u8>, Vec<u8>),
+}
+
+/// A new task as its entry describes it.
+pub(crate) struct NewTask {
+    task: Vec<u8>,
+    deadline_ms: Option<u64>,
+    keep_ms: Option<u64>,
+}
+
+/// The keep time an entry asks for ([`KEEP_HEADER`]), within `max`.
+fn keep_of(meta: &Meta, max: u64) -> Result<Option<u64>> {
+    let Some(v) = header(meta, KEEP_HEADER) else {
+        return Ok(None);
+    };
+    match std::str::from_utf8(v)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+    {
+        Some(ms) => Ok((ms < max).then_some(ms)),
+        None => Err(Error::InvalidArgument(format!(
+            "header cortex-task-keep-ms must be a whole number of milliseconds, not '{}'",
+            String::from_utf8_lossy(v)
+        ))),
+    }
 }
 
 impl Txn<'_> {
@@ -402,7 +477,11 @@ impl Txn<'_> {
                     });
                 }
             }
-            return Ok(Some(Admit::New(task.to_vec())));
+            return Ok(Some(Admit::New(NewTask {
+                task: task.to_vec(),
+                deadline_ms: meta.expires_at_ms,
+                keep_ms: keep_of(meta, l.task_keep_ms)?,
+            })));
         }
         if self.task_sys.records == 0 {
             return Ok(None);
@@ -433,7 +512,11 @@ impl Txn<'_> {
         admit: Admit,
     ) -> Result<()> {
         match admit {
-            Admit::New(task) => {
+            Admit::New(NewTask {
+                task,
+                deadline_ms,
+                keep_ms,
+            }) => {
                 let change = TaskChange {
                     seq: 0,
                     at_ms: self.now,
@@ -455,12 +538,15 @@ impl Txn<'_> {
                     finished_ms: None,
                     history: vec![change.clone()],
                     changes: 1,
+                    deadline_ms,
+                    keep_ms,
+                    remove_at_ms: None,
                 };
-                self.tx.insert(
-                    &self.ks.tasks,
-                    record_key(&task),
-                    codec::encode(Kind::Task, &rec),
-                );
+                self.tx
+                    .insert(&self.ks.tasks, record_key(&task), rec.encode());
+                if let Some(at) = deadline_ms {
+                    self.add_deadline(at, &task);
+                }
                 self.tx
                     .insert(&self.ks.tasks, entry_key(stream_id, id), task.clone());
                 self.add_open(stream_id, 1)?;
@@ -558,6 +644,7 @@ impl Txn<'_> {
             TaskEvent::Canceled => TaskState::Canceled,
             TaskEvent::Removed => TaskState::Failed,
             TaskEvent::Redriven => TaskState::Submitted,
+            TaskEvent::DeadlinePassed => TaskState::Failed,
         };
         // An ack after the final part (the responder's own ack) changes nothing, nor does a
         // finished task's entry leaving its stream (trimmed by retention, say).
@@ -589,20 +676,13 @@ impl Txn<'_> {
                 // Only a read of the counter can fail here; the batch fails with it below.
                 self.task_error = Some(e);
             }
-            self.tx
-                .insert(&self.ks.tasks, finished_key(self.now, &rec.task), []);
-            self.task_sys.finished_floor_ms = if self.task_sys.finished == 0 {
-                self.now
-            } else {
-                self.task_sys.finished_floor_ms.min(self.now)
-            };
-            self.task_sys.finished += 1;
+            if let Some(at) = rec.deadline_ms.take() {
+                self.drop_deadline(at, &rec.task);
+            }
+            self.keep_finished(rec);
         }
-        self.tx.insert(
-            &self.ks.tasks,
-            record_key(&rec.task),
-            codec::encode(Kind::Task, &*rec),
-        );
+        self.tx
+            .insert(&self.ks.tasks, record_key(&rec.task), rec.encode());
         self.events.push(Event::Task {
             task: rec.task.clone(),
             change,
@@ -630,22 +710,32 @@ impl Txn<'_> {
                 state: rec.state.name(),
             });
         }
+        if self.take_from_holders(&rec)? == 0 {
+            self.dead_letter_canceled(&rec.stream_key(), &rec)?;
+        }
+        self.change_task(&mut rec, TaskEvent::Canceled);
+        if let Some(e) = self.task_error.take() {
+            return Err(e);
+        }
+        Ok(Reply::Task(Box::new(rec)))
+    }
+
+    /// Takes a task's entry out of every pending list holding it, each holder named by an
+    /// [`Event::TaskCanceled`] (so it is told to stop); returns how many held it.
+    fn take_from_holders(&mut self, rec: &TaskRecord) -> Result<usize> {
         let key = rec.stream_key();
         let mut held = Vec::new();
         if let Some(st) = self
             .stream(&key)
             .filter(|s| s.meta.stream_id == rec.stream_id)
         {
-            let groups = st.group_ids();
-            for (name, gid) in groups {
+            for (name, gid) in st.group_ids() {
                 if let Some(pel) = self.pending_entry(&key.name, gid, rec.id)? {
                     held.push((name, pel));
                 }
             }
         }
-        if held.is_empty() {
-            self.dead_letter_canceled(&key, &rec)?;
-        }
+        let n = held.len();
         for (group, pel) in held {
             let id = rec.id;
             let consumer = self
@@ -655,18 +745,14 @@ impl Txn<'_> {
                 })
                 .unwrap_or_default();
             self.events.push(Event::TaskCanceled {
-                task: task.to_vec(),
+                task: rec.task.clone(),
                 stream: key.clone(),
                 group,
                 consumer,
                 id,
             });
         }
-        self.change_task(&mut rec, TaskEvent::Canceled);
-        if let Some(e) = self.task_error.take() {
-            return Err(e);
-        }
-        Ok(Reply::Task(Box::new(rec)))
+        Ok(n)
     }
 
     /// Adds a change to a task's history, within its bound: the first (submitted) and the
@@ -704,10 +790,9 @@ impl Txn<'_> {
         if !rec.state.is_final() || open >= self.cfg.limits.open_tasks_max {
             return Ok(());
         }
-        if let Some(at) = rec.finished_ms.take() {
-            self.tx.remove(&self.ks.tasks, finished_key(at, &rec.task));
-            self.task_sys.finished = self.task_sys.finished.saturating_sub(1);
-        }
+        self.unkeep_finished(&mut rec);
+        // A redriven entry has no TTL (dlq.rs): nor has its task a deadline any more.
+        rec.deadline_ms = None;
         self.tx
             .remove(&self.ks.tasks, entry_key(rec.stream_id, rec.id));
         rec.ns = key.ns;
@@ -726,11 +811,8 @@ impl Txn<'_> {
         rec.changes += 1;
         rec.updated_ms = self.now;
         self.keep_change(&mut rec, change.clone());
-        self.tx.insert(
-            &self.ks.tasks,
-            record_key(&rec.task),
-            codec::encode(Kind::Task, &rec),
-        );
+        self.tx
+            .insert(&self.ks.tasks, record_key(&rec.task), rec.encode());
         self.tx
             .insert(&self.ks.tasks, entry_key(stream_id, id), rec.task.clone());
         self.add_open(stream_id, 1)?;
@@ -800,57 +882,12 @@ impl Txn<'_> {
         });
         Ok(())
     }
-
-    /// Removes finished tasks older than the keep time (at most the GC budget per tick).
-    pub(crate) fn expire_tasks(&mut self) -> Result<()> {
-        let keep = self.cfg.limits.task_keep_ms;
-        if self.task_sys.finished == 0 {
-            return Ok(());
-        }
-        let Some(cutoff) = self.now.checked_sub(keep) else {
-            return Ok(());
-        };
-        if self.task_sys.finished_floor_ms > cutoff {
-            return Ok(());
-        }
-        let from = finished_key(self.task_sys.finished_floor_ms, b"");
-        let to = finished_key(cutoff.saturating_add(1), b"");
-        let budget = self.cfg.limits.gc_keys_per_tick_max;
-        let mut gone = Vec::new();
-        let mut complete = true;
-        for item in self.tx.range(&self.ks.tasks, from..to) {
-            if gone.len() >= budget {
-                complete = false;
-                break;
-            }
-            gone.push(item.key()?.to_vec());
-        }
-        for k in gone {
-            let task = &k[9..];
-            if let Some(rec) = get_task(&self.tx, self.ks, task)? {
-                self.tx
-                    .remove(&self.ks.tasks, entry_key(rec.stream_id, rec.id));
-                self.tx.remove(&self.ks.tasks, record_key(task));
-                self.task_sys.records = self.task_sys.records.saturating_sub(1);
-            }
-            self.tx.remove(&self.ks.tasks, k.clone());
-            self.task_sys.finished = self.task_sys.finished.saturating_sub(1);
-        }
-        if self.task_sys.finished == 0 {
-            self.task_sys.finished_floor_ms = 0;
-        } else if complete {
-            self.task_sys.finished_floor_ms = cutoff.saturating_add(1);
-        }
-        Ok(())
-    }
 }
 
 /// Reads [`TaskSys`] from a snapshot.
 pub(crate) fn read_task_sys(snap: &fjall::Snapshot, ks: &Keyspaces) -> Result<TaskSys> {
     match fjall::Readable::get(snap, ks.sys.inner(), TASK_SYS_KEY)? {
         None => Ok(TaskSys::default()),
-        Some(v) => {
-            codec::decode(Kind::TaskSys, &v).map_err(|r| corrupt("task counters", b"", None, r))
-        }
+        Some(v) => TaskSys::decode(&v).map_err(|r| corrupt("task counters", b"", None, r)),
     }
 }
