@@ -23,6 +23,7 @@ pub mod push;
 mod read;
 pub mod reqrep;
 mod retention;
+mod slice;
 pub mod task;
 
 use std::sync::atomic::Ordering;
@@ -414,14 +415,26 @@ impl Broker {
 
     /// Applies `ops` in the next commit and returns each op's result once durable under the
     /// configured `--fsync` mode. The ops of one submission are applied one after the other
-    /// with nothing in between, in one atomic batch.
+    /// with nothing in between, in one atomic batch; except that an ack or delete of more
+    /// than [`slice::SLICE_IDS`] IDs is applied in slices, each queued when the one before
+    /// it is durable, so other submissions interleave with them (`slice.rs`); its replies
+    /// come back as one.
     pub async fn submit(&self, who: &Principal, ops: Vec<Op>) -> Result<Replies, BrokerError> {
-        self.submit_now(who, ops).await
+        let max_ids = self.store().config().limits.ids_per_op_max;
+        let mut sliced = match slice::plan(ops, max_ids) {
+            Err(ops) => return self.submit_now(who, ops).await,
+            Ok(s) => s,
+        };
+        let mut replies = Vec::with_capacity(sliced.runs.len());
+        for run in std::mem::take(&mut sliced.runs) {
+            replies.push(self.submit_now(who, run).await?);
+        }
+        Ok(sliced.merge(replies))
     }
 
-    /// [`Broker::submit`], queued before this returns: submissions made one after the other
-    /// by one caller are applied in that order even when their replies are awaited later
-    /// (or elsewhere: the future borrows nothing).
+    /// [`Broker::submit`], queued before this returns (and never sliced): submissions made
+    /// one after the other by one caller are applied in that order even when their replies
+    /// are awaited later (or elsewhere: the future borrows nothing).
     pub fn submit_now(
         &self,
         who: &Principal,
@@ -443,9 +456,9 @@ impl Broker {
 
     /// A transaction (MULTI/EXEC): its ops, reads included ([`Op::Query`], which see the
     /// transaction's earlier writes), as one submission: one atomic batch that nothing else
-    /// interleaves with, from any front or any of the broker's own tasks.
+    /// interleaves with, from any front or any of the broker's own tasks (never sliced).
     pub async fn transaction(&self, who: &Principal, ops: Vec<Op>) -> Result<Replies, BrokerError> {
-        self.submit(who, ops).await
+        self.submit_now(who, ops).await
     }
 
     /// Submits one op.

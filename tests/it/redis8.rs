@@ -481,3 +481,62 @@ fn maxcount_and_maxsize_cap_a_read_over_all_its_streams() {
     let e = r.cmd(&["XREAD", "MAXSIZE", "0", "STREAMS", "a", "0"]);
     assert!(e.err_text().contains("MAXSIZE"), "{e:?}");
 }
+
+/// An XACK or XDEL of more than 1,000 IDs runs in slices other clients interleave with;
+/// to its own client it answers as one command: the count of distinct IDs it acked or
+/// deleted, duplicates and unknown IDs counted once or not at all. Inside MULTI it is one
+/// op, with the same answer.
+#[test]
+fn big_acks_and_deletes_answer_as_one_command() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    let n = 2_500;
+    let adds: Vec<Vec<String>> = (1..=n)
+        .map(|i| {
+            ["XADD", "big", &format!("{i}-0"), "f", "v"]
+                .map(String::from)
+                .to_vec()
+        })
+        .collect();
+    r.pipeline(&adds);
+    r.cmd(&["XGROUP", "CREATE", "big", "g", "0"]);
+    r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "3000",
+        "STREAMS",
+        "big",
+        ">",
+    ]);
+    assert_eq!(pending(&mut r, "big", "g"), n);
+    // Every ID once, 300 again, 20 never added; the first 2,000 acked in MULTI.
+    let ids = |from: i64, to: i64| (from..=to).map(|i| format!("{i}-0"));
+    let mut ack: Vec<String> = ["XACK", "big", "g"].map(String::from).to_vec();
+    ack.extend(ids(2_001, n));
+    ack.extend(ids(2_001, 2_300));
+    ack.extend(ids(n + 1, n + 20));
+    let mut multi: Vec<String> = ["XACK", "big", "g"].map(String::from).to_vec();
+    multi.extend(ids(1, 2_000));
+    multi.extend(ids(1, 300));
+    assert_eq!(r.cmd(&["MULTI"]), V::Simple("OK".into()));
+    r.cmd_bytes(&multi);
+    assert_eq!(codes(&r.cmd(&["EXEC"])), [2_000]);
+    assert_eq!(r.cmd_bytes(&ack).int(), n - 2_000);
+    assert_eq!(pending(&mut r, "big", "g"), 0);
+    // The same for XDEL, and an XACK of a missing group is refused whole.
+    let mut del: Vec<String> = ["XDEL", "big"].map(String::from).to_vec();
+    del.extend(ids(1, n));
+    del.extend(ids(1, 1_500));
+    assert_eq!(r.cmd_bytes(&del).int(), n);
+    assert_eq!(r.cmd(&["XLEN", "big"]).int(), 0);
+    let mut nogroup: Vec<String> = ["XACK", "big", "nope"].map(String::from).to_vec();
+    nogroup.extend(ids(1, 1_500));
+    assert_eq!(
+        r.cmd_bytes(&nogroup).int(),
+        0,
+        "as Redis: no such group acks nothing"
+    );
+}
