@@ -166,6 +166,9 @@ func TestSeedFlow(t *testing.T) {
 				if err := r.Progress(ctx, KV("pct", "50")); err != nil {
 					return nil, err
 				}
+				if err := r.InputRequired(ctx, KV("need", "branch")); err != nil {
+					return nil, err
+				}
 			case "never":
 				<-ctx.Done()
 				return nil, ctx.Err()
@@ -194,14 +197,15 @@ func TestSeedFlow(t *testing.T) {
 	reqTask := fresh("req")
 	r := must[*Reply](t)(harold.Request(ctx, pink.Agent(), KV("q", "slow"), RequestOptions{TaskID: reqTask}))
 	p1 := must[*Part](t)(r.Next())
+	pIn := must[*Part](t)(r.Next())
 	p2 := must[*Part](t)(r.Next())
-	if p1.Kind != PartProgress || p2.Kind != PartFinal || p1.From != pink.Agent() {
-		t.Fatalf("parts %+v %+v", p1, p2)
+	if p1.Kind != PartProgress || pIn.Kind != PartInputRequired || p2.Kind != PartFinal || p1.From != pink.Agent() {
+		t.Fatalf("parts %+v %+v %+v", p1, pIn, p2)
 	}
 	if _, err := r.Next(); !errors.Is(err, ErrDone) {
 		t.Fatalf("after the final part: %v", err)
 	}
-	if task := must[*Task](t)(harold.Task(ctx, reqTask)); task.State != "completed" || len(task.History) != 4 {
+	if task := must[*Task](t)(harold.Task(ctx, reqTask)); task.State != "completed" || len(task.History) != 5 || task.History[3].State != "input-required" {
 		t.Fatalf("the request's task: %+v", task)
 	}
 	// The responder's failure, a timeout, and nobody serving: each its own error.

@@ -219,7 +219,7 @@ func (d *dec) code() ErrorCode {
 }
 func (d *dec) partKind() PartKind {
 	k := d.u32()
-	if d.err == nil && k > uint32(PartError) {
+	if d.err == nil && k > uint32(PartInputRequired) {
 		d.fail("unknown part kind %d", k)
 	}
 	return PartKind(k)

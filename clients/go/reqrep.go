@@ -94,7 +94,7 @@ func (r *Reply) Next() (*Part, error) {
 		if x.From != nil {
 			p.From = *x.From
 		}
-		if x.Kind != PartProgress {
+		if x.Kind.Ends() {
 			r.done = true
 			finish(r.s)
 			r.stop()
@@ -187,6 +187,15 @@ func (r *IncomingRequest) Correlation() string {
 // deadline.
 func (r *IncomingRequest) Progress(ctx context.Context, fields Fields) error {
 	if err := r.c.Respond(ctx, r.Correlation(), PartProgress, fields); err != nil {
+		return err
+	}
+	return r.InProgress(ctx)
+}
+
+// InputRequired sends an input-required part: the responder needs more input (what, in
+// fields) before it goes on; the request's task is input-required until the next part.
+func (r *IncomingRequest) InputRequired(ctx context.Context, fields Fields) error {
+	if err := r.c.Respond(ctx, r.Correlation(), PartInputRequired, fields); err != nil {
 		return err
 	}
 	return r.InProgress(ctx)

@@ -32,7 +32,7 @@ type TaskChange struct {
 	Seq    uint64
 	AtMs   uint64
 	State  string
-	Event  string // submitted, delivered, part, acked, retry, rejected, dead-lettered, canceled, removed, redriven
+	Event  string // submitted, delivered, part, acked, retry, rejected, dead-lettered, canceled, removed, redriven, deadline
 	Detail string
 	// Late: it came after the task had finished (a reply after a cancel).
 	Late bool

@@ -199,7 +199,13 @@ const (
 	PartProgress PartKind = 0
 	PartFinal    PartKind = 1
 	PartError    PartKind = 2
+	// PartInputRequired: the responder needs more input; more parts follow (its task is
+	// input-required until the next part).
+	PartInputRequired PartKind = 3
 )
+
+// Ends tells whether a part is a reply's last (Final or Error).
+func (k PartKind) Ends() bool { return k == PartFinal || k == PartError }
 
 func (k PartKind) String() string {
 	switch k {
@@ -209,6 +215,8 @@ func (k PartKind) String() string {
 		return "final"
 	case PartError:
 		return "error"
+	case PartInputRequired:
+		return "input-required"
 	}
 	return fmt.Sprintf("part(%d)", uint32(k))
 }

@@ -188,6 +188,16 @@ pub enum PartKind {
     Final,
     /// The responder failed; the request is complete.
     Error,
+    /// The responder needs more input before it can go on: more parts follow (its task
+    /// is `input-required` until the next part).
+    InputRequired,
+}
+
+impl PartKind {
+    /// The last part of a reply: `Final` or `Error`.
+    pub fn ends(self) -> bool {
+        matches!(self, PartKind::Final | PartKind::Error)
+    }
 }
 
 /// Which dead letters.

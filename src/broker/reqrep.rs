@@ -58,6 +58,8 @@ pub enum PartKind {
     Final,
     /// The responder failed.
     Error,
+    /// The responder needs more input; more follows.
+    InputRequired,
 }
 
 impl PartKind {
@@ -67,11 +69,12 @@ impl PartKind {
             PartKind::Progress => "progress",
             PartKind::Final => "final",
             PartKind::Error => "error",
+            PartKind::InputRequired => "input-required",
         }
     }
 
-    fn ends(self) -> bool {
-        self != PartKind::Progress
+    pub(crate) fn ends(self) -> bool {
+        matches!(self, PartKind::Final | PartKind::Error)
     }
 }
 
@@ -374,6 +377,7 @@ impl Requests {
         let kind = match header(&record, PART) {
             Some(b"progress") => PartKind::Progress,
             Some(b"error") => PartKind::Error,
+            Some(b"input-required") => PartKind::InputRequired,
             _ => PartKind::Final,
         };
         let mut t = lock(&self.table);

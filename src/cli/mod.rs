@@ -392,10 +392,11 @@ pub async fn request(a: ReqArgs) -> Result<(), Exit> {
             PartKind::Progress => "progress",
             PartKind::Final => "final",
             PartKind::Error => "error",
+            PartKind::InputRequired => "input-required",
         };
         print(json!({"kind": kind, "from": p.from, "fields": object(&p.fields)}));
         match p.kind {
-            PartKind::Progress => {}
+            PartKind::Progress | PartKind::InputRequired => {}
             PartKind::Final => return Ok(()),
             PartKind::Error => {
                 return Err(Exit {

@@ -344,7 +344,7 @@ impl Client {
             Frame::ReplyPart { kind, from, fields } => ReplyPart { kind, from, fields },
             other => return Err(from_frame(other)),
         };
-        let done = first.kind != PartKind::Progress;
+        let done = first.kind.ends();
         let _ = tx.send(Ok(first)).await;
         if !done {
             let guard = timeout + Duration::from_secs(1);
@@ -364,7 +364,7 @@ impl Client {
                         Ok(Ok(other)) => Err(from_frame(other)),
                         Ok(Err(e)) => Err(e),
                     };
-                    let end = !matches!(&item, Ok(p) if p.kind == PartKind::Progress);
+                    let end = !matches!(&item, Ok(p) if !p.kind.ends());
                     if tx.send(item).await.is_err() || end {
                         break;
                     }
@@ -385,7 +385,7 @@ impl Client {
         let mut parts = self.request_parts(agent, fields, timeout).await?;
         while let Some(p) = parts.next().await {
             let p = p?;
-            if p.kind != PartKind::Progress {
+            if p.kind.ends() {
                 return Ok(p);
             }
         }
@@ -516,6 +516,14 @@ impl IncomingRequest {
     pub async fn progress(&self, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClientError> {
         self.client
             .respond(&self.correlation, PartKind::Progress, fields)
+            .await
+    }
+
+    /// Sends an "input required" part: the responder waits for more input (what it needs,
+    /// in `fields`); its task is `input-required` until the next part.
+    pub async fn input_required(&self, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), ClientError> {
+        self.client
+            .respond(&self.correlation, PartKind::InputRequired, fields)
             .await
     }
 

@@ -78,6 +78,7 @@ pub(super) fn part_kind(k: wire::PartKind) -> PartKind {
         wire::PartKind::Progress => PartKind::Progress,
         wire::PartKind::Final => PartKind::Final,
         wire::PartKind::Error => PartKind::Error,
+        wire::PartKind::InputRequired => PartKind::InputRequired,
     }
 }
 
@@ -86,6 +87,7 @@ pub(super) fn wire_part_kind(k: PartKind) -> wire::PartKind {
         PartKind::Progress => wire::PartKind::Progress,
         PartKind::Final => wire::PartKind::Final,
         PartKind::Error => wire::PartKind::Error,
+        PartKind::InputRequired => wire::PartKind::InputRequired,
     }
 }
 

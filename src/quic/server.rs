@@ -390,7 +390,7 @@ async fn request(mut send: SendStream, broker: Broker, who: Principal, frame: Fr
         tokio::select! {
             part = pending.parts.recv() => {
                 let Some(part) = part else { break };
-                let end = part.kind != crate::broker::reqrep::PartKind::Progress;
+                let end = part.kind.ends();
                 let f = Frame::ReplyPart {
                     kind: wire_part_kind(part.kind),
                     from: part.from,

@@ -161,11 +161,28 @@ async fn a_request_is_a_task_with_a_deadline() {
     pink.respond(b"R1", cortex::client::PartKind::Progress, fields("half"))
         .await
         .unwrap();
+    pink.respond(
+        b"R1",
+        cortex::client::PartKind::InputRequired,
+        fields("which branch?"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(harold.task(b"R1").await.unwrap().state, "input-required");
+    pink.respond(
+        b"R1",
+        cortex::client::PartKind::Progress,
+        fields("main, then"),
+    )
+    .await
+    .unwrap();
     pink.respond(b"R1", cortex::client::PartKind::Final, fields("done"))
         .await
         .unwrap();
     let mut r1 = r1.await.unwrap().unwrap();
     for want in [
+        cortex::client::PartKind::Progress,
+        cortex::client::PartKind::InputRequired,
         cortex::client::PartKind::Progress,
         cortex::client::PartKind::Final,
     ] {
@@ -175,7 +192,14 @@ async fn a_request_is_a_task_with_a_deadline() {
     let t1 = harold.task(b"R1").await.unwrap();
     assert_eq!(
         states(&t1),
-        ["submitted", "working", "working", "completed"]
+        [
+            "submitted",
+            "working",
+            "working",
+            "input-required",
+            "working",
+            "completed"
+        ]
     );
     assert_eq!(d1.ack().await.unwrap(), 1, "its last part acked it already");
     // An ID in use is refused; a request without one gets the server's.

@@ -47,7 +47,8 @@ fn part_kind(k: u8) -> PyResult<PartKind> {
         0 => Ok(PartKind::Progress),
         1 => Ok(PartKind::Final),
         2 => Ok(PartKind::Error),
-        _ => Err(config(format!("part kind {k} does not exist (0, 1, 2)"))),
+        3 => Ok(PartKind::InputRequired),
+        _ => Err(config(format!("part kind {k} does not exist (0 to 3)"))),
     }
 }
 
@@ -56,6 +57,7 @@ fn kind_number(k: PartKind) -> u8 {
         PartKind::Progress => 0,
         PartKind::Final => 1,
         PartKind::Error => 2,
+        PartKind::InputRequired => 3,
     }
 }
 

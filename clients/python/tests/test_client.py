@@ -156,6 +156,7 @@ def test_request_reply_and_serve(broker):
                     raise ValueError("cannot")
                 if q == "slow":
                     await r.progress({"pct": "50"})
+                    await r.input_required({"need": "branch"})
                 if q == "never":
                     await asyncio.sleep(3600)
                 return {"a": f"re: {q}", "from": r.sender}
@@ -177,7 +178,11 @@ def test_request_reply_and_serve(broker):
             req_task = fresh("req")
             reply = await harold.request_parts(pink_name, {"q": "slow"}, task_id=req_task)
             parts = [p async for p in reply]
-            assert [p.kind for p in parts] == [cortex.PartKind.PROGRESS, cortex.PartKind.FINAL]
+            assert [p.kind for p in parts] == [
+                cortex.PartKind.PROGRESS,
+                cortex.PartKind.INPUT_REQUIRED,
+                cortex.PartKind.FINAL,
+            ]
             assert parts[0].fields == {"pct": "50"}
             task = await harold.task(req_task)
             assert task.state == "completed"
@@ -185,6 +190,7 @@ def test_request_reply_and_serve(broker):
                 "submitted",
                 "working",
                 "working",
+                "input-required",
                 "completed",
             ]
 

@@ -4,19 +4,19 @@
 //! `cortex-task-id` names it. Appending it creates the task (`submitted`); from then on the
 //! calls a worker already makes move its state, each in the commit that makes the call:
 //!
-//! | what happens                                   | state after                    |
-//! |------------------------------------------------|--------------------------------|
-//! | a group hands the entry out                    | `working`                      |
-//! | a reply part `progress` (correlation = task)   | `working`                      |
-//! | a reply part `input-required`                  | `input-required`               |
-//! | a reply part `final`, or the entry acked       | `completed`                    |
-//! | a reply part `error`, or dead-lettered         | `failed`                       |
-//! | nacked with a retry to come                    | `submitted` (waiting again)    |
-//! | rejected (nack without retry)                  | `rejected`                     |
-//! | [`crate::Op::CancelTask`]                      | `canceled`                     |
-//! | its entry leaves the stream unfinished         | `failed` (`removed`)           |
-//! | its dead-lettered entry redriven               | `submitted` (`redriven`)       |
-//! | its deadline (its entry's TTL) passes unfinished | `failed` (`deadline`)          |
+//! | what happens                                     | state after                 |
+//! |--------------------------------------------------|-----------------------------|
+//! | a group hands the entry out                      | `working`                   |
+//! | a reply part `progress` (correlation = task)     | `working`                   |
+//! | a reply part `input-required`                    | `input-required`            |
+//! | a reply part `final`, or the entry acked         | `completed`                 |
+//! | a reply part `error`, or dead-lettered           | `failed`                    |
+//! | nacked with a retry to come                      | `submitted` (waiting again) |
+//! | rejected (nack without retry)                    | `rejected`                  |
+//! | [`crate::Op::CancelTask`]                        | `canceled`                  |
+//! | its entry leaves the stream unfinished           | `failed` (`removed`)        |
+//! | its dead-lettered entry redriven                 | `submitted` (`redriven`)    |
+//! | its deadline (its entry's TTL) passes unfinished | `failed` (`deadline`)       |
 //!
 //! The last four states and `completed` are final: a change after one is kept in the
 //! history marked `late` (a worker's reply after a cancel), and the state stays. A canceled
@@ -492,7 +492,9 @@ impl Txn<'_> {
         let Some(rec) = get_task(&self.tx, self.ks, task)? else {
             return Ok(None);
         };
-        if kind == b"progress" && rec.history.len() + 2 > l.task_history_max {
+        if (kind == b"progress" || kind == b"input-required")
+            && rec.history.len() + 2 > l.task_history_max
+        {
             return Err(Error::TooLarge {
                 what: "number of changes in the task's history",
                 len: rec.history.len() + 1,

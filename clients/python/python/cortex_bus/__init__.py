@@ -275,6 +275,8 @@ class PartKind(enum.IntEnum):
     PROGRESS = 0
     FINAL = 1
     ERROR = 2
+    INPUT_REQUIRED = 3
+    """The responder needs more input; more parts follow."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -652,6 +654,12 @@ class IncomingRequest(Delivery):
         await self._client._respond(self.correlation, PartKind.PROGRESS, fields)
         await self.in_progress()
 
+    async def input_required(self, fields: FieldsLike) -> None:
+        """Sends an input-required part (what the responder needs, in `fields`): its task is
+        input-required until the next part. Extends the request's ack deadline."""
+        await self._client._respond(self.correlation, PartKind.INPUT_REQUIRED, fields)
+        await self.in_progress()
+
 
 Handler = Callable[[IncomingRequest], Awaitable[FieldsLike] | FieldsLike]
 """Answers one request: a coroutine function, or a plain function, returning the final
@@ -678,7 +686,7 @@ class Reply:
             if p is None:
                 return
             yield _part(p)
-            if p[0] != PartKind.PROGRESS:
+            if p[0] in (PartKind.FINAL, PartKind.ERROR):
                 return
 
 
