@@ -420,6 +420,9 @@ impl Broker {
     /// it is durable, so other submissions interleave with them (`slice.rs`); its replies
     /// come back as one.
     pub async fn submit(&self, who: &Principal, ops: Vec<Op>) -> Result<Replies, BrokerError> {
+        if !ops.iter().any(slice::big) {
+            return self.submit_now(who, ops).await;
+        }
         let max_ids = self.store().config().limits.ids_per_op_max;
         let mut sliced = match slice::plan(ops, max_ids) {
             Err(ops) => return self.submit_now(who, ops).await,

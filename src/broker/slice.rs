@@ -25,12 +25,21 @@ pub(crate) struct Sliced {
     shape: Vec<usize>,
 }
 
-fn sliceable(op: &Op, max_ids: usize) -> bool {
-    let n = match op {
+fn ids(op: &Op) -> usize {
+    match op {
         Op::Ack { ids, .. } | Op::Delete { ids, .. } => ids.len(),
-        _ => return false,
-    };
-    n > SLICE_IDS && n <= max_ids
+        _ => 0,
+    }
+}
+
+/// An op that may be sliced: more than [`SLICE_IDS`] IDs (cheap: the common submission
+/// has none and looks no further).
+pub(crate) fn big(op: &Op) -> bool {
+    ids(op) > SLICE_IDS
+}
+
+fn sliceable(op: &Op, max_ids: usize) -> bool {
+    big(op) && ids(op) <= max_ids
 }
 
 /// The op's slices.
