@@ -258,12 +258,7 @@ impl Drop for Responder {
 }
 
 fn header<'a>(record: &'a Record, name: &str) -> Option<&'a [u8]> {
-    record
-        .meta
-        .headers
-        .iter()
-        .find(|(k, _)| k == name.as_bytes())
-        .map(|(_, v)| v.as_slice())
+    header_of(&record.meta.headers, name.as_bytes())
 }
 
 impl Requests {
