@@ -65,6 +65,8 @@ pub struct Overview {
     pub connections: Vec<(&'static str, u64)>,
     /// Store files on disk.
     pub storage_bytes: u64,
+    /// The pending lists the writer keeps in memory for acks.
+    pub pending_index: cortex_storage::PendingIndexFigures,
     /// The data disk: free space, watermark, refusals, a failed store.
     pub disk: super::disk::DiskState,
     /// Problems the store check after start found.
@@ -347,6 +349,22 @@ pub(crate) fn render(
         "Size of the store's files on disk",
         Unit::Bytes,
         gauge(o.storage_bytes),
+    );
+    reg.register_with_unit(
+        "pending_index",
+        "Heap the writer's in-memory pending lists take (the ack path's index; bounded by the store's pending_index_bytes)",
+        Unit::Bytes,
+        gauge(o.pending_index.bytes),
+    );
+    reg.register(
+        "pending_index_entries",
+        "Pending entries held in the in-memory pending lists",
+        gauge(o.pending_index.entries),
+    );
+    reg.register(
+        "pending_index_groups_on_disk",
+        "Groups left out of the in-memory pending lists to keep their bound: their acks read the store",
+        gauge(o.pending_index.unindexed_groups),
     );
     reg.register_with_unit(
         "disk_free",

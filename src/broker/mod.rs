@@ -305,6 +305,7 @@ impl Broker {
             streams,
             connections: self.connections(),
             storage_bytes: self.disk_bytes(),
+            pending_index: self.store().pending_index(),
             disk: self.inner.core.disk.state(),
             damaged: s.damaged.load(Ordering::Relaxed),
             clock_ahead_ms: self.inner.core.clock.ahead_ms(),

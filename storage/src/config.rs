@@ -108,6 +108,9 @@ pub struct StoreConfig {
     pub cache_bytes: u64,
     /// Memtable size of the large keyspaces (entries, pending).
     pub memtable_bytes: u64,
+    /// Most heap bytes the pending lists kept in memory for the ack path may take
+    /// ([`crate::Store::pending_index`]); past it the largest groups are served from disk.
+    pub pending_index_bytes: u64,
     /// Journal size at which fjall flushes memtables. Bounds the replay after a crash (a
     /// clean [`crate::Store::close`] leaves nothing to replay). At least 64 MiB.
     pub journal_bytes_max: u64,
@@ -122,6 +125,7 @@ impl Default for StoreConfig {
             idempotency_window_ms: 10 * 60 * 1000,
             cache_bytes: 32 << 20,
             memtable_bytes: 16 << 20,
+            pending_index_bytes: 256 << 20,
             journal_bytes_max: 64 << 20,
         }
     }

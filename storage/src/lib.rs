@@ -44,6 +44,7 @@ pub mod task;
 
 pub use config::{Durability, Limits, StoreConfig};
 pub use error::{Error, Result};
+pub use group::PendingIndexFigures;
 pub use id::{IdSpec, Lane, ParseIdError, StreamId};
 pub use maintenance::{damaged_table_files, verify, BackupReport, Damage, VerifyReport};
 pub use meta::{

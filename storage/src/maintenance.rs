@@ -319,7 +319,11 @@ impl Store {
     /// [`verify`] on the open store, as of the last commit: what a broker runs after it
     /// starts, so damage on the disk is reported without stopping it. Reads only.
     pub fn scrub(&self) -> Result<VerifyReport> {
-        check(&self.db, &self.ks)
+        let mut report = check(&self.db, &self.ks)?;
+        for why in self.pending_index_differences()? {
+            report.damage(b"", why, Vec::new());
+        }
+        Ok(report)
     }
 }
 

@@ -2,8 +2,9 @@
 //! concurrent read path.
 //!
 //! Durable state lives in fjall keyspaces (see [`crate::keys`]). Small per-stream, per-group and
-//! per-consumer metadata is also held in memory (the catalog), rebuilt at open; nothing in memory
-//! grows with the number of stored entries.
+//! per-consumer metadata is also held in memory (the catalog), rebuilt at open; nothing in the
+//! catalog grows with the number of stored entries. The writer also keeps the pending lists'
+//! owners in memory for acks ([`crate::group::index`], bounded).
 //!
 //! Writes go through a single-writer fjall transaction, so an op sees the writes of the ops
 //! before it in the same batch. The catalog is staged copy-on-write during a batch and installed
@@ -20,7 +21,7 @@ use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
 use crate::codec::{self, Kind};
 use crate::config::{Durability, StoreConfig};
 use crate::error::{Error, Result};
-use crate::group::ReadLimits;
+use crate::group::{IndexDelta, PendingIndex, PendingIndexFigures, PendingIndexStats, ReadLimits};
 use crate::id::StreamId;
 use crate::keys;
 use crate::meta::{ConsumerMeta, GroupMeta, StreamMeta, SystemMeta};
@@ -122,6 +123,17 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
+    /// The internal IDs of every live group, in order.
+    fn group_ids(&self) -> Vec<u64> {
+        let mut gids: Vec<u64> = self
+            .streams
+            .values()
+            .flat_map(|st| st.groups.values().map(|g| g.meta.group_id))
+            .collect();
+        gids.sort_unstable();
+        gids
+    }
+
     /// The deadlines of one stream's groups (policy groups with a due key, groups with
     /// entries set aside until their delivery time).
     fn stream_deadlines(st: &StreamState) -> impl Iterator<Item = (u64, u64)> + '_ {
@@ -162,7 +174,10 @@ pub struct Store {
     pub(crate) ks: Keyspaces,
     pub(crate) cfg: StoreConfig,
     pub(crate) catalog: RwLock<Catalog>,
-    writer: Mutex<()>,
+    /// Serialises writes; holds what only the writer reads, the pending lists in memory.
+    writer: Mutex<PendingIndex>,
+    /// The pending index's size, for `/metrics` without the writer lock.
+    pending_stats: PendingIndexStats,
     /// Commits still to fail with an injected I/O error ([`Store::fail_next_commits`]).
     injected_failures: AtomicU64,
 }
@@ -300,12 +315,17 @@ impl Store {
             .map_err(|e| crate::maintenance::why_unopenable(path.as_ref(), e))?;
         let ks = open_keyspaces(&db, &cfg)?;
         let catalog = load_catalog(&db, &ks)?;
+        let gids = catalog.group_ids();
+        let index = PendingIndex::load(&catalog.snap, &ks, &gids, cfg.pending_index_bytes)?;
+        let pending_stats = PendingIndexStats::default();
+        index.publish(&pending_stats);
         Ok(Store {
             db,
             ks,
             cfg,
             catalog: RwLock::new(catalog),
-            writer: Mutex::new(()),
+            writer: Mutex::new(index),
+            pending_stats,
             injected_failures: AtomicU64::new(0),
         })
     }
@@ -315,6 +335,18 @@ impl Store {
     /// a full tmpfs cannot reach (EIO on a healthy disk). Unused in production.
     pub fn fail_next_commits(&self, n: u64) {
         self.injected_failures.store(n, Ordering::Relaxed);
+    }
+
+    /// The size of the pending lists held in memory.
+    pub fn pending_index(&self) -> PendingIndexFigures {
+        self.pending_stats.figures()
+    }
+
+    /// Where the pending lists in memory disagree with the stored ones (none, unless a bug).
+    pub(crate) fn pending_index_differences(&self) -> Result<Vec<String>> {
+        let index = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        index.differences(&cat.snap, &self.ks, &cat.group_ids())
     }
 
     /// The settings the store was opened with.
@@ -355,7 +387,7 @@ impl Store {
         now_ms: u64,
         progress: Option<&[u8]>,
     ) -> Result<BatchOutcome> {
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let base = self.catalog.read().unwrap_or_else(|p| p.into_inner());
         let tx = Overlay::new(self.db.snapshot(), self.ks.all().len());
         let mut txn = Txn {
@@ -374,6 +406,8 @@ impl Store {
             task_changes: Vec::new(),
             task_error: None,
             consumers_created: 0,
+            pending: &index,
+            pending_delta: IndexDelta::default(),
         };
         let mut replies = Vec::with_capacity(ops.len());
         let mut changes = 0;
@@ -391,7 +425,7 @@ impl Store {
         }
         let node_limits = txn.node_limits;
         let task_sys = txn.task_sys;
-        let (mut tx, staged, sys, events) = txn.finish();
+        let (mut tx, staged, sys, events, delta) = txn.finish();
         if let Some(p) = progress {
             tx.insert(
                 &self.ks.sys,
@@ -417,6 +451,16 @@ impl Store {
         // Still under the writer mutex: this snapshot sees exactly this commit. It is
         // installed with the catalog, under the same lock, so readers get a matching pair.
         let snap = self.db.snapshot();
+        let emptied: Vec<u64> = staged
+            .values()
+            .flatten()
+            .flat_map(|st| st.groups.values())
+            .filter(|g| g.meta.pending == 0)
+            .map(|g| g.meta.group_id)
+            .collect();
+        index.apply(delta, &emptied);
+        index.publish(&self.pending_stats);
+        drop(index);
         let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
         for (key, state) in staged {
             if let Some(old) = cat.streams.get(&key) {
@@ -605,6 +649,10 @@ pub(crate) struct Txn<'a> {
     /// Consumers the current op created on the way (a group read or claim by a new
     /// name): Redis counts each as a change.
     pub(crate) consumers_created: u64,
+    /// The pending lists in memory as of the last commit ([`crate::group::index`]).
+    pub(crate) pending: &'a PendingIndex,
+    /// This batch's changes to them, read first and applied after the commit.
+    pub(crate) pending_delta: IndexDelta,
 }
 
 impl<'a> Txn<'a> {
@@ -805,6 +853,7 @@ impl<'a> Txn<'a> {
         HashMap<StreamKey, Option<StreamState>>,
         SystemMeta,
         Vec<Event>,
+        IndexDelta,
     ) {
         for (key, state) in &self.staged {
             let Some(st) = state else { continue };
@@ -841,7 +890,13 @@ impl<'a> Txn<'a> {
                 codec::encode(Kind::System, &self.sys),
             );
         }
-        (self.tx, self.staged, self.sys, self.events)
+        (
+            self.tx,
+            self.staged,
+            self.sys,
+            self.events,
+            self.pending_delta,
+        )
     }
 
     /// The stream's state as of this point of the batch.

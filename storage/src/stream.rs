@@ -677,6 +677,7 @@ impl Txn<'_> {
             self.tx.remove(&self.ks.groups, keys::group(sid, &name));
             self.tx
                 .insert(&self.ks.sys, keys::garbage(keys::GC_GROUP, gid), []);
+            self.pending_delta.drop_group(gid);
         }
         self.tx
             .insert(&self.ks.sys, keys::garbage(keys::GC_STREAM, sid), []);

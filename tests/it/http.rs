@@ -102,6 +102,11 @@ fn publish_consume_ack_nack_over_http_and_the_same_numbers_in_metrics() {
     assert_eq!(msgs[0]["lane"], "high");
     assert_eq!(msgs[0]["headers"]["trace"], "t1");
     let id = |i: usize| msgs[i]["id"].as_str().unwrap().to_string();
+    // The writer holds the three pending entries in memory for the acks.
+    let (_, metrics) = http(h, "GET", "/metrics", None, None);
+    assert_eq!(sample(&metrics, "cortex_pending_index_entries"), 3.0);
+    assert!(sample(&metrics, "cortex_pending_index_bytes") > 0.0);
+    assert_eq!(sample(&metrics, "cortex_pending_index_groups_on_disk"), 0.0);
     let acked = call(
         h,
         "POST",
@@ -185,6 +190,7 @@ fn publish_consume_ack_nack_over_http_and_the_same_numbers_in_metrics() {
         ),
         1.0
     );
+    assert_eq!(sample(&metrics, "cortex_pending_index_entries"), 0.0);
     assert!(sample(&metrics, "cortex_publish_durable_seconds_count") >= 3.0);
     assert_eq!(
         sample(&metrics, "cortex_delivery_latency_seconds_count"),

@@ -66,13 +66,19 @@ impl Txn<'_> {
             return Ok(Reply::Count(0));
         };
         let sid = st.meta.stream_id;
-        let found = self.pending_of(key, g.meta.group_id, &ids)?;
+        let gid = g.meta.group_id;
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(held) = self.held(&key.name, gid, id)? {
+                found.push((id, held));
+            }
+        }
         let n = found.len() as u64;
         self.with_group(key, group, |txn, _, g| {
-            for (id, pel) in &found {
-                txn.remove_pending(g, *id, pel);
+            for &(id, held) in &found {
+                txn.remove_held(g, id, held);
                 g.meta.counters.acked += 1;
-                txn.task_touch(TaskRef::Entry(sid, *id), TaskEvent::Acked);
+                txn.task_touch(TaskRef::Entry(sid, id), TaskEvent::Acked);
             }
         });
         Ok(Reply::Count(n))

@@ -103,11 +103,11 @@ impl Txn<'_> {
         id: StreamId,
         acked: bool,
     ) -> Result<bool> {
-        let Some(pel) = self.pending_entry(&key.name, g.gid, id)? else {
+        let Some(held) = self.held(&key.name, g.gid, id)? else {
             return Ok(false);
         };
         self.with_group(key, &g.name, |txn, _, state| {
-            txn.remove_pending(state, id, &pel);
+            txn.remove_held(state, id, held);
             if acked {
                 state.meta.counters.acked += 1;
                 txn.task_touch(TaskRef::Entry(sid, id), TaskEvent::Acked);
@@ -126,7 +126,7 @@ impl Txn<'_> {
         lane: crate::id::Lane,
     ) -> Result<bool> {
         for g in groups {
-            if id > g.cursors[lane.index()] || self.pending_entry(&key.name, g.gid, id)?.is_some() {
+            if id > g.cursors[lane.index()] || self.held(&key.name, g.gid, id)?.is_some() {
                 return Ok(true);
             }
         }

@@ -6,15 +6,19 @@
 //! - `pending`: the pending-entries list and its indexes.
 //! - `read`: group reads (XREADGROUP), one op over several streams.
 //! - `claim`: XACK, XCLAIM, XAUTOCLAIM.
+//! - [`index`]: the pending lists in memory, for the ack path.
 
 mod claim;
 mod delete;
+pub(crate) mod index;
 pub(crate) mod lag;
 mod lanes;
 mod pending;
 mod read;
 
 pub(crate) use claim::ReadLimits;
+pub use index::PendingIndexFigures;
+pub(crate) use index::{IndexDelta, PendingIndex, PendingIndexStats};
 pub(crate) use lag::lag;
 pub(crate) use pending::read_pending;
 
@@ -163,6 +167,7 @@ impl Txn<'_> {
         self.tx
             .insert(&self.ks.sys, keys::garbage(keys::GC_GROUP, gid), []);
         self.sys.garbage_pending = true;
+        self.pending_delta.drop_group(gid);
         self.with_stream(key, |_, st| st.groups.remove(group));
         self.touched_groups.remove(&(sid, group.to_vec()));
         self.events.push(crate::ops::Event::GroupDestroyed {
@@ -227,13 +232,13 @@ impl Txn<'_> {
         let to = keys::consumer_pending(gid, cid, StreamId::MAX);
         for item in self.tx.range(&self.ks.cpel, from..=to) {
             let id = key_id(&item.key()?, "consumer pending key", &key.name)?;
-            owned.push((id, self.pending_entry(&key.name, gid, id)?));
+            owned.push((id, self.held(&key.name, gid, id)?));
         }
         let n = owned.len() as u64;
         self.with_group(key, group, |txn, _, g| {
-            for (id, pel) in owned {
-                if let Some(pel) = pel {
-                    txn.remove_pending(g, id, &pel);
+            for (id, held) in owned {
+                if let Some(held) = held {
+                    txn.remove_held(g, id, held);
                 }
             }
             g.consumers.remove(consumer);

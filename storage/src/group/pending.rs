@@ -2,6 +2,7 @@
 //! [`Txn::put_pending`] or [`Txn::remove_pending`], which keep the pending list, the
 //! per-consumer index, the due and ready indexes and the counters in step.
 
+use super::index::{Held, Lookup};
 use crate::codec::{self, Kind};
 use crate::error::Result;
 use crate::id::StreamId;
@@ -22,6 +23,19 @@ impl Txn<'_> {
         read_pending(&self.tx, self.ks, stream, gid, id)
     }
 
+    /// What the ack path needs of a pending entry of a group, from the pending lists in
+    /// memory (this batch's changes first); a point read only for a group left out of them.
+    pub(crate) fn held(&self, stream: &[u8], gid: u64, id: StreamId) -> Result<Option<Held>> {
+        if let Some(change) = self.pending_delta.get(gid, id) {
+            return Ok(change);
+        }
+        match self.pending.lookup(gid, id) {
+            Lookup::Held(h) => Ok(Some(h)),
+            Lookup::Absent => Ok(None),
+            Lookup::Unknown => Ok(self.pending_entry(stream, gid, id)?.as_ref().map(Held::of)),
+        }
+    }
+
     /// Writes a pending entry and keeps every index and counter in step with the change
     /// from `prev` (`None`: the entry was not pending).
     pub(crate) fn put_pending(
@@ -37,6 +51,7 @@ impl Txn<'_> {
             keys::id_key(gid, id),
             codec::encode(Kind::Pending, pel),
         );
+        self.pending_delta.put(gid, id, Held::of(pel));
         let prev_owner = prev.map(|p| p.consumer_id);
         if prev_owner != Some(pel.consumer_id) {
             if let Some(old) = prev_owner {
@@ -85,18 +100,24 @@ impl Txn<'_> {
 
     /// Removes a pending entry with its index keys and counters.
     pub(crate) fn remove_pending(&mut self, g: &mut GroupState, id: StreamId, pel: &PendingEntry) {
+        self.remove_held(g, id, Held::of(pel));
+    }
+
+    /// [`Txn::remove_pending`] with what [`Txn::held`] found: all the removal needs.
+    pub(crate) fn remove_held(&mut self, g: &mut GroupState, id: StreamId, held: Held) {
         let gid = g.meta.group_id;
+        self.pending_delta.remove(gid, id);
         self.tx.remove(&self.ks.pel, keys::id_key(gid, id));
         self.tx.remove(
             &self.ks.cpel,
-            keys::consumer_pending(gid, pel.consumer_id, id),
+            keys::consumer_pending(gid, held.consumer_id(), id),
         );
-        if pel.state == PendingState::Ready {
+        if held.ready() {
             self.tx.remove(&self.ks.ready, keys::id_key(gid, id));
             debug_assert!(g.meta.ready > 0, "ready count underflow");
             g.meta.ready = g.meta.ready.saturating_sub(1);
         }
-        let name = g.consumer_name(pel.consumer_id).to_vec();
+        let name = g.consumer_name(held.consumer_id()).to_vec();
         if let Some(c) = g.consumers.get_mut(&name) {
             debug_assert!(c.pending > 0, "consumer pending underflow");
             c.pending = c.pending.saturating_sub(1);

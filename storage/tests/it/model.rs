@@ -4,6 +4,8 @@
 
 use proptest::prelude::*;
 
+use cortex_storage::StoreConfig;
+
 use crate::model_core::{run, MOp, CONSUMERS};
 
 fn op_strategy() -> impl Strategy<Value = MOp> {
@@ -34,6 +36,12 @@ proptest! {
 
     #[test]
     fn store_matches_model(generated in proptest::collection::vec(op_strategy(), 1..80)) {
-        run(&generated);
+        run(&generated, StoreConfig::default().pending_index_bytes);
+    }
+
+    #[test]
+    fn store_matches_model_with_a_small_pending_index(generated in proptest::collection::vec(op_strategy(), 1..80)) {
+        // About three entries' room: groups move out of memory and back as they fill and empty.
+        run(&generated, 600);
     }
 }

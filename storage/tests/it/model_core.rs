@@ -558,10 +558,11 @@ impl Model {
     }
 }
 
-fn config() -> StoreConfig {
+fn config(pending_index_bytes: u64) -> StoreConfig {
     StoreConfig {
         durability: Durability::Buffered,
         starvation_guard: GUARD,
+        pending_index_bytes,
         ..StoreConfig::default()
     }
 }
@@ -624,6 +625,9 @@ fn check_state(store: &Store, model: &Model) {
         }
         assert_eq!(store.groups_info(&key).unwrap().len(), m.groups.len());
     }
+    // The pending lists in memory agree with the stored ones.
+    let damage = store.scrub().unwrap().damage;
+    assert!(damage.is_empty(), "scrub: {damage:?}");
     let dl = store
         .dlq_list(
             &StreamKey::new(0, b"cortex:dlq".to_vec()),
@@ -636,8 +640,9 @@ fn check_state(store: &Store, model: &Model) {
 }
 
 /// Runs `generated` (after creating both kinds of group on stream 0) against a fresh store
-/// and the model; panics at the first difference.
-pub fn run(generated: &[MOp]) {
+/// and the model; panics at the first difference. `pending_index_bytes` bounds the pending
+/// lists in memory (a small bound sends the larger groups to disk and back).
+pub fn run(generated: &[MOp], pending_index_bytes: u64) {
     // Every case starts with both kinds of group on one stream; the other stream gets
     // its groups (or not) from the generated ops.
     let mut ops = vec![
@@ -654,7 +659,7 @@ pub fn run(generated: &[MOp]) {
     ];
     ops.extend(generated.iter().cloned());
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Some(Store::open(dir.path(), config()).unwrap());
+    let mut store = Some(Store::open(dir.path(), config(pending_index_bytes)).unwrap());
     let mut model = Model {
         now: 1000,
         ..Model::default()
@@ -665,7 +670,7 @@ pub fn run(generated: &[MOp]) {
         match (batch, op) {
             (_, MOp::Reopen) => {
                 drop(store.take());
-                store = Some(Store::open(dir.path(), config()).unwrap());
+                store = Some(Store::open(dir.path(), config(pending_index_bytes)).unwrap());
             }
             (Some(batch), _) => {
                 let out = store.as_ref().unwrap().apply(batch, model.now).unwrap();

@@ -1,0 +1,397 @@
+//! The pending lists in memory, for the ack path: per group, each pending entry's owner and
+//! whether it is in the ready index ([`Held`]), so acknowledging (XACK, XACKDEL, XDELEX
+//! ACKED/DELREF) finds what it removes without a point read of the `pel` keyspace. Redis
+//! keeps its pending lists in memory for the same reason.
+//!
+//! - The durable pending list stays the truth: every change still writes the `pel`, `cpel`
+//!   and `ready` keys in the batch, so crash safety is as before; this index is rebuilt
+//!   from `pel` at open.
+//! - Only the writer touches it (it sits under the store's writer lock). A batch records its
+//!   changes in an [`IndexDelta`] that reads see first; the delta is applied after the
+//!   commit succeeded and dropped when it failed, so the index never holds what the disk
+//!   does not, and nothing is cloned per commit.
+//! - It is bounded ([`crate::StoreConfig::pending_index_bytes`]). Past the bound the
+//!   largest group leaves the index and is served by point reads again, until its pending
+//!   list is empty; the figures are in [`PendingIndexStats`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::codec::{self, Kind};
+use crate::error::Result;
+use crate::id::StreamId;
+use crate::meta::{PendingEntry, PendingState};
+use crate::store::{corrupt, key_id, Keyspaces};
+
+/// What the ack path needs of a pending entry: the owner's consumer ID and whether the
+/// entry is in the ready index. One word: the ID shifted left, the ready flag in bit 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Held(u64);
+
+impl Held {
+    pub(crate) fn of(pel: &PendingEntry) -> Held {
+        debug_assert!(pel.consumer_id < 1 << 63, "consumer id out of range");
+        Held(pel.consumer_id << 1 | u64::from(pel.state == PendingState::Ready))
+    }
+
+    pub(crate) fn consumer_id(self) -> u64 {
+        self.0 >> 1
+    }
+
+    pub(crate) fn ready(self) -> bool {
+        self.0 & 1 == 1
+    }
+}
+
+/// One group's pending list in memory, or its absence.
+enum GroupIndex {
+    Indexed(HashMap<StreamId, Held>),
+    /// Left out to keep the bound: its entries are read from the store.
+    Unindexed,
+}
+
+/// The answer of the committed index for one entry.
+pub(crate) enum Lookup {
+    /// Pending, with what the ack path needs.
+    Held(Held),
+    /// Not pending.
+    Absent,
+    /// The group is not indexed: read the store.
+    Unknown,
+}
+
+/// What a batch changed, applied after its commit.
+#[derive(Default)]
+pub(crate) struct IndexDelta {
+    /// (group ID, entry ID) -> the entry's new state (`None`: no longer pending).
+    changes: HashMap<(u64, StreamId), Option<Held>>,
+    /// Groups destroyed (with their stream or alone).
+    dropped: Vec<u64>,
+}
+
+impl IndexDelta {
+    pub(crate) fn get(&self, gid: u64, id: StreamId) -> Option<Option<Held>> {
+        self.changes.get(&(gid, id)).copied()
+    }
+
+    pub(crate) fn put(&mut self, gid: u64, id: StreamId, held: Held) {
+        self.changes.insert((gid, id), Some(held));
+    }
+
+    pub(crate) fn remove(&mut self, gid: u64, id: StreamId) {
+        self.changes.insert((gid, id), None);
+    }
+
+    pub(crate) fn drop_group(&mut self, gid: u64) {
+        self.dropped.push(gid);
+    }
+}
+
+/// The index's size, readable without the writer lock (for `/metrics`).
+#[derive(Default)]
+pub(crate) struct PendingIndexStats {
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    groups: AtomicU64,
+    unindexed_groups: AtomicU64,
+}
+
+/// A snapshot of [`PendingIndexStats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingIndexFigures {
+    /// Pending entries held in memory.
+    pub entries: u64,
+    /// Estimated heap bytes of the index (table capacity, not just entries).
+    pub bytes: u64,
+    /// Groups whose pending list is held.
+    pub groups: u64,
+    /// Groups left out to keep the bound (served by point reads).
+    pub unindexed_groups: u64,
+}
+
+impl PendingIndexStats {
+    pub(crate) fn figures(&self) -> PendingIndexFigures {
+        PendingIndexFigures {
+            entries: self.entries.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            groups: self.groups.load(Ordering::Relaxed),
+            unindexed_groups: self.unindexed_groups.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Heap bytes of one group's table: hashbrown keeps one control byte per bucket beside
+/// each (key, value) slot.
+fn table_bytes(m: &HashMap<StreamId, Held>) -> u64 {
+    let slot = std::mem::size_of::<(StreamId, Held)>() + 1;
+    (m.capacity() * slot) as u64
+}
+
+/// Fixed cost of one group's entry in the outer table, with the inner table's header.
+const GROUP_BYTES: u64 = (std::mem::size_of::<(u64, GroupIndex)>() + 1) as u64;
+
+/// The pending lists of every live group.
+pub(crate) struct PendingIndex {
+    groups: HashMap<u64, GroupIndex>,
+    max_bytes: u64,
+    entries: u64,
+    bytes: u64,
+    unindexed: u64,
+}
+
+impl PendingIndex {
+    /// Builds the index from the committed `pel` keyspace for the live groups `gids`, in
+    /// group order, until `max_bytes`; groups past it are left out.
+    pub(crate) fn load(
+        snap: &fjall::Snapshot,
+        ks: &Keyspaces,
+        gids: &[u64],
+        max_bytes: u64,
+    ) -> Result<PendingIndex> {
+        let mut index = PendingIndex {
+            groups: HashMap::with_capacity(gids.len()),
+            max_bytes,
+            entries: 0,
+            bytes: 0,
+            unindexed: 0,
+        };
+        for &gid in gids {
+            let mut map = HashMap::new();
+            let mut fits = true;
+            for item in fjall::Readable::prefix(snap, ks.pel.inner(), crate::keys::prefix(gid)) {
+                let (k, v) = item.into_inner()?;
+                let id = key_id(&k, "pending key", b"")?;
+                let pel: PendingEntry = codec::decode(Kind::Pending, &v)
+                    .map_err(|r| corrupt("pending entry", b"", Some(id), r))?;
+                map.insert(id, Held::of(&pel));
+                if index.bytes + GROUP_BYTES + table_bytes(&map) > max_bytes {
+                    fits = false;
+                    break;
+                }
+            }
+            index.bytes += GROUP_BYTES;
+            if fits {
+                index.entries += map.len() as u64;
+                index.bytes += table_bytes(&map);
+                index.groups.insert(gid, GroupIndex::Indexed(map));
+            } else {
+                index.unindexed += 1;
+                index.groups.insert(gid, GroupIndex::Unindexed);
+            }
+        }
+        Ok(index)
+    }
+
+    /// The committed state of one entry. A group the index has never seen was created after
+    /// the index was built and every change to it has gone through a delta: it is held,
+    /// empty so far.
+    pub(crate) fn lookup(&self, gid: u64, id: StreamId) -> Lookup {
+        match self.groups.get(&gid) {
+            None => Lookup::Absent,
+            Some(GroupIndex::Unindexed) => Lookup::Unknown,
+            Some(GroupIndex::Indexed(m)) => m.get(&id).map_or(Lookup::Absent, |h| Lookup::Held(*h)),
+        }
+    }
+
+    /// Applies a committed batch's changes. `emptied`: groups the batch left with no pending
+    /// entry (an unindexed one among them is held again, empty).
+    pub(crate) fn apply(&mut self, delta: IndexDelta, emptied: &[u64]) {
+        for ((gid, id), change) in delta.changes {
+            let group = self.groups.entry(gid).or_insert_with(|| {
+                self.bytes += GROUP_BYTES;
+                GroupIndex::Indexed(HashMap::new())
+            });
+            let GroupIndex::Indexed(m) = group else {
+                continue;
+            };
+            let before = table_bytes(m);
+            match change {
+                Some(h) => {
+                    if m.insert(id, h).is_none() {
+                        self.entries += 1;
+                    }
+                }
+                None => {
+                    if m.remove(&id).is_some() {
+                        self.entries -= 1;
+                    }
+                }
+            }
+            self.bytes = self.bytes - before + table_bytes(m);
+        }
+        for gid in delta.dropped {
+            self.forget(gid);
+        }
+        for &gid in emptied {
+            if let Some(g @ GroupIndex::Unindexed) = self.groups.get_mut(&gid) {
+                *g = GroupIndex::Indexed(HashMap::new());
+                self.unindexed -= 1;
+            }
+        }
+        while self.bytes > self.max_bytes && self.evict_largest() {}
+    }
+
+    /// Removes a destroyed group.
+    fn forget(&mut self, gid: u64) {
+        match self.groups.remove(&gid) {
+            Some(GroupIndex::Indexed(m)) => {
+                self.entries -= m.len() as u64;
+                self.bytes -= table_bytes(&m) + GROUP_BYTES;
+            }
+            Some(GroupIndex::Unindexed) => {
+                self.unindexed -= 1;
+                self.bytes -= GROUP_BYTES;
+            }
+            None => {}
+        }
+    }
+
+    /// Leaves the largest held group out; false when none is left to leave out.
+    fn evict_largest(&mut self) -> bool {
+        let largest = self
+            .groups
+            .iter()
+            .filter_map(|(gid, g)| match g {
+                GroupIndex::Indexed(m) if !m.is_empty() => Some((table_bytes(m), *gid)),
+                _ => None,
+            })
+            .max();
+        let Some((_, gid)) = largest else {
+            return false;
+        };
+        if let Some(g) = self.groups.get_mut(&gid) {
+            if let GroupIndex::Indexed(m) = std::mem::replace(g, GroupIndex::Unindexed) {
+                self.entries -= m.len() as u64;
+                self.bytes -= table_bytes(&m);
+                self.unindexed += 1;
+            }
+        }
+        true
+    }
+
+    /// Where the index disagrees with the `pel` keyspace of `snap` (taken under the writer
+    /// lock, so of the same commit) for the live groups `gids`: at most ten descriptions.
+    pub(crate) fn differences(
+        &self,
+        snap: &fjall::Snapshot,
+        ks: &Keyspaces,
+        gids: &[u64],
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for &gid in gids {
+            let empty = HashMap::new();
+            let held = match self.groups.get(&gid) {
+                Some(GroupIndex::Unindexed) => continue,
+                Some(GroupIndex::Indexed(m)) => m,
+                None => &empty,
+            };
+            let mut stored = 0;
+            for item in fjall::Readable::prefix(snap, ks.pel.inner(), crate::keys::prefix(gid)) {
+                let (k, v) = item.into_inner()?;
+                let id = key_id(&k, "pending key", b"")?;
+                let pel: PendingEntry = codec::decode(Kind::Pending, &v)
+                    .map_err(|r| corrupt("pending entry", b"", Some(id), r))?;
+                stored += 1;
+                if held.get(&id) != Some(&Held::of(&pel)) && out.len() < 10 {
+                    out.push(format!(
+                        "group {gid}: pending entry {id} is {:?} in memory, {:?} stored",
+                        held.get(&id),
+                        Held::of(&pel)
+                    ));
+                }
+            }
+            if stored != held.len() && out.len() < 10 {
+                out.push(format!(
+                    "group {gid}: {} pending entries in memory, {stored} stored",
+                    held.len()
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Publishes the figures.
+    pub(crate) fn publish(&self, stats: &PendingIndexStats) {
+        stats.entries.store(self.entries, Ordering::Relaxed);
+        stats.bytes.store(self.bytes, Ordering::Relaxed);
+        let held = self.groups.len() as u64 - self.unindexed;
+        stats.groups.store(held, Ordering::Relaxed);
+        stats
+            .unindexed_groups
+            .store(self.unindexed, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(cid: u64, ready: bool) -> Held {
+        Held(cid << 1 | u64::from(ready))
+    }
+
+    fn index(max_bytes: u64) -> PendingIndex {
+        PendingIndex {
+            groups: HashMap::new(),
+            max_bytes,
+            entries: 0,
+            bytes: 0,
+            unindexed: 0,
+        }
+    }
+
+    fn id(n: u64) -> StreamId {
+        StreamId { ms: n, seq: 0 }
+    }
+
+    #[test]
+    fn held_packs_owner_and_ready() {
+        let h = held(41, true);
+        assert_eq!((h.consumer_id(), h.ready()), (41, true));
+        let h = held(u64::MAX >> 1, false);
+        assert_eq!((h.consumer_id(), h.ready()), (u64::MAX >> 1, false));
+    }
+
+    #[test]
+    fn a_delta_counts_only_once_applied() {
+        let mut ix = index(u64::MAX);
+        let mut d = IndexDelta::default();
+        d.put(7, id(1), held(1, false));
+        d.put(7, id(2), held(1, false));
+        assert!(matches!(ix.lookup(7, id(1)), Lookup::Absent));
+        ix.apply(d, &[]);
+        assert!(matches!(ix.lookup(7, id(1)), Lookup::Held(h) if h == held(1, false)));
+        assert_eq!(ix.entries, 2);
+        let mut d = IndexDelta::default();
+        d.remove(7, id(1));
+        d.remove(7, id(9));
+        ix.apply(d, &[]);
+        assert!(matches!(ix.lookup(7, id(1)), Lookup::Absent));
+        assert_eq!(ix.entries, 1);
+        let mut d = IndexDelta::default();
+        d.drop_group(7);
+        ix.apply(d, &[]);
+        assert_eq!((ix.entries, ix.bytes), (0, 0));
+    }
+
+    #[test]
+    fn past_the_bound_the_largest_group_is_left_out_until_empty() {
+        let mut ix = index(4096);
+        let mut d = IndexDelta::default();
+        for n in 0..200 {
+            d.put(1, id(n), held(1, false));
+        }
+        d.put(2, id(1), held(1, false));
+        ix.apply(d, &[]);
+        assert!(matches!(ix.lookup(1, id(3)), Lookup::Unknown));
+        assert!(matches!(ix.lookup(2, id(1)), Lookup::Held(_)));
+        assert!(ix.bytes <= 4096);
+        assert_eq!((ix.entries, ix.unindexed), (1, 1));
+        // Changes to a left-out group are not held; once it is empty it is held again.
+        let mut d = IndexDelta::default();
+        d.remove(1, id(3));
+        ix.apply(d, &[1]);
+        assert!(matches!(ix.lookup(1, id(3)), Lookup::Absent));
+        assert_eq!(ix.unindexed, 0);
+    }
+}
