@@ -458,9 +458,10 @@ impl Store {
             .filter(|g| g.meta.pending == 0)
             .map(|g| g.meta.group_id)
             .collect();
+        // The writer lock (`index`) is held until the catalog below is installed, so the
+        // next batch starts from this commit's catalog.
         index.apply(delta, &emptied);
         index.publish(&self.pending_stats);
-        drop(index);
         let mut cat = self.catalog.write().unwrap_or_else(|p| p.into_inner());
         for (key, state) in staged {
             if let Some(old) = cat.streams.get(&key) {
