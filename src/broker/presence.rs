@@ -32,7 +32,10 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::{lock, Broker, Principal};
-use crate::cluster::presence::{SessionAd, SERVES_MAX};
+use crate::cluster::presence::SessionAd;
+/// Most (stream, group) pairs one session is listed as serving (what a front records of a
+/// session, and what the cluster announces of it).
+pub use crate::cluster::presence::SERVES_MAX;
 
 /// Longest client name kept (the rest of what a peer sent is cut off).
 pub const CLIENT_BYTES_MAX: usize = 256;

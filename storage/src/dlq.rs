@@ -3,23 +3,14 @@
 use crate::overlay::View;
 
 use crate::error::Result;
-use crate::id::{IdSpec, Lane, StreamId};
+use crate::id::{IdSpec, Lane, StreamId, StreamKey};
+use crate::kernel::{GroupState, PendingDeadLetter, Txn};
 use crate::keys;
 use crate::meta::PendingEntry;
-use crate::ops::{DlqFilter, Event, Reply, StreamKey};
+use crate::ops::{Event, Reply};
+use crate::query::DlqFilter;
 use crate::record::{DeadLetter, DeadReason, Entry, Meta, Record};
-use crate::store::{GroupState, PendingDeadLetter, Txn};
 use crate::stream::next_id;
-
-pub(crate) fn matches(filter: &DlqFilter, id: StreamId, d: &DeadLetter) -> bool {
-    filter.id.is_none_or(|f| f == id)
-        && filter
-            .origin_stream
-            .as_ref()
-            .is_none_or(|s| *s == d.origin_stream)
-        && filter.group.as_ref().is_none_or(|g| *g == d.group)
-        && filter.reason.is_none_or(|r| r == d.reason)
-}
 
 impl Txn<'_> {
     /// Moves an entry to a dead-letter stream: leaves the pending list now, and is appended
@@ -148,7 +139,7 @@ impl Txn<'_> {
         if st.meta.length == 0 {
             return Ok(out);
         }
-        let entries = crate::read::scan_entries(
+        let entries = crate::kernel::scan_entries(
             &self.tx,
             self.ks,
             &dlq.name,
@@ -162,7 +153,7 @@ impl Txn<'_> {
                 break;
             }
             if let Some(d) = e.record.dead_letter.clone() {
-                if matches(filter, e.id, &d) {
+                if filter.matches(e.id, &d) {
                     out.push((e, *d));
                 }
             }

@@ -206,3 +206,18 @@ impl From<fjall::Error> for Error {
         Error::Storage(e)
     }
 }
+
+/// Damage found in stored data: what, in which stream, at which entry, and why.
+pub(crate) fn corrupt(
+    what: &'static str,
+    stream: &[u8],
+    id: Option<StreamId>,
+    reason: String,
+) -> Error {
+    Error::Corruption {
+        what,
+        stream: stream.to_vec(),
+        id,
+        reason,
+    }
+}

@@ -1,4 +1,4 @@
-//! Stream entry IDs (`ms-seq`) and priority lanes.
+//! Stream entry IDs (`ms-seq`), priority lanes, and a stream's full name.
 
 use std::fmt;
 use std::str::FromStr;
@@ -176,6 +176,25 @@ impl Lane {
         Lane::ALL
             .into_iter()
             .find(|l| l.name().eq_ignore_ascii_case(s))
+    }
+}
+
+/// A stream's full name: namespace (RESP database) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
+pub struct StreamKey {
+    /// Namespace; the RESP front maps database N to namespace N.
+    pub ns: u16,
+    /// Stream name.
+    pub name: Vec<u8>,
+}
+
+impl StreamKey {
+    /// Builds a key.
+    pub fn new(ns: u16, name: impl Into<Vec<u8>>) -> Self {
+        StreamKey {
+            ns,
+            name: name.into(),
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! | `nodes`     | stream_id u64 · first ms · first seq            | Node (closed)    |
 //! | `sched`     | group_id u64 · deliver_at_ms u64 · ms · seq     | lane u8          |
 
+use crate::error::{corrupt, Result};
 use crate::id::{Lane, StreamId};
 
 /// Key of the store-wide counters in `sys`.
@@ -147,6 +148,31 @@ pub fn parse_garbage(key: &[u8]) -> Option<(u8, u64)> {
     let kind = *rest.first()?;
     let id = u64::from_be_bytes(rest.get(1..9)?.try_into().ok()?);
     Some((kind, id))
+}
+
+/// The entry ID at the end of a key read from disk; a malformed key is corruption, never an ID.
+pub(crate) fn key_id(key: &[u8], what: &'static str, stream: &[u8]) -> Result<StreamId> {
+    trailing_id(key).ok_or_else(|| {
+        corrupt(
+            what,
+            stream,
+            None,
+            format!("malformed key of {} bytes", key.len()),
+        )
+    })
+}
+
+/// The due time and entry ID of a `due` key read from disk.
+pub(crate) fn due_key(key: &[u8], stream: &[u8]) -> Result<(u64, StreamId)> {
+    match (due_time(key), trailing_id(key)) {
+        (Some(t), Some(id)) if key.len() == 32 => Ok((t, id)),
+        _ => Err(corrupt(
+            "due key",
+            stream,
+            None,
+            format!("malformed key of {} bytes", key.len()),
+        )),
+    }
 }
 
 #[cfg(test)]

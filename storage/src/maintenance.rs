@@ -16,9 +16,9 @@ use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
 use crate::id::{Lane, StreamId};
 use crate::keys;
+use crate::keyspaces::{open_keyspaces, Keyspaces};
 use crate::meta::{ConsumerMeta, GroupMeta, PendingEntry, StreamMeta, SystemMeta};
 use crate::record::Record;
-use crate::store::{open_keyspaces, Keyspaces};
 use crate::{Store, StoreConfig};
 
 /// Writes of one backup batch before it is committed (bounds the copy's memory).
@@ -61,7 +61,7 @@ impl Store {
         let dest = Store::open(dir, self.cfg.clone())?;
         let mut report = BackupReport {
             streams,
-            progress: crate::store::read_progress(&snap, &self.ks)?,
+            progress: crate::keyspaces::read_progress(&snap, &self.ks)?,
             ..BackupReport::default()
         };
         for (from, to) in self.ks.all().into_iter().zip(dest.ks.all()) {
@@ -142,84 +142,6 @@ fn trim_journals(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The keyspaces in the order the store creates them: fjall numbers them from 1 in that
-/// order (0 is its own), so `keyspaces/N` is the Nth of these.
-const KEYSPACE_NAMES: [&str; 15] = [
-    "streams",
-    "groups",
-    "consumers",
-    "entries",
-    "lanes",
-    "pel",
-    "cpel",
-    "due",
-    "ready",
-    "idem",
-    "idem_exp",
-    "sys",
-    "nodes",
-    "sched",
-    "tasks",
-];
-
-/// Table files under `dir` whose archive trailer or table of contents is damaged (a
-/// truncated or torn file, flipped bytes in its end): `(path relative to dir, the
-/// keyspace's name, what is wrong)`. fjall cannot open a store with one of these.
-pub fn damaged_table_files(dir: &Path) -> Vec<(String, String, String)> {
-    let mut out = Vec::new();
-    let Ok(keyspaces) = std::fs::read_dir(dir.join("keyspaces")) else {
-        return out;
-    };
-    let mut found: Vec<(u64, std::path::PathBuf)> = Vec::new();
-    for ks in keyspaces.flatten() {
-        let id = ks.file_name().to_string_lossy().parse().unwrap_or(u64::MAX);
-        let Ok(tables) = std::fs::read_dir(ks.path().join("tables")) else {
-            continue;
-        };
-        found.extend(tables.flatten().map(|t| (id, t.path())));
-    }
-    found.sort();
-    for (id, path) in found {
-        if let Err(e) = sfa::Reader::new(&path) {
-            let rel = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            let name = match id {
-                0 => "fjall's own".to_string(),
-                n => KEYSPACE_NAMES
-                    .get(n as usize - 1)
-                    .map_or_else(|| format!("keyspace {n}"), |s| s.to_string()),
-            };
-            out.push((rel, name, format!("{e:?}")));
-        }
-    }
-    out
-}
-
-/// Why fjall could not open the store at `dir`: its error, and the table files found
-/// damaged, if any (which fjall's error does not name), with what to do.
-pub(crate) fn why_unopenable(dir: &Path, e: fjall::Error) -> Error {
-    let damaged = damaged_table_files(dir);
-    if damaged.is_empty() {
-        return Error::Storage(e);
-    }
-    let files: Vec<String> = damaged
-        .iter()
-        .map(|(f, ks, why)| format!("{f} ({ks}: {why})"))
-        .collect();
-    Error::Corruption {
-        what: "table file",
-        stream: Vec::new(),
-        id: None,
-        reason: format!(
-            "{} cannot be read, so the store cannot be opened ({e}): restore the data directory from a backup (cortex backup), or on a cluster node replace the node (see deploy/README.md)",
-            files.join(", ")
-        ),
-    }
 }
 
 /// One problem [`verify`] found.
@@ -310,7 +232,7 @@ pub fn verify(path: &Path, cfg: &StoreConfig) -> Result<VerifyReport> {
         .cache_size(cfg.cache_bytes)
         .max_journaling_size(cfg.journal_bytes_max)
         .open()
-        .map_err(|e| why_unopenable(path, e))?;
+        .map_err(|e| crate::damage::why_unopenable(path, e))?;
     let ks = open_keyspaces(&db, cfg)?;
     check(&db, &ks)
 }

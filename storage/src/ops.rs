@@ -8,28 +8,10 @@
 use bincode::{Decode, Encode};
 
 use crate::codec::{self, Kind};
-use crate::id::{IdSpec, Lane, StreamId};
+use crate::id::{IdSpec, Lane, StreamId, StreamKey};
 use crate::meta::DeliveryPolicy;
+use crate::query::DlqFilter;
 use crate::record::{DeadReason, Fields, Meta, Record};
-
-/// A stream's full name: namespace (RESP database) and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode)]
-pub struct StreamKey {
-    /// Namespace; the RESP front maps database N to namespace N.
-    pub ns: u16,
-    /// Stream name.
-    pub name: Vec<u8>,
-}
-
-impl StreamKey {
-    /// Builds a key.
-    pub fn new(ns: u16, name: impl Into<Vec<u8>>) -> Self {
-        StreamKey {
-            ns,
-            name: name.into(),
-        }
-    }
-}
 
 /// How to trim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
@@ -122,19 +104,6 @@ pub enum ReadFrom {
     New,
     /// An explicit ID: the consumer's own pending entries after it.
     History(StreamId),
-}
-
-/// Which dead letters a DLQ operation concerns.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Encode, Decode)]
-pub struct DlqFilter {
-    /// Only this DLQ entry.
-    pub id: Option<StreamId>,
-    /// Only entries from this origin stream.
-    pub origin_stream: Option<Vec<u8>>,
-    /// Only entries dead-lettered by this group.
-    pub group: Option<Vec<u8>>,
-    /// Only entries with this reason.
-    pub reason: Option<DeadReason>,
 }
 
 /// Changes to some fields of a group's delivery policy; the others keep their value (or
@@ -405,7 +374,7 @@ pub enum Op {
     },
     /// A read inside a batch: sees the batch's earlier writes and changes nothing (so a
     /// transaction's reads and writes are one atomic batch).
-    Query(crate::read::Query),
+    Query(crate::query::Query),
     /// Deletes dead letters.
     DlqPurge {
         /// The dead-letter stream.
@@ -591,7 +560,7 @@ pub enum Reply {
     /// entries deleted from the stream while pending, in history reads).
     GroupRead(Vec<Vec<(StreamId, Option<Record>)>>),
     /// A [`Op::Query`]'s answer.
-    Answer(crate::read::Answer),
+    Answer(crate::query::Answer),
     /// [`Op::Deliver`]'s entries, in the order handed out.
     Delivered(Vec<Delivery>),
     /// XAUTOCLAIM's answer.

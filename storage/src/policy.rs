@@ -5,12 +5,12 @@ use crate::overlay::View;
 
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
-use crate::id::StreamId;
-use crate::keys;
+use crate::id::{StreamId, StreamKey};
+use crate::kernel::{unique_ids, GroupState, Txn};
+use crate::keys::{self, due_key};
 use crate::meta::{DeliveryPolicy, IdempotencyRecord, PendingEntry, PendingState};
-use crate::ops::{Event, NackMode, Reply, StreamKey};
+use crate::ops::{Event, NackMode, Reply};
 use crate::record::{DeadReason, Record};
-use crate::store::{due_key, unique_ids, GroupState, Txn};
 use crate::task::{TaskEvent, TaskRef};
 use crate::Store;
 

@@ -1,5 +1,6 @@
-//! The store: opening, the write path (one atomic batch per [`Store::apply`]) and the
-//! concurrent read path.
+//! The store's facade: opening, the write path (one atomic batch per [`Store::apply`], each
+//! [`Op`] dispatched to the domain file that implements it) and the read path (each
+//! [`Query`] evaluated by `read` against the last commit).
 //!
 //! Durable state lives in fjall keyspaces (see [`crate::keys`]). Small per-stream, per-group and
 //! per-consumer metadata is also held in memory (the catalog), rebuilt at open; nothing in the
@@ -12,160 +13,31 @@
 //! commit and never wait for a batch to finish.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
+use fjall::{Database, PersistMode, Readable};
 
 use crate::codec::{self, Kind};
 use crate::config::{Durability, StoreConfig};
-use crate::error::{Error, Result};
+use crate::error::{corrupt, Error, Result};
 use crate::group::{IndexDelta, PendingIndex, PendingIndexFigures, PendingIndexStats, ReadLimits};
-use crate::id::StreamId;
-use crate::keys;
-use crate::meta::{ConsumerMeta, GroupMeta, StreamMeta, SystemMeta};
+use crate::id::{StreamId, StreamKey};
+use crate::kernel::{Catalog, GroupState, StreamState, Txn};
+use crate::keys::{self, due_key, key_id};
+use crate::keyspaces::{open_keyspaces, read_progress, Keyspaces};
+use crate::meta::{ConsumerMeta, DeliveryPolicy, GroupMeta, StreamMeta, SystemMeta};
 use crate::nodes::NodeLimits;
-use crate::ops::{BatchOutcome, Changes, Event, Op, Reply, StreamKey};
-use crate::overlay::{Ks, Overlay, View};
-use crate::record::Record;
-use crate::task::{TaskEvent, TaskRef, TaskSys};
-
-/// The keyspaces, opened once.
-pub(crate) struct Keyspaces {
-    pub(crate) streams: Ks,
-    pub(crate) groups: Ks,
-    pub(crate) consumers: Ks,
-    pub(crate) entries: Ks,
-    pub(crate) lanes: Ks,
-    pub(crate) pel: Ks,
-    pub(crate) cpel: Ks,
-    pub(crate) due: Ks,
-    pub(crate) ready: Ks,
-    pub(crate) idem: Ks,
-    pub(crate) idem_exp: Ks,
-    pub(crate) sys: Ks,
-    pub(crate) nodes: Ks,
-    pub(crate) sched: Ks,
-    pub(crate) tasks: Ks,
-}
-
-/// In-memory state of a consumer group.
-#[derive(Clone, Debug)]
-pub(crate) struct GroupState {
-    pub(crate) meta: GroupMeta,
-    pub(crate) consumers: BTreeMap<Vec<u8>, ConsumerMeta>,
-    /// consumer_id -> name.
-    pub(crate) names: HashMap<u64, Vec<u8>>,
-    /// No due key of the group is below this time (`u64::MAX`: none).
-    pub(crate) due_floor_ms: u64,
-    /// No ready key of the group is below this ID.
-    pub(crate) ready_floor: StreamId,
-    /// The time of the group's first `sched` key (`u64::MAX`: none); scans start here, so
-    /// they never walk the tombstones of entries handed out.
-    pub(crate) sched_floor_ms: u64,
-    /// The tick found set-aside entries whose time has come and woke the readers: no more
-    /// ticks for the group until a read takes them. In memory only; after a restart
-    /// `sched_floor_ms <= now` says the same, so reads answer alike on every node.
-    pub(crate) sched_due: bool,
-}
-
-impl GroupState {
-    pub(crate) fn new(meta: GroupMeta) -> Self {
-        GroupState {
-            meta,
-            consumers: BTreeMap::new(),
-            names: HashMap::new(),
-            due_floor_ms: u64::MAX,
-            ready_floor: StreamId::MAX,
-            sched_floor_ms: u64::MAX,
-            sched_due: false,
-        }
-    }
-
-    pub(crate) fn consumer_name(&self, consumer_id: u64) -> &[u8] {
-        self.names.get(&consumer_id).map_or(&[][..], |n| &n[..])
-    }
-}
-
-/// In-memory state of a stream.
-#[derive(Clone, Debug)]
-pub(crate) struct StreamState {
-    pub(crate) meta: StreamMeta,
-    pub(crate) groups: BTreeMap<Vec<u8>, Arc<GroupState>>,
-}
-
-impl StreamState {
-    /// Its groups' names and internal IDs, in name order.
-    pub(crate) fn group_ids(&self) -> Vec<(Vec<u8>, u64)> {
-        self.groups
-            .iter()
-            .map(|(n, g)| (n.clone(), g.meta.group_id))
-            .collect()
-    }
-}
-
-/// The committed state readers see: the in-memory catalog and the fjall snapshot taken
-/// right after the commit that produced it, installed together, so a reader never pairs a
-/// catalog with data of another commit.
-pub(crate) struct Catalog {
-    pub(crate) streams: HashMap<StreamKey, Arc<StreamState>>,
-    pub(crate) sys: SystemMeta,
-    /// The snapshot committed with this catalog.
-    pub(crate) snap: fjall::Snapshot,
-    /// (due floor, group ID) of every group with a policy and a deadline: the broker's
-    /// next tick is the first one (quinn-proto's `poll_timeout`, kept in O(log n)).
-    pub(crate) deadlines: BTreeSet<(u64, u64)>,
-    /// Radix-tree node sizes new entries are placed by (not persisted, as in Redis).
-    pub(crate) node_limits: NodeLimits,
-    /// Task counters ([`crate::task`]).
-    pub(crate) task_sys: TaskSys,
-}
-
-impl Catalog {
-    /// The internal IDs of every live group, in order.
-    fn group_ids(&self) -> Vec<u64> {
-        let mut gids: Vec<u64> = self
-            .streams
-            .values()
-            .flat_map(|st| st.groups.values().map(|g| g.meta.group_id))
-            .collect();
-        gids.sort_unstable();
-        gids
-    }
-
-    /// The deadlines of one stream's groups (policy groups with a due key, groups with
-    /// entries set aside until their delivery time).
-    fn stream_deadlines(st: &StreamState) -> impl Iterator<Item = (u64, u64)> + '_ {
-        st.groups.values().flat_map(|g| {
-            let due = (g.meta.policy.is_some() && g.due_floor_ms != u64::MAX)
-                .then_some((g.due_floor_ms, g.meta.group_id));
-            let sched = (!g.sched_due && g.sched_floor_ms != u64::MAX)
-                .then_some((g.sched_floor_ms, g.meta.group_id));
-            due.into_iter().chain(sched)
-        })
-    }
-
-    /// The earliest moment the store has time-driven work (may be in the past).
-    pub(crate) fn next_deadline_ms(
-        &self,
-        now_ms: u64,
-        idem_window_ms: u64,
-        task_keep_ms: u64,
-    ) -> Option<u64> {
-        let mut next = self.deadlines.first().map_or(u64::MAX, |d| d.0);
-        if let Some(t) = self.task_sys.next_due_ms(task_keep_ms) {
-            next = next.min(t);
-        }
-        if self.sys.garbage_pending {
-            next = next.min(now_ms);
-        }
-        if self.sys.idem_keys > 0 {
-            next = next.min(self.sys.idem_floor_ms.saturating_add(idem_window_ms));
-        }
-        (next != u64::MAX).then_some(next)
-    }
-}
+use crate::ops::{BatchOutcome, Changes, Op, Reply};
+use crate::overlay::Overlay;
+use crate::query::{
+    Answer, ConsumerInfo, DlqFilter, GroupInfo, PendingInfo, PendingQuery, PendingSummary, Query,
+    StreamInfo, StreamSummary,
+};
+use crate::read::{Committed, ReadCtx};
+use crate::record::{DeadLetter, Entry, Record};
 
 /// The broker's durable state. Cheap to share between threads (`Arc<Store>`): writes are
 /// serialised internally, reads run concurrently with them.
@@ -182,128 +54,6 @@ pub struct Store {
     injected_failures: AtomicU64,
 }
 
-/// Opens (creating when missing) the store's keyspaces with their settings.
-pub(crate) fn open_keyspaces(db: &Database, cfg: &StoreConfig) -> Result<Keyspaces> {
-    let big = cfg.memtable_bytes;
-    let small = big.min(4 << 20);
-    Ok(Keyspaces {
-        streams: open_keyspace(db, 0, "streams", small)?,
-        groups: open_keyspace(db, 1, "groups", small)?,
-        consumers: open_keyspace(db, 2, "consumers", small)?,
-        entries: open_keyspace(db, 3, "entries", big)?,
-        lanes: open_keyspace(db, 4, "lanes", small)?,
-        pel: open_keyspace(db, 5, "pel", big)?,
-        cpel: open_keyspace(db, 6, "cpel", small)?,
-        due: open_keyspace(db, 7, "due", small)?,
-        ready: open_keyspace(db, 8, "ready", small)?,
-        idem: open_keyspace(db, 9, "idem", small)?,
-        idem_exp: open_keyspace(db, 10, "idem_exp", small)?,
-        sys: open_keyspace(db, 11, "sys", small)?,
-        nodes: open_keyspace(db, 12, "nodes", small)?,
-        sched: open_keyspace(db, 13, "sched", small)?,
-        tasks: open_keyspace(db, 14, "tasks", small)?,
-    })
-}
-
-fn open_keyspace(db: &Database, id: usize, name: &str, memtable: u64) -> Result<Ks> {
-    let ks = db.keyspace(name, || {
-        KeyspaceCreateOptions::default().max_memtable_size(memtable)
-    })?;
-    Ok(Ks { id, ks })
-}
-
-impl Keyspaces {
-    /// Every keyspace, in `Ks::id` order.
-    pub(crate) fn all(&self) -> [&Ks; 15] {
-        [
-            &self.streams,
-            &self.groups,
-            &self.consumers,
-            &self.entries,
-            &self.lanes,
-            &self.pel,
-            &self.cpel,
-            &self.due,
-            &self.ready,
-            &self.idem,
-            &self.idem_exp,
-            &self.sys,
-            &self.nodes,
-            &self.sched,
-            &self.tasks,
-        ]
-    }
-}
-
-pub(crate) fn corrupt(
-    what: &'static str,
-    stream: &[u8],
-    id: Option<StreamId>,
-    reason: String,
-) -> Error {
-    Error::Corruption {
-        what,
-        stream: stream.to_vec(),
-        id,
-        reason,
-    }
-}
-
-/// The entry ID at the end of a key read from disk; a malformed key is corruption, never an ID.
-/// Reads the recorded log progress from a snapshot.
-pub(crate) fn read_progress(snap: &fjall::Snapshot, ks: &Keyspaces) -> Result<Option<Vec<u8>>> {
-    match Readable::get(snap, ks.sys.inner(), keys::PROGRESS_KEY)? {
-        None => Ok(None),
-        Some(v) => codec::decode::<Vec<u8>>(Kind::Progress, &v)
-            .map(Some)
-            .map_err(|r| corrupt("log progress", b"", None, r)),
-    }
-}
-
-pub(crate) fn key_id(key: &[u8], what: &'static str, stream: &[u8]) -> Result<StreamId> {
-    keys::trailing_id(key).ok_or_else(|| {
-        corrupt(
-            what,
-            stream,
-            None,
-            format!("malformed key of {} bytes", key.len()),
-        )
-    })
-}
-
-/// The due time and entry ID of a `due` key read from disk.
-pub(crate) fn due_key(key: &[u8], stream: &[u8]) -> Result<(u64, StreamId)> {
-    match (keys::due_time(key), keys::trailing_id(key)) {
-        (Some(t), Some(id)) if key.len() == 32 => Ok((t, id)),
-        _ => Err(corrupt(
-            "due key",
-            stream,
-            None,
-            format!("malformed key of {} bytes", key.len()),
-        )),
-    }
-}
-
-/// IDs without duplicates, in the order first given; at most `max` (checked before any
-/// work). O(n log n), so one command with many IDs cannot stall the writer.
-pub(crate) fn unique_ids(ids: &[StreamId], max: usize) -> Result<Vec<StreamId>> {
-    if ids.len() > max {
-        return Err(Error::TooLarge {
-            what: "number of IDs",
-            len: ids.len(),
-            max,
-        });
-    }
-    if ids.len() <= 1 {
-        return Ok(ids.to_vec());
-    }
-    let mut order: Vec<(StreamId, usize)> = ids.iter().copied().zip(0..).collect();
-    order.sort_unstable();
-    order.dedup_by_key(|(id, _)| *id);
-    order.sort_unstable_by_key(|(_, i)| *i);
-    Ok(order.into_iter().map(|(id, _)| id).collect())
-}
-
 impl Store {
     /// Opens (or creates) a store in `path` and rebuilds the in-memory catalog.
     pub fn open(path: impl AsRef<Path>, cfg: StoreConfig) -> Result<Store> {
@@ -312,7 +62,7 @@ impl Store {
             .cache_size(cfg.cache_bytes)
             .max_journaling_size(cfg.journal_bytes_max)
             .open()
-            .map_err(|e| crate::maintenance::why_unopenable(path.as_ref(), e))?;
+            .map_err(|e| crate::damage::why_unopenable(path.as_ref(), e))?;
         let ks = open_keyspaces(&db, &cfg)?;
         let catalog = load_catalog(&db, &ks)?;
         let gids = catalog.group_ids();
@@ -556,7 +306,7 @@ fn load_catalog(db: &Database, ks: &Keyspaces) -> Result<Catalog> {
         snap: snap.clone(),
         deadlines: BTreeSet::new(),
         node_limits: NodeLimits::default(),
-        task_sys: crate::task::read_task_sys(&snap, ks)?,
+        task_sys: crate::task::life::read_task_sys(&snap, ks)?,
     };
     if let Some(v) = Readable::get(&snap, ks.sys.inner(), keys::SYSTEM_KEY)? {
         cat.sys =
@@ -615,45 +365,6 @@ fn load_catalog(db: &Database, ks: &Keyspaces) -> Result<Catalog> {
             .insert(StreamKey::new(ns, name.to_vec()), Arc::new(st));
     }
     Ok(cat)
-}
-
-/// A deferred move to a dead-letter stream (applied after the op's own stream is back in
-/// the staging map, so an origin may also be its own dead-letter stream).
-pub(crate) struct PendingDeadLetter {
-    pub(crate) dlq: StreamKey,
-    pub(crate) record: Record,
-    pub(crate) event: Event,
-}
-
-/// The write context of one batch.
-pub(crate) struct Txn<'a> {
-    pub(crate) tx: Overlay,
-    pub(crate) ks: &'a Keyspaces,
-    pub(crate) base: &'a Catalog,
-    pub(crate) cfg: &'a StoreConfig,
-    pub(crate) now: u64,
-    /// Streams changed by this batch (`None`: deleted).
-    pub(crate) staged: HashMap<StreamKey, Option<StreamState>>,
-    pub(crate) sys: SystemMeta,
-    /// Node sizes for appends (an op of this batch may change them).
-    pub(crate) node_limits: NodeLimits,
-    /// (stream_id, group name) whose metadata must be written.
-    pub(crate) touched_groups: HashSet<(u64, Vec<u8>)>,
-    pub(crate) events: Vec<Event>,
-    pub(crate) dead_letters: Vec<PendingDeadLetter>,
-    /// Task counters as of this point of the batch.
-    pub(crate) task_sys: TaskSys,
-    /// Task changes the current op queued ([`Txn::flush_task_changes`]).
-    pub(crate) task_changes: Vec<(TaskRef, TaskEvent)>,
-    /// A read a task change needed failed inside a closure; the op fails with it.
-    pub(crate) task_error: Option<Error>,
-    /// Consumers the current op created on the way (a group read or claim by a new
-    /// name): Redis counts each as a change.
-    pub(crate) consumers_created: u64,
-    /// The pending lists in memory as of the last commit ([`crate::group::index`]).
-    pub(crate) pending: &'a PendingIndex,
-    /// This batch's changes to them, read first and applied after the commit.
-    pub(crate) pending_delta: IndexDelta,
 }
 
 impl<'a> Txn<'a> {
@@ -845,172 +556,325 @@ impl<'a> Txn<'a> {
         }
         r
     }
+}
 
-    /// Writes the metadata of everything the batch touched into the transaction.
-    fn finish(
-        mut self,
-    ) -> (
-        Overlay,
-        HashMap<StreamKey, Option<StreamState>>,
-        SystemMeta,
-        Vec<Event>,
-        IndexDelta,
-    ) {
-        for (key, state) in &self.staged {
-            let Some(st) = state else { continue };
-            let sk = keys::stream(key.ns, &key.name);
-            self.tx.insert(&self.ks.streams, sk, st.meta.encode());
-            for (gname, g) in &st.groups {
-                if !self
-                    .touched_groups
-                    .contains(&(st.meta.stream_id, gname.clone()))
-                {
-                    continue;
+impl Store {
+    /// Every stream of a namespace with its groups, sorted by name, from the last commit.
+    /// Costs one pass over the catalog; the catalog lock is held only to copy pointers.
+    pub fn overview(&self, ns: u16) -> Vec<StreamSummary> {
+        let mut streams: Vec<(Vec<u8>, Arc<StreamState>)> = {
+            let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+            cat.streams
+                .iter()
+                .filter(|(k, _)| k.ns == ns)
+                .map(|(k, s)| (k.name.clone(), s.clone()))
+                .collect()
+        };
+        streams.sort_by(|a, b| a.0.cmp(&b.0));
+        streams
+            .into_iter()
+            .map(|(name, st)| {
+                let m = &st.meta;
+                StreamSummary {
+                    length: m.length,
+                    bytes: m.bytes,
+                    entries_added: m.entries_added,
+                    last_id: m.last_id,
+                    lane_len: m.lane_len,
+                    trimmed_undelivered: m.trimmed_undelivered,
+                    created_ms: m.created_ms,
+                    groups: crate::read::group_infos(&st),
+                    name,
                 }
-                let gk = keys::group(st.meta.stream_id, gname);
-                self.tx
-                    .insert(&self.ks.groups, gk, codec::encode(Kind::GroupMeta, &g.meta));
-                for (cname, c) in &g.consumers {
-                    let ck = keys::consumer(g.meta.group_id, cname);
-                    self.tx
-                        .insert(&self.ks.consumers, ck, codec::encode(Kind::ConsumerMeta, c));
-                }
-            }
-        }
-        if self.task_sys != self.base.task_sys {
-            self.tx.insert(
-                &self.ks.sys,
-                crate::task::TASK_SYS_KEY,
-                self.task_sys.encode(),
-            );
-        }
-        if self.sys != self.base.sys {
-            self.tx.insert(
-                &self.ks.sys,
-                keys::SYSTEM_KEY,
-                codec::encode(Kind::System, &self.sys),
-            );
-        }
-        (
-            self.tx,
-            self.staged,
-            self.sys,
-            self.events,
-            self.pending_delta,
-        )
-    }
-
-    /// The stream's state as of this point of the batch.
-    pub(crate) fn stream(&self, key: &StreamKey) -> Option<&StreamState> {
-        match self.staged.get(key) {
-            Some(s) => s.as_ref(),
-            None => self.base.streams.get(key).map(|a| &**a),
-        }
-    }
-
-    /// Like [`Txn::stream`], or `NoSuchStream`.
-    pub(crate) fn existing(&self, key: &StreamKey) -> Result<&StreamState> {
-        self.stream(key).ok_or_else(|| Error::NoSuchStream {
-            stream: key.name.clone(),
-        })
-    }
-
-    /// The group's state, or the Redis-style error for a missing stream or group.
-    pub(crate) fn group(&self, key: &StreamKey, group: &[u8]) -> Result<&GroupState> {
-        let st = self.existing(key)?;
-        st.groups
-            .get(group)
-            .map(|g| &**g)
-            .ok_or_else(|| Error::NoSuchGroup {
-                stream: key.name.clone(),
-                group: group.to_vec(),
             })
-    }
-
-    /// Takes the stream out of the staging area for mutation; `f` gets the context and the
-    /// state; the state is put back afterwards. `None` if the stream does not exist.
-    pub(crate) fn with_stream<T>(
-        &mut self,
-        key: &StreamKey,
-        f: impl FnOnce(&mut Self, &mut StreamState) -> T,
-    ) -> Option<T> {
-        let mut st = match self.staged.remove(key) {
-            Some(Some(s)) => s,
-            Some(None) => {
-                self.staged.insert(key.clone(), None);
-                return None;
-            }
-            None => (**self.base.streams.get(key)?).clone(),
-        };
-        let out = f(self, &mut st);
-        self.staged.insert(key.clone(), Some(st));
-        Some(out)
-    }
-
-    /// Like [`Txn::with_stream`] for one group of the stream; marks the group for writing.
-    pub(crate) fn with_group<T>(
-        &mut self,
-        key: &StreamKey,
-        group: &[u8],
-        f: impl FnOnce(&mut Self, &StreamMeta, &mut GroupState) -> T,
-    ) -> Option<T> {
-        self.with_stream(key, |txn, st| {
-            let g = st.groups.get_mut(group)?;
-            txn.touched_groups
-                .insert((st.meta.stream_id, group.to_vec()));
-            Some(f(txn, &st.meta, Arc::make_mut(g)))
-        })
-        .flatten()
-    }
-
-    /// Creates an empty stream (the caller checked it does not exist).
-    pub(crate) fn create_stream(&mut self, key: &StreamKey) {
-        let stream_id = self.sys.next_stream_id;
-        self.sys.next_stream_id += 1;
-        let meta = StreamMeta {
-            stream_id,
-            created_ms: self.now,
-            ..StreamMeta::default()
-        };
-        self.staged.insert(
-            key.clone(),
-            Some(StreamState {
-                meta,
-                groups: BTreeMap::new(),
-            }),
-        );
-    }
-
-    /// A fresh group internal ID.
-    pub(crate) fn next_group_id(&mut self) -> u64 {
-        let id = self.sys.next_group_id;
-        self.sys.next_group_id += 1;
-        id
-    }
-
-    /// Reads and checks an entry's record (RYOW: sees this batch's writes).
-    pub(crate) fn get_record(
-        &self,
-        key: &StreamKey,
-        stream_id: u64,
-        id: StreamId,
-    ) -> Result<Option<Record>> {
-        get_record(&self.tx, self.ks, &key.name, stream_id, id)
+            .collect()
     }
 }
 
-/// Reads and checks one entry from any view (a transaction or a snapshot).
-pub(crate) fn get_record(
-    r: &impl View,
-    ks: &Keyspaces,
-    name: &[u8],
-    stream_id: u64,
-    id: StreamId,
-) -> Result<Option<Record>> {
-    match r.get(&ks.entries, keys::id_key(stream_id, id))? {
-        None => Ok(None),
-        Some(v) => codec::decode(Kind::Entry, &v)
-            .map(Some)
-            .map_err(|reason| corrupt("entry", name, Some(id), reason)),
+impl Store {
+    /// The committed view for a query: only the streams it names are taken from the
+    /// catalog (all names for [`Query::Names`]), with the snapshot committed with them.
+    fn committed(&self, q: &Query) -> Committed<'_> {
+        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let streams = q
+            .streams()
+            .into_iter()
+            .filter_map(|k| cat.streams.get(k).map(|s| (k.clone(), s.clone())))
+            .collect();
+        let names = match q {
+            Query::Names { .. } => cat.streams.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        Committed {
+            ks: &self.ks,
+            limits: &self.cfg.limits,
+            streams,
+            names,
+            snap: cat.snap.clone(),
+        }
     }
+
+    /// At most how many items the query's answer holds now (its count, capped by what the
+    /// streams hold), so a caller can tell a small read from a large one before running it.
+    pub fn answer_bound(&self, q: &Query) -> usize {
+        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let len = |k: &StreamKey| cat.streams.get(k).map_or(0, |s| s.meta.length as usize);
+        let pending = |k: &StreamKey, g: &[u8]| {
+            cat.streams
+                .get(k)
+                .and_then(|s| s.groups.get(g))
+                .map_or(0, |g| g.meta.pending as usize)
+        };
+        match q {
+            Query::Range { stream, count, .. } => count.unwrap_or(usize::MAX).min(len(stream)),
+            Query::Read { streams, count } => streams
+                .iter()
+                .map(|(k, _)| count.unwrap_or(usize::MAX).min(len(k)))
+                .fold(0usize, usize::saturating_add),
+            Query::Pending {
+                stream,
+                group,
+                query,
+            } => query.count.min(pending(stream, group)),
+            Query::DeadLetters { dlq, count, .. } => (*count).min(len(dlq)),
+            Query::StreamFull { stream, count } => {
+                let groups = cat.streams.get(stream).map_or(0, |s| {
+                    s.groups
+                        .values()
+                        .map(|g| (*count).min(g.meta.pending as usize) * 2 + g.consumers.len())
+                        .fold(0usize, usize::saturating_add)
+                });
+                (*count).min(len(stream)).saturating_add(groups)
+            }
+            Query::Names { .. } => cat.streams.len(),
+            Query::Tasks { count, .. } => *count,
+            Query::Task { .. } => 1,
+            Query::Exist { streams } => streams.len(),
+            Query::Stream { .. }
+            | Query::Groups { .. }
+            | Query::Consumers { .. }
+            | Query::PendingSummary { .. }
+            | Query::Policy { .. } => 1,
+        }
+    }
+
+    /// Answers a query from the last commit; never waits for the writer.
+    pub fn query(&self, q: &Query, now_ms: u64) -> Result<Answer> {
+        crate::read::answer(&self.committed(q), q, now_ms).map_err(|e| match e {
+            // fjall's error names no stream: say which one the read was of.
+            Error::Storage(inner) => Error::Corruption {
+                what: "data",
+                stream: queried_stream(q),
+                id: None,
+                reason: format!(
+                    "a disk block the read needs cannot be read (damaged, or an I/O error): {inner}; the store check after start reports which IDs"
+                ),
+            },
+            other => other,
+        })
+    }
+}
+
+/// The stream a query reads, when it reads one.
+fn queried_stream(q: &Query) -> Vec<u8> {
+    match q.streams().as_slice() {
+        [one] => one.name.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// The read shortcuts tests and the broker's own housekeeping use: each is a [`Query`]
+/// answered by [`Store::query`] (the same evaluation, the same errors), or a fact of the
+/// catalog that needs no read.
+impl Store {
+    /// Answers a query whose answer does not depend on the time.
+    fn ask(&self, q: Query) -> Result<Answer> {
+        self.query(&q, 0)
+    }
+
+    /// XRANGE / XREVRANGE: entries between the bounds, at most `count`, newest first when
+    /// `rev` ([`Query::Range`]).
+    pub fn range(
+        &self,
+        key: &StreamKey,
+        start: Bound<StreamId>,
+        end: Bound<StreamId>,
+        count: Option<usize>,
+        rev: bool,
+    ) -> Result<Vec<Entry>> {
+        let lo = match start {
+            Bound::Unbounded => Some(StreamId::MIN),
+            Bound::Included(id) => Some(id),
+            Bound::Excluded(id) => id.next(),
+        };
+        let hi = match end {
+            Bound::Unbounded => Some(StreamId::MAX),
+            Bound::Included(id) => Some(id),
+            Bound::Excluded(id) => id.prev(),
+        };
+        let (Some(start), Some(end)) = (lo, hi) else {
+            return Ok(Vec::new());
+        };
+        match self.ask(Query::Range {
+            stream: key.clone(),
+            start,
+            end,
+            count,
+            rev,
+        })? {
+            Answer::Entries(e) => Ok(e),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One entry by ID.
+    pub fn get(&self, key: &StreamKey, id: StreamId) -> Result<Option<Record>> {
+        Ok(self
+            .range(
+                key,
+                Bound::Included(id),
+                Bound::Included(id),
+                Some(1),
+                false,
+            )?
+            .pop()
+            .map(|e| e.record))
+    }
+
+    /// XLEN (0 for a missing stream), from the catalog.
+    pub fn len(&self, key: &StreamKey) -> u64 {
+        self.stream_state(key).map_or(0, |s| s.meta.length)
+    }
+
+    /// True when the stream exists (possibly empty), from the catalog.
+    pub fn exists(&self, key: &StreamKey) -> bool {
+        self.stream_state(key).is_some()
+    }
+
+    /// The stream's last generated ID (for `$`), from the catalog.
+    pub fn last_id(&self, key: &StreamKey) -> Option<StreamId> {
+        self.stream_state(key).map(|s| s.meta.last_id)
+    }
+
+    /// Names of the streams of a namespace, sorted (the committed view of [`Query::Names`],
+    /// which reads the catalog only).
+    pub fn list_streams(&self, ns: u16) -> Vec<Vec<u8>> {
+        self.committed(&Query::Names { ns }).names(ns)
+    }
+
+    /// Number of streams in a namespace (DBSIZE), from the catalog.
+    pub fn stream_count(&self, ns: u16) -> usize {
+        let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        cat.streams.keys().filter(|k| k.ns == ns).count()
+    }
+
+    /// The radix-tree node sizes appends are placed by (CONFIG stream-node-max-*).
+    pub fn node_limits(&self) -> NodeLimits {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .node_limits
+    }
+
+    /// XINFO STREAM ([`Query::Stream`]).
+    pub fn stream_info(&self, key: &StreamKey) -> Result<Option<StreamInfo>> {
+        match self.ask(Query::Stream {
+            stream: key.clone(),
+        })? {
+            Answer::Stream(s) => Ok(s.map(|s| *s)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// XINFO GROUPS ([`Query::Groups`]).
+    pub fn groups_info(&self, key: &StreamKey) -> Result<Vec<GroupInfo>> {
+        match self.ask(Query::Groups {
+            stream: key.clone(),
+        })? {
+            Answer::Groups(g) => Ok(g),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// XINFO CONSUMERS ([`Query::Consumers`]).
+    pub fn consumers_info(
+        &self,
+        key: &StreamKey,
+        group: &[u8],
+        now_ms: u64,
+    ) -> Result<Vec<ConsumerInfo>> {
+        let q = Query::Consumers {
+            stream: key.clone(),
+            group: group.to_vec(),
+        };
+        match self.query(&q, now_ms)? {
+            Answer::Consumers(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// XPENDING summary ([`Query::PendingSummary`]).
+    pub fn pending_summary(&self, key: &StreamKey, group: &[u8]) -> Result<PendingSummary> {
+        match self.ask(Query::PendingSummary {
+            stream: key.clone(),
+            group: group.to_vec(),
+        })? {
+            Answer::PendingSummary(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// XPENDING extended form ([`Query::Pending`]).
+    pub fn pending_range(
+        &self,
+        key: &StreamKey,
+        group: &[u8],
+        q: &PendingQuery,
+        now_ms: u64,
+    ) -> Result<Vec<PendingInfo>> {
+        let query = Query::Pending {
+            stream: key.clone(),
+            group: group.to_vec(),
+            query: q.clone(),
+        };
+        match self.query(&query, now_ms)? {
+            Answer::Pending(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A group's delivery policy ([`Query::Policy`]).
+    pub fn group_policy(&self, key: &StreamKey, group: &[u8]) -> Result<Option<DeliveryPolicy>> {
+        match self.ask(Query::Policy {
+            stream: key.clone(),
+            group: group.to_vec(),
+        })? {
+            Answer::Policy(p) => Ok(p),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Entries of a dead-letter stream matching the filter, oldest first, at most `count`
+    /// ([`Query::DeadLetters`]).
+    pub fn dlq_list(
+        &self,
+        dlq: &StreamKey,
+        filter: &DlqFilter,
+        count: usize,
+    ) -> Result<Vec<(Entry, DeadLetter)>> {
+        match self.ask(Query::DeadLetters {
+            dlq: dlq.clone(),
+            filter: filter.clone(),
+            count,
+        })? {
+            Answer::DeadLetters(d) => Ok(d),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// An answer of another shape than its query's: `read::answer` answers every query in its
+/// own shape, so this is a bug in it, never something a caller or the disk can cause.
+fn unexpected(a: Answer) -> Error {
+    unreachable!("a query was answered in another shape: {a:?}")
 }

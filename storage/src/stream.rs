@@ -3,14 +3,15 @@
 use crate::overlay::View;
 
 use crate::codec::{self, Kind};
-use crate::error::{Error, Result};
-use crate::id::{IdSpec, Lane, StreamId};
-use crate::keys;
+use crate::error::{corrupt, Error, Result};
+use crate::id::{IdSpec, Lane, StreamId, StreamKey};
+use crate::kernel::{unique_ids, StreamState, Txn};
+use crate::keys::{self, key_id};
+use crate::keyspaces::Keyspaces;
 use crate::meta::IdempotencyRecord;
 use crate::nodes::Node;
-use crate::ops::{Event, Reply, StreamKey, Trim, TrimStrategy};
+use crate::ops::{Event, Reply, Trim, TrimStrategy};
 use crate::record::{Fields, Meta, Record};
-use crate::store::{corrupt, key_id, unique_ids, Keyspaces, StreamState, Txn};
 use crate::task::{TaskEvent, TaskRef};
 
 /// Checks a name against its limit.

@@ -2,14 +2,14 @@
 //! CLAIM (Redis 8.4).
 
 use crate::codec::{self, Kind};
-use crate::error::{Error, Result};
-use crate::id::StreamId;
-use crate::keys;
+use crate::error::{corrupt, Error, Result};
+use crate::id::{StreamId, StreamKey};
+use crate::kernel::{get_record, unique_ids, GroupState, Txn};
+use crate::keys::{self, key_id};
 use crate::meta::{PendingEntry, PendingState};
-use crate::ops::{ClaimedEntry, ReadFrom, Reply, StreamKey};
+use crate::ops::{ClaimedEntry, ReadFrom, Reply};
 use crate::overlay::View;
 use crate::record::Record;
-use crate::store::{corrupt, get_record, key_id, unique_ids, GroupState, Txn};
 use crate::stream::check_name;
 use crate::task::{TaskEvent, TaskRef};
 

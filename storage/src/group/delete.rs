@@ -2,13 +2,13 @@
 //! references to them ([`RefPolicy`]), optionally acknowledging them in one group first.
 
 use crate::codec::{self, Kind};
-use crate::error::Result;
-use crate::id::StreamId;
+use crate::error::{corrupt, Result};
+use crate::id::{StreamId, StreamKey};
+use crate::kernel::Txn;
 use crate::keys;
-use crate::ops::{Deletion, RefPolicy, Reply, StreamKey};
+use crate::ops::{Deletion, RefPolicy, Reply};
 use crate::overlay::View;
 use crate::record::Record;
-use crate::store::{corrupt, Txn};
 use crate::task::{TaskEvent, TaskRef};
 
 /// A group as a deletion looks at it: name, internal ID, lane cursors.

@@ -18,10 +18,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::codec::{self, Kind};
-use crate::error::Result;
+use crate::error::{corrupt, Result};
 use crate::id::StreamId;
+use crate::keys::key_id;
+use crate::keyspaces::Keyspaces;
 use crate::meta::{PendingEntry, PendingState};
-use crate::store::{corrupt, key_id, Keyspaces};
 
 /// What the ack path needs of a pending entry: the owner's consumer ID and whether the
 /// entry is in the ready index. One word: the ID shifted left, the ready flag in bit 0.

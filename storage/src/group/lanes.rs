@@ -3,12 +3,13 @@
 use std::collections::VecDeque;
 
 use crate::codec::{self, Kind};
-use crate::error::Result;
+use crate::error::{corrupt, Result};
 use crate::id::{Lane, StreamId};
-use crate::keys;
+use crate::kernel::get_record;
+use crate::keys::{self, key_id};
+use crate::keyspaces::Keyspaces;
 use crate::overlay::View;
 use crate::record::Record;
-use crate::store::{corrupt, get_record, key_id, Keyspaces};
 
 /// Reads the next entries of one lane after a cursor, lazily, in ID order.
 pub(super) struct LaneReader {

@@ -23,13 +23,13 @@ pub(crate) use lag::lag;
 pub(crate) use pending::read_pending;
 
 use crate::error::{Error, Result};
-use crate::id::{Lane, StreamId};
-use crate::keys;
+use crate::id::{Lane, StreamId, StreamKey};
+use crate::kernel::{GroupState, Txn};
+use crate::keys::{self, key_id};
 use crate::meta::{ConsumerMeta, DeliveryPolicy, GroupMeta, PendingEntry, StreamMeta};
-use crate::ops::{GroupStart, Reply, StreamKey};
+use crate::ops::{GroupStart, Reply};
 use crate::overlay::View;
 use crate::record::{DeadReason, Record};
-use crate::store::{key_id, GroupState, Txn};
 use crate::stream::check_name;
 
 fn resolve_start(m: &StreamMeta, start: GroupStart) -> StreamId {

@@ -4,13 +4,13 @@
 
 use super::index::{Held, Lookup};
 use crate::codec::{self, Kind};
-use crate::error::Result;
-use crate::id::StreamId;
+use crate::error::{corrupt, Result};
+use crate::id::{StreamId, StreamKey};
+use crate::kernel::{GroupState, Txn};
 use crate::keys;
+use crate::keyspaces::Keyspaces;
 use crate::meta::{DeliveryPolicy, PendingEntry, PendingState};
-use crate::ops::StreamKey;
 use crate::overlay::View;
-use crate::store::{corrupt, GroupState, Keyspaces, Txn};
 
 impl Txn<'_> {
     /// Reads a pending entry of a group.

@@ -2,13 +2,13 @@
 //! starvation guard, due retries first, expired and stale entries dead-lettered on the way.
 
 use crate::error::{Error, Result};
-use crate::id::{Lane, StreamId};
-use crate::keys;
+use crate::id::{Lane, StreamId, StreamKey};
+use crate::kernel::Txn;
+use crate::keys::{self, due_key, key_id};
 use crate::meta::{DeliveryPolicy, PendingEntry, DEFAULT_DLQ};
-use crate::ops::{Delivery, ReadFrom, Reply, StreamKey};
+use crate::ops::{Delivery, ReadFrom, Reply};
 use crate::overlay::View;
 use crate::record::{DeadReason, Record};
-use crate::store::{due_key, key_id, Txn};
 use crate::stream::check_name;
 use crate::task::{task_of, TaskEvent, TaskRef};
 

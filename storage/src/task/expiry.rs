@@ -3,10 +3,11 @@
 //! finished under the first record layout), scanned by the tick from a floor below which
 //! nothing waits, at most the GC budget of keys per tick.
 
-use super::{get_task, record_key, time_key, TaskEvent, TaskRecord, DEADLINE, FINISHED, REMOVAL};
+use super::life::{get_task, record_key, time_key, DEADLINE, FINISHED, REMOVAL};
+use super::{TaskEvent, TaskRecord};
 use crate::error::Result;
+use crate::kernel::Txn;
 use crate::overlay::View;
-use crate::store::Txn;
 
 /// Lowers a floor for a new key at `at` (the floor of an empty index is the new key's).
 fn lower(floor: &mut u64, count: u64, at: u64) {
@@ -142,8 +143,10 @@ impl Txn<'_> {
 
     fn remove_task_record(&mut self, task: &[u8]) -> Result<()> {
         if let Some(rec) = get_task(&self.tx, self.ks, task)? {
-            self.tx
-                .remove(&self.ks.tasks, super::entry_key(rec.stream_id, rec.id));
+            self.tx.remove(
+                &self.ks.tasks,
+                super::life::entry_key(rec.stream_id, rec.id),
+            );
             self.tx.remove(&self.ks.tasks, record_key(task));
             self.task_sys.records = self.task_sys.records.saturating_sub(1);
         }
