@@ -6,7 +6,8 @@
 //!     target/release/examples/ack_cost 200000 200 100
 //! ```
 //!
-//! Arguments: pending entries (default 200,000), ack calls (200), IDs per call (100). The
+//! Arguments: pending entries (default 200,000), ack calls (200), IDs per call (100),
+//! consumers of the group (1; the entries are read by each in turn). The
 //! IDs are random among the pending ones, as in `benches/resp-vs-redis.sh`. Only
 //! `ack_phase` is counted with `--toggle-collect`; the printed instructions per ID are
 //! the callgrind total divided by calls × IDs per call. Buffered durability: the fsync is a
@@ -50,6 +51,7 @@ fn main() {
     let pending = arg(1, 200_000);
     let calls = arg(2, 200);
     let per_call = arg(3, 100);
+    let consumers = arg(4, 1).max(1);
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(
         dir.path(),
@@ -93,13 +95,13 @@ fn main() {
             1,
         )
         .expect("group");
-    loop {
+    for turn in 0.. {
         let read = store
             .apply_one(
                 Op::ReadGroup {
                     streams: vec![(key.clone(), ReadFrom::New)],
                     group: b"g".to_vec(),
-                    consumer: b"c".to_vec(),
+                    consumer: format!("c{}", turn % consumers).into_bytes(),
                     count: Some(1000),
                     noack: false,
                     retry: false,

@@ -182,7 +182,12 @@ pub(crate) struct Txn<'a> {
 }
 
 impl<'a> Txn<'a> {
-    /// Writes the metadata of everything the batch touched into the transaction.
+    /// Writes the metadata of everything the batch touched into the transaction: the
+    /// stream, group and consumer records that differ from the last commit's catalog, or
+    /// whose key an op of the batch wrote or removed. The stored records equal the catalog
+    /// after every commit (it is loaded from them and installed with them), so a record the
+    /// batch left as it was is not written again: an ack rewrites its group and its
+    /// consumer, not the stream nor the group's other consumers.
     pub(crate) fn finish(
         mut self,
     ) -> (
@@ -194,8 +199,16 @@ impl<'a> Txn<'a> {
     ) {
         for (key, state) in &self.staged {
             let Some(st) = state else { continue };
+            // The last commit's state under the same key, if it is the same stream.
+            let before = self
+                .base
+                .streams
+                .get(key)
+                .filter(|b| b.meta.stream_id == st.meta.stream_id);
             let sk = keys::stream(key.ns, &key.name);
-            self.tx.insert(&self.ks.streams, sk, st.meta.encode());
+            if before.is_none_or(|b| b.meta != st.meta) || self.tx.wrote(&self.ks.streams, &sk) {
+                self.tx.insert(&self.ks.streams, sk, st.meta.encode());
+            }
             for (gname, g) in &st.groups {
                 if !self
                     .touched_groups
@@ -203,13 +216,24 @@ impl<'a> Txn<'a> {
                 {
                     continue;
                 }
+                let was = before
+                    .and_then(|b| b.groups.get(gname))
+                    .filter(|b| b.meta.group_id == g.meta.group_id);
                 let gk = keys::group(st.meta.stream_id, gname);
-                self.tx
-                    .insert(&self.ks.groups, gk, codec::encode(Kind::GroupMeta, &g.meta));
+                if was.is_none_or(|w| w.meta != g.meta) || self.tx.wrote(&self.ks.groups, &gk) {
+                    self.tx
+                        .insert(&self.ks.groups, gk, codec::encode(Kind::GroupMeta, &g.meta));
+                }
                 for (cname, c) in &g.consumers {
                     let ck = keys::consumer(g.meta.group_id, cname);
-                    self.tx
-                        .insert(&self.ks.consumers, ck, codec::encode(Kind::ConsumerMeta, c));
+                    let same = was.and_then(|w| w.consumers.get(cname)) == Some(c);
+                    if !same || self.tx.wrote(&self.ks.consumers, &ck) {
+                        self.tx.insert(
+                            &self.ks.consumers,
+                            ck,
+                            codec::encode(Kind::ConsumerMeta, c),
+                        );
+                    }
                 }
             }
         }

@@ -155,6 +155,11 @@ impl Overlay {
         self.writes[ks.id].insert(key.as_ref().to_vec(), Write::Del);
     }
 
+    /// True when this batch wrote (or removed) the key.
+    pub(crate) fn wrote(&self, ks: &Ks, key: &[u8]) -> bool {
+        self.writes[ks.id].contains_key(key)
+    }
+
     /// A tombstone that vanishes with the one insertion it shadows: only for keys that are
     /// written once and never again (entries, lane index).
     pub(crate) fn remove_weak(&mut self, ks: &Ks, key: impl AsRef<[u8]>) {

@@ -280,3 +280,81 @@ fn write_fixture() {
     .unwrap();
     s.persist().unwrap();
 }
+
+/// A commit writes only the metadata records that changed; one whose key an op of the batch
+/// removed is written again even when its value is the same as before the batch.
+#[test]
+fn metadata_a_batch_leaves_as_it_was_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1000;
+    {
+        let s = open(dir.path());
+        create_group(&s, "a", "g", GroupStart::Id(StreamId::MIN), now);
+        for i in 0..4 {
+            add(&s, "a", &i.to_string(), now);
+        }
+        let mine = read(&s, "a", "g", "c1", 2, now);
+        read(&s, "a", "g", "c2", 2, now);
+        // An ack changes the group and c1 only: the stream and c2 are not written again.
+        let r = s.apply_one(
+            Op::Ack {
+                stream: key("a"),
+                group: b"g".to_vec(),
+                ids: vec![mine[0].0],
+            },
+            now + 1,
+        );
+        assert_eq!(r.unwrap(), Reply::Count(1));
+        // Renamed away and back in one batch: the stream ends with the same record it had,
+        // but its key was removed on the way.
+        let there_and_back = vec![
+            Op::RenameStream {
+                from: key("a"),
+                to: key("b"),
+                replace: false,
+            },
+            Op::RenameStream {
+                from: key("b"),
+                to: key("a"),
+                replace: false,
+            },
+        ];
+        let out = s.apply(there_and_back, now + 2).unwrap();
+        assert!(out.replies.iter().all(|r| r.is_ok()), "{:?}", out.replies);
+        // A consumer deleted and created again in one batch is written again.
+        let again = vec![
+            Op::DeleteConsumer {
+                stream: key("a"),
+                group: b"g".to_vec(),
+                consumer: b"c3".to_vec(),
+            },
+            Op::CreateConsumer {
+                stream: key("a"),
+                group: b"g".to_vec(),
+                consumer: b"c3".to_vec(),
+            },
+        ];
+        s.apply(again, now + 3).unwrap();
+    }
+    let s = open(dir.path());
+    let info = s
+        .stream_info(&key("a"))
+        .unwrap()
+        .expect("stream a after reopen");
+    assert_eq!((info.length, info.entries_added), (4, 4));
+    assert!(!s.exists(&key("b")));
+    let g = &s.groups_info(&key("a")).unwrap()[0];
+    assert_eq!((g.pending, g.consumers), (3, 3));
+    let c = s.consumers_info(&key("a"), b"g", now + 4).unwrap();
+    let pending: Vec<(Vec<u8>, u64)> = c.iter().map(|c| (c.name.clone(), c.pending)).collect();
+    assert_eq!(
+        pending,
+        vec![
+            (b"c1".to_vec(), 1),
+            (b"c2".to_vec(), 2),
+            (b"c3".to_vec(), 0)
+        ]
+    );
+    let report = s.scrub().unwrap();
+    assert!(report.damage.is_empty(), "{:?}", report.damage);
+}
