@@ -171,6 +171,8 @@ pub struct FileConfig {
     pub task_history_max: Option<usize>,
     /// How long a finished task stays readable.
     pub task_keep_ms: Option<u64>,
+    /// Most heap bytes the pending lists kept in memory for acks may take.
+    pub pending_index_bytes: Option<u64>,
     /// Minimum time between two alerts on `cortex:alerts`.
     pub alert_interval_ms: Option<u64>,
     /// Let `CX.CLOCK` move the broker's clock (tests only).
@@ -350,6 +352,9 @@ impl Config {
         }
         if let Some(k) = file.task_keep_ms {
             store.limits.task_keep_ms = k;
+        }
+        if let Some(b) = file.pending_index_bytes {
+            store.pending_index_bytes = b;
         }
         store.validate().map_err(|e| e.to_string())?;
         let mut resp_limits = RespLimits::default();
@@ -568,7 +573,7 @@ fn cluster_config(
 
 /// The settings an environment variable may give: `CORTEX_` + the key in upper case (the
 /// tables, `tokens`, `agents`, `retention` and `default_policy`, only in the file).
-pub const ENV_KEYS: [&str; 24] = [
+pub const ENV_KEYS: [&str; 25] = [
     "data_dir",
     "resp",
     "quic",
@@ -589,6 +594,7 @@ pub const ENV_KEYS: [&str; 24] = [
     "open_tasks_max",
     "task_history_max",
     "task_keep_ms",
+    "pending_index_bytes",
     "alert_interval_ms",
     "retention_interval_ms",
     "metrics_streams_max",

@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::broker::presence::SERVES_MAX;
 use crate::broker::presence::{Serving, Session};
 use crate::broker::Broker;
-use crate::broker::presence::SERVES_MAX;
 
 use super::conn::Conn;
 
