@@ -117,8 +117,12 @@ impl Txn<'_> {
             debug_assert!(g.meta.ready > 0, "ready count underflow");
             g.meta.ready = g.meta.ready.saturating_sub(1);
         }
-        let name = g.consumer_name(held.consumer_id()).to_vec();
-        if let Some(c) = g.consumers.get_mut(&name) {
+        // The owner by its ID, without copying its name (disjoint fields of the group).
+        let GroupState {
+            names, consumers, ..
+        } = g;
+        let owner = names.get(&held.consumer_id());
+        if let Some(c) = owner.and_then(|name| consumers.get_mut(name)) {
             debug_assert!(c.pending > 0, "consumer pending underflow");
             c.pending = c.pending.saturating_sub(1);
         }
