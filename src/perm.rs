@@ -159,6 +159,16 @@ impl Asker<'_> {
         }
         use Right::*;
         match op {
+            // XADD ... DELREF takes the trimmed entries out of every group's pending list,
+            // as XTRIM ... DELREF and XDELEX ... DELREF do: an admin's right too.
+            Op::Append {
+                stream,
+                trim: Some(t),
+                ..
+            } if t.refs == cortex_storage::RefPolicy::DelRef => {
+                self.need(Publish, Some(stream))?;
+                self.need(Admin, Some(stream))
+            }
             Op::Append { stream, .. } => self.need(Publish, Some(stream)),
             Op::CreateGroup { stream, .. }
             | Op::SetGroupId { stream, .. }
@@ -288,5 +298,30 @@ mod tests {
         assert!(p.authorize_op(&op(Some("g"), RefPolicy::Acked)).is_ok());
         assert!(p.authorize_op(&op(Some("g"), RefPolicy::KeepRef)).is_err());
         assert!(p.authorize_op(&op(None, RefPolicy::Acked)).is_err());
+    }
+
+    #[test]
+    fn a_publisher_trims_away_other_groups_references_only_as_an_admin() {
+        use cortex_storage::{IdSpec, Meta, RefPolicy, Trim, TrimStrategy};
+        let harold = Permissions {
+            publish: vec!["tasks:*".into()],
+            ..Permissions::default()
+        };
+        let p = check("harold", &harold);
+        let op = |refs| Op::Append {
+            stream: StreamKey::new(0, "tasks:pink"),
+            id: IdSpec::Auto,
+            fields: vec![(b"f".to_vec(), b"v".to_vec())],
+            meta: Meta::default(),
+            idempotency_key: None,
+            no_mkstream: false,
+            trim: Some(Trim {
+                refs,
+                ..Trim::new(TrimStrategy::MaxLen(10), false, None)
+            }),
+        };
+        assert!(p.authorize_op(&op(RefPolicy::KeepRef)).is_ok());
+        assert!(p.authorize_op(&op(RefPolicy::Acked)).is_ok());
+        assert!(p.authorize_op(&op(RefPolicy::DelRef)).is_err());
     }
 }

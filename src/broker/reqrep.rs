@@ -581,11 +581,11 @@ impl Broker {
             },
             idempotency_key: None,
             no_mkstream: false,
-            trim: Some(Trim {
-                strategy: TrimStrategy::MaxLen(REPLIES_KEPT),
-                approx: true,
-                limit: Some(100),
-            }),
+            trim: Some(Trim::new(
+                TrimStrategy::MaxLen(REPLIES_KEPT),
+                true,
+                Some(100),
+            )),
         };
         // The capability was checked above; the append itself is the broker's. The part
         // reaches its requester when its node applies the append (`watch_replies`). The

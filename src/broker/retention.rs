@@ -29,11 +29,7 @@ fn trims(broker: &Broker) -> Vec<Op> {
             let mut push = |strategy| {
                 ops.push(Op::Trim {
                     stream: key.clone(),
-                    trim: Trim {
-                        strategy,
-                        approx: false,
-                        limit: None,
-                    },
+                    trim: Trim::new(strategy, false, None),
                 })
             };
             if let Some(n) = rule.max_len.filter(|n| info.length > *n) {

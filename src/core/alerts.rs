@@ -176,11 +176,7 @@ fn alert_op(ns: u16, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Op {
         },
         idempotency_key: None,
         no_mkstream: false,
-        trim: Some(Trim {
-            strategy: TrimStrategy::MaxLen(ALERTS_KEEP),
-            approx: true,
-            limit: None,
-        }),
+        trim: Some(Trim::new(TrimStrategy::MaxLen(ALERTS_KEEP), true, None)),
     }
 }
 

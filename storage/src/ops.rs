@@ -27,7 +27,11 @@ pub enum TrimStrategy {
 }
 
 /// A trim request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Encode, Decode)]
+///
+/// Encoded as the strategy, one flags byte, then the limit. The flags byte was `approx`
+/// alone (a bool: 0 or 1) before `refs` existed, so every batch written then decodes
+/// unchanged: bit 0 is `approx`, bits 1-2 the [`RefPolicy`] (0 `KeepRef`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Trim {
     /// What to keep.
     pub strategy: TrimStrategy,
@@ -35,7 +39,65 @@ pub struct Trim {
     pub approx: bool,
     /// At most this many entries removed by this trim.
     pub limit: Option<u64>,
+    /// What trimming does about the groups' references to the entries it removes (Redis
+    /// 8.2's XTRIM/XADD KEEPREF, DELREF, ACKED).
+    pub refs: RefPolicy,
 }
+
+impl Trim {
+    /// A trim that keeps the groups' references (XTRIM's default).
+    pub fn new(strategy: TrimStrategy, approx: bool, limit: Option<u64>) -> Trim {
+        Trim {
+            strategy,
+            approx,
+            limit,
+            refs: RefPolicy::KeepRef,
+        }
+    }
+}
+
+impl Encode for Trim {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        e: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.strategy.encode(e)?;
+        let refs: u8 = match self.refs {
+            RefPolicy::KeepRef => 0,
+            RefPolicy::DelRef => 1,
+            RefPolicy::Acked => 2,
+        };
+        (u8::from(self.approx) | refs << 1).encode(e)?;
+        self.limit.encode(e)
+    }
+}
+
+impl<C> Decode<C> for Trim {
+    fn decode<D: bincode::de::Decoder<Context = C>>(
+        d: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let strategy = TrimStrategy::decode(d)?;
+        let flags = u8::decode(d)?;
+        let refs = match flags >> 1 {
+            0 => RefPolicy::KeepRef,
+            1 => RefPolicy::DelRef,
+            2 => RefPolicy::Acked,
+            _ => {
+                return Err(bincode::error::DecodeError::Other(
+                    "trim flags out of range",
+                ))
+            }
+        };
+        Ok(Trim {
+            strategy,
+            approx: flags & 1 == 1,
+            limit: Option::<u64>::decode(d)?,
+            refs,
+        })
+    }
+}
+
+bincode::impl_borrow_decode!(Trim);
 
 /// What a deletion does about the groups' references to an entry (Redis 8.2's XDELEX,
 /// XACKDEL).
@@ -816,4 +878,60 @@ pub fn encode_batch(ops: &[Op], now_ms: u64) -> Vec<u8> {
 /// Decodes [`encode_batch`]'s bytes; a failed check is an error, never a batch.
 pub fn decode_batch(bytes: &[u8]) -> Result<(u64, Vec<Op>), String> {
     codec::decode(Kind::Batch, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`Trim`] as batches encoded it before it had `refs`.
+    #[derive(Encode)]
+    struct TrimBeforeRefs {
+        strategy: TrimStrategy,
+        approx: bool,
+        limit: Option<u64>,
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Trim, bincode::error::DecodeError> {
+        bincode::decode_from_slice(bytes, bincode::config::standard()).map(|(t, _)| t)
+    }
+
+    #[test]
+    fn a_trim_encoded_before_refs_decodes_as_keepref() {
+        for (approx, limit) in [(false, None), (true, Some(7)), (true, None)] {
+            let old = TrimBeforeRefs {
+                strategy: TrimStrategy::MinId(StreamId::new(5, 1)),
+                approx,
+                limit,
+            };
+            let bytes = bincode::encode_to_vec(&old, bincode::config::standard()).unwrap();
+            let want = Trim::new(TrimStrategy::MinId(StreamId::new(5, 1)), approx, limit);
+            assert_eq!(decode(&bytes).unwrap(), want);
+            // And a KEEPREF trim encodes exactly as before.
+            let now = bincode::encode_to_vec(want, bincode::config::standard()).unwrap();
+            assert_eq!(now, bytes);
+        }
+    }
+
+    #[test]
+    fn a_trim_round_trips_with_each_ref_policy() {
+        for refs in [RefPolicy::KeepRef, RefPolicy::DelRef, RefPolicy::Acked] {
+            for approx in [false, true] {
+                let t = Trim {
+                    refs,
+                    ..Trim::new(TrimStrategy::MaxLen(3), approx, Some(2))
+                };
+                let bytes = bincode::encode_to_vec(t, bincode::config::standard()).unwrap();
+                assert_eq!(decode(&bytes).unwrap(), t);
+            }
+        }
+        // A flags byte no build wrote is refused, not misread.
+        let mut bytes = bincode::encode_to_vec(
+            Trim::new(TrimStrategy::MaxLen(3), false, None),
+            bincode::config::standard(),
+        )
+        .unwrap();
+        bytes[2] = 7 << 1;
+        assert!(decode(&bytes).is_err());
+    }
 }

@@ -10,7 +10,7 @@ use crate::keys::{self, key_id};
 use crate::keyspaces::Keyspaces;
 use crate::meta::IdempotencyRecord;
 use crate::nodes::Node;
-use crate::ops::{Event, Reply, Trim, TrimStrategy};
+use crate::ops::{Event, RefPolicy, Reply, Trim, TrimStrategy};
 use crate::record::{Fields, Meta, Record};
 use crate::task::{TaskEvent, TaskRef};
 
@@ -82,6 +82,13 @@ fn lane_and_size(
 
 fn decode_node(v: &[u8], name: &[u8]) -> Result<Node> {
     codec::decode(Kind::Node, v).map_err(|r| corrupt("radix-tree node", name, None, r))
+}
+
+/// What a trim does with the next entry it looks at.
+enum Step {
+    Take,
+    Skip,
+    Stop,
 }
 
 fn validate_trim(t: &Trim) -> Result<()> {
@@ -442,8 +449,8 @@ impl Txn<'_> {
         decode_node(&v, name).map(Some)
     }
 
-    /// Entries of a stream from `from` through `to`, in ID order, with lane and size, while
-    /// `keep` says so.
+    /// Entries of a stream from `from` through `to`, in ID order, with lane and size, as
+    /// `step` says: take it, skip it, or stop there.
     fn collect_entries(
         &self,
         name: &[u8],
@@ -451,19 +458,36 @@ impl Txn<'_> {
         from: StreamId,
         to: StreamId,
         gone: &mut Vec<(StreamId, Lane, u64)>,
-        mut keep: impl FnMut(StreamId, u64) -> bool,
+        mut step: impl FnMut(StreamId, Lane, u64) -> Result<Step>,
     ) -> Result<()> {
         let range = keys::id_key(sid, from)..=keys::id_key(sid, to);
         for g in self.tx.range(&self.ks.entries, range) {
             let (k, v) = g.into_inner()?;
             let id = key_id(&k, "entry key", name)?;
             let (lane, size) = lane_and_size(&self.tx, self.ks, sid, id, &v)?;
-            if !keep(id, size) {
-                break;
+            match step(id, lane, size)? {
+                Step::Take => gone.push((id, lane, size)),
+                Step::Skip => {}
+                Step::Stop => break,
             }
-            gone.push((id, lane, size));
         }
         Ok(())
+    }
+
+    /// Whether a trim with `refs` may remove this entry: with [`RefPolicy::Acked`] only
+    /// once no group needs it (a group reading it later, or holding it pending).
+    fn trimmable(
+        &self,
+        name: &[u8],
+        st: &StreamState,
+        refs: RefPolicy,
+        id: StreamId,
+        lane: Lane,
+    ) -> Result<bool> {
+        match refs {
+            RefPolicy::Acked => Ok(!self.needed_by_group(name, st, id, lane)?),
+            RefPolicy::KeepRef | RefPolicy::DelRef => Ok(true),
+        }
     }
 
     /// Trims the head of a stream. Cannot fail but for the disk (corrupt records are removed
@@ -473,12 +497,16 @@ impl Txn<'_> {
     /// nodes ([`crate::nodes`]): whole nodes go while the threshold allows; `~` stops at the
     /// first node that cannot go whole, an exact trim goes on inside it. A `~` trim without
     /// LIMIT removes at most 100 nodes' worth of entries, as in Redis.
+    ///
+    /// With [`RefPolicy::Acked`] an entry a group still needs stays and the trim goes on
+    /// past it (a node that could go whole loses only its other entries), as Redis 8.2 does;
+    /// with [`RefPolicy::DelRef`] the removed entries leave every group's pending list too.
     pub(crate) fn trim(&mut self, key: &StreamKey, st: &mut StreamState, t: Trim) -> Result<u64> {
         let (maxlen, min_id) = match t.strategy {
             TrimStrategy::MaxLen(n) => (Some(n), StreamId::MAX),
             TrimStrategy::MinId(id) => (None, id),
             TrimStrategy::MaxAgeMs(ms) => (None, StreamId::new(self.now.saturating_sub(ms), 0)),
-            TrimStrategy::MaxBytes(b) => return self.trim_bytes(key, st, b, t.limit),
+            TrimStrategy::MaxBytes(b) => return self.trim_bytes(key, st, b, t.limit, t.refs),
         };
         let cap = self.cfg.limits.trim_per_op_max;
         let limit = match t.limit {
@@ -489,20 +517,25 @@ impl Txn<'_> {
         };
         let sid = st.meta.stream_id;
         let name = &key.name[..];
+        let refs = t.refs;
         let mut length = st.meta.length;
         let enough = |length: u64| maxlen.is_some_and(|m| length <= m);
         let mut gone: Vec<(StreamId, Lane, u64)> = Vec::new();
+        let state: &StreamState = st;
         // Entries from before node tracking: exactly, as they were trimmed then.
-        if length > 0 && st.meta.first_id <= st.meta.untracked_through {
-            let (first, through) = (st.meta.first_id, st.meta.untracked_through);
+        if length > 0 && state.meta.first_id <= state.meta.untracked_through {
+            let (first, through) = (state.meta.first_id, state.meta.untracked_through);
             let mut n = 0u64;
-            self.collect_entries(name, sid, first, through, &mut gone, |id, _| {
-                let go = !enough(length) && id < min_id && n < limit;
-                if go {
-                    length -= 1;
-                    n += 1;
+            self.collect_entries(name, sid, first, through, &mut gone, |id, lane, _| {
+                if enough(length) || id >= min_id || n >= limit {
+                    return Ok(Step::Stop);
                 }
-                go
+                if !self.trimmable(name, state, refs, id, lane)? {
+                    return Ok(Step::Skip);
+                }
+                length -= 1;
+                n += 1;
+                Ok(Step::Take)
             })?;
         }
         let mut after: Option<StreamId> = None;
@@ -513,7 +546,7 @@ impl Txn<'_> {
             }
             let node = match self.node_after(sid, after, name)? {
                 Some(n) => n,
-                None => match st.meta.tail.clone() {
+                None => match state.meta.tail.clone() {
                     Some(n) => {
                         tail_done = true;
                         n
@@ -535,9 +568,20 @@ impl Txn<'_> {
                     None => node.last < min_id,
                 };
             if whole {
-                let before = gone.len();
-                self.collect_entries(name, sid, node.first, node.last, &mut gone, |_, _| true)?;
-                length -= (gone.len() - before) as u64;
+                self.collect_entries(
+                    name,
+                    sid,
+                    node.first,
+                    node.last,
+                    &mut gone,
+                    |id, lane, _| {
+                        if !self.trimmable(name, state, refs, id, lane)? {
+                            return Ok(Step::Skip);
+                        }
+                        length -= 1;
+                        Ok(Step::Take)
+                    },
+                )?;
                 continue;
             }
             if t.approx {
@@ -546,17 +590,27 @@ impl Txn<'_> {
             // Inside a node: bounded by the per-op cap too (with both node limits at 0 one
             // node can hold the whole stream).
             let mut room = limit.saturating_sub(gone.len() as u64);
-            self.collect_entries(name, sid, node.first, node.last, &mut gone, |id, _| {
-                let go = !enough(length) && id < min_id && room > 0;
-                if go {
+            self.collect_entries(
+                name,
+                sid,
+                node.first,
+                node.last,
+                &mut gone,
+                |id, lane, _| {
+                    if enough(length) || id >= min_id || room == 0 {
+                        return Ok(Step::Stop);
+                    }
+                    if !self.trimmable(name, state, refs, id, lane)? {
+                        return Ok(Step::Skip);
+                    }
                     length -= 1;
                     room -= 1;
-                }
-                go
-            })?;
+                    Ok(Step::Take)
+                },
+            )?;
             break;
         }
-        self.finish_trim(key, st, gone)
+        self.finish_trim(key, st, gone, refs)
     }
 
     /// MAXBYTES (cortex retention): oldest entries until the stream's payload fits.
@@ -566,6 +620,7 @@ impl Txn<'_> {
         st: &mut StreamState,
         max_bytes: u64,
         limit: Option<u64>,
+        refs: RefPolicy,
     ) -> Result<u64> {
         let mut to_free = st.meta.bytes.saturating_sub(max_bytes);
         if to_free == 0 || st.meta.length == 0 {
@@ -578,33 +633,43 @@ impl Txn<'_> {
         let mut gone = Vec::new();
         let mut n = 0u64;
         let (sid, first) = (st.meta.stream_id, st.meta.first_id);
+        let state: &StreamState = st;
         self.collect_entries(
             &key.name,
             sid,
             first,
             StreamId::MAX,
             &mut gone,
-            |_, size| {
-                let go = to_free > 0 && n < cap;
-                if go {
-                    n += 1;
-                    to_free = to_free.saturating_sub(size.max(1));
+            |id, lane, size| {
+                if to_free == 0 || n >= cap {
+                    return Ok(Step::Stop);
                 }
-                go
+                if !self.trimmable(&key.name, state, refs, id, lane)? {
+                    return Ok(Step::Skip);
+                }
+                n += 1;
+                to_free = to_free.saturating_sub(size.max(1));
+                Ok(Step::Take)
             },
         )?;
-        self.finish_trim(key, st, gone)
+        self.finish_trim(key, st, gone, refs)
     }
 
-    /// Removes trimmed entries, counting per group those it had not been handed yet.
+    /// Removes trimmed entries, counting per group those it had not been handed yet; with
+    /// [`RefPolicy::DelRef`] they leave every group's pending list as well.
     fn finish_trim(
         &mut self,
         key: &StreamKey,
         st: &mut StreamState,
         gone: Vec<(StreamId, Lane, u64)>,
+        refs: RefPolicy,
     ) -> Result<u64> {
         if gone.is_empty() {
             return Ok(0);
+        }
+        if refs == RefPolicy::DelRef {
+            let ids: Vec<StreamId> = gone.iter().map(|(id, _, _)| *id).collect();
+            self.drop_trimmed_refs(&key.name, st, &ids)?;
         }
         for (gname, g) in &st.groups {
             let undelivered = gone

@@ -1,5 +1,6 @@
 //! Redis 8's stream commands on the RESP port, as redis.io documents them (the port still
-//! reports 7.4.x): XDELEX and XACKDEL with KEEPREF, DELREF and ACKED (8.2).
+//! reports 7.4.x): XDELEX and XACKDEL with KEEPREF, DELREF and ACKED, and the same choice
+//! when XTRIM or XADD trims (8.2).
 
 use crate::redis74::dirty;
 use crate::support::*;
@@ -286,11 +287,99 @@ fn xadd_idmp_stores_a_producers_message_once() {
         add(&mut r, &["IDMP", "p3", "1", "MAXLEN", "~", "100"], "t"),
         t
     );
-    // Only with `*`; DELREF/ACKED trimming is refused by name.
+    // Only with `*`.
     let e = r.cmd(&["XADD", "s", "IDMP", "p", "1", "9-9", "f", "v"]);
     assert!(e.err_text().contains("IDMP"), "{e:?}");
-    let e = r.cmd(&["XADD", "s", "DELREF", "MAXLEN", "1", "*", "f", "v"]);
-    assert!(e.err_text().contains("KEEPREF"), "{e:?}");
+}
+
+fn ids_of(v: &V) -> Vec<String> {
+    v.arr().iter().map(|e| e.arr()[0].s().to_string()).collect()
+}
+
+#[test]
+fn trimming_minds_the_groups_references_as_asked() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    for i in 1..=6 {
+        r.cmd(&["XADD", "s", &format!("{i}-0"), "f", "v"]);
+    }
+    r.cmd(&["XGROUP", "CREATE", "s", "g", "0"]);
+    r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "3",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    r.cmd(&["XACK", "s", "g", "2-0", "3-0"]);
+    // ACKED: 1 is pending and 4..6 unread, so only 2 and 3 may go; the trim goes on past 1.
+    assert_eq!(r.cmd(&["XTRIM", "s", "MAXLEN", "=", "0", "ACKED"]).int(), 2);
+    assert_eq!(
+        ids_of(&r.cmd(&["XRANGE", "s", "-", "+"])),
+        ["1-0", "4-0", "5-0", "6-0"]
+    );
+    // KEEPREF (the default, named): 1 goes and g still holds it.
+    assert_eq!(r.cmd(&["XTRIM", "s", "MAXLEN", "3", "KEEPREF"]).int(), 1);
+    assert_eq!(pending(&mut r, "s", "g"), 1);
+    // DELREF, through XADD: 4 (now pending) and 5 go, and 4 leaves g's pending list.
+    r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "1",
+        "STREAMS",
+        "s",
+        ">",
+    ]);
+    assert_eq!(pending(&mut r, "s", "g"), 2);
+    let id = r.cmd(&["XADD", "s", "MAXLEN", "2", "DELREF", "7-0", "f", "v"]);
+    assert_eq!(id.s(), "7-0");
+    assert_eq!(ids_of(&r.cmd(&["XRANGE", "s", "-", "+"])), ["6-0", "7-0"]);
+    let held = r.cmd(&["XPENDING", "s", "g", "-", "+", "10"]);
+    assert_eq!(
+        ids_of(&held),
+        ["1-0"],
+        "only the entry trimmed with KEEPREF"
+    );
+    // XADD ... ACKED: 6 and 7 are unread by g, so nothing goes.
+    r.cmd(&["XADD", "s", "ACKED", "MAXLEN", "=", "0", "8-0", "f", "v"]);
+    assert_eq!(r.cmd(&["XLEN", "s"]).int(), 3);
+    // Without groups ACKED trims as KEEPREF does.
+    for i in 1..=3 {
+        r.cmd(&["XADD", "free", &format!("{i}-0"), "f", "v"]);
+    }
+    assert_eq!(r.cmd(&["XTRIM", "free", "MINID", "3-0", "ACKED"]).int(), 2);
+    // `~` with ACKED, as Redis's own test: nodes of two entries; the first node is acked
+    // and goes, the second is still pending and stays.
+    r.cmd(&["CONFIG", "SET", "stream-node-max-entries", "2"]);
+    for i in 1..=4 {
+        r.cmd(&["XADD", "t", &format!("{i}-0"), "f", "v"]);
+    }
+    r.cmd(&["XGROUP", "CREATE", "t", "g", "0"]);
+    r.cmd(&["XREADGROUP", "GROUP", "g", "c", "STREAMS", "t", ">"]);
+    r.cmd(&["XACK", "t", "g", "1-0", "2-0"]);
+    assert_eq!(
+        r.cmd(&["XTRIM", "t", "MINID", "~", "5-0", "ACKED"]).int(),
+        2
+    );
+    assert_eq!(ids_of(&r.cmd(&["XRANGE", "t", "-", "+"])), ["3-0", "4-0"]);
+    // The last policy named counts; they are not XTRIM's strategy.
+    assert_eq!(
+        r.cmd(&["XTRIM", "t", "MAXLEN", "0", "ACKED", "DELREF"])
+            .int(),
+        2
+    );
+    assert_eq!(pending(&mut r, "t", "g"), 0);
+    assert!(r
+        .cmd(&["XTRIM", "t", "ACKED", "DELREF"])
+        .err_text()
+        .contains("trimming strategy"));
 }
 
 /// XREADGROUP's ids and metadata: (id, idle ms, earlier deliveries) per entry.

@@ -1,6 +1,6 @@
 //! Argument parsing shared by the command families, with Redis's error texts.
 
-use cortex_storage::{Error, IdSpec, StreamId, StreamKey, Trim, TrimStrategy};
+use cortex_storage::{Error, IdSpec, RefPolicy, StreamId, StreamKey, Trim, TrimStrategy};
 
 use crate::resp::codec::Frame;
 
@@ -143,79 +143,102 @@ pub fn storage_error(cmd: &str, e: Error) -> Frame {
     }
 }
 
-/// Parses `MAXLEN|MINID [=|~] threshold [LIMIT n]` at `args[*i]`; returns false if the
-/// argument there is not a trim option.
-pub fn parse_trim_option(
-    args: &[Vec<u8>],
-    i: &mut usize,
-    out: &mut Option<(bool, Trim)>,
-    limit: &mut Option<u64>,
-) -> Result<bool, Frame> {
-    let opt = upper(&args[*i]);
-    let more = args.len() - *i - 1;
-    match opt.as_str() {
-        "MAXLEN" | "MINID" if more >= 1 => {
-            if out.is_some() {
-                return Err(Frame::err(
-                    "syntax error, MAXLEN and MINID options at the same time are not compatible",
-                ));
-            }
-            let mut j = *i + 1;
-            let mut approx = false;
-            if args[j] == b"~" || args[j] == b"=" {
-                approx = args[j] == b"~";
-                j += 1;
-            }
-            let Some(threshold) = args.get(j) else {
-                return Err(syntax());
-            };
-            let strategy = if opt == "MAXLEN" {
-                let n = int(threshold)?;
-                if n < 0 {
-                    return Err(Frame::err("The MAXLEN argument must be >= 0."));
-                }
-                TrimStrategy::MaxLen(n as u64)
-            } else {
-                TrimStrategy::MinId(id(threshold)?)
-            };
-            *out = Some((
-                approx,
-                Trim {
-                    strategy,
-                    approx,
-                    limit: None,
-                },
-            ));
-            *i = j + 1;
-            Ok(true)
-        }
-        "LIMIT" if more >= 1 => {
-            let n = int(&args[*i + 1])?;
-            if n < 0 {
-                return Err(Frame::err("The LIMIT argument must be >= 0."));
-            }
-            *limit = Some(n as u64);
-            *i += 2;
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
+/// The trimming options of XADD, XTRIM and CX.PUBLISH as parsed so far:
+/// `MAXLEN|MINID [=|~] threshold`, `LIMIT n`, and Redis 8.2's `KEEPREF|DELREF|ACKED`.
+#[derive(Default)]
+pub struct TrimArgs {
+    trim: Option<Trim>,
+    limit: Option<u64>,
+    refs: RefPolicy,
+    /// KEEPREF, DELREF and ACKED are options here (not where they could be a field name).
+    with_refs: bool,
 }
 
-/// Combines a parsed trim and LIMIT, with Redis's rules.
-pub fn finish_trim(t: Option<(bool, Trim)>, limit: Option<u64>) -> Result<Option<Trim>, Frame> {
-    match (t, limit) {
-        (None, None) => Ok(None),
-        (None, Some(n)) if n > 0 => Err(Frame::err(
-            "syntax error, LIMIT cannot be used without specifying a trimming strategy",
-        )),
-        (None, Some(_)) | (Some((false, _)), Some(_)) => Err(Frame::err(
-            "syntax error, LIMIT cannot be used without the special ~ option",
-        )),
-        (Some((_, mut t)), l) => {
-            // LIMIT 0 means no limit, as in Redis; none means 100 nodes' worth for `~`.
-            t.limit = l;
-            Ok(Some(t))
+impl TrimArgs {
+    /// XADD's and XTRIM's options, Redis 8.2's reference policies included.
+    pub fn with_refs() -> TrimArgs {
+        TrimArgs {
+            with_refs: true,
+            ..TrimArgs::default()
+        }
+    }
+
+    /// Takes the trim option at `args[*i]`, if it is one (and moves `*i` past it); false if
+    /// the argument there is not a trim option.
+    pub fn parse(&mut self, args: &[Vec<u8>], i: &mut usize) -> Result<bool, Frame> {
+        let opt = upper(&args[*i]);
+        let more = args.len() - *i - 1;
+        match opt.as_str() {
+            "MAXLEN" | "MINID" if more >= 1 => {
+                if self.trim.is_some() {
+                    return Err(Frame::err(
+                        "syntax error, MAXLEN and MINID options at the same time are not compatible",
+                    ));
+                }
+                let mut j = *i + 1;
+                let mut approx = false;
+                if args[j] == b"~" || args[j] == b"=" {
+                    approx = args[j] == b"~";
+                    j += 1;
+                }
+                let Some(threshold) = args.get(j) else {
+                    return Err(syntax());
+                };
+                let strategy = if opt == "MAXLEN" {
+                    let n = int(threshold)?;
+                    if n < 0 {
+                        return Err(Frame::err("The MAXLEN argument must be >= 0."));
+                    }
+                    TrimStrategy::MaxLen(n as u64)
+                } else {
+                    TrimStrategy::MinId(id(threshold)?)
+                };
+                self.trim = Some(Trim::new(strategy, approx, None));
+                *i = j + 1;
+                Ok(true)
+            }
+            "LIMIT" if more >= 1 => {
+                let n = int(&args[*i + 1])?;
+                if n < 0 {
+                    return Err(Frame::err("The LIMIT argument must be >= 0."));
+                }
+                self.limit = Some(n as u64);
+                *i += 2;
+                Ok(true)
+            }
+            // The last one given counts, as in Redis; without a strategy they do nothing.
+            "KEEPREF" | "DELREF" | "ACKED" if self.with_refs => {
+                self.refs = match opt.as_str() {
+                    "KEEPREF" => RefPolicy::KeepRef,
+                    "DELREF" => RefPolicy::DelRef,
+                    _ => RefPolicy::Acked,
+                };
+                *i += 1;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The trim asked for, if any, with Redis's errors for a LIMIT that does not fit.
+    pub fn finish(self) -> Result<Option<Trim>, Frame> {
+        match (self.trim, self.limit) {
+            (None, None) => Ok(None),
+            (None, Some(n)) if n > 0 => Err(Frame::err(
+                "syntax error, LIMIT cannot be used without specifying a trimming strategy",
+            )),
+            (None, Some(_)) => Err(Frame::err(
+                "syntax error, LIMIT cannot be used without the special ~ option",
+            )),
+            (Some(t), Some(_)) if !t.approx => Err(Frame::err(
+                "syntax error, LIMIT cannot be used without the special ~ option",
+            )),
+            (Some(mut t), l) => {
+                // LIMIT 0 means no limit, as in Redis; none means 100 nodes' worth for `~`.
+                t.limit = l;
+                t.refs = self.refs;
+                Ok(Some(t))
+            }
         }
     }
 }

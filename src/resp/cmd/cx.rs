@@ -97,7 +97,7 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
 pub fn publish_op(db: u16, args: &[Vec<u8>], now: u64) -> Result<Op, Frame> {
     let mut meta = Meta::default();
     let mut idem = None;
-    let (mut trim, mut limit) = (None, None);
+    let mut trim = TrimArgs::default();
     let mut i = 2;
     // Options come first; the first word that is not an option starts the fields.
     while i + 2 < args.len() {
@@ -148,13 +148,13 @@ pub fn publish_op(db: u16, args: &[Vec<u8>], now: u64) -> Result<Op, Frame> {
                 i += 3;
             }
             _ => {
-                if !parse_trim_option(args, &mut i, &mut trim, &mut limit)? {
+                if !trim.parse(args, &mut i)? {
                     break;
                 }
             }
         }
     }
-    let trim = finish_trim(trim, limit)?;
+    let trim = trim.finish()?;
     let fields = &args[i..];
     if fields.is_empty() || !fields.len().is_multiple_of(2) {
         return Err(arity("cx.publish"));

@@ -137,13 +137,12 @@ fn ids(a: &[Vec<u8>]) -> Result<Vec<cortex_storage::StreamId>, Frame> {
     a.iter().map(|a| id(a)).collect()
 }
 
-/// XADD key [NOMKSTREAM] [KEEPREF] [IDMPAUTO producer | IDMP producer iid]
+/// XADD key [NOMKSTREAM] [KEEPREF|DELREF|ACKED] [IDMPAUTO producer | IDMP producer iid]
 /// [MAXLEN|MINID [=|~] threshold [LIMIT n]] *|id field value ...
 pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
     let mut i = 2;
     let mut no_mkstream = false;
-    let mut trim = None;
-    let mut limit = None;
+    let mut trim = TrimArgs::with_refs();
     // (producer, idempotent ID; None: from the content).
     let mut idmp: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
     while i < args.len() {
@@ -152,16 +151,6 @@ pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
                 no_mkstream = true;
                 i += 1;
                 continue;
-            }
-            // Trimming keeps the groups' references: the only way it trims here.
-            "KEEPREF" => {
-                i += 1;
-                continue;
-            }
-            "DELREF" | "ACKED" => {
-                return Err(Frame::err(
-                    "XADD trims with KEEPREF only (DELREF and ACKED trimming are not supported)",
-                ))
             }
             "IDMPAUTO" if idmp.is_none() => {
                 let producer = args.get(i + 1).ok_or_else(syntax)?;
@@ -179,12 +168,12 @@ pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
             }
             _ => {}
         }
-        if parse_trim_option(args, &mut i, &mut trim, &mut limit)? {
+        if trim.parse(args, &mut i)? {
             continue;
         }
         break;
     }
-    let trim = finish_trim(trim, limit)?;
+    let trim = trim.finish()?;
     let Some(id_arg) = args.get(i) else {
         return Err(arity("xadd"));
     };
@@ -215,17 +204,16 @@ pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
     })
 }
 
-/// XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT n]
+/// XTRIM key MAXLEN|MINID [=|~] threshold [LIMIT n] [KEEPREF|DELREF|ACKED]
 fn xtrim(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let mut i = 2;
-    let mut trim = None;
-    let mut limit = None;
+    let mut trim = TrimArgs::with_refs();
     while i < args.len() {
-        if !parse_trim_option(args, &mut i, &mut trim, &mut limit)? {
+        if !trim.parse(args, &mut i)? {
             return Err(syntax());
         }
     }
-    let Some(trim) = finish_trim(trim, limit)? else {
+    let Some(trim) = trim.finish()? else {
         return Err(Frame::err(
             "syntax error, XTRIM must be called with a trimming strategy",
         ));

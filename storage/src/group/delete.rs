@@ -1,10 +1,13 @@
 //! Redis 8.2's XDELEX and XACKDEL: deleting entries with a say over the consumer groups'
-//! references to them ([`RefPolicy`]), optionally acknowledging them in one group first.
+//! references to them ([`RefPolicy`]), optionally acknowledging them in one group first;
+//! and the same say for trimming (XTRIM and XADD with DELREF or ACKED).
+
+use std::sync::Arc;
 
 use crate::codec::{self, Kind};
 use crate::error::{corrupt, Result};
-use crate::id::{StreamId, StreamKey};
-use crate::kernel::Txn;
+use crate::id::{Lane, StreamId, StreamKey};
+use crate::kernel::{StreamState, Txn};
 use crate::keys;
 use crate::ops::{Deletion, RefPolicy, Reply};
 use crate::overlay::View;
@@ -123,13 +126,69 @@ impl Txn<'_> {
         key: &StreamKey,
         groups: &[GroupView],
         id: StreamId,
-        lane: crate::id::Lane,
+        lane: Lane,
     ) -> Result<bool> {
-        for g in groups {
-            if id > g.cursors[lane.index()] || self.held(&key.name, g.gid, id)?.is_some() {
+        self.needed(
+            &key.name,
+            groups.iter().map(|g| (g.gid, &g.cursors)),
+            id,
+            lane,
+        )
+    }
+
+    /// [`Txn::referenced`] over a stream's groups as they stand (for trimming with
+    /// [`RefPolicy::Acked`]).
+    pub(crate) fn needed_by_group(
+        &self,
+        name: &[u8],
+        st: &StreamState,
+        id: StreamId,
+        lane: Lane,
+    ) -> Result<bool> {
+        let groups = st
+            .groups
+            .values()
+            .map(|g| (g.meta.group_id, &g.meta.lane_cursor));
+        self.needed(name, groups, id, lane)
+    }
+
+    fn needed<'g>(
+        &self,
+        name: &[u8],
+        groups: impl Iterator<Item = (u64, &'g [StreamId; 5])>,
+        id: StreamId,
+        lane: Lane,
+    ) -> Result<bool> {
+        for (gid, cursors) in groups {
+            if id > cursors[lane.index()] || self.held(name, gid, id)?.is_some() {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// Trimming with [`RefPolicy::DelRef`]: takes the trimmed entries out of every group's
+    /// pending list (the stream's state is the caller's, out of the catalog).
+    pub(crate) fn drop_trimmed_refs(
+        &mut self,
+        name: &[u8],
+        st: &mut StreamState,
+        gone: &[StreamId],
+    ) -> Result<()> {
+        let sid = st.meta.stream_id;
+        for (gname, g) in st.groups.iter_mut() {
+            let gid = g.meta.group_id;
+            let mut touched = false;
+            for &id in gone {
+                if let Some(held) = self.held(name, gid, id)? {
+                    self.remove_held(Arc::make_mut(g), id, held);
+                    touched = true;
+                }
+            }
+            if touched {
+                self.touched_groups.insert((sid, gname.clone()));
+            }
+        }
+        Ok(())
     }
 }

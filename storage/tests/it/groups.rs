@@ -506,11 +506,7 @@ fn trim(s: &Store, stream: &str, strategy: TrimStrategy) {
     s.apply_one(
         Op::Trim {
             stream: key(stream),
-            trim: Trim {
-                strategy,
-                approx: false,
-                limit: None,
-            },
+            trim: Trim::new(strategy, false, None),
         },
         1,
     )

@@ -469,11 +469,7 @@ impl Model {
             }],
             MOp::Trim { s, maxlen } => vec![Op::Trim {
                 stream: key(s),
-                trim: Trim {
-                    strategy: TrimStrategy::MaxLen(maxlen),
-                    approx: false,
-                    limit: None,
-                },
+                trim: Trim::new(TrimStrategy::MaxLen(maxlen), false, None),
             }],
             MOp::CreateGroup { s, g, at_end } => {
                 let mut v = vec![Op::CreateGroup {

@@ -141,11 +141,7 @@ fn delete_trim_and_xinfo_counters() {
     assert_eq!(info.last_entry.unwrap().id, ids[9]);
     let trim = |strategy| Op::Trim {
         stream: k.clone(),
-        trim: Trim {
-            strategy,
-            approx: false,
-            limit: None,
-        },
+        trim: Trim::new(strategy, false, None),
     };
     assert_eq!(count(s.apply_one(trim(TrimStrategy::MaxLen(5)), 200)), 3);
     assert_eq!(all(&s, "s").first().unwrap().id, ids[5]);
@@ -177,11 +173,7 @@ fn delete_trim_and_xinfo_counters() {
     }
     let limited = Op::Trim {
         stream: k.clone(),
-        trim: Trim {
-            strategy: TrimStrategy::MaxLen(0),
-            approx: true,
-            limit: Some(4),
-        },
+        trim: Trim::new(TrimStrategy::MaxLen(0), true, Some(4)),
     };
     // `~` removes whole radix-tree nodes only: ten entries sit in one 100-entry node, and
     // removing it would exceed the limit, so nothing goes (as in Redis).
@@ -223,11 +215,7 @@ fn xadd_with_trim_nomkstream_and_setid() {
     };
     for i in 0..5 {
         s.apply_one(
-            op(Some(Trim {
-                strategy: TrimStrategy::MaxLen(3),
-                approx: false,
-                limit: None,
-            })),
+            op(Some(Trim::new(TrimStrategy::MaxLen(3), false, None))),
             10 + i,
         )
         .unwrap();
@@ -236,11 +224,7 @@ fn xadd_with_trim_nomkstream_and_setid() {
     // MAXLEN 0 trims the new entry too, and still returns its ID.
     let r = s
         .apply_one(
-            op(Some(Trim {
-                strategy: TrimStrategy::MaxLen(0),
-                approx: false,
-                limit: None,
-            })),
+            op(Some(Trim::new(TrimStrategy::MaxLen(0), false, None))),
             20,
         )
         .unwrap();
@@ -561,11 +545,7 @@ fn trim_by_bytes_removes_the_oldest_until_under_the_bound() {
     assert_eq!(s.stream_info(&key("s")).unwrap().unwrap().bytes, 100);
     let trim = Op::Trim {
         stream: key("s"),
-        trim: Trim {
-            strategy: TrimStrategy::MaxBytes(35),
-            approx: false,
-            limit: None,
-        },
+        trim: Trim::new(TrimStrategy::MaxBytes(35), false, None),
     };
     assert_eq!(count(s.apply_one(trim.clone(), 200)), 7);
     let info = s.stream_info(&key("s")).unwrap().unwrap();
@@ -595,11 +575,7 @@ fn an_exact_trim_inside_one_unbounded_node_stops_at_the_per_op_cap() {
     assert_eq!(s.stream_info(&k).unwrap().unwrap().nodes, 1);
     let exact = Op::Trim {
         stream: k.clone(),
-        trim: Trim {
-            strategy: TrimStrategy::MaxLen(0),
-            approx: false,
-            limit: None,
-        },
+        trim: Trim::new(TrimStrategy::MaxLen(0), false, None),
     };
     assert_eq!(count(s.apply_one(exact.clone(), 100)), 7);
     assert_eq!(count(s.apply_one(exact, 100)), 7);

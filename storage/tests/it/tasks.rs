@@ -325,11 +325,7 @@ fn a_task_whose_entry_leaves_its_stream_unfinished_fails_as_removed() {
     submitted(&s, "inbox", "TRIMMED", 20);
     let trim = Op::Trim {
         stream: key("inbox"),
-        trim: Trim {
-            strategy: TrimStrategy::MaxLen(0),
-            approx: false,
-            limit: None,
-        },
+        trim: Trim::new(TrimStrategy::MaxLen(0), false, None),
     };
     s.apply_one(trim, 30).unwrap();
     let t = task(&s, "TRIMMED").unwrap();
