@@ -177,6 +177,7 @@ impl Asker<'_> {
             | Op::Ack { stream, .. }
             | Op::Nack { stream, .. }
             | Op::NackMode { stream, .. }
+            | Op::NackForce { stream, .. }
             | Op::Claim { stream, .. }
             | Op::AutoClaim { stream, .. }
             | Op::Progress { stream, .. }

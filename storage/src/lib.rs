@@ -63,7 +63,7 @@ pub use id::{IdSpec, Lane, ParseIdError, StreamId, StreamKey};
 pub use maintenance::{verify, BackupReport, Damage, VerifyReport};
 pub use meta::{
     ConsumerMeta, DeliveryPolicy, GroupCounters, GroupMeta, IdempotencyRecord, PendingEntry,
-    PendingState, StreamMeta, SystemMeta, DEFAULT_DLQ,
+    PendingState, StreamMeta, SystemMeta, DEFAULT_DLQ, UNOWNED_CONSUMER,
 };
 pub use ops::{
     decode_batch, encode_batch, reply_bytes, BatchOutcome, ClaimedEntry, Deletion, Delivery, Event,

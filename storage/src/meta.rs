@@ -224,6 +224,11 @@ pub enum PendingState {
     Ready,
 }
 
+/// The owner of a pending entry no consumer holds: one XNACK ... FORCE made pending
+/// without a delivery. Consumer IDs count up from 0 and never reach it; its name is empty
+/// (as Redis shows an unowned entry), and no consumer's counts include its entries.
+pub const UNOWNED_CONSUMER: u64 = (1 << 63) - 1;
+
 /// A pending entry (Redis's NACK): delivered, not yet acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub struct PendingEntry {

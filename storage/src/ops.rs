@@ -558,6 +558,23 @@ pub enum Op {
         /// The groups' references.
         refs: RefPolicy,
     },
+    /// XNACK ... FORCE (Redis 8.8): as [`Op::NackMode`], after making each ID that is in the
+    /// stream but not pending in the group a pending entry owned by no consumer
+    /// ([`crate::UNOWNED_CONSUMER`], shown with an empty name), never delivered (count 0,
+    /// last delivery at time 0). Replies the count of entries given back, forced ones
+    /// included.
+    NackForce {
+        /// Stream.
+        stream: StreamKey,
+        /// Group.
+        group: Vec<u8>,
+        /// IDs.
+        ids: Vec<StreamId>,
+        /// Why.
+        mode: NackMode,
+        /// The delivery count to set (XNACK's RETRYCOUNT).
+        retry_count: Option<u64>,
+    },
 }
 
 /// One entry handed out by [`Op::Deliver`].
@@ -814,7 +831,7 @@ impl Changes {
                     .collect(),
             ),
             Op::Claim { .. } | Op::AutoClaim { .. } => Changes::Claimed,
-            Op::DeleteEx { .. } | Op::NackMode { .. } => Changes::Count,
+            Op::DeleteEx { .. } | Op::NackMode { .. } | Op::NackForce { .. } => Changes::Count,
             Op::Tick | Op::Query(_) | Op::SetNodeLimits(_) => Changes::None,
         }
     }

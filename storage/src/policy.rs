@@ -8,7 +8,9 @@ use crate::error::{Error, Result};
 use crate::id::{StreamId, StreamKey};
 use crate::kernel::{unique_ids, GroupState, Txn};
 use crate::keys::{self, due_key};
-use crate::meta::{DeliveryPolicy, IdempotencyRecord, PendingEntry, PendingState};
+use crate::meta::{
+    DeliveryPolicy, IdempotencyRecord, PendingEntry, PendingState, UNOWNED_CONSUMER,
+};
 use crate::ops::{Event, NackMode, Reply};
 use crate::record::{DeadReason, Record};
 use crate::task::{TaskEvent, TaskRef};
@@ -79,12 +81,16 @@ impl Txn<'_> {
         ids: &[StreamId],
         mode: NackMode,
         retry_count: Option<u64>,
+        force: bool,
     ) -> Result<Reply> {
         let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
         let g = self.group(key, group)?;
         let policy = g.meta.policy.clone();
         let gid = g.meta.group_id;
         let sid = self.existing(key)?.meta.stream_id;
+        if force {
+            self.force_pending(key, group, sid, gid, &ids)?;
+        }
         let found = self.pending_of(key, gid, &ids)?;
         let n = found.len() as u64;
         let error = match mode {
@@ -158,6 +164,46 @@ impl Txn<'_> {
             });
         }
         Ok(Reply::Count(n))
+    }
+
+    /// XNACK's FORCE: each of `ids` that is in the stream and not pending in the group
+    /// becomes pending, owned by no consumer and never delivered, so the nack that follows
+    /// treats it as any other pending entry.
+    fn force_pending(
+        &mut self,
+        key: &StreamKey,
+        group: &[u8],
+        sid: u64,
+        gid: u64,
+        ids: &[StreamId],
+    ) -> Result<()> {
+        let mut new = Vec::new();
+        for &id in ids {
+            if self.held(&key.name, gid, id)?.is_none()
+                && self
+                    .tx
+                    .contains_key(&self.ks.entries, keys::id_key(sid, id))?
+            {
+                new.push(id);
+            }
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        self.with_group(key, group, |txn, _, g| {
+            for id in new {
+                let pel = PendingEntry {
+                    consumer_id: UNOWNED_CONSUMER,
+                    delivered_ms: 0,
+                    deliveries: 0,
+                    failures: 0,
+                    state: PendingState::Delivered { deadline_ms: None },
+                    last_error: None,
+                };
+                txn.put_pending(g, id, &pel, None);
+            }
+        });
+        Ok(())
     }
 
     /// Records failed attempts: retry after the backoff, or dead-letter.

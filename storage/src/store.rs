@@ -400,7 +400,14 @@ impl<'a> Txn<'a> {
                 ids,
                 mode,
                 retry_count,
-            } => self.nack_mode(&stream, &group, &ids, mode, retry_count),
+            } => self.nack_mode(&stream, &group, &ids, mode, retry_count, false),
+            Op::NackForce {
+                stream,
+                group,
+                ids,
+                mode,
+                retry_count,
+            } => self.nack_mode(&stream, &group, &ids, mode, retry_count, true),
             Op::ReadGroupEx {
                 streams,
                 group,

@@ -19,7 +19,6 @@ FORCE_REDIS_VERSION = "8.10.0"
 # Deselected: each needs something cortex does not have.
 NOT_HERE = {
     "test_xinfo_stream_idempotent_fields": "XINFO STREAM's IDMP fields (XCFGSET's window)",
-    "test_xnack_force": "XNACK FORCE: cortex has no unowned pending entries",
     "test_xcfgset_idmp_duration": "XCFGSET (a per-stream IDMP window)",
     "test_xcfgset_idmp_maxsize": "XCFGSET (a per-stream IDMP window)",
     "test_xcfgset_both_parameters": "XCFGSET (a per-stream IDMP window)",

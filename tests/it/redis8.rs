@@ -251,13 +251,79 @@ fn xnack_gives_entries_back_as_its_mode_and_the_policy_say() {
         .err_text()
         .contains("SILENT"));
     assert!(r
-        .cmd(&["XNACK", "q", "g", "FAIL", "IDS", "1", "1-0", "FORCE"])
+        .cmd(&["XNACK", "q", "g", "FAIL", "IDS", "1", "1-0", "FORCE", "FORCE"])
         .err_text()
-        .contains("FORCE"));
+        .contains("syntax"));
     assert!(r
         .cmd(&["XNACK", "q", "nogroup", "FAIL", "IDS", "1", "1-0"])
         .err_text()
         .contains("NOGROUP"));
+}
+
+#[test]
+fn xnack_force_makes_unowned_pending_entries_of_the_streams_entries() {
+    let s = Server::start(&[]);
+    let mut r = s.raw();
+    for i in 1..=4 {
+        r.cmd(&["XADD", "q", &format!("{i}-0"), "f", "v"]);
+    }
+    r.cmd(&["XGROUP", "CREATE", "q", "g", "$"]);
+    // 1 and 2 were never handed out (the group starts after them); 9 is not in the stream.
+    let n = r.cmd(&[
+        "XNACK", "q", "g", "FAIL", "IDS", "3", "1-0", "2-0", "9-0", "FORCE",
+    ]);
+    assert_eq!(n, V::Int(2));
+    assert_eq!(holder(&mut r, "q", "g", "1-0"), Some((String::new(), 0)));
+    assert_eq!(holder(&mut r, "q", "g", "9-0"), None);
+    let summary = r.cmd(&["XPENDING", "q", "g"]);
+    assert_eq!(summary.arr()[0].int(), 2);
+    // No consumer holds them: the group's list has them, no consumer's does.
+    let consumers = r.cmd(&["XINFO", "CONSUMERS", "q", "g"]);
+    assert!(consumers.arr().is_empty(), "{consumers:?}");
+    // RETRYCOUNT sets a forced entry's count too; an entry already pending is only nacked.
+    let n = r.cmd(&[
+        "XNACK",
+        "q",
+        "g",
+        "SILENT",
+        "IDS",
+        "2",
+        "2-0",
+        "3-0",
+        "RETRYCOUNT",
+        "5",
+        "FORCE",
+    ]);
+    assert_eq!(n, V::Int(2));
+    assert_eq!(holder(&mut r, "q", "g", "2-0"), Some((String::new(), 5)));
+    assert_eq!(holder(&mut r, "q", "g", "3-0"), Some((String::new(), 5)));
+    // They are ready: the next read of any consumer gets them first, and owns them.
+    let got = r.cmd(&[
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "COUNT",
+        "10",
+        "STREAMS",
+        "q",
+        ">",
+    ]);
+    assert_eq!(
+        read_ids(&got),
+        [(
+            "q".to_string(),
+            vec!["1-0".into(), "2-0".into(), "3-0".into()]
+        )]
+    );
+    assert_eq!(holder(&mut r, "q", "g", "1-0"), Some(("c".into(), 1)));
+    assert_eq!(holder(&mut r, "q", "g", "3-0"), Some(("c".into(), 6)));
+    // FATAL with FORCE: dead-lettered at once.
+    let n = r.cmd(&["XNACK", "q", "g", "FATAL", "IDS", "1", "4-0", "FORCE"]);
+    assert_eq!(n, V::Int(1));
+    assert_eq!(holder(&mut r, "q", "g", "4-0"), None);
+    let dead = format!("{:?}", r.cmd(&["XRANGE", "cortex:dlq", "-", "+"]));
+    assert!(dead.contains("rejected") && dead.contains("4-0"), "{dead}");
 }
 
 #[test]

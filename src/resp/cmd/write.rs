@@ -32,8 +32,10 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     }
 }
 
-/// XNACK key group SILENT|FAIL|FATAL IDS numids id ... [RETRYCOUNT count]: gives pending
-/// entries back, mapped onto the group's delivery policy (see [`NackMode`]).
+/// XNACK key group SILENT|FAIL|FATAL IDS numids id ... [RETRYCOUNT count] [FORCE]: gives
+/// pending entries back, mapped onto the group's delivery policy (see [`NackMode`]); with
+/// FORCE, an entry of the stream not pending in the group is made pending first, owned by
+/// no consumer ([`Op::NackForce`]).
 fn xnack(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let mode = match upper(&args[3]).as_str() {
         "SILENT" => NackMode::Silent,
@@ -43,6 +45,7 @@ fn xnack(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     };
     let mut ids = None;
     let mut retry_count = None;
+    let mut force = false;
     let mut i = 4;
     while i < args.len() {
         match upper(&args[i]).as_str() {
@@ -59,20 +62,30 @@ fn xnack(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                 );
                 i += 2;
             }
-            "FORCE" => {
-                return Err(Frame::err(
-                    "FORCE is not supported: only entries pending in the group can be nacked",
-                ))
+            "FORCE" if !force => {
+                force = true;
+                i += 1;
             }
             _ => return Err(syntax()),
         }
     }
-    let op = Op::NackMode {
-        stream: key(db, &args[1]),
-        group: args[2].clone(),
-        ids: ids.ok_or_else(syntax)?,
-        mode,
-        retry_count,
+    let (stream, group, ids) = (key(db, &args[1]), args[2].clone(), ids.ok_or_else(syntax)?);
+    let op = if force {
+        Op::NackForce {
+            stream,
+            group,
+            ids,
+            mode,
+            retry_count,
+        }
+    } else {
+        Op::NackMode {
+            stream,
+            group,
+            ids,
+            mode,
+            retry_count,
+        }
     };
     Ok(Plan::op(op, |r| count_reply("XNACK", r)))
 }

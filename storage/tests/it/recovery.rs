@@ -394,3 +394,42 @@ fn a_delref_trim_survives_a_reopen() {
     let report = s.scrub().unwrap();
     assert!(report.damage.is_empty(), "{:?}", report.damage);
 }
+
+/// XNACK ... FORCE's unowned pending entries are in the group's counts and lists, in no
+/// consumer's, and a reopen and a scrub find them so.
+#[test]
+fn forced_unowned_pending_entries_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = 1000;
+    {
+        let s = open(dir.path());
+        for i in 0..3 {
+            add(&s, "a", &i.to_string(), now);
+        }
+        create_group(&s, "a", "g", GroupStart::Id(StreamId::MIN), now);
+        let mine = read(&s, "a", "g", "c1", 1, now);
+        let all: Vec<StreamId> = s
+            .range(&key("a"), Unbounded, Unbounded, None, false)
+            .unwrap()
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        let force = Op::NackForce {
+            stream: key("a"),
+            group: b"g".to_vec(),
+            ids: all.clone(),
+            mode: NackMode::Fail,
+            retry_count: None,
+        };
+        assert_eq!(s.apply_one(force, now + 1).unwrap(), Reply::Count(3));
+        assert_eq!(mine[0].0, all[0]);
+    }
+    let s = open(dir.path());
+    let g = &s.groups_info(&key("a")).unwrap()[0];
+    assert_eq!(g.pending, 3);
+    let c = s.consumers_info(&key("a"), b"g", now + 2).unwrap();
+    let pending: Vec<(Vec<u8>, u64)> = c.iter().map(|c| (c.name.clone(), c.pending)).collect();
+    assert_eq!(pending, vec![(b"c1".to_vec(), 1)]);
+    let report = s.scrub().unwrap();
+    assert!(report.damage.is_empty(), "{:?}", report.damage);
+}
