@@ -499,8 +499,9 @@ impl Txn<'_> {
     /// LIMIT removes at most 100 nodes' worth of entries, as in Redis.
     ///
     /// With [`RefPolicy::Acked`] an entry a group still needs stays and the trim goes on
-    /// past it (a node that could go whole loses only its other entries), as Redis 8.2 does;
-    /// with [`RefPolicy::DelRef`] the removed entries leave every group's pending list too.
+    /// past it (a node that could go whole loses only its other entries), as Redis 8.2 does,
+    /// looking at no more entries than a trim may remove (`trim_per_op_max`); with
+    /// [`RefPolicy::DelRef`] the removed entries leave every group's pending list too.
     pub(crate) fn trim(&mut self, key: &StreamKey, st: &mut StreamState, t: Trim) -> Result<u64> {
         let (maxlen, min_id) = match t.strategy {
             TrimStrategy::MaxLen(n) => (Some(n), StreamId::MAX),
@@ -521,15 +522,19 @@ impl Txn<'_> {
         let mut length = st.meta.length;
         let enough = |length: u64| maxlen.is_some_and(|m| length <= m);
         let mut gone: Vec<(StreamId, Lane, u64)> = Vec::new();
+        // Entries looked at: as many as removed, but for ACKED, which skips the ones a group
+        // still needs; bounded like removals, so no trim holds the writer longer.
+        let mut looked = 0u64;
         let state: &StreamState = st;
         // Entries from before node tracking: exactly, as they were trimmed then.
         if length > 0 && state.meta.first_id <= state.meta.untracked_through {
             let (first, through) = (state.meta.first_id, state.meta.untracked_through);
             let mut n = 0u64;
             self.collect_entries(name, sid, first, through, &mut gone, |id, lane, _| {
-                if enough(length) || id >= min_id || n >= limit {
+                if enough(length) || id >= min_id || n >= limit || looked >= cap {
                     return Ok(Step::Stop);
                 }
+                looked += 1;
                 if !self.trimmable(name, state, refs, id, lane)? {
                     return Ok(Step::Skip);
                 }
@@ -541,7 +546,7 @@ impl Txn<'_> {
         let mut after: Option<StreamId> = None;
         let mut tail_done = false;
         loop {
-            if enough(length) || tail_done {
+            if enough(length) || tail_done || looked >= cap {
                 break;
             }
             let node = match self.node_after(sid, after, name)? {
@@ -575,6 +580,10 @@ impl Txn<'_> {
                     node.last,
                     &mut gone,
                     |id, lane, _| {
+                        if looked >= cap {
+                            return Ok(Step::Stop);
+                        }
+                        looked += 1;
                         if !self.trimmable(name, state, refs, id, lane)? {
                             return Ok(Step::Skip);
                         }
@@ -597,9 +606,10 @@ impl Txn<'_> {
                 node.last,
                 &mut gone,
                 |id, lane, _| {
-                    if enough(length) || id >= min_id || room == 0 {
+                    if enough(length) || id >= min_id || room == 0 || looked >= cap {
                         return Ok(Step::Stop);
                     }
+                    looked += 1;
                     if !self.trimmable(name, state, refs, id, lane)? {
                         return Ok(Step::Skip);
                     }
@@ -631,7 +641,7 @@ impl Txn<'_> {
             Some(n) => n.min(self.cfg.limits.trim_per_op_max),
         };
         let mut gone = Vec::new();
-        let mut n = 0u64;
+        let (mut n, mut looked) = (0u64, 0u64);
         let (sid, first) = (st.meta.stream_id, st.meta.first_id);
         let state: &StreamState = st;
         self.collect_entries(
@@ -641,9 +651,10 @@ impl Txn<'_> {
             StreamId::MAX,
             &mut gone,
             |id, lane, size| {
-                if to_free == 0 || n >= cap {
+                if to_free == 0 || n >= cap || looked >= cap {
                     return Ok(Step::Stop);
                 }
+                looked += 1;
                 if !self.trimmable(&key.name, state, refs, id, lane)? {
                     return Ok(Step::Skip);
                 }

@@ -581,3 +581,39 @@ fn an_exact_trim_inside_one_unbounded_node_stops_at_the_per_op_cap() {
     assert_eq!(count(s.apply_one(exact, 100)), 7);
     assert_eq!(s.len(&k), 6);
 }
+
+#[test]
+fn an_acked_trim_looks_at_no_more_entries_than_the_per_op_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::default();
+    cfg.limits.trim_per_op_max = 5;
+    let s = Store::open(dir.path(), cfg).unwrap();
+    for i in 0..10 {
+        add(&s, "s", "v", 10 + i);
+    }
+    create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 20);
+    let got = read(&s, "s", "g", "c", 10, 21);
+    // The first three stay pending; the other seven are done.
+    let acked: Vec<StreamId> = ids(&got)[3..].to_vec();
+    s.apply_one(
+        Op::Ack {
+            stream: key("s"),
+            group: b"g".to_vec(),
+            ids: acked,
+        },
+        22,
+    )
+    .unwrap();
+    let acked_trim = Op::Trim {
+        stream: key("s"),
+        trim: Trim {
+            refs: RefPolicy::Acked,
+            ..Trim::new(TrimStrategy::MaxLen(0), false, None)
+        },
+    };
+    // Five entries looked at: three kept (pending), two removed; the next call goes on.
+    assert_eq!(count(s.apply_one(acked_trim.clone(), 23)), 2);
+    assert_eq!(count(s.apply_one(acked_trim.clone(), 24)), 2);
+    assert_eq!(count(s.apply_one(acked_trim, 25)), 2);
+    assert_eq!(s.len(&key("s")), 4);
+}
