@@ -16,12 +16,8 @@ use std::time::Instant;
 
 use cortex_storage::*;
 
-fn arg(n: usize, default: usize) -> usize {
-    std::env::args()
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
+use support::{arg, create_group, fill, open_buffered};
 
 /// xorshift64*: deterministic, so before and after ack the same IDs.
 fn next(state: &mut u64) -> u64 {
@@ -52,49 +48,10 @@ fn main() {
     let calls = arg(2, 200);
     let per_call = arg(3, 100);
     let consumers = arg(4, 1).max(1);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(
-        dir.path(),
-        StoreConfig {
-            durability: Durability::Buffered,
-            ..StoreConfig::default()
-        },
-    )
-    .expect("open");
+    let (_dir, store) = open_buffered();
     let key = StreamKey::new(0, b"bench".to_vec());
-    let mut ids = Vec::with_capacity(pending);
-    for chunk in 0..pending.div_ceil(1000) {
-        let n = 1000.min(pending - chunk * 1000);
-        let ops = (0..n)
-            .map(|_| Op::Append {
-                stream: key.clone(),
-                id: IdSpec::Auto,
-                fields: vec![(b"payload".to_vec(), vec![b'x'; 93])],
-                meta: Meta::default(),
-                idempotency_key: None,
-                no_mkstream: false,
-                trim: None,
-            })
-            .collect();
-        for r in store.apply(ops, 1).expect("append").replies {
-            if let Ok(Reply::Appended { id, .. }) = r {
-                ids.push(id);
-            }
-        }
-    }
-    store
-        .apply_one(
-            Op::CreateGroup {
-                stream: key.clone(),
-                group: b"g".to_vec(),
-                start: GroupStart::Id(StreamId::MIN),
-                mkstream: false,
-                entries_read: None,
-                policy: None,
-            },
-            1,
-        )
-        .expect("group");
+    let ids = fill(&store, &key, pending, b"payload", 93);
+    create_group(&store, &key, b"g");
     for turn in 0.. {
         let read = store
             .apply_one(

@@ -15,12 +15,8 @@ use std::time::Instant;
 
 use cortex_storage::*;
 
-fn arg(n: usize, default: usize) -> usize {
-    std::env::args()
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
+use support::{arg, create_group, fill, open_buffered};
 
 #[inline(never)]
 fn read_phase(store: &Store, key: &StreamKey, reads: usize, count: usize) -> usize {
@@ -46,43 +42,10 @@ fn main() {
     let entries = arg(1, 100_000);
     let reads = arg(2, 500);
     let count = arg(3, 100);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(
-        dir.path(),
-        StoreConfig {
-            durability: Durability::Buffered,
-            ..StoreConfig::default()
-        },
-    )
-    .expect("open");
+    let (_dir, store) = open_buffered();
     let key = StreamKey::new(0, b"bench".to_vec());
-    for chunk in 0..entries.div_ceil(1000) {
-        let ops = (0..1000.min(entries - chunk * 1000))
-            .map(|_| Op::Append {
-                stream: key.clone(),
-                id: IdSpec::Auto,
-                fields: vec![(b"f".to_vec(), vec![b'x'; 100])],
-                meta: Meta::default(),
-                idempotency_key: None,
-                no_mkstream: false,
-                trim: None,
-            })
-            .collect();
-        store.apply(ops, 1_000 + chunk as u64).expect("fill");
-    }
-    store
-        .apply_one(
-            Op::CreateGroup {
-                stream: key.clone(),
-                group: b"g".to_vec(),
-                start: GroupStart::Id(StreamId::MIN),
-                mkstream: false,
-                entries_read: None,
-                policy: None,
-            },
-            5_000,
-        )
-        .expect("group");
+    fill(&store, &key, entries, b"f", 100);
+    create_group(&store, &key, b"g");
     let started = Instant::now();
     let got = read_phase(&store, &key, reads, count);
     let took = started.elapsed();

@@ -15,12 +15,8 @@ use std::time::Instant;
 
 use cortex_storage::*;
 
-fn arg(n: usize, default: usize) -> usize {
-    std::env::args()
-        .nth(n)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(default)
-}
+mod support;
+use support::{arg, create_group, open_buffered};
 
 #[inline(never)]
 fn append_phase(store: &Store, key: &StreamKey, calls: usize, per_call: usize, payload: &[u8]) {
@@ -46,30 +42,10 @@ fn main() {
     let per_call = arg(2, 1).max(1);
     let payload = vec![b'x'; arg(3, 100)];
     let groups = arg(4, 0);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(
-        dir.path(),
-        StoreConfig {
-            durability: Durability::Buffered,
-            ..StoreConfig::default()
-        },
-    )
-    .expect("open");
+    let (_dir, store) = open_buffered();
     let key = StreamKey::new(0, b"bench".to_vec());
     for g in 0..groups {
-        store
-            .apply_one(
-                Op::CreateGroup {
-                    stream: key.clone(),
-                    group: format!("g{g}").into_bytes(),
-                    start: GroupStart::Id(StreamId::MIN),
-                    mkstream: true,
-                    entries_read: None,
-                    policy: None,
-                },
-                1,
-            )
-            .expect("group");
+        create_group(&store, &key, format!("g{g}").as_bytes());
     }
     let started = Instant::now();
     append_phase(&store, &key, calls, per_call, &payload);

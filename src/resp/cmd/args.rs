@@ -227,10 +227,7 @@ impl TrimArgs {
             (None, Some(n)) if n > 0 => Err(Frame::err(
                 "syntax error, LIMIT cannot be used without specifying a trimming strategy",
             )),
-            (None, Some(_)) => Err(Frame::err(
-                "syntax error, LIMIT cannot be used without the special ~ option",
-            )),
-            (Some(t), Some(_)) if !t.approx => Err(Frame::err(
+            (None | Some(Trim { approx: false, .. }), Some(_)) => Err(Frame::err(
                 "syntax error, LIMIT cannot be used without the special ~ option",
             )),
             (Some(mut t), l) => {
