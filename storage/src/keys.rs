@@ -10,7 +10,7 @@
 //! | `entries`   | stream_id u64 · ms u64 · seq u64                | Record           |
 //! | `lanes`     | stream_id u64 · lane u8 · ms · seq (not normal) | empty            |
 //! | `pel`       | group_id u64 · ms · seq                         | PendingEntry     |
-//! | `cpel`      | group_id u64 · consumer_id u64 · ms · seq       | empty            |
+//! | `cpel`      | no longer written; emptied at open (see below)  |                  |
 //! | `due`       | group_id u64 · due_ms u64 · ms · seq            | empty            |
 //! | `ready`     | group_id u64 · ms · seq                         | empty            |
 //! | `idem`      | stream_id u64 · idempotency key                 | IdempotencyRecord|
@@ -18,6 +18,10 @@
 //! | `sys`       | `system`, `gc` · kind u8 · id u64               | SystemMeta, empty|
 //! | `nodes`     | stream_id u64 · first ms · first seq            | Node (closed)    |
 //! | `sched`     | group_id u64 · deliver_at_ms u64 · ms · seq     | lane u8          |
+//!
+//! `cpel` held group_id u64 · consumer_id u64 · ms · seq for each pending entry, a
+//! consumer's own pending list; that order is now kept in memory (`group::index`), and the
+//! keyspace stays open (its `Ks::id` and the collector's progress records count it).
 
 use crate::error::{corrupt, Result};
 use crate::id::{Lane, StreamId};
@@ -95,24 +99,24 @@ pub fn lane(stream_id: u64, lane: Lane, id: StreamId) -> [u8; 25] {
     k
 }
 
-/// `cpel` key.
-pub fn consumer_pending(group_id: u64, consumer_id: u64, id: StreamId) -> [u8; 32] {
+/// A `due` or `sched` key: group ID, a 64-bit word, entry ID.
+fn word_key(group_id: u64, word: u64, id: StreamId) -> [u8; 32] {
     let mut k = [0u8; 32];
     k[..8].copy_from_slice(&group_id.to_be_bytes());
-    k[8..16].copy_from_slice(&consumer_id.to_be_bytes());
+    k[8..16].copy_from_slice(&word.to_be_bytes());
     k[16..].copy_from_slice(&id.to_bytes());
     k
 }
 
 /// `due` key.
 pub fn due(group_id: u64, due_ms: u64, id: StreamId) -> [u8; 32] {
-    consumer_pending(group_id, due_ms, id)
+    word_key(group_id, due_ms, id)
 }
 
 /// `sched` key: an entry the group's reads reached before its delivery time, set aside
 /// until then (same layout as `due`).
 pub fn sched(group_id: u64, deliver_at_ms: u64, id: StreamId) -> [u8; 32] {
-    consumer_pending(group_id, deliver_at_ms, id)
+    word_key(group_id, deliver_at_ms, id)
 }
 
 /// The due time in a `due` key.

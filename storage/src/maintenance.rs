@@ -17,7 +17,9 @@ use crate::error::{Error, Result};
 use crate::id::{Lane, StreamId};
 use crate::keys;
 use crate::keyspaces::{open_keyspaces, Keyspaces};
-use crate::meta::{ConsumerMeta, GroupMeta, PendingEntry, StreamMeta, SystemMeta};
+use crate::meta::{
+    ConsumerMeta, GroupMeta, PendingEntry, StreamMeta, SystemMeta, UNOWNED_CONSUMER,
+};
 use crate::record::Record;
 use crate::{Store, StoreConfig};
 
@@ -544,7 +546,7 @@ fn verify_group(
         }
     }
     let mut bad = Bad::default();
-    let mut unlisted = Bad::default();
+    let mut orphans = Bad::default();
     let mut count = 0u64;
     for item in Readable::prefix(snap, ks.pel.inner(), keys::prefix(gid)) {
         let (k, v) = match item.into_inner() {
@@ -558,15 +560,11 @@ fn verify_group(
         count += 1;
         r.pending += 1;
         match codec::decode::<PendingEntry>(Kind::Pending, &v) {
-            Ok(p) => {
-                if let Some(id) = id {
-                    let ck = keys::consumer_pending(gid, p.consumer_id, id);
-                    // A damaged consumer-list block is reported by the scan below.
-                    if matches!(Readable::get(snap, ks.cpel.inner(), ck), Ok(None)) {
-                        unlisted.add(Some(id), || "not in its consumer's list".into());
-                    }
-                }
-            }
+            Ok(p) => match consumers.get_mut(&p.consumer_id) {
+                Some(c) => c.2 += 1,
+                None if p.consumer_id == UNOWNED_CONSUMER => {}
+                None => orphans.add(id, || format!("owner {} unknown", p.consumer_id)),
+            },
             Err(why) => bad.add(id, || why),
         }
     }
@@ -585,53 +583,10 @@ fn verify_group(
             Vec::new(),
         );
     }
-    unlisted.report(
+    orphans.report(
         r,
         name,
-        &format!("group '{gname}': pending entries missing from their consumer's list"),
-    );
-    let mut stray = Bad::default();
-    for item in Readable::prefix(snap, ks.cpel.inner(), keys::prefix(gid)) {
-        let k = match item.key() {
-            Ok(k) => k,
-            Err(e) => {
-                unreadable(
-                    r,
-                    name,
-                    &format!("group '{gname}': consumers' pending lists"),
-                    e,
-                );
-                break;
-            }
-        };
-        let id = keys::trailing_id(&k);
-        let cid = k
-            .get(8..16)
-            .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
-        if let Some(c) = consumers.get_mut(&cid) {
-            c.2 += 1;
-        }
-        let Some(id) = id else {
-            stray.add(None, || "malformed key".into());
-            continue;
-        };
-        match Readable::get(snap, ks.pel.inner(), keys::id_key(gid, id)) {
-            Ok(None) => stray.add(Some(id), || "no pending entry".into()),
-            // A damaged pending-list block is reported by the pending scan above.
-            Err(_) => {}
-            // A damaged pending entry's owner is unknown; it is reported above.
-            Ok(Some(v)) => match codec::decode::<PendingEntry>(Kind::Pending, &v) {
-                Ok(p) if p.consumer_id != cid => {
-                    stray.add(Some(id), || "owned by another consumer".into())
-                }
-                _ => {}
-            },
-        }
-    }
-    stray.report(
-        r,
-        name,
-        &format!("group '{gname}': consumer pending keys disagree with the pending list"),
+        &format!("group '{gname}': pending entries owned by no consumer of the group"),
     );
     let mut counts: Vec<_> = consumers.into_values().collect();
     counts.sort();
@@ -640,7 +595,7 @@ fn verify_group(
             r.damage(
                 name,
                 format!(
-                    "group '{gname}': consumer '{cname}' metadata says {said} pending, {found} are listed"
+                    "group '{gname}': consumer '{cname}' metadata says {said} pending, it owns {found}"
                 ),
                 Vec::new(),
             );

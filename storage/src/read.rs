@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::codec::{self, Kind};
 use crate::config::Limits;
 use crate::error::{corrupt, Error, Result};
-use crate::group::{lag, read_pending};
+use crate::group::lag;
 use crate::id::{StreamId, StreamKey};
 use crate::kernel::{scan_entries, GroupState, StreamState, Txn};
 use crate::keys::{self, key_id};
@@ -364,31 +364,34 @@ fn pending_range(
         });
         out.len() >= q.count
     };
-    if let Some(cname) = &q.consumer {
-        let Some(c) = g.consumers.get(cname) else {
-            return Ok(Vec::new());
-        };
-        let from = keys::consumer_pending(gid, c.consumer_id, q.start);
-        let to = keys::consumer_pending(gid, c.consumer_id, q.end);
-        for item in view.range(&ks.cpel, from..=to) {
-            let id = key_id(&item.key()?, "consumer pending key", &key.name)?;
-            if let Some(p) = read_pending(view, ks, &key.name, gid, id)? {
-                if push(id, p) {
-                    break;
-                }
+    // A consumer's own pending entries: the group's list in ID order, the others' skipped.
+    // Off the writer there is no per-consumer order (the writer keeps it in memory), so
+    // the scan stops once it has met every entry the consumer holds.
+    let owner = match &q.consumer {
+        None => None,
+        Some(cname) => match g.consumers.get(cname) {
+            Some(c) if c.pending > 0 => Some((c.consumer_id, c.pending)),
+            _ => return Ok(Vec::new()),
+        },
+    };
+    let mut met = 0u64;
+    let from = keys::id_key(gid, q.start);
+    let to = keys::id_key(gid, q.end);
+    for item in view.range(&ks.pel, from..=to) {
+        let (k, v) = item.into_inner()?;
+        let id = key_id(&k, "pending key", &key.name)?;
+        let p: PendingEntry = codec::decode(Kind::Pending, &v)
+            .map_err(|r| corrupt("pending entry", &key.name, Some(id), r))?;
+        if let Some((cid, holds)) = owner {
+            if p.consumer_id != cid {
+                continue;
             }
-        }
-    } else {
-        let from = keys::id_key(gid, q.start);
-        let to = keys::id_key(gid, q.end);
-        for item in view.range(&ks.pel, from..=to) {
-            let (k, v) = item.into_inner()?;
-            let id = key_id(&k, "pending key", &key.name)?;
-            let p: PendingEntry = codec::decode(Kind::Pending, &v)
-                .map_err(|r| corrupt("pending entry", &key.name, Some(id), r))?;
-            if push(id, p) {
+            met += 1;
+            if push(id, p) || met >= holds {
                 break;
             }
+        } else if push(id, p) {
+            break;
         }
     }
     Ok(out)

@@ -64,6 +64,11 @@ impl Store {
             .open()
             .map_err(|e| crate::damage::why_unopenable(path.as_ref(), e))?;
         let ks = open_keyspaces(&db, &cfg)?;
+        // Stores written before each consumer's pending order moved into memory
+        // (`group::index`) kept it in `cpel`; nothing reads it now.
+        if ks.cpel.inner().first_key_value().is_some() {
+            ks.cpel.inner().clear()?;
+        }
         let catalog = load_catalog(&db, &ks)?;
         let gids = catalog.group_ids();
         let index = PendingIndex::load(&catalog.snap, &ks, &gids, cfg.pending_index_bytes)?;

@@ -1,11 +1,14 @@
-//! The pending lists in memory, for the ack path: per group, each pending entry's owner and
-//! whether it is in the ready index ([`Held`]), so acknowledging (XACK, XACKDEL, XDELEX
-//! ACKED/DELREF) finds what it removes without a point read of the `pel` keyspace. Redis
-//! keeps its pending lists in memory for the same reason.
+//! The pending lists in memory: per group, each pending entry's owner and whether it is in
+//! the ready index ([`Held`]), so acknowledging (XACK, XACKDEL, XDELEX ACKED/DELREF) finds
+//! what it removes without a point read of the `pel` keyspace; and the same entries ordered
+//! by owner, so a consumer's own pending list (a history read, XGROUP DELCONSUMER) needs no
+//! second key per pending entry on disk. Redis keeps its pending lists in memory for the
+//! same reasons.
 //!
-//! - The durable pending list stays the truth: every change still writes the `pel`, `cpel`
-//!   and `ready` keys in the batch, so crash safety is as before; this index is rebuilt
-//!   from `pel` at open.
+//! - The durable pending list stays the truth: every change still writes the `pel` and
+//!   `ready` keys in the batch, so crash safety is as before; this index is rebuilt from
+//!   `pel` at open. (Stores written before it kept a per-consumer keyspace, `cpel`; it is
+//!   emptied at open and no longer written.)
 //! - Only the writer touches it (it sits under the store's writer lock). A batch records its
 //!   changes in an [`IndexDelta`] that reads see first; the delta is applied after the
 //!   commit succeeded and dropped when it failed, so the index never holds what the disk
@@ -14,7 +17,7 @@
 //!   largest group leaves the index and is served by point reads again, until its pending
 //!   list is empty; the figures are in [`PendingIndexStats`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::codec::{self, Kind};
@@ -44,9 +47,61 @@ impl Held {
     }
 }
 
+/// One held group's pending list: by entry ID, and the same entries by owner.
+#[derive(Default)]
+struct GroupPending {
+    by_id: HashMap<StreamId, Held>,
+    /// (consumer ID, entry ID) of every entry of `by_id`.
+    by_owner: BTreeSet<(u64, StreamId)>,
+}
+
+/// Heap bytes per `by_owner` key: the key (24 bytes) with the B-tree's node overhead at
+/// half fill.
+const OWNER_KEY_BYTES: u64 = 48;
+
+impl GroupPending {
+    /// Holds `id` as `h`; true when it was not held before.
+    fn put(&mut self, id: StreamId, h: Held) -> bool {
+        match self.by_id.insert(id, h) {
+            Some(old) if old.consumer_id() == h.consumer_id() => false,
+            Some(old) => {
+                self.by_owner.remove(&(old.consumer_id(), id));
+                self.by_owner.insert((h.consumer_id(), id));
+                false
+            }
+            None => {
+                self.by_owner.insert((h.consumer_id(), id));
+                true
+            }
+        }
+    }
+
+    /// Forgets `id`; true when it was held.
+    fn remove(&mut self, id: StreamId) -> bool {
+        match self.by_id.remove(&id) {
+            Some(old) => {
+                self.by_owner.remove(&(old.consumer_id(), id));
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.by_id.len() as u64
+    }
+
+    /// Estimated heap bytes: hashbrown keeps one control byte per bucket beside each
+    /// (key, value) slot.
+    fn bytes(&self) -> u64 {
+        let slot = std::mem::size_of::<(StreamId, Held)>() + 1;
+        (self.by_id.capacity() * slot) as u64 + self.by_owner.len() as u64 * OWNER_KEY_BYTES
+    }
+}
+
 /// One group's pending list in memory, or its absence.
 enum GroupIndex {
-    Indexed(HashMap<StreamId, Held>),
+    Indexed(GroupPending),
     /// Left out to keep the bound: its entries are read from the store.
     Unindexed,
 }
@@ -86,6 +141,22 @@ impl IndexDelta {
     pub(crate) fn drop_group(&mut self, gid: u64) {
         self.dropped.push(gid);
     }
+
+    /// The entries this batch made (or left) pending under consumer `cid` of group `gid`,
+    /// from `from` on, in ID order. Linear in the batch's changes: only a consumer's own
+    /// pending list asks (a history read, XGROUP DELCONSUMER).
+    pub(crate) fn owned_by(&self, gid: u64, cid: u64, from: StreamId) -> Vec<StreamId> {
+        let mut ids: Vec<StreamId> = self
+            .changes
+            .iter()
+            .filter(|((g, id), h)| {
+                *g == gid && *id >= from && h.is_some_and(|h| h.consumer_id() == cid)
+            })
+            .map(|((_, id), _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
 }
 
 /// The index's size, readable without the writer lock (for `/metrics`).
@@ -121,13 +192,6 @@ impl PendingIndexStats {
     }
 }
 
-/// Heap bytes of one group's table: hashbrown keeps one control byte per bucket beside
-/// each (key, value) slot.
-fn table_bytes(m: &HashMap<StreamId, Held>) -> u64 {
-    let slot = std::mem::size_of::<(StreamId, Held)>() + 1;
-    (m.capacity() * slot) as u64
-}
-
 /// Fixed cost of one group's entry in the outer table, with the inner table's header.
 const GROUP_BYTES: u64 = (std::mem::size_of::<(u64, GroupIndex)>() + 1) as u64;
 
@@ -157,24 +221,24 @@ impl PendingIndex {
             unindexed: 0,
         };
         for &gid in gids {
-            let mut map = HashMap::new();
+            let mut group = GroupPending::default();
             let mut fits = true;
             for item in fjall::Readable::prefix(snap, ks.pel.inner(), crate::keys::prefix(gid)) {
                 let (k, v) = item.into_inner()?;
                 let id = key_id(&k, "pending key", b"")?;
                 let pel: PendingEntry = codec::decode(Kind::Pending, &v)
                     .map_err(|r| corrupt("pending entry", b"", Some(id), r))?;
-                map.insert(id, Held::of(&pel));
-                if index.bytes + GROUP_BYTES + table_bytes(&map) > max_bytes {
+                group.put(id, Held::of(&pel));
+                if index.bytes + GROUP_BYTES + group.bytes() > max_bytes {
                     fits = false;
                     break;
                 }
             }
             index.bytes += GROUP_BYTES;
             if fits {
-                index.entries += map.len() as u64;
-                index.bytes += table_bytes(&map);
-                index.groups.insert(gid, GroupIndex::Indexed(map));
+                index.entries += group.len();
+                index.bytes += group.bytes();
+                index.groups.insert(gid, GroupIndex::Indexed(group));
             } else {
                 index.unindexed += 1;
                 index.groups.insert(gid, GroupIndex::Unindexed);
@@ -190,8 +254,32 @@ impl PendingIndex {
         match self.groups.get(&gid) {
             None => Lookup::Absent,
             Some(GroupIndex::Unindexed) => Lookup::Unknown,
-            Some(GroupIndex::Indexed(m)) => m.get(&id).map_or(Lookup::Absent, |h| Lookup::Held(*h)),
+            Some(GroupIndex::Indexed(g)) => g
+                .by_id
+                .get(&id)
+                .map_or(Lookup::Absent, |h| Lookup::Held(*h)),
         }
+    }
+
+    /// The committed pending entries consumer `cid` of group `gid` owns, from `from` on, in
+    /// ID order; `None` when the group is left out of the index (read the store).
+    pub(crate) fn owned(
+        &self,
+        gid: u64,
+        cid: u64,
+        from: StreamId,
+    ) -> Option<impl Iterator<Item = StreamId> + '_> {
+        let group = match self.groups.get(&gid) {
+            Some(GroupIndex::Unindexed) => return None,
+            Some(GroupIndex::Indexed(g)) => Some(g),
+            None => None,
+        };
+        Some(
+            group
+                .into_iter()
+                .flat_map(move |g| g.by_owner.range((cid, from)..=(cid, StreamId::MAX)))
+                .map(|&(_, id)| id),
+        )
     }
 
     /// Applies a committed batch's changes. `emptied`: groups the batch left with no pending
@@ -200,32 +288,32 @@ impl PendingIndex {
         for ((gid, id), change) in delta.changes {
             let group = self.groups.entry(gid).or_insert_with(|| {
                 self.bytes += GROUP_BYTES;
-                GroupIndex::Indexed(HashMap::new())
+                GroupIndex::Indexed(GroupPending::default())
             });
-            let GroupIndex::Indexed(m) = group else {
+            let GroupIndex::Indexed(g) = group else {
                 continue;
             };
-            let before = table_bytes(m);
+            let before = g.bytes();
             match change {
                 Some(h) => {
-                    if m.insert(id, h).is_none() {
+                    if g.put(id, h) {
                         self.entries += 1;
                     }
                 }
                 None => {
-                    if m.remove(&id).is_some() {
+                    if g.remove(id) {
                         self.entries -= 1;
                     }
                 }
             }
-            self.bytes = self.bytes - before + table_bytes(m);
+            self.bytes = self.bytes - before + g.bytes();
         }
         for gid in delta.dropped {
             self.forget(gid);
         }
         for &gid in emptied {
             if let Some(g @ GroupIndex::Unindexed) = self.groups.get_mut(&gid) {
-                *g = GroupIndex::Indexed(HashMap::new());
+                *g = GroupIndex::Indexed(GroupPending::default());
                 self.unindexed -= 1;
             }
         }
@@ -235,9 +323,9 @@ impl PendingIndex {
     /// Removes a destroyed group.
     fn forget(&mut self, gid: u64) {
         match self.groups.remove(&gid) {
-            Some(GroupIndex::Indexed(m)) => {
-                self.entries -= m.len() as u64;
-                self.bytes -= table_bytes(&m) + GROUP_BYTES;
+            Some(GroupIndex::Indexed(g)) => {
+                self.entries -= g.len();
+                self.bytes -= g.bytes() + GROUP_BYTES;
             }
             Some(GroupIndex::Unindexed) => {
                 self.unindexed -= 1;
@@ -253,7 +341,7 @@ impl PendingIndex {
             .groups
             .iter()
             .filter_map(|(gid, g)| match g {
-                GroupIndex::Indexed(m) if !m.is_empty() => Some((table_bytes(m), *gid)),
+                GroupIndex::Indexed(g) if g.len() > 0 => Some((g.bytes(), *gid)),
                 _ => None,
             })
             .max();
@@ -261,9 +349,9 @@ impl PendingIndex {
             return false;
         };
         if let Some(g) = self.groups.get_mut(&gid) {
-            if let GroupIndex::Indexed(m) = std::mem::replace(g, GroupIndex::Unindexed) {
-                self.entries -= m.len() as u64;
-                self.bytes -= table_bytes(&m);
+            if let GroupIndex::Indexed(g) = std::mem::replace(g, GroupIndex::Unindexed) {
+                self.entries -= g.len();
+                self.bytes -= g.bytes();
                 self.unindexed += 1;
             }
         }
@@ -280,12 +368,13 @@ impl PendingIndex {
     ) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for &gid in gids {
-            let empty = HashMap::new();
-            let held = match self.groups.get(&gid) {
+            let empty = GroupPending::default();
+            let group = match self.groups.get(&gid) {
                 Some(GroupIndex::Unindexed) => continue,
-                Some(GroupIndex::Indexed(m)) => m,
+                Some(GroupIndex::Indexed(g)) => g,
                 None => &empty,
             };
+            let held = &group.by_id;
             let mut stored = 0;
             for item in fjall::Readable::prefix(snap, ks.pel.inner(), crate::keys::prefix(gid)) {
                 let (k, v) = item.into_inner()?;
@@ -300,10 +389,23 @@ impl PendingIndex {
                         Held::of(&pel)
                     ));
                 }
+                if !group.by_owner.contains(&(pel.consumer_id, id)) && out.len() < 10 {
+                    out.push(format!(
+                        "group {gid}: pending entry {id} is missing from consumer {}'s list in memory",
+                        pel.consumer_id
+                    ));
+                }
             }
             if stored != held.len() && out.len() < 10 {
                 out.push(format!(
                     "group {gid}: {} pending entries in memory, {stored} stored",
+                    held.len()
+                ));
+            }
+            if group.by_owner.len() != held.len() && out.len() < 10 {
+                out.push(format!(
+                    "group {gid}: {} entries in the consumers' lists in memory, {} pending",
+                    group.by_owner.len(),
                     held.len()
                 ));
             }
@@ -373,6 +475,39 @@ mod tests {
         d.drop_group(7);
         ix.apply(d, &[]);
         assert_eq!((ix.entries, ix.bytes), (0, 0));
+    }
+
+    #[test]
+    fn each_consumers_entries_are_kept_in_order_through_claims_and_acks() {
+        let mut ix = index(u64::MAX);
+        let mut d = IndexDelta::default();
+        for n in [5, 1, 3, 2, 4] {
+            d.put(7, id(n), held(n % 2, false));
+        }
+        ix.apply(d, &[]);
+        let owned = |ix: &PendingIndex, cid, from| {
+            ix.owned(7, cid, id(from))
+                .map(|it| it.map(|i| i.ms).collect::<Vec<_>>())
+        };
+        assert_eq!(owned(&ix, 1, 0), Some(vec![1, 3, 5]));
+        assert_eq!(owned(&ix, 0, 0), Some(vec![2, 4]));
+        assert_eq!(owned(&ix, 1, 2), Some(vec![3, 5]));
+        assert_eq!(owned(&ix, 9, 0), Some(vec![]));
+        // A claim moves the entry to its new owner's list; an ack removes it from both.
+        let mut d = IndexDelta::default();
+        d.put(7, id(3), held(0, true));
+        d.remove(7, id(5));
+        // The batch's own view of consumer 0's list, before the commit.
+        assert_eq!(d.owned_by(7, 0, id(0)), vec![id(3)]);
+        assert_eq!(d.owned_by(7, 1, id(0)), vec![]);
+        ix.apply(d, &[]);
+        assert_eq!(owned(&ix, 1, 0), Some(vec![1]));
+        assert_eq!(owned(&ix, 0, 0), Some(vec![2, 3, 4]));
+        assert_eq!(ix.entries, 4);
+        // A group the index never saw is empty; one left out is unknown.
+        assert_eq!(ix.owned(8, 0, id(0)).map(|it| it.count()), Some(0));
+        ix.groups.insert(9, GroupIndex::Unindexed);
+        assert!(ix.owned(9, 0, id(0)).is_none());
     }
 
     #[test]

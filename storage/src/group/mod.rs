@@ -20,15 +20,13 @@ pub(crate) use claim::ReadLimits;
 pub use index::PendingIndexFigures;
 pub(crate) use index::{IndexDelta, PendingIndex, PendingIndexStats};
 pub(crate) use lag::lag;
-pub(crate) use pending::read_pending;
 
 use crate::error::{Error, Result};
 use crate::id::{Lane, StreamId, StreamKey};
 use crate::kernel::{GroupState, Txn};
-use crate::keys::{self, key_id};
+use crate::keys;
 use crate::meta::{ConsumerMeta, DeliveryPolicy, GroupMeta, PendingEntry, StreamMeta};
 use crate::ops::{GroupStart, Reply};
-use crate::overlay::View;
 use crate::record::{DeadReason, Record};
 use crate::stream::check_name;
 
@@ -228,10 +226,7 @@ impl Txn<'_> {
         };
         let (gid, cid) = (g.meta.group_id, c.consumer_id);
         let mut owned = Vec::new();
-        let from = keys::consumer_pending(gid, cid, StreamId::MIN);
-        let to = keys::consumer_pending(gid, cid, StreamId::MAX);
-        for item in self.tx.range(&self.ks.cpel, from..=to) {
-            let id = key_id(&item.key()?, "consumer pending key", &key.name)?;
+        for id in self.owned_ids(&key.name, gid, cid, StreamId::MIN, usize::MAX)? {
             owned.push((id, self.held(&key.name, gid, id)?));
         }
         let n = owned.len() as u64;

@@ -1,13 +1,14 @@
 //! The pending-entries list: every change to a pending entry goes through
 //! [`Txn::put_pending`] or [`Txn::remove_pending`], which keep the pending list, the
-//! per-consumer index, the due and ready indexes and the counters in step.
+//! pending lists in memory (with their per-consumer order), the due and ready indexes and
+//! the counters in step.
 
 use super::index::{Held, Lookup};
 use crate::codec::{self, Kind};
 use crate::error::{corrupt, Result};
 use crate::id::{StreamId, StreamKey};
 use crate::kernel::{GroupState, Txn};
-use crate::keys;
+use crate::keys::{self, key_id};
 use crate::keyspaces::Keyspaces;
 use crate::meta::{DeliveryPolicy, PendingEntry, PendingState};
 use crate::overlay::View;
@@ -36,6 +37,60 @@ impl Txn<'_> {
         }
     }
 
+    /// The entries consumer `cid` of group `gid` holds pending, from `from` on, in ID order,
+    /// at most `count`, as of this point of the batch: from the pending lists in memory
+    /// with this batch's changes, or, for a group left out of them, by a scan of the
+    /// group's pending list from `from` (linear in the group's pending entries past it).
+    pub(crate) fn owned_ids(
+        &self,
+        stream: &[u8],
+        gid: u64,
+        cid: u64,
+        from: StreamId,
+        count: usize,
+    ) -> Result<Vec<StreamId>> {
+        let Some(committed) = self.pending.owned(gid, cid, from) else {
+            let mut out = Vec::new();
+            let (lo, hi) = (keys::id_key(gid, from), keys::id_key(gid, StreamId::MAX));
+            for item in self.tx.range(&self.ks.pel, lo..=hi) {
+                if out.len() >= count {
+                    break;
+                }
+                let (k, v) = item.into_inner()?;
+                let id = key_id(&k, "pending key", stream)?;
+                let pel: PendingEntry = codec::decode(Kind::Pending, &v)
+                    .map_err(|r| corrupt("pending entry", stream, Some(id), r))?;
+                if pel.consumer_id == cid {
+                    out.push(id);
+                }
+            }
+            return Ok(out);
+        };
+        // Committed entries this batch changed are judged by their change alone.
+        let mut committed = committed
+            .filter(|&id| self.pending_delta.get(gid, id).is_none())
+            .peekable();
+        let mut changed = self
+            .pending_delta
+            .owned_by(gid, cid, from)
+            .into_iter()
+            .peekable();
+        let mut out = Vec::new();
+        while out.len() < count {
+            let next = match (committed.peek(), changed.peek()) {
+                (Some(a), Some(b)) if a < b => committed.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => changed.next(),
+                (Some(_), None) => committed.next(),
+                (None, None) => None,
+            };
+            match next {
+                Some(id) => out.push(id),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes a pending entry and keeps every index and counter in step with the change
     /// from `prev` (`None`: the entry was not pending).
     pub(crate) fn put_pending(
@@ -55,19 +110,12 @@ impl Txn<'_> {
         let prev_owner = prev.map(|p| p.consumer_id);
         if prev_owner != Some(pel.consumer_id) {
             if let Some(old) = prev_owner {
-                self.tx
-                    .remove(&self.ks.cpel, keys::consumer_pending(gid, old, id));
                 let name = g.consumer_name(old).to_vec();
                 if let Some(c) = g.consumers.get_mut(&name) {
                     debug_assert!(c.pending > 0, "consumer pending underflow");
                     c.pending = c.pending.saturating_sub(1);
                 }
             }
-            self.tx.insert(
-                &self.ks.cpel,
-                keys::consumer_pending(gid, pel.consumer_id, id),
-                [],
-            );
             let name = g.consumer_name(pel.consumer_id).to_vec();
             if let Some(c) = g.consumers.get_mut(&name) {
                 c.pending += 1;
@@ -108,10 +156,6 @@ impl Txn<'_> {
         let gid = g.meta.group_id;
         self.pending_delta.remove(gid, id);
         self.tx.remove(&self.ks.pel, keys::id_key(gid, id));
-        self.tx.remove(
-            &self.ks.cpel,
-            keys::consumer_pending(gid, held.consumer_id(), id),
-        );
         if held.ready() {
             self.tx.remove(&self.ks.ready, keys::id_key(gid, id));
             debug_assert!(g.meta.ready > 0, "ready count underflow");
@@ -157,7 +201,7 @@ impl Txn<'_> {
     }
 }
 
-pub(crate) fn read_pending(
+fn read_pending(
     r: &impl View,
     ks: &Keyspaces,
     stream: &[u8],

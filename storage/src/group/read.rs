@@ -159,15 +159,7 @@ impl Txn<'_> {
         let mut out = Vec::new();
         let mut plan = Vec::new();
         if let Some(start) = after.next() {
-            let from = keys::consumer_pending(gid, cid, start);
-            let to = keys::consumer_pending(gid, cid, StreamId::MAX);
-            let ids: Vec<StreamId> = self
-                .tx
-                .range(&self.ks.cpel, from..=to)
-                .take(count)
-                .map(|g| key_id(&g.key()?, "consumer pending key", &key.name))
-                .collect::<Result<_>>()?;
-            for id in ids {
+            for id in self.owned_ids(&key.name, gid, cid, start, count)? {
                 let record = self.get_record(key, sid, id)?;
                 let mut attempt = 0;
                 if record.is_some() {

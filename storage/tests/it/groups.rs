@@ -599,3 +599,89 @@ fn lag_follows_redis_with_deletes_and_trims() {
     trim(&s, "z", TrimStrategy::MaxLen(0));
     assert_eq!(lag_of(&s, "z", "g"), (Some(2), Some(4)));
 }
+
+/// A consumer's own pending list (history reads, DELCONSUMER) as of each point of one batch:
+/// deliveries, claims and acks earlier in the same batch count, whether the group's pending
+/// list is held in memory or left out of it (a bound of 0 bytes).
+#[test]
+fn a_consumers_pending_list_sees_the_changes_earlier_in_its_batch() {
+    for bound in [StoreConfig::default().pending_index_bytes, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            pending_index_bytes: bound,
+            ..StoreConfig::default()
+        };
+        let s = Store::open(dir.path(), cfg.clone()).unwrap();
+        let ids: Vec<StreamId> = (0..6).map(|n| add(&s, "s", &n.to_string(), 1)).collect();
+        create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 1);
+        // Committed before the batch: a holds 0 and 1.
+        assert_eq!(read(&s, "s", "g", "a", 2, 2).len(), 2);
+        let group_read = |consumer: &str, from: ReadFrom| Op::ReadGroup {
+            streams: vec![(key("s"), from)],
+            group: b"g".to_vec(),
+            consumer: consumer.into(),
+            count: Some(10),
+            noack: false,
+            retry: false,
+        };
+        let history = |consumer: &str| group_read(consumer, ReadFrom::History(StreamId::MIN));
+        let claim = |consumer: &str, id: StreamId| Op::Claim {
+            stream: key("s"),
+            group: b"g".to_vec(),
+            consumer: consumer.into(),
+            min_idle_ms: 0,
+            ids: vec![id],
+            delivery_time_ms: None,
+            retry_count: None,
+            force: false,
+            justid: true,
+            last_id: None,
+        };
+        let out = s
+            .apply(
+                vec![
+                    // b gets 2..5, then a takes 3 from b and b takes 0 from a.
+                    group_read("b", ReadFrom::New),
+                    claim("a", ids[3]),
+                    claim("b", ids[0]),
+                    Op::Ack {
+                        stream: key("s"),
+                        group: b"g".to_vec(),
+                        ids: vec![ids[1], ids[4]],
+                    },
+                    history("a"),
+                    history("b"),
+                    Op::DeleteConsumer {
+                        stream: key("s"),
+                        group: b"g".to_vec(),
+                        consumer: b"b".to_vec(),
+                    },
+                    history("a"),
+                ],
+                3,
+            )
+            .unwrap();
+        let listed = |r: &Result<Reply>| match r {
+            Ok(Reply::GroupRead(v)) => v[0].iter().map(|d| d.0).collect::<Vec<_>>(),
+            other => panic!("bound {bound}: {other:?}"),
+        };
+        let r = &out.replies;
+        assert_eq!(listed(&r[4]), [ids[3]], "bound {bound}: a's list");
+        assert_eq!(
+            listed(&r[5]),
+            [ids[0], ids[2], ids[5]],
+            "bound {bound}: b's list"
+        );
+        assert_eq!(r[6].as_ref().ok(), Some(&Reply::Count(3)), "bound {bound}");
+        assert_eq!(listed(&r[7]), [ids[3]], "bound {bound}: a's list after");
+        // The same after the commit, and after a reopen (the lists rebuilt from `pel`).
+        let check = |s: &Store| {
+            let a = s.apply_one(history("a"), 4).unwrap();
+            assert_eq!(listed(&Ok(a)), [ids[3]], "bound {bound}: committed");
+            assert!(s.scrub().unwrap().damage.is_empty(), "bound {bound}");
+        };
+        check(&s);
+        drop(s);
+        check(&Store::open(dir.path(), cfg).unwrap());
+    }
+}

@@ -618,6 +618,30 @@ fn check_state(store: &Store, model: &Model) {
                 .map(|(id, p)| (*id, p.deliveries, p.failures, model.now - p.delivered))
                 .collect();
             assert_eq!(got, want, "{name}/{} pending detail", GROUPS[*gi]);
+            // Each consumer's own list, whole and its first entry.
+            for (ci, cname) in CONSUMERS.iter().enumerate() {
+                let want: Vec<StreamId> = g
+                    .pel
+                    .iter()
+                    .filter(|(_, p)| p.consumer == ci)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for count in [1000, 1] {
+                    let q = PendingQuery {
+                        count,
+                        consumer: Some(cname.as_bytes().to_vec()),
+                        ..q.clone()
+                    };
+                    let got: Vec<StreamId> = store
+                        .pending_range(&key, gname, &q, model.now)
+                        .unwrap()
+                        .iter()
+                        .map(|p| p.id)
+                        .collect();
+                    let want = &want[..want.len().min(count)];
+                    assert_eq!(got, want, "{name}/{}/{cname} pending", GROUPS[*gi]);
+                }
+            }
         }
         assert_eq!(store.groups_info(&key).unwrap().len(), m.groups.len());
     }

@@ -433,3 +433,49 @@ fn forced_unowned_pending_entries_survive_a_reopen() {
     let report = s.scrub().unwrap();
     assert!(report.damage.is_empty(), "{:?}", report.damage);
 }
+
+/// A store written before the consumers' pending order moved into memory kept it in the
+/// `cpel` keyspace: opening empties it, and the consumer's list comes from `pel`.
+#[test]
+fn an_older_stores_consumer_pending_keys_are_emptied_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let s = open(dir.path());
+        let id = add(&s, "s", "a", 1);
+        create_group(&s, "s", "g", GroupStart::Id(StreamId::MIN), 1);
+        assert_eq!(read(&s, "s", "g", "c", 10, 2).len(), 1);
+        id
+    };
+    let cpel_len = |dir: &std::path::Path, put: bool| {
+        let db = fjall::Database::builder(dir).open().unwrap();
+        let cpel = db
+            .keyspace("cpel", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        if put {
+            cpel.insert([7u8; 32], []).unwrap();
+            db.persist(fjall::PersistMode::SyncAll).unwrap();
+        }
+        cpel.len().unwrap()
+    };
+    assert_eq!(cpel_len(dir.path(), true), 1);
+    {
+        let s = open(dir.path());
+        let history = Op::ReadGroup {
+            streams: vec![(key("s"), ReadFrom::History(StreamId::MIN))],
+            group: b"g".to_vec(),
+            consumer: b"c".to_vec(),
+            count: None,
+            noack: false,
+            retry: false,
+        };
+        match s.apply_one(history, 3) {
+            Ok(Reply::GroupRead(v)) => {
+                assert_eq!(v[0].iter().map(|e| e.0).collect::<Vec<_>>(), [id])
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(s.scrub().unwrap().damage.is_empty());
+        s.close().unwrap();
+    }
+    assert_eq!(cpel_len(dir.path(), false), 0);
+}
