@@ -7,9 +7,11 @@
 //! files (stream, group, policy, dlq, task) that add their ops as `Txn` methods, the
 //! evaluation of queries (`read`), and the facade (`store`) that dispatches each `Op`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 
 use crate::codec::{self, Kind};
 use crate::config::StoreConfig;

@@ -3,8 +3,9 @@
 //! writer), or a batch in progress ([`crate::Op::Query`], which sees the batch's own earlier
 //! writes, so a transaction's reads and writes are one atomic batch).
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use foldhash::HashMap;
 
 use crate::codec::{self, Kind};
 use crate::config::Limits;

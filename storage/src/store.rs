@@ -12,13 +12,14 @@
 //! only after the commit succeeded; readers on other threads see the catalog as of the last
 //! commit and never wait for a batch to finish.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use fjall::{Database, PersistMode, Readable};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use crate::codec::{self, Kind};
 use crate::config::{Durability, StoreConfig};

@@ -17,8 +17,10 @@
 //!   largest group leaves the index and is served by point reads again, until its pending
 //!   list is empty; the figures are in [`PendingIndexStats`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::codec::{self, Kind};
 use crate::error::{corrupt, Result};
