@@ -261,6 +261,43 @@ impl Frame {
         matches!(self, Frame::Error(_))
     }
 
+    /// The number of bytes [`Frame::encode`] writes, so a large reply's buffer is sized once
+    /// instead of growing (each growth a copy of all so far, and fresh pages to fault in).
+    pub fn encoded_len(&self, proto: u8) -> usize {
+        let bulk = |n: usize| header_len(n as i64) + n + 2;
+        match self {
+            Frame::Encoded(bytes) => bytes.len(),
+            Frame::Simple(s) | Frame::Error(s) => s.len() + 3,
+            Frame::Integer(n) => header_len(*n),
+            Frame::Bulk(b) => bulk(b.len()),
+            Frame::Null | Frame::NullArray if proto >= 3 => 3,
+            Frame::Null | Frame::NullArray => 5,
+            Frame::Array(items) | Frame::Set(items) => {
+                header_len(items.len() as i64)
+                    + items.iter().map(|i| i.encoded_len(proto)).sum::<usize>()
+            }
+            Frame::Map(pairs) => {
+                let n = if proto >= 3 {
+                    pairs.len()
+                } else {
+                    2 * pairs.len()
+                };
+                header_len(n as i64)
+                    + pairs
+                        .iter()
+                        .map(|(k, v)| k.encoded_len(proto) + v.encoded_len(proto))
+                        .sum::<usize>()
+            }
+            Frame::Double(_) => {
+                let mut out = Vec::new();
+                self.encode(proto, &mut out);
+                out.len()
+            }
+            Frame::Verbatim(s) if proto >= 3 => header_len(s.len() as i64 + 4) + s.len() + 6,
+            Frame::Verbatim(s) => bulk(s.len()),
+        }
+    }
+
     /// Writes the frame in RESP2 (`proto` 2) or RESP3 (`proto` 3).
     pub fn encode(&self, proto: u8, out: &mut Vec<u8>) {
         match self {
@@ -347,13 +384,32 @@ impl Frame {
 
 fn header(out: &mut Vec<u8>, tag: u8, n: i64) {
     out.push(tag);
-    let mut buf = itoa_buf(n);
-    out.append(&mut buf);
+    out.extend_from_slice(digits(n, &mut [0; 20]));
     out.extend_from_slice(b"\r\n");
 }
 
-fn itoa_buf(n: i64) -> Vec<u8> {
-    n.to_string().into_bytes()
+/// Bytes of a `header` line.
+fn header_len(n: i64) -> usize {
+    digits(n, &mut [0; 20]).len() + 3
+}
+
+/// `n` in decimal, written into the end of `buf` (20 bytes hold `i64::MIN`).
+fn digits(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut v = n.unsigned_abs();
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
 }
 
 #[cfg(test)]
@@ -456,6 +512,38 @@ mod tests {
                     proptest::prop_assert_eq!(parse_command(&again, &limits), Ok(Some((args, again.len()))));
                 }
                 rest = &rest[used..];
+            }
+        }
+    }
+
+    #[test]
+    fn encoded_len_is_what_encode_writes() {
+        let frames = [
+            Frame::ok(),
+            Frame::Error("ERR x".into()),
+            Frame::Integer(0),
+            Frame::Integer(i64::MIN),
+            Frame::Integer(1234567),
+            Frame::bulk(""),
+            Frame::bulk(vec![b'x'; 1000]),
+            Frame::Null,
+            Frame::NullArray,
+            Frame::Double(1.5),
+            Frame::Double(f64::NEG_INFINITY),
+            Frame::Verbatim("text".into()),
+            Frame::Encoded(b"+OK\r\n".to_vec()),
+            Frame::Set(vec![Frame::Integer(-1), Frame::bulk("a")]),
+            Frame::Map(vec![(
+                Frame::bulk("k"),
+                Frame::Array(vec![Frame::Null; 12]),
+            )]),
+            Frame::Array(vec![Frame::Array(vec![]); 10]),
+        ];
+        for proto in [2, 3] {
+            for f in &frames {
+                let mut out = Vec::new();
+                f.encode(proto, &mut out);
+                assert_eq!(f.encoded_len(proto), out.len(), "{f:?} in RESP{proto}");
             }
         }
     }

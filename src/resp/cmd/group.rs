@@ -91,7 +91,7 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                     .zip(v)
                     .zip(history)
                     .filter(|((_, e), hist)| *hist || !e.is_empty())
-                    .map(|((n, e), _)| (n, pairs_frame(&e)))
+                    .map(|((n, e), _)| (n, pairs_frame(e)))
                     .collect();
                 streams_reply(proto, results)
             }
@@ -434,7 +434,7 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         Ok(Reply::Entries(e)) if justid => {
             Frame::Array(e.iter().map(|(id, _)| id_frame(*id)).collect())
         }
-        Ok(Reply::Entries(e)) => pairs_frame(&e),
+        Ok(Reply::Entries(e)) => pairs_frame(e),
         Ok(_) => Frame::Array(vec![]),
         Err(e) => group_error("XCLAIM", &kname, &g, e),
     }))
@@ -489,7 +489,7 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
             let claimed = if justid {
                 Frame::Array(claimed.iter().map(|(id, _)| id_frame(*id)).collect())
             } else {
-                pairs_frame(&claimed)
+                pairs_frame(claimed)
             };
             Frame::Array(vec![
                 id_frame(next),

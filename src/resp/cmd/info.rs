@@ -184,7 +184,7 @@ fn stream_fields(info: &StreamInfo) -> Vec<(Frame, Frame)> {
 fn full_frame(f: cortex_storage::StreamFull) -> Frame {
     let now = f.now_ms;
     let mut m = stream_fields(&f.info);
-    m.push(kv("entries", entries_frame(&f.entries)));
+    m.push(kv("entries", entries_frame(f.entries)));
     let seen = |idle: u64| Frame::Integer(now.saturating_sub(idle) as i64);
     let pel = |p: &PendingInfo, owner: bool| {
         let mut v = vec![id_frame(p.id)];

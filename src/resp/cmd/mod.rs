@@ -430,8 +430,9 @@ async fn format(proto: u8, fmt: Format, r: Vec<cortex_storage::Result<Reply>>) -
         return fmt(r);
     }
     tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        fmt(r).encode(proto, &mut out);
+        let frame = fmt(r);
+        let mut out = Vec::with_capacity(frame.encoded_len(proto));
+        frame.encode(proto, &mut out);
         Frame::Encoded(out)
     })
     .await

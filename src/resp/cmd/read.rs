@@ -61,7 +61,7 @@ fn xrange(db: u16, args: &[Vec<u8>], rev: bool) -> Result<Plan, Frame> {
             rev,
         },
         move |r| match r {
-            Ok(Answer::Entries(e)) => entries_frame(&e),
+            Ok(Answer::Entries(e)) => entries_frame(e),
             Ok(_) => Frame::Array(vec![]),
             Err(e) => storage_error(name, e),
         },
@@ -229,7 +229,7 @@ fn xread(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                     .into_iter()
                     .zip(v)
                     .filter(|(_, (e, _))| !e.is_empty())
-                    .map(|(n, (e, _))| (n, entries_frame(&e)))
+                    .map(|(n, (e, _))| (n, entries_frame(e)))
                     .collect();
                 streams_reply(proto, results)
             }

@@ -15,25 +15,44 @@ pub fn fields_frame(r: &Record) -> Frame {
     Frame::Array(v)
 }
 
+/// [`fields_frame`] of an owned record: its fields move into the frame, uncopied.
+fn owned_fields_frame(r: Record) -> Frame {
+    let mut v = Vec::with_capacity(r.fields.len() * 2);
+    for (f, val) in r.fields {
+        v.push(Frame::Bulk(f));
+        v.push(Frame::Bulk(val));
+    }
+    Frame::Array(v)
+}
+
 /// `[id, [field, value, ...]]`, or `[id, nil]` for an entry deleted while pending.
 pub fn entry_frame(id: StreamId, r: Option<&Record>) -> Frame {
     Frame::Array(vec![id_frame(id), r.map_or(Frame::NullArray, fields_frame)])
 }
 
-/// Entries as XRANGE replies them.
-pub fn entries_frame(e: &[Entry]) -> Frame {
+/// [`entry_frame`] of an owned record.
+fn owned_entry_frame(id: StreamId, r: Option<Record>) -> Frame {
+    Frame::Array(vec![
+        id_frame(id),
+        r.map_or(Frame::NullArray, owned_fields_frame),
+    ])
+}
+
+/// Entries as XRANGE replies them (the entries move into the frame: a large reply is not
+/// copied twice).
+pub fn entries_frame(e: Vec<Entry>) -> Frame {
     Frame::Array(
-        e.iter()
-            .map(|e| entry_frame(e.id, Some(&e.record)))
+        e.into_iter()
+            .map(|e| owned_entry_frame(e.id, Some(e.record)))
             .collect(),
     )
 }
 
 /// Entries of a group read or claim (`None`: deleted while pending).
-pub fn pairs_frame(e: &[(StreamId, Option<Record>)]) -> Frame {
+pub fn pairs_frame(e: Vec<(StreamId, Option<Record>)>) -> Frame {
     Frame::Array(
-        e.iter()
-            .map(|(id, r)| entry_frame(*id, r.as_ref()))
+        e.into_iter()
+            .map(|(id, r)| owned_entry_frame(id, r))
             .collect(),
     )
 }
