@@ -41,7 +41,8 @@ proptest! {
 
     #[test]
     fn store_matches_model_with_a_small_pending_index(generated in proptest::collection::vec(op_strategy(), 1..80)) {
-        // About three entries' room: groups move out of memory and back as they fill and empty.
+        // Room for a handful of entries: groups move out of memory and back as they fill and
+        // empty.
         run(&generated, 600);
     }
 }
