@@ -522,7 +522,7 @@ fn verify_group(
     r: &mut VerifyReport,
 ) -> Result<()> {
     let gid = g.group_id;
-    // Consumer ID -> (name, pending it records, pending keys found).
+    // Consumer ID -> (name, pending it records, pending entries it owns).
     let mut consumers: HashMap<u64, (String, u64, u64)> = HashMap::new();
     for item in Readable::prefix(snap, ks.consumers.inner(), keys::prefix(gid)) {
         let (k, v) = match item.into_inner() {

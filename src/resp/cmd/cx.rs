@@ -354,8 +354,8 @@ fn dlq(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
             },
             |r| match r {
                 Ok(Answer::DeadLetters(list)) => Frame::Array(
-                    list.iter()
-                        .map(|(e, _)| entry_frame(e.id, Some(&e.record)))
+                    list.into_iter()
+                        .map(|(e, _)| entry_frame(e.id, Some(e.record)))
                         .collect(),
                 ),
                 Ok(_) => Frame::Array(vec![]),

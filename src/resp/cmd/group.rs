@@ -103,11 +103,11 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                     .filter(|(_, e)| !e.is_empty())
                     .map(|(n, e)| {
                         let entries = e
-                            .iter()
+                            .into_iter()
                             .map(|c| {
                                 Frame::Array(vec![
                                     id_frame(c.id),
-                                    fields_frame(&c.record),
+                                    fields_frame(c.record),
                                     Frame::Integer(c.idle_ms as i64),
                                     Frame::Integer(c.deliveries as i64),
                                 ])

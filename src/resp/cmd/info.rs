@@ -133,7 +133,7 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                         let mut m = stream_fields(&info);
                         m.push(kv("groups", Frame::Integer(info.groups as i64)));
                         let ef = |e: Option<Entry>| {
-                            e.map_or(Frame::Null, |e| entry_frame(e.id, Some(&e.record)))
+                            e.map_or(Frame::Null, |e| entry_frame(e.id, Some(e.record)))
                         };
                         m.push(kv("first-entry", ef(info.first_entry)));
                         m.push(kv("last-entry", ef(info.last_entry)));

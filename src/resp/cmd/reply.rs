@@ -5,18 +5,8 @@ use cortex_storage::{Entry, Record, Reply, StreamId};
 use super::args::{id_frame, storage_error};
 use crate::resp::codec::Frame;
 
-/// Fields of a record as a flat array.
-pub fn fields_frame(r: &Record) -> Frame {
-    let mut v = Vec::with_capacity(r.fields.len() * 2);
-    for (f, val) in &r.fields {
-        v.push(Frame::Bulk(f.clone()));
-        v.push(Frame::Bulk(val.clone()));
-    }
-    Frame::Array(v)
-}
-
-/// [`fields_frame`] of an owned record: its fields move into the frame, uncopied.
-fn owned_fields_frame(r: Record) -> Frame {
+/// `[field, value, ...]` of a record; its fields move into the frame, uncopied.
+pub fn fields_frame(r: Record) -> Frame {
     let mut v = Vec::with_capacity(r.fields.len() * 2);
     for (f, val) in r.fields {
         v.push(Frame::Bulk(f));
@@ -26,16 +16,8 @@ fn owned_fields_frame(r: Record) -> Frame {
 }
 
 /// `[id, [field, value, ...]]`, or `[id, nil]` for an entry deleted while pending.
-pub fn entry_frame(id: StreamId, r: Option<&Record>) -> Frame {
+pub fn entry_frame(id: StreamId, r: Option<Record>) -> Frame {
     Frame::Array(vec![id_frame(id), r.map_or(Frame::NullArray, fields_frame)])
-}
-
-/// [`entry_frame`] of an owned record.
-fn owned_entry_frame(id: StreamId, r: Option<Record>) -> Frame {
-    Frame::Array(vec![
-        id_frame(id),
-        r.map_or(Frame::NullArray, owned_fields_frame),
-    ])
 }
 
 /// Entries as XRANGE replies them (the entries move into the frame: a large reply is not
@@ -43,18 +25,14 @@ fn owned_entry_frame(id: StreamId, r: Option<Record>) -> Frame {
 pub fn entries_frame(e: Vec<Entry>) -> Frame {
     Frame::Array(
         e.into_iter()
-            .map(|e| owned_entry_frame(e.id, Some(e.record)))
+            .map(|e| entry_frame(e.id, Some(e.record)))
             .collect(),
     )
 }
 
 /// Entries of a group read or claim (`None`: deleted while pending).
 pub fn pairs_frame(e: Vec<(StreamId, Option<Record>)>) -> Frame {
-    Frame::Array(
-        e.into_iter()
-            .map(|(id, r)| owned_entry_frame(id, r))
-            .collect(),
-    )
+    Frame::Array(e.into_iter().map(|(id, r)| entry_frame(id, r)).collect())
 }
 
 /// XREAD / XREADGROUP's reply: a map in RESP3, pairs in RESP2.

@@ -109,6 +109,48 @@ fn verify_names_the_stream_and_ids_of_damage() {
     assert!(verify(&dir.path().join("nothing"), &StoreConfig::default()).is_err());
 }
 
+/// A pending entry whose owner is no consumer of its group (nor the unowned marker of
+/// XNACK FORCE) is damage, and its consumer's count no longer matches what it owns.
+#[test]
+fn verify_reports_a_pending_entry_owned_by_no_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids;
+    {
+        let s = open(dir.path());
+        ids = populate(&s);
+    }
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let pel = db
+            .keyspace("pel", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        // The group is the store's first (internal ID 0); ids[0] went to consumer "a".
+        let k = keys::id_key(0, ids[0]);
+        let v = pel.get(k).unwrap().expect("pending");
+        let mut p: PendingEntry = codec::decode(codec::Kind::Pending, &v).unwrap();
+        p.consumer_id = 999;
+        pel.insert(k, codec::encode(codec::Kind::Pending, &p))
+            .unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let r = verify(dir.path(), &StoreConfig::default()).unwrap();
+    let text: Vec<String> = r.damage.iter().map(|d| d.what.clone()).collect();
+    let orphan = r
+        .damage
+        .iter()
+        .find(|d| d.what.contains("owned by no consumer"))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    assert_eq!(
+        (orphan.stream.as_slice(), orphan.ids.as_slice()),
+        (&b"jobs"[..], &ids[..1])
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("consumer 'a' metadata says 7 pending, it owns 6")),
+        "{text:?}"
+    );
+}
+
 /// A replicated log's progress is written in the same commit as its ops: it survives a
 /// reopen with them, a failed op does not lose it, and a backup carries the progress of
 /// the commit it copied.
