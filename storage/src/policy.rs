@@ -481,6 +481,17 @@ impl Txn<'_> {
         for k in expired {
             self.tx.remove(&self.ks.idem_exp, k);
         }
+        if complete && self.sys.idem_keys > 0 {
+            // Exact: the next sweep is due when the oldest key left expires, not a
+            // millisecond from now (which ticked the store every millisecond while any key
+            // was younger than the window).
+            let from = keys::idempotency_expiry(floor, 0, b"");
+            if let Some(first) = self.tx.range(&self.ks.idem_exp, from..).next() {
+                if let Some((t, _, _)) = keys::parse_idempotency_expiry(&first.key()?) {
+                    floor = t;
+                }
+            }
+        }
         self.sys.idem_floor_ms = floor;
         Ok(())
     }

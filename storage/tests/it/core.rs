@@ -325,6 +325,31 @@ fn apply_reports_the_next_deadline_including_idempotency_expiry() {
 }
 
 #[test]
+fn after_an_idempotency_sweep_the_next_deadline_is_the_oldest_keys_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let window = StoreConfig::default().idempotency_window_ms;
+    let publish = |k: &str, now: u64| {
+        let mut op = append("s", IdSpec::Auto, fields("v"), Meta::default());
+        if let Op::Append {
+            idempotency_key, ..
+        } = &mut op
+        {
+            *idempotency_key = Some(k.as_bytes().to_vec());
+        }
+        s.apply_one(op, now).unwrap();
+    };
+    publish("k1", 1000);
+    publish("k2", 1000 + window / 2);
+    // k1's sweep leaves k2: the store is due again when k2 expires, not a millisecond
+    // later (which ticked it every millisecond until then).
+    let out = s.apply(vec![Op::Tick], 1000 + window + 1).unwrap();
+    assert_eq!(out.next_deadline_ms, Some(1000 + window / 2 + window));
+    let out = s.apply(vec![Op::Tick], 1000 + window / 2 + window).unwrap();
+    assert_eq!(out.next_deadline_ms, None);
+}
+
+#[test]
 fn a_batch_encodes_and_decodes_to_the_same_ops() {
     let ops = vec![
         append(
