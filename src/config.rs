@@ -163,6 +163,8 @@ pub struct FileConfig {
     pub starvation_guard: Option<u32>,
     /// Idempotency window.
     pub idempotency_window_ms: Option<u64>,
+    /// XADD IDMP IDs kept per producer of a stream XCFGSET did not set.
+    pub idmp_maxsize: Option<u64>,
     /// Furthest ahead a scheduled message may be delivered.
     pub schedule_ahead_max_ms: Option<u64>,
     /// Most unfinished tasks one agent's inbox (any stream) may hold.
@@ -340,6 +342,16 @@ impl Config {
         }
         if let Some(w) = file.idempotency_window_ms {
             store.idempotency_window_ms = w;
+        }
+        if let Some(n) = file.idmp_maxsize {
+            if !cortex_storage::idmp::MAXSIZE_RANGE.contains(&n) {
+                return Err(format!(
+                    "idmp_maxsize must be between {} and {}",
+                    cortex_storage::idmp::MAXSIZE_RANGE.start(),
+                    cortex_storage::idmp::MAXSIZE_RANGE.end()
+                ));
+            }
+            store.limits.idmp_maxsize = n;
         }
         if let Some(a) = file.schedule_ahead_max_ms {
             store.limits.schedule_ahead_max_ms = a;
@@ -573,7 +585,7 @@ fn cluster_config(
 
 /// The settings an environment variable may give: `CORTEX_` + the key in upper case (the
 /// tables, `tokens`, `agents`, `retention` and `default_policy`, only in the file).
-pub const ENV_KEYS: [&str; 25] = [
+pub const ENV_KEYS: [&str; 26] = [
     "data_dir",
     "resp",
     "quic",
@@ -590,6 +602,7 @@ pub const ENV_KEYS: [&str; 25] = [
     "client_buffer_bytes_max",
     "starvation_guard",
     "idempotency_window_ms",
+    "idmp_maxsize",
     "schedule_ahead_max_ms",
     "open_tasks_max",
     "task_history_max",

@@ -191,7 +191,8 @@ impl Asker<'_> {
             | Op::DeleteStream { stream }
             | Op::DestroyGroup { stream, .. }
             | Op::SetPolicy { stream, .. }
-            | Op::PatchPolicy { stream, .. } => self.need(Admin, Some(stream)),
+            | Op::PatchPolicy { stream, .. }
+            | Op::ConfigureIdmp { stream, .. } => self.need(Admin, Some(stream)),
             // XACKDEL ... ACKED deletes only what no group needs any more: a consumer's
             // right; any other deletion is an admin's, as XDEL is.
             Op::DeleteEx {

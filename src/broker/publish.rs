@@ -21,16 +21,13 @@ pub struct Message {
 }
 
 /// The idempotency key of Redis 8.6's `XADD ... IDMP producer idempotent-id` (or, with
-/// `IDMPAUTO producer`, `iid = None`: one made from the entry's fields, so the same content
-/// from the same producer is stored once). It shares the window of every other idempotency
-/// key (`CX.PUBLISH ... IDEMPOTENCY`, QUIC's), in a space of its own: a zero byte, `IDMP`,
-/// the producer's length, the producer, then the ID or a SHA-256 of the fields.
+/// `IDMPAUTO producer`, `iid = None`: one made from the entry's fields, a SHA-256 of each
+/// field and value with its length, so the same content from the same producer is stored
+/// once). The store keeps these apart from other idempotency keys, per stream and producer
+/// (`cortex_storage::idmp`: XCFGSET's duration and maxsize).
 pub fn idmp_key(producer: &[u8], iid: Option<&[u8]>, fields: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-    let mut key = b"\0IDMP".to_vec();
-    key.extend_from_slice(&(producer.len() as u32).to_be_bytes());
-    key.extend_from_slice(producer);
     match iid {
-        Some(iid) => key.extend_from_slice(iid),
+        Some(iid) => cortex_storage::idmp::idmp_key(producer, iid),
         None => {
             let mut h = ring::digest::Context::new(&ring::digest::SHA256);
             for (f, v) in fields {
@@ -39,10 +36,9 @@ pub fn idmp_key(producer: &[u8], iid: Option<&[u8]>, fields: &[(Vec<u8>, Vec<u8>
                     h.update(part);
                 }
             }
-            key.extend_from_slice(h.finish().as_ref());
+            cortex_storage::idmp::idmp_key(producer, h.finish().as_ref())
         }
     }
-    key
 }
 
 impl Broker {

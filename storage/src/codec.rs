@@ -61,6 +61,14 @@ pub enum Kind {
     /// Store-wide task counters with the deadline and keep indexes' (replaces `TaskSys`,
     /// still read).
     TaskSysV2 = 17,
+    /// A stream's IDMP settings and counters ([`crate::idmp`]).
+    IdmpStream = 18,
+    /// One producer's kept IDMP IDs.
+    IdmpProducer = 19,
+    /// An IDMP ID in its producer's order.
+    IdmpOrder = 20,
+    /// A kept IDMP ID's entry and expiry.
+    IdmpRecord = 21,
 }
 
 fn config() -> impl bincode::config::Config {

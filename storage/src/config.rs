@@ -61,6 +61,8 @@ pub struct Limits {
     pub task_keep_ms: u64,
     /// Most task records one listing examines.
     pub task_scan_max: usize,
+    /// IDMP IDs kept per producer of a stream that XCFGSET did not set (Redis's default).
+    pub idmp_maxsize: u64,
 }
 
 impl Default for Limits {
@@ -88,6 +90,7 @@ impl Default for Limits {
             task_history_max: 256,
             task_keep_ms: 24 * 3600 * 1000,
             task_scan_max: 100_000,
+            idmp_maxsize: 100,
         }
     }
 }

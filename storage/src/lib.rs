@@ -39,6 +39,7 @@ pub mod dlq;
 mod error;
 pub mod group;
 mod id;
+pub mod idmp;
 mod kernel;
 pub mod keys;
 mod keyspaces;
@@ -71,7 +72,7 @@ pub use ops::{
 };
 pub use policy::DueReport;
 pub use query::{
-    Answer, ConsumerInfo, DlqFilter, GroupFull, GroupInfo, PendingInfo, PendingQuery,
+    Answer, ConsumerInfo, DlqFilter, GroupFull, GroupInfo, IdmpInfo, PendingInfo, PendingQuery,
     PendingSummary, Query, ReadStart, StreamFull, StreamInfo, StreamSummary,
 };
 pub use record::{

@@ -296,7 +296,7 @@ fn check(db: &Database, ks: &Keyspaces) -> Result<VerifyReport> {
             }
         };
         r.other += 1;
-        if let Err(why) = codec::decode::<crate::meta::IdempotencyRecord>(Kind::Idempotency, &v) {
+        if let Err(why) = crate::idmp::check_value(k.get(8..).unwrap_or_default(), &v) {
             let sid = k
                 .get(..8)
                 .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()));

@@ -575,6 +575,16 @@ pub enum Op {
         /// The delivery count to set (XNACK's RETRYCOUNT).
         retry_count: Option<u64>,
     },
+    /// XCFGSET (Redis 8.6): the stream's IDMP settings ([`crate::idmp`]); replies `Ok`.
+    /// Changing either forgets the IDs every producer has kept.
+    ConfigureIdmp {
+        /// Stream (must exist).
+        stream: StreamKey,
+        /// IDMP-DURATION, seconds (1-86,400).
+        duration_s: Option<u64>,
+        /// IDMP-MAXSIZE, IDs per producer (1-10,000).
+        maxsize: Option<u64>,
+    },
 }
 
 /// One entry handed out by [`Op::Deliver`].
@@ -805,7 +815,8 @@ impl Changes {
             | Op::DeleteConsumer { .. }
             | Op::SetPolicy { .. }
             | Op::PatchPolicy { .. }
-            | Op::CancelTask { .. } => Changes::One,
+            | Op::CancelTask { .. }
+            | Op::ConfigureIdmp { .. } => Changes::One,
             Op::Delete { .. }
             | Op::Trim { .. }
             | Op::DeleteStream { .. }

@@ -460,6 +460,12 @@ impl Txn<'_> {
             let Some((t, sid, ikey)) = keys::parse_idempotency_expiry(k) else {
                 continue;
             };
+            if let crate::idmp::Expiry::Done = self.idmp_expire(sid, ikey, t)? {
+                if !complete {
+                    floor = t;
+                }
+                continue;
+            }
             let ik = keys::idempotency(sid, ikey);
             if let Some(v) = self.tx.get(&self.ks.idem, &ik)? {
                 // A record that does not decode is removed too: it is past its window either way.

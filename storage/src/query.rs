@@ -214,6 +214,26 @@ pub struct StreamInfo {
     pub created_ms: u64,
     /// Redis radix-tree nodes (emulated, [`crate::nodes`]).
     pub nodes: u64,
+    /// Redis 8.6's idempotent production: settings and counters (`None`: the stream
+    /// never used it).
+    pub idmp: Option<IdmpInfo>,
+}
+
+/// XINFO STREAM's IDMP fields (Redis 8.6, [`crate::idmp`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdmpInfo {
+    /// `idmp-duration`, seconds.
+    pub duration_s: u64,
+    /// `idmp-maxsize`.
+    pub maxsize: u64,
+    /// `pids-tracked`.
+    pub pids_tracked: u64,
+    /// `iids-tracked`.
+    pub iids_tracked: u64,
+    /// `iids-added`.
+    pub iids_added: u64,
+    /// `iids-duplicates`.
+    pub iids_duplicates: u64,
 }
 
 /// XINFO STREAM FULL's answer.

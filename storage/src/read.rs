@@ -8,7 +8,7 @@ use std::sync::Arc;
 use foldhash::HashMap;
 
 use crate::codec::{self, Kind};
-use crate::config::Limits;
+use crate::config::{Limits, StoreConfig};
 use crate::error::{corrupt, Error, Result};
 use crate::group::lag;
 use crate::id::{StreamId, StreamKey};
@@ -31,8 +31,12 @@ pub(crate) trait ReadCtx {
     fn view(&self) -> &Self::V;
     /// The keyspaces.
     fn ks(&self) -> &Keyspaces;
+    /// The store's settings.
+    fn cfg(&self) -> &StoreConfig;
     /// The limits.
-    fn limits(&self) -> &Limits;
+    fn limits(&self) -> &Limits {
+        &self.cfg().limits
+    }
     /// A stream's state in this view.
     fn stream(&self, key: &StreamKey) -> Option<&StreamState>;
     /// The sorted stream names of a namespace.
@@ -42,7 +46,7 @@ pub(crate) trait ReadCtx {
 /// The committed view: the streams a query names, with the snapshot committed with them.
 pub(crate) struct Committed<'a> {
     pub(crate) ks: &'a Keyspaces,
-    pub(crate) limits: &'a Limits,
+    pub(crate) cfg: &'a StoreConfig,
     pub(crate) streams: HashMap<StreamKey, Arc<StreamState>>,
     pub(crate) names: Vec<StreamKey>,
     pub(crate) snap: fjall::Snapshot,
@@ -56,8 +60,8 @@ impl ReadCtx for Committed<'_> {
     fn ks(&self) -> &Keyspaces {
         self.ks
     }
-    fn limits(&self) -> &Limits {
-        self.limits
+    fn cfg(&self) -> &StoreConfig {
+        self.cfg
     }
     fn stream(&self, key: &StreamKey) -> Option<&StreamState> {
         self.streams.get(key).map(|s| &**s)
@@ -82,8 +86,8 @@ impl ReadCtx for Txn<'_> {
     fn ks(&self) -> &Keyspaces {
         self.ks
     }
-    fn limits(&self) -> &Limits {
-        &self.cfg.limits
+    fn cfg(&self) -> &StoreConfig {
+        self.cfg
     }
     fn stream(&self, key: &StreamKey) -> Option<&StreamState> {
         Txn::stream(self, key)
@@ -253,6 +257,7 @@ fn stream_info(ctx: &impl ReadCtx, key: &StreamKey) -> Result<Option<StreamInfo>
         trimmed_undelivered: m.trimmed_undelivered,
         created_ms: m.created_ms,
         nodes: m.nodes,
+        idmp: crate::idmp::info(ctx.view(), ctx.ks(), ctx.cfg(), m.stream_id)?,
     }))
 }
 

@@ -394,6 +394,20 @@ impl<'a> Txn<'a> {
                 trim,
             ),
             Op::Delete { stream, ids } => self.delete_entries(&stream, &ids),
+            Op::ConfigureIdmp {
+                stream,
+                duration_s,
+                maxsize,
+            } => {
+                let sid = self
+                    .stream(&stream)
+                    .map(|s| s.meta.stream_id)
+                    .ok_or_else(|| Error::NoSuchStream {
+                        stream: stream.name.clone(),
+                    })?;
+                self.idmp_configure(sid, &stream.name, duration_s, maxsize)
+                    .map(|()| Reply::Ok)
+            }
             Op::DeleteEx {
                 stream,
                 ack,
@@ -620,7 +634,7 @@ impl Store {
         };
         Committed {
             ks: &self.ks,
-            limits: &self.cfg.limits,
+            cfg: &self.cfg,
             streams,
             names,
             snap: cat.snap.clone(),

@@ -150,6 +150,11 @@ impl Txn<'_> {
         if let Some(k) = &idempotency_key {
             check_name("idempotency key", k, l.idempotency_key_max)?;
         }
+        // XADD IDMP's (producer, iid), kept per stream by its own rules.
+        let idmp = match &idempotency_key {
+            Some(k) => crate::idmp::parse(k)?,
+            None => None,
+        };
         let mut meta = meta;
         meta.settle_schedule(self.now, l.schedule_ahead_max_ms)
             .map_err(Error::InvalidArgument)?;
@@ -160,7 +165,14 @@ impl Txn<'_> {
         if existing.is_none() && no_mkstream {
             return Ok(Reply::Nil);
         }
-        if let (Some((sid, _)), Some(k)) = (existing, &idempotency_key) {
+        if let (Some((sid, _)), Some((pid, iid)), Some(k)) = (existing, idmp, &idempotency_key) {
+            if let Some(id) = self.idmp_repeat(sid, pid, iid, k)? {
+                return Ok(Reply::Appended {
+                    id,
+                    duplicate: true,
+                });
+            }
+        } else if let (Some((sid, _)), Some(k)) = (existing, &idempotency_key) {
             if let Some(v) = self.tx.get(&self.ks.idem, keys::idempotency(sid, k))? {
                 let rec: IdempotencyRecord = codec::decode(Kind::Idempotency, &v)
                     .map_err(|r| corrupt("idempotency record", &key.name, None, r))?;
@@ -192,7 +204,9 @@ impl Txn<'_> {
         self.with_stream(key, |txn, st| {
             sid = st.meta.stream_id;
             txn.insert_entry(key, st, id, &record);
-            if let Some(k) = &idempotency_key {
+            if let Some((pid, iid)) = idmp {
+                txn.idmp_keep(st.meta.stream_id, pid, iid, id)?;
+            } else if let Some(k) = &idempotency_key {
                 let sid = st.meta.stream_id;
                 let v = IdempotencyRecord { id, seen_ms: now };
                 txn.tx.insert(

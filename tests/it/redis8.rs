@@ -358,6 +358,89 @@ fn xadd_idmp_stores_a_producers_message_once() {
     assert!(e.err_text().contains("IDMP"), "{e:?}");
 }
 
+/// A field of a RESP2 map reply (a flat array of names and values).
+fn field<'v>(v: &'v V, name: &str) -> &'v V {
+    let a = v.arr();
+    let i = a
+        .chunks(2)
+        .position(|kv| kv[0].s() == name)
+        .unwrap_or_else(|| panic!("no {name} in {v:?}"));
+    &a[2 * i + 1]
+}
+
+/// XINFO STREAM's pids-tracked, iids-tracked, iids-added and iids-duplicates.
+fn idmp_counters(r: &mut Raw, s: &str) -> [i64; 4] {
+    let info = r.cmd(&["XINFO", "STREAM", s]);
+    [
+        "pids-tracked",
+        "iids-tracked",
+        "iids-added",
+        "iids-duplicates",
+    ]
+    .map(|f| field(&info, f).int())
+}
+
+#[test]
+fn xcfgset_sets_a_streams_idmp_window_and_xinfo_stream_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cortex.toml");
+    std::fs::write(&cfg, "idempotency_window_ms = 300000\n").unwrap();
+    let s = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let mut r = s.raw();
+    r.cmd(&["XADD", "s", "*", "f", "v"]);
+    // A stream that never used IDMP keeps 7.4's reply (go-redis 9.17 refuses other fields).
+    let info = r.cmd(&["XINFO", "STREAM", "s"]);
+    assert_eq!(info.arr().len(), 2 * 10, "{info:?}");
+    let add = |r: &mut Raw, pid: &str, iid: &str| {
+        r.cmd(&["XADD", "s", "IDMP", pid, iid, "*", "f", iid])
+            .s()
+            .to_string()
+    };
+    let a = add(&mut r, "p1", "a");
+    // Then: the store's window (300 s here) and Redis's default maxsize.
+    let info = r.cmd(&["XINFO", "STREAM", "s"]);
+    assert_eq!(field(&info, "idmp-duration").int(), 300);
+    assert_eq!(field(&info, "idmp-maxsize").int(), 100);
+    assert_eq!(idmp_counters(&mut r, "s"), [1, 1, 1, 0]);
+    assert_eq!(add(&mut r, "p1", "a"), a);
+    add(&mut r, "p2", "a");
+    assert_eq!(idmp_counters(&mut r, "s"), [2, 2, 2, 1]);
+    // A new maxsize forgets every producer's IDs, then keeps two per producer.
+    assert_eq!(
+        r.cmd(&["XCFGSET", "s", "IDMP-MAXSIZE", "2"]),
+        V::Simple("OK".into())
+    );
+    assert_eq!(idmp_counters(&mut r, "s"), [0, 0, 2, 1]);
+    let a2 = add(&mut r, "p1", "a");
+    assert_ne!(a2, a);
+    add(&mut r, "p1", "b");
+    add(&mut r, "p1", "c");
+    // "a" was the oldest of three: evicted, so it is a new message again.
+    assert_ne!(add(&mut r, "p1", "a"), a2);
+    assert_eq!(idmp_counters(&mut r, "s"), [1, 2, 6, 1]);
+    // The same value again keeps them; both settings show.
+    r.cmd(&["XCFGSET", "s", "IDMP-MAXSIZE", "2", "IDMP-DURATION", "300"]);
+    assert_eq!(idmp_counters(&mut r, "s"), [1, 2, 6, 1]);
+    let full = r.cmd(&["XINFO", "STREAM", "s", "FULL"]);
+    assert_eq!(field(&full, "idmp-maxsize").int(), 2);
+    assert_eq!(field(&full, "iids-tracked").int(), 2);
+    // Errors, as redis.io lists them.
+    let e = r.cmd(&["XCFGSET", "nokey", "IDMP-DURATION", "5"]);
+    assert_eq!(e.err_text(), "ERR no such key");
+    for bad in [
+        ["IDMP-DURATION", "0"],
+        ["IDMP-DURATION", "86401"],
+        ["IDMP-MAXSIZE", "10001"],
+    ] {
+        let e = r.cmd(&["XCFGSET", "s", bad[0], bad[1]]);
+        assert!(e.err_text().contains(bad[0]), "{e:?}");
+    }
+    let e = r.cmd(&["XCFGSET", "s", "IDMP-DURATION", "x"]);
+    assert!(e.err_text().starts_with("ERR"), "{e:?}");
+    let e = r.cmd(&["XCFGSET", "s", "DURATION", "5"]);
+    assert!(e.err_text().contains("syntax"), "{e:?}");
+}
+
 fn ids_of(v: &V) -> Vec<String> {
     v.arr().iter().map(|e| e.arr()[0].s().to_string()).collect()
 }

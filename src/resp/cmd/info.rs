@@ -165,7 +165,7 @@ fn stream_fields(info: &StreamInfo) -> Vec<(Frame, Frame)> {
         0 => info.length.div_ceil(100),
         n => n,
     } as i64;
-    vec![
+    let mut m = vec![
         kv("length", Frame::Integer(info.length as i64)),
         kv("radix-tree-keys", Frame::Integer(nodes)),
         kv("radix-tree-nodes", Frame::Integer(nodes + 1)),
@@ -176,7 +176,21 @@ fn stream_fields(info: &StreamInfo) -> Vec<(Frame, Frame)> {
             "recorded-first-entry-id",
             id_frame(info.recorded_first_entry_id),
         ),
-    ]
+    ];
+    // Redis 8.6's fields, on a stream that uses IDMP only: the port reports 7.4, and some
+    // 7.4 clients refuse fields they do not know (go-redis up to 9.17).
+    if let Some(i) = &info.idmp {
+        let int = |n: u64| Frame::Integer(n as i64);
+        m.extend([
+            kv("idmp-duration", int(i.duration_s)),
+            kv("idmp-maxsize", int(i.maxsize)),
+            kv("pids-tracked", int(i.pids_tracked)),
+            kv("iids-tracked", int(i.iids_tracked)),
+            kv("iids-added", int(i.iids_added)),
+            kv("iids-duplicates", int(i.iids_duplicates)),
+        ]);
+    }
+    m
 }
 
 /// Absolute times are `now - idle` with the query's own `now` (a second clock read here

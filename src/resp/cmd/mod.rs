@@ -203,9 +203,8 @@ fn touch(conn: &mut Conn, broker: &Broker, name: &'static str) {
 /// Parses one admitted command into its plan.
 fn plan(ctx: &mut Ctx<'_>, args: &Args) -> Plan {
     let r = match ctx.name {
-        "XADD" | "XTRIM" | "XDEL" | "XSETID" | "XACK" | "XDELEX" | "XACKDEL" | "XNACK" => {
-            write::plan(ctx, args)
-        }
+        "XADD" | "XTRIM" | "XDEL" | "XSETID" | "XACK" | "XDELEX" | "XACKDEL" | "XNACK"
+        | "XCFGSET" => write::plan(ctx, args),
         "XLEN" | "XRANGE" | "XREVRANGE" | "XREAD" => read::plan(ctx, args),
         "XREADGROUP" | "XGROUP" | "XPENDING" | "XCLAIM" | "XAUTOCLAIM" => group::plan(ctx, args),
         "XINFO" => info::plan(ctx, args),

@@ -75,6 +75,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("XACK", -4, &["write", "fast"], 1, 1, 1, "stream", "Returns the number of messages that were successfully acknowledged by the consumer group member of a stream."),
     spec!("XACKDEL", -6, &["write", "fast"], 1, 1, 1, "stream", "Acknowledges messages in a consumer group and deletes them from the stream, minding the groups' references (Redis 8.2)."),
     spec!("XNACK", -7, &["write", "fast"], 1, 1, 1, "stream", "Gives pending messages back to their consumer group: SILENT, FAIL or FATAL, mapped onto the group's delivery policy (Redis 8.8)."),
+    spec!("XCFGSET", -4, &["write", "fast"], 1, 1, 1, "stream", "Sets a stream's idempotent-production settings: IDMP-DURATION and IDMP-MAXSIZE (Redis 8.6)."),
     spec!("XDELEX", -5, &["write", "fast"], 1, 1, 1, "stream", "Deletes messages from a stream, minding the consumer groups' references (Redis 8.2)."),
     spec!("XPENDING", -3, R, 1, 1, 1, "stream", "Returns the information and entries from a stream consumer group's pending entries list."),
     spec!("XCLAIM", -6, &["write", "fast"], 1, 1, 1, "stream", "Changes, or acquires, ownership of a message in a consumer group, as if the message was delivered a consumer group member."),

@@ -1,11 +1,11 @@
-//! Stream writes: XADD, XTRIM, XDEL, XSETID, XACK, Redis 8.2's XDELEX and XACKDEL, and 8.8's
-//! XNACK.
+//! Stream writes: XADD, XTRIM, XDEL, XSETID, XACK, Redis 8.2's XDELEX and XACKDEL, 8.6's
+//! XCFGSET and 8.8's XNACK.
 //! Each parses Redis's syntax into one op and formats Redis's reply.
 
 use cortex_storage::{Error, Meta, NackMode, Op, RefPolicy, Reply};
 
 use super::args::*;
-use super::reply::{append_reply, count_reply};
+use super::reply::{append_reply, count_reply, ok_reply};
 use super::{Ctx, Plan};
 use crate::resp::codec::Frame;
 
@@ -28,6 +28,7 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         "XDELEX" => delete_ex(db, args, false),
         "XACKDEL" => delete_ex(db, args, true),
         "XNACK" => xnack(db, args),
+        "XCFGSET" => xcfgset(db, args),
         _ => Ok(Plan::op(xack_op(db, args)?, |r| count_reply("XACK", r))),
     }
 }
@@ -88,6 +89,36 @@ fn xnack(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         }
     };
     Ok(Plan::op(op, |r| count_reply("XNACK", r)))
+}
+
+/// XCFGSET key [IDMP-DURATION seconds] [IDMP-MAXSIZE n] (Redis 8.6): the stream's
+/// idempotent-production settings ([`Op::ConfigureIdmp`]; the store checks the ranges).
+fn xcfgset(db: u16, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    let mut duration_s = None;
+    let mut maxsize = None;
+    let mut i = 2;
+    while i < args.len() {
+        let slot = match upper(&args[i]).as_str() {
+            "IDMP-DURATION" if duration_s.is_none() => &mut duration_s,
+            "IDMP-MAXSIZE" if maxsize.is_none() => &mut maxsize,
+            _ => return Err(syntax()),
+        };
+        let n = int(args.get(i + 1).ok_or_else(syntax)?)?;
+        *slot = Some(u64::try_from(n).unwrap_or(0));
+        i += 2;
+    }
+    if duration_s.is_none() && maxsize.is_none() {
+        return Err(syntax());
+    }
+    let op = Op::ConfigureIdmp {
+        stream: key(db, &args[1]),
+        duration_s,
+        maxsize,
+    };
+    Ok(Plan::op(op, |r| match r {
+        Err(Error::NoSuchStream { .. }) => Frame::err("no such key"),
+        r => ok_reply("XCFGSET", r),
+    }))
 }
 
 /// `IDS numids id ...` at `args[i]`: the IDs and the index after them.

@@ -2,6 +2,7 @@
 
 mod core;
 mod groups;
+mod idmp;
 mod maintenance;
 mod model;
 mod model_core;
