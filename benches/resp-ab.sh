@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Two builds of cortex on the RESP rows the ack path changes, in alternating rounds (so a
-# shared machine's drift hits both alike): XADD -c 1 -P 1 (10,000 calls), then XACK of
+# Two builds of cortex on the RESP rows the write and ack paths change, in alternating rounds
+# (so a shared machine's drift hits both alike): XADD -c 1 -P 1 (10,000 calls) and -c 50 -P 1
+# (N calls), then XACK of
 # random IDs among ACK_ENTRIES pending (one ID per call at -c 50 -P 16; 100 per call at
 # -c 50), as in benches/resp-vs-redis.sh. Each round starts a fresh `serve --fsync always`.
 #
@@ -28,14 +29,15 @@ round() { # binary label
     --http 127.0.0.1:0 --fsync always >/dev/null 2>&1 &
   P=$!
   for _ in $(seq 200); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.05; done
-  local c1 a1 a100
+  local c1 c50 a1 a100
   c1=$(redis-benchmark -p "$port" -c 1 -P 1 -n 10000 --csv XADD s '*' f "$PAYLOAD" | csv)
+  c50=$(redis-benchmark -p "$port" -c 50 -P 1 -n "$N" --csv XADD s '*' f "$PAYLOAD" | csv)
   redis-benchmark -p "$port" -c 50 -P 64 -n "$ACK" -q XADD a '1-*' f "$PAYLOAD" >/dev/null
   redis-cli -p "$port" XGROUP CREATE a g 0 >/dev/null
   while [ "$(redis-cli -p "$port" XREADGROUP GROUP g c COUNT 10000 STREAMS a '>' | wc -l)" -gt 1 ]; do :; done
   a1=$(redis-benchmark -p "$port" -c 50 -P 16 -n "$N" -r "$ACK" --csv XACK a g '1-__rand_int__' | csv)
   a100=$(redis-benchmark -p "$port" -c 50 -P 1 -n "$((N / 50))" -r "$ACK" --csv XACK a g "${IDS[@]}" | csv)
-  printf '%-4s XADD c1: %s | XACK 1 ID c50 P16: %s | XACK 100 IDs c50: %s\n' "$2" "$c1" "$a1" "$a100"
+  printf '%-4s XADD c1: %s | XADD c50: %s | XACK 1 ID c50 P16: %s | XACK 100 IDs c50: %s\n' "$2" "$c1" "$c50" "$a1" "$a100"
   kill "$P"; wait "$P" 2>/dev/null; P=
   rm -rf "$d"
 }

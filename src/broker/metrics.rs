@@ -420,6 +420,11 @@ pub(crate) fn render(
     );
     reg.register("commits", "Writer commits", counter(o.commits));
     reg.register(
+        "commits_inline",
+        "Of the commits, those a lone caller's small write made on its own thread while the writer was idle",
+        counter(m.inline_commits.load(Ordering::Relaxed)),
+    );
+    reg.register(
         "push_deliveries_in_commit",
         "Push deliveries handed out by the commit that appended the entry",
         counter(m.pushed_in_commit.load(Ordering::Relaxed)),

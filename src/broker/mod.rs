@@ -422,7 +422,9 @@ impl Broker {
     /// come back as one.
     pub async fn submit(&self, who: &Principal, ops: Vec<Op>) -> Result<Replies, BrokerError> {
         if !ops.iter().any(slice::big) {
-            return self.submit_now(who, ops).await;
+            self.admit(who, &ops).map_err(BrokerError::NoPermission)?;
+            // Awaited here: a lone caller's small write may commit on this thread.
+            return self.inner.core.submit(ops).await;
         }
         let max_ids = self.store().config().limits.ids_per_op_max;
         let mut sliced = match slice::plan(ops, max_ids) {
@@ -444,18 +446,22 @@ impl Broker {
         who: &Principal,
         ops: Vec<Op>,
     ) -> impl std::future::Future<Output = Result<Replies, BrokerError>> + Send + 'static {
-        let queued = who.authorize_ops(&ops).map(|()| {
-            if let Some(agent) = who.agent() {
-                let beats = |op: &Op| {
-                    matches!(op, Op::Append { meta, .. } if meta.lane == cortex_storage::Lane::Heartbeat)
-                };
-                if ops.iter().any(beats) {
-                    self.heartbeat(agent);
-                }
-            }
-            self.inner.core.submit_now(ops)
-        });
+        let queued = self
+            .admit(who, &ops)
+            .map(|()| self.inner.core.submit_now(ops));
         async move { queued.map_err(BrokerError::NoPermission)?.await }
+    }
+
+    /// Checks `who` may run `ops`, and notes an agent's heartbeat among them.
+    fn admit(&self, who: &Principal, ops: &[Op]) -> Result<(), crate::perm::Refusal> {
+        who.authorize_ops(ops)?;
+        if let Some(agent) = who.agent() {
+            let beats = |op: &Op| matches!(op, Op::Append { meta, .. } if meta.lane == cortex_storage::Lane::Heartbeat);
+            if ops.iter().any(beats) {
+                self.heartbeat(agent);
+            }
+        }
+        Ok(())
     }
 
     /// A transaction (MULTI/EXEC): its ops, reads included ([`Op::Query`], which see the

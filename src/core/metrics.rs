@@ -102,6 +102,9 @@ pub struct Metrics {
     /// Push deliveries a subscription read by itself (replays, retries, entries left while
     /// its window was full, appends no leader planned for it).
     pub pushed_read: AtomicU64,
+    /// Commits a caller made on its own thread while the writer was idle
+    /// (`Core::commit_inline`).
+    pub inline_commits: AtomicU64,
 }
 
 /// Nacks by stream, then group, and how many (stream, group) series there are.

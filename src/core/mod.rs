@@ -30,7 +30,7 @@ mod writer;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -183,6 +183,13 @@ pub struct Shared {
     /// The data disk's free space and the store's failure state.
     pub disk: disk::DiskWatch,
     submit: mpsc::Sender<Submission>,
+    /// Submissions sent to the writer's queue and not yet sequenced (see [`Core::send`]).
+    in_flight: AtomicUsize,
+    /// Callers deciding whether to commit their write themselves ([`Core::submit`]).
+    deciding: AtomicUsize,
+    /// Held by whoever commits: the writer for each batch, or a caller committing its own
+    /// small submission while the writer is idle ([`Core::commit_inline`]).
+    commit_gate: Mutex<()>,
     /// Wake-ups of blocked readers and mailboxes, by stream.
     pub notifier: Notifier,
     /// Broker time.
@@ -250,6 +257,9 @@ impl Core {
                 store_dir,
                 disk,
                 submit: tx,
+                in_flight: AtomicUsize::new(0),
+                deciding: AtomicUsize::new(0),
+                commit_gate: Mutex::new(()),
                 notifier: Notifier::default(),
                 clock,
                 config,
@@ -425,20 +435,94 @@ impl Core {
         let publish = ops.iter().any(|o| matches!(o, Op::Append { .. }));
         let started = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
-        self.submit
-            .try_send(Submission {
-                ops,
-                reply: ReplyTo::Local(tx),
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => BrokerError::Busy,
-                mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
-            })?;
+        self.send(Submission {
+            ops,
+            reply: ReplyTo::Local(tx),
+        })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BrokerError::Busy,
+            mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
+        })?;
         Ok(Queued {
             rx,
             publish,
             started,
         })
+    }
+
+    /// [`Core::submit_now`], awaited at once: a lone caller's small write may commit on its
+    /// own thread instead ([`Core::commit_inline`]).
+    pub async fn submit(&self, ops: Vec<Op>) -> Result<Replies, BrokerError> {
+        if inline_size(&ops)
+            && self.in_flight.load(Ordering::Acquire) == 0
+            && self.sequencer().commits_here()
+        {
+            // Every task runnable now runs before this one decides: if another submits or
+            // decides meanwhile, this caller is not alone and its write joins the group
+            // commit (as Redis reads every ready client before its one fsync).
+            // (A caller arriving while another decides queues at once: it is not alone.)
+            if let Some(deciding) = Deciding::enter(&self.deciding) {
+                tokio::task::yield_now().await;
+                if !deciding.alone() {
+                    drop(deciding);
+                    return self.submit_now(ops).await;
+                }
+                drop(deciding);
+                let started = std::time::Instant::now();
+                let publish = ops.iter().any(|o| matches!(o, Op::Append { .. }));
+                match self.commit_inline(ops) {
+                    Ok(r) => {
+                        if publish && r.is_ok() {
+                            self.metrics.publish_durable.observe(started.elapsed());
+                        }
+                        return r;
+                    }
+                    Err(ops) => return self.submit_now(ops).await,
+                }
+            }
+        }
+        self.submit_now(ops).await
+    }
+
+    /// Sends a submission to the writer's queue, counted in `in_flight` until the writer
+    /// has sequenced it.
+    fn send(&self, sub: Submission) -> Result<(), mpsc::error::TrySendError<Submission>> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.submit.try_send(sub).inspect_err(|_| {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        })
+    }
+
+    /// A lone caller's small write, committed on the caller's own thread while the writer is
+    /// idle, as Redis does on its one thread: no hand-over to the writer thread and no
+    /// wake-up back, the two thread hops of an unpipelined client's every write. The ops
+    /// come back (for the queue) unless all of these hold: the broker is not stopping and
+    /// the disk takes them, nobody holds the commit gate, the store works, and nothing
+    /// sent to the queue is still unsequenced (so every submission made before this one,
+    /// by this caller or another, is already committed: the order of submissions holds).
+    fn commit_inline(&self, mut ops: Vec<Op>) -> Result<Result<Replies, BrokerError>, Vec<Op>> {
+        if self.stopping() {
+            return Ok(Err(BrokerError::ShuttingDown));
+        }
+        if let Some(why) = self.disk.refusal(&ops) {
+            return Ok(Err(BrokerError::DiskFull(why)));
+        }
+        let Ok(_gate) = self.commit_gate.try_lock() else {
+            return Err(ops);
+        };
+        // Under the gate: a failure is only ever recorded by a commit, which holds it, and a
+        // failed store is the writer's to reopen (it may wait for the disk).
+        if self.in_flight.load(Ordering::Acquire) > 0 || self.disk.failed().is_some() {
+            return Err(ops);
+        }
+        self.prepare(&mut ops);
+        let (tx, mut rx) = oneshot::channel();
+        self.metrics.inline_commits.fetch_add(1, Ordering::Relaxed);
+        self.commit_here(vec![Submission {
+            ops,
+            reply: ReplyTo::Local(tx),
+        }]);
+        Ok(rx.try_recv().unwrap_or(Err(BrokerError::ShuttingDown)))
     }
 
     /// A queued submission's replies, once committed.
@@ -457,15 +541,14 @@ impl Core {
             return Err(BrokerError::ShuttingDown.to_string());
         }
         let (done, rx) = oneshot::channel();
-        self.submit
-            .try_send(Submission {
-                ops,
-                reply: ReplyTo::Forwarded { origins, done },
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => BrokerError::Busy.to_string(),
-                mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown.to_string(),
-            })?;
+        self.send(Submission {
+            ops,
+            reply: ReplyTo::Forwarded { origins, done },
+        })
+        .map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => BrokerError::Busy.to_string(),
+            mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown.to_string(),
+        })?;
         rx.await
             .unwrap_or_else(|_| Err(BrokerError::ShuttingDown.to_string()))
     }
@@ -484,6 +567,11 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Marks `n` submissions the writer drained as sequenced.
+    pub(super) fn sequenced(&self, n: usize) {
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
     }
 
     /// Records the store's next deadline and wakes the timer when it moved.
@@ -506,7 +594,7 @@ impl Core {
     /// store).
     fn nudge_writer(&self) {
         let (tx, _rx) = oneshot::channel();
-        let _ = self.submit.try_send(Submission {
+        let _ = self.send(Submission {
             ops: Vec::new(),
             reply: ReplyTo::Local(tx),
         });
@@ -523,5 +611,48 @@ impl Core {
 
     fn plans(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Vec<mailbox::Planned>>> {
         self.plans.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Most ops of a submission [`Core::commit_inline`] takes.
+const INLINE_OPS_MAX: usize = 16;
+/// Most IDs of one ack, or entries of one group read, it takes.
+const INLINE_IDS_MAX: usize = 128;
+
+/// A submission small enough to commit on a runtime thread: a few appends (not trimming),
+/// acks of few IDs, or group reads of one stream with a small COUNT.
+fn inline_size(ops: &[Op]) -> bool {
+    !ops.is_empty()
+        && ops.len() <= INLINE_OPS_MAX
+        && ops.iter().all(|op| match op {
+            Op::Append { trim, .. } => trim.is_none(),
+            Op::Ack { ids, .. } => ids.len() <= INLINE_IDS_MAX,
+            Op::ReadGroup { streams, count, .. } => {
+                streams.len() == 1 && count.is_some_and(|c| c <= INLINE_IDS_MAX)
+            }
+            _ => false,
+        })
+}
+
+/// The one caller deciding in [`Core::submit`]; counted out when dropped (a caller that
+/// gives up while yielding included).
+struct Deciding<'a>(&'a AtomicUsize);
+
+impl<'a> Deciding<'a> {
+    /// `None` when another caller is deciding already.
+    fn enter(count: &'a AtomicUsize) -> Option<Self> {
+        let d = Deciding(count);
+        (count.fetch_add(1, Ordering::AcqRel) == 0).then_some(d)
+    }
+
+    /// Nobody else came to decide meanwhile.
+    fn alone(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 1
+    }
+}
+
+impl Drop for Deciding<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

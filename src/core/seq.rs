@@ -33,6 +33,12 @@ pub trait Sequencer: Send + Sync + 'static {
 
     /// Resolves once this node leads.
     fn until_leads(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+    /// True when a batch is committed to the store by [`Core::commit_here`] (the single
+    /// node), so a caller may commit its own while the writer is idle.
+    fn commits_here(&self) -> bool {
+        false
+    }
 }
 
 /// The single node's sequencer: the writer commits each batch to the store itself.
@@ -49,6 +55,10 @@ impl Sequencer for Local {
 
     fn until_leads(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
         Box::pin(std::future::ready(()))
+    }
+
+    fn commits_here(&self) -> bool {
+        true
     }
 }
 

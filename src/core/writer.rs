@@ -21,8 +21,15 @@ impl Core {
             let Some(first) = rx.blocking_recv() else {
                 break;
             };
+            // A caller committing its own small submission holds the gate (`commit_inline`);
+            // it never does while anything sent here is unsequenced, so this waits at most
+            // for one commit that began before `first` was sent.
+            let gate = self.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
             let subs = self.drain(first, &mut rx);
+            let n = subs.len();
             seq.sequence(&self, subs);
+            self.sequenced(n);
+            drop(gate);
             if self.stopping() && rx.is_empty() {
                 break;
             }
@@ -214,6 +221,7 @@ impl Core {
         rx.close();
         while let Ok(s) = rx.try_recv() {
             s.reply.fail(BrokerError::ShuttingDown);
+            self.sequenced(1);
         }
         // Everybody waiting must see the shutdown.
         self.notifier.notify_all();

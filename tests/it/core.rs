@@ -224,3 +224,83 @@ fn xack_with_100000_ids_and_a_huge_xrange_work() {
     assert_eq!(rev.len(), 1500);
     assert_eq!(rev.first(), all.last());
 }
+
+/// A lone client's writes commit on its own connection's thread while the writer is idle
+/// (`Core::commit_inline`), and clients writing at once share the writer's group commits:
+/// either way every write is applied once, in each client's order.
+#[test]
+fn lone_writes_commit_inline_and_concurrent_ones_share_commits() {
+    use crate::http::{http, sample};
+    let s = Server::start(&[]);
+    let commits = |s: &Server| {
+        let (status, text) = http(s.http, "GET", "/metrics", None, None);
+        assert_eq!(status, 200);
+        (
+            sample(&text, "cortex_commits_total") as u64,
+            sample(&text, "cortex_commits_inline_total") as u64,
+        )
+    };
+    let mut r = s.raw();
+    let (before, inline_before) = commits(&s);
+    let mut last = String::new();
+    for i in 0..200 {
+        let id = r
+            .cmd(&["XADD", "lone", "*", "n", &i.to_string()])
+            .s()
+            .to_string();
+        assert!(id_after(&id, &last), "{id} after {last}");
+        last = id;
+    }
+    let (after, inline_after) = commits(&s);
+    // One commit per write, and (this client being alone) most on its own thread: the
+    // timer's ticks or a slow scheduler may send a few through the writer.
+    assert!(after - before >= 200);
+    assert!(
+        inline_after - inline_before >= 100,
+        "{inline_before} -> {inline_after}"
+    );
+
+    // Eight clients at once, each 200 writes to its own stream and to a shared one.
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let mut r = s.raw();
+            std::thread::spawn(move || {
+                let mut last = String::new();
+                for i in 0..200 {
+                    let v = format!("{w}:{i}");
+                    let id = r
+                        .cmd(&["XADD", &format!("own{w}"), "*", "n", &v])
+                        .s()
+                        .to_string();
+                    assert!(id_after(&id, &last), "{id} after {last}");
+                    last = id;
+                    r.cmd(&["XADD", "shared", "*", "n", &v]);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(r.cmd(&["XLEN", "lone"]).int(), 200);
+    assert_eq!(r.cmd(&["XLEN", "shared"]).int(), 1600);
+    for w in 0..8 {
+        let all = r.cmd(&["XRANGE", &format!("own{w}"), "-", "+"]);
+        let values: Vec<String> = all
+            .arr()
+            .iter()
+            .map(|e| e.arr()[1].arr()[1].s().to_string())
+            .collect();
+        let want: Vec<String> = (0..200).map(|i| format!("{w}:{i}")).collect();
+        assert_eq!(values, want, "client {w}'s writes, in its order");
+    }
+}
+
+/// `a` > `b` as stream IDs (`b` empty: any).
+fn id_after(a: &str, b: &str) -> bool {
+    let parse = |s: &str| -> (u64, u64) {
+        let (ms, seq) = s.split_once('-').unwrap();
+        (ms.parse().unwrap(), seq.parse().unwrap())
+    };
+    b.is_empty() || parse(a) > parse(b)
+}
