@@ -457,10 +457,10 @@ impl Core {
             && self.in_flight.load(Ordering::Acquire) == 0
             && self.sequencer().commits_here()
         {
-            // Every task runnable now runs before this one decides: if another submits or
-            // decides meanwhile, this caller is not alone and its write joins the group
-            // commit (as Redis reads every ready client before its one fsync).
-            // (A caller arriving while another decides queues at once: it is not alone.)
+            // Every task runnable now runs before this one decides: if another submits
+            // meanwhile, this caller is not alone and its write joins the group commit (as
+            // Redis reads every ready client before its one fsync). A caller arriving while
+            // another decides queues at once.
             if let Some(deciding) = Deciding::enter(&self.deciding) {
                 tokio::task::yield_now().await;
                 if !deciding.alone() {
