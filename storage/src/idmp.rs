@@ -173,11 +173,15 @@ fn decode<T: Decode<()>>(kind: Kind, v: &[u8], what: &'static str) -> Result<T> 
     codec::decode(kind, v).map_err(|r| corrupt(what, b"", None, r))
 }
 
+/// The stream's IDMP record, if it ever used IDMP.
+fn stored_stream(view: &impl View, ks: &Keyspaces, sid: u64) -> Result<Option<IdmpStream>> {
+    view.get(&ks.idem, stream_key(sid))?
+        .map(|v| decode(Kind::IdmpStream, &v, "IDMP stream record"))
+        .transpose()
+}
+
 fn read_stream(view: &impl View, ks: &Keyspaces, sid: u64) -> Result<IdmpStream> {
-    match view.get(&ks.idem, stream_key(sid))? {
-        Some(v) => decode(Kind::IdmpStream, &v, "IDMP stream record"),
-        None => Ok(IdmpStream::default()),
-    }
+    Ok(stored_stream(view, ks, sid)?.unwrap_or_default())
 }
 
 fn effective(s: &IdmpStream, cfg: &StoreConfig) -> (u64, u64) {
@@ -195,10 +199,9 @@ pub(crate) fn info(
     cfg: &StoreConfig,
     sid: u64,
 ) -> Result<Option<IdmpInfo>> {
-    let Some(v) = view.get(&ks.idem, stream_key(sid))? else {
+    let Some(s) = stored_stream(view, ks, sid)? else {
         return Ok(None);
     };
-    let s: IdmpStream = decode(Kind::IdmpStream, &v, "IDMP stream record")?;
     let (duration_ms, maxsize) = effective(&s, cfg);
     Ok(Some(IdmpInfo {
         duration_s: duration_ms.div_ceil(1000),
@@ -311,7 +314,7 @@ impl Txn<'_> {
         self.tx.insert(
             &self.ks.idem,
             order_key(sid, s.gen, pid, seq),
-            codec::encode(Kind::IdmpOrder, &iid.to_vec()),
+            codec::encode(Kind::IdmpOrder, &iid),
         );
         self.tx.insert(
             &self.ks.idem_exp,
@@ -325,7 +328,10 @@ impl Txn<'_> {
             self.sys.idem_floor_ms.min(exp_t)
         };
         self.sys.idem_keys += 1;
-        if p.tracked > maxsize {
+        let evict = p.tracked > maxsize;
+        self.tx
+            .insert(&self.ks.idem, pk, codec::encode(Kind::IdmpProducer, &p));
+        if evict {
             let oldest = self
                 .tx
                 .prefix(
@@ -341,14 +347,10 @@ impl Txn<'_> {
                 let ok = keys::idempotency(sid, &old_part);
                 if let Some(v) = self.tx.get(&self.ks.idem, &ok)? {
                     let old: IdmpRecord = decode(Kind::IdmpRecord, &v, "IDMP record")?;
-                    // Written back below: this producer's record is the one in hand.
-                    p.tracked -= 1;
-                    self.idmp_remove(sid, &mut s, &old_part, old, true, false)?;
+                    self.idmp_forget(sid, &mut s, &old_part, old, true)?;
                 }
             }
         }
-        self.tx
-            .insert(&self.ks.idem, pk, codec::encode(Kind::IdmpProducer, &p));
         self.idmp_write_stream(sid, &s);
         Ok(())
     }
@@ -368,7 +370,9 @@ impl Txn<'_> {
         );
     }
 
-    /// Forgets one kept ID and updates its producer's record.
+    /// Forgets one kept ID: its keys (its expiry key too, `with_expiry`, unless the sweep
+    /// removes that itself), its producer's count, and the stream's figures when it is of
+    /// the stream's current generation.
     fn idmp_forget(
         &mut self,
         sid: u64,
@@ -389,23 +393,6 @@ impl Txn<'_> {
             self.tx
                 .insert(&self.ks.idem, pk, codec::encode(Kind::IdmpProducer, &p));
         }
-        self.idmp_remove(sid, s, part, rec, with_expiry, p.tracked == 0)
-    }
-
-    /// Removes one kept ID's keys and counts it out of the stream's figures (when it is of
-    /// the stream's current generation). `producer_gone`: its producer has no ID left.
-    fn idmp_remove(
-        &mut self,
-        sid: u64,
-        s: &mut IdmpStream,
-        part: &[u8],
-        rec: IdmpRecord,
-        with_expiry: bool,
-        producer_gone: bool,
-    ) -> Result<()> {
-        let Some((gen, pid)) = split_record_part(part) else {
-            return Ok(());
-        };
         self.tx.remove(&self.ks.idem, keys::idempotency(sid, part));
         self.tx
             .remove(&self.ks.idem, order_key(sid, gen, pid, rec.seq));
@@ -418,7 +405,7 @@ impl Txn<'_> {
         }
         if gen == s.gen {
             s.iids = s.iids.saturating_sub(1);
-            if producer_gone {
+            if p.tracked == 0 {
                 s.pids = s.pids.saturating_sub(1);
             }
         }
