@@ -10,6 +10,8 @@
 #   ACK1_N=100000 ACK100_N=2000 (the defaults): calls in the two XACK rows, apart from N so
 #   that a quick run's ack rows still last long enough to mean something (at N=20000 they
 #   had lasted about 60 ms each, mostly the 50 clients' connection ramp)
+#   With ACK_ENTRIES well below 1M, the later ack calls find more of their random IDs already
+#   acked (on both servers alike), so quick-mode ack rows are not comparable to full ones
 #   RSS=1 benches/resp-vs-redis.sh                 # also RSS per stored entry (10M entries)
 #   CORTEX=/tmp/cortex-before benches/resp-vs-redis.sh       # an older build, for before/after
 #
