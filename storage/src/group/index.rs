@@ -16,6 +16,11 @@
 //! - It is bounded ([`crate::StoreConfig::pending_index_bytes`]). Past the bound the
 //!   largest group leaves the index and is served by point reads again, until its pending
 //!   list is empty; the figures are in [`PendingIndexStats`].
+//! - The by-owner order is cleaned lazily: an ack or a claim leaves the old (owner, entry)
+//!   key behind instead of finding it in the B-tree (a random descent through a tree of
+//!   millions of keys cost a third of an ack's time), readers skip keys whose entry is no
+//!   longer pending under that owner, and a sweep paced by the acks removes them, so the
+//!   stale keys never outnumber the live ones by more than [`SWEEP_FLOOR`].
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,22 +58,38 @@ impl Held {
 #[derive(Default)]
 struct GroupPending {
     by_id: HashMap<StreamId, Held>,
-    /// (consumer ID, entry ID) of every entry of `by_id`.
+    /// (consumer ID, entry ID) of every entry of `by_id`, and stale keys: entries since
+    /// acked or claimed by another consumer, left for [`GroupPending::sweep`]. A key is live
+    /// when `by_id` holds its entry under its consumer; each held entry has exactly one live
+    /// key, so the stale keys number `by_owner.len() - by_id.len()`.
     by_owner: BTreeSet<(u64, StreamId)>,
+    /// Keys made stale since the last sweep, which it pays back.
+    debt: usize,
+    /// Where the next sweep starts.
+    cursor: (u64, StreamId),
 }
 
 /// Heap bytes per `by_owner` key: the key (24 bytes) with the B-tree's node overhead at
 /// half fill.
 const OWNER_KEY_BYTES: u64 = 48;
 
+/// Stale by-owner keys a group may hold beyond as many as it has live ones, before the
+/// sweep starts.
+const SWEEP_FLOOR: usize = 1024;
+
+/// The most keys one sweep visits to pay back an excess over the floor (beyond twice the
+/// keys its batch made stale): a few hundred microseconds.
+const SWEEP_STEP: usize = 4096;
+
 impl GroupPending {
     /// Holds `id` as `h`; true when it was not held before.
     fn put(&mut self, id: StreamId, h: Held) -> bool {
         match self.by_id.insert(id, h) {
             Some(old) if old.consumer_id() == h.consumer_id() => false,
-            Some(old) => {
-                self.by_owner.remove(&(old.consumer_id(), id));
+            Some(_) => {
+                // The old owner's key goes stale.
                 self.by_owner.insert((h.consumer_id(), id));
+                self.debt += 1;
                 false
             }
             None => {
@@ -78,15 +99,64 @@ impl GroupPending {
         }
     }
 
-    /// Forgets `id`; true when it was held.
+    /// Forgets `id` (its by-owner key goes stale); true when it was held.
     fn remove(&mut self, id: StreamId) -> bool {
-        match self.by_id.remove(&id) {
-            Some(old) => {
-                self.by_owner.remove(&(old.consumer_id(), id));
-                true
-            }
-            None => false,
+        let held = self.by_id.remove(&id).is_some();
+        self.debt += usize::from(held);
+        held
+    }
+
+    /// True when `by_owner`'s key (`cid`, `id`) is live.
+    fn live(&self, cid: u64, id: StreamId) -> bool {
+        self.by_id.get(&id).is_some_and(|h| h.consumer_id() == cid)
+    }
+
+    fn stale(&self) -> usize {
+        self.by_owner.len() - self.by_id.len()
+    }
+
+    /// Removes stale by-owner keys while they outnumber the live ones by more than
+    /// [`SWEEP_FLOOR`]. It visits keys in key order from where the last sweep stopped (a
+    /// walk along the tree's leaves, not a descent per key): twice as many as were made
+    /// stale since the last sweep, plus the excess over the floor up to [`SWEEP_STEP`]. Past
+    /// the floor at least half the keys are stale, so each visit removes one with even odds
+    /// or better, and the excess is gone within a few batches even while the live ones
+    /// drain.
+    fn sweep(&mut self) {
+        let debt = std::mem::take(&mut self.debt);
+        let Some(excess) = self.stale().checked_sub(self.by_id.len() + SWEEP_FLOOR) else {
+            return;
+        };
+        if debt == 0 || excess == 0 {
+            return;
         }
+        let budget = debt
+            .saturating_mul(2)
+            .saturating_add(excess.min(SWEEP_STEP));
+        let mut dead = Vec::new();
+        let mut next = None;
+        for (seen, &(cid, id)) in self.by_owner.range(self.cursor..).enumerate() {
+            if seen == budget {
+                next = Some((cid, id));
+                break;
+            }
+            if !self.live(cid, id) {
+                dead.push((cid, id));
+            }
+        }
+        for key in &dead {
+            self.by_owner.remove(key);
+        }
+        // At the end of the tree the next pass starts over.
+        self.cursor = next.unwrap_or((0, StreamId::MIN));
+    }
+
+    /// The live entries consumer `cid` owns, from `from` on, in ID order.
+    fn owned(&self, cid: u64, from: StreamId) -> impl Iterator<Item = StreamId> + '_ {
+        self.by_owner
+            .range((cid, from)..=(cid, StreamId::MAX))
+            .filter(move |&&(c, id)| self.live(c, id))
+            .map(|&(_, id)| id)
     }
 
     fn len(&self) -> u64 {
@@ -94,7 +164,7 @@ impl GroupPending {
     }
 
     /// Estimated heap bytes: hashbrown keeps one control byte per bucket beside each
-    /// (key, value) slot.
+    /// (key, value) slot; the by-owner keys count stale ones too.
     fn bytes(&self) -> u64 {
         let slot = std::mem::size_of::<(StreamId, Held)>() + 1;
         (self.by_id.capacity() * slot) as u64 + self.by_owner.len() as u64 * OWNER_KEY_BYTES
@@ -276,17 +346,14 @@ impl PendingIndex {
             Some(GroupIndex::Indexed(g)) => Some(g),
             None => None,
         };
-        Some(
-            group
-                .into_iter()
-                .flat_map(move |g| g.by_owner.range((cid, from)..=(cid, StreamId::MAX)))
-                .map(|&(_, id)| id),
-        )
+        Some(group.into_iter().flat_map(move |g| g.owned(cid, from)))
     }
 
     /// Applies a committed batch's changes. `emptied`: groups the batch left with no pending
     /// entry (an unindexed one among them is held again, empty).
     pub(crate) fn apply(&mut self, delta: IndexDelta, emptied: &[u64]) {
+        // Groups whose by-owner keys this batch made stale (almost always one).
+        let mut swept: Vec<u64> = Vec::new();
         for ((gid, id), change) in delta.changes {
             let group = self.groups.entry(gid).or_insert_with(|| {
                 self.bytes += GROUP_BYTES;
@@ -309,6 +376,16 @@ impl PendingIndex {
                 }
             }
             self.bytes = self.bytes - before + g.bytes();
+            if g.debt > 0 && !swept.contains(&gid) {
+                swept.push(gid);
+            }
+        }
+        for gid in swept {
+            if let Some(GroupIndex::Indexed(g)) = self.groups.get_mut(&gid) {
+                let before = g.bytes();
+                g.sweep();
+                self.bytes = self.bytes - before + g.bytes();
+            }
         }
         for gid in delta.dropped {
             self.forget(gid);
@@ -404,10 +481,14 @@ impl PendingIndex {
                     held.len()
                 ));
             }
-            if group.by_owner.len() != held.len() && out.len() < 10 {
+            let live = group
+                .by_owner
+                .iter()
+                .filter(|&&(cid, id)| group.live(cid, id))
+                .count();
+            if live != held.len() && out.len() < 10 {
                 out.push(format!(
-                    "group {gid}: {} entries in the consumers' lists in memory, {} pending",
-                    group.by_owner.len(),
+                    "group {gid}: {live} entries in the consumers' lists in memory, {} pending",
                     held.len()
                 ));
             }
@@ -510,6 +591,69 @@ mod tests {
         assert_eq!(ix.owned(8, 0, id(0)).map(|it| it.count()), Some(0));
         ix.groups.insert(9, GroupIndex::Unindexed);
         assert!(ix.owned(9, 0, id(0)).is_none());
+    }
+
+    #[test]
+    fn stale_owner_keys_are_skipped_and_swept_to_near_the_live_ones() {
+        let mut ix = index(u64::MAX);
+        let mut d = IndexDelta::default();
+        for n in 0..20_000 {
+            d.put(7, id(n), held(n % 3, false));
+        }
+        ix.apply(d, &[]);
+        // Ack in batches of 100, in a scattered order, and move every tenth survivor to
+        // consumer 5 on the way.
+        let mut live: std::collections::BTreeMap<u64, u64> =
+            (0..20_000).map(|n| (n, n % 3)).collect();
+        let mut order: Vec<u64> = (0..20_000).collect();
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        for i in (1..order.len()).rev() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            order.swap(i, (rng % (i as u64 + 1)) as usize);
+        }
+        let mut most_stale = 0;
+        for (round, acks) in order[..18_000].chunks(100).enumerate() {
+            let mut d = IndexDelta::default();
+            for &n in acks {
+                if live.remove(&n).is_some() {
+                    d.remove(7, id(n));
+                }
+            }
+            if round % 10 == 0 {
+                for (&n, owner) in live.iter_mut().step_by(10) {
+                    *owner = 5;
+                    d.put(7, id(n), held(5, false));
+                }
+            }
+            ix.apply(d, &[]);
+            let Some(GroupIndex::Indexed(g)) = ix.groups.get(&7) else {
+                panic!("group 7 is held");
+            };
+            most_stale = most_stale.max(g.stale());
+            // Stale keys stay within the live ones' number, the floor and one batch's (100
+            // acks, or up to 2,000 claims).
+            assert!(
+                g.stale() <= g.by_id.len() + SWEEP_FLOOR + 2_100,
+                "round {round}"
+            );
+        }
+        assert!(most_stale > SWEEP_FLOOR, "the sweep was never needed");
+        for cid in [0, 1, 2, 5] {
+            let want: Vec<u64> = live
+                .iter()
+                .filter(|(_, &o)| o == cid)
+                .map(|(&n, _)| n)
+                .collect();
+            let got: Vec<u64> = ix
+                .owned(7, cid, id(0))
+                .expect("held")
+                .map(|i| i.ms)
+                .collect();
+            assert_eq!(got, want, "consumer {cid}");
+        }
+        assert_eq!(ix.entries, live.len() as u64);
     }
 
     #[test]
