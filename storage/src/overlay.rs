@@ -130,10 +130,36 @@ impl View for Snapshot {
     }
 }
 
+/// A key the batch wrote: fjall's own `Slice`, so the commit hands it to the batch as it
+/// is instead of copying it into a second allocation (keys over 20 bytes live on the
+/// heap), ordered as plain bytes: one comparison of the two byte strings, where `Slice`'s
+/// own order first compares a 4-byte prefix (callgrind: 5 % more instructions per group
+/// read with it).
+#[derive(Clone, PartialEq, Eq)]
+struct Key(Slice);
+
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0[..].cmp(&other.0[..])
+    }
+}
+
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// A batch in progress: the snapshot it started from plus its own writes.
 pub(crate) struct Overlay {
     snap: Snapshot,
-    writes: Vec<BTreeMap<Vec<u8>, Write>>,
+    writes: Vec<BTreeMap<Key, Write>>,
 }
 
 impl Overlay {
@@ -146,13 +172,13 @@ impl Overlay {
 
     pub(crate) fn insert(&mut self, ks: &Ks, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
         self.writes[ks.id].insert(
-            key.as_ref().to_vec(),
+            Key(Slice::from(key.as_ref())),
             Write::Put(Slice::from(value.as_ref())),
         );
     }
 
     pub(crate) fn remove(&mut self, ks: &Ks, key: impl AsRef<[u8]>) {
-        self.writes[ks.id].insert(key.as_ref().to_vec(), Write::Del);
+        self.writes[ks.id].insert(Key(Slice::from(key.as_ref())), Write::Del);
     }
 
     /// True when this batch wrote (or removed) the key.
@@ -163,7 +189,7 @@ impl Overlay {
     /// A tombstone that vanishes with the one insertion it shadows: only for keys that are
     /// written once and never again (entries, lane index).
     pub(crate) fn remove_weak(&mut self, ks: &Ks, key: impl AsRef<[u8]>) {
-        self.writes[ks.id].insert(key.as_ref().to_vec(), Write::DelWeak);
+        self.writes[ks.id].insert(Key(Slice::from(key.as_ref())), Write::DelWeak);
     }
 
     /// The last key in a range, seeing this batch's writes.
@@ -184,7 +210,7 @@ impl Overlay {
             ))
             .rev()
             .find(|(_, w)| matches!(w, Write::Put(_)))
-            .map(|(k, _)| Slice::from(k.as_slice()));
+            .map(|(k, _)| k.0.clone());
         let mut base = None;
         for g in Readable::range(&self.snap, &ks.ks, b).rev() {
             let k = g.key()?;
@@ -218,7 +244,7 @@ impl Overlay {
         let mut batch = OwnedWriteBatch::with_capacity(db.clone(), n).durability(Some(mode));
         for (id, map) in self.writes.into_iter().enumerate() {
             let ks = &spaces[id].ks;
-            for (k, w) in map {
+            for (Key(k), w) in map {
                 match w {
                     Write::Put(v) => batch.insert(ks, k, v),
                     Write::Del => batch.remove(ks, k),
@@ -278,7 +304,7 @@ impl Overlay {
 /// The batch's writes merged over the snapshot, in key order (`rev`: largest first).
 struct Merge<'a, M, B>
 where
-    M: Iterator<Item = (&'a Vec<u8>, &'a Write)>,
+    M: Iterator<Item = (&'a Key, &'a Write)>,
     B: Iterator<Item = fjall::Result<(Slice, Slice)>>,
 {
     mine: std::iter::Peekable<M>,
@@ -288,7 +314,7 @@ where
 
 impl<'a, M, B> Iterator for Merge<'a, M, B>
 where
-    M: Iterator<Item = (&'a Vec<u8>, &'a Write)>,
+    M: Iterator<Item = (&'a Key, &'a Write)>,
     B: Iterator<Item = fjall::Result<(Slice, Slice)>>,
 {
     type Item = Item;
@@ -299,8 +325,8 @@ where
                 (None, None) => return None,
                 (None, Some(_)) | (Some(_), Some(Err(_))) => return self.base.next().map(Item),
                 (Some(_), None) => std::cmp::Ordering::Less,
-                (Some((mk, _)), Some(Ok((bk, _)))) if self.rev => bk[..].cmp(mk.as_slice()),
-                (Some((mk, _)), Some(Ok((bk, _)))) => mk.as_slice().cmp(&bk[..]),
+                (Some((mk, _)), Some(Ok((bk, _)))) if self.rev => bk[..].cmp(&mk.0[..]),
+                (Some((mk, _)), Some(Ok((bk, _)))) => mk.0[..].cmp(&bk[..]),
             };
             match order {
                 std::cmp::Ordering::Greater => return self.base.next().map(Item),
@@ -310,7 +336,7 @@ where
                 std::cmp::Ordering::Less => {}
             }
             if let Some((k, Write::Put(v))) = self.mine.next() {
-                return Some(Item(Ok((Slice::from(k.as_slice()), v.clone()))));
+                return Some(Item(Ok((k.0.clone(), v.clone()))));
             }
         }
     }
