@@ -16,11 +16,14 @@
 //! - It is bounded ([`crate::StoreConfig::pending_index_bytes`]). Past the bound the
 //!   largest group leaves the index and is served by point reads again, until its pending
 //!   list is empty; the figures are in [`PendingIndexStats`].
-//! - The by-owner order is cleaned lazily: an ack or a claim leaves the old (owner, entry)
-//!   key behind instead of finding it in the B-tree (a random descent through a tree of
-//!   millions of keys cost a third of an ack's time), readers skip keys whose entry is no
-//!   longer pending under that owner, and a sweep paced by the acks removes them, so the
-//!   stale keys never outnumber the live ones by more than [`SWEEP_FLOOR`].
+//! - The by-owner order (one B-tree per consumer) is cleaned lazily: an ack or a claim
+//!   leaves the entry's key in its old owner's tree instead of finding it there (a random
+//!   descent through a tree of millions of keys cost a third of an ack's time), readers
+//!   skip keys whose entry is no longer pending under that owner, a sweep paced by the acks
+//!   removes them, so a consumer's stale keys stay within its live ones' number plus
+//!   [`SWEEP_FLOOR`] and one batch's, and a consumer left with no live entry drops its tree
+//!   whole. A consumer's own pending list so costs a walk of at most about twice its
+//!   length, whatever the other consumers hold.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,26 +57,86 @@ impl Held {
     }
 }
 
+/// One consumer's pending entries in ID order, with stale ones: entries since acked or
+/// claimed by another consumer, left for [`Owned::sweep`] (finding each in the tree was a
+/// random descent through up to millions of keys, a third of an ack's time).
+#[derive(Default)]
+struct Owned {
+    /// Live and stale entry IDs.
+    ids: BTreeSet<StreamId>,
+    /// How many of `ids` are live.
+    live: usize,
+    /// Keys made stale since the last sweep, which it pays back.
+    debt: usize,
+    /// Where the next sweep starts.
+    cursor: StreamId,
+}
+
+impl Owned {
+    fn stale(&self) -> usize {
+        self.ids.len() - self.live
+    }
+
+    /// Removes stale keys while they outnumber the live ones by more than [`SWEEP_FLOOR`].
+    /// It visits keys in ID order from where the last sweep stopped (a walk along the
+    /// tree's leaves, not a descent per key): twice as many as were made stale since the
+    /// last sweep, plus the excess over the floor up to [`SWEEP_STEP`]. Past the floor at
+    /// least half the keys are stale, so each visit removes one with even odds or better,
+    /// and the excess is gone within a few batches. `live` tells a live key. Returns the
+    /// keys removed.
+    fn sweep(&mut self, live: impl Fn(StreamId) -> bool) -> usize {
+        let debt = std::mem::take(&mut self.debt);
+        let Some(excess) = self.stale().checked_sub(self.live + SWEEP_FLOOR) else {
+            return 0;
+        };
+        if debt == 0 || excess == 0 {
+            return 0;
+        }
+        let budget = debt
+            .saturating_mul(2)
+            .saturating_add(excess.min(SWEEP_STEP));
+        let mut dead = Vec::new();
+        let mut next = None;
+        for (seen, &id) in self.ids.range(self.cursor..).enumerate() {
+            if seen == budget {
+                next = Some(id);
+                break;
+            }
+            if !live(id) {
+                dead.push(id);
+            }
+        }
+        for id in &dead {
+            self.ids.remove(id);
+        }
+        // At the end of the tree the next pass starts over.
+        self.cursor = next.unwrap_or(StreamId::MIN);
+        dead.len()
+    }
+}
+
 /// One held group's pending list: by entry ID, and the same entries by owner.
 #[derive(Default)]
 struct GroupPending {
     by_id: HashMap<StreamId, Held>,
-    /// (consumer ID, entry ID) of every entry of `by_id`, and stale keys: entries since
-    /// acked or claimed by another consumer, left for [`GroupPending::sweep`]. A key is live
-    /// when `by_id` holds its entry under its consumer; each held entry has exactly one live
-    /// key, so the stale keys number `by_owner.len() - by_id.len()`.
-    by_owner: BTreeSet<(u64, StreamId)>,
-    /// Keys made stale since the last sweep, which it pays back.
-    debt: usize,
-    /// Where the next sweep starts.
-    cursor: (u64, StreamId),
+    /// Per consumer ID, the entries it holds (an entry of `by_id` is live in its owner's
+    /// tree and stale in any other that still has it). A consumer left with no live entry
+    /// leaves the map, stale keys and all.
+    by_owner: HashMap<u64, Owned>,
+    /// Keys in all of `by_owner`'s trees.
+    owner_keys: usize,
+    /// Consumers with a debt to sweep.
+    indebted: Vec<u64>,
 }
 
-/// Heap bytes per `by_owner` key: the key (24 bytes) with the B-tree's node overhead at
-/// half fill.
-const OWNER_KEY_BYTES: u64 = 48;
+/// Heap bytes per by-owner key: the key (16 bytes) with the B-tree's node overhead at half
+/// fill.
+const OWNER_KEY_BYTES: u64 = 40;
 
-/// Stale by-owner keys a group may hold beyond as many as it has live ones, before the
+/// Heap bytes per consumer with pending entries: its slot in `by_owner` and a tree's root.
+const OWNER_BYTES: u64 = 256;
+
+/// Stale by-owner keys a consumer may hold beyond as many as it has live ones, before the
 /// sweep starts.
 const SWEEP_FLOOR: usize = 1024;
 
@@ -84,79 +147,75 @@ const SWEEP_STEP: usize = 4096;
 impl GroupPending {
     /// Holds `id` as `h`; true when it was not held before.
     fn put(&mut self, id: StreamId, h: Held) -> bool {
-        match self.by_id.insert(id, h) {
-            Some(old) if old.consumer_id() == h.consumer_id() => false,
-            Some(_) => {
-                // The old owner's key goes stale.
-                self.by_owner.insert((h.consumer_id(), id));
-                self.debt += 1;
-                false
-            }
-            None => {
-                self.by_owner.insert((h.consumer_id(), id));
-                true
-            }
+        let old = self.by_id.insert(id, h);
+        match old {
+            Some(old) if old.consumer_id() == h.consumer_id() => return false,
+            // The old owner's key goes stale.
+            Some(old) => self.went_stale(old.consumer_id()),
+            None => {}
         }
+        let owned = self.by_owner.entry(h.consumer_id()).or_default();
+        owned.live += 1;
+        if owned.ids.insert(id) {
+            self.owner_keys += 1;
+        }
+        old.is_none()
     }
 
     /// Forgets `id` (its by-owner key goes stale); true when it was held.
     fn remove(&mut self, id: StreamId) -> bool {
-        let held = self.by_id.remove(&id).is_some();
-        self.debt += usize::from(held);
-        held
+        match self.by_id.remove(&id) {
+            Some(old) => {
+                self.went_stale(old.consumer_id());
+                true
+            }
+            None => false,
+        }
     }
 
-    /// True when `by_owner`'s key (`cid`, `id`) is live.
-    fn live(&self, cid: u64, id: StreamId) -> bool {
-        self.by_id.get(&id).is_some_and(|h| h.consumer_id() == cid)
-    }
-
-    fn stale(&self) -> usize {
-        self.by_owner.len() - self.by_id.len()
-    }
-
-    /// Removes stale by-owner keys while they outnumber the live ones by more than
-    /// [`SWEEP_FLOOR`]. It visits keys in key order from where the last sweep stopped (a
-    /// walk along the tree's leaves, not a descent per key): twice as many as were made
-    /// stale since the last sweep, plus the excess over the floor up to [`SWEEP_STEP`]. Past
-    /// the floor at least half the keys are stale, so each visit removes one with even odds
-    /// or better, and the excess is gone within a few batches even while the live ones
-    /// drain.
-    fn sweep(&mut self) {
-        let debt = std::mem::take(&mut self.debt);
-        let Some(excess) = self.stale().checked_sub(self.by_id.len() + SWEEP_FLOOR) else {
+    /// One of `cid`'s keys went stale: with none live left its tree goes, else the key is
+    /// owed to the sweep.
+    fn went_stale(&mut self, cid: u64) {
+        let Some(owned) = self.by_owner.get_mut(&cid) else {
+            debug_assert!(false, "consumer {cid} holds an entry but has no tree");
             return;
         };
-        if debt == 0 || excess == 0 {
+        owned.live -= 1;
+        if owned.live == 0 {
+            self.owner_keys -= owned.ids.len();
+            self.by_owner.remove(&cid);
             return;
         }
-        let budget = debt
-            .saturating_mul(2)
-            .saturating_add(excess.min(SWEEP_STEP));
-        let mut dead = Vec::new();
-        let mut next = None;
-        for (seen, &(cid, id)) in self.by_owner.range(self.cursor..).enumerate() {
-            if seen == budget {
-                next = Some((cid, id));
-                break;
-            }
-            if !self.live(cid, id) {
-                dead.push((cid, id));
+        if owned.debt == 0 {
+            self.indebted.push(cid);
+        }
+        owned.debt += 1;
+    }
+
+    /// Sweeps the trees of the consumers whose keys went stale since the last sweep.
+    fn sweep(&mut self) {
+        let by_id = &self.by_id;
+        for cid in self.indebted.drain(..) {
+            if let Some(owned) = self.by_owner.get_mut(&cid) {
+                let live = |id| by_id.get(&id).is_some_and(|h| h.consumer_id() == cid);
+                self.owner_keys -= owned.sweep(live);
             }
         }
-        for key in &dead {
-            self.by_owner.remove(key);
-        }
-        // At the end of the tree the next pass starts over.
-        self.cursor = next.unwrap_or((0, StreamId::MIN));
+    }
+
+    /// True when `cid`'s key `id` is live.
+    fn live(&self, cid: u64, id: StreamId) -> bool {
+        self.by_id.get(&id).is_some_and(|h| h.consumer_id() == cid)
     }
 
     /// The live entries consumer `cid` owns, from `from` on, in ID order.
     fn owned(&self, cid: u64, from: StreamId) -> impl Iterator<Item = StreamId> + '_ {
         self.by_owner
-            .range((cid, from)..=(cid, StreamId::MAX))
-            .filter(move |&&(c, id)| self.live(c, id))
-            .map(|&(_, id)| id)
+            .get(&cid)
+            .into_iter()
+            .flat_map(move |o| o.ids.range(from..))
+            .copied()
+            .filter(move |&id| self.live(cid, id))
     }
 
     fn len(&self) -> u64 {
@@ -167,7 +226,9 @@ impl GroupPending {
     /// (key, value) slot; the by-owner keys count stale ones too.
     fn bytes(&self) -> u64 {
         let slot = std::mem::size_of::<(StreamId, Held)>() + 1;
-        (self.by_id.capacity() * slot) as u64 + self.by_owner.len() as u64 * OWNER_KEY_BYTES
+        (self.by_id.capacity() * slot) as u64
+            + self.owner_keys as u64 * OWNER_KEY_BYTES
+            + self.by_owner.len() as u64 * OWNER_BYTES
     }
 }
 
@@ -376,7 +437,7 @@ impl PendingIndex {
                 }
             }
             self.bytes = self.bytes - before + g.bytes();
-            if g.debt > 0 && !swept.contains(&gid) {
+            if !g.indebted.is_empty() && !swept.contains(&gid) {
                 swept.push(gid);
             }
         }
@@ -468,7 +529,11 @@ impl PendingIndex {
                         Held::of(&pel)
                     ));
                 }
-                if !group.by_owner.contains(&(pel.consumer_id, id)) && out.len() < 10 {
+                let listed = group
+                    .by_owner
+                    .get(&pel.consumer_id)
+                    .is_some_and(|o| o.ids.contains(&id));
+                if !listed && out.len() < 10 {
                     out.push(format!(
                         "group {gid}: pending entry {id} is missing from consumer {}'s list in memory",
                         pel.consumer_id
@@ -481,11 +546,17 @@ impl PendingIndex {
                     held.len()
                 ));
             }
-            let live = group
-                .by_owner
-                .iter()
-                .filter(|&&(cid, id)| group.live(cid, id))
-                .count();
+            let mut live = 0;
+            for (&cid, o) in &group.by_owner {
+                let n = o.ids.iter().filter(|&&id| group.live(cid, id)).count();
+                if n != o.live && out.len() < 10 {
+                    out.push(format!(
+                        "group {gid}: consumer {cid} has {n} entries in its list in memory, {} counted",
+                        o.live
+                    ));
+                }
+                live += n;
+            }
             if live != held.len() && out.len() < 10 {
                 out.push(format!(
                     "group {gid}: {live} entries in the consumers' lists in memory, {} pending",
@@ -600,11 +671,17 @@ mod tests {
         for n in 0..20_000 {
             d.put(7, id(n), held(n % 3, false));
         }
+        // Consumer 9 holds 5,000 entries it never acks.
+        for n in 100_000..105_000 {
+            d.put(7, id(n), held(9, false));
+        }
         ix.apply(d, &[]);
         // Ack in batches of 100, in a scattered order, and move every tenth survivor to
         // consumer 5 on the way.
-        let mut live: std::collections::BTreeMap<u64, u64> =
-            (0..20_000).map(|n| (n, n % 3)).collect();
+        let mut live: std::collections::BTreeMap<u64, u64> = (0..20_000)
+            .map(|n| (n, n % 3))
+            .chain((100_000..105_000).map(|n| (n, 9)))
+            .collect();
         let mut order: Vec<u64> = (0..20_000).collect();
         let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
         for i in (1..order.len()).rev() {
@@ -622,7 +699,7 @@ mod tests {
                 }
             }
             if round % 10 == 0 {
-                for (&n, owner) in live.iter_mut().step_by(10) {
+                for (&n, owner) in live.iter_mut().filter(|(n, _)| **n < 20_000).step_by(10) {
                     *owner = 5;
                     d.put(7, id(n), held(5, false));
                 }
@@ -631,16 +708,24 @@ mod tests {
             let Some(GroupIndex::Indexed(g)) = ix.groups.get(&7) else {
                 panic!("group 7 is held");
             };
-            most_stale = most_stale.max(g.stale());
-            // Stale keys stay within the live ones' number, the floor and one batch's (100
-            // acks, or up to 2,000 claims).
-            assert!(
-                g.stale() <= g.by_id.len() + SWEEP_FLOOR + 2_100,
-                "round {round}"
+            // Each consumer's stale keys stay within its live ones' number, the floor and
+            // one batch's (100 acks, or up to 2,000 claims), whatever consumer 9 holds.
+            for (cid, o) in &g.by_owner {
+                most_stale = most_stale.max(o.stale());
+                assert!(
+                    o.stale() <= o.live + SWEEP_FLOOR + 2_100,
+                    "round {round}: consumer {cid} has {} stale keys, {} live",
+                    o.stale(),
+                    o.live
+                );
+            }
+            assert_eq!(
+                g.owner_keys,
+                g.by_owner.values().map(|o| o.ids.len()).sum::<usize>()
             );
         }
         assert!(most_stale > SWEEP_FLOOR, "the sweep was never needed");
-        for cid in [0, 1, 2, 5] {
+        for cid in [0, 1, 2, 5, 9] {
             let want: Vec<u64> = live
                 .iter()
                 .filter(|(_, &o)| o == cid)
@@ -654,6 +739,16 @@ mod tests {
             assert_eq!(got, want, "consumer {cid}");
         }
         assert_eq!(ix.entries, live.len() as u64);
+        // A consumer whose last entry is acked leaves, stale keys and all.
+        let mut d = IndexDelta::default();
+        for n in 100_000..105_000 {
+            d.remove(7, id(n));
+        }
+        ix.apply(d, &[]);
+        let Some(GroupIndex::Indexed(g)) = ix.groups.get(&7) else {
+            panic!("group 7 is held");
+        };
+        assert!(!g.by_owner.contains_key(&9));
     }
 
     #[test]
