@@ -109,15 +109,20 @@ impl Txn<'_> {
         self.pending_delta.put(gid, id, Held::of(pel));
         let prev_owner = prev.map(|p| p.consumer_id);
         if prev_owner != Some(pel.consumer_id) {
+            // The owners by their IDs, without copying their names (disjoint fields).
+            let GroupState {
+                names, consumers, ..
+            } = &mut *g;
             if let Some(old) = prev_owner {
-                let name = g.consumer_name(old).to_vec();
-                if let Some(c) = g.consumers.get_mut(&name) {
+                if let Some(c) = names.get(&old).and_then(|n| consumers.get_mut(n)) {
                     debug_assert!(c.pending > 0, "consumer pending underflow");
                     c.pending = c.pending.saturating_sub(1);
                 }
             }
-            let name = g.consumer_name(pel.consumer_id).to_vec();
-            if let Some(c) = g.consumers.get_mut(&name) {
+            if let Some(c) = names
+                .get(&pel.consumer_id)
+                .and_then(|n| consumers.get_mut(n))
+            {
                 c.pending += 1;
             }
         }
