@@ -512,6 +512,7 @@ impl PendingIndex {
                 continue;
             };
             let before = g.bytes();
+            let owed = !g.indebted.is_empty();
             match change {
                 Some(h) => {
                     if g.put(id, h) {
@@ -525,7 +526,9 @@ impl PendingIndex {
                 }
             }
             self.bytes = self.bytes - before + g.bytes();
-            if !g.indebted.is_empty() && !swept.contains(&gid) {
+            // A group is listed once: when its first consumer comes to owe a sweep (the
+            // sweeps below are what settle the debts).
+            if !owed && !g.indebted.is_empty() {
                 swept.push(gid);
             }
         }
