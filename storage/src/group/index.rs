@@ -86,9 +86,7 @@ impl Owned {
     /// keys removed.
     fn sweep(&mut self, live: impl Fn(StreamId) -> bool) -> usize {
         let debt = std::mem::take(&mut self.debt);
-        let Some(excess) = self.stale().checked_sub(self.live + SWEEP_FLOOR) else {
-            return 0;
-        };
+        let excess = self.stale().saturating_sub(self.live + SWEEP_FLOOR);
         if debt == 0 || excess == 0 {
             return 0;
         }
@@ -156,6 +154,11 @@ impl ById {
 
     fn get(&self, id: &StreamId) -> Option<&Held> {
         self.shards[self.shard(*id)].get(id)
+    }
+
+    /// True when `id` is pending under consumer `cid`.
+    fn held_by(&self, id: StreamId, cid: u64) -> bool {
+        self.get(&id).is_some_and(|h| h.consumer_id() == cid)
     }
 
     fn insert(&mut self, id: StreamId, h: Held) -> Option<Held> {
@@ -282,15 +285,14 @@ impl GroupPending {
         let by_id = &self.by_id;
         for cid in self.indebted.drain(..) {
             if let Some(owned) = self.by_owner.get_mut(&cid) {
-                let live = |id| by_id.get(&id).is_some_and(|h| h.consumer_id() == cid);
-                self.owner_keys -= owned.sweep(live);
+                self.owner_keys -= owned.sweep(|id| by_id.held_by(id, cid));
             }
         }
     }
 
     /// True when `cid`'s key `id` is live.
     fn live(&self, cid: u64, id: StreamId) -> bool {
-        self.by_id.get(&id).is_some_and(|h| h.consumer_id() == cid)
+        self.by_id.held_by(id, cid)
     }
 
     /// The live entries consumer `cid` owns, from `from` on, in ID order.
