@@ -82,9 +82,10 @@ pub async fn run(config: Config) -> Result<(), String> {
 /// With them on, the allocator's arenas are backed by 2 MiB pages (mimalloc asks for them
 /// with `madvise`): every first touch of one zeroes 2 MiB inside whatever request touched
 /// it, and with the kernel's `defrag` setting it may compact memory first. Measured on the
-/// RESP rows (README, seventh session): 1 KB XADD at -P 16 had 1.5x the throughput and half
-/// the p99 with them off. The flag is the process's (`PR_SET_THP_DISABLE`), checked by the
-/// kernel at each fault, so it covers memory mapped before this call too.
+/// RESP rows (README, seventh session): with them off, 1 KB XADD at -P 16 gained a fifth in
+/// throughput and XREADGROUP's p99 fell by a third; the ack rows lost 4-6 % (more TLB misses
+/// in large tables). The flag is the process's (`PR_SET_THP_DISABLE`), checked by the kernel
+/// at each fault, so it covers memory mapped before this call too.
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
