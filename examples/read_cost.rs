@@ -18,6 +18,11 @@ use cortex_storage::*;
 mod support;
 use support::{arg, create_group, fill, open_buffered};
 
+/// The server's allocator, so that allocation costs count as they do in `cortex serve`
+/// (the system allocator's were a tenth or more of the total).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[inline(never)]
 fn read_phase(store: &Store, key: &StreamKey, reads: usize, count: usize) -> usize {
     let mut got = 0;
