@@ -63,6 +63,16 @@ impl GroupState {
     pub(crate) fn consumer_name(&self, consumer_id: u64) -> &[u8] {
         self.names.get(&consumer_id).map_or(&[][..], |n| &n[..])
     }
+
+    /// The consumer with this ID, found through its name without copying it.
+    pub(crate) fn consumer_by_id_mut(&mut self, consumer_id: u64) -> Option<&mut ConsumerMeta> {
+        let GroupState {
+            names, consumers, ..
+        } = self;
+        names
+            .get(&consumer_id)
+            .and_then(|name| consumers.get_mut(name))
+    }
 }
 
 /// In-memory state of a stream.

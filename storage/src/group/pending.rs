@@ -109,20 +109,11 @@ impl Txn<'_> {
         self.pending_delta.put(gid, id, Held::of(pel));
         let prev_owner = prev.map(|p| p.consumer_id);
         if prev_owner != Some(pel.consumer_id) {
-            // The owners by their IDs, without copying their names (disjoint fields).
-            let GroupState {
-                names, consumers, ..
-            } = &mut *g;
-            if let Some(old) = prev_owner {
-                if let Some(c) = names.get(&old).and_then(|n| consumers.get_mut(n)) {
-                    debug_assert!(c.pending > 0, "consumer pending underflow");
-                    c.pending = c.pending.saturating_sub(1);
-                }
+            if let Some(c) = prev_owner.and_then(|old| g.consumer_by_id_mut(old)) {
+                debug_assert!(c.pending > 0, "consumer pending underflow");
+                c.pending = c.pending.saturating_sub(1);
             }
-            if let Some(c) = names
-                .get(&pel.consumer_id)
-                .and_then(|n| consumers.get_mut(n))
-            {
+            if let Some(c) = g.consumer_by_id_mut(pel.consumer_id) {
                 c.pending += 1;
             }
         }
@@ -166,12 +157,7 @@ impl Txn<'_> {
             debug_assert!(g.meta.ready > 0, "ready count underflow");
             g.meta.ready = g.meta.ready.saturating_sub(1);
         }
-        // The owner by its ID, without copying its name (disjoint fields of the group).
-        let GroupState {
-            names, consumers, ..
-        } = g;
-        let owner = names.get(&held.consumer_id());
-        if let Some(c) = owner.and_then(|name| consumers.get_mut(name)) {
+        if let Some(c) = g.consumer_by_id_mut(held.consumer_id()) {
             debug_assert!(c.pending > 0, "consumer pending underflow");
             c.pending = c.pending.saturating_sub(1);
         }

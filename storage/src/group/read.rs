@@ -178,10 +178,8 @@ impl Txn<'_> {
         let now = self.now;
         self.with_group(key, group, |txn, _, g| {
             if !out.is_empty() {
-                if let Some(name) = g.names.get(&cid).cloned() {
-                    if let Some(c) = g.consumers.get_mut(&name) {
-                        c.active_ms = Some(now);
-                    }
+                if let Some(c) = g.consumer_by_id_mut(cid) {
+                    c.active_ms = Some(now);
                 }
             }
             let state = txn.delivered_state(g.meta.policy.as_ref());
@@ -519,10 +517,8 @@ impl Txn<'_> {
             }
             g.meta.streak = streak;
             if !out.is_empty() {
-                if let Some(name) = g.names.get(&cid).cloned() {
-                    if let Some(c) = g.consumers.get_mut(&name) {
-                        c.active_ms = Some(now);
-                    }
+                if let Some(c) = g.consumer_by_id_mut(cid) {
+                    c.active_ms = Some(now);
                 }
             }
         });
