@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# CPU the server spends per XADD under redis-benchmark, for cortex and for Redis 7
+# `appendfsync always` on the same machine, in alternating rounds: the user and system time
+# of the whole server process (every thread, from /proc/PID/stat) over the run, divided by
+# the XADDs. On this 2-core machine redis-benchmark takes most of one core, so a row that
+# is limited by CPU is limited by this figure, not by the disk.
+#
+#   benches/cpu-per-op.sh                                  # 100 B, -c 50 -P 1, 3 rounds
+#   SIZE=1000 PIPELINE=16 benches/cpu-per-op.sh            # 1 KB at -P 16
+#   CORTEX=old/cortex CORTEX2=new/cortex benches/cpu-per-op.sh   # two builds, no Redis
+#
+# Env: SIZE (entry bytes, 100), CLIENTS (50), PIPELINE (1), N (200000 XADDs), ROUNDS (3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZE=${SIZE:-100}; CLIENTS=${CLIENTS:-50}; PIPELINE=${PIPELINE:-1}
+N=${N:-200000}; ROUNDS=${ROUNDS:-3}
+for tool in redis-server redis-benchmark redis-cli; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install redis-server redis-tools)"; exit 1; }
+done
+if [ -z "${CORTEX:-}" ]; then
+  cargo build --release --bin cortex >/dev/null 2>&1 || cargo build --release --bin cortex
+  CORTEX=target/release/cortex
+fi
+
+WORK=$(mktemp -d)
+P=""
+cleanup() {
+  if [ -n "$P" ]; then kill "$P" 2>/dev/null || true; wait "$P" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+TICK=$(getconf CLK_TCK)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_up() { for _ in $(seq 200); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "server on $1 did not start"; exit 1; }
+
+# One round against a fresh server: $1 = label, $2 = "redis" or a cortex binary.
+round() {
+  local label=$1 server=$2 port dir line u0 s0 u1 s1
+  port=$(free_port); dir="$WORK/$label-$port"; mkdir -p "$dir"
+  if [ "$server" = redis ]; then
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
+      --appendfsync always --save "" --daemonize no --logfile "$dir/log" &
+  else
+    RUST_LOG=warn "$server" serve --data-dir "$dir/data" --resp "127.0.0.1:$port" \
+      --quic 127.0.0.1:0 --http 127.0.0.1:0 --fsync always >/dev/null 2>"$dir/log" &
+  fi
+  P=$!; wait_up "$port"
+  read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$P/stat")
+  line=$(redis-benchmark -p "$port" -c "$CLIENTS" -P "$PIPELINE" -n "$N" --csv \
+    XADD s '*' f "$(head -c "$SIZE" /dev/zero | tr '\0' 'x')" 2>/dev/null | tail -1 | tr -d '"')
+  read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$P/stat")
+  kill "$P"; wait "$P" 2>/dev/null || true; P=""
+  python3 - "$label" "$line" "$u0" "$s0" "$u1" "$s1" "$TICK" "$N" <<'PY'
+import sys
+label, line, u0, s0, u1, s1, tick, n = sys.argv[1:]
+f = line.split(",")
+per = lambda a, b: (int(b) - int(a)) / int(tick) / int(n) * 1e6
+print(f"{label:8} {float(f[1]):>10,.0f}/s  p50 {f[4]} ms  p99 {f[6]} ms  "
+      f"user {per(u0, u1):.2f} µs  sys {per(s0, s1):.2f} µs per XADD")
+PY
+}
+
+echo "XADD ${SIZE} B, -c $CLIENTS -P $PIPELINE, $N per round, fresh servers"
+for r in $(seq "$ROUNDS"); do
+  if [ -n "${CORTEX2:-}" ]; then
+    round "old.$r" "$CORTEX"; round "new.$r" "$CORTEX2"
+  else
+    round "redis.$r" redis; round "cortex.$r" "$CORTEX"
+  fi
+done
