@@ -54,6 +54,8 @@ pub struct ClientView {
     proto: u8,
     multi: i64,
     user: String,
+    /// The connection's [`Conn::ident`] that `name`, `lib` and `user` were copied at.
+    ident: u64,
     /// Bytes of the query buffer (read, not yet run).
     qbuf: usize,
     /// Bytes of replies being written (the client has not read them yet).
@@ -98,12 +100,17 @@ pub struct Conn {
     /// 2 or 3 (HELLO).
     pub proto: u8,
     /// CLIENT SETNAME.
-    pub name: Vec<u8>,
+    name: Vec<u8>,
     /// CLIENT SETINFO LIB-NAME / LIB-VER.
-    pub lib: (Vec<u8>, Vec<u8>),
+    lib: (Vec<u8>, Vec<u8>),
     /// Who this connection acts as; `None` until it authenticates (only when the broker
     /// has tokens).
-    pub principal: Option<Principal>,
+    principal: Option<Principal>,
+    /// Moves with every change of `name`, `lib` or `principal` (their setters), so that
+    /// what copies them (CLIENT LIST's view, the presence list) compares this number after
+    /// each command instead of their bytes (those comparisons were a tenth of the network
+    /// thread's user time under unpipelined XADDs).
+    ident: u64,
     /// Last command time (Unix ms).
     pub last_ms: u64,
     /// Last command name (upper case, from the command table).
@@ -143,6 +150,8 @@ impl Conn {
             proto: 2,
             multi: -1,
             user: "default".into(),
+            // Unlike any connection's: the first publish copies.
+            ident: u64::MAX,
             qbuf: 0,
             omem: 0,
         };
@@ -153,6 +162,7 @@ impl Conn {
             name: Vec::new(),
             lib: (Vec::new(), Vec::new()),
             principal,
+            ident: 0,
             last_ms: now_ms,
             last_cmd: "NULL",
             multi: None,
@@ -161,6 +171,46 @@ impl Conn {
             view: Arc::new(Mutex::new(view)),
             read_groups: Vec::new(),
         }
+    }
+
+    /// CLIENT SETNAME's name (empty: none).
+    pub fn name(&self) -> &[u8] {
+        &self.name
+    }
+
+    /// CLIENT SETINFO's library name and version (empty: not given).
+    pub fn lib(&self) -> (&[u8], &[u8]) {
+        (&self.lib.0, &self.lib.1)
+    }
+
+    /// Who the connection acts as.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+
+    /// A number that changes whenever the name, the library or the principal does.
+    pub fn ident(&self) -> u64 {
+        self.ident
+    }
+
+    pub fn set_name(&mut self, name: Vec<u8>) {
+        self.name = name;
+        self.ident += 1;
+    }
+
+    pub fn set_lib_name(&mut self, name: Vec<u8>) {
+        self.lib.0 = name;
+        self.ident += 1;
+    }
+
+    pub fn set_lib_ver(&mut self, ver: Vec<u8>) {
+        self.lib.1 = ver;
+        self.ident += 1;
+    }
+
+    pub fn set_principal(&mut self, principal: Option<Principal>) {
+        self.principal = principal;
+        self.ident += 1;
     }
 
     /// Copies what CLIENT LIST shows into the shared view (cheap: scalars, and the strings
@@ -172,19 +222,12 @@ impl Conn {
         v.db = self.db;
         v.proto = self.proto;
         v.multi = self.multi.as_ref().map_or(-1, |m| m.len() as i64);
-        if v.name != self.name {
-            v.name = self.name.clone();
-        }
-        if v.lib != self.lib {
-            v.lib = self.lib.clone();
-        }
-        let user = self
-            .principal
-            .as_ref()
-            .and_then(Principal::agent)
-            .unwrap_or("default");
-        if v.user != user {
-            v.user = user.to_string();
+        if v.ident != self.ident {
+            v.ident = self.ident;
+            v.name.clone_from(&self.name);
+            v.lib.clone_from(&self.lib);
+            let user = self.principal().and_then(Principal::agent);
+            user.unwrap_or("default").clone_into(&mut v.user);
         }
     }
 

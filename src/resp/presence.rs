@@ -20,32 +20,39 @@ pub(super) struct Presence {
     session: Option<Session>,
     /// The connection's name and library (name, version) as last seen.
     named: (Vec<u8>, Vec<u8>, Vec<u8>),
+    /// The connection's [`Conn::ident`] when they were last looked at.
+    seen: Option<u64>,
     serving: BTreeMap<(Vec<u8>, Vec<u8>), Serving>,
 }
 
 impl Presence {
     /// Brings the session in line with the connection after a batch of commands.
     pub fn sync(&mut self, conn: &mut Conn, broker: &Broker) {
-        let Some(who) = conn.principal.as_ref() else {
+        let Some(who) = conn.principal() else {
             // Not authenticated (or RESET on a broker with tokens): not an agent.
             self.serving.clear();
             self.session = None;
+            self.seen = None;
             conn.read_groups.clear();
             return;
         };
-        let agent = who.agent().unwrap_or("");
-        let renamed =
-            self.named.0 != conn.name || self.named.1 != conn.lib.0 || self.named.2 != conn.lib.1;
-        if renamed {
-            self.named = (conn.name.clone(), conn.lib.0.clone(), conn.lib.1.clone());
-        }
-        if self.session.as_ref().is_none_or(|s| s.agent() != agent) {
-            // First command, or AUTH as another agent: a new session.
-            self.serving.clear();
-            self.session = Some(broker.register_session(who, "resp", &client_name(conn)));
-        } else if renamed {
-            if let Some(s) = &self.session {
-                s.set_client(&client_name(conn));
+        // The name, library and principal are looked at only when they may have changed.
+        if self.seen != Some(conn.ident()) {
+            self.seen = Some(conn.ident());
+            let agent = who.agent().unwrap_or("");
+            let (lib, ver) = conn.lib();
+            let renamed = self.named.0 != conn.name() || self.named.1 != lib || self.named.2 != ver;
+            if renamed {
+                self.named = (conn.name().to_vec(), lib.to_vec(), ver.to_vec());
+            }
+            if self.session.as_ref().is_none_or(|s| s.agent() != agent) {
+                // First command, or AUTH as another agent: a new session.
+                self.serving.clear();
+                self.session = Some(broker.register_session(who, "resp", &client_name(conn)));
+            } else if renamed {
+                if let Some(s) = &self.session {
+                    s.set_client(&client_name(conn));
+                }
             }
         }
         let Some(session) = &self.session else {
@@ -68,8 +75,8 @@ impl Presence {
 /// `lib-name/lib-ver` as the client reported them, else its connection name.
 fn client_name(conn: &Conn) -> String {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    match (&conn.lib.0[..], &conn.lib.1[..]) {
-        ([], []) => text(&conn.name),
+    match conn.lib() {
+        ([], []) => text(conn.name()),
         (name, []) => text(name),
         (name, ver) => format!("{}/{}", text(name), text(ver)),
     }

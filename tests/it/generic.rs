@@ -101,7 +101,16 @@ fn client_command_info_config_function() {
     );
     let list = r.cmd(&["CLIENT", "LIST"]);
     assert!(
-        list.s().contains(&format!("id={id} ")) && list.s().contains("name=harold"),
+        list.s().contains(&format!("id={id} "))
+            && list.s().contains("name=harold")
+            && list.s().contains("lib-name=tests"),
+        "{list:?}"
+    );
+    // RESET forgets the name: CLIENT LIST shows the change, as it showed the setting.
+    assert_eq!(r.cmd(&["RESET"]), V::Simple("RESET".into()));
+    let list = r.cmd(&["CLIENT", "LIST"]);
+    assert!(
+        list.s().contains(&format!("id={id} ")) && list.s().contains(" name= "),
         "{list:?}"
     );
     assert!(r.cmd(&["COMMAND", "COUNT"]).int() >= 40);

@@ -153,13 +153,13 @@ fn admit(conn: &mut Conn, args: &Args) -> Result<&'static table::Spec, Frame> {
             if spec.name.starts_with("CX.")
                 && args.len() == 2
                 && args[1].eq_ignore_ascii_case(b"HELP")
-                && conn.principal.is_some() =>
+                && conn.principal().is_some() =>
         {
             Ok(spec)
         }
         Some(spec) if !spec.arity_ok(args.len()) => Err(args::arity(spec.name)),
         Some(spec)
-            if conn.principal.is_none()
+            if conn.principal().is_none()
                 && !matches!(spec.name, "AUTH" | "HELLO" | "PING" | "QUIT") =>
         {
             Err(Frame::Error("NOAUTH Authentication required.".into()))
@@ -217,7 +217,7 @@ fn plan(ctx: &mut Ctx<'_>, args: &Args) -> Plan {
         _ => server::plan(ctx, args),
     };
     let plan = r.unwrap_or_else(Plan::Done);
-    match &ctx.conn.principal {
+    match ctx.conn.principal() {
         Some(who) => authorize(who, plan),
         None => plan,
     }
@@ -380,7 +380,7 @@ async fn flush(
         return;
     }
     let ops = std::mem::take(ops);
-    let replies = match conn.principal.as_ref() {
+    let replies = match conn.principal() {
         Some(who) => broker.submit(who, ops).await,
         None => Err(crate::broker::BrokerError::Internal("no principal".into())),
     };
@@ -446,7 +446,7 @@ async fn run_one(conn: &mut Conn, broker: &Broker, shared: &Shared, plan: Plan) 
         return exec(conn, broker, shared).await;
     }
     // Every plan but Done passed the NOAUTH gate, so there is a principal.
-    let Some(who) = conn.principal.clone() else {
+    let Some(who) = conn.principal().cloned() else {
         return Frame::Error("NOAUTH Authentication required.".into());
     };
     let proto = conn.proto;
@@ -482,7 +482,7 @@ async fn exec(conn: &mut Conn, broker: &Broker, shared: &Shared) -> Frame {
     if std::mem::take(&mut conn.multi_failed) {
         return Frame::Error("EXECABORT Transaction discarded because of previous errors.".into());
     }
-    let Some(who) = conn.principal.clone() else {
+    let Some(who) = conn.principal().cloned() else {
         return Frame::Error("NOAUTH Authentication required.".into());
     };
     // Each queued command: its reply already (connection commands), or its ops' range.

@@ -71,10 +71,10 @@ pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
             let c = &mut *ctx.conn;
             c.db = 0;
             c.proto = 2;
-            c.name.clear();
+            c.set_name(Vec::new());
             c.multi = None;
             c.multi_failed = false;
-            c.principal = ctx.broker.open_session();
+            c.set_principal(ctx.broker.open_session());
             done(Frame::Simple("RESET".into()))
         }
         "CLIENT" => client(ctx, args).map(Plan::Done),
@@ -217,7 +217,7 @@ fn auth(ctx: &mut Ctx<'_>, a: &[Vec<u8>]) -> Result<(), Frame> {
     };
     match ctx.broker.authenticate(agent, token) {
         Ok(p) => {
-            ctx.conn.principal = Some(p);
+            ctx.conn.set_principal(Some(p));
             Ok(())
         }
         Err(AuthError::NotConfigured) => Err(Frame::err(
@@ -260,7 +260,7 @@ fn hello(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
             }
         }
     }
-    if ctx.conn.principal.is_none() {
+    if ctx.conn.principal().is_none() {
         return Err(Frame::Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into()));
     }
     ctx.conn.proto = proto;
@@ -281,7 +281,7 @@ fn set_name(ctx: &mut Ctx<'_>, name: &[u8]) -> Result<(), Frame> {
             "Client names cannot contain spaces, newlines or special characters.",
         ));
     }
-    ctx.conn.name = name.to_vec();
+    ctx.conn.set_name(name.to_vec());
     Ok(())
 }
 
@@ -302,10 +302,10 @@ fn client(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
             set_name(ctx, &args[2])?;
             Ok(Frame::ok())
         }
-        "GETNAME" => Ok(if ctx.conn.name.is_empty() {
+        "GETNAME" => Ok(if ctx.conn.name().is_empty() {
             Frame::Null
         } else {
-            Frame::Bulk(ctx.conn.name.clone())
+            Frame::Bulk(ctx.conn.name().to_vec())
         }),
         "SETINFO" => {
             if args.len() != 4 {
@@ -318,8 +318,8 @@ fn client(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Frame, Frame> {
                 ));
             }
             match upper(&args[2]).as_str() {
-                "LIB-NAME" => ctx.conn.lib.0 = v,
-                "LIB-VER" => ctx.conn.lib.1 = v,
+                "LIB-NAME" => ctx.conn.set_lib_name(v),
+                "LIB-VER" => ctx.conn.set_lib_ver(v),
                 _ => {
                     return Err(Frame::err(format!(
                         "Unrecognized option '{}'",
