@@ -15,13 +15,9 @@ cd "$(dirname "$0")/.."
 
 SIZE=${SIZE:-100}; CLIENTS=${CLIENTS:-50}; PIPELINE=${PIPELINE:-1}
 N=${N:-200000}; ROUNDS=${ROUNDS:-3}
-for tool in redis-server redis-benchmark redis-cli; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install redis-server redis-tools)"; exit 1; }
-done
-if [ -z "${CORTEX:-}" ]; then
-  cargo build --release --bin cortex >/dev/null 2>&1 || cargo build --release --bin cortex
-  CORTEX=target/release/cortex
-fi
+. benches/resp-lib.sh
+need_redis_tools
+cortex_bin
 
 WORK=$(mktemp -d)
 P=""
@@ -31,9 +27,6 @@ cleanup() {
 }
 trap cleanup EXIT
 TICK=$(getconf CLK_TCK)
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_up() { for _ in $(seq 200); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "server on $1 did not start"; exit 1; }
 
 # One round against a fresh server: $1 = label, $2 = "redis" or a cortex binary.
 round() {

@@ -8,14 +8,12 @@
 #
 # Loopback only; every server it starts is stopped by its pid.
 set -uo pipefail
-for tool in redis-server redis-benchmark redis-cli; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install redis-server redis-tools)"; exit 1; }
-done
+. "$(dirname "$0")/resp-lib.sh"
+need_redis_tools
 PAYLOAD=$(head -c 100 /dev/zero | tr '\0' 'x')
 W=$(mktemp -d) P=
 cleanup() { [ -n "$P" ] && kill "$P" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 probe() { # label port
   for _ in $(seq 200); do redis-cli -p "$2" PING >/dev/null 2>&1 && break; sleep 0.05; done
   redis-benchmark -p "$2" -c 1 -P 1 -n 40000 --csv XADD s '*' f "$PAYLOAD" >"$W/x.csv" 2>&1 &

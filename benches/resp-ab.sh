@@ -11,15 +11,13 @@
 set -uo pipefail
 OLD=$1 NEW=$2 ROUNDS=${3:-2}
 ACK=${ACK_ENTRIES:-200000} N=${N:-20000}
-for tool in redis-benchmark redis-cli; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install redis-tools)"; exit 1; }
-done
+. "$(dirname "$0")/resp-lib.sh"
+need_redis_tools
 IDS=(); for _ in $(seq 100); do IDS+=("1-__rand_int__"); done
 PAYLOAD=$(head -c 100 /dev/zero | tr '\0' 'x')
 W=$(mktemp -d) P=
 cleanup() { [ -n "$P" ] && kill "$P" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 # rps, p50 and p99 (ms) of one redis-benchmark CSV line.
 csv() { tail -1 | tr -d '"' | awk -F, '{printf "%s/s p50 %s p99 %s ms", $2, $5, $7}'; }
 round() { # binary label

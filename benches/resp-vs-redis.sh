@@ -24,14 +24,9 @@ READS=${READS:-5000}                # XREADGROUP COUNT 100 calls
 RSS_ENTRIES=${RSS_ENTRIES:-10000000}
 PAYLOAD=$(head -c 100 /dev/zero | tr '\0' 'x')
 
-for tool in redis-server redis-benchmark redis-cli; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install redis-server redis-tools)"; exit 1; }
-done
-# CORTEX=path/to/cortex compares a given binary (for before/after runs) instead of building.
-if [ -z "${CORTEX:-}" ]; then
-  cargo build --release --bin cortex >/dev/null 2>&1 || cargo build --release --bin cortex
-  CORTEX=target/release/cortex
-fi
+. benches/resp-lib.sh
+need_redis_tools
+cortex_bin
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -42,8 +37,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_up() { for _ in $(seq 200); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "server on $1 did not start"; exit 1; }
 
 # Both set PORT and P (the pid) for the caller.
 start_redis() { # $1 = appendfsync mode
