@@ -193,21 +193,25 @@ impl Conn {
         self.ident
     }
 
+    /// CLIENT SETNAME (empty: none); moves `ident`.
     pub fn set_name(&mut self, name: Vec<u8>) {
         self.name = name;
         self.ident += 1;
     }
 
+    /// CLIENT SETINFO LIB-NAME; moves `ident`.
     pub fn set_lib_name(&mut self, name: Vec<u8>) {
         self.lib.0 = name;
         self.ident += 1;
     }
 
+    /// CLIENT SETINFO LIB-VER; moves `ident`.
     pub fn set_lib_ver(&mut self, ver: Vec<u8>) {
         self.lib.1 = ver;
         self.ident += 1;
     }
 
+    /// AUTH, HELLO AUTH or RESET; moves `ident`.
     pub fn set_principal(&mut self, principal: Option<Principal>) {
         self.principal = principal;
         self.ident += 1;
