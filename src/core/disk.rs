@@ -24,6 +24,9 @@ pub struct DiskWatch {
     min_free: u64,
     /// Free bytes (for unprivileged users: `f_bavail`) at the last sample.
     free: AtomicU64,
+    /// What the new data admitted since the last sample will take on the disk, as
+    /// estimated by [`disk_cost`]: the free space now is at most `free` less this.
+    admitted: AtomicU64,
     /// Below the watermark now.
     low: AtomicBool,
     /// Submissions refused for want of space.
@@ -57,12 +60,24 @@ pub(crate) fn free_bytes(path: &Path) -> std::io::Result<u64> {
     Ok(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
-/// True for an op that adds data: refused while the disk is below its watermark.
-pub(crate) fn adds_data(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Append { .. } | Op::DlqRedrive { .. } | Op::CreateGroup { .. }
-    )
+/// What an op that adds data (a publish, a re-drive, a new group: what the watermark
+/// refuses) will take on the disk, over-estimated: its bytes twice (the
+/// journal now, a table when the memtable is flushed) plus a record's overhead. A re-drive
+/// copies entries the op does not name: it counts its limit times a small entry, at least
+/// 64 KiB. Zero for an op that adds nothing (acks, deletes, trims, reads).
+fn disk_cost(op: &Op) -> u64 {
+    const RECORD: u64 = 128;
+    let bytes = match op {
+        Op::Append { stream, fields, .. } => fields
+            .iter()
+            .map(|(f, v)| (f.len() + v.len() + 8) as u64)
+            .sum::<u64>()
+            .saturating_add(stream.name.len() as u64 + RECORD),
+        Op::DlqRedrive { limit, .. } => (*limit as u64).saturating_mul(RECORD * 4).max(64 << 10),
+        Op::CreateGroup { stream, group, .. } => (stream.name.len() + group.len()) as u64 + RECORD,
+        _ => 0,
+    };
+    bytes.saturating_mul(2)
 }
 
 impl DiskWatch {
@@ -71,6 +86,7 @@ impl DiskWatch {
             path,
             min_free,
             free: AtomicU64::new(u64::MAX),
+            admitted: AtomicU64::new(0),
             low: AtomicBool::new(false),
             refused: AtomicU64::new(0),
             failed: Mutex::new(None),
@@ -83,6 +99,9 @@ impl DiskWatch {
     /// Reads the free space and updates the low flag. Leaving the low state needs an eighth
     /// of the watermark more, so a disk hovering at the mark does not flap.
     pub(super) fn sample(&self) {
+        // Cleared before the read: what is admitted meanwhile counts twice (in the free
+        // space, if already written, and here), never not at all.
+        self.admitted.store(0, Ordering::Relaxed);
         let free = match free_bytes(&self.path) {
             Ok(f) => f,
             Err(e) => {
@@ -118,9 +137,35 @@ impl DiskWatch {
     }
 
     /// The refusal for a submission that adds data while the disk is low.
+    ///
+    /// The sampler reads the disk every [`SAMPLE_EVERY`]; a fast publisher writes megabytes
+    /// in that time. So each admitted submission's estimated cost is counted against the
+    /// last sample, and once the estimate reaches the watermark the disk is read again, here
+    /// (one `statvfs`, only near the mark). What can pass the mark is then what is admitted
+    /// but not yet written, not a sampling period's worth of publishes.
     pub(super) fn refusal(&self, ops: &[Op]) -> Option<String> {
-        if !self.low.load(Ordering::Relaxed) || !ops.iter().any(adds_data) {
+        if self.min_free == 0 {
             return None;
+        }
+        let cost: u64 = ops.iter().map(disk_cost).sum();
+        if cost == 0 {
+            return None;
+        }
+        if !self.low.load(Ordering::Relaxed) {
+            let since = self
+                .admitted
+                .fetch_add(cost, Ordering::Relaxed)
+                .saturating_add(cost);
+            let free = self.free.load(Ordering::Relaxed);
+            if free.saturating_sub(since) >= self.min_free {
+                return None;
+            }
+            self.sample();
+            if !self.low.load(Ordering::Relaxed) {
+                // The op's cost goes on the new sample's count.
+                self.admitted.fetch_add(cost, Ordering::Relaxed);
+                return None;
+            }
         }
         self.refused.fetch_add(1, Ordering::Relaxed);
         Some(format!(

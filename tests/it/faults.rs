@@ -126,6 +126,13 @@ fn a_full_disk_refuses_new_data_keeps_acks_and_reads_and_recovers_without_a_rest
     let m = metrics(&s);
     assert_eq!(sample(&m, "cortex_disk_low"), 1.0);
     assert!(sample(&m, "cortex_disk_refused_writes_total") >= 1.0);
+    // The mark held: the broker counts what it admits against its last look at the disk and
+    // looks again near the mark, so a fast publisher does not run past it between samples.
+    let free = sample(&m, "cortex_disk_free_bytes");
+    assert!(
+        free >= f64::from(6 << 20),
+        "{free} bytes free after the refusal"
+    );
     // The alert goes out (the broker's own small write passes the watermark).
     let (last_alert, _) = next_alert(&mut r, "0-0", "disk_low");
     // 2. Under the watermark, reads, group reads and acks work.
