@@ -44,10 +44,19 @@ fn parse_len(digits: &[u8]) -> Option<i64> {
         Some((b'-', rest)) => (true, rest),
         _ => (false, digits),
     };
-    if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
+    if d.is_empty() {
         return None;
     }
-    let v: i64 = std::str::from_utf8(d).ok()?.parse().ok()?;
+    // At most 19 digits: the sum fits in a u64 (every command pays for two of these per
+    // argument, so no `str::parse`).
+    let mut v: u64 = 0;
+    for &c in d {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u64::from(c - b'0');
+    }
+    let v = i64::try_from(v).ok()?;
     Some(if neg { -v } else { v })
 }
 
@@ -418,6 +427,38 @@ mod tests {
 
     fn parse(b: &[u8]) -> Result<Option<(Args, usize)>, ProtocolError> {
         parse_command(b, &Limits::default())
+    }
+
+    #[test]
+    fn lengths_parse_as_str_parse_does_up_to_19_characters() {
+        let cases = [
+            "",
+            "-",
+            "0",
+            "-0",
+            "7",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "12a",
+            "00012",
+            "1-2",
+            "9223372036854775807",
+            "-922337203685477580",
+            "9223372036854775808",
+            "9999999999999999999",
+            "18446744073709551615",
+            "-9223372036854775807",
+        ];
+        for c in cases {
+            let oracle = if c.is_empty() || c.len() > 19 || c.starts_with('+') {
+                None
+            } else {
+                c.parse::<i64>().ok().filter(|_| c != "-")
+            };
+            assert_eq!(parse_len(c.as_bytes()), oracle, "{c:?}");
+        }
     }
 
     #[test]

@@ -99,7 +99,7 @@ pub fn key(db: u16, name: &[u8]) -> StreamKey {
 
 /// A stream ID as a bulk string.
 pub fn id_frame(id: StreamId) -> Frame {
-    Frame::Bulk(id.to_string().into_bytes())
+    Frame::Bulk(id.text(&mut [0; cortex_storage::ID_TEXT_MAX]).to_vec())
 }
 
 /// Maps a storage error to Redis's reply for `cmd` (upper case) on `key`/`group`.
