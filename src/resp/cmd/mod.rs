@@ -201,20 +201,24 @@ fn touch(conn: &mut Conn, broker: &Broker, name: &'static str) {
 }
 
 /// Parses one admitted command into its plan.
-fn plan(ctx: &mut Ctx<'_>, args: &Args) -> Plan {
+/// XADD takes its arguments by value: the entry's fields and the key move into the op
+/// instead of being copied.
+fn plan(ctx: &mut Ctx<'_>, args: Args) -> Plan {
     let r = match ctx.name {
-        "XADD" | "XTRIM" | "XDEL" | "XSETID" | "XACK" | "XDELEX" | "XACKDEL" | "XNACK"
-        | "XCFGSET" => write::plan(ctx, args),
-        "XLEN" | "XRANGE" | "XREVRANGE" | "XREAD" => read::plan(ctx, args),
-        "XREADGROUP" | "XGROUP" | "XPENDING" | "XCLAIM" | "XAUTOCLAIM" => group::plan(ctx, args),
-        "XINFO" => info::plan(ctx, args),
-        "CX.PUBLISH" | "CX.POLICY" | "CX.NACK" | "CX.DLQ" | "CX.CLOCK" | "CX.FAULT" => {
-            cx::plan(ctx, args)
+        "XADD" => write::xadd(ctx.conn.db, args),
+        "XTRIM" | "XDEL" | "XSETID" | "XACK" | "XDELEX" | "XACKDEL" | "XNACK" | "XCFGSET" => {
+            write::plan(ctx, &args)
         }
-        "CX.TASK" | "CX.CANCEL" => task::plan(ctx, args),
+        "XLEN" | "XRANGE" | "XREVRANGE" | "XREAD" => read::plan(ctx, &args),
+        "XREADGROUP" | "XGROUP" | "XPENDING" | "XCLAIM" | "XAUTOCLAIM" => group::plan(ctx, &args),
+        "XINFO" => info::plan(ctx, &args),
+        "CX.PUBLISH" | "CX.POLICY" | "CX.NACK" | "CX.DLQ" | "CX.CLOCK" | "CX.FAULT" => {
+            cx::plan(ctx, &args)
+        }
+        "CX.TASK" | "CX.CANCEL" => task::plan(ctx, &args),
         "CX.AGENTS" => Ok(Plan::Done(task::agents(ctx))),
         "EXEC" => Ok(Plan::Exec),
-        _ => server::plan(ctx, args),
+        _ => server::plan(ctx, &args),
     };
     let plan = r.unwrap_or_else(Plan::Done);
     match ctx.conn.principal() {
@@ -301,7 +305,7 @@ pub fn prepare(conn: &mut Conn, broker: &Broker, shared: &Shared, args: Args) ->
         shared,
         name,
     };
-    let plan = plan(&mut ctx, &args);
+    let plan = plan(&mut ctx, args);
     Planned {
         name,
         plan,
@@ -489,7 +493,7 @@ async fn exec(conn: &mut Conn, broker: &Broker, shared: &Shared) -> Frame {
     type Slot = Result<(usize, usize, Format), Frame>;
     let mut slots: Vec<(&'static str, Slot)> = Vec::with_capacity(queued.len());
     let mut ops = Vec::new();
-    for args in &queued {
+    for args in queued {
         let name = table::lookup(&args[0]).map_or("", |s| s.name);
         let mut ctx = Ctx {
             conn: &mut *conn,

@@ -2,17 +2,22 @@
 //! XCFGSET and 8.8's XNACK.
 //! Each parses Redis's syntax into one op and formats Redis's reply.
 
-use cortex_storage::{Error, Meta, NackMode, Op, RefPolicy, Reply};
+use cortex_storage::{Error, Meta, NackMode, Op, RefPolicy, Reply, StreamKey};
 
 use super::args::*;
 use super::reply::{append_reply, count_reply, ok_reply};
 use super::{Ctx, Plan};
 use crate::resp::codec::Frame;
 
+/// XADD, planned from its arguments by value (see [`xadd_op`]).
+pub fn xadd(db: u16, args: Vec<Vec<u8>>) -> Result<Plan, Frame> {
+    Ok(Plan::op(xadd_op(db, args)?, |r| append_reply("XADD", r)))
+}
+
+/// The other stream writes (XADD is [`xadd`]).
 pub fn plan(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     let db = ctx.conn.db;
     match ctx.name {
-        "XADD" => Ok(Plan::op(xadd_op(db, args)?, |r| append_reply("XADD", r))),
         "XTRIM" => xtrim(db, args),
         "XDEL" => {
             let ids = ids(&args[2..])?;
@@ -183,13 +188,19 @@ fn ids(a: &[Vec<u8>]) -> Result<Vec<cortex_storage::StreamId>, Frame> {
 
 /// XADD key [NOMKSTREAM] [KEEPREF|DELREF|ACKED] [IDMPAUTO producer | IDMP producer iid]
 /// [MAXLEN|MINID [=|~] threshold [LIMIT n]] *|id field value ...
-pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
+/// The key and the fields move out of `args` into the op.
+pub fn xadd_op(db: u16, mut args: Vec<Vec<u8>>) -> Result<Op, Frame> {
     let mut i = 2;
     let mut no_mkstream = false;
     let mut trim = TrimArgs::with_refs();
     // (producer, idempotent ID; None: from the content).
     let mut idmp: Option<(Vec<u8>, Option<Vec<u8>>)> = None;
     while i < args.len() {
+        // The ID (`*` or digits) ends the options, none of which starts so; most XADDs
+        // have no options, and this skips upper-casing the ID twice.
+        if matches!(args[i].first(), Some(b'*' | b'0'..=b'9')) {
+            break;
+        }
         match upper(&args[i]).as_str() {
             "NOMKSTREAM" => {
                 no_mkstream = true;
@@ -212,7 +223,7 @@ pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
             }
             _ => {}
         }
-        if trim.parse(args, &mut i)? {
+        if trim.parse(&args, &mut i)? {
             continue;
         }
         break;
@@ -225,21 +236,24 @@ pub fn xadd_op(db: u16, args: &[Vec<u8>]) -> Result<Op, Frame> {
     if fields.is_empty() || !fields.len().is_multiple_of(2) {
         return Err(arity("xadd"));
     }
-    let fields: Vec<(Vec<u8>, Vec<u8>)> = fields
-        .chunks(2)
-        .map(|c| (c[0].clone(), c[1].clone()))
-        .collect();
     if idmp.is_some() && id_arg.as_slice() != b"*" {
         return Err(Frame::err(
             "IDMP and IDMPAUTO can only be used with the * ID",
         ));
     }
+    let id = parse_id_spec(id_arg)?;
+    let mut taken = args.drain(i + 1..);
+    let mut fields = Vec::with_capacity(taken.len() / 2);
+    while let (Some(f), Some(v)) = (taken.next(), taken.next()) {
+        fields.push((f, v));
+    }
+    drop(taken);
     let idempotency_key = idmp.map(|(producer, iid)| {
         crate::broker::publish::idmp_key(&producer, iid.as_deref(), &fields)
     });
     Ok(Op::Append {
-        stream: key(db, &args[1]),
-        id: parse_id_spec(id_arg)?,
+        stream: StreamKey::new(db, std::mem::take(&mut args[1])),
+        id,
         fields,
         meta: Meta::default(),
         idempotency_key,
