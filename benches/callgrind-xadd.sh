@@ -22,13 +22,7 @@ need_redis_tools
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 1; }
 cortex_bin
 
-WORK=$(mktemp -d)
-P=""
-cleanup() {
-  if [ -n "$P" ]; then kill "$P" 2>/dev/null || true; wait "$P" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+scratch_and_server
 
 # $1 = label, $2 = binary.
 count() {

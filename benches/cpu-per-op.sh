@@ -19,13 +19,7 @@ N=${N:-200000}; ROUNDS=${ROUNDS:-3}
 need_redis_tools
 cortex_bin
 
-WORK=$(mktemp -d)
-P=""
-cleanup() {
-  if [ -n "$P" ]; then kill "$P" 2>/dev/null || true; wait "$P" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+scratch_and_server
 TICK=$(getconf CLK_TCK)
 
 # One round against a fresh server: $1 = label, $2 = "redis" or a cortex binary.

@@ -22,3 +22,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # Waits (10 s at most) until a RESP server answers PING on port $1.
 wait_up() { for _ in $(seq 200); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "server on $1 did not start"; exit 1; }
+
+# A scratch directory ($WORK) and the pid of the one server running at a time ($P, empty
+# when none): both go when the script exits, however it exits.
+scratch_and_server() {
+  WORK=$(mktemp -d)
+  P=""
+  trap 'if [ -n "$P" ]; then kill "$P" 2>/dev/null || true; wait "$P" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
+}
