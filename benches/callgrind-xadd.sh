@@ -37,7 +37,9 @@ count() {
   redis-benchmark -p "$port" -c "$C" -P 1 -n "$N" -q \
     XADD s '*' f "$(head -c 100 /dev/zero | tr '\0' 'x')" >/dev/null 2>&1
   kill -INT "$P"; wait "$P" 2>/dev/null || true; P=""
-  callgrind_annotate --inclusive=yes "$out" 2>/dev/null | python3 -c '
+  # Run from the scratch directory: where callgrind_annotate finds the sources by a relative
+  # path, it splits a function's inclusive count by source file, and the figures change.
+  (cd "$WORK" && callgrind_annotate --inclusive=yes "$out" 2>/dev/null) | python3 -c '
 import re, sys
 label, n = sys.argv[1], int(sys.argv[2])
 want = {
