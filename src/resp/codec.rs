@@ -47,8 +47,8 @@ fn parse_len(digits: &[u8]) -> Option<i64> {
     if d.is_empty() {
         return None;
     }
-    // At most 19 digits: the sum fits in a u64 (every command pays for two of these per
-    // argument, so no `str::parse`).
+    // At most 19 digits (checked above): the sum fits in a u64. One of these per argument
+    // and one per command, so no `str::parse`.
     let mut v: u64 = 0;
     for &c in d {
         if !c.is_ascii_digit() {
