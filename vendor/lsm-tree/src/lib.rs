@@ -145,6 +145,11 @@ pub mod util;
 mod value;
 mod value_type;
 mod version;
+
+// cortex patch (vendor/README.md): for fjall, which unlinks old version files after it
+// releases the history's write lock.
+#[doc(hidden)]
+pub use version::{remove_version_files, VersionGarbage};
 mod vlog;
 
 /// User defined key (byte array)

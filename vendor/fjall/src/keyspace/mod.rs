@@ -769,10 +769,14 @@ impl Keyspace {
                 .expect("lock is poisoned")
                 .values()
             {
-                if let Err(e) = keyspace.tree.get_version_history_lock().maintenance(
+                // cortex patch (vendor/README.md): the old version files are unlinked
+                // after the history's write lock is released (writers read-lock it for
+                // every insert).
+                let garbage = keyspace.tree.get_version_history_lock().collect_garbage(
                     keyspace.path(),
                     self.supervisor.snapshot_tracker.get_seqno_safe_to_gc(),
-                ) {
+                );
+                if let Err(e) = lsm_tree::remove_version_files(garbage) {
                     log::warn!(
                         "Version history GC failed for keyspace {:?}: {e:?}",
                         keyspace.name,

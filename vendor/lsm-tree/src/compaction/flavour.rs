@@ -14,6 +14,7 @@ use crate::vlog::blob_file::scanner::ScanEntry;
 use crate::vlog::{BlobFileId, BlobFileMergeScanner, BlobFileWriter};
 use crate::{BlobFile, HashSet, InternalValue, Table};
 use std::iter::Peekable;
+use std::sync::{RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
 /// Drains all blobs that come "before" the given vptr.
@@ -120,16 +121,19 @@ pub(super) fn prepare_table_writer(
 pub(super) trait CompactionFlavour {
     fn write(&mut self, item: InternalValue) -> crate::Result<()>;
 
+    /// cortex patch (vendor/README.md): takes the history's lock, not its write guard,
+    /// finishes the written tables and persists the next version with no write lock, and
+    /// returns the write guard it installed the version under.
     #[warn(clippy::too_many_arguments)]
-    fn finish(
+    fn finish<'a>(
         self: Box<Self>,
-        super_version: &mut SuperVersions,
+        history: &'a RwLock<SuperVersions>,
         opts: &Options,
         payload: &CompactionPayload,
         dst_lvl: usize,
         blob_frag_map: FragmentationMap,
         extra_blob_files: Vec<BlobFile>,
-    ) -> crate::Result<()>;
+    ) -> crate::Result<RwLockWriteGuard<'a, SuperVersions>>;
 }
 
 /// Compaction worker that will relocate blobs that sit in blob files that are being rewritten
@@ -255,15 +259,15 @@ impl CompactionFlavour for RelocatingCompaction {
         Ok(())
     }
 
-    fn finish(
+    fn finish<'a>(
         mut self: Box<Self>,
-        super_version: &mut SuperVersions,
+        history: &'a RwLock<SuperVersions>,
         opts: &Options,
         payload: &CompactionPayload,
         dst_lvl: usize,
         blob_frag_map_diff: FragmentationMap,
         extra_blob_files: Vec<BlobFile>,
-    ) -> crate::Result<()> {
+    ) -> crate::Result<RwLockWriteGuard<'a, SuperVersions>> {
         log::debug!(
             "Relocating compaction done in {:?}",
             self.inner.start.elapsed(),
@@ -277,7 +281,8 @@ impl CompactionFlavour for RelocatingCompaction {
 
         let mut blob_files_to_drop = self.rewriting_blob_files;
 
-        let current_version = super_version.latest_version();
+        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+        let current_version = history.read().expect("lock is poisoned").latest_version();
 
         for blob_file in current_version.version.blob_files.iter() {
             if blob_file.is_dead(current_version.version.gc_stats()) {
@@ -285,12 +290,12 @@ impl CompactionFlavour for RelocatingCompaction {
             }
         }
 
-        super_version.upgrade_version(
+        // cortex patch: the version file is persisted outside the history's write lock.
+        let lock = crate::version::upgrade_version_outside_lock(
+            history,
             &opts.config.path,
             |current| {
-                let mut copy = current.clone();
-
-                copy.version = copy.version.with_merge(
+                Ok(current.with_merge(
                     &payload.table_ids.iter().copied().collect::<Vec<_>>(),
                     &created_tables,
                     payload.dest_level as usize,
@@ -304,10 +309,9 @@ impl CompactionFlavour for RelocatingCompaction {
                         .iter()
                         .map(BlobFile::id)
                         .collect::<HashSet<_>>(),
-                );
-
-                Ok(copy)
+                ))
             },
+            |_| {},
             &opts.global_seqno,
             &opts.visible_seqno,
         )?;
@@ -323,7 +327,7 @@ impl CompactionFlavour for RelocatingCompaction {
             blob_file.mark_as_deleted();
         }
 
-        Ok(())
+        Ok(lock)
     }
 }
 
@@ -390,15 +394,15 @@ impl CompactionFlavour for StandardCompaction {
         Ok(())
     }
 
-    fn finish(
+    fn finish<'a>(
         mut self: Box<Self>,
-        super_version: &mut SuperVersions,
+        history: &'a RwLock<SuperVersions>,
         opts: &Options,
         payload: &CompactionPayload,
         dst_lvl: usize,
         blob_frag_map: FragmentationMap,
         extra_blob_files: Vec<BlobFile>,
-    ) -> crate::Result<()> {
+    ) -> crate::Result<RwLockWriteGuard<'a, SuperVersions>> {
         log::debug!("Compaction done in {:?}", self.start.elapsed());
 
         let table_ids_to_delete = std::mem::take(&mut self.tables_to_rewrite);
@@ -407,7 +411,8 @@ impl CompactionFlavour for StandardCompaction {
 
         let mut blob_files_to_drop = Vec::default();
 
-        let current_version = super_version.latest_version();
+        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+        let current_version = history.read().expect("lock is poisoned").latest_version();
 
         for blob_file in current_version.version.blob_files.iter() {
             if blob_file.is_dead(current_version.version.gc_stats()) {
@@ -415,12 +420,12 @@ impl CompactionFlavour for StandardCompaction {
             }
         }
 
-        super_version.upgrade_version(
+        // cortex patch: the version file is persisted outside the history's write lock.
+        let lock = crate::version::upgrade_version_outside_lock(
+            history,
             &opts.config.path,
             |current| {
-                let mut copy = current.clone();
-
-                copy.version = copy.version.with_merge(
+                Ok(current.with_merge(
                     &payload.table_ids.iter().copied().collect::<Vec<_>>(),
                     &created_tables,
                     payload.dest_level as usize,
@@ -434,10 +439,9 @@ impl CompactionFlavour for StandardCompaction {
                         .iter()
                         .map(BlobFile::id)
                         .collect::<HashSet<_>>(),
-                );
-
-                Ok(copy)
+                ))
             },
+            |_| {},
             &opts.global_seqno,
             &opts.visible_seqno,
         )?;
@@ -453,7 +457,7 @@ impl CompactionFlavour for StandardCompaction {
             blob_file.mark_as_deleted();
         }
 
-        Ok(())
+        Ok(lock)
     }
 }
 

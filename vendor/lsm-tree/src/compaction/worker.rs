@@ -186,8 +186,10 @@ fn move_tables(
     opts: &Options,
     payload: &CompactionPayload,
 ) -> crate::Result<()> {
+    // cortex patch: checked under a read lock; the compaction state lock the caller holds
+    // keeps the version as it is until the install (vendor/README.md).
     #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-    let mut version_history_lock = opts.version_history.write().expect("lock is poisoned");
+    let version_history_lock = opts.version_history.read().expect("lock is poisoned");
 
     // Fail-safe for buggy compaction strategies
     if compaction_state
@@ -222,22 +224,22 @@ fn move_tables(
         return Ok(());
     }
 
-    version_history_lock.upgrade_version(
+    drop(version_history_lock);
+
+    // cortex patch: the version file is persisted outside the history's write lock.
+    let mut version_history_lock = crate::version::upgrade_version_outside_lock(
+        &opts.version_history,
         &opts.config.path,
-        |current| {
-            let mut copy = current.clone();
-
-            copy.version = copy
-                .version
-                .with_moved(&table_ids, payload.dest_level as usize);
-
-            Ok(copy)
-        },
+        |current| Ok(current.with_moved(&table_ids, payload.dest_level as usize)),
+        |_| {},
         &opts.global_seqno,
         &opts.visible_seqno,
     )?;
 
-    if let Err(e) = version_history_lock.maintenance(&opts.config.path, opts.mvcc_gc_watermark) {
+    // cortex patch: old version files are unlinked after the write lock is released.
+    let garbage = version_history_lock.collect_garbage(&opts.config.path, opts.mvcc_gc_watermark);
+    drop(version_history_lock);
+    if let Err(e) = crate::version::remove_version_files(garbage) {
         log::error!("Manifest maintenance failed: {e:?}");
         return Err(e);
     }
@@ -528,10 +530,11 @@ fn merge_tables(
     #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
     let mut compaction_state = opts.compaction_state.lock().expect("lock is poisoned");
 
-    log::trace!("Acquiring super version write lock");
+    // cortex patch: the check runs under a read lock, and `finish` writes the tables' ends
+    // and the version file with no write lock on the history; the compaction state lock
+    // held from here keeps the version as it is until `finish` installs (vendor/README.md).
     #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-    let mut version_history_lock = opts.version_history.write().expect("lock is poisoned");
-    log::trace!("Acquired super version write lock");
+    let version_history_lock = opts.version_history.read().expect("lock is poisoned");
 
     // NOTE: Check for race condition - https://github.com/fjall-rs/fjall/issues/287
     //
@@ -571,9 +574,11 @@ fn merge_tables(
         })?
         .unwrap_or_default();
 
-    compactor
+    drop(version_history_lock);
+
+    let mut version_history_lock = compactor
         .finish(
-            &mut version_history_lock,
+            &opts.version_history,
             opts,
             payload,
             dst_lvl,
@@ -594,14 +599,13 @@ fn merge_tables(
         .hidden_set_mut()
         .show(payload.table_ids.iter().copied());
 
-    version_history_lock
-        .maintenance(&opts.config.path, opts.mvcc_gc_watermark)
-        .inspect_err(|e| {
-            log::error!("Manifest maintenance failed: {e:?}");
-        })?;
-
+    // cortex patch: old version files are unlinked after the write lock is released.
+    let garbage = version_history_lock.collect_garbage(&opts.config.path, opts.mvcc_gc_watermark);
     drop(version_history_lock);
     drop(compaction_state);
+    crate::version::remove_version_files(garbage).inspect_err(|e| {
+        log::error!("Manifest maintenance failed: {e:?}");
+    })?;
 
     log::trace!("Compaction successful");
 
@@ -613,8 +617,9 @@ fn drop_tables(
     opts: &Options,
     ids_to_drop: &[TableId],
 ) -> crate::Result<()> {
+    // cortex patch: checked under a read lock, as in `move_tables`.
     #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-    let mut version_history_lock = opts.version_history.write().expect("lock is poisoned");
+    let version_history_lock = opts.version_history.read().expect("lock is poisoned");
 
     // Fail-safe for buggy compaction strategies
     if compaction_state
@@ -652,27 +657,25 @@ fn drop_tables(
 
     // IMPORTANT: Write the manifest with the removed tables first
     // Otherwise the table files are deleted, but are still referenced!
-    version_history_lock.upgrade_version(
+    drop(version_history_lock);
+
+    // cortex patch: the version file is persisted outside the history's write lock.
+    let mut version_history_lock = crate::version::upgrade_version_outside_lock(
+        &opts.version_history,
         &opts.config.path,
-        |current| {
-            let mut copy = current.clone();
-
-            copy.version = copy
-                .version
-                .with_dropped(ids_to_drop, &mut dropped_blob_files)?;
-
-            Ok(copy)
-        },
+        |current| current.with_dropped(ids_to_drop, &mut dropped_blob_files),
+        |_| {},
         &opts.global_seqno,
         &opts.visible_seqno,
     )?;
 
-    if let Err(e) = version_history_lock.maintenance(&opts.config.path, opts.mvcc_gc_watermark) {
+    // cortex patch: old version files are unlinked after the write lock is released.
+    let garbage = version_history_lock.collect_garbage(&opts.config.path, opts.mvcc_gc_watermark);
+    drop(version_history_lock);
+    if let Err(e) = crate::version::remove_version_files(garbage) {
         log::error!("Manifest maintenance failed: {e:?}");
         return Err(e);
     }
-
-    drop(version_history_lock);
 
     // NOTE: If the application were to crash >here< it's fine
     // The tables are not referenced anymore, and will be

@@ -263,6 +263,11 @@ impl AbstractTree for Tree {
 
     fn clear(&self) -> crate::Result<()> {
         let config = self.tree_config();
+        // cortex patch: every change of the persisted version holds the compaction state
+        // lock, so a flush or compaction that persists its version outside the history's
+        // write lock never installs over a clear (vendor/README.md).
+        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+        let _compaction_state = self.compaction_state.lock().expect("lock is poisoned");
         let mut versions = self.get_version_history_lock();
 
         versions.upgrade_version(
@@ -447,42 +452,50 @@ impl AbstractTree for Tree {
 
         #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
         let mut _compaction_state = self.compaction_state.lock().expect("lock is poisoned");
-        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        let mut version_lock = self.version_history.write().expect("lock is poisoned");
 
         // NOTE: Check for race condition
         // Fixes: https://github.com/fjall-rs/fjall/issues/287#issuecomment-4938188362
-        if sealed_memtables_to_delete
-            .iter()
-            .any(|id| !version_lock.latest_version().sealed_memtables.contains(id))
+        //
+        // cortex patch: under a read lock; the compaction state lock held from here to the
+        // install keeps every other flush and `clear` out meanwhile (vendor/README.md).
         {
-            log::debug!("Not registering tables because flush task processed some sealed memtables which do not exist (anymore)");
-            return Ok(());
+            #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+            let version_lock = self.version_history.read().expect("lock is poisoned");
+            if sealed_memtables_to_delete
+                .iter()
+                .any(|id| !version_lock.latest_version().sealed_memtables.contains(id))
+            {
+                log::debug!("Not registering tables because flush task processed some sealed memtables which do not exist (anymore)");
+                return Ok(());
+            }
         }
 
-        version_lock.upgrade_version(
+        // cortex patch: the version file is written and synced with no lock on the history,
+        // which writers read-lock for every insert; only the install takes the write lock.
+        let mut version_lock = crate::version::upgrade_version_outside_lock(
+            &self.version_history,
             &self.config.path,
             |current| {
-                let mut copy = current.clone();
-
-                copy.version = copy.version.with_new_l0_run(
+                Ok(current.with_new_l0_run(
                     tables,
                     blob_files,
                     frag_map.filter(|x| !x.is_empty()),
-                );
-
+                ))
+            },
+            |next| {
                 for &table_id in sealed_memtables_to_delete {
                     log::trace!("releasing sealed memtable #{table_id}");
-                    copy.sealed_memtables = Arc::new(copy.sealed_memtables.remove(table_id));
+                    next.sealed_memtables = Arc::new(next.sealed_memtables.remove(table_id));
                 }
-
-                Ok(copy)
             },
             &self.config.seqno,
             &self.config.visible_seqno,
         )?;
 
-        if let Err(e) = version_lock.maintenance(&self.config.path, gc_watermark) {
+        // cortex patch: old version files are unlinked after the write lock is released.
+        let garbage = version_lock.collect_garbage(&self.config.path, gc_watermark);
+        drop(version_lock);
+        if let Err(e) = crate::version::remove_version_files(garbage) {
             log::warn!("Version GC failed: {e:?}");
         }
 

@@ -13,6 +13,8 @@ pub use blob_file_list::BlobFileList;
 pub use persist::persist_version;
 pub use run::Run;
 pub use super_version::{SuperVersion, SuperVersions};
+pub(crate) use super_version::upgrade_version_outside_lock;
+pub use super_version::{remove_version_files, VersionGarbage};
 
 use crate::blob_tree::{FragmentationEntry, FragmentationMap};
 use crate::checksum::ChecksumType;

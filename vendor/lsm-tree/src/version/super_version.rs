@@ -8,7 +8,11 @@ use crate::{
     version::{persist_version, Version},
     SeqNo, SequenceNumberCounter,
 };
-use std::{collections::VecDeque, path::Path, sync::Arc};
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock, RwLockWriteGuard},
+};
 
 /// A super version is a point-in-time snapshot of memtables and a [`Version`] (list of disk files)
 #[derive(Clone)]
@@ -68,19 +72,33 @@ impl SuperVersions {
     }
 
     pub fn maintenance(&mut self, folder: &Path, gc_watermark: SeqNo) -> crate::Result<()> {
+        remove_version_files(self.collect_garbage(folder, gc_watermark))
+    }
+
+    /// cortex patch (vendor/README.md): the in-memory half of [`SuperVersions::maintenance`]:
+    /// takes the versions below the watermark out of the history and returns them with
+    /// their files, for [`remove_version_files`] once the write lock is released. Neither
+    /// half is free: the last version holding a flushed memtable frees its whole skiplist
+    /// when dropped (milliseconds for 16 MiB), and unlinking waits for the device on a file
+    /// system mounted with `discard`; writers read-lock the history for every insert. A
+    /// file left behind by a crash in between is removed at recovery
+    /// (`Tree::cleanup_orphaned_version`).
+    pub fn collect_garbage(&mut self, folder: &Path, gc_watermark: SeqNo) -> VersionGarbage {
+        let mut garbage = VersionGarbage::default();
+
         if gc_watermark == 0 {
-            return Ok(());
+            return garbage;
         }
 
         if self.free_list_len() < 1 {
-            return Ok(());
+            return garbage;
         }
 
         log::trace!("Running manifest GC with watermark={gc_watermark}");
 
         if let Some(hi_idx) = self.0.iter().rposition(|x| x.seqno < gc_watermark) {
             for _ in 0..hi_idx {
-                let Some(head) = self.0.front() else {
+                let Some(head) = self.0.pop_front() else {
                     break;
                 };
 
@@ -90,18 +108,37 @@ impl SuperVersions {
                     head.seqno,
                 );
 
-                let path = folder.join(format!("v{}", head.version.id()));
-                if path.try_exists()? {
-                    crate::file::retry_transient_io(|| std::fs::remove_file(&path))?;
-                }
-
-                self.0.pop_front();
+                garbage
+                    .files
+                    .push(folder.join(format!("v{}", head.version.id())));
+                garbage.versions.push(head);
             }
         }
 
         log::trace!("Manifest GC done, version length now {}", self.0.len());
 
-        Ok(())
+        garbage
+    }
+
+    /// cortex patch (vendor/README.md): installs a version that [`persist_next_version`]
+    /// computed and persisted, over the latest super version's memtables (which a rotation
+    /// may have changed meanwhile); `memtables` makes the transition's own change to them
+    /// (a flush releases the sealed memtables it wrote). Takes the moment a push takes, so
+    /// that writers, which read-lock the history for every insert, never wait for a disk.
+    pub(crate) fn install_version(
+        &mut self,
+        version: Version,
+        memtables: impl FnOnce(&mut SuperVersion),
+        seqno: &SequenceNumberCounter,
+        visible_seqno: &SequenceNumberCounter,
+    ) {
+        let mut next = self.latest_version();
+        next.version = version;
+        memtables(&mut next);
+        next.seqno = seqno.next();
+        let seqno = next.seqno;
+        self.append_version(next);
+        visible_seqno.fetch_max(seqno + 1);
     }
 
     /// Modifies the level manifest atomically.
@@ -358,4 +395,63 @@ mod tests {
 
         Ok(())
     }
+}
+
+/// cortex patch (vendor/README.md): what [`SuperVersions::collect_garbage`] took out of the
+/// history, to be disposed of with no lock held.
+#[derive(Default)]
+pub struct VersionGarbage {
+    files: Vec<PathBuf>,
+    versions: Vec<SuperVersion>,
+}
+
+/// cortex patch (vendor/README.md): drops the versions [`SuperVersions::collect_garbage`]
+/// took out (and with the last of them any memtable no version holds any more) and removes
+/// their files.
+pub fn remove_version_files(garbage: VersionGarbage) -> crate::Result<()> {
+    drop(garbage.versions);
+    for path in garbage.files {
+        if path.try_exists()? {
+            crate::file::retry_transient_io(|| std::fs::remove_file(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// cortex patch (vendor/README.md): the first half of a version upgrade that holds the
+/// history's write lock only to install. Computes the next [`Version`] from the latest with
+/// `f` and persists it (the version file, its fsync, the directory's, and `current`),
+/// holding no lock on the history but the moment a clone of the latest takes.
+///
+/// The caller must hold the tree's compaction state lock from before it computed what `f`
+/// needs until [`SuperVersions::install_version`] returns: every change of the persisted
+/// version holds that lock, so the version cannot change in between (memtables can, and
+/// `install_version` keeps them).
+fn persist_next_version(
+    history: &RwLock<SuperVersions>,
+    tree_path: &Path,
+    f: impl FnOnce(&Version) -> crate::Result<Version>,
+) -> crate::Result<Version> {
+    #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+    let current = history.read().expect("lock is poisoned").latest_version();
+    let next = f(&current.version)?;
+    persist_version(tree_path, &next)?;
+    Ok(next)
+}
+
+/// cortex patch: [`persist_next_version`], then [`SuperVersions::install_version`] under
+/// the write lock, which it returns (for the manifest maintenance that follows an upgrade).
+pub(crate) fn upgrade_version_outside_lock<'a>(
+    history: &'a RwLock<SuperVersions>,
+    tree_path: &Path,
+    f: impl FnOnce(&Version) -> crate::Result<Version>,
+    memtables: impl FnOnce(&mut SuperVersion),
+    seqno: &SequenceNumberCounter,
+    visible_seqno: &SequenceNumberCounter,
+) -> crate::Result<RwLockWriteGuard<'a, SuperVersions>> {
+    let version = persist_next_version(history, tree_path, f)?;
+    #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+    let mut lock = history.write().expect("lock is poisoned");
+    lock.install_version(version, memtables, seqno, visible_seqno);
+    Ok(lock)
 }
