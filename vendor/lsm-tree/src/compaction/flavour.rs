@@ -9,12 +9,12 @@ use crate::compaction::worker::Options;
 use crate::compaction::Input as CompactionPayload;
 use crate::file::TABLES_FOLDER;
 use crate::table::multi_writer::MultiWriter;
-use crate::version::{SuperVersions, Version};
+use crate::version::{SuperVersions, Version, VersionGarbage};
 use crate::vlog::blob_file::scanner::ScanEntry;
 use crate::vlog::{BlobFileId, BlobFileMergeScanner, BlobFileWriter};
 use crate::{BlobFile, HashSet, InternalValue, Table};
 use std::iter::Peekable;
-use std::sync::{RwLock, RwLockWriteGuard};
+use std::sync::RwLock;
 use std::time::Instant;
 
 /// Drains all blobs that come "before" the given vptr.
@@ -123,17 +123,17 @@ pub(super) trait CompactionFlavour {
 
     /// cortex patch (vendor/README.md): takes the history's lock, not its write guard,
     /// finishes the written tables and persists the next version with no write lock, and
-    /// returns the write guard it installed the version under.
+    /// returns the old versions it took out of the history, for `remove_version_files`.
     #[warn(clippy::too_many_arguments)]
-    fn finish<'a>(
+    fn finish(
         self: Box<Self>,
-        history: &'a RwLock<SuperVersions>,
+        history: &RwLock<SuperVersions>,
         opts: &Options,
         payload: &CompactionPayload,
         dst_lvl: usize,
         blob_frag_map: FragmentationMap,
         extra_blob_files: Vec<BlobFile>,
-    ) -> crate::Result<RwLockWriteGuard<'a, SuperVersions>>;
+    ) -> crate::Result<VersionGarbage>;
 }
 
 /// Compaction worker that will relocate blobs that sit in blob files that are being rewritten
@@ -259,15 +259,15 @@ impl CompactionFlavour for RelocatingCompaction {
         Ok(())
     }
 
-    fn finish<'a>(
+    fn finish(
         mut self: Box<Self>,
-        history: &'a RwLock<SuperVersions>,
+        history: &RwLock<SuperVersions>,
         opts: &Options,
         payload: &CompactionPayload,
         dst_lvl: usize,
         blob_frag_map_diff: FragmentationMap,
         extra_blob_files: Vec<BlobFile>,
-    ) -> crate::Result<RwLockWriteGuard<'a, SuperVersions>> {
+    ) -> crate::Result<VersionGarbage> {
         log::debug!(
             "Relocating compaction done in {:?}",
             self.inner.start.elapsed(),
@@ -291,7 +291,7 @@ impl CompactionFlavour for RelocatingCompaction {
         }
 
         // cortex patch: the version file is persisted outside the history's write lock.
-        let lock = crate::version::upgrade_version_outside_lock(
+        let garbage = crate::version::upgrade_version_outside_lock(
             history,
             &opts.config.path,
             |current| {
@@ -314,6 +314,7 @@ impl CompactionFlavour for RelocatingCompaction {
             |_| {},
             &opts.global_seqno,
             &opts.visible_seqno,
+            opts.mvcc_gc_watermark,
         )?;
 
         // NOTE: If the application were to crash >here< it's fine
@@ -327,7 +328,7 @@ impl CompactionFlavour for RelocatingCompaction {
             blob_file.mark_as_deleted();
         }
 
-        Ok(lock)
+        Ok(garbage)
     }
 }
 
@@ -394,15 +395,15 @@ impl CompactionFlavour for StandardCompaction {
         Ok(())
     }
 
-    fn finish<'a>(
+    fn finish(
         mut self: Box<Self>,
-        history: &'a RwLock<SuperVersions>,
+        history: &RwLock<SuperVersions>,
         opts: &Options,
         payload: &CompactionPayload,
         dst_lvl: usize,
         blob_frag_map: FragmentationMap,
         extra_blob_files: Vec<BlobFile>,
-    ) -> crate::Result<RwLockWriteGuard<'a, SuperVersions>> {
+    ) -> crate::Result<VersionGarbage> {
         log::debug!("Compaction done in {:?}", self.start.elapsed());
 
         let table_ids_to_delete = std::mem::take(&mut self.tables_to_rewrite);
@@ -421,7 +422,7 @@ impl CompactionFlavour for StandardCompaction {
         }
 
         // cortex patch: the version file is persisted outside the history's write lock.
-        let lock = crate::version::upgrade_version_outside_lock(
+        let garbage = crate::version::upgrade_version_outside_lock(
             history,
             &opts.config.path,
             |current| {
@@ -444,6 +445,7 @@ impl CompactionFlavour for StandardCompaction {
             |_| {},
             &opts.global_seqno,
             &opts.visible_seqno,
+            opts.mvcc_gc_watermark,
         )?;
 
         // NOTE: If the application were to crash >here< it's fine
@@ -457,7 +459,7 @@ impl CompactionFlavour for StandardCompaction {
             blob_file.mark_as_deleted();
         }
 
-        Ok(lock)
+        Ok(garbage)
     }
 }
 

@@ -227,18 +227,17 @@ fn move_tables(
     drop(version_history_lock);
 
     // cortex patch: the version file is persisted outside the history's write lock.
-    let mut version_history_lock = crate::version::upgrade_version_outside_lock(
+    let garbage = crate::version::upgrade_version_outside_lock(
         &opts.version_history,
         &opts.config.path,
         |current| Ok(current.with_moved(&table_ids, payload.dest_level as usize)),
         |_| {},
         &opts.global_seqno,
         &opts.visible_seqno,
+        opts.mvcc_gc_watermark,
     )?;
 
     // cortex patch: old version files are unlinked after the write lock is released.
-    let garbage = version_history_lock.collect_garbage(&opts.config.path, opts.mvcc_gc_watermark);
-    drop(version_history_lock);
     if let Err(e) = crate::version::remove_version_files(garbage) {
         log::error!("Manifest maintenance failed: {e:?}");
         return Err(e);
@@ -576,7 +575,7 @@ fn merge_tables(
 
     drop(version_history_lock);
 
-    let mut version_history_lock = compactor
+    let garbage = compactor
         .finish(
             &opts.version_history,
             opts,
@@ -600,8 +599,6 @@ fn merge_tables(
         .show(payload.table_ids.iter().copied());
 
     // cortex patch: old version files are unlinked after the write lock is released.
-    let garbage = version_history_lock.collect_garbage(&opts.config.path, opts.mvcc_gc_watermark);
-    drop(version_history_lock);
     drop(compaction_state);
     crate::version::remove_version_files(garbage).inspect_err(|e| {
         log::error!("Manifest maintenance failed: {e:?}");
@@ -660,18 +657,17 @@ fn drop_tables(
     drop(version_history_lock);
 
     // cortex patch: the version file is persisted outside the history's write lock.
-    let mut version_history_lock = crate::version::upgrade_version_outside_lock(
+    let garbage = crate::version::upgrade_version_outside_lock(
         &opts.version_history,
         &opts.config.path,
         |current| current.with_dropped(ids_to_drop, &mut dropped_blob_files),
         |_| {},
         &opts.global_seqno,
         &opts.visible_seqno,
+        opts.mvcc_gc_watermark,
     )?;
 
     // cortex patch: old version files are unlinked after the write lock is released.
-    let garbage = version_history_lock.collect_garbage(&opts.config.path, opts.mvcc_gc_watermark);
-    drop(version_history_lock);
     if let Err(e) = crate::version::remove_version_files(garbage) {
         log::error!("Manifest maintenance failed: {e:?}");
         return Err(e);

@@ -472,7 +472,7 @@ impl AbstractTree for Tree {
 
         // cortex patch: the version file is written and synced with no lock on the history,
         // which writers read-lock for every insert; only the install takes the write lock.
-        let mut version_lock = crate::version::upgrade_version_outside_lock(
+        let garbage = crate::version::upgrade_version_outside_lock(
             &self.version_history,
             &self.config.path,
             |current| {
@@ -490,11 +490,10 @@ impl AbstractTree for Tree {
             },
             &self.config.seqno,
             &self.config.visible_seqno,
+            gc_watermark,
         )?;
 
         // cortex patch: old version files are unlinked after the write lock is released.
-        let garbage = version_lock.collect_garbage(&self.config.path, gc_watermark);
-        drop(version_lock);
         if let Err(e) = crate::version::remove_version_files(garbage) {
             log::warn!("Version GC failed: {e:?}");
         }

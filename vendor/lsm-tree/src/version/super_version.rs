@@ -11,7 +11,7 @@ use crate::{
 use std::{
     collections::VecDeque,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock, RwLockWriteGuard},
+    sync::{Arc, RwLock},
 };
 
 /// A super version is a point-in-time snapshot of memtables and a [`Version`] (list of disk files)
@@ -439,19 +439,21 @@ fn persist_next_version(
     Ok(next)
 }
 
-/// cortex patch: [`persist_next_version`], then [`SuperVersions::install_version`] under
-/// the write lock, which it returns (for the manifest maintenance that follows an upgrade).
-pub(crate) fn upgrade_version_outside_lock<'a>(
-    history: &'a RwLock<SuperVersions>,
+/// cortex patch: [`persist_next_version`], then, under the write lock,
+/// [`SuperVersions::install_version`] and [`SuperVersions::collect_garbage`] below
+/// `gc_watermark`. Returns the garbage, for [`remove_version_files`] (no lock held).
+pub(crate) fn upgrade_version_outside_lock(
+    history: &RwLock<SuperVersions>,
     tree_path: &Path,
     f: impl FnOnce(&Version) -> crate::Result<Version>,
     memtables: impl FnOnce(&mut SuperVersion),
     seqno: &SequenceNumberCounter,
     visible_seqno: &SequenceNumberCounter,
-) -> crate::Result<RwLockWriteGuard<'a, SuperVersions>> {
+    gc_watermark: SeqNo,
+) -> crate::Result<VersionGarbage> {
     let version = persist_next_version(history, tree_path, f)?;
     #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
     let mut lock = history.write().expect("lock is poisoned");
     lock.install_version(version, memtables, seqno, visible_seqno);
-    Ok(lock)
+    Ok(lock.collect_garbage(tree_path, gc_watermark))
 }
