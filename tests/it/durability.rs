@@ -53,6 +53,35 @@ fn crash_keeps_acknowledged_entries_and_pending_lists() {
     assert_eq!(entry_id(&next.arr()[0].arr()[1].arr()[0]), ids[50]);
 }
 
+/// A new journal's blocks are written ahead of the writer by a background thread once the
+/// writer is past its first MiB (vendor/fjall's `journal/prefill.rs`). A SIGKILL while that
+/// thread runs, and another one later (the reopened journal is appended to, not filled),
+/// keep every acknowledged entry.
+#[test]
+fn crash_while_the_journal_is_filled_ahead_keeps_acknowledged_entries() {
+    let mut s = Server::start(&["--fsync", "always"]);
+    let payload = "j".repeat(8 << 10);
+    let mut ids = Vec::new();
+    for round in 0..2 {
+        let mut r = s.raw();
+        // 300 x 8 KiB: well past the first MiB of the journal.
+        for i in 0..300 {
+            let v = r.cmd(&["XADD", "s", "*", "i", &format!("{round}-{i}"), "p", &payload]);
+            ids.push(v.s().to_string());
+        }
+        drop(r);
+        s.crash_and_restart();
+        let mut r = s.raw();
+        assert_eq!(r.cmd(&["XLEN", "s"]), V::Int(ids.len() as i64));
+        let all = r.cmd(&["XRANGE", "s", "-", "+"]);
+        let got: Vec<String> = all.arr().iter().map(entry_id).collect();
+        assert_eq!(got, ids);
+        let last = r.cmd(&["XREVRANGE", "s", "+", "-", "COUNT", "1"]);
+        let fields = last.arr()[0].arr()[1].arr();
+        assert_eq!(fields[3], b(&payload));
+    }
+}
+
 #[test]
 fn sigterm_exits_zero_and_buffered_writes_survive() {
     let mut s = Server::start(&["--fsync", "no"]);

@@ -6,6 +6,7 @@ pub mod batch_reader;
 pub mod entry;
 pub mod error;
 pub mod manager;
+mod prefill; // cortex patch
 pub mod reader;
 mod recovery;
 pub mod writer;

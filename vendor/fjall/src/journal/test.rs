@@ -486,3 +486,76 @@ fn journal_truncation_repeating_item_marker() -> crate::Result<()> {
 
     Ok(())
 }
+
+// cortex patch: the filler that writes a new journal's blocks ahead of the writer
+// (`prefill.rs`). The writer keeps writing while the filler runs, so the two meet somewhere
+// in the file; every batch must read back intact, and the rest of the file reads as zeros.
+#[test]
+#[expect(clippy::unwrap_used)]
+fn journal_fill_ahead_never_overwrites_the_writer() -> crate::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir1 = tempdir()?;
+    let db = crate::Database::builder(&dir1).open()?;
+    let keyspace = db.keyspace("default", Default::default)?;
+
+    let dir2 = tempdir()?;
+    let path = dir2.path().join("0.jnl");
+
+    let value = |i: u64| format!("{i:08}").repeat(125).into_bytes();
+    let mut written = 0u64;
+    let (end, had_room) = {
+        let journal = Journal::create_new(&path)?;
+        let mut writer = journal.get_writer()?;
+        let had_room = writer.journal_file().has_room();
+        // Past the start, then on until the filler stops (it met us, or it is done), bounded
+        // well inside the preallocated length.
+        loop {
+            let item = BatchItem::new(
+                keyspace.clone(),
+                written.to_be_bytes(),
+                value(written),
+                ValueType::Value,
+            );
+            writer.write_batch(std::iter::once(&item), 1, written)?;
+            written += 1;
+            if writer.journal_file().fill_stopped() == Some(true) || written == 40_000 {
+                break;
+            }
+        }
+        writer.persist(PersistMode::SyncData)?;
+        let end = writer.pos()?;
+        // Let a filler still running finish before the file is read.
+        while writer.journal_file().fill_stopped() == Some(false) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        (end, had_room)
+    };
+    assert!(end > prefill::START_AFTER);
+
+    let meta = std::fs::metadata(&path)?;
+    assert_eq!(meta.len(), writer::PRE_ALLOCATED_BYTES);
+    if had_room {
+        // The filler wrote the blocks: at most a chunk next to where it met the writer is
+        // left a hole.
+        assert!(
+            meta.blocks() * 512 >= writer::PRE_ALLOCATED_BYTES - (1 << 20),
+            "{} bytes allocated",
+            meta.blocks() * 512
+        );
+    }
+    let bytes = std::fs::read(&path)?;
+    assert!(bytes[end as usize..].iter().all(|b| *b == 0));
+
+    let journal = Journal::from_file(&path)?;
+    let batches = journal.get_reader()?.collect::<crate::Result<Vec<_>>>()?;
+    assert_eq!(batches.len() as u64, written);
+    for (i, batch) in batches.iter().enumerate() {
+        assert_eq!(batch.seqno, i as u64);
+        assert_eq!(&*batch.items.first().unwrap().value, &value(i as u64)[..]);
+    }
+    // Recovery truncated the zeros.
+    assert_eq!(std::fs::metadata(&path)?.len(), end);
+
+    Ok(())
+}

@@ -3,6 +3,7 @@
 // (found in the LICENSE-* files in the repository)
 
 use super::entry::{serialize_marker_item, Entry};
+use super::prefill::JournalFile;
 use crate::{
     batch::item::Item as BatchItem, file::fsync_directory, journal::recovery::JournalId,
     keyspace::InternalKeyspaceId,
@@ -22,7 +23,8 @@ pub const JOURNAL_BUFFER_BYTES: usize = 8 * 1_024;
 
 pub struct Writer {
     pub(crate) path: PathBuf,
-    file: BufWriter<File>,
+    // cortex patch: a `JournalFile`, which fills a new journal's blocks ahead of the writer
+    file: BufWriter<JournalFile>,
     buf: Vec<u8>,
     is_buffer_dirty: bool,
 
@@ -59,8 +61,14 @@ impl Writer {
         self.file.stream_position().map_err(Into::into)
     }
 
+    /// cortex patch: the journal's file, for the filler's tests.
+    #[cfg(test)]
+    pub(crate) fn journal_file(&self) -> &JournalFile {
+        self.file.get_ref()
+    }
+
     pub fn len(&self) -> crate::Result<u64> {
-        Ok(self.file.get_ref().metadata()?.len())
+        Ok(self.file.get_ref().get_ref().metadata()?.len())
     }
 
     pub fn rotate(&mut self) -> crate::Result<(PathBuf, PathBuf)> {
@@ -141,7 +149,7 @@ impl Writer {
 
         Ok(Self {
             path,
-            file: BufWriter::new(file),
+            file: BufWriter::new(JournalFile::fillable(file, PRE_ALLOCATED_BYTES)),
             buf: Vec::new(),
             is_buffer_dirty: false,
             compression: CompressionType::None,
@@ -174,7 +182,10 @@ impl Writer {
 
             return Ok(Self {
                 path: path.into(),
-                file: BufWriter::with_capacity(JOURNAL_BUFFER_BYTES, file),
+                file: BufWriter::with_capacity(
+                    JOURNAL_BUFFER_BYTES,
+                    JournalFile::fillable(file, PRE_ALLOCATED_BYTES),
+                ),
                 buf: Vec::new(),
                 is_buffer_dirty: false,
                 compression: CompressionType::None,
@@ -191,7 +202,7 @@ impl Writer {
 
         Ok(Self {
             path: path.into(),
-            file: BufWriter::with_capacity(JOURNAL_BUFFER_BYTES, file),
+            file: BufWriter::with_capacity(JOURNAL_BUFFER_BYTES, JournalFile::plain(file)),
             buf: Vec::new(),
             is_buffer_dirty: false,
             compression: CompressionType::None,
@@ -217,13 +228,13 @@ impl Writer {
         }
 
         match mode {
-            PersistMode::SyncAll => self.file.get_mut().sync_all().inspect_err(|e| {
+            PersistMode::SyncAll => self.file.get_mut().get_mut().sync_all().inspect_err(|e| {
                 log::error!(
                     "Failed to fsync journal file at {}: {e:?}",
                     self.path.display(),
                 );
             }),
-            PersistMode::SyncData => self.file.get_mut().sync_data().inspect_err(|e| {
+            PersistMode::SyncData => self.file.get_mut().get_mut().sync_data().inspect_err(|e| {
                 log::error!(
                     "Failed to fsyncdata journal file at {}: {e:?}",
                     self.path.display(),

@@ -1,0 +1,272 @@
+// cortex patch (whole file): a new journal's blocks written ahead of the writer.
+//
+// A journal is created sparse: `set_len` of 64 MiB, no blocks. A commit whose bytes reach a
+// new 4 KiB block then makes its `fdatasync` allocate that block and write the inode's block
+// map as well (ext4 `ext4_write_inode`), which measured 1.5-2x the sync of a block that was
+// already written (cortex's `benches/fsync-alloc.py`). So, once the writer is past
+// `START_AFTER`, a background thread writes zeros into the journal's remaining preallocated
+// bytes, from the end backwards, until it meets the writer: 64 KiB at a time, each written out
+// to the device (`sync_file_range`, no cache flush, so no commit's flush queues behind it),
+// with a 1 ms pause after each, and one `fdatasync` at the end. Zeros read as the end of the
+// journal at recovery, exactly as the holes did.
+//
+// The handshake keeps the filler from ever writing over the writer's bytes:
+// - the writer publishes the end of each write (`writer_end`) before it makes it, then reads
+//   the lowest offset the filler has claimed (`claimed_from`);
+// - the filler publishes a chunk's claim, then reads `writer_end`, and gives the chunk up
+//   (and stops) if the writer has reached it;
+// - both pairs are `SeqCst`, so at least one side sees the other; a writer that sees a claim
+//   reaching its bytes waits on `chunk`, which the filler holds while it writes a chunk.
+//   After that the filler's next claim sees the writer and stops, and the writer's bytes land
+//   after the zeros.
+// The filler is best-effort: an I/O error, a cancel (the journal was rotated or closed: the
+// writer's drop waits for the filler to stop) or less than `MIN_FREE_BYTES` free on the file
+// system stops it, and the rest stays sparse. Only new journals are filled: one reopened at
+// recovery is appended to with `O_APPEND` after recovery truncates it, and stays sparse until
+// the next rotation.
+
+use std::{
+    fs::File,
+    io::{Seek, SeekFrom, Write},
+    os::unix::fs::FileExt,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+};
+
+/// The writer's offset past which the filler starts: a database that never writes this much
+/// into a journal (tests, idle brokers) never pays for filling one.
+pub const START_AFTER: u64 = 1 << 20;
+
+/// Bytes the filler writes out at a time: a commit's sync that meets a chunk in flight
+/// (not yet written out by the filler) writes at most this much more; and a chunk's
+/// allocation dirties the inode once, which the next commit's sync writes.
+const CHUNK: usize = 64 << 10;
+
+/// The filler's pause after each chunk: it keeps the filler under about 50 MB/s, so that a
+/// writer that fills the journal with large commits (where the holes cost little, their
+/// block map being written once per commit) does not also share the disk with the filler.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The filler writes only while the file system keeps this much free: filling takes the
+/// journal's space up front, and a nearly full disk should run out on real data.
+const MIN_FREE_BYTES: u64 = 1 << 30;
+
+static ZEROS: [u8; CHUNK] = [0; CHUNK];
+
+#[derive(Default)]
+struct Shared {
+    /// The end of the bytes the writer has written or is about to write.
+    writer_end: AtomicU64,
+    /// The lowest offset the filler has claimed; it writes nothing below it.
+    claimed_from: AtomicU64,
+    /// Set once the filler will write nothing more.
+    stopped: AtomicBool,
+    /// Asks the filler to stop.
+    cancel: AtomicBool,
+    /// Held by the filler while it writes a chunk.
+    chunk: Mutex<()>,
+}
+
+/// The journal's file, as the writer's `BufWriter` sees it: every write goes through the
+/// handshake while a filler may be running.
+pub struct JournalFile {
+    file: File,
+    /// Where the next write lands: tracked for files this module may fill, which are opened
+    /// without `O_APPEND` and positioned only by their writes.
+    pos: u64,
+    /// The preallocated length, for files this module may fill.
+    fill_end: Option<u64>,
+    filler: Option<Arc<Shared>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl JournalFile {
+    /// A file the writer appends to with `O_APPEND` (a journal reopened at recovery, whose
+    /// length recovery may still truncate): never filled.
+    pub fn plain(file: File) -> Self {
+        Self {
+            file,
+            pos: 0,
+            fill_end: None,
+            filler: None,
+            thread: None,
+        }
+    }
+
+    /// A new journal, positioned at 0, whose bytes up to `len` are preallocated holes.
+    pub fn fillable(file: File, len: u64) -> Self {
+        Self {
+            file,
+            pos: 0,
+            fill_end: Some(len),
+            filler: None,
+            thread: None,
+        }
+    }
+
+    pub fn get_ref(&self) -> &File {
+        &self.file
+    }
+
+    pub fn get_mut(&mut self) -> &mut File {
+        &mut self.file
+    }
+
+    /// Whether a filler started and has stopped: for tests.
+    #[cfg(test)]
+    pub fn fill_stopped(&self) -> Option<bool> {
+        self.filler
+            .as_ref()
+            .map(|shared| shared.stopped.load(Ordering::Acquire))
+    }
+
+    /// Whether `file`'s file system has room for a filler: for tests.
+    #[cfg(test)]
+    pub fn has_room(&self) -> bool {
+        has_room(&self.file)
+    }
+
+    /// Starts the filler once the writer is past `START_AFTER`.
+    fn maybe_start(&mut self) {
+        let Some(end) = self.fill_end else {
+            return;
+        };
+        if self.pos < START_AFTER {
+            return;
+        }
+        self.fill_end = None;
+        if end <= self.pos {
+            return;
+        }
+        let Ok(file) = self.file.try_clone() else {
+            return;
+        };
+        let shared = Arc::new(Shared {
+            writer_end: AtomicU64::new(self.pos),
+            claimed_from: AtomicU64::new(end),
+            ..Shared::default()
+        });
+        let theirs = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("fjall:jnl-fill".into())
+            .spawn(move || fill(&file, end, &theirs));
+        if let Ok(thread) = spawned {
+            self.filler = Some(shared);
+            self.thread = Some(thread);
+        }
+    }
+
+    /// The writer's side of the handshake, before it writes up to `end`.
+    fn before_write(&self, end: u64) {
+        let Some(shared) = &self.filler else {
+            return;
+        };
+        if shared.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        shared.writer_end.store(end, Ordering::SeqCst);
+        if shared.claimed_from.load(Ordering::SeqCst) < end {
+            // The filler holds, or is about to take, a chunk that reaches these bytes: wait
+            // for it to be written; the filler's next claim sees `writer_end` and stops.
+            drop(shared.chunk.lock());
+        }
+    }
+}
+
+fn fill(file: &File, end: u64, shared: &Shared) {
+    let mut low = end;
+    while !shared.cancel.load(Ordering::Relaxed) && has_room(file) {
+        let from = low.saturating_sub(CHUNK as u64);
+        if from == low {
+            break;
+        }
+        // At most CHUNK.
+        let len = (low - from) as usize;
+        let written = {
+            let _chunk = shared.chunk.lock();
+            shared.claimed_from.store(from, Ordering::SeqCst);
+            if shared.writer_end.load(Ordering::SeqCst) > from {
+                break;
+            }
+            file.write_all_at(&ZEROS[..len], from)
+        };
+        if written.and_then(|()| write_out(file, from, len)).is_err() {
+            break;
+        }
+        low = from;
+        std::thread::sleep(PAUSE);
+    }
+    shared.stopped.store(true, Ordering::Release);
+    if low < end {
+        let _ = file.sync_data();
+    }
+}
+
+/// Writes a chunk out to the device and waits for it, without a cache flush (unlike
+/// `fdatasync`, which would queue every commit's flush behind the filler's).
+#[allow(unsafe_code)]
+fn write_out(file: &File, from: u64, len: usize) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: a plain system call on an open descriptor.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), from as i64, len as i64, flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Whether the file system holding `file` keeps `MIN_FREE_BYTES` free.
+#[allow(unsafe_code)]
+fn has_room(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: `fstatvfs` only writes the zeroed struct it is given, and `file` is open.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::fstatvfs(file.as_raw_fd(), &raw mut st) != 0 {
+            return false;
+        }
+        u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)) >= MIN_FREE_BYTES
+    }
+}
+
+impl Drop for JournalFile {
+    /// Stops the filler and waits for it (at most one chunk and one pause), so that nothing
+    /// writes into a journal after its writer is gone: a rotated journal is sealed, and a
+    /// closed store's journals may be trimmed or copied at once.
+    fn drop(&mut self) {
+        if let Some(shared) = &self.filler {
+            shared.cancel.store(true, Ordering::Relaxed);
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Write for JournalFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.before_write(self.pos + buf.len() as u64);
+        let n = self.file.write(buf)?;
+        self.pos += n as u64;
+        self.maybe_start();
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for JournalFile {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        let at = self.file.seek(pos)?;
+        self.pos = at;
+        Ok(at)
+    }
+}
