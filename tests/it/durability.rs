@@ -66,7 +66,15 @@ fn crash_while_the_journal_is_filled_ahead_keeps_acknowledged_entries() {
         let mut r = s.raw();
         // 300 x 8 KiB: well past the first MiB of the journal.
         for i in 0..300 {
-            let v = r.cmd(&["XADD", "s", "*", "i", &format!("{round}-{i}"), "p", &payload]);
+            let v = r.cmd(&[
+                "XADD",
+                "s",
+                "*",
+                "i",
+                &format!("{round}-{i}"),
+                "p",
+                &payload,
+            ]);
             ids.push(v.s().to_string());
         }
         drop(r);
