@@ -519,6 +519,10 @@ fn journal_fill_ahead_never_overwrites_the_writer() -> crate::Result<()> {
             );
             writer.write_batch(std::iter::once(&item), 1, written)?;
             written += 1;
+            // Small commits (16 KB): the filler fills only while synced commits are small.
+            if written % 16 == 0 {
+                writer.persist(PersistMode::SyncData)?;
+            }
             if writer.journal_file().fill_stopped() == Some(true) || written == 40_000 {
                 break;
             }
@@ -557,5 +561,51 @@ fn journal_fill_ahead_never_overwrites_the_writer() -> crate::Result<()> {
     // Recovery truncated the zeros.
     assert_eq!(std::fs::metadata(&path)?.len(), end);
 
+    Ok(())
+}
+
+// cortex patch: large synced commits keep the filler idle; only the writer's bytes get blocks.
+#[test]
+fn journal_fill_ahead_waits_while_commits_are_large() -> crate::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir1 = tempdir()?;
+    let db = crate::Database::builder(&dir1).open()?;
+    let keyspace = db.keyspace("default", Default::default)?;
+
+    let dir2 = tempdir()?;
+    let path = dir2.path().join("0.jnl");
+    let value = vec![7u8; 1000];
+
+    let journal = Journal::create_new(&path)?;
+    let mut writer = journal.get_writer()?;
+    // 4 MiB in commits of 128 batches (about 130 KB each).
+    for i in 0..4_096u64 {
+        let item = BatchItem::new(
+            keyspace.clone(),
+            i.to_be_bytes(),
+            value.clone(),
+            ValueType::Value,
+        );
+        writer.write_batch(std::iter::once(&item), 1, i)?;
+        if (i + 1) % 128 == 0 {
+            writer.persist(PersistMode::SyncData)?;
+        }
+    }
+    let end = writer.pos()?;
+    // The filler started (past the first MiB, commits seen) but waits (unless the file
+    // system is short of room, when it stops at once).
+    if writer.journal_file().has_room() {
+        assert_eq!(writer.journal_file().fill_stopped(), Some(false));
+    }
+    let allocated = std::fs::metadata(&path)?.blocks() * 512;
+    assert!(
+        allocated < end + (1 << 20),
+        "{allocated} bytes allocated for {end} written"
+    );
+    drop(writer);
+    drop(journal);
+    // Dropping the writer stopped the filler: the file is as the writer left it.
+    assert!(std::fs::metadata(&path)?.blocks() * 512 < end + (1 << 20));
     Ok(())
 }
