@@ -5,10 +5,11 @@
 // map as well (ext4 `ext4_write_inode`), which measured 1.5-2x the sync of a block that was
 // already written (cortex's `benches/fsync-alloc.py`). So, once the writer is past
 // `START_AFTER`, a background thread writes zeros into the journal's remaining preallocated
-// bytes, from the end backwards, until it meets the writer: 64 KiB at a time, each written out
-// to the device (`sync_file_range`, no cache flush, so no commit's flush queues behind it),
-// with a 1 ms pause after each, and one `fdatasync` at the end. Zeros read as the end of the
-// journal at recovery, exactly as the holes did.
+// bytes, from the end backwards, until it meets the writer, while the writer's synced commits
+// average under `LARGE_COMMIT` (a journal never synced per commit is never filled): 64 KiB at
+// a time, each written out to the device (`sync_file_range`, no cache flush, so no commit's
+// flush queues behind it), with a 1 ms pause after each, and one `fdatasync` at the end.
+// Zeros read as the end of the journal at recovery, exactly as the holes did.
 //
 // The handshake keeps the filler from ever writing over the writer's bytes:
 // - the writer publishes the end of each write (`writer_end`) before it makes it, then reads
@@ -51,8 +52,8 @@ const PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The filler waits while the writer's synced commits average this much or more: a large
 /// commit writes the block map once for many new blocks, so holes cost it little, and the
-/// filler's zeros would only share the disk with it (at 1 KB `-c 50 -P 16`, commits of about
-/// 330 KB, a journal every half second, the filler cost the p99).
+/// filler's zeros would only share the disk and a core with it (at 1 KB `-c 50 -P 16` a
+/// commit is about 400 KB, and a journal fills every half second).
 const LARGE_COMMIT: u64 = 64 << 10;
 
 /// How long the filler waits before it looks at the commits' size again.
