@@ -6,7 +6,7 @@
 // already written (cortex's `benches/fsync-alloc.py`). So, once the writer is past
 // `START_AFTER`, a background thread writes zeros into the journal's remaining preallocated
 // bytes, from the end backwards, until it meets the writer, while the writer's synced commits
-// average under `LARGE_COMMIT` (a journal never synced per commit is never filled): 64 KiB at
+// average under `LARGE_COMMIT` (a journal that is never synced is never filled): 64 KiB at
 // a time, each written out to the device (`sync_file_range`, no cache flush, so no commit's
 // flush queues behind it), with a 1 ms pause after each, and one `fdatasync` at the end.
 // Zeros read as the end of the journal at recovery, exactly as the holes did.
@@ -149,8 +149,8 @@ impl JournalFile {
     }
 
     /// Called after each sync of the journal: a commit's end, for the average commit size.
-    /// A journal that is never synced (no `fdatasync` per commit) is never filled: only a
-    /// commit's sync pays for a hole.
+    /// A journal that is never synced is never filled: only a sync pays for a hole. With
+    /// syncs now and then instead of per commit, each counts as one commit.
     pub fn synced(&mut self) {
         if self.since_sync == 0 {
             return;
