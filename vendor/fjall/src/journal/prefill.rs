@@ -115,15 +115,9 @@ impl JournalFile {
 
     /// A new journal, positioned at 0, whose bytes up to `len` are preallocated holes.
     pub fn fillable(file: File, len: u64) -> Self {
-        Self {
-            file,
-            pos: 0,
-            fill_end: Some(len),
-            filler: None,
-            thread: None,
-            since_sync: 0,
-            commit_bytes: None,
-        }
+        let mut this = Self::plain(file);
+        this.fill_end = Some(len);
+        this
     }
 
     pub fn get_ref(&self) -> &File {
@@ -219,10 +213,13 @@ impl JournalFile {
 
 fn fill(file: &File, end: u64, shared: &Shared) {
     let mut low = end;
-    while !shared.cancel.load(Ordering::Relaxed) && has_room(file) {
+    while !shared.cancel.load(Ordering::Relaxed) {
         if shared.commit_bytes.load(Ordering::Relaxed) >= LARGE_COMMIT {
             std::thread::sleep(IDLE);
             continue;
+        }
+        if !has_room(file) {
+            break;
         }
         let from = low.saturating_sub(CHUNK as u64);
         if from == low {
