@@ -24,6 +24,7 @@ pub mod disk;
 pub mod mailbox;
 pub mod metrics;
 pub mod notify;
+mod relay;
 pub mod seq;
 mod timer;
 mod writer;
@@ -212,6 +213,8 @@ pub struct Shared {
     sequencer: OnceLock<Arc<dyn Sequencer>>,
     /// This node's submissions waiting for a replicated entry (cluster).
     pub origins: Origins,
+    /// The writer thread's answers, handed to the runtime's thread once per commit.
+    relay: Arc<relay::Relay>,
     /// The largest `now_ms` of a replicated entry applied here (a leader stamps at least
     /// this).
     pub applied_now: AtomicU64,
@@ -274,6 +277,7 @@ impl Core {
                 next_deadline_ms: AtomicU64::new(first_deadline),
                 sequencer: OnceLock::new(),
                 origins: Origins::new(node_id),
+                relay: Arc::default(),
                 applied_now: AtomicU64::new(0),
                 plans: Mutex::new(HashMap::new()),
                 remote_credit: mailbox::RemoteCredit::default(),
@@ -300,6 +304,7 @@ impl Core {
         if self.inner.sequencer.set(sequencer).is_err() {
             return Err("the core runs already".into());
         }
+        self.relay.start();
         let me = self.clone();
         let rt = tokio::runtime::Handle::current();
         let writer = std::thread::Builder::new()
@@ -518,10 +523,13 @@ impl Core {
         self.prepare(&mut ops);
         let (tx, mut rx) = oneshot::channel();
         self.metrics.inline_commits.fetch_add(1, Ordering::Relaxed);
-        self.commit_here(vec![Submission {
-            ops,
-            reply: ReplyTo::Local(tx),
-        }]);
+        self.commit_here(
+            vec![Submission {
+                ops,
+                reply: ReplyTo::Local(tx),
+            }],
+            false,
+        );
         Ok(rx.try_recv().unwrap_or(Err(BrokerError::ShuttingDown)))
     }
 

@@ -46,7 +46,7 @@ pub struct Local;
 
 impl Sequencer for Local {
     fn sequence(&self, core: &Core, subs: Vec<Submission>) {
-        core.commit_here(subs);
+        core.commit_here(subs, true);
     }
 
     fn leads(&self) -> bool {

@@ -56,8 +56,10 @@ impl Core {
     }
 
     /// The single node's sequencing: one `Store::apply` of the whole batch (plus the reads
-    /// of the mailboxes waiting on what it appends), answered after the commit.
-    pub(super) fn commit_here(&self, subs: Vec<Submission>) {
+    /// of the mailboxes waiting on what it appends), answered after the commit: through the
+    /// relay from the writer thread (`relayed`, one wake-up of the runtime for the whole
+    /// commit), directly from a caller committing on the runtime's own thread.
+    pub(super) fn commit_here(&self, subs: Vec<Submission>, relayed: bool) {
         if self.disk.failed().is_some() && !self.reopen_store() {
             let why = self.disk.failed().unwrap_or_default();
             for s in subs {
@@ -122,9 +124,18 @@ impl Core {
                     started.elapsed(),
                     Some(u64::MAX),
                 );
-                for (mine, to) in mine.into_iter().zip(replies_to) {
-                    if let ReplyTo::Local(tx) = to {
-                        let _ = tx.send(Ok(mine));
+                let answers = mine
+                    .into_iter()
+                    .zip(replies_to)
+                    .filter_map(|(mine, to)| match to {
+                        ReplyTo::Local(tx) => Some((tx, Ok(mine))),
+                        ReplyTo::Forwarded { .. } => None,
+                    });
+                if relayed {
+                    self.relay.hand(answers.collect());
+                } else {
+                    for (tx, r) in answers {
+                        let _ = tx.send(r);
                     }
                 }
             }

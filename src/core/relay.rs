@@ -1,0 +1,143 @@
+//! Answers the writer thread hands to the runtime's thread, one wake-up per commit.
+//!
+//! A task waiting on a oneshot that another thread completes is scheduled from outside
+//! its runtime, and tokio then wakes the runtime's driver: one `write` to its eventfd per
+//! answer. A commit that answers 20 submitters made 20 of those system calls, on the
+//! writer's path from one fsync to the next. The writer instead hands a commit's answers to
+//! the [`Relay`] at once and wakes its task once; the task, on the runtime's thread,
+//! completes the oneshots there, where waking a task only queues it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{oneshot, Notify};
+
+use super::{BrokerError, Replies};
+
+/// One answer: the waiter's sender and what it gets.
+pub(super) type Answer = (
+    oneshot::Sender<Result<Replies, BrokerError>>,
+    Result<Replies, BrokerError>,
+);
+
+/// Answers waiting for the relay task, and its wake-up.
+#[derive(Default)]
+pub(super) struct Relay {
+    /// Handed over and not yet taken by the task.
+    pending: Mutex<Vec<Answer>>,
+    /// Woken when `pending` stops being empty.
+    wake: Notify,
+    /// The task was spawned ([`Relay::run`]); until then answers are sent directly.
+    running: AtomicBool,
+}
+
+impl Relay {
+    /// Marks the relay as served by a task on the current runtime and spawns it.
+    pub(super) fn start(self: &Arc<Self>) {
+        self.running.store(true, Ordering::Release);
+        tokio::spawn(Arc::clone(self).run());
+    }
+
+    /// Hands a commit's answers over: one wake-up of the relay task, none if it has not
+    /// yet taken the previous ones (it takes these with them). Called off the runtime's
+    /// thread; a caller on it sends directly.
+    pub(super) fn hand(&self, answers: Vec<Answer>) {
+        if answers.is_empty() {
+            return;
+        }
+        if !self.running.load(Ordering::Acquire) {
+            for (tx, r) in answers {
+                let _ = tx.send(r);
+            }
+            return;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let was_empty = pending.is_empty();
+        if was_empty {
+            *pending = answers;
+        } else {
+            pending.extend(answers);
+        }
+        drop(pending);
+        // Each hand-over to an empty list notifies; the task takes the whole list after
+        // each notification, so nothing handed over waits for a later commit.
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The task: takes what was handed over and completes each oneshot, on the runtime's
+    /// thread. It runs as long as the runtime: a runtime that stops drops it, and with it
+    /// the senders still pending (their waiters see the shutdown).
+    async fn run(self: Arc<Self>) {
+        let mut batch = Vec::new();
+        loop {
+            self.wake.notified().await;
+            std::mem::swap(
+                &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
+                &mut batch,
+            );
+            for (tx, r) in batch.drain(..) {
+                let _ = tx.send(r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every answer handed over reaches its waiter, whatever the interleaving of hand-overs
+    /// with the task's taking them: after every other hand-over the writer waits until its
+    /// answers arrived (the relay is then empty), otherwise it hands over at once.
+    #[tokio::test(flavor = "current_thread")]
+    async fn every_answer_handed_over_arrives() {
+        let relay = Arc::new(Relay::default());
+        relay.start();
+        let mut waiters = Vec::new();
+        let mut batches = Vec::new();
+        for commit in 0..200 {
+            let mut answers = Vec::new();
+            let mut rxs = Vec::new();
+            for _ in 0..(commit % 7) {
+                let (tx, rx) = oneshot::channel();
+                answers.push((tx, Ok(Vec::new())));
+                rxs.push(rx);
+            }
+            batches.push(answers);
+            waiters.push(rxs);
+        }
+        let (arrived, wait) = std::sync::mpsc::channel();
+        let from = Arc::clone(&relay);
+        let writer = std::thread::spawn(move || {
+            for (i, answers) in batches.into_iter().enumerate() {
+                from.hand(answers);
+                if i % 2 == 0 {
+                    wait.recv().expect("the test runs");
+                }
+            }
+        });
+        for (i, rxs) in waiters.into_iter().enumerate() {
+            for rx in rxs {
+                let got = tokio::time::timeout(std::time::Duration::from_secs(30), rx)
+                    .await
+                    .expect("an answer handed over was left with the relay");
+                assert!(got.expect("answered").is_ok());
+            }
+            if i % 2 == 0 {
+                arrived.send(()).expect("the writer runs");
+            }
+        }
+        writer.join().expect("writer thread");
+    }
+
+    /// Before the task runs, answers go straight to their waiters.
+    #[test]
+    fn without_a_task_answers_are_sent_directly() {
+        let relay = Relay::default();
+        let (tx, mut rx) = oneshot::channel();
+        relay.hand(vec![(tx, Ok(Vec::new()))]);
+        assert!(rx.try_recv().expect("answered").is_ok());
+    }
+}
