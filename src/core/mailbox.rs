@@ -329,6 +329,18 @@ impl Mailbox {
         got: Result<Vec<Delivery>, Option<StoreError>>,
         remote: bool,
     ) {
+        self.deliver_unwoken(asked, got, remote);
+        self.notify.notify_one();
+    }
+
+    /// [`Mailbox::deliver`] without waking the subscription: the caller wakes it (the
+    /// writer thread, through the relay, once it has handed over the whole commit).
+    pub fn deliver_unwoken(
+        &self,
+        asked: u32,
+        got: Result<Vec<Delivery>, Option<StoreError>>,
+        remote: bool,
+    ) {
         let mut s = self.state();
         if remote {
             s.applied += u64::from(asked);
@@ -350,8 +362,6 @@ impl Mailbox {
             }
         }
         s.recheck();
-        drop(s);
-        self.notify.notify_one();
     }
 
     /// Deliveries acked or failed leave the window; the owner is woken when a read is due

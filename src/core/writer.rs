@@ -9,7 +9,7 @@ use std::time::Duration;
 use cortex_storage::Store;
 use tokio::sync::mpsc;
 
-use super::{mailbox, BrokerError, Core, Replies, ReplyTo, Submission};
+use super::{mailbox, relay, BrokerError, Core, Replies, ReplyTo, Submission};
 
 impl Core {
     /// The one writer: takes the first waiting submission and whatever else waits (up to
@@ -112,9 +112,15 @@ impl Core {
                     .map(|&size| replies.by_ref().take(size).collect())
                     .collect();
                 self.signal_cancels(&out.events);
+                let mut handover = relay::Handover::default();
                 for (p, r) in mail.into_iter().zip(replies) {
-                    p.mailbox
-                        .deliver(p.asked, super::apply::delivered(r), false);
+                    let got = super::apply::delivered(r);
+                    if relayed {
+                        p.mailbox.deliver_unwoken(p.asked, got, false);
+                        handover.wakes.push(p.mailbox);
+                    } else {
+                        p.mailbox.deliver(p.asked, got, false);
+                    }
                 }
                 self.after_commit_events(
                     &out.events,
@@ -124,17 +130,18 @@ impl Core {
                     started.elapsed(),
                     Some(u64::MAX),
                 );
-                let answers = mine
+                handover.answers = mine
                     .into_iter()
                     .zip(replies_to)
                     .filter_map(|(mine, to)| match to {
                         ReplyTo::Local(tx) => Some((tx, Ok(mine))),
                         ReplyTo::Forwarded { .. } => None,
-                    });
+                    })
+                    .collect();
                 if relayed {
-                    self.relay.hand(answers.collect());
+                    self.relay.hand(handover);
                 } else {
-                    for (tx, r) in answers {
+                    for (tx, r) in handover.answers {
                         let _ = tx.send(r);
                     }
                 }
