@@ -5,6 +5,7 @@
 mod filter;
 mod index;
 mod meta;
+mod pace; // cortex patch
 
 use super::{
     block::Header as BlockHeader, filter::BloomConstructionPolicy, Block, BlockOffset, DataBlock,
@@ -92,6 +93,9 @@ pub struct Writer {
     linked_blob_files: Vec<LinkedFile>,
 
     initial_level: u8,
+
+    /// cortex patch: the table's writeback, started and waited for chunk by chunk.
+    pace: pace::Pace,
 }
 
 impl Writer {
@@ -127,6 +131,7 @@ impl Writer {
 
             block_buffer: Vec::new(),
             file_writer: writer,
+            pace: pace::Pace::default(),
             chunk: Vec::new(),
 
             prev_pos: (BlockOffset(0), BlockOffset(0)),
@@ -361,6 +366,16 @@ impl Writer {
         // IMPORTANT: Clear chunk after everything else
         self.chunk.clear();
         self.chunk_size = 0;
+
+        // cortex patch: paced writeback (pace.rs). `file_pos` counts the data blocks
+        // written; what has left the buffer is the file's own position.
+        if self.pace.due(*self.meta.file_pos) {
+            use std::io::Seek;
+            let file = self.file_writer.get_mut().inner_mut().get_ref();
+            if let Ok(written) = (&*file).stream_position() {
+                self.pace.after_write(file, written);
+            }
+        }
 
         Ok(())
     }
