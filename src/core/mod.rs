@@ -213,7 +213,8 @@ pub struct Shared {
     sequencer: OnceLock<Arc<dyn Sequencer>>,
     /// This node's submissions waiting for a replicated entry (cluster).
     pub origins: Origins,
-    /// The writer thread's answers, handed to the runtime's thread once per commit.
+    /// What the writer thread hands to the runtime's thread after a commit (mailbox wake-ups,
+    /// answers), with one wake-up.
     relay: Arc<relay::Relay>,
     /// The largest `now_ms` of a replicated entry applied here (a leader stamps at least
     /// this).
