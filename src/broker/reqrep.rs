@@ -714,8 +714,9 @@ impl Broker {
     /// Tells the other nodes which inboxes this node serves and which push mailboxes wait
     /// here, with their room: when the inboxes change (a burst of changes within 10 ms is
     /// one announcement), when a mailbox is armed or its room came back (within 2 ms), and
-    /// every second. The agents' sessions ride along when they changed (within 10 ms) and
-    /// once a second, not on the frequent mailbox announcements.
+    /// every second. The agents' sessions ride along on the first announcement after they
+    /// changed (a burst within 10 ms wakes one) and once a second; unchanged, they are left
+    /// out of the frequent mailbox announcements.
     pub(crate) async fn announce(self, node: Arc<crate::cluster::Node>) {
         let mut changes = self.inner.requests.local_changes();
         let mail = self.inner.mail_announce.clone();
@@ -725,6 +726,13 @@ impl Broker {
         let mut sessions_sent = tokio::time::Instant::now();
         while !self.stopping() {
             if sessions_sent.elapsed() >= every {
+                with_sessions = true;
+            }
+            // Sessions that changed ride along whichever change woke this announcement, so
+            // an announcement made after a session started serving an inbox carries that
+            // session's `serves` whenever it carries the inbox.
+            if sessions_changed.has_changed().unwrap_or(false) {
+                sessions_changed.mark_unchanged();
                 with_sessions = true;
             }
             let sessions = with_sessions.then(|| self.session_ads());

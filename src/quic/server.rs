@@ -455,6 +455,11 @@ async fn subscription(
         no_ack,
         policy: Some(broker.config().default_policy.clone().unwrap_or_default()),
     };
+    // Listed as what this agent serves while the subscription lives: from before the
+    // subscription exists, so that whatever shows its inbox served (this node's
+    // responders, the other nodes' announcements) shows the session serving it too, and a
+    // client told `Subscribed` finds itself listed.
+    let _serving = session.serving(&spec.stream.name, &spec.group);
     let mut sub = match broker.subscribe(&who, spec).await {
         Ok(s) => s,
         Err(e) => {
@@ -470,8 +475,6 @@ async fn subscription(
     if write_frame(&mut send, &ok).await.is_err() {
         return;
     }
-    // Listed as what this agent serves while the subscription lives.
-    let _serving = session.serving(sub.stream(), sub.group());
     let heartbeat = Duration::from_millis(u64::from(names::heartbeat_ms(heartbeat_ms)));
     // Control frames are read by their own task so that reading is never cancelled halfway.
     let (tx, mut rx) = mpsc::channel::<Result<Frame, ReadError>>(64);

@@ -1588,6 +1588,9 @@ fn every_node_lists_every_nodes_agents() {
         agents_on(node, "pink", Some(1));
         agents_on(node, "harold", Some(1));
         agents_on(node, "", Some(1));
+        // What pink serves reaches the other nodes in a later announcement than its
+        // session; the announcement that shows its inbox served shows that too.
+        responders(node, "pink", true);
     }
     let lists: Vec<Vec<String>> = c
         .nodes
