@@ -38,8 +38,9 @@ impl Handover {
         self.wakes.is_empty() && self.answers.is_empty()
     }
 
-    /// Wakes the mailboxes, then answers the submitters.
-    fn complete(&mut self) {
+    /// Wakes the mailboxes, then answers the submitters (on the runtime's thread: the
+    /// relay task, or a caller that committed there).
+    pub(super) fn complete(&mut self) {
         for m in self.wakes.drain(..) {
             m.notify.notify_one();
         }

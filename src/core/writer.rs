@@ -114,13 +114,9 @@ impl Core {
                 self.signal_cancels(&out.events);
                 let mut handover = relay::Handover::default();
                 for (p, r) in mail.into_iter().zip(replies) {
-                    let got = super::apply::delivered(r);
-                    if relayed {
-                        p.mailbox.deliver_unwoken(p.asked, got, false);
-                        handover.wakes.push(p.mailbox);
-                    } else {
-                        p.mailbox.deliver(p.asked, got, false);
-                    }
+                    p.mailbox
+                        .deliver_unwoken(p.asked, super::apply::delivered(r), false);
+                    handover.wakes.push(p.mailbox);
                 }
                 self.after_commit_events(
                     &out.events,
@@ -141,9 +137,7 @@ impl Core {
                 if relayed {
                     self.relay.hand(handover);
                 } else {
-                    for (tx, r) in handover.answers {
-                        let _ = tx.send(r);
-                    }
+                    handover.complete();
                 }
             }
             Err(e @ cortex_storage::Error::Unreadable(_)) => {
