@@ -18,45 +18,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-20000}; C=${C:-50}
 . benches/resp-lib.sh
-need_redis_tools
-command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 1; }
-cortex_bin
-
-scratch_and_server
+callgrind_setup
 
 # $1 = label, $2 = binary.
 count() {
-  local label=$1 bin=$2 port out
-  port=$(free_port); out="$WORK/$label.cg"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" serve \
-    --data-dir "$WORK/$label-data" --resp "127.0.0.1:$port" --quic 127.0.0.1:0 \
-    --http 127.0.0.1:0 --fsync always >/dev/null 2>"$WORK/$label.log" &
-  P=$!
-  # Under valgrind the server takes seconds to start.
-  for _ in $(seq 600); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+  local label=$1 out="$WORK/$1.cg" port
+  callgrind_serve "$label" "$2"; port=$PORT
   redis-benchmark -p "$port" -c "$C" -P 1 -n "$N" -q \
     XADD s '*' f "$(head -c 100 /dev/zero | tr '\0' 'x')" >/dev/null 2>&1
   kill -INT "$P"; wait "$P" 2>/dev/null || true; P=""
-  # Run from the scratch directory: where callgrind_annotate finds the sources by a relative
-  # path, it splits a function's inclusive count by source file, and the figures change.
-  (cd "$WORK" && callgrind_annotate --inclusive=yes "$out" 2>/dev/null) | python3 -c '
-import re, sys
-label, n = sys.argv[1], int(sys.argv[2])
-want = {
-    "total": r"PROGRAM TOTALS",
-    "network": r"resp::server::serve::\{\{closure\}\}::\{\{closure\}\} \[",
-    "writer": r"writer_loop \[",
-    "parse": r"resp::codec::parse_command \[",
-    "prepare": r"resp::cmd::prepare \[",
-    "format": r"resp::cmd::format::\{\{closure\}\} \[",
-}
-got = {}
-for line in sys.stdin:
-    for k, pat in want.items():
-        if k not in got and re.search(pat, line):
-            got[k] = int(line.split()[0].replace(",", ""))
-print(f"{label:6} " + "  ".join(f"{k} {got.get(k, 0) / n:,.0f}" for k in want))
-' "$label" "$N"
+  callgrind_figures "$out" "$label" "$N" 'total=PROGRAM TOTALS' \
+    'network=resp::server::serve::\{\{closure\}\}::\{\{closure\}\} \[' 'writer=writer_loop \[' \
+    'parse=resp::codec::parse_command \[' 'prepare=resp::cmd::prepare \[' \
+    'format=resp::cmd::format::\{\{closure\}\} \['
 }
 
 echo "instructions per XADD (100 B, -c $C -P 1, $N XADDs, callgrind inclusive counts / N)"

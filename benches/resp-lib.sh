@@ -30,3 +30,46 @@ scratch_and_server() {
   P=""
   trap 'if [ -n "$P" ]; then kill "$P" 2>/dev/null || true; wait "$P" 2>/dev/null || true; fi; rm -rf "$WORK"' EXIT
 }
+
+# What the callgrind scripts need: the Redis tools, valgrind, the build ($CORTEX), and a
+# scratch directory with the server's pid cleaned up on exit.
+callgrind_setup() {
+  need_redis_tools
+  command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 1; }
+  cortex_bin
+  scratch_and_server
+}
+
+# Starts binary $2 under valgrind's callgrind (profile $WORK/$1.cg, data $WORK/$1-data),
+# fsync always, RESP on a free port ($PORT), pid in $P; returns once it answers PING (under
+# valgrind the server takes seconds to start). Needs scratch_and_server.
+callgrind_serve() {
+  PORT=$(free_port)
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/$1.cg" "$2" serve \
+    --data-dir "$WORK/$1-data" --resp "127.0.0.1:$PORT" --quic 127.0.0.1:0 \
+    --http 127.0.0.1:0 --fsync always >/dev/null 2>"$WORK/$1.log" &
+  P=$!
+  for _ in $(seq 600); do redis-cli -p "$PORT" PING >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "server under valgrind did not start"; exit 1
+}
+
+# Prints one line: label $2, then for each NAME=REGEX argument after $3 the inclusive count
+# of the first function of callgrind profile $1 that matches REGEX, divided by $3 (the ops).
+# A NAME given twice adds the two counts. Runs from the profile's directory: where
+# callgrind_annotate finds the sources by a relative path, it splits a function's inclusive
+# count by source file, and the figures change.
+callgrind_figures() {
+  local profile=$1 label=$2 ops=$3; shift 3
+  (cd "$(dirname "$profile")" && callgrind_annotate --inclusive=yes "$profile" 2>/dev/null) |
+    python3 -c '
+import re, sys
+label, n, specs = sys.argv[1], int(sys.argv[2]), [a.split("=", 1) for a in sys.argv[3:]]
+got, seen = {}, set()
+for line in sys.stdin:
+    for i, (name, pat) in enumerate(specs):
+        if i not in seen and re.search(pat, line):
+            seen.add(i)
+            got[name] = got.get(name, 0) + int(line.split()[0].replace(",", ""))
+print(f"{label:6} " + "  ".join(f"{k} {got.get(k, 0) / n:,.0f}" for k in dict(specs)))
+' "$label" "$ops" "$@"
+}

@@ -326,17 +326,12 @@ impl Frame {
                 out.extend_from_slice(b"\r\n");
             }
             Frame::Integer(n) => header(out, b':', *n),
-            Frame::Bulk(b) => {
-                header(out, b'$', b.len() as i64);
-                out.extend_from_slice(b);
-                out.extend_from_slice(b"\r\n");
-            }
+            Frame::Bulk(b) => put_bulk(out, b),
             Frame::Null if proto >= 3 => out.extend_from_slice(b"_\r\n"),
             Frame::Null => out.extend_from_slice(b"$-1\r\n"),
-            Frame::NullArray if proto >= 3 => out.extend_from_slice(b"_\r\n"),
-            Frame::NullArray => out.extend_from_slice(b"*-1\r\n"),
+            Frame::NullArray => put_null_array(out, proto),
             Frame::Array(items) => {
-                header(out, b'*', items.len() as i64);
+                put_array(out, items.len());
                 for i in items {
                     i.encode(proto, out);
                 }
@@ -391,6 +386,32 @@ impl Frame {
     }
 }
 
+/// Appends an array's header (`*n`): the same in RESP2 and RESP3. With [`put_bulk`] and
+/// [`put_null_array`], a reply of many small parts (entries) is written straight into bytes,
+/// without a [`Frame`] per part to build and drop.
+pub fn put_array(out: &mut Vec<u8>, n: usize) {
+    header(out, b'*', n as i64);
+}
+
+/// Appends a bulk string (`$n` and the bytes).
+pub fn put_bulk(out: &mut Vec<u8>, b: &[u8]) {
+    // `$`, up to 20 digits and CRLF, made on the stack and added with the bytes in one
+    // reservation.
+    let mut head = [0u8; 23];
+    head[21..].copy_from_slice(b"\r\n");
+    let at = cortex_storage::decimal_before(&mut head, 21, b.len() as u64) - 1;
+    head[at] = b'$';
+    out.reserve(head.len() - at + b.len() + 2);
+    out.extend_from_slice(&head[at..]);
+    out.extend_from_slice(b);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a null array: `*-1` in RESP2, `_` in RESP3.
+pub fn put_null_array(out: &mut Vec<u8>, proto: u8) {
+    out.extend_from_slice(if proto >= 3 { b"_\r\n" } else { b"*-1\r\n" });
+}
+
 fn header(out: &mut Vec<u8>, tag: u8, n: i64) {
     out.push(tag);
     out.extend_from_slice(digits(n, &mut [0; 20]));
@@ -404,16 +425,7 @@ fn header_len(n: i64) -> usize {
 
 /// `n` in decimal, written into the end of `buf` (20 bytes hold `i64::MIN`).
 fn digits(n: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut v = n.unsigned_abs();
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
+    let mut i = cortex_storage::decimal_before(buf, 20, n.unsigned_abs());
     if n < 0 {
         i -= 1;
         buf[i] = b'-';

@@ -60,7 +60,7 @@ pub use config::{Durability, Limits, StoreConfig};
 pub use damage::damaged_table_files;
 pub use error::{Error, Result};
 pub use group::PendingIndexFigures;
-pub use id::{IdSpec, Lane, ParseIdError, StreamId, StreamKey, ID_TEXT_MAX};
+pub use id::{decimal_before, IdSpec, Lane, ParseIdError, StreamId, StreamKey, ID_TEXT_MAX};
 pub use maintenance::{verify, BackupReport, Damage, VerifyReport};
 pub use meta::{
     ConsumerMeta, DeliveryPolicy, GroupCounters, GroupMeta, IdempotencyRecord, PendingEntry,

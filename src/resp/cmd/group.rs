@@ -91,7 +91,7 @@ fn xreadgroup(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
                     .zip(v)
                     .zip(history)
                     .filter(|((_, e), hist)| *hist || !e.is_empty())
-                    .map(|((n, e), _)| (n, pairs_frame(e)))
+                    .map(|((n, e), _)| (n, pairs_frame(proto, e)))
                     .collect();
                 streams_reply(proto, results)
             }
@@ -361,6 +361,7 @@ fn xpending(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
 
 /// XCLAIM key group consumer min-idle id ... [IDLE ms] [TIME ms] [RETRYCOUNT n] [FORCE] [JUSTID] [LASTID id]
 fn xclaim(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    let proto = ctx.conn.proto;
     let min_idle = int(&args[4])
         .map_err(|_| Frame::err("Invalid min-idle-time argument for XCLAIM"))?
         .max(0) as u64;
@@ -434,7 +435,7 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
         Ok(Reply::Entries(e)) if justid => {
             Frame::Array(e.iter().map(|(id, _)| id_frame(*id)).collect())
         }
-        Ok(Reply::Entries(e)) => pairs_frame(e),
+        Ok(Reply::Entries(e)) => pairs_frame(proto, e),
         Ok(_) => Frame::Array(vec![]),
         Err(e) => group_error("XCLAIM", &kname, &g, e),
     }))
@@ -442,6 +443,7 @@ fn xclaim(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
 
 /// XAUTOCLAIM key group consumer min-idle start [COUNT n] [JUSTID]
 fn xautoclaim(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
+    let proto = ctx.conn.proto;
     let min_idle = int(&args[4])
         .map_err(|_| Frame::err("Invalid min-idle-time argument for XAUTOCLAIM"))?
         .max(0) as u64;
@@ -489,7 +491,7 @@ fn xautoclaim(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
             let claimed = if justid {
                 Frame::Array(claimed.iter().map(|(id, _)| id_frame(*id)).collect())
             } else {
-                pairs_frame(claimed)
+                pairs_frame(proto, claimed)
             };
             Frame::Array(vec![
                 id_frame(next),
