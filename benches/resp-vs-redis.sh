@@ -14,6 +14,13 @@
 #   acked (on both servers alike), so quick-mode ack rows are not comparable to full ones
 #   RSS=1 benches/resp-vs-redis.sh                 # also RSS per stored entry (10M entries)
 #   CORTEX=/tmp/cortex-before benches/resp-vs-redis.sh       # an older build, for before/after
+#   ROUNDS=3 benches/resp-vs-redis.sh              # three rounds; the table shows medians
+#
+# Both servers run side by side, fresh in each round, and each row runs on Redis and then on
+# cortex before the next row starts: rows minutes apart saw the disk's fsync time drift, and
+# a ratio of two such rows measured the drift. Before each workload the script waits (15 s
+# at most) until neither server works in the background (cortex's flushes and compactions
+# of the row before, Redis's AOF rewrite), so neither pays for the other's earlier row.
 #
 # Loopback only; every server it starts is stopped on exit.
 set -euo pipefail
@@ -89,42 +96,92 @@ declare -A NAME=(
 declare -A TARGET=(
   [c50p1]=">=1.2" [c50p16]=">=1.0" [kb_c50p1]="" [kb_c50p16]="" [c1p1]=""
   [read]=">=1.2" [ack1]=">=1.0" [ack100]=">=1.0")
+ROUNDS=${ROUNDS:-1}
 declare -A R L
-run_all() { # label port
-  local label=$1 port=$2
-  bench "$port" 50 1 "$N" XADD s '*' f "$PAYLOAD"; R[$label,c50p1]=$RPS; L[$label,c50p1]=$P99
-  bench "$port" 50 16 "$N" XADD s '*' f "$PAYLOAD"; R[$label,c50p16]=$RPS; L[$label,c50p16]=$P99
-  bench "$port" 50 1 "$((N / 2))" XADD k '*' f "$KB"; R[$label,kb_c50p1]=$RPS; L[$label,kb_c50p1]=$P99
-  bench "$port" 50 16 "$((N / 2))" XADD k '*' f "$KB"; R[$label,kb_c50p16]=$RPS; L[$label,kb_c50p16]=$P99
-  bench "$port" 1 1 "$((N / 10))" XADD s '*' f "$PAYLOAD"; R[$label,c1p1]=$RPS; L[$label,c1p1]=$P99
-  # XREADGROUP COUNT 100 on a prefilled stream: prefill, then read READS*100 entries.
-  bench "$port" 50 64 "$((READS * 100 + 1000))" XADD r '*' f "$PAYLOAD"
-  redis-cli -p "$port" XGROUP CREATE r g 0 >/dev/null
-  bench "$port" 1 1 "$READS" XREADGROUP GROUP g c COUNT 100 STREAMS r '>'; R[$label,read]=$RPS; L[$label,read]=$P99
-  # XACK: ACK_ENTRIES pending entries (IDs 1-0 .. 1-(ACK_ENTRIES-1)), acked by random ID.
-  bench "$port" 50 64 "$ACK_ENTRIES" XADD a '1-*' f "$PAYLOAD"
-  redis-cli -p "$port" XGROUP CREATE a g 0 >/dev/null
-  while [ "$(redis-cli -p "$port" XREADGROUP GROUP g c COUNT 10000 STREAMS a '>' | wc -l)" -gt 1 ]; do :; done
-  bench "$port" 50 16 "$ACK1_N" -r "$ACK_ENTRIES" XACK a g '1-__rand_int__'; R[$label,ack1]=$RPS; L[$label,ack1]=$P99
-  bench "$port" 50 1 "$ACK100_N" -r "$ACK_ENTRIES" XACK a g "${ACK_IDS_100[@]}"; R[$label,ack100]=$RPS; L[$label,ack100]=$P99
-  echo "$label: pending left $(redis-cli -p "$port" XPENDING a g | head -1) of $ACK_ENTRIES"
-  for k in "${ROWS[@]}"; do printf '  %-28s %10s/s  p99 %8s ms\n' "${NAME[$k]}" "${R[$label,$k]}" "${L[$label,$k]}"; done
+
+# Waits (15 s at most) until the cortex process $1 used under 5 % of a core over 200 ms and
+# Redis on port $2 has no AOF rewrite running.
+quiet() {
+  local ticks=$(( $(getconf CLK_TCK) / 100 )) a b
+  [ "$ticks" -ge 1 ] || ticks=1
+  for _ in $(seq 75); do
+    a=$(awk '{print $14+$15}' "/proc/$1/stat")
+    sleep 0.2
+    b=$(awk '{print $14+$15}' "/proc/$1/stat")
+    if [ $((b - a)) -le "$ticks" ] &&
+      redis-cli -p "$2" INFO persistence | grep -q '^aof_rewrite_in_progress:0'; then
+      return 0
+    fi
+  done
 }
 
-echo "== redis-server appendfsync always"
-start_redis always; run_all redis "$PORT"; stop "$P"
-echo "== cortex serve --fsync always"
-start_cortex; run_all cortex "$PORT"; stop "$P"
+# Row $3 of round $4 on server $1 (redis or cortex) at port $2: its setup, then the
+# measured workload; sets R and L.
+row() {
+  local who=$1 port=$2 k=$3 r=$4
+  case $k in
+    c50p1) bench "$port" 50 1 "$N" XADD s '*' f "$PAYLOAD" ;;
+    c50p16) bench "$port" 50 16 "$N" XADD s '*' f "$PAYLOAD" ;;
+    kb_c50p1) bench "$port" 50 1 "$((N / 2))" XADD k '*' f "$KB" ;;
+    kb_c50p16) bench "$port" 50 16 "$((N / 2))" XADD k '*' f "$KB" ;;
+    c1p1) bench "$port" 1 1 "$((N / 10))" XADD s '*' f "$PAYLOAD" ;;
+    read)
+      # XREADGROUP COUNT 100 on a prefilled stream: prefill, then read READS*100 entries.
+      bench "$port" 50 64 "$((READS * 100 + 1000))" XADD r '*' f "$PAYLOAD"
+      redis-cli -p "$port" XGROUP CREATE r g 0 >/dev/null
+      quiet "$CX" "$RX"
+      bench "$port" 1 1 "$READS" XREADGROUP GROUP g c COUNT 100 STREAMS r '>'
+      ;;
+    ack1)
+      # ACK_ENTRIES pending entries (IDs 1-0 .. 1-(ACK_ENTRIES-1)), acked by random ID.
+      bench "$port" 50 64 "$ACK_ENTRIES" XADD a '1-*' f "$PAYLOAD"
+      redis-cli -p "$port" XGROUP CREATE a g 0 >/dev/null
+      while [ "$(redis-cli -p "$port" XREADGROUP GROUP g c COUNT 10000 STREAMS a '>' | wc -l)" -gt 1 ]; do :; done
+      quiet "$CX" "$RX"
+      bench "$port" 50 16 "$ACK1_N" -r "$ACK_ENTRIES" XACK a g '1-__rand_int__'
+      ;;
+    ack100)
+      bench "$port" 50 1 "$ACK100_N" -r "$ACK_ENTRIES" XACK a g "${ACK_IDS_100[@]}"
+      echo "  $who: pending left $(redis-cli -p "$port" XPENDING a g | head -1) of $ACK_ENTRIES"
+      ;;
+  esac
+  R[$who,$k,$r]=$RPS; L[$who,$k,$r]=$P99
+}
+
+# The median of the arguments.
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+
+for r in $(seq "$ROUNDS"); do
+  echo "== round $r of $ROUNDS: redis-server (appendfsync always) and cortex serve --fsync always"
+  start_redis always; RP=$P; RX=$PORT
+  start_cortex; CX=$P; CPORT=$PORT; P=""
+  for k in "${ROWS[@]}"; do
+    quiet "$CX" "$RX"; row redis "$RX" "$k" "$r"
+    quiet "$CX" "$RX"; row cortex "$CPORT" "$k" "$r"
+    printf '  %-28s redis %10s/s p99 %7s ms   cortex %10s/s p99 %7s ms\n' "${NAME[$k]}" \
+      "${R[redis,$k,$r]}" "${L[redis,$k,$r]}" "${R[cortex,$k,$r]}" "${L[cortex,$k,$r]}"
+  done
+  stop "$RP"; stop "$CX"
+done
 
 echo
-echo "== cortex / redis (appendfsync always), same run"
+echo "== cortex / redis (appendfsync always), each row side by side; medians of $ROUNDS round(s)"
 printf '%-28s %10s %10s %7s %9s %9s %7s %8s\n' workload cortex/s redis/s ratio "p99 cx" "p99 redis" "p99 x" target
 for k in "${ROWS[@]}"; do
-  printf '%-28s %10s %10s %7s %9s %9s %7s %8s\n' "${NAME[$k]}" "${R[cortex,$k]}" "${R[redis,$k]}" \
-    "$(ratio "${R[cortex,$k]}" "${R[redis,$k]}")" "${L[cortex,$k]}" "${L[redis,$k]}" \
-    "$(ratio "${L[cortex,$k]}" "${L[redis,$k]}")" "${TARGET[$k]}"
+  rc=(); rr=(); lc=(); lr=(); xs=(); ls=()
+  for r in $(seq "$ROUNDS"); do
+    rc+=("${R[cortex,$k,$r]}"); rr+=("${R[redis,$k,$r]}")
+    lc+=("${L[cortex,$k,$r]}"); lr+=("${L[redis,$k,$r]}")
+    xs+=("$(ratio "${R[cortex,$k,$r]}" "${R[redis,$k,$r]}")")
+    ls+=("$(ratio "${L[cortex,$k,$r]}" "${L[redis,$k,$r]}")")
+  done
+  printf '%-28s %10s %10s %7s %9s %9s %7s %8s\n' "${NAME[$k]}" "$(median "${rc[@]}")" \
+    "$(median "${rr[@]}")" "$(median "${xs[@]}")" "$(median "${lc[@]}")" "$(median "${lr[@]}")" \
+    "$(median "${ls[@]}")" "${TARGET[$k]}"
+  [ "$ROUNDS" -gt 1 ] && printf '%-28s %s\n' "" "ratios by round: ${xs[*]}; p99 x: ${ls[*]}"
 done
-echo "XADD c1 P1: cortex ${R[cortex,c1p1]}/s = $(ratio "${R[cortex,c1p1]}" "$FSYNC_RATE") of the disk's serial fsync rate"
+C1=(); for r in $(seq "$ROUNDS"); do C1+=("${R[cortex,c1p1,$r]}"); done
+echo "XADD c1 P1: cortex $(median "${C1[@]}")/s = $(ratio "$(median "${C1[@]}")" "$FSYNC_RATE") of the disk's serial fsync rate"
 echo "(p99 target, issue 23: every row within 1.5x of Redis's; p99 x is cortex's p99 over Redis's)"
 
 [ "${RSS:-0}" = 1 ] || exit 0
@@ -133,14 +190,14 @@ echo "== RSS per stored entry ($RSS_ENTRIES entries of 100 bytes)"
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 start_cortex
 BEFORE=$(rss_kb "$P")
-rps "$PORT" 50 64 "$RSS_ENTRIES" XADD big '*' f "$PAYLOAD" >/dev/null
+bench "$PORT" 50 64 "$RSS_ENTRIES" XADD big '*' f "$PAYLOAD" >/dev/null
 AFTER=$(rss_kb "$P")
 LEN=$(redis-cli -p "$PORT" XLEN big)
 echo "cortex: RSS ${BEFORE} kB -> ${AFTER} kB with $LEN entries: $(python3 -c "print(f'{($AFTER-$BEFORE)*1024/$LEN:.1f}')") bytes/entry (target < 10)"
 stop "$P"
 start_redis everysec
 BEFORE=$(rss_kb "$P")
-rps "$PORT" 50 64 "$((RSS_ENTRIES / 10))" XADD big '*' f "$PAYLOAD" >/dev/null
+bench "$PORT" 50 64 "$((RSS_ENTRIES / 10))" XADD big '*' f "$PAYLOAD" >/dev/null
 AFTER=$(rss_kb "$P")
 LEN=$(redis-cli -p "$PORT" XLEN big)
 echo "redis:  RSS ${BEFORE} kB -> ${AFTER} kB with $LEN entries: $(python3 -c "print(f'{($AFTER-$BEFORE)*1024/$LEN:.1f}')") bytes/entry"
