@@ -434,6 +434,10 @@ async fn format(proto: u8, fmt: Format, r: Vec<cortex_storage::Result<Reply>>) -
     }
     tokio::task::spawn_blocking(move || {
         let frame = fmt(r);
+        if let Frame::Encoded(_) = frame {
+            // Already bytes (a list of entries): not copied again.
+            return frame;
+        }
         let mut out = Vec::with_capacity(frame.encoded_len(proto));
         frame.encode(proto, &mut out);
         Frame::Encoded(out)

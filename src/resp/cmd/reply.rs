@@ -27,6 +27,7 @@ pub fn entries_frame(e: Vec<Entry>) -> Frame {
     let mut out = Vec::with_capacity(entries_bytes(e.iter().map(|e| Some(&e.record))));
     put_array(&mut out, e.len());
     for e in &e {
+        // Every entry has its record: no nil, so the bytes are the same in either protocol.
         put_entry(&mut out, 2, e.id, Some(&e.record));
     }
     Frame::Encoded(out)
