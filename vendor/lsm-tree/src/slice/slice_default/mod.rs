@@ -9,8 +9,16 @@ pub use byteview::Builder;
 /// An immutable byte slice that can be cloned without additional heap allocation
 ///
 /// There is no guarantee of any sort of alignment for zero-copy (de)serialization.
-#[derive(Debug, Default, Clone, Eq, Hash, Ord)]
+// cortex patch: `Ord` by `super::compare_bytes`, not ByteView's (see there).
+#[derive(Debug, Default, Clone, Eq, Hash)]
 pub struct Slice(pub(super) ByteView);
+
+impl Ord for Slice {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        super::compare_bytes(&self.0, &other.0)
+    }
+}
 
 impl Slice {
     /// Construct a [`Slice`] from a byte slice.
