@@ -62,6 +62,8 @@ impl LaneReader {
             return Ok(());
         };
         let mut got = 0;
+        // Sized once for the batch it reads (`want` is at most 512).
+        self.buf.reserve(want);
         if self.lane == Lane::Normal {
             let from = keys::id_key(sid, from_id);
             let to = keys::id_key(sid, StreamId::MAX);

@@ -16,6 +16,9 @@ use super::lag::consume;
 use super::lanes::LaneReader;
 use super::Action;
 
+/// The most a read reserves for its plan before it knows how much it hands out.
+const PLAN_RESERVE_MAX: usize = 1024;
+
 impl Txn<'_> {
     /// XREADGROUP over every stream of the op: validates all of them, then reads each.
     /// Checks a group read before anything is read: the consumer's name, how many streams,
@@ -232,7 +235,9 @@ impl Txn<'_> {
         let policy = g.meta.policy.clone();
         let mut streak = g.meta.streak;
         let rewound_below = g.meta.rewound_below;
-        let mut plan: Vec<Action> = Vec::new();
+        // Sized for a usual read up front (it grew a dozen times, copying, for 100 entries);
+        // `count` itself is the client's and may be large.
+        let mut plan: Vec<Action> = Vec::with_capacity(count.min(PLAN_RESERVE_MAX));
         let mut handed = 0usize;
         let mut dead = 0usize;
 
