@@ -13,7 +13,8 @@
 #   benches/callgrind-xadd.sh                       # this checkout's release build
 #   CORTEX=old/cortex CORTEX2=new/cortex benches/callgrind-xadd.sh
 #
-# Env: N (20000 XADDs), C (50 clients). Takes about a minute per build.
+# Env: N (20000 XADDs), C (50 clients), KEEP (a directory to keep the profiles in, for
+# callgrind_annotate). Takes about a minute per build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-20000}; C=${C:-50}
@@ -27,6 +28,7 @@ count() {
   redis-benchmark -p "$port" -c "$C" -P 1 -n "$N" -q \
     XADD s '*' f "$(head -c 100 /dev/zero | tr '\0' 'x')" >/dev/null 2>&1
   kill -INT "$P"; wait "$P" 2>/dev/null || true; P=""
+  if [ -n "${KEEP:-}" ]; then cp "$out" "$KEEP/$label.cg"; fi
   callgrind_figures "$out" "$label" "$N" 'total=PROGRAM TOTALS' \
     'network=resp::server::serve::\{\{closure\}\}::\{\{closure\}\} \[' 'writer=writer_loop \[' \
     'parse=resp::codec::parse_command \[' 'prepare=resp::cmd::prepare \[' \
