@@ -62,8 +62,6 @@ impl LaneReader {
             return Ok(());
         };
         let mut got = 0;
-        // Sized once for the batch it reads (`want` is at most 512).
-        self.buf.reserve(want);
         if self.lane == Lane::Normal {
             let from = keys::id_key(sid, from_id);
             let to = keys::id_key(sid, StreamId::MAX);
@@ -80,6 +78,11 @@ impl LaneReader {
                     .map_err(|reason| corrupt("entry", name, Some(id), reason))?;
                 self.next_after = id;
                 if rec.meta.lane == Lane::Normal {
+                    if got == 0 {
+                        // Sized once for the batch (`want` is at most 512), and only for a
+                        // lane that has entries: most of a read's five lanes have none.
+                        self.buf.reserve(want);
+                    }
                     self.buf.push_back((id, rec, self.skipped_to.take()));
                     got += 1;
                 } else {
@@ -100,6 +103,9 @@ impl LaneReader {
                 let id = key_id(&k, "lane key", name)?;
                 self.next_after = id;
                 if let Some(rec) = get_record(r, ks, name, sid, id)? {
+                    if got == 0 {
+                        self.buf.reserve(want);
+                    }
                     self.buf.push_back((id, rec, None));
                     got += 1;
                 }

@@ -179,6 +179,9 @@ impl PartialOrd<Slice> for &[u8] {
 mod tests {
     use super::Slice;
 
+    use std::{fmt::Debug, sync::Arc};
+    use test_log::test;
+
     /// cortex patch: `compare_bytes` orders as `[u8]` does, for lengths up to 40 on either
     /// side (inline and heap slices, up to five words) and a difference at every position
     /// (or none).
@@ -198,13 +201,12 @@ mod tests {
         }
         for a in &cases {
             for b in &cases {
-                assert_eq!(super::compare_bytes(a, b), a.as_slice().cmp(b.as_slice()), "{a:?} {b:?}");
+                let want = a.as_slice().cmp(b.as_slice());
+                assert_eq!(super::compare_bytes(a, b), want, "{a:?} {b:?}");
                 assert_eq!(Slice::from(a.as_slice()).cmp(&Slice::from(b.as_slice())), a.cmp(b));
             }
         }
     }
-    use std::{fmt::Debug, sync::Arc};
-    use test_log::test;
 
     fn assert_slice_handles<T>(v: T)
     where
