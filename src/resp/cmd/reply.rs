@@ -24,22 +24,25 @@ pub fn entry_frame(id: StreamId, r: Option<Record>) -> Frame {
 /// with no frame per field to build, encode and drop (for a group read of 100 entries that
 /// was an eighth of the server's instructions).
 pub fn entries_frame(e: Vec<Entry>) -> Frame {
-    let mut out = Vec::with_capacity(entries_bytes(e.iter().map(|e| Some(&e.record))));
-    put_array(&mut out, e.len());
-    for e in &e {
-        // Every entry has its record: no nil, so the bytes are the same in either protocol.
-        put_entry(&mut out, 2, e.id, Some(&e.record));
-    }
-    Frame::Encoded(out)
+    // Every entry has its record: no nil, so the bytes are the same in either protocol.
+    put_entries(2, e.iter().map(|e| (e.id, Some(&e.record))))
 }
 
 /// Entries of a group read or claim (`None`: deleted while pending, a nil that depends on
 /// the protocol), encoded as [`entries_frame`] does.
 pub fn pairs_frame(proto: u8, e: Vec<(StreamId, Option<Record>)>) -> Frame {
-    let mut out = Vec::with_capacity(entries_bytes(e.iter().map(|(_, r)| r.as_ref())));
-    put_array(&mut out, e.len());
-    for (id, r) in &e {
-        put_entry(&mut out, proto, *id, r.as_ref());
+    put_entries(proto, e.iter().map(|(id, r)| (*id, r.as_ref())))
+}
+
+/// A list of entries as one buffer, sized once.
+fn put_entries<'a, I>(proto: u8, entries: I) -> Frame
+where
+    I: ExactSizeIterator<Item = (StreamId, Option<&'a Record>)> + Clone,
+{
+    let mut out = Vec::with_capacity(entries_bytes(entries.clone().map(|(_, r)| r)));
+    put_array(&mut out, entries.len());
+    for (id, r) in entries {
+        put_entry(&mut out, proto, id, r);
     }
     Frame::Encoded(out)
 }
