@@ -1,3 +1,5 @@
+// ioredis's test/helpers/util.ts at dfd5428, with its MONITOR helpers (sleep,
+// waitForMonitorReady, getCommandsFromMonitor) left out: no stream test uses them.
 import Redis from "../../lib/Redis";
 import { RedisOptions } from "../../lib/redis/RedisOptions";
 
@@ -29,17 +31,6 @@ export function countStreamEntries(reply: StreamReadReply): number {
     (total, entries) => total + entries.length,
     0
   );
-}
-
-export function sleep(milliseconds: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, milliseconds));
-}
-
-export function waitForMonitorReady() {
-  // It takes a while for the monitor to be ready.
-  // This is a hack to wait for it because the monitor command
-  // does not have a response
-  return sleep(150);
 }
 
 function parseRedisVersion(version: string): number[] {
@@ -81,29 +72,4 @@ export async function isRedisVersionLowerThan(
   } finally {
     redis.disconnect();
   }
-}
-
-export async function getCommandsFromMonitor(
-  redis: any,
-  count: number,
-  exec: Function
-): Promise<[any]> {
-  const arr: string[] = [];
-  const monitor = await redis.monitor();
-  await waitForMonitorReady();
-  const promise = new Promise((resolve, reject) => {
-    setTimeout(reject, 1000, new Error("Monitor timed out"));
-    monitor.on("monitor", (_, command) => {
-      if (arr.length !== count) {
-        arr.push(command);
-      }
-      if (arr.length === count) {
-        resolve(arr);
-        monitor.disconnect();
-      }
-    });
-  });
-
-  const [commands] = await Promise.all<[any]>([promise, exec()]);
-  return commands;
 }
