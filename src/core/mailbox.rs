@@ -306,7 +306,9 @@ impl Mailbox {
 
     /// The answer to the subscription's own read that reserved `asked` (it pushes what the
     /// read returned itself). A read that filled what it asked for may have left more
-    /// behind: the mailbox reads again when it has room.
+    /// behind, and an append committed while the read held the credit found none (both
+    /// `missed`): the mailbox reads again when it has room, and its subscription is woken
+    /// for that (it waits next, having pushed what this read returned).
     pub fn settle_read(&self, asked: u32, got: Result<&[Delivery], ()>) {
         let mut s = self.state();
         match got {
@@ -316,7 +318,11 @@ impl Mailbox {
                 s.stale = true;
             }
         }
-        s.recheck();
+        let wake = s.recheck();
+        drop(s);
+        if wake {
+            self.notify.notify_one();
+        }
     }
 
     /// The writer's read, answered by its commit: the deliveries wait here for the
@@ -617,4 +623,61 @@ pub struct RemoteMailbox {
     pub seq: u64,
     /// The mailbox.
     pub ad: MailboxAd,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The subscription is woken (now or already) when it waits next.
+    async fn woken(m: &Mailbox) -> bool {
+        tokio::time::timeout(Duration::ZERO, m.notify.notified())
+            .await
+            .is_ok()
+    }
+
+    /// An append committed while the subscription's own read held all the credit finds
+    /// none (`missed`); when that read is answered, the subscription is woken and reads
+    /// again, instead of waiting for its next heartbeat (it waited up to one before).
+    #[tokio::test]
+    async fn an_append_that_found_no_credit_during_an_own_read_wakes_the_subscription() {
+        let m = Mailbox::new(
+            StreamKey::new(0, "s"),
+            b"g".to_vec(),
+            b"c".to_vec(),
+            false,
+            4,
+            None,
+        );
+        m.arm();
+        assert_eq!(m.own_read(), Some(4), "a new mailbox reads by itself");
+        assert_eq!(
+            m.reserve_for(1),
+            None,
+            "the read in progress holds the credit"
+        );
+        assert!(!woken(&m).await);
+        m.settle_read(4, Ok(&[]));
+        assert!(woken(&m).await, "the subscription must read again");
+        assert_eq!(m.own_read(), Some(4));
+    }
+
+    /// An own read answered with nothing missed leaves the subscription waiting.
+    #[tokio::test]
+    async fn an_own_read_with_nothing_missed_does_not_wake() {
+        let m = Mailbox::new(
+            StreamKey::new(0, "s"),
+            b"g".to_vec(),
+            b"c".to_vec(),
+            false,
+            4,
+            None,
+        );
+        m.arm();
+        assert_eq!(m.own_read(), Some(4));
+        m.settle_read(4, Ok(&[]));
+        assert!(!woken(&m).await);
+        assert_eq!(m.own_read(), None);
+    }
 }
