@@ -421,7 +421,7 @@ pub(crate) fn render(
     reg.register("commits", "Writer commits", counter(o.commits));
     reg.register(
         "commits_inline",
-        "Of the commits, those a lone caller's small write made on its own thread while the writer was idle",
+        "Of the commits, those made on the network thread: the small writes of every client ready at once, gathered while the writer was idle",
         counter(m.inline_commits.load(Ordering::Relaxed)),
     );
     reg.register(

@@ -102,8 +102,8 @@ pub struct Metrics {
     /// Push deliveries a subscription read by itself (replays, retries, entries left while
     /// its window was full, appends no leader planned for it).
     pub pushed_read: AtomicU64,
-    /// Commits a caller made on its own thread while the writer was idle
-    /// (`Core::commit_inline`).
+    /// Commits made on the runtime's thread, of the small writes gathered while the writer
+    /// was idle (`Core::commit_gathered`).
     pub inline_commits: AtomicU64,
 }
 

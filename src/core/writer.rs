@@ -21,8 +21,9 @@ impl Core {
             let Some(first) = rx.blocking_recv() else {
                 break;
             };
-            // A caller committing its own small submission holds the gate (`commit_inline`);
-            // it never does while anything sent here is unsequenced, so this waits at most
+            // The runtime's thread committing gathered submissions holds the gate
+            // (`commit_gathered`); it never does while anything sent here is unsequenced, so
+            // this waits at most
             // for one commit that began before `first` was sent.
             let gate = self.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
             let subs = self.drain(first, &mut rx);

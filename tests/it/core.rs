@@ -225,9 +225,9 @@ fn xack_with_100000_ids_and_a_huge_xrange_work() {
     assert_eq!(rev.first(), all.last());
 }
 
-/// A lone client's writes commit on its own connection's thread while the writer is idle
-/// (`Core::commit_inline`), and clients writing at once share the writer's group commits:
-/// either way every write is applied once, in each client's order.
+/// A lone client's writes commit on the network thread while the writer is idle
+/// (`Core::commit_gathered`), and clients writing at once share commits (gathered there, or
+/// the writer's): either way every write is applied once, in each client's order.
 #[test]
 fn lone_writes_commit_inline_and_concurrent_ones_share_commits() {
     use crate::http::{http, sample};
