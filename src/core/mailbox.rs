@@ -630,6 +630,20 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// An armed mailbox with a window of 4, as a new subscription's after its replay.
+    fn armed() -> Mailbox {
+        let m = Mailbox::new(
+            StreamKey::new(0, "s"),
+            b"g".to_vec(),
+            b"c".to_vec(),
+            false,
+            4,
+            None,
+        );
+        m.arm();
+        m
+    }
+
     /// The subscription is woken (now or already) when it waits next.
     async fn woken(m: &Mailbox) -> bool {
         tokio::time::timeout(Duration::ZERO, m.notify.notified())
@@ -642,15 +656,7 @@ mod tests {
     /// again, instead of waiting for its next heartbeat (it waited up to one before).
     #[tokio::test]
     async fn an_append_that_found_no_credit_during_an_own_read_wakes_the_subscription() {
-        let m = Mailbox::new(
-            StreamKey::new(0, "s"),
-            b"g".to_vec(),
-            b"c".to_vec(),
-            false,
-            4,
-            None,
-        );
-        m.arm();
+        let m = armed();
         assert_eq!(m.own_read(), Some(4), "a new mailbox reads by itself");
         assert_eq!(
             m.reserve_for(1),
@@ -666,15 +672,7 @@ mod tests {
     /// An own read answered with nothing missed leaves the subscription waiting.
     #[tokio::test]
     async fn an_own_read_with_nothing_missed_does_not_wake() {
-        let m = Mailbox::new(
-            StreamKey::new(0, "s"),
-            b"g".to_vec(),
-            b"c".to_vec(),
-            false,
-            4,
-            None,
-        );
-        m.arm();
+        let m = armed();
         assert_eq!(m.own_read(), Some(4));
         m.settle_read(4, Ok(&[]));
         assert!(!woken(&m).await);

@@ -190,7 +190,8 @@ pub struct Shared {
     /// leads them ([`Core::submit`]).
     gathered: Mutex<Option<Gathered>>,
     /// Held by whoever commits: the writer for each batch, or the runtime's thread
-    /// committing the small submissions gathered while the writer is idle ([`Core::commit_gathered`]).
+    /// committing the small submissions gathered while the writer is idle
+    /// ([`Core::commit_gathered`]).
     commit_gate: Mutex<()>,
     /// Wake-ups of blocked readers and mailboxes, by stream.
     pub notifier: Notifier,
