@@ -416,12 +416,9 @@ impl Core {
         &self,
         ops: Vec<Op>,
     ) -> impl std::future::Future<Output = Result<Replies, BrokerError>> + Send + 'static {
-        let queued = if self.stopping() {
-            Err(BrokerError::ShuttingDown)
-        } else if let Some(why) = self.disk.refusal(&ops) {
-            Err(BrokerError::DiskFull(why))
-        } else {
-            self.queue(ops)
+        let queued = match self.refusal(&ops) {
+            Some(e) => Err(e),
+            None => self.queue(ops),
         };
         let me = self.clone();
         async move { me.answer(queued?).await }
@@ -437,51 +434,54 @@ impl Core {
         self.answer(queued).await
     }
 
-    /// Puts a submission on the writer's queue.
-    fn queue(&self, mut ops: Vec<Op>) -> Result<Queued, BrokerError> {
+    /// Why a caller's submission is refused before it is queued or gathered: the broker
+    /// stops, or the data disk is past its watermark.
+    fn refusal(&self, ops: &[Op]) -> Option<BrokerError> {
+        if self.stopping() {
+            return Some(BrokerError::ShuttingDown);
+        }
+        self.disk.refusal(ops).map(BrokerError::DiskFull)
+    }
+
+    /// A caller's submission of `ops` (the default policy applied), and what its caller
+    /// waits on.
+    fn submission(&self, mut ops: Vec<Op>) -> (Submission, Queued) {
         self.prepare(&mut ops);
         let publish = ops.iter().any(|o| matches!(o, Op::Append { .. }));
-        let started = std::time::Instant::now();
         let (tx, rx) = oneshot::channel();
-        self.send(Submission {
-            ops,
-            reply: ReplyTo::Local(tx),
-        })
-        .map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => BrokerError::Busy,
-            mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
-        })?;
-        Ok(Queued {
+        let queued = Queued {
             rx,
             publish,
-            started,
-        })
+            started: std::time::Instant::now(),
+        };
+        let sub = Submission {
+            ops,
+            reply: ReplyTo::Local(tx),
+        };
+        (sub, queued)
+    }
+
+    /// Puts a submission on the writer's queue.
+    fn queue(&self, ops: Vec<Op>) -> Result<Queued, BrokerError> {
+        let (sub, queued) = self.submission(ops);
+        self.send(sub).map_err(|(_, e)| e)?;
+        Ok(queued)
     }
 
     /// [`Core::submit_now`], awaited at once; a small write while the writer is idle joins
     /// the writes gathered on the runtime's thread instead, and commits there
     /// ([`Core::commit_gathered`]).
-    pub async fn submit(&self, mut ops: Vec<Op>) -> Result<Replies, BrokerError> {
+    pub async fn submit(&self, ops: Vec<Op>) -> Result<Replies, BrokerError> {
         if !inline_size(&ops)
             || self.in_flight.load(Ordering::Acquire) > 0
             || !self.sequencer().commits_here()
         {
             return self.submit_now(ops).await;
         }
-        if self.stopping() {
-            return Err(BrokerError::ShuttingDown);
+        if let Some(e) = self.refusal(&ops) {
+            return Err(e);
         }
-        if let Some(why) = self.disk.refusal(&ops) {
-            return Err(BrokerError::DiskFull(why));
-        }
-        self.prepare(&mut ops);
-        let started = std::time::Instant::now();
-        let publish = ops.iter().any(|o| matches!(o, Op::Append { .. }));
-        let (tx, rx) = oneshot::channel();
-        let sub = Submission {
-            ops,
-            reply: ReplyTo::Local(tx),
-        };
+        let (sub, queued) = self.submission(ops);
         match self.gather(sub) {
             Gather::Leads => {
                 // Every task runnable now (tokio defers a yielding task until the I/O
@@ -494,16 +494,9 @@ impl Core {
                 drop(leading);
             }
             Gather::Joined => {}
-            Gather::Full(sub) => self.send(sub).map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => BrokerError::Busy,
-                mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown,
-            })?,
+            Gather::Full(sub) => self.send(sub).map_err(|(_, e)| e)?,
         }
-        let r = rx.await.unwrap_or(Err(BrokerError::ShuttingDown));
-        if publish && r.is_ok() {
-            self.metrics.publish_durable.observe(started.elapsed());
-        }
-        r
+        self.answer(queued).await
     }
 
     /// Adds a small submission to the ones gathered for a commit on the runtime's thread:
@@ -559,22 +552,23 @@ impl Core {
             }
         }
         for sub in subs {
-            if let Err(e) = self.send(sub) {
-                let (sub, why) = match e {
-                    mpsc::error::TrySendError::Full(s) => (s, BrokerError::Busy),
-                    mpsc::error::TrySendError::Closed(s) => (s, BrokerError::ShuttingDown),
-                };
+            if let Err((sub, why)) = self.send(sub) {
                 sub.reply.fail(why);
             }
         }
     }
 
     /// Sends a submission to the writer's queue, counted in `in_flight` until the writer
-    /// has sequenced it.
-    fn send(&self, sub: Submission) -> Result<(), mpsc::error::TrySendError<Submission>> {
+    /// has sequenced it; a refused one comes back with why (the queue is full, or the
+    /// writer has stopped).
+    fn send(&self, sub: Submission) -> Result<(), (Submission, BrokerError)> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.submit.try_send(sub).inspect_err(|_| {
+        self.submit.try_send(sub).map_err(|e| {
             self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full(s) => (s, BrokerError::Busy),
+                mpsc::error::TrySendError::Closed(s) => (s, BrokerError::ShuttingDown),
+            }
         })
     }
 
@@ -598,10 +592,7 @@ impl Core {
             ops,
             reply: ReplyTo::Forwarded { origins, done },
         })
-        .map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => BrokerError::Busy.to_string(),
-            mpsc::error::TrySendError::Closed(_) => BrokerError::ShuttingDown.to_string(),
-        })?;
+        .map_err(|(_, e)| e.to_string())?;
         rx.await
             .unwrap_or_else(|_| Err(BrokerError::ShuttingDown.to_string()))
     }

@@ -23,8 +23,7 @@ impl Core {
             };
             // The runtime's thread committing gathered submissions holds the gate
             // (`commit_gathered`); it never does while anything sent here is unsequenced, so
-            // this waits at most
-            // for one commit that began before `first` was sent.
+            // this waits at most for one commit that began before `first` was sent.
             let gate = self.commit_gate.lock().unwrap_or_else(|p| p.into_inner());
             let subs = self.drain(first, &mut rx);
             let n = subs.len();
