@@ -162,6 +162,11 @@ pub(crate) struct PendingDeadLetter {
     pub(crate) event: Event,
 }
 
+/// The streams a batch changed (`None`: deleted), each boxed: [`Txn::with_stream`] takes
+/// one out and puts it back on every op, and a box moves as one pointer where the state
+/// itself is some 350 bytes (callgrind: 380 instructions of copying per XADD unboxed).
+pub(crate) type Staged = HashMap<StreamKey, Option<Box<StreamState>>>;
+
 /// The write context of one batch.
 pub(crate) struct Txn<'a> {
     pub(crate) tx: Overlay,
@@ -170,7 +175,7 @@ pub(crate) struct Txn<'a> {
     pub(crate) cfg: &'a StoreConfig,
     pub(crate) now: u64,
     /// Streams changed by this batch (`None`: deleted).
-    pub(crate) staged: HashMap<StreamKey, Option<StreamState>>,
+    pub(crate) staged: Staged,
     pub(crate) sys: SystemMeta,
     /// Node sizes for appends (an op of this batch may change them).
     pub(crate) node_limits: NodeLimits,
@@ -200,15 +205,7 @@ impl<'a> Txn<'a> {
     /// after every commit (it is loaded from them and installed with them), so a record the
     /// batch left as it was is not written again: an ack rewrites its group and its
     /// consumer, not the stream nor the group's other consumers.
-    pub(crate) fn finish(
-        mut self,
-    ) -> (
-        Overlay,
-        HashMap<StreamKey, Option<StreamState>>,
-        SystemMeta,
-        Vec<Event>,
-        IndexDelta,
-    ) {
+    pub(crate) fn finish(mut self) -> (Overlay, Staged, SystemMeta, Vec<Event>, IndexDelta) {
         for (key, state) in &self.staged {
             let Some(st) = state else { continue };
             // The last commit's state under the same key, if it is the same stream.
@@ -275,7 +272,7 @@ impl<'a> Txn<'a> {
     /// The stream's state as of this point of the batch.
     pub(crate) fn stream(&self, key: &StreamKey) -> Option<&StreamState> {
         match self.staged.get(key) {
-            Some(s) => s.as_ref(),
+            Some(s) => s.as_deref(),
             None => self.base.streams.get(key).map(|a| &**a),
         }
     }
@@ -306,16 +303,20 @@ impl<'a> Txn<'a> {
         key: &StreamKey,
         f: impl FnOnce(&mut Self, &mut StreamState) -> T,
     ) -> Option<T> {
-        let mut st = match self.staged.remove(key) {
-            Some(Some(s)) => s,
-            Some(None) => {
-                self.staged.insert(key.clone(), None);
+        // The staged key goes back in as it came out: no copy of the name per op.
+        let (key, mut st) = match self.staged.remove_entry(key) {
+            Some((k, Some(s))) => (k, s),
+            Some((k, None)) => {
+                self.staged.insert(k, None);
                 return None;
             }
-            None => (**self.base.streams.get(key)?).clone(),
+            None => (
+                key.clone(),
+                Box::new((**self.base.streams.get(key)?).clone()),
+            ),
         };
         let out = f(self, &mut st);
-        self.staged.insert(key.clone(), Some(st));
+        self.staged.insert(key, Some(st));
         Some(out)
     }
 
@@ -346,10 +347,10 @@ impl<'a> Txn<'a> {
         };
         self.staged.insert(
             key.clone(),
-            Some(StreamState {
+            Some(Box::new(StreamState {
                 meta,
                 groups: BTreeMap::new(),
-            }),
+            })),
         );
     }
 

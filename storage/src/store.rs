@@ -228,7 +228,7 @@ impl Store {
             match state {
                 Some(s) => {
                     cat.deadlines.extend(Catalog::stream_deadlines(&s));
-                    cat.streams.insert(key, Arc::new(s));
+                    cat.streams.insert(key, Arc::new(*s));
                 }
                 None => {
                     cat.streams.remove(&key);

@@ -807,7 +807,7 @@ impl Txn<'_> {
         self.tx
             .remove(&self.ks.streams, keys::stream(from.ns, &from.name));
         self.staged.insert(from.clone(), None);
-        self.staged.insert(to.clone(), Some(st));
+        self.staged.insert(to.clone(), Some(Box::new(st)));
         self.events.push(Event::Renamed {
             from: from.clone(),
             to: to.clone(),
@@ -853,7 +853,7 @@ impl Txn<'_> {
         }
         for (from, st) in moved {
             let to = StreamKey::new(if from.ns == a { b } else { a }, from.name.clone());
-            self.staged.insert(to.clone(), Some(st));
+            self.staged.insert(to.clone(), Some(Box::new(st)));
             self.events.push(Event::Renamed { from, to });
         }
         Ok(Reply::Ok)
