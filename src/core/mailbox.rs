@@ -512,11 +512,27 @@ pub fn plan(
     nodes: &[(u64, u64, u64)],
     credit: &RemoteCredit,
 ) -> Plan {
-    let mut appended: HashMap<&StreamKey, u32> = HashMap::new();
+    // Appends per stream: runs counted as they come (a batch's appends are mostly to one
+    // stream, which then costs no hashing or sorting), then sorted and merged. Callgrind:
+    // a hash map here was 350 instructions per unpipelined XADD.
+    let mut appended: Vec<(&StreamKey, u32)> = Vec::new();
     for op in ops.iter() {
         if let Op::Append { stream, .. } = op {
-            *appended.entry(stream).or_default() += 1;
+            match appended.last_mut() {
+                Some((s, n)) if *s == stream => *n += 1,
+                _ => appended.push((stream, 1)),
+            }
         }
+    }
+    if appended.len() > 1 {
+        appended.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        appended.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 += later.1;
+            }
+            same
+        });
     }
     let mut plan = Plan {
         appends: !appended.is_empty(),
@@ -632,16 +648,78 @@ mod tests {
 
     /// An armed mailbox with a window of 4, as a new subscription's after its replay.
     fn armed() -> Mailbox {
+        armed_on("s", 4)
+    }
+
+    /// An armed mailbox of stream `stream` with a window of `window`.
+    fn armed_on(stream: &str, window: u32) -> Mailbox {
         let m = Mailbox::new(
-            StreamKey::new(0, "s"),
+            StreamKey::new(0, stream),
             b"g".to_vec(),
             b"c".to_vec(),
             false,
-            4,
+            window,
             None,
         );
         m.arm();
         m
+    }
+
+    fn append_to(stream: &str) -> Op {
+        Op::Append {
+            stream: StreamKey::new(0, stream),
+            id: cortex_storage::IdSpec::Auto,
+            fields: vec![(b"f".to_vec(), b"v".to_vec())],
+            meta: Default::default(),
+            idempotency_key: None,
+            no_mkstream: false,
+            trim: None,
+        }
+    }
+
+    /// A batch's appends are counted per stream, wherever in the batch they are: each
+    /// stream's mailbox asks for what its stream got, and a stream with none for nothing.
+    #[test]
+    fn a_batch_asks_each_stream_for_its_own_appends() {
+        let boxes: Vec<Arc<Mailbox>> = [("a", 8), ("b", 8), ("c", 8)]
+            .into_iter()
+            .map(|(s, w)| {
+                let m = armed_on(s, w);
+                // Its own first read, answered: idle, with its whole window of credit.
+                assert_eq!(m.own_read(), Some(w));
+                m.settle_read(w, Ok(&[]));
+                Arc::new(m)
+            })
+            .collect();
+        let mut ops: Vec<Op> = ["a", "b", "a", "a", "b", "a"]
+            .into_iter()
+            .map(append_to)
+            .collect();
+        let plan = plan(
+            &mut ops,
+            |k| boxes.iter().filter(|m| &m.stream == k).cloned().collect(),
+            |_| Vec::new(),
+            &[],
+            &RemoteCredit::default(),
+        );
+        let mut asked: Vec<(String, u32)> = plan
+            .local
+            .iter()
+            .map(|p| {
+                (
+                    String::from_utf8_lossy(&p.mailbox.stream.name).into_owned(),
+                    p.asked,
+                )
+            })
+            .collect();
+        asked.sort();
+        // One more than the stream's appends (`reserve_for`): 4 + 1 and 2 + 1.
+        assert_eq!(asked, [("a".to_string(), 5), ("b".to_string(), 3)]);
+        assert_eq!(
+            ops.len(),
+            6 + 2,
+            "one read per mailbox served, after the appends"
+        );
     }
 
     /// The subscription is woken (now or already) when it waits next.
