@@ -665,18 +665,6 @@ mod tests {
         m
     }
 
-    fn append_to(stream: &str) -> Op {
-        Op::Append {
-            stream: StreamKey::new(0, stream),
-            id: cortex_storage::IdSpec::Auto,
-            fields: vec![(b"f".to_vec(), b"v".to_vec())],
-            meta: Default::default(),
-            idempotency_key: None,
-            no_mkstream: false,
-            trim: None,
-        }
-    }
-
     /// A batch's appends are counted per stream, wherever in the batch they are: each
     /// stream's mailbox asks for what its stream got, and a stream with none for nothing.
     #[test]
@@ -693,7 +681,7 @@ mod tests {
             .collect();
         let mut ops: Vec<Op> = ["a", "b", "a", "a", "b", "a"]
             .into_iter()
-            .map(append_to)
+            .map(|s| crate::core::tests::append_to(s, 0))
             .collect();
         let plan = plan(
             &mut ops,

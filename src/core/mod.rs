@@ -742,9 +742,15 @@ mod tests {
             .expect("task")
     }
 
+    /// An append of one field, `n`, to stream `s`.
     fn append(n: usize) -> Op {
+        append_to("s", n)
+    }
+
+    /// An append of one field, `n`, to `stream` (the mailbox tests use it too).
+    pub(super) fn append_to(stream: &str, n: usize) -> Op {
         Op::Append {
-            stream: StreamKey::new(0, "s"),
+            stream: StreamKey::new(0, stream),
             id: IdSpec::Auto,
             fields: vec![(b"n".to_vec(), n.to_string().into_bytes())],
             meta: Meta::default(),
