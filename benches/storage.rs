@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 // The allocator the `cortex` binary uses.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cortex::alloc::Allocator = cortex::alloc::Allocator;
 
 const BATCH: usize = 100;
 

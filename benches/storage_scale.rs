@@ -22,17 +22,17 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         HEAP.fetch_add(l.size() as isize, Ordering::Relaxed);
         // SAFETY: forwarded unchanged to the real allocator.
-        unsafe { mimalloc::MiMalloc.alloc(l) }
+        unsafe { cortex::alloc::Allocator.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         HEAP.fetch_sub(l.size() as isize, Ordering::Relaxed);
         // SAFETY: forwarded unchanged to the real allocator.
-        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+        unsafe { cortex::alloc::Allocator.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         HEAP.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
         // SAFETY: forwarded unchanged to the real allocator.
-        unsafe { mimalloc::MiMalloc.realloc(p, l, new) }
+        unsafe { cortex::alloc::Allocator.realloc(p, l, new) }
     }
 }
 

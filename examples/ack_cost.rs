@@ -22,7 +22,7 @@ use support::{arg, create_group, fill, open_buffered};
 /// The server's allocator, so that allocation costs count as they do in `cortex serve`
 /// (the system allocator's were a tenth or more of the total).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cortex::alloc::Allocator = cortex::alloc::Allocator;
 
 /// xorshift64*: deterministic, so before and after ack the same IDs.
 fn next(state: &mut u64) -> u64 {

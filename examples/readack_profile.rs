@@ -4,7 +4,7 @@ use std::time::Instant;
 use cortex_storage::*;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cortex::alloc::Allocator = cortex::alloc::Allocator;
 
 fn main() {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "sync".into());

@@ -21,7 +21,7 @@ use support::{arg, create_group, open_buffered};
 /// The server's allocator, so that allocation costs count as they do in `cortex serve`
 /// (the system allocator's were a tenth or more of the total).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cortex::alloc::Allocator = cortex::alloc::Allocator;
 
 #[inline(never)]
 fn append_phase(store: &Store, key: &StreamKey, calls: usize, per_call: usize, payload: &[u8]) {

@@ -3,6 +3,7 @@
 //! The Cortex Bus broker: one binary over one durable store (`cortex-storage`).
 //!
 //! ## Layout
+//! - [`alloc`]: the global allocator (mimalloc, its plain calls where the alignment allows).
 //! - [`config`]: config file + flags -> validated [`config::Config`]; every limit named there.
 //! - [`core`]: the writer thread (group commit), apply, the timer, recovery and the disk
 //!   loop, behind one [`core::Sequencer`] trait (the single node commits, a cluster proposes);
@@ -16,6 +17,7 @@
 //! - [`serve`]: starts everything and shuts it down on SIGINT/SIGTERM.
 #![deny(unsafe_code)]
 
+pub mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod client;

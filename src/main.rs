@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: cortex::alloc::Allocator = cortex::alloc::Allocator;
 
 /// Cortex Bus: a message broker for a swarm of agents, on its own append-only log.
 #[derive(Parser)]
