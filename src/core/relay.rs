@@ -12,6 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cortex_storage::Op;
 use tokio::sync::{oneshot, Notify};
 
 use super::mailbox::Mailbox;
@@ -31,6 +32,11 @@ pub(super) struct Handover {
     pub wakes: Vec<Arc<Mailbox>>,
     /// The submitters' answers.
     pub answers: Vec<Answer>,
+    /// The committed ops ([`cortex_storage::BatchOutcome::spent`]), freed here on the
+    /// runtime's thread that parsed them. Freed on the writer, each of their blocks went
+    /// back to its owner through mimalloc's cross-thread list, and the two threads' share
+    /// of that was 7 % of the server's CPU under -P 16 XADDs (README, eighteenth session).
+    pub spent: Vec<Op>,
 }
 
 impl Handover {
@@ -47,6 +53,7 @@ impl Handover {
         for (tx, r) in self.answers.drain(..) {
             let _ = tx.send(r);
         }
+        self.spent.clear();
     }
 }
 
@@ -86,6 +93,7 @@ impl Relay {
         } else {
             pending.wakes.append(&mut h.wakes);
             pending.answers.append(&mut h.answers);
+            pending.spent.append(&mut h.spent);
         }
         drop(pending);
         // Each hand-over to an empty list notifies; the task takes the whole list after
@@ -143,6 +151,7 @@ mod tests {
                 from.hand(Handover {
                     wakes: Vec::new(),
                     answers,
+                    spent: Vec::new(),
                 });
                 if i % 2 == 0 {
                     wait.recv().expect("the test runs");
@@ -171,6 +180,7 @@ mod tests {
         relay.hand(Handover {
             wakes: Vec::new(),
             answers: vec![(tx, Ok(Vec::new()))],
+            spent: Vec::new(),
         });
         assert!(rx.try_recv().expect("answered").is_ok());
     }

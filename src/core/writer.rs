@@ -112,7 +112,10 @@ impl Core {
                     .map(|&size| replies.by_ref().take(size).collect())
                     .collect();
                 self.signal_cancels(&out.events);
-                let mut handover = relay::Handover::default();
+                let mut handover = relay::Handover {
+                    spent: std::mem::take(&mut out.spent),
+                    ..relay::Handover::default()
+                };
                 for (p, r) in mail.into_iter().zip(replies) {
                     p.mailbox
                         .deliver_unwoken(p.asked, super::apply::delivered(r), false);

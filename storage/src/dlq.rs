@@ -109,7 +109,7 @@ impl Txn<'_> {
             let stored = self
                 .with_stream(&d.dlq, |txn, st| {
                     let id = next_id(st.meta.last_id, IdSpec::Auto, now).ok()?;
-                    txn.insert_entry(&d.dlq, st, id, &d.record);
+                    txn.insert_entry(&d.dlq, st, id, d.record.borrowed());
                     Some(id)
                 })
                 .flatten();
@@ -204,7 +204,7 @@ impl Txn<'_> {
             let at = self
                 .with_stream(&origin, |txn, st| {
                     let id = next_id(st.meta.last_id, IdSpec::Auto, now).ok()?;
-                    txn.insert_entry(&origin, st, id, &record);
+                    txn.insert_entry(&origin, st, id, record.borrowed());
                     Some((st.meta.stream_id, id))
                 })
                 .flatten();

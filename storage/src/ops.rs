@@ -895,6 +895,10 @@ pub struct BatchOutcome {
     /// Redis's "dirty" count of the batch: changes made, counted as Redis 7.4 counts them
     /// (INFO's `rdb_changes_since_last_save`).
     pub changes: u64,
+    /// The batch's ops, handed back after the commit (the store reads them and keeps
+    /// nothing of theirs), so that the caller frees their names, fields and IDs where it
+    /// likes: on the thread that allocated them, where a free is cheapest.
+    pub spent: Vec<Op>,
 }
 
 /// Encodes a writer batch (its ops and the leader's clock) for a replicated log: the

@@ -167,8 +167,8 @@ impl Store {
         };
         let mut replies = Vec::with_capacity(ops.len());
         let mut changes = 0;
-        for op in ops {
-            let counts = Changes::of(&op);
+        for op in &ops {
+            let counts = Changes::of(op);
             match txn.apply_op(op) {
                 // Before the commit nothing is written: a failure here is a read's.
                 Err(Error::Storage(e)) => return Err(Error::Unreadable(e)),
@@ -249,6 +249,7 @@ impl Store {
             events,
             next_deadline_ms,
             changes,
+            spent: ops,
         })
     }
 
@@ -374,7 +375,7 @@ fn load_catalog(db: &Database, ks: &Keyspaces) -> Result<Catalog> {
 }
 
 impl<'a> Txn<'a> {
-    fn apply_op(&mut self, op: Op) -> Result<Reply> {
+    fn apply_op(&mut self, op: &Op) -> Result<Reply> {
         let r = match op {
             Op::Append {
                 stream,
@@ -385,27 +386,27 @@ impl<'a> Txn<'a> {
                 no_mkstream,
                 trim,
             } => self.append(
-                &stream,
-                id,
+                stream,
+                *id,
                 fields,
                 meta,
-                idempotency_key,
-                no_mkstream,
-                trim,
+                idempotency_key.as_deref(),
+                *no_mkstream,
+                *trim,
             ),
-            Op::Delete { stream, ids } => self.delete_entries(&stream, &ids),
+            Op::Delete { stream, ids } => self.delete_entries(stream, ids),
             Op::ConfigureIdmp {
                 stream,
                 duration_s,
                 maxsize,
             } => {
                 let sid = self
-                    .stream(&stream)
+                    .stream(stream)
                     .map(|s| s.meta.stream_id)
                     .ok_or_else(|| Error::NoSuchStream {
                         stream: stream.name.clone(),
                     })?;
-                self.idmp_configure(sid, &stream.name, duration_s, maxsize)
+                self.idmp_configure(sid, &stream.name, *duration_s, *maxsize)
                     .map(|()| Reply::Ok)
             }
             Op::DeleteEx {
@@ -413,21 +414,21 @@ impl<'a> Txn<'a> {
                 ack,
                 ids,
                 refs,
-            } => self.delete_ex(&stream, ack.as_deref(), &ids, refs),
+            } => self.delete_ex(stream, ack.as_deref(), ids, *refs),
             Op::NackMode {
                 stream,
                 group,
                 ids,
                 mode,
                 retry_count,
-            } => self.nack_mode(&stream, &group, &ids, mode, retry_count, false),
+            } => self.nack_mode(stream, group, ids, *mode, *retry_count, false),
             Op::NackForce {
                 stream,
                 group,
                 ids,
                 mode,
                 retry_count,
-            } => self.nack_mode(&stream, &group, &ids, mode, retry_count, true),
+            } => self.nack_mode(stream, group, ids, *mode, *retry_count, true),
             Op::ReadGroupEx {
                 streams,
                 group,
@@ -438,28 +439,28 @@ impl<'a> Txn<'a> {
                 max_count,
                 max_bytes,
             } => self.read_groups_ex(
-                &streams,
-                &group,
-                &consumer,
+                streams,
+                group,
+                consumer,
                 ReadLimits {
-                    count,
-                    max_count,
-                    max_bytes,
+                    count: *count,
+                    max_count: *max_count,
+                    max_bytes: *max_bytes,
                 },
-                noack,
-                claim,
+                *noack,
+                *claim,
             ),
-            Op::Trim { stream, trim } => self.trim_op(&stream, trim),
+            Op::Trim { stream, trim } => self.trim_op(stream, *trim),
             Op::SetId {
                 stream,
                 last_id,
                 entries_added,
                 max_deleted_id,
-            } => self.set_id(&stream, last_id, entries_added, max_deleted_id),
-            Op::DeleteStream { stream } => self.delete_stream(&stream),
-            Op::RenameStream { from, to, replace } => self.rename_stream(&from, &to, replace),
-            Op::FlushNamespace { ns } => self.flush_namespace(ns),
-            Op::SwapNamespaces { a, b } => self.swap_namespaces(a, b),
+            } => self.set_id(stream, *last_id, *entries_added, *max_deleted_id),
+            Op::DeleteStream { stream } => self.delete_stream(stream),
+            Op::RenameStream { from, to, replace } => self.rename_stream(from, to, *replace),
+            Op::FlushNamespace { ns } => self.flush_namespace(*ns),
+            Op::SwapNamespaces { a, b } => self.swap_namespaces(*a, *b),
             Op::CreateGroup {
                 stream,
                 group,
@@ -467,34 +468,41 @@ impl<'a> Txn<'a> {
                 mkstream,
                 entries_read,
                 policy,
-            } => self.create_group(&stream, &group, start, mkstream, entries_read, policy),
+            } => self.create_group(
+                stream,
+                group,
+                *start,
+                *mkstream,
+                *entries_read,
+                policy.clone(),
+            ),
             Op::SetGroupId {
                 stream,
                 group,
                 start,
                 entries_read,
-            } => self.set_group_id(&stream, &group, start, entries_read),
-            Op::DestroyGroup { stream, group } => self.destroy_group(&stream, &group),
+            } => self.set_group_id(stream, group, *start, *entries_read),
+            Op::DestroyGroup { stream, group } => self.destroy_group(stream, group),
             Op::CreateConsumer {
                 stream,
                 group,
                 consumer,
-            } => self.create_consumer(&stream, &group, &consumer),
+            } => self.create_consumer(stream, group, consumer),
             Op::DeleteConsumer {
                 stream,
                 group,
                 consumer,
-            } => self.delete_consumer(&stream, &group, &consumer),
+            } => self.delete_consumer(stream, group, consumer),
             Op::SetPolicy {
                 stream,
                 group,
                 policy,
-            } => self.set_policy(&stream, &group, policy),
+            } => self.set_policy(stream, group, policy.clone()),
             Op::PatchPolicy {
                 stream,
                 group,
                 patch,
-            } => self.patch_policy(&stream, &group, &patch),
+            } => self.patch_policy(stream, group, patch),
             Op::ReadGroup {
                 streams,
                 group,
@@ -502,7 +510,7 @@ impl<'a> Txn<'a> {
                 count,
                 noack,
                 retry,
-            } => self.read_groups(&streams, &group, &consumer, count, noack, retry),
+            } => self.read_groups(streams, group, consumer, *count, *noack, *retry),
             Op::Deliver {
                 stream,
                 group,
@@ -510,21 +518,21 @@ impl<'a> Txn<'a> {
                 from,
                 count,
                 noack,
-            } => self.deliver(&stream, &group, &consumer, from, count, noack),
-            Op::Ack { stream, group, ids } => self.ack(&stream, &group, &ids),
+            } => self.deliver(stream, group, consumer, *from, *count, *noack),
+            Op::Ack { stream, group, ids } => self.ack(stream, group, ids),
             Op::Progress {
                 stream,
                 group,
                 consumer,
                 ids,
-            } => self.progress(&stream, &group, &consumer, &ids),
+            } => self.progress(stream, group, consumer, ids),
             Op::Nack {
                 stream,
                 group,
                 ids,
                 error,
                 reject,
-            } => self.nack(&stream, &group, &ids, error, reject),
+            } => self.nack(stream, group, ids, error.clone(), *reject),
             Op::Claim {
                 stream,
                 group,
@@ -537,16 +545,16 @@ impl<'a> Txn<'a> {
                 justid,
                 last_id,
             } => self.claim(
-                &stream,
-                &group,
-                &consumer,
-                min_idle_ms,
-                &ids,
-                delivery_time_ms,
-                retry_count,
-                force,
-                justid,
-                last_id,
+                stream,
+                group,
+                consumer,
+                *min_idle_ms,
+                ids,
+                *delivery_time_ms,
+                *retry_count,
+                *force,
+                *justid,
+                *last_id,
             ),
             Op::AutoClaim {
                 stream,
@@ -557,23 +565,23 @@ impl<'a> Txn<'a> {
                 count,
                 justid,
             } => self.autoclaim(
-                &stream,
-                &group,
-                &consumer,
-                min_idle_ms,
-                start,
-                count,
-                justid,
+                stream,
+                group,
+                consumer,
+                *min_idle_ms,
+                *start,
+                *count,
+                *justid,
             ),
             Op::Tick => self.tick(),
-            Op::DlqRedrive { dlq, filter, limit } => self.dlq_redrive(&dlq, &filter, limit),
-            Op::DlqPurge { dlq, filter, limit } => self.dlq_purge(&dlq, &filter, limit),
-            Op::Query(q) => crate::read::answer(&*self, &q, self.now).map(Reply::Answer),
+            Op::DlqRedrive { dlq, filter, limit } => self.dlq_redrive(dlq, filter, *limit),
+            Op::DlqPurge { dlq, filter, limit } => self.dlq_purge(dlq, filter, *limit),
+            Op::Query(q) => crate::read::answer(&*self, q, self.now).map(Reply::Answer),
             Op::SetNodeLimits(l) => {
-                self.node_limits = l;
+                self.node_limits = *l;
                 Ok(Reply::Ok)
             }
-            Op::CancelTask { task } => self.cancel_task(&task),
+            Op::CancelTask { task } => self.cancel_task(task),
         };
         // Dead letters are appended once the op's own stream is back in the staging map.
         self.flush_dead_letters();

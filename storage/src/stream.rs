@@ -11,7 +11,7 @@ use crate::keyspaces::Keyspaces;
 use crate::meta::IdempotencyRecord;
 use crate::nodes::Node;
 use crate::ops::{Event, RefPolicy, Reply, Trim, TrimStrategy};
-use crate::record::{Fields, Meta, Record};
+use crate::record::{Fields, Meta, Record, RecordRef};
 use crate::task::{TaskEvent, TaskRef};
 
 /// Checks a name against its limit.
@@ -106,9 +106,9 @@ impl Txn<'_> {
         &mut self,
         key: &StreamKey,
         spec: IdSpec,
-        fields: Fields,
-        meta: Meta,
-        idempotency_key: Option<Vec<u8>>,
+        fields: &Fields,
+        meta: &Meta,
+        idempotency_key: Option<&[u8]>,
         no_mkstream: bool,
         trim: Option<Trim>,
     ) -> Result<Reply> {
@@ -147,15 +147,15 @@ impl Txn<'_> {
                 max: l.meta_bytes_max,
             });
         }
-        if let Some(k) = &idempotency_key {
+        if let Some(k) = idempotency_key {
             check_name("idempotency key", k, l.idempotency_key_max)?;
         }
         // XADD IDMP's (producer, iid), kept per stream by its own rules.
-        let idmp = match &idempotency_key {
+        let idmp = match idempotency_key {
             Some(k) => crate::idmp::parse(k)?,
             None => None,
         };
-        let mut meta = meta;
+        let mut meta = meta.clone();
         meta.settle_schedule(self.now, l.schedule_ahead_max_ms)
             .map_err(Error::InvalidArgument)?;
         if let Some(t) = &trim {
@@ -165,14 +165,14 @@ impl Txn<'_> {
         if existing.is_none() && no_mkstream {
             return Ok(Reply::Nil);
         }
-        if let (Some((sid, _)), Some((pid, iid)), Some(k)) = (existing, idmp, &idempotency_key) {
+        if let (Some((sid, _)), Some((pid, iid)), Some(k)) = (existing, idmp, idempotency_key) {
             if let Some(id) = self.idmp_repeat(sid, pid, iid, k)? {
                 return Ok(Reply::Appended {
                     id,
                     duplicate: true,
                 });
             }
-        } else if let (Some((sid, _)), Some(k)) = (existing, &idempotency_key) {
+        } else if let (Some((sid, _)), Some(k)) = (existing, idempotency_key) {
             if let Some(v) = self.tx.get(&self.ks.idem, keys::idempotency(sid, k))? {
                 let rec: IdempotencyRecord = codec::decode(Kind::Idempotency, &v)
                     .map_err(|r| corrupt("idempotency record", &key.name, None, r))?;
@@ -192,9 +192,9 @@ impl Txn<'_> {
         if existing.is_none() {
             self.create_stream(key);
         }
-        let record = Record {
+        let record = RecordRef {
             fields,
-            meta,
+            meta: &meta,
             dead_letter: None,
         };
         let now = self.now;
@@ -203,10 +203,10 @@ impl Txn<'_> {
         let mut sid = 0;
         self.with_stream(key, |txn, st| {
             sid = st.meta.stream_id;
-            txn.insert_entry(key, st, id, &record);
+            txn.insert_entry(key, st, id, record);
             if let Some((pid, iid)) = idmp {
                 txn.idmp_keep(st.meta.stream_id, pid, iid, id)?;
-            } else if let Some(k) = &idempotency_key {
+            } else if let Some(k) = idempotency_key {
                 let sid = st.meta.stream_id;
                 let v = IdempotencyRecord { id, seen_ms: now };
                 txn.tx.insert(
@@ -246,14 +246,14 @@ impl Txn<'_> {
         key: &StreamKey,
         st: &mut StreamState,
         id: StreamId,
-        record: &Record,
+        record: RecordRef<'_>,
     ) {
         let sid = st.meta.stream_id;
         let lane = record.meta.lane;
         self.tx.insert(
             &self.ks.entries,
             keys::id_key(sid, id),
-            codec::encode(Kind::Entry, record),
+            codec::encode(Kind::Entry, &record),
         );
         if lane != Lane::Normal {
             self.tx
@@ -262,7 +262,7 @@ impl Txn<'_> {
         let lim = self.node_limits;
         let m = &mut st.meta;
         match &mut m.tail {
-            Some(t) if !t.is_full_for(&record.fields, lim) => t.push(id, &record.fields),
+            Some(t) if !t.is_full_for(record.fields, lim) => t.push(id, record.fields),
             tail => {
                 if let Some(old) = tail.take() {
                     self.tx.insert(
@@ -271,7 +271,7 @@ impl Txn<'_> {
                         codec::encode(Kind::Node, &old),
                     );
                 }
-                *tail = Some(Node::new(id, &record.fields));
+                *tail = Some(Node::new(id, record.fields));
                 m.nodes += 1;
             }
         }

@@ -617,3 +617,34 @@ fn an_acked_trim_looks_at_no_more_entries_than_the_per_op_cap() {
     assert_eq!(count(s.apply_one(acked_trim, 25)), 2);
     assert_eq!(s.len(&key("s")), 4);
 }
+
+/// A batch hands its ops back unchanged after the commit (`BatchOutcome::spent`, for the
+/// caller to free where it allocated them), and what was stored is what they held: the
+/// store encodes an append's fields and metadata by reference instead of taking them.
+#[test]
+fn a_batch_hands_its_ops_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let meta = Meta {
+        producer: Some(b"agent-1".to_vec()),
+        headers: vec![(b"trace".to_vec(), b"t-1".to_vec())],
+        ..Meta::default()
+    };
+    let (one, two) = (StreamId::new(1, 1), StreamId::new(1, 2));
+    let ops = vec![
+        append("s", IdSpec::Explicit(one), fields("one"), meta.clone()),
+        append("s", IdSpec::Explicit(two), fields("two"), Meta::default()),
+        Op::Delete {
+            stream: key("s"),
+            ids: vec![two],
+        },
+    ];
+    let out = s.apply(ops.clone(), 5).unwrap();
+    assert!(out.replies.iter().all(Result::is_ok), "{out:?}");
+    assert_eq!(out.spent, ops);
+    let stored = all(&s, "s");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].id, one);
+    assert_eq!(stored[0].record.fields, fields("one"));
+    assert_eq!(stored[0].record.meta, meta);
+}
