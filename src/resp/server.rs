@@ -211,8 +211,12 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
         // on its own, after what was planned before it.
         let mut run: Vec<cmd::Planned> = Vec::new();
         let mut run_ops = 0;
+        // The clocks, read once for the commands of this read, and again (when a command
+        // follows) after a wait.
+        let mut now: Option<cmd::Stamp> = None;
         while let Some(args) = queued.pop_front() {
-            let p = cmd::prepare(&mut conn, &broker, &shared, args);
+            let stamp = *now.get_or_insert_with(|| cmd::Stamp::now(&broker));
+            let p = cmd::prepare(&mut conn, &broker, &shared, args, stamp);
             let ops = p.batchable();
             if run_ops > 0 && (ops.is_none() || run_ops + ops.unwrap_or(0) > cmd::PIPELINE_OPS_MAX)
             {
@@ -225,6 +229,7 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
                     }
                 }
                 run_ops = 0;
+                now = None;
             }
             run.push(p);
             match ops {
@@ -241,15 +246,18 @@ async fn connection(mut sock: TcpStream, addr: SocketAddr, broker: Broker, share
                             break 'conn;
                         }
                     }
+                    now = None;
                 }
             }
             if conn.close {
                 last_words(&mut sock, &out).await;
                 break 'conn;
             }
-            if out.len() >= 64 << 10 && flush(&mut sock, &mut out, &conn, buf.len()).await.is_err()
-            {
-                break 'conn;
+            if out.len() >= 64 << 10 {
+                if flush(&mut sock, &mut out, &conn, buf.len()).await.is_err() {
+                    break 'conn;
+                }
+                now = None;
             }
         }
         if !run.is_empty() {

@@ -194,8 +194,8 @@ fn record(shared: &Shared, name: &'static str, micros: u64, reply: &Frame) {
     }
 }
 
-fn touch(conn: &mut Conn, broker: &Broker, name: &'static str) {
-    conn.last_ms = broker.now_ms();
+fn touch(conn: &mut Conn, broker: &Broker, now: Stamp, name: &'static str) {
+    conn.last_ms = now.ms;
     conn.last_cmd = name;
     broker.stats().commands.fetch_add(1, Ordering::Relaxed);
 }
@@ -266,9 +266,37 @@ pub struct Planned {
     started: Instant,
 }
 
-/// Checks and plans one command; inside MULTI, queues it (the reply is `QUEUED`).
-pub fn prepare(conn: &mut Conn, broker: &Broker, shared: &Shared, args: Args) -> Planned {
-    let started = Instant::now();
+/// When a run of commands was read: both clocks, read once for all the commands parsed
+/// from one read (a clock reading per command and per clock was 3.5 % of the server's CPU
+/// under -P 16 XADDs). Read again after anything that waited.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    /// The monotonic clock: where a command's time in INFO commandstats starts.
+    pub at: Instant,
+    /// Broker time in Unix ms: the connection's last command (CLIENT LIST's idle).
+    pub ms: u64,
+}
+
+impl Stamp {
+    /// Both clocks now.
+    pub fn now(broker: &Broker) -> Self {
+        Stamp {
+            at: Instant::now(),
+            ms: broker.now_ms(),
+        }
+    }
+}
+
+/// Checks and plans one command; inside MULTI, queues it (the reply is `QUEUED`). `now`:
+/// when it was read ([`Stamp`]).
+pub fn prepare(
+    conn: &mut Conn,
+    broker: &Broker,
+    shared: &Shared,
+    args: Args,
+    now: Stamp,
+) -> Planned {
+    let started = now.at;
     let spec = match admit(conn, &args) {
         Ok(s) => s,
         Err(f) => {
@@ -280,7 +308,7 @@ pub fn prepare(conn: &mut Conn, broker: &Broker, shared: &Shared, args: Args) ->
         }
     };
     let name = spec.name;
-    touch(conn, broker, name);
+    touch(conn, broker, now, name);
     if let Some(q) = conn.multi.as_mut() {
         if !matches!(name, "EXEC" | "DISCARD" | "MULTI" | "QUIT" | "RESET") {
             let reply = if q.len() >= MULTI_QUEUE_MAX {
@@ -323,10 +351,17 @@ impl Planned {
     }
 }
 
-fn finish(shared: &Shared, name: &'static str, started: Instant, reply: Frame) -> Frame {
+/// Records a finished command in INFO commandstats (its time: from `started` to `done`).
+fn timed(shared: &Shared, name: &'static str, started: Instant, done: Instant, reply: &Frame) {
     if !name.is_empty() {
-        record(shared, name, started.elapsed().as_micros() as u64, &reply);
+        let took = done.saturating_duration_since(started);
+        record(shared, name, took.as_micros() as u64, reply);
     }
+}
+
+/// [`timed`], for a command finished now.
+fn finish(shared: &Shared, name: &'static str, started: Instant, reply: Frame) -> Frame {
+    timed(shared, name, started, Instant::now(), &reply);
     reply
 }
 
@@ -347,7 +382,7 @@ pub async fn run(
                 batch.push(Batched {
                     name: p.name,
                     started: p.started,
-                    fmt,
+                    fmt: Some(fmt),
                     ops: o.len(),
                 });
                 ops.append(&mut o);
@@ -368,7 +403,8 @@ pub async fn run(
 struct Batched {
     name: &'static str,
     started: Instant,
-    fmt: Format,
+    /// Taken when the reply is formatted.
+    fmt: Option<Format>,
     ops: usize,
 }
 
@@ -389,12 +425,19 @@ async fn flush(
         None => Err(crate::broker::BrokerError::Internal("no principal".into())),
     };
     let mut replies = replies.map(Vec::into_iter);
-    for b in batch.drain(..) {
-        let frame = match &mut replies {
-            Ok(it) => format(conn.proto, b.fmt, it.by_ref().take(b.ops).collect()).await,
-            Err(e) => broker_error(e),
-        };
-        out.push(finish(shared, b.name, b.started, frame));
+    let first = out.len();
+    for b in batch.iter_mut() {
+        out.push(match (&mut replies, b.fmt.take()) {
+            (Ok(it), Some(fmt)) => format(conn.proto, fmt, it.by_ref().take(b.ops).collect()).await,
+            (Err(e), _) => broker_error(e),
+            (Ok(_), None) => Frame::err("ERR internal error: a reply formatted twice"),
+        });
+    }
+    // One reading for the submission: its commands were committed together, and their
+    // replies are all ready now.
+    let done = Instant::now();
+    for (b, frame) in batch.drain(..).zip(&out[first..]) {
+        timed(shared, b.name, b.started, done, frame);
     }
 }
 
