@@ -34,9 +34,7 @@ count() {
   callgrind_control -z "$P" >/dev/null 2>&1
   redis-benchmark -p "$port" -c 1 -P 1 -n "$CALLS" -q \
     XREADGROUP GROUP g c COUNT 100 STREAMS r '>' >/dev/null 2>&1
-  callgrind_control -d "$P" >/dev/null 2>&1
-  kill -INT "$P"; wait "$P" 2>/dev/null || true; P=""
-  if [ -n "${KEEP:-}" ]; then cp "$out.1" "$KEEP/$label.cg"; fi
+  callgrind_dump "$label"
   # The dump after the reads is the profile's first part (".1").
   callgrind_figures "$out.1" "$label" "$CALLS" 'total=PROGRAM TOTALS' \
     'read=Txn>::read_group \[' 'lanes=LaneReader::peek \[' 'commit=Overlay::commit \[' \

@@ -39,9 +39,7 @@ count() {
   callgrind_control -z "$P" >/dev/null 2>&1
   redis-benchmark -p "$port" -c 50 -P 16 -n "$CALLS" -r "$ENTRIES" -q \
     XACK a g '1-__rand_int__' >/dev/null 2>&1
-  callgrind_control -d "$P" >/dev/null 2>&1
-  kill -INT "$P"; wait "$P" 2>/dev/null || true; P=""
-  if [ -n "${KEEP:-}" ]; then cp "$out.1" "$KEEP/$label.cg"; fi
+  callgrind_dump "$label"
   # The dump after the acks is the profile's first part (".1").
   callgrind_figures "$out.1" "$label" "$CALLS" 'total=PROGRAM TOTALS' \
     'network=resp::server::serve::\{\{closure\}\}::\{\{closure\}\} \[' \

@@ -53,6 +53,16 @@ callgrind_serve() {
   echo "server under valgrind did not start"; exit 1
 }
 
+# Ends a window that started with `callgrind_control -z "$P"` (after a prefill the figures
+# should not count): dumps the counters of the server $P (profile label $1; the dump is the
+# profile's first part, "$WORK/$1.cg.1"), stops the server, and copies the dump to $KEEP
+# when set.
+callgrind_dump() {
+  callgrind_control -d "$P" >/dev/null 2>&1
+  kill -INT "$P"; wait "$P" 2>/dev/null || true; P=""
+  if [ -n "${KEEP:-}" ]; then cp "$WORK/$1.cg.1" "$KEEP/$1.cg"; fi
+}
+
 # Prints one line: label $2, then for each NAME=REGEX argument after $3 the inclusive count
 # of the first function of callgrind profile $1 that matches REGEX, divided by $3 (the ops).
 # A NAME given twice adds the two counts. Runs from the profile's directory: where
