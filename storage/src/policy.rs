@@ -49,7 +49,7 @@ impl Txn<'_> {
         prev: PendingEntry,
         policy: &DeliveryPolicy,
         reject: bool,
-        error: &Option<Vec<u8>>,
+        error: Option<&[u8]>,
     ) -> Result<Failure> {
         let dead = if reject {
             Some(DeadReason::Rejected)
@@ -60,7 +60,7 @@ impl Txn<'_> {
         let record = match dead {
             Some(_) => self.get_record(key, sid, id)?,
             None => {
-                let error = error.clone();
+                let error = error.map(<[u8]>::to_vec);
                 self.task_touch(TaskRef::Entry(sid, id), TaskEvent::Retry { error });
                 None
             }
@@ -95,8 +95,8 @@ impl Txn<'_> {
         let n = found.len() as u64;
         let error = match mode {
             NackMode::Silent => None,
-            NackMode::Fail => Some(b"nacked (FAIL)".to_vec()),
-            NackMode::Fatal => Some(b"nacked (FATAL)".to_vec()),
+            NackMode::Fail => Some(&b"nacked (FAIL)"[..]),
+            NackMode::Fatal => Some(&b"nacked (FATAL)"[..]),
         };
         let mut failures = Vec::new();
         let mut given_back = Vec::new();
@@ -106,10 +106,10 @@ impl Txn<'_> {
         for (id, prev) in found {
             match mode {
                 NackMode::Fatal => {
-                    failures.push(self.failure(key, sid, id, prev, &policy, true, &error)?);
+                    failures.push(self.failure(key, sid, id, prev, &policy, true, error)?);
                 }
                 NackMode::Fail if has_policy => {
-                    failures.push(self.failure(key, sid, id, prev, &policy, false, &error)?);
+                    failures.push(self.failure(key, sid, id, prev, &policy, false, error)?);
                 }
                 NackMode::Fail | NackMode::Silent => {
                     let mut pel = prev.clone();
@@ -117,7 +117,7 @@ impl Txn<'_> {
                         pel.deliveries = pel.deliveries.saturating_sub(1);
                     } else {
                         pel.failures = pel.failures.saturating_add(1);
-                        pel.last_error.clone_from(&error);
+                        pel.last_error = error.map(<[u8]>::to_vec);
                     }
                     pel.state = PendingState::Ready;
                     given_back.push((id, prev, pel));
@@ -126,7 +126,7 @@ impl Txn<'_> {
         }
         let ready = !given_back.is_empty();
         self.with_group(key, group, |txn, _, g| {
-            txn.apply_failures(key, group, g, &policy, failures, error.as_deref());
+            txn.apply_failures(key, group, g, &policy, failures, error);
             for (id, prev, mut pel) in given_back {
                 if let Some(c) = retry_count {
                     pel.deliveries = c;
@@ -359,7 +359,7 @@ impl Txn<'_> {
         key: &StreamKey,
         group: &[u8],
         ids: &[StreamId],
-        error: Option<Vec<u8>>,
+        error: Option<&[u8]>,
         reject: bool,
     ) -> Result<Reply> {
         let ids = unique_ids(ids, self.cfg.limits.ids_per_op_max)?;
@@ -375,18 +375,16 @@ impl Txn<'_> {
             };
         let gid = g.meta.group_id;
         let sid = self.existing(key)?.meta.stream_id;
-        let mut error = error;
-        if let Some(e) = &mut error {
-            e.truncate(self.cfg.limits.error_text_max);
-        }
+        let max = self.cfg.limits.error_text_max;
+        let error = error.map(|e| &e[..e.len().min(max)]);
         let mut failures = Vec::new();
         for (id, prev) in self.pending_of(key, gid, &ids)? {
-            let f = self.failure(key, sid, id, prev, &policy, reject, &error)?;
+            let f = self.failure(key, sid, id, prev, &policy, reject, error)?;
             failures.push(f);
         }
         let n = failures.len() as u64;
         self.with_group(key, group, |txn, _, g| {
-            txn.apply_failures(key, group, g, &policy, failures, error.as_deref());
+            txn.apply_failures(key, group, g, &policy, failures, error);
         });
         if n > 0 {
             self.events.push(crate::ops::Event::Nacked {

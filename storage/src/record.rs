@@ -38,6 +38,14 @@ impl Meta {
             .and_then(|(_, v)| parse_ms(v))
     }
 
+    /// True when a header asks for a schedule ([`DELAY_HEADER`], [`DELIVER_AT_HEADER`]):
+    /// only then has [`Meta::settle_schedule`] anything to do.
+    pub(crate) fn has_schedule(&self) -> bool {
+        self.headers
+            .iter()
+            .any(|(k, _)| k == DELAY_HEADER || k == DELIVER_AT_HEADER)
+    }
+
     /// Checks and settles a new entry's schedule at `now_ms`: a delay becomes an absolute
     /// time; a time in the past (or now) is no schedule at all and the header goes; a TTL
     /// counts from the delivery time, not the publish time. `Err` names the header at fault.

@@ -532,7 +532,7 @@ impl<'a> Txn<'a> {
                 ids,
                 error,
                 reject,
-            } => self.nack(stream, group, ids, error.clone(), *reject),
+            } => self.nack(stream, group, ids, error.as_deref(), *reject),
             Op::Claim {
                 stream,
                 group,

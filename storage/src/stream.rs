@@ -1,5 +1,7 @@
 //! Streams: append, delete, trim, XSETID, delete/rename/flush, and range reads.
 
+use std::borrow::Cow;
+
 use crate::overlay::View;
 
 use crate::codec::{self, Kind};
@@ -155,9 +157,16 @@ impl Txn<'_> {
             Some(k) => crate::idmp::parse(k)?,
             None => None,
         };
-        let mut meta = meta.clone();
-        meta.settle_schedule(self.now, l.schedule_ahead_max_ms)
-            .map_err(Error::InvalidArgument)?;
+        // Copied only to settle a schedule header; otherwise stored as the op has it.
+        let meta = if meta.has_schedule() {
+            let mut settled = meta.clone();
+            settled
+                .settle_schedule(self.now, l.schedule_ahead_max_ms)
+                .map_err(Error::InvalidArgument)?;
+            Cow::Owned(settled)
+        } else {
+            Cow::Borrowed(meta)
+        };
         if let Some(t) = &trim {
             validate_trim(t)?;
         }
