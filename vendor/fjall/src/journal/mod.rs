@@ -9,6 +9,7 @@ pub mod manager;
 mod prefill; // cortex patch
 pub mod reader;
 mod recovery;
+mod spare; // cortex patch
 pub mod writer;
 
 #[cfg(test)]

@@ -43,7 +43,7 @@ pub const START_AFTER: u64 = 1 << 20;
 /// Bytes the filler writes out at a time: a commit's sync that meets a chunk in flight
 /// (not yet written out by the filler) writes at most this much more; and a chunk's
 /// allocation dirties the inode once, which the next commit's sync writes.
-const CHUNK: usize = 64 << 10;
+pub(super) const CHUNK: usize = 64 << 10;
 
 /// The filler's pause after each chunk: it keeps the filler under about 50 MB/s, so that a
 /// writer that fills the journal with large commits (where the holes cost little, their
@@ -57,13 +57,13 @@ const PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 const LARGE_COMMIT: u64 = 64 << 10;
 
 /// How long the filler waits before it looks at the commits' size again.
-const IDLE: std::time::Duration = std::time::Duration::from_millis(10);
+pub(super) const IDLE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The filler writes only while the file system keeps this much free: filling takes the
 /// journal's space up front, and a nearly full disk should run out on real data.
 const MIN_FREE_BYTES: u64 = 1 << 30;
 
-static ZEROS: [u8; CHUNK] = [0; CHUNK];
+pub(super) static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
 #[derive(Default)]
 struct Shared {
@@ -140,6 +140,11 @@ impl JournalFile {
     #[cfg(test)]
     pub fn has_room(&self) -> bool {
         has_room(&self.file)
+    }
+
+    /// Where the next write lands.
+    pub fn position(&self) -> u64 {
+        self.pos
     }
 
     /// Called after each sync of the journal: a commit's end, for the average commit size.
@@ -250,7 +255,7 @@ fn fill(file: &File, end: u64, shared: &Shared) {
 /// Writes a chunk out to the device and waits for it, without a cache flush (unlike
 /// `fdatasync`, which would queue every commit's flush behind the filler's).
 #[allow(unsafe_code)]
-fn write_out(file: &File, from: u64, len: usize) -> std::io::Result<()> {
+pub(super) fn write_out(file: &File, from: u64, len: usize) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
         | libc::SYNC_FILE_RANGE_WRITE
@@ -266,7 +271,7 @@ fn write_out(file: &File, from: u64, len: usize) -> std::io::Result<()> {
 
 /// Whether the file system holding `file` keeps `MIN_FREE_BYTES` free.
 #[allow(unsafe_code)]
-fn has_room(file: &File) -> bool {
+pub(super) fn has_room(file: &File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: `fstatvfs` only writes the zeroed struct it is given, and `file` is open.
     unsafe {

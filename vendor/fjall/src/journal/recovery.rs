@@ -27,6 +27,10 @@ pub fn recover_journals<P: AsRef<Path>>(
 
     log::trace!("Got journal fragments: {journal_fragments:#?}");
 
+    // cortex patch: a spare journal (`spare.rs`) left by a process that stopped before its
+    // rotation holds zeros only; the next spare is written afresh.
+    let _ = std::fs::remove_file(path.join(super::spare::SPARE_NAME));
+
     for dirent in std::fs::read_dir(path)? {
         let dirent = dirent?;
         let path = dirent.path();

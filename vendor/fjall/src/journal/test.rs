@@ -609,3 +609,121 @@ fn journal_fill_ahead_waits_while_commits_are_large() -> crate::Result<()> {
     assert!(std::fs::metadata(&path)?.blocks() * 512 < end + (1 << 20));
     Ok(())
 }
+
+// cortex patch: the next journal written ahead (`spare.rs`). Past `SPARE_AFTER` a spare is
+// started; the rotation renames it into place once it is ready; the new journal has its
+// blocks and recovers what was written into it; no spare file is left behind.
+#[test]
+#[expect(clippy::unwrap_used)]
+fn journal_rotation_takes_a_ready_spare() -> crate::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+
+    let dir1 = tempdir()?;
+    let db = crate::Database::builder(&dir1).open()?;
+    let keyspace = db.keyspace("default", Default::default)?;
+
+    let dir2 = tempdir()?;
+    let path = dir2.path().join("0.jnl");
+    let next_path = dir2.path().join("1.jnl");
+    let spare_path = dir2.path().join(spare::SPARE_NAME);
+    let item = |i: u64| {
+        BatchItem::new(
+            keyspace.clone(),
+            i.to_be_bytes(),
+            vec![(i % 251) as u8; 1000],
+            ValueType::Value,
+        )
+    };
+
+    let journal = Journal::create_new(&path)?;
+    let mut writer = journal.get_writer()?;
+    let had_room = writer.journal_file().has_room();
+    let mut i = 0u64;
+    // Small synced commits (16 KB) until a spare is started.
+    while writer.spare_state().is_none() {
+        writer.write_batch(std::iter::once(&item(i)), 1, i)?;
+        i += 1;
+        if i % 16 == 0 {
+            writer.persist(PersistMode::SyncData)?;
+        }
+        assert!(i < 10_000, "no spare past {} bytes", writer.pos()?);
+    }
+    assert!(writer.pos()? >= spare::SPARE_AFTER);
+    if !had_room {
+        // Short of room, the spare stops at once and the rotation creates a new file.
+        return Ok(());
+    }
+    // The writer is idle: the spare is written at the disk's speed.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while writer.spare_state() != Some(true) {
+        assert!(std::time::Instant::now() < until, "the spare is not ready");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Every block written (an extent tree's own blocks may count too).
+    assert!(std::fs::metadata(&spare_path)?.blocks() * 512 >= writer::PRE_ALLOCATED_BYTES);
+    writer.rotate()?;
+    assert!(!spare_path.try_exists()?);
+    assert_eq!(writer.spare_state(), None);
+    let meta = std::fs::metadata(&next_path)?;
+    assert_eq!(meta.len(), writer::PRE_ALLOCATED_BYTES);
+    assert!(meta.blocks() * 512 >= writer::PRE_ALLOCATED_BYTES);
+
+    // Written from its start, and read back whole.
+    let first = i;
+    for _ in 0..100 {
+        writer.write_batch(std::iter::once(&item(i)), 1, i)?;
+        i += 1;
+    }
+    writer.persist(PersistMode::SyncData)?;
+    let end = writer.pos()?;
+    drop(writer);
+    drop(journal);
+    let journal = Journal::from_file(&next_path)?;
+    let batches = journal.get_reader()?.collect::<crate::Result<Vec<_>>>()?;
+    assert_eq!(batches.len(), 100);
+    for (k, batch) in batches.iter().enumerate() {
+        let n = first + k as u64;
+        assert_eq!(batch.seqno, n);
+        assert_eq!(&*batch.items.first().unwrap().value, &item(n).value[..]);
+    }
+    assert_eq!(std::fs::metadata(&next_path)?.len(), end);
+    Ok(())
+}
+
+// cortex patch: a spare that was not taken goes with its writer, and recovery removes one
+// left behind by a process that stopped.
+#[test]
+fn journal_spare_is_removed_when_not_taken() -> crate::Result<()> {
+    let dir1 = tempdir()?;
+    let db = crate::Database::builder(&dir1).open()?;
+    let keyspace = db.keyspace("default", Default::default)?;
+
+    let dir2 = tempdir()?;
+    let path = dir2.path().join("0.jnl");
+    let spare_path = dir2.path().join(spare::SPARE_NAME);
+    {
+        let journal = Journal::create_new(&path)?;
+        let mut writer = journal.get_writer()?;
+        let mut i = 0u64;
+        while writer.spare_state().is_none() {
+            let item = BatchItem::new(
+                keyspace.clone(),
+                i.to_be_bytes(),
+                vec![1; 1000],
+                ValueType::Value,
+            );
+            writer.write_batch(std::iter::once(&item), 1, i)?;
+            i += 1;
+            if i % 16 == 0 {
+                writer.persist(PersistMode::SyncData)?;
+            }
+            assert!(i < 10_000);
+        }
+    }
+    assert!(!spare_path.try_exists()?);
+
+    std::fs::write(&spare_path, [0u8; 4096])?;
+    let _ = Journal::recover(dir2.path(), lsm_tree::CompressionType::None, 0)?;
+    assert!(!spare_path.try_exists()?);
+    Ok(())
+}

@@ -4,6 +4,7 @@
 
 use super::entry::{serialize_marker_item, Entry};
 use super::prefill::JournalFile;
+use super::spare::{Spare, Syncs, SPARE_AFTER};
 use crate::{
     batch::item::Item as BatchItem, file::fsync_directory, journal::recovery::JournalId,
     keyspace::InternalKeyspaceId,
@@ -14,6 +15,7 @@ use std::{
     hash::Hasher,
     io::{BufWriter, Seek, Write},
     path::{Path, PathBuf},
+    sync::{atomic::Ordering, Arc},
 };
 
 // TODO: this should be a database configuration
@@ -30,6 +32,11 @@ pub struct Writer {
 
     compression: CompressionType,
     compression_threshold: usize,
+
+    // cortex patch: the next journal, written ahead of the rotation (`spare.rs`), and the
+    // writer's syncs, which pace it (both kept across rotations).
+    spare: Option<Spare>,
+    syncs: Arc<Syncs>,
 }
 
 /// The persist mode allows setting the durability guarantee of previous writes
@@ -65,6 +72,12 @@ impl Writer {
     #[cfg(test)]
     pub(crate) fn journal_file(&self) -> &JournalFile {
         self.file.get_ref()
+    }
+
+    /// cortex patch: whether a spare was started, and is ready, for the spare's tests.
+    #[cfg(test)]
+    pub(crate) fn spare_state(&self) -> Option<bool> {
+        self.spare.as_ref().map(Spare::is_ready)
     }
 
     pub fn len(&self) -> crate::Result<u64> {
@@ -120,13 +133,42 @@ impl Writer {
 
         let comp = self.compression;
         let compt = self.compression_threshold;
-        *self = Self::create_new(new_path.clone())?;
+        // cortex patch: the next journal is the spare when it is ready (written and synced
+        // ahead, `spare.rs`), else a new file as fjall makes it; a spare still being written
+        // is kept for the next rotation.
+        let mut spare = self.spare.take();
+        let syncs = self.syncs.clone();
+        let taken = spare.as_mut().and_then(|s| s.take(&new_path));
+        let from_spare = taken.is_some();
+        *self = match taken {
+            Some(file) => Self::from_spare(new_path.clone(), file),
+            None => Self::create_new(new_path.clone())?,
+        };
         self.set_compression(comp, compt);
+        self.syncs = syncs;
+        if !from_spare {
+            self.spare = spare;
+        }
 
         // IMPORTANT: fsync folder on Unix
         fsync_directory(&folder)?;
 
         Ok((prev_path, new_path))
+    }
+
+    /// cortex patch: a journal made from a spare (`spare.rs`): its blocks are written, so
+    /// it is not filled; it is written from its start, not appended to.
+    fn from_spare(path: PathBuf, file: File) -> Self {
+        Self {
+            path,
+            file: BufWriter::new(JournalFile::plain(file)),
+            buf: Vec::new(),
+            is_buffer_dirty: false,
+            compression: CompressionType::None,
+            compression_threshold: 0,
+            spare: None,
+            syncs: Arc::default(),
+        }
     }
 
     pub fn create_new<P: Into<PathBuf>>(path: P) -> crate::Result<Self> {
@@ -154,6 +196,8 @@ impl Writer {
             is_buffer_dirty: false,
             compression: CompressionType::None,
             compression_threshold: 0,
+            spare: None,
+            syncs: Arc::default(),
         })
     }
 
@@ -190,6 +234,8 @@ impl Writer {
                 is_buffer_dirty: false,
                 compression: CompressionType::None,
                 compression_threshold: 0,
+                spare: None,
+                syncs: Arc::default(),
             });
         }
 
@@ -207,6 +253,8 @@ impl Writer {
             is_buffer_dirty: false,
             compression: CompressionType::None,
             compression_threshold: 0,
+            spare: None,
+            syncs: Arc::default(),
         })
     }
 
@@ -244,8 +292,15 @@ impl Writer {
             }
             PersistMode::Buffer => return Ok(()),
         }
-        // cortex patch: the filler fills only while synced commits are small.
+        // cortex patch: the filler fills only while synced commits are small; the spare is
+        // started once the journal is past `SPARE_AFTER`, and writes while syncs stand still.
         self.file.get_mut().synced();
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        if self.spare.is_none() && self.file.get_ref().position() >= SPARE_AFTER {
+            if let Some(folder) = self.path.parent() {
+                self.spare = Spare::start(folder, self.syncs.clone());
+            }
+        }
         Ok(())
     }
 
