@@ -24,16 +24,6 @@ W=$(mktemp -d) P=
 cleanup() { [ -n "$P" ] && kill "$P" 2>/dev/null; wait 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
 
-# Waits (15 s at most) until process $1 used at most one tick over 200 ms.
-quiet() {
-  local a b
-  for _ in $(seq 75); do
-    a=$(awk '{print $14+$15}' "/proc/$1/stat"); sleep 0.2; b=$(awk '{print $14+$15}' "/proc/$1/stat")
-    [ $((b - a)) -le 1 ] && return 0
-  done
-  echo "  (still busy after 15 s)"
-}
-
 journals() { [ -d "$1" ] && (cd "$1" && ls -s --block-size=M -- *.jnl next.jnl-spare 2>/dev/null | tr '\n' ' '); }
 
 round() { # binary
@@ -49,10 +39,12 @@ round() { # binary
   fi
   P=$!
   wait_up "$port"
-  redis-benchmark -p "$port" -c 50 -P 1 -n 100000 -q XADD s '*' f "$PAYLOAD" >/dev/null; quiet "$P"
-  redis-benchmark -p "$port" -c 50 -P 16 -n 100000 -q XADD s '*' f "$PAYLOAD" >/dev/null; quiet "$P"
-  redis-benchmark -p "$port" -c 50 -P 1 -n 50000 -q XADD k '*' f "$KB" >/dev/null; quiet "$P"
-  redis-benchmark -p "$port" -c 50 -P 16 -n 50000 -q XADD k '*' f "$KB" >/dev/null; quiet "$P"
+  # Redis: also until no AOF rewrite runs.
+  local rport=""; [ "$1" = redis ] && rport=$port
+  redis-benchmark -p "$port" -c 50 -P 1 -n 100000 -q XADD s '*' f "$PAYLOAD" >/dev/null; quiet "$P" $rport
+  redis-benchmark -p "$port" -c 50 -P 16 -n 100000 -q XADD s '*' f "$PAYLOAD" >/dev/null; quiet "$P" $rport
+  redis-benchmark -p "$port" -c 50 -P 1 -n 50000 -q XADD k '*' f "$KB" >/dev/null; quiet "$P" $rport
+  redis-benchmark -p "$port" -c 50 -P 16 -n 50000 -q XADD k '*' f "$KB" >/dev/null; quiet "$P" $rport
   local before; before=$(journals "$d")
   if [ -n "${TIMELINE:-}" ]; then
     echo "$(basename "$1"): journals $before"

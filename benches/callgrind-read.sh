@@ -28,9 +28,7 @@ callgrind_setup
 count() {
   local label=$1 out="$WORK/$1.cg" port
   callgrind_serve "$label" "$2"; port=$PORT
-  redis-benchmark -p "$port" -c 50 -P 64 -n "$PREFILL" -q \
-    XADD r '*' f "$(head -c 100 /dev/zero | tr '\0' 'x')" >/dev/null 2>&1
-  redis-cli -p "$port" XGROUP CREATE r g 0 >/dev/null
+  prefill_group "$port" r '*' "$PREFILL"
   callgrind_control -z "$P" >/dev/null 2>&1
   redis-benchmark -p "$port" -c 1 -P 1 -n "$CALLS" -q \
     XREADGROUP GROUP g c COUNT 100 STREAMS r '>' >/dev/null 2>&1

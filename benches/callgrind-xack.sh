@@ -32,9 +32,7 @@ callgrind_setup
 count() {
   local label=$1 out="$WORK/$1.cg" port
   callgrind_serve "$label" "$2"; port=$PORT
-  redis-benchmark -p "$port" -c 50 -P 64 -n "$ENTRIES" -q \
-    XADD a '1-*' f "$(head -c 100 /dev/zero | tr '\0' 'x')" >/dev/null 2>&1
-  redis-cli -p "$port" XGROUP CREATE a g 0 >/dev/null
+  prefill_group "$port" a '1-*' "$ENTRIES"
   while [ "$(redis-cli -p "$port" XREADGROUP GROUP g c COUNT 10000 STREAMS a '>' | wc -l)" -gt 1 ]; do :; done
   callgrind_control -z "$P" >/dev/null 2>&1
   redis-benchmark -p "$port" -c 50 -P 16 -n "$CALLS" -r "$ENTRIES" -q \

@@ -23,6 +23,32 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # Waits (10 s at most) until a RESP server answers PING on port $1.
 wait_up() { for _ in $(seq 200); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "server on $1 did not start"; exit 1; }
 
+# Waits (15 s at most) until process $1 used under 5 % of a core over 200 ms and, given a
+# port $2, the Redis there has no AOF rewrite running; past that it says so, and the caller
+# goes on anyway.
+quiet() {
+  local ticks=$(( $(getconf CLK_TCK) / 100 )) a b
+  [ "$ticks" -ge 1 ] || ticks=1
+  for _ in $(seq 75); do
+    a=$(awk '{print $14+$15}' "/proc/$1/stat")
+    sleep 0.2
+    b=$(awk '{print $14+$15}' "/proc/$1/stat")
+    if [ $((b - a)) -le "$ticks" ] && { [ -z "${2:-}" ] ||
+      redis-cli -p "$2" INFO persistence | grep -q '^aof_rewrite_in_progress:0'; }; then
+      return 0
+    fi
+  done
+  echo "  (a server still worked in the background after 15 s; the next workload runs anyway)"
+}
+
+# A new stream $2 (IDs per $3, 100 B entries) of $4 entries on the RESP server at port $1,
+# written at -c 50 -P 64, with a group g reading it from the start.
+prefill_group() {
+  redis-benchmark -p "$1" -c 50 -P 64 -n "$4" -q \
+    XADD "$2" "$3" f "$(head -c 100 /dev/zero | tr '\0' 'x')" >/dev/null 2>&1
+  redis-cli -p "$1" XGROUP CREATE "$2" g 0 >/dev/null
+}
+
 # A scratch directory ($WORK) and the pid of the one server running at a time ($P, empty
 # when none): both go when the script exits, however it exits.
 scratch_and_server() {

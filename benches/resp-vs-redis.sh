@@ -99,23 +99,6 @@ declare -A TARGET=(
 ROUNDS=${ROUNDS:-1}
 declare -A R L
 
-# Waits (15 s at most) until the cortex process $1 used under 5 % of a core over 200 ms and
-# Redis on port $2 has no AOF rewrite running; past that it says so, and the row runs anyway.
-quiet() {
-  local ticks=$(( $(getconf CLK_TCK) / 100 )) a b
-  [ "$ticks" -ge 1 ] || ticks=1
-  for _ in $(seq 75); do
-    a=$(awk '{print $14+$15}' "/proc/$1/stat")
-    sleep 0.2
-    b=$(awk '{print $14+$15}' "/proc/$1/stat")
-    if [ $((b - a)) -le "$ticks" ] &&
-      redis-cli -p "$2" INFO persistence | grep -q '^aof_rewrite_in_progress:0'; then
-      return 0
-    fi
-  done
-  echo "  (a server still worked in the background after 15 s; the next workload runs anyway)"
-}
-
 # Row $3 of round $4 on server $1 (redis or cortex) at port $2: its setup, then the
 # measured workload; sets R and L.
 row() {
