@@ -322,6 +322,33 @@ impl Database {
         Ok(journal_size + keyspaces_size)
     }
 
+    /// cortex patch: makes every batch committed so far durable (`fdatasync` of the
+    /// journal), like `persist(PersistMode::SyncData)`, but without holding the journal's
+    /// writer lock during the sync: batches committed with [`PersistMode::Buffer`] meanwhile
+    /// go on, and the next call covers them. A failed sync poisons the database, as a failed
+    /// persist does.
+    ///
+    /// # Errors
+    ///
+    /// Returns error, if an IO error occurred, or the database is poisoned.
+    pub fn sync_journal(&self) -> crate::Result<()> {
+        if self.is_poisoned.is_poisoned() {
+            return Err(crate::Error::Poisoned);
+        }
+        let file = self
+            .supervisor
+            .journal
+            .sync_handle()
+            .inspect_err(|_| self.is_poisoned.poison())?;
+        file.sync_data().inspect_err(|e| {
+            log::error!(
+                "journal sync failed, which is a FATAL, and possibly hardware-related, failure: {e:?}",
+            );
+            self.is_poisoned.poison();
+        })?;
+        Ok(())
+    }
+
     /// Flushes the active journal. The durability depends on the [`PersistMode`]
     /// used.
     ///

@@ -120,6 +120,11 @@ impl Journal {
         Ok(JournalBatchReader::new(raw_reader))
     }
 
+    /// cortex patch: see [`Writer::sync_handle`].
+    pub fn sync_handle(&self) -> crate::Result<std::fs::File> {
+        Ok(self.get_writer()?.sync_handle()?)
+    }
+
     /// Persists the journal.
     pub fn persist(&self, mode: PersistMode) -> crate::Result<()> {
         let mut journal_writer = self.get_writer()?;

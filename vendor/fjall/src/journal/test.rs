@@ -727,3 +727,51 @@ fn journal_spare_is_removed_when_not_taken() -> crate::Result<()> {
     assert!(!spare_path.try_exists()?);
     Ok(())
 }
+
+// cortex patch: a sync made outside the writer's lock (`Writer::sync_handle`, the caller's
+// `fdatasync` on the handle) counts as a sync: it starts the spare past `SPARE_AFTER` as a
+// synced commit does, and the handle reaches the bytes the writer wrote, buffered ones too.
+#[test]
+#[expect(clippy::unwrap_used)]
+fn a_sync_outside_the_lock_counts_and_covers_the_buffered_bytes() -> crate::Result<()> {
+    let dir1 = tempdir()?;
+    let db = crate::Database::builder(&dir1).open()?;
+    let keyspace = db.keyspace("default", Default::default)?;
+
+    let dir2 = tempdir()?;
+    let path = dir2.path().join("0.jnl");
+    let item = |i: u64| {
+        BatchItem::new(
+            keyspace.clone(),
+            i.to_be_bytes(),
+            vec![(i % 251) as u8; 1000],
+            ValueType::Value,
+        )
+    };
+    let journal = Journal::create_new(&path)?;
+    let mut i = 0u64;
+    loop {
+        let mut writer = journal.get_writer()?;
+        writer.write_batch(std::iter::once(&item(i)), 1, i)?;
+        i += 1;
+        if writer.spare_state().is_some() {
+            break;
+        }
+        if i % 16 == 0 {
+            let handle = writer.sync_handle()?;
+            let written = writer.pos()?;
+            drop(writer);
+            // Everything written is in the file the handle reaches (the buffer was handed
+            // to the OS), and the sync happens without the lock.
+            handle.sync_data()?;
+            let mut head = vec![0; written as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&handle, &mut head, 0)?;
+            assert!(head.iter().rev().take(16).any(|&b| b != 0), "bytes missing");
+        }
+        assert!(i < 10_000, "no spare past {} bytes", journal.get_writer()?.pos()?);
+    }
+    assert!(journal.get_writer()?.pos()? >= spare::SPARE_AFTER);
+    drop(journal);
+    assert!(!dir2.path().join(spare::SPARE_NAME).try_exists()?);
+    Ok(())
+}

@@ -292,8 +292,14 @@ impl Writer {
             }
             PersistMode::Buffer => return Ok(()),
         }
-        // cortex patch: the filler fills only while synced commits are small; the spare is
-        // started once the journal is past `SPARE_AFTER`, and writes while syncs stand still.
+        self.counted_sync();
+        Ok(())
+    }
+
+    /// cortex patch: a sync of what was written, counted: the filler fills only while
+    /// synced commits are small; the spare is started once the journal is past
+    /// `SPARE_AFTER`, and writes while syncs stand still.
+    fn counted_sync(&mut self) {
         self.file.get_mut().synced();
         self.syncs.fetch_add(1, Ordering::Relaxed);
         if self.spare.is_none() && self.file.get_ref().position() >= SPARE_AFTER {
@@ -301,7 +307,17 @@ impl Writer {
                 self.spare = Spare::start(folder, self.syncs.clone());
             }
         }
-        Ok(())
+    }
+
+    /// cortex patch: what was written handed to the OS, counted as synced, and a second
+    /// handle on the journal's file, whose `fdatasync` the caller makes after the writer's
+    /// lock is released (`Database::sync_journal`). A rotation syncs the journal it seals,
+    /// so a handle on a journal rotated meanwhile still covers everything written before.
+    pub(crate) fn sync_handle(&mut self) -> std::io::Result<File> {
+        self.persist(PersistMode::Buffer)?;
+        let file = self.file.get_ref().get_ref().try_clone()?;
+        self.counted_sync();
+        Ok(file)
     }
 
     /// Writes a batch start marker to the journal
