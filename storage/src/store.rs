@@ -53,6 +53,8 @@ pub struct Store {
     pending_stats: PendingIndexStats,
     /// Commits still to fail with an injected I/O error ([`Store::fail_next_commits`]).
     injected_failures: AtomicU64,
+    /// Syncs a test asked to fail ([`Store::fail_next_syncs`]).
+    injected_sync_failures: AtomicU64,
 }
 
 impl Store {
@@ -83,6 +85,7 @@ impl Store {
             writer: Mutex::new(index),
             pending_stats,
             injected_failures: AtomicU64::new(0),
+            injected_sync_failures: AtomicU64::new(0),
         })
     }
 
@@ -91,6 +94,14 @@ impl Store {
     /// a full tmpfs cannot reach (EIO on a healthy disk). Unused in production.
     pub fn fail_next_commits(&self, n: u64) {
         self.injected_failures.store(n, Ordering::Relaxed);
+    }
+
+    /// Makes the next `n` syncs fail as a failed `fdatasync` would, for tests of what the
+    /// layers above do with it: a [`Store::sync_journal`] fails after its sync (the bytes
+    /// may or may not be on the disk, as after a real failure), a commit that syncs itself
+    /// fails before anything of it is applied (as fjall fails it). Unused in production.
+    pub fn fail_next_syncs(&self, n: u64) {
+        self.injected_sync_failures.store(n, Ordering::Relaxed);
     }
 
     /// The size of the pending lists held in memory.
@@ -115,7 +126,27 @@ impl Store {
     /// with an argument error changes nothing; the others still apply. An I/O failure fails
     /// the whole batch and nothing of it is applied.
     pub fn apply(&self, ops: Vec<Op>, now_ms: u64) -> Result<BatchOutcome> {
-        self.apply_inner(ops, now_ms, None)
+        self.apply_inner(ops, now_ms, None, true)
+    }
+
+    /// [`Store::apply`], written to the journal without waiting for its sync: the batch is
+    /// visible to readers when this returns, and durable once a [`Store::sync_journal`]
+    /// that began after it returns. For a caller that overlaps one batch's sync with the
+    /// next batch: it must hold each batch's replies, and every answer that may have read
+    /// the batch, until then. Under [`Durability::Buffered`] the same as [`Store::apply`].
+    pub fn apply_unsynced(&self, ops: Vec<Op>, now_ms: u64) -> Result<BatchOutcome> {
+        self.apply_inner(ops, now_ms, None, false)
+    }
+
+    /// Makes every batch applied so far durable (one `fdatasync` of the journal) without
+    /// holding up the batches applied meanwhile. A failure poisons the store: every later
+    /// commit fails until it is reopened.
+    pub fn sync_journal(&self) -> Result<()> {
+        self.db.sync_journal()?;
+        injected(
+            &self.injected_sync_failures,
+            "injected sync error (a test's fault)",
+        )
     }
 
     /// [`Store::apply`] for a replicated log: `progress` (opaque here: the log position and
@@ -123,7 +154,7 @@ impl Store {
     /// a crash the store and its recorded progress always agree. Read it back with
     /// [`Store::progress`]. `ops` may be empty (a log entry with no ops still moves it).
     pub fn apply_logged(&self, ops: Vec<Op>, now_ms: u64, progress: &[u8]) -> Result<BatchOutcome> {
-        self.apply_inner(ops, now_ms, Some(progress))
+        self.apply_inner(ops, now_ms, Some(progress), true)
     }
 
     /// The progress the last [`Store::apply_logged`] recorded, as of the last commit.
@@ -142,6 +173,7 @@ impl Store {
         ops: Vec<Op>,
         now_ms: u64,
         progress: Option<&[u8]>,
+        sync: bool,
     ) -> Result<BatchOutcome> {
         let mut index = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let base = self.catalog.read().unwrap_or_else(|p| p.into_inner());
@@ -190,17 +222,25 @@ impl Store {
             );
         }
         let mode = match self.cfg.durability {
-            Durability::SyncEachCommit => PersistMode::SyncData,
-            Durability::Buffered => PersistMode::Buffer,
+            Durability::SyncEachCommit if sync => Some(PersistMode::SyncData),
+            // The bytes stay in the journal's buffer: the sync that follows writes them
+            // (one `write` per sync instead of one per commit), and only that sync makes
+            // the batch acknowledged.
+            Durability::SyncEachCommit => None,
+            // Reaches the OS at once: a crash of the process keeps what was acknowledged.
+            Durability::Buffered => Some(PersistMode::Buffer),
         };
-        if self
-            .injected_failures
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(Error::Storage(fjall::Error::Io(std::io::Error::other(
-                "injected I/O error (a test's fault)",
-            ))));
+        injected(
+            &self.injected_failures,
+            "injected I/O error (a test's fault)",
+        )?;
+        if mode == Some(PersistMode::SyncData) {
+            // A batch synced in its own commit: fjall syncs before it applies, and a
+            // failed sync applies nothing.
+            injected(
+                &self.injected_sync_failures,
+                "injected sync error (a test's fault)",
+            )?;
         }
         tx.commit(&self.db, &self.ks.all(), mode)?;
         drop(base);
@@ -912,4 +952,15 @@ impl Store {
 /// own shape, so this is a bug in it, never something a caller or the disk can cause.
 fn unexpected(a: Answer) -> Error {
     unreachable!("a query was answered in another shape: {a:?}")
+}
+
+/// A fault a test armed ([`Store::fail_next_commits`], [`Store::fail_next_syncs`]): takes one
+/// and fails as an I/O error with `why`, when one is left.
+fn injected(armed: &AtomicU64, why: &str) -> Result<()> {
+    match armed.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)) {
+        Ok(_) => Err(Error::Storage(fjall::Error::Io(std::io::Error::other(
+            why.to_string(),
+        )))),
+        Err(_) => Ok(()),
+    }
 }
