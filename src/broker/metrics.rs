@@ -330,9 +330,15 @@ pub(crate) fn render(
     );
     reg.register_with_unit(
         "commit_duration",
-        "One writer commit: applying a batch and its fsync",
+        "One commit: applying a batch and its fsync (its apply only when the sync runs beside the next commit: journal_sync_duration)",
         Unit::Seconds,
         LatencyMetric(m.commit.clone()),
+    );
+    reg.register_with_unit(
+        "journal_sync_duration",
+        "One fsync of the journal made beside the next commit, covering every commit applied before it",
+        Unit::Seconds,
+        LatencyMetric(m.journal_sync.clone()),
     );
     let gauge = |v: u64| {
         let g: Gauge = Gauge::default();

@@ -64,6 +64,15 @@ struct Inner {
     presence: presence::Presence,
 }
 
+/// What `CX.FAULT` makes fail ([`Broker::inject_failures`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The store's commits.
+    Commit,
+    /// The journal's syncs made beside the next commit.
+    Sync,
+}
+
 impl Broker {
     /// Opens the store and starts the core (writer, timer, disk loop), the cluster side
     /// when `[cluster]` is configured, and the alert and retention tasks (on the current
@@ -317,7 +326,8 @@ impl Broker {
 
     /// Copies the store as of the last commit into `dir` (new or empty), with the TLS
     /// identity kept in the data dir, so the copy opens and serves as this broker does.
-    /// Admin only. Writers go on meanwhile; the copy runs on the blocking pool.
+    /// Admin only. Writers go on meanwhile; the copy runs on the blocking pool; answered
+    /// once every commit it holds is durable here.
     pub async fn backup(
         &self,
         who: &Principal,
@@ -326,7 +336,8 @@ impl Broker {
         who.authorize_admin().map_err(BrokerError::NoPermission)?;
         let store = self.store();
         let tls = self.inner.core.config.data_dir.join("tls");
-        tokio::task::spawn_blocking(move || {
+        let ticket = self.inner.core.read_ticket();
+        let copied = tokio::task::spawn_blocking(move || {
             let report = store.backup_to(&dir).map_err(|e| e.to_string())?;
             if tls.is_dir() {
                 let to = dir.join("tls");
@@ -342,7 +353,10 @@ impl Broker {
             Ok(report)
         })
         .await
-        .map_err(|e| BrokerError::Internal(format!("backup task failed: {e}")))
+        .map_err(|e| BrokerError::Internal(format!("backup task failed: {e}")))?;
+        // The copy may hold a commit still syncing: answered once it is durable here.
+        self.inner.core.visible(ticket).await?;
+        Ok(copied)
     }
 
     /// `/metrics`: the Prometheus text format, or OpenMetrics when `openmetrics`.
@@ -383,13 +397,17 @@ impl Broker {
         Ok(self.now_ms())
     }
 
-    /// Makes the store's next `n` commits fail as an I/O error would (servers started with
-    /// `--test-faults` only): the failed-commit path (refusal, reopen) on a healthy disk.
-    pub fn inject_commit_failures(&self, n: u64) -> Result<(), String> {
+    /// Makes the store's next `n` commits, or the journal's next `n` syncs, fail as an I/O
+    /// error would (servers started with `--test-faults` only): the failure paths
+    /// (refusal, reopen) on a healthy disk.
+    pub fn inject_failures(&self, fault: Fault, n: u64) -> Result<(), String> {
         if !self.inner.core.config.test_faults {
             return Err("CX.FAULT needs a server started with --test-faults".into());
         }
-        self.store().fail_next_commits(n);
+        match fault {
+            Fault::Commit => self.store().fail_next_commits(n),
+            Fault::Sync => self.store().fail_next_syncs(n),
+        }
         Ok(())
     }
 

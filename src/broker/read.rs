@@ -164,9 +164,10 @@ impl Waiter {
 }
 
 impl Broker {
-    /// Answers a read from the last commit (never waits for the writer). Reads whose answer
-    /// may hold more than [`INLINE_READ_MAX`] items (their count, capped by what the streams
-    /// hold now) run on the blocking pool.
+    /// Answers a read from the last commit (never waits for the writer; a commit that may
+    /// be in the answer and is still syncing is waited for). Reads whose answer may hold
+    /// more than [`INLINE_READ_MAX`] items (their count, capped by what the streams hold
+    /// now) run on the blocking pool.
     pub async fn query(
         &self,
         who: &Principal,
@@ -175,12 +176,17 @@ impl Broker {
         who.authorize_query(&q).map_err(BrokerError::NoPermission)?;
         let now = self.now_ms();
         let store = self.store();
-        if store.answer_bound(&q) <= INLINE_READ_MAX {
-            return Ok(store.query(&q, now));
-        }
-        tokio::task::spawn_blocking(move || store.query(&q, now))
-            .await
-            .map_err(|e| BrokerError::Internal(format!("read task failed: {e}")))
+        let ticket = self.core().read_ticket();
+        let answer = if store.answer_bound(&q) <= INLINE_READ_MAX {
+            store.query(&q, now)
+        } else {
+            tokio::task::spawn_blocking(move || store.query(&q, now))
+                .await
+                .map_err(|e| BrokerError::Internal(format!("read task failed: {e}")))?
+        };
+        // Nothing a client reads is lost by a crash: a commit still syncing is waited for.
+        self.core().visible(ticket).await?;
+        Ok(answer)
     }
 
     /// `XREADGROUP`: one op per attempt over every stream (validated together); blocks

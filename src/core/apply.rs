@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_storage::{Event, Op, Reply, StreamKey};
+use cortex_storage::{Event, Op, Reply, StreamId, StreamKey};
 use tokio::sync::oneshot;
 
-use super::mailbox::{self, RemoteMailbox};
+use super::mailbox::{self, Mailbox, RemoteMailbox};
 use super::{Applying, Core, Origin, Replies};
 
 impl Core {
@@ -184,6 +184,15 @@ impl Core {
     /// them, before the commit's own deliveries are handed over: a cancel overtakes
     /// everything committed after it.
     pub(super) fn signal_cancels(&self, events: &[Event]) {
+        for (m, task, id) in self.cancels(events) {
+            m.cancel(task, id);
+        }
+    }
+
+    /// The cancel signals a commit's events make: each canceled task's holder's mailboxes
+    /// ([`Mailbox::cancel`]), with the task and its entry.
+    pub(super) fn cancels(&self, events: &[Event]) -> Vec<(Arc<Mailbox>, Vec<u8>, StreamId)> {
+        let mut out = Vec::new();
         for e in events {
             if let Event::TaskCanceled {
                 task,
@@ -195,11 +204,12 @@ impl Core {
             {
                 for m in self.inner.notifier.mailboxes(stream) {
                     if &m.group == group && &m.consumer == consumer {
-                        m.cancel(task.clone(), *id);
+                        out.push((m, task.clone(), *id));
                     }
                 }
             }
         }
+        out
     }
 
     /// Another node's leader's read for a mailbox here, applied: handed to the mailbox if

@@ -82,8 +82,11 @@ pub struct Metrics {
     pub publish_durable: std::sync::Arc<Latency>,
     /// From an entry's ID time (its publication) to its first delivery to a group.
     pub delivery: std::sync::Arc<Latency>,
-    /// One writer commit: apply plus fsync (under `--fsync always`, mostly fsync).
+    /// One writer commit: apply plus fsync (under `--fsync always`, mostly fsync); a commit
+    /// whose sync runs beside the next one (`syncer.rs`): its apply only.
     pub commit: std::sync::Arc<Latency>,
+    /// One journal sync on the syncer thread (it covers every commit applied before it).
+    pub journal_sync: std::sync::Arc<Latency>,
     /// Dead letters by reason, in the order of [`DeadReason::ALL`].
     dead: [AtomicU64; 5],
     /// Nacked entries per stream, then group; bounded like every labelled series.

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod notify;
 mod relay;
 pub mod seq;
+mod syncer;
 mod timer;
 mod writer;
 
@@ -43,6 +44,7 @@ use crate::perm::Refusal;
 pub use clock::Clock;
 pub use notify::Notifier;
 pub use seq::{Applying, Local, Origin, Origins, Sequencer};
+pub use syncer::Ticket;
 
 /// Replies of one submission, one per op.
 pub type Replies = Vec<cortex_storage::Result<Reply>>;
@@ -218,6 +220,12 @@ pub struct Shared {
     /// What the writer thread hands to the runtime's thread after a commit (mailbox wake-ups,
     /// answers), with one wake-up.
     relay: Arc<relay::Relay>,
+    /// How far the commits applied ahead of their sync are durable (reads wait for it).
+    durable: Arc<syncer::Durable>,
+    /// Commits applied on the runtime's thread, waiting for the syncer thread's fsync.
+    syncer: syncer::Syncer,
+    /// The syncer thread, joined at shutdown.
+    syncer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The largest `now_ms` of a replicated entry applied here (a leader stamps at least
     /// this).
     pub applied_now: AtomicU64,
@@ -257,6 +265,7 @@ impl Core {
         let started_ms = clock.now_ms();
         let first_deadline = store.next_deadline_ms(started_ms).unwrap_or(u64::MAX);
         let node_id = config.cluster.as_ref().map_or(0, |c| c.node_id);
+        let durable = Arc::new(syncer::Durable::default());
         let core = Core {
             inner: Arc::new(Shared {
                 store: RwLock::new(Some(Arc::new(store))),
@@ -280,7 +289,10 @@ impl Core {
                 next_deadline_ms: AtomicU64::new(first_deadline),
                 sequencer: OnceLock::new(),
                 origins: Origins::new(node_id),
-                relay: Arc::default(),
+                relay: Arc::new(relay::Relay::new(durable.clone())),
+                durable,
+                syncer: syncer::Syncer::default(),
+                syncer_thread: Mutex::new(None),
                 applied_now: AtomicU64::new(0),
                 plans: Mutex::new(HashMap::new()),
                 remote_credit: mailbox::RemoteCredit::default(),
@@ -317,6 +329,10 @@ impl Core {
                 me.writer_loop(submissions)
             })
             .map_err(|e| format!("cannot start the writer thread: {e}"))?;
+        if self.syncs_ahead() {
+            *self.syncer_thread.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(self.start_syncer()?);
+        }
         if self.config.fsync == Fsync::Everysec && self.config.cluster.is_none() {
             let me = self.clone();
             std::thread::Builder::new()
@@ -613,6 +629,18 @@ impl Core {
         }
     }
 
+    /// Taken before a read whose answer goes to a client; see [`Core::visible`].
+    pub fn read_ticket(&self) -> Ticket {
+        self.durable.ticket()
+    }
+
+    /// After such a read: waits until every commit it may have seen is durable (a commit
+    /// on the runtime's thread is visible before its sync ends: `syncer.rs`). At once when
+    /// nothing waits for a sync; refused when such a sync failed.
+    pub async fn visible(&self, t: Ticket) -> Result<(), BrokerError> {
+        self.durable.visible(t).await
+    }
+
     /// Marks `n` submissions the writer drained as sequenced.
     pub(super) fn sequenced(&self, n: usize) {
         self.in_flight.fetch_sub(n, Ordering::AcqRel);
@@ -785,6 +813,53 @@ mod tests {
             .into_iter()
             .map(|e| String::from_utf8(e.record.fields[0].1.clone()).expect("utf-8"))
             .collect()
+    }
+
+    /// A commit gathered on the runtime's thread from several clients is synced on the
+    /// syncer thread, and its answers wait for that sync: when it fails, every one of them
+    /// is refused (none was told "done" before it), reads are refused until the store is
+    /// reopened, and after the reopen the writes go on. A lone client with nothing else
+    /// syncing syncs in line: the syncer is not used.
+    #[tokio::test(flavor = "current_thread")]
+    async fn gathered_answers_wait_for_the_sync_beside_the_next_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let core = core(dir.path(), 4096);
+        let syncs = || core.metrics.journal_sync.count();
+        // Alone: in line.
+        answered(tokio::spawn({
+            let core = core.clone();
+            async move { core.submit(vec![append(0)]).await }
+        }))
+        .await
+        .expect("committed");
+        assert_eq!(syncs(), 0);
+        // Five at once: one commit, synced beside; its sync fails.
+        core.store().fail_next_syncs(1);
+        let tasks: Vec<_> = (1..6)
+            .map(|i| {
+                let core = core.clone();
+                tokio::spawn(async move { core.submit(vec![append(i)]).await })
+            })
+            .collect();
+        for t in tasks {
+            match answered(t).await {
+                Err(BrokerError::Storage(e)) => assert!(e.contains("injected sync"), "{e}"),
+                other => panic!("answered before its sync failed: {other:?}"),
+            }
+        }
+        assert_eq!(syncs(), 1);
+        assert!(core.visible(core.read_ticket()).await.is_err());
+        // The next write goes to the writer, which reopens the store; reads work again.
+        let r = answered(tokio::spawn({
+            let core = core.clone();
+            async move { core.submit(vec![append(6)]).await }
+        }))
+        .await
+        .expect("committed after the reopen");
+        assert!(r[0].is_ok(), "{r:?}");
+        core.visible(core.read_ticket()).await.expect("reads again");
+        assert_eq!(core.disk.recoveries.load(Ordering::Relaxed), 1);
+        core.shutdown();
     }
 
     /// Small writes of every task runnable at once are gathered by the first, which commits

@@ -12,10 +12,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cortex_storage::Op;
+use cortex_storage::{Delivery, Op, StreamId};
 use tokio::sync::{oneshot, Notify};
 
 use super::mailbox::Mailbox;
+use super::syncer::Durable;
 use super::{BrokerError, Replies};
 
 /// One answer: the waiter's sender and what it gets.
@@ -24,12 +25,29 @@ pub(super) type Answer = (
     Result<Replies, BrokerError>,
 );
 
+/// A mailbox's read in a commit, held until the commit's sync: what it asked for and what
+/// it got ([`Mailbox::deliver_unwoken`]).
+pub(super) type Held = (
+    Arc<Mailbox>,
+    u32,
+    Result<Vec<Delivery>, Option<cortex_storage::Error>>,
+);
+
 /// One commit's hand-over (or several, gathered while the task was busy).
 #[derive(Default)]
 pub(super) struct Handover {
     /// Mailboxes the commit delivered to ([`Mailbox::deliver_unwoken`]), woken first:
     /// their subscriptions have their deliveries before the submitters hear.
     pub wakes: Vec<Arc<Mailbox>>,
+    /// A commit applied ahead of its sync (`syncer.rs`): its mailboxes' reads, given to
+    /// them only now (then woken with `wakes`), so no subscription sends an entry before it
+    /// is durable.
+    pub held: Vec<Held>,
+    /// The same commit's cancel signals ([`Mailbox::cancel`]): mailbox, task, entry.
+    pub cancels: Vec<(Arc<Mailbox>, Vec<u8>, StreamId)>,
+    /// The highest commit applied ahead of its sync that this hand-over makes durable
+    /// (0: none); reads waiting for it are let go ([`Durable::synced`]).
+    pub through: u64,
     /// The submitters' answers.
     pub answers: Vec<Answer>,
     /// The committed ops ([`cortex_storage::BatchOutcome::spent`]), freed here on the
@@ -41,12 +59,52 @@ pub(super) struct Handover {
 
 impl Handover {
     fn is_empty(&self) -> bool {
-        self.wakes.is_empty() && self.answers.is_empty()
+        self.wakes.is_empty()
+            && self.answers.is_empty()
+            && self.held.is_empty()
+            && self.cancels.is_empty()
+            && self.through == 0
     }
 
-    /// Wakes the mailboxes, then answers the submitters (on the runtime's thread: the
-    /// relay task, or a caller that committed there).
-    pub(super) fn complete(&mut self) {
+    /// Adds a later commit's hand-over to this one.
+    pub(super) fn absorb(&mut self, mut later: Handover) {
+        self.wakes.append(&mut later.wakes);
+        self.held.append(&mut later.held);
+        self.cancels.append(&mut later.cancels);
+        self.answers.append(&mut later.answers);
+        self.spent.append(&mut later.spent);
+        self.through = self.through.max(later.through);
+    }
+
+    /// The commit's sync failed: its answers become `why`, its mailboxes' reads go back
+    /// unread (the mailbox reads again once the store works), its cancel signals are not
+    /// given.
+    pub(super) fn fail(&mut self, why: &BrokerError) {
+        for a in &mut self.answers {
+            a.1 = Err(why.clone());
+        }
+        for h in &mut self.held {
+            h.2 = Err(None);
+        }
+        self.cancels.clear();
+    }
+
+    /// Marks what it makes durable, gives the cancel signals and the held reads to their
+    /// mailboxes, wakes the mailboxes, then answers the submitters (on the runtime's
+    /// thread: the relay task, or a caller that committed there).
+    pub(super) fn complete(&mut self, durable: &Durable) {
+        if self.through > 0 {
+            durable.synced(self.through);
+            self.through = 0;
+        }
+        // A cancel overtakes the deliveries, as when the writer signals it at its commit.
+        for (m, task, id) in self.cancels.drain(..) {
+            m.cancel(task, id);
+        }
+        for (m, asked, got) in self.held.drain(..) {
+            m.deliver_unwoken(asked, got, false);
+            self.wakes.push(m);
+        }
         for m in self.wakes.drain(..) {
             m.notify.notify_one();
         }
@@ -66,9 +124,19 @@ pub(super) struct Relay {
     wake: Notify,
     /// The task was spawned ([`Relay::run`]); until then answers are sent directly.
     running: AtomicBool,
+    /// How far the commits applied ahead of their sync are durable (shared with the core).
+    pub(super) durable: Arc<Durable>,
 }
 
 impl Relay {
+    /// A relay whose hand-overs mark their commits durable in `durable`.
+    pub(super) fn new(durable: Arc<Durable>) -> Relay {
+        Relay {
+            durable,
+            ..Relay::default()
+        }
+    }
+
     /// Marks the relay as served by a task on the current runtime and spawns it.
     pub(super) fn start(self: &Arc<Self>) {
         self.running.store(true, Ordering::Release);
@@ -83,7 +151,7 @@ impl Relay {
             return;
         }
         if !self.running.load(Ordering::Acquire) {
-            h.complete();
+            h.complete(&self.durable);
             return;
         }
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
@@ -91,9 +159,7 @@ impl Relay {
         if was_empty {
             *pending = h;
         } else {
-            pending.wakes.append(&mut h.wakes);
-            pending.answers.append(&mut h.answers);
-            pending.spent.append(&mut h.spent);
+            pending.absorb(h);
         }
         drop(pending);
         // Each hand-over to an empty list notifies; the task takes the whole list after
@@ -115,7 +181,7 @@ impl Relay {
                 &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
                 &mut batch,
             );
-            batch.complete();
+            batch.complete(&self.durable);
         }
     }
 }
@@ -149,9 +215,8 @@ mod tests {
         let writer = std::thread::spawn(move || {
             for (i, answers) in batches.into_iter().enumerate() {
                 from.hand(Handover {
-                    wakes: Vec::new(),
                     answers,
-                    spent: Vec::new(),
+                    ..Handover::default()
                 });
                 if i % 2 == 0 {
                     wait.recv().expect("the test runs");
@@ -178,9 +243,8 @@ mod tests {
         let relay = Relay::default();
         let (tx, mut rx) = oneshot::channel();
         relay.hand(Handover {
-            wakes: Vec::new(),
             answers: vec![(tx, Ok(Vec::new()))],
-            spent: Vec::new(),
+            ..Handover::default()
         });
         assert!(rx.try_recv().expect("answered").is_ok());
     }

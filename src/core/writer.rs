@@ -9,7 +9,7 @@ use std::time::Duration;
 use cortex_storage::Store;
 use tokio::sync::mpsc;
 
-use super::{mailbox, relay, BrokerError, Core, Replies, ReplyTo, Submission};
+use super::{mailbox, relay, syncer, BrokerError, Core, Replies, ReplyTo, Submission};
 
 impl Core {
     /// The one writer: takes the first waiting submission and whatever else waits (up to
@@ -58,7 +58,9 @@ impl Core {
     /// The single node's sequencing: one `Store::apply` of the whole batch (plus the reads
     /// of the mailboxes waiting on what it appends), answered after the commit: through the
     /// relay from the writer thread (`relayed`, one wake-up of the runtime for the whole
-    /// commit), directly from a caller committing on the runtime's own thread.
+    /// commit). A caller committing on the runtime's own thread applies it ahead of its sync
+    /// when the syncer runs (`syncer.rs`: answered through the relay once synced), else
+    /// answers directly.
     pub(super) fn commit_here(&self, subs: Vec<Submission>, relayed: bool) {
         if self.disk.failed().is_some() && !self.reopen_store() {
             let why = self.disk.failed().unwrap_or_default();
@@ -76,6 +78,7 @@ impl Core {
             return;
         }
         let n: usize = subs.iter().map(|s| s.ops.len()).sum();
+        let alone = subs.len() == 1;
         let mut ops = Vec::with_capacity(n);
         let mut sizes = Vec::with_capacity(subs.len());
         let mut replies_to = Vec::with_capacity(subs.len());
@@ -104,22 +107,48 @@ impl Core {
         let now = self.now_ms();
         let started = std::time::Instant::now();
         let all = ops.len();
-        match self.store().apply(ops, now) {
+        // Numbered before any of it can be seen: reads wait for its sync. A lone client's
+        // commit with nothing else syncing gains nothing from the syncer (nobody else's
+        // work to overlap) and would pay its two thread hops: it syncs here, as before.
+        let ahead = (!relayed && self.syncs_ahead() && !(alone && self.syncer_idle()))
+            .then(|| self.durable.begin());
+        let applied = match ahead {
+            Some(_) => self.store().apply_unsynced(ops, now),
+            None => self.store().apply(ops, now),
+        };
+        if let (Some(commit), Err(_)) = (ahead, &applied) {
+            // Nothing of it was written: it only keeps its place in the order of syncs.
+            self.after_sync(syncer::Waiting {
+                commit,
+                written: false,
+                handover: relay::Handover::default(),
+            });
+        }
+        match applied {
             Ok(mut out) => {
                 let mut replies = std::mem::take(&mut out.replies).into_iter();
                 let mine: Vec<Replies> = sizes
                     .iter()
                     .map(|&size| replies.by_ref().take(size).collect())
                     .collect();
-                self.signal_cancels(&out.events);
                 let mut handover = relay::Handover {
                     spent: std::mem::take(&mut out.spent),
                     ..relay::Handover::default()
                 };
-                for (p, r) in mail.into_iter().zip(replies) {
-                    p.mailbox
-                        .deliver_unwoken(p.asked, super::apply::delivered(r), false);
-                    handover.wakes.push(p.mailbox);
+                if ahead.is_some() {
+                    // Held until the sync: no subscription sends what is not yet durable.
+                    handover.cancels = self.cancels(&out.events);
+                    for (p, r) in mail.into_iter().zip(replies) {
+                        let got = super::apply::delivered(r);
+                        handover.held.push((p.mailbox, p.asked, got));
+                    }
+                } else {
+                    self.signal_cancels(&out.events);
+                    for (p, r) in mail.into_iter().zip(replies) {
+                        p.mailbox
+                            .deliver_unwoken(p.asked, super::apply::delivered(r), false);
+                        handover.wakes.push(p.mailbox);
+                    }
                 }
                 self.after_commit_events(
                     &out.events,
@@ -137,10 +166,16 @@ impl Core {
                         ReplyTo::Forwarded { .. } => None,
                     })
                     .collect();
-                if relayed {
+                if let Some(commit) = ahead {
+                    self.after_sync(syncer::Waiting {
+                        commit,
+                        written: true,
+                        handover,
+                    });
+                } else if relayed {
                     self.relay.hand(handover);
                 } else {
-                    handover.complete();
+                    handover.complete(&self.durable);
                 }
             }
             Err(e @ cortex_storage::Error::Unreadable(_)) => {
@@ -211,6 +246,7 @@ impl Core {
                     *slot = Some(Arc::new(store));
                     drop(slot);
                     disk.set_failed(None);
+                    self.durable.recovered();
                     disk.recoveries.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         "the store was reopened after a failed commit; writes are accepted again"
@@ -233,6 +269,8 @@ impl Core {
     }
 
     fn writer_stopped(&self, mut rx: mpsc::Receiver<Submission>) {
+        // What the runtime's thread committed ahead of its sync is synced and answered.
+        self.stop_syncer();
         rx.close();
         while let Ok(s) = rx.try_recv() {
             s.reply.fail(BrokerError::ShuttingDown);

@@ -65,6 +65,8 @@ const CLOCK_HELP: &[&str] = &[
 const FAULT_HELP: &[&str] = &[
     "CX.FAULT COMMIT <n>",
     "    Make the store's next n commits fail as an I/O error would (test mode only).",
+    "CX.FAULT SYNC <n>",
+    "    Make the journal's next n syncs fail as a failed fdatasync would (test mode only).",
     "HELP",
     "    Print this help.",
 ];
@@ -378,17 +380,23 @@ fn dlq(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
     }
 }
 
-/// CX.FAULT COMMIT n: the store's next `n` commits fail as an I/O error would.
+/// CX.FAULT COMMIT n: the store's next `n` commits fail as an I/O error would; CX.FAULT
+/// SYNC n: the journal's next `n` syncs fail.
 fn fault(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Result<Plan, Frame> {
-    if args.len() != 3 || upper(&args[1]) != "COMMIT" {
+    if args.len() != 3 {
         return Err(syntax());
     }
+    let fault = match upper(&args[1]).as_str() {
+        "COMMIT" => crate::broker::Fault::Commit,
+        "SYNC" => crate::broker::Fault::Sync,
+        _ => return Err(syntax()),
+    };
     let n = int(&args[2])?;
     if n < 0 {
         return Err(Frame::err("the count is negative"));
     }
     ctx.broker
-        .inject_commit_failures(n as u64)
+        .inject_failures(fault, n as u64)
         .map_err(Frame::err)?;
     Ok(Plan::Done(Frame::Simple("OK".into())))
 }
