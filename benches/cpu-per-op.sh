@@ -5,7 +5,8 @@
 # the XADDs. On this 2-core machine redis-benchmark takes most of one core, so a row that
 # is limited by CPU is limited by this figure, not by the disk. Each line also gives the
 # slowest XADD (redis-benchmark's max) and, for cortex, how many commits took over 5 ms
-# (cortex_commit_duration_seconds): the stalls behind the tail, and a commit's mean time.
+# (cortex_commit_duration_seconds): the stalls behind the tail, and a commit's mean time;
+# and the syncs made beside the next commit (cortex_journal_sync_duration_seconds).
 #
 #   benches/cpu-per-op.sh                                  # 100 B, -c 50 -P 1, 3 rounds
 #   SIZE=1000 PIPELINE=16 benches/cpu-per-op.sh            # 1 KB at -P 16
@@ -45,7 +46,10 @@ round() {
       /^cortex_commit_duration_seconds_bucket\{le="0.005"\}/ { fast = $NF }
       /^cortex_commit_duration_seconds_count/ { all = $NF }
       /^cortex_commit_duration_seconds_sum/ { sum = $NF }
-      END { printf "%d/%d, mean %.0f µs", all - fast, all, all ? sum / all * 1e6 : 0 }')
+      /^cortex_journal_sync_duration_seconds_count/ { syncs = $NF }
+      /^cortex_journal_sync_duration_seconds_sum/ { ssum = $NF }
+      END { printf "%d/%d, mean %.0f µs; syncs beside %d, mean %.0f µs", all - fast, all,
+            all ? sum / all * 1e6 : 0, syncs, syncs ? ssum / syncs * 1e6 : 0 }')
   fi
   kill "$P"; wait "$P" 2>/dev/null || true; P=""
   python3 - "$label" "$line" "$u0" "$s0" "$u1" "$s1" "$TICK" "$N" "$slow" <<'PY'
