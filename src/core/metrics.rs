@@ -85,7 +85,7 @@ pub struct Metrics {
     /// One writer commit: apply plus fsync (under `--fsync always`, mostly fsync); a commit
     /// whose sync runs beside the next one (`syncer.rs`): its apply only.
     pub commit: std::sync::Arc<Latency>,
-    /// One journal sync on the syncer thread (it covers every commit applied before it).
+    /// One journal sync on a syncer thread (it covers every commit applied before it).
     pub journal_sync: std::sync::Arc<Latency>,
     /// Dead letters by reason, in the order of [`DeadReason::ALL`].
     dead: [AtomicU64; 5],

@@ -222,10 +222,10 @@ pub struct Shared {
     relay: Arc<relay::Relay>,
     /// How far the commits applied ahead of their sync are durable (reads wait for it).
     durable: Arc<syncer::Durable>,
-    /// Commits applied on the runtime's thread, waiting for the syncer thread's fsync.
+    /// Commits applied on the runtime's thread, waiting for a syncer thread's fsync.
     syncer: syncer::Syncer,
-    /// The syncer thread, joined at shutdown.
-    syncer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The syncer threads, joined at shutdown.
+    syncer_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// The largest `now_ms` of a replicated entry applied here (a leader stamps at least
     /// this).
     pub applied_now: AtomicU64,
@@ -292,7 +292,7 @@ impl Core {
                 relay: Arc::new(relay::Relay::new(durable.clone())),
                 durable,
                 syncer: syncer::Syncer::default(),
-                syncer_thread: Mutex::new(None),
+                syncer_threads: Mutex::new(Vec::new()),
                 applied_now: AtomicU64::new(0),
                 plans: Mutex::new(HashMap::new()),
                 remote_credit: mailbox::RemoteCredit::default(),
@@ -330,8 +330,10 @@ impl Core {
             })
             .map_err(|e| format!("cannot start the writer thread: {e}"))?;
         if self.syncs_ahead() {
-            *self.syncer_thread.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some(self.start_syncer()?);
+            *self
+                .syncer_threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = self.start_syncers()?;
         }
         if self.config.fsync == Fsync::Everysec && self.config.cluster.is_none() {
             let me = self.clone();
@@ -816,7 +818,7 @@ mod tests {
     }
 
     /// A commit gathered on the runtime's thread from several clients is synced on the
-    /// syncer thread, and its answers wait for that sync: when it fails, every one of them
+    /// syncer threads, and its answers wait for that sync: when it fails, every one of them
     /// is refused (none was told "done" before it), reads are refused until the store is
     /// reopened, and after the reopen the writes go on. A lone client with nothing else
     /// syncing syncs in line: the syncer is not used.

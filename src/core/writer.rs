@@ -270,7 +270,13 @@ impl Core {
 
     fn writer_stopped(&self, mut rx: mpsc::Receiver<Submission>) {
         // What the runtime's thread committed ahead of its sync is synced and answered.
-        self.stop_syncer();
+        let syncers = std::mem::take(
+            &mut *self
+                .syncer_threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        self.stop_syncers(syncers);
         rx.close();
         while let Ok(s) = rx.try_recv() {
             s.reply.fail(BrokerError::ShuttingDown);
