@@ -1,10 +1,10 @@
 //! The journal's sync beside the next commit: a commit gathered on the runtime's thread is
 //! applied and written to the journal ([`cortex_storage::Store::apply_unsynced`]), and its
 //! `fdatasync` runs here, on one of two syncer threads, while the runtime's thread reads,
-//! parses and applies the next one. What the commit hands out (its submitters' answers, its push
-//! deliveries, its cancel signals) waits in the [`Handover`] until a sync that began after
-//! the commit returned, then goes through the relay; every read answered meanwhile waits for
-//! the same sync ([`Durable::visible`]). So nothing a client is told, by a reply or a read,
+//! parses and applies the next one. What the commit hands out (its submitters' answers,
+//! its push deliveries, its cancel signals) waits in the [`Handover`] until a sync that
+//! began after the commit returned, then goes through the relay; every read answered
+//! meanwhile waits for the same sync ([`Durable::visible`]). So nothing a client is told, by a reply or a read,
 //! is lost by a crash, as before; what changes is that one commit's sync no longer holds up
 //! the next commit's work.
 //!

@@ -230,19 +230,18 @@ impl Overlay {
         self.writes.iter().map(BTreeMap::len).sum()
     }
 
-    /// Commits every write in one atomic batch; `mode` `None` leaves its journal bytes in
-    /// the journal's buffer (for the next persist or sync to write).
+    /// Commits every write in one atomic batch.
     pub(crate) fn commit(
         self,
         db: &Database,
         spaces: &[&Ks],
-        mode: Option<PersistMode>,
+        mode: PersistMode,
     ) -> fjall::Result<()> {
         let n = self.len();
         if n == 0 {
             return Ok(());
         }
-        let mut batch = OwnedWriteBatch::with_capacity(db.clone(), n).durability(mode);
+        let mut batch = OwnedWriteBatch::with_capacity(db.clone(), n).durability(Some(mode));
         for (id, map) in self.writes.into_iter().enumerate() {
             let ks = &spaces[id].ks;
             for (Key(k), w) in map {
@@ -396,7 +395,7 @@ mod tests {
         assert_eq!(rev, [&b"h"[..], b"g", b"c", b"b", b"a"]);
         assert_eq!(ov.range(&ks, "d"..="d").count(), 0);
         assert_eq!(ov.prefix(&ks, "").count(), 5);
-        ov.commit(&db, &[&ks], Some(PersistMode::Buffer)).unwrap();
+        ov.commit(&db, &[&ks], PersistMode::Buffer).unwrap();
         let after: Vec<_> = ks.ks.iter().map(|g| g.key().unwrap().to_vec()).collect();
         assert_eq!(
             after,

@@ -222,19 +222,17 @@ impl Store {
             );
         }
         let mode = match self.cfg.durability {
-            Durability::SyncEachCommit if sync => Some(PersistMode::SyncData),
-            // The bytes stay in the journal's buffer: the sync that follows writes them
-            // (one `write` per sync instead of one per commit), and only that sync makes
-            // the batch acknowledged.
-            Durability::SyncEachCommit => None,
-            // Reaches the OS at once: a crash of the process keeps what was acknowledged.
-            Durability::Buffered => Some(PersistMode::Buffer),
+            Durability::SyncEachCommit if sync => PersistMode::SyncData,
+            // Handed to the OS at once, unsynced: a full disk fails this commit (ENOSPC at
+            // the `write`), as it fails a synced one, rather than the sync that follows.
+            // Under `Buffered` a crash of the process keeps what was acknowledged.
+            _ => PersistMode::Buffer,
         };
         injected(
             &self.injected_failures,
             "injected I/O error (a test's fault)",
         )?;
-        if mode == Some(PersistMode::SyncData) {
+        if mode == PersistMode::SyncData {
             // A batch synced in its own commit: fjall syncs before it applies, and a
             // failed sync applies nothing.
             injected(
