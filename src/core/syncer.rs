@@ -4,9 +4,9 @@
 //! parses and applies the next one. What the commit hands out (its submitters' answers,
 //! its push deliveries, its cancel signals) waits in the [`Handover`] until a sync that
 //! began after the commit returned, then goes through the relay; every read answered
-//! meanwhile waits for the same sync ([`Durable::visible`]). So nothing a client is told, by a reply or a read,
-//! is lost by a crash, as before; what changes is that one commit's sync no longer holds up
-//! the next commit's work.
+//! meanwhile waits for the same sync ([`Durable::visible`]). So nothing a client is told,
+//! by a reply or a read, is lost by a crash, as before; what changes is that one commit's
+//! sync no longer holds up the next commit's work.
 //!
 //! Why: on these machines an `fdatasync` issued within about 100 µs of the previous one
 //! completes in about 60 µs, and one issued after a longer pause often takes 0.5-1 ms
@@ -108,9 +108,9 @@ impl Durable {
 }
 
 /// Syncer threads. `fdatasync`s of one file from two threads overlap on these disks (one
-/// thread: about 14,000 syncs/s at 71 µs each; two: 24,000/s at 83 µs, README, twentieth
-/// session), so a commit applied while one sync is under way starts its own at once
-/// instead of waiting for that one to return.
+/// thread: 13,566 syncs/s at 73 µs each; two: 21,597/s at 92 µs; `benches/fsync-gap.py`,
+/// README, twentieth session), so a commit applied while one sync is under way starts its
+/// own at once instead of waiting for that one to return.
 const SYNCERS: usize = 2;
 
 /// Commits waiting for a sync, and the syncer threads' state.
@@ -188,7 +188,7 @@ impl Core {
 
     /// Hands a commit applied ahead of its sync to the syncers. With none running (not
     /// started, or stopped at shutdown) the sync is made here, and the hand-over completed.
-    pub(super) fn after_sync(&self, w: Waiting) {
+    pub(super) fn queue_for_sync(&self, w: Waiting) {
         let mut q = self.syncer.queue();
         if q.running > 0 {
             q.waiting.push(w);

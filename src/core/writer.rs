@@ -125,7 +125,7 @@ impl Core {
         };
         if let (Some(commit), Err(_)) = (ahead, &applied) {
             // Nothing of it was written: it only keeps its place in the order of syncs.
-            self.after_sync(syncer::Waiting {
+            self.queue_for_sync(syncer::Waiting {
                 commit,
                 written: false,
                 handover: relay::Handover::default(),
@@ -174,7 +174,7 @@ impl Core {
                     })
                     .collect();
                 if let Some(commit) = ahead {
-                    self.after_sync(syncer::Waiting {
+                    self.queue_for_sync(syncer::Waiting {
                         commit,
                         written: true,
                         handover,
