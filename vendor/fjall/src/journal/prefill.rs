@@ -4,12 +4,15 @@
 // new 4 KiB block then makes its `fdatasync` allocate that block and write the inode's block
 // map as well (ext4 `ext4_write_inode`), which measured 1.5-2x the sync of a block that was
 // already written (cortex's `benches/fsync-alloc.py`). So, once the writer is past
-// `START_AFTER`, a background thread writes zeros into the journal's remaining preallocated
-// bytes, from the end backwards, until it meets the writer, while the writer's synced commits
-// average under `LARGE_COMMIT` (a journal that is never synced is never filled): 64 KiB at
-// a time, each written out to the device (`sync_file_range`, no cache flush, so no commit's
-// flush queues behind it), with a 1 ms pause after each, and one `fdatasync` at the end.
-// Zeros read as the end of the journal at recovery, exactly as the holes did.
+// `START_AFTER` and has synced a commit, a background thread writes zeros into the journal's
+// remaining preallocated bytes, from the end backwards, until it meets the writer: 64 KiB at
+// a time, each written out to the device (`sync_file_range`, no cache flush), with a 1 ms
+// pause after each, and one `fdatasync` at the end. It writes only while the writer is idle,
+// as the spare does (`spare.rs`): after any sync of a commit it waits until 10 ms have passed
+// without one, and it looks again after every chunk. The disk serves one request at a time,
+// so a commit's sync queued behind a chunk waits for it: written beside a lone client's
+// commits, the chunks made most of that client's syncs over 0.6 ms (README, twenty-first
+// session). Zeros read as the end of the journal at recovery, exactly as the holes did.
 //
 // The handshake keeps the filler from ever writing over the writer's bytes:
 // - the writer publishes the end of each write (`writer_end`) before it makes it, then reads
@@ -46,17 +49,12 @@ pub const START_AFTER: u64 = 1 << 20;
 pub(super) const CHUNK: usize = 64 << 10;
 
 /// The filler's pause after each chunk: it keeps the filler under about 50 MB/s, so that a
-/// writer that fills the journal with large commits (where the holes cost little, their
-/// block map being written once per commit) does not also share the disk with the filler.
+/// writer whose syncs are seconds apart (`--fsync everysec`), idle to the filler between
+/// them, does not share the disk with a filler writing flat out.
 const PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// The filler waits while the writer's synced commits average this much or more: a large
-/// commit writes the block map once for many new blocks, so holes cost it little, and the
-/// filler's zeros would only share the disk and a core with it (at 1 KB `-c 50 -P 16` a
-/// commit is about 400 KB, and a journal fills every half second).
-const LARGE_COMMIT: u64 = 64 << 10;
-
-/// How long the filler waits before it looks at the commits' size again.
+/// How long the writer must go without a sync before the filler (and the spare) writes: the
+/// writer is idle then.
 pub(super) const IDLE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The filler writes only while the file system keeps this much free: filling takes the
@@ -75,8 +73,8 @@ struct Shared {
     stopped: AtomicBool,
     /// Asks the filler to stop.
     cancel: AtomicBool,
-    /// The bytes of the writer's recent synced commits, a moving average.
-    commit_bytes: AtomicU64,
+    /// The writer's syncs, counted: the filler writes only while this stands still.
+    syncs: AtomicU64,
     /// Held by the filler while it writes a chunk.
     chunk: Mutex<()>,
 }
@@ -94,8 +92,8 @@ pub struct JournalFile {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Bytes written since the last sync.
     since_sync: u64,
-    /// The moving average of the bytes per synced commit, once there has been one.
-    commit_bytes: Option<u64>,
+    /// Whether a commit was synced: a journal that is never synced is never filled.
+    synced_once: bool,
 }
 
 impl JournalFile {
@@ -109,7 +107,7 @@ impl JournalFile {
             filler: None,
             thread: None,
             since_sync: 0,
-            commit_bytes: None,
+            synced_once: false,
         }
     }
 
@@ -147,21 +145,16 @@ impl JournalFile {
         self.pos
     }
 
-    /// Called after each sync of the journal: a commit's end, for the average commit size.
-    /// A journal that is never synced is never filled: only a sync pays for a hole. With
-    /// syncs now and then instead of per commit, each counts as one commit.
+    /// Called after each sync of the journal. A journal that is never synced is never
+    /// filled: only a sync pays for a hole. The filler writes while these stand still.
     pub fn synced(&mut self) {
         if self.since_sync == 0 {
             return;
         }
-        let avg = match self.commit_bytes {
-            None => self.since_sync,
-            Some(avg) => (avg * 7 + self.since_sync) / 8,
-        };
-        self.commit_bytes = Some(avg);
+        self.synced_once = true;
         self.since_sync = 0;
         if let Some(shared) = &self.filler {
-            shared.commit_bytes.store(avg, Ordering::Relaxed);
+            shared.syncs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -170,10 +163,7 @@ impl JournalFile {
         let Some(end) = self.fill_end else {
             return;
         };
-        let Some(commit_bytes) = self.commit_bytes else {
-            return;
-        };
-        if self.pos < START_AFTER {
+        if !self.synced_once || self.pos < START_AFTER {
             return;
         }
         self.fill_end = None;
@@ -186,7 +176,6 @@ impl JournalFile {
         let shared = Arc::new(Shared {
             writer_end: AtomicU64::new(self.pos),
             claimed_from: AtomicU64::new(end),
-            commit_bytes: AtomicU64::new(commit_bytes),
             ..Shared::default()
         });
         let theirs = shared.clone();
@@ -218,33 +207,43 @@ impl JournalFile {
 
 fn fill(file: &File, end: u64, shared: &Shared) {
     let mut low = end;
-    while !shared.cancel.load(Ordering::Relaxed) {
-        if shared.commit_bytes.load(Ordering::Relaxed) >= LARGE_COMMIT {
-            std::thread::sleep(IDLE);
+    let mut seen = shared.syncs.load(Ordering::Relaxed);
+    'fill: while !shared.cancel.load(Ordering::Relaxed) {
+        // The writer synced a commit since the last look: it is not idle.
+        std::thread::sleep(IDLE);
+        let now = shared.syncs.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
             continue;
         }
         if !has_room(file) {
             break;
         }
-        let from = low.saturating_sub(CHUNK as u64);
-        if from == low {
-            break;
-        }
-        // At most CHUNK.
-        let len = (low - from) as usize;
-        let written = {
-            let _chunk = shared.chunk.lock();
-            shared.claimed_from.store(from, Ordering::SeqCst);
-            if shared.writer_end.load(Ordering::SeqCst) > from {
-                break;
+        // Idle: chunks until the writer syncs again.
+        while shared.syncs.load(Ordering::Relaxed) == seen {
+            if shared.cancel.load(Ordering::Relaxed) {
+                break 'fill;
             }
-            file.write_all_at(&ZEROS[..len], from)
-        };
-        if written.and_then(|()| write_out(file, from, len)).is_err() {
-            break;
+            let from = low.saturating_sub(CHUNK as u64);
+            if from == low {
+                break 'fill;
+            }
+            // At most CHUNK.
+            let len = (low - from) as usize;
+            let written = {
+                let _chunk = shared.chunk.lock();
+                shared.claimed_from.store(from, Ordering::SeqCst);
+                if shared.writer_end.load(Ordering::SeqCst) > from {
+                    break 'fill;
+                }
+                file.write_all_at(&ZEROS[..len], from)
+            };
+            if written.and_then(|()| write_out(file, from, len)).is_err() {
+                break 'fill;
+            }
+            low = from;
+            std::thread::sleep(PAUSE);
         }
-        low = from;
-        std::thread::sleep(PAUSE);
     }
     shared.stopped.store(true, Ordering::Release);
     if low < end {
