@@ -29,15 +29,7 @@ journals() { [ -d "$1" ] && (cd "$1" && ls -s --block-size=M -- *.jnl next.jnl-s
 round() { # binary
   local port d="$W/d$RANDOM" line
   port=$(free_port)
-  if [ "$1" = redis ]; then
-    mkdir -p "$d"
-    redis-server --port "$port" --bind 127.0.0.1 --dir "$d" --appendonly yes \
-      --appendfsync always --save "" --daemonize no --logfile "$d/log" &
-  else
-    RUST_LOG=warn "$1" serve --data-dir "$d" --resp "127.0.0.1:$port" --quic 127.0.0.1:0 \
-      --http 127.0.0.1:0 --fsync always >/dev/null 2>&1 &
-  fi
-  P=$!
+  start_always "$1" "$d" "$port"
   wait_up "$port"
   # Redis: also until no AOF rewrite runs.
   local rport=""; [ "$1" = redis ] && rport=$port

@@ -20,6 +20,20 @@ cortex_bin() {
 # A loopback port free at the time of asking.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
+# Starts redis-server (appendonly, appendfsync always) when $1 is "redis", else `$1 serve
+# --fsync always`, with its data in directory $2, on port $3; sets P to its pid.
+start_always() {
+  if [ "$1" = redis ]; then
+    mkdir -p "$2"
+    redis-server --port "$3" --bind 127.0.0.1 --dir "$2" --appendonly yes \
+      --appendfsync always --save "" --daemonize no --logfile "$2/log" &
+  else
+    RUST_LOG=warn "$1" serve --data-dir "$2" --resp "127.0.0.1:$3" --quic 127.0.0.1:0 \
+      --http 127.0.0.1:0 --fsync always >/dev/null 2>&1 &
+  fi
+  P=$!
+}
+
 # Waits (10 s at most) until a RESP server answers PING on port $1.
 wait_up() { for _ in $(seq 200); do redis-cli -p "$1" PING >/dev/null 2>&1 && return 0; sleep 0.05; done; echo "server on $1 did not start"; exit 1; }
 

@@ -110,7 +110,10 @@ impl Durable {
 /// Syncer threads. `fdatasync`s of one file from two threads overlap on these disks (one
 /// thread: 13,566 syncs/s at 73 µs each; two: 21,597/s at 92 µs; `benches/fsync-gap.py`,
 /// README, twentieth session), so a commit applied while one sync is under way starts its
-/// own at once instead of waiting for that one to return.
+/// own at once instead of waiting for that one to return. Under `-c 50 -P 1` such a sync
+/// takes about twice as long as one begun alone (the disk finishes the other first:
+/// `benches/sync-overlap.sh`), and is still done sooner: with one syncer the row ran 20-25 %
+/// slower, and with four 5-10 % (README, twenty-first session).
 const SYNCERS: usize = 2;
 
 /// Commits waiting for a sync, and the syncer threads' state.
