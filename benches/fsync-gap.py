@@ -9,12 +9,18 @@
    (src/core/syncer.rs).
 2. Syncs from several threads at once, on one file: whether two fdatasyncs overlap (the
    reason for two syncer threads).
+3. Where the slow sync after a pause comes from: the same 300 us pause, spent instead
+   reading 4 KiB with O_DIRECT every 40 us from another file. If the sync after it is as
+   fast as one with no pause, the disk (on a virtual machine, its host side) goes idle
+   when no request reaches it, not the CPU (README, twenty-first session).
 
     benches/fsync-gap.py [DIR]       # DIR: a directory on the disk to measure (default: .)
 
 Each line: syncs per second, and the sync's mean, p50 and p99 in microseconds. Writes one
 file in DIR, removed at the end.
 """
+
+import mmap
 import os
 import sys
 import threading
@@ -47,6 +53,35 @@ def after_pause(path, gap_us, n=1500):
     finally:
         os.close(fd)
     summary(f"pause {gap_us:4} us before each", lat)
+
+
+def pause_with_reads(path, gap_us=300, every_us=40, n=1000):
+    rpath = path + ".read"
+    with open(rpath, "wb") as f:
+        f.write(b"r" * (1 << 20))
+        f.flush()
+        os.fsync(f.fileno())
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_APPEND)
+    rfd = os.open(rpath, os.O_RDONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT needs
+    lat = []
+    try:
+        for i in range(n):
+            t0 = time.perf_counter()
+            nxt = t0
+            while (now := time.perf_counter()) - t0 < gap_us / 1e6:
+                if now >= nxt:
+                    os.preadv(rfd, [buf], (i * 7 * 4096) % (1 << 20))
+                    nxt = time.perf_counter() + every_us / 1e6
+            t = time.perf_counter()
+            os.write(fd, b"x" * 2000)
+            os.fdatasync(fd)
+            lat.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        os.close(rfd)
+        os.unlink(rpath)
+    summary(f"pause {gap_us:4} us of reads", lat)
 
 
 def threads_at_once(path, nthreads, secs=2.0):
@@ -83,6 +118,7 @@ def main():
             after_pause(path, gap)
         for n in (1, 2, 3):
             threads_at_once(path, n)
+        pause_with_reads(path)
     finally:
         if os.path.exists(path):
             os.unlink(path)
