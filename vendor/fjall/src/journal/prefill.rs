@@ -210,7 +210,7 @@ fn fill(file: &File, end: u64, shared: &Shared) {
     let mut seen = shared.syncs.load(Ordering::Relaxed);
     'fill: while !shared.cancel.load(Ordering::Relaxed) {
         // The writer synced a commit since the last look: it is not idle.
-        std::thread::sleep(IDLE);
+        pause(shared, IDLE);
         let now = shared.syncs.load(Ordering::Relaxed);
         if now != seen {
             seen = now;
@@ -242,12 +242,26 @@ fn fill(file: &File, end: u64, shared: &Shared) {
                 break 'fill;
             }
             low = from;
-            std::thread::sleep(PAUSE);
+            pause(shared, PAUSE);
         }
     }
     shared.stopped.store(true, Ordering::Release);
     if low < end {
         let _ = file.sync_data();
+    }
+}
+
+/// Waits `d`, or less once the filler is cancelled: the writer's drop unparks it, so a
+/// rotation (under the journal's lock) does not wait out the filler's 10 ms look at the
+/// writer.
+fn pause(shared: &Shared, d: std::time::Duration) {
+    let until = std::time::Instant::now() + d;
+    while !shared.cancel.load(Ordering::Relaxed) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        std::thread::park_timeout(left);
     }
 }
 
@@ -283,14 +297,15 @@ pub(super) fn has_room(file: &File) -> bool {
 }
 
 impl Drop for JournalFile {
-    /// Stops the filler and waits for it (at most one chunk and one pause), so that nothing
-    /// writes into a journal after its writer is gone: a rotated journal is sealed, and a
-    /// closed store's journals may be trimmed or copied at once.
+    /// Stops the filler and waits for it (at most the chunk it is writing: its pauses are
+    /// cut short), so that nothing writes into a journal after its writer is gone: a rotated
+    /// journal is sealed, and a closed store's journals may be trimmed or copied at once.
     fn drop(&mut self) {
         if let Some(shared) = &self.filler {
             shared.cancel.store(true, Ordering::Relaxed);
         }
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
