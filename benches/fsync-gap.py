@@ -38,21 +38,23 @@ def summary(label, lat, secs=None):
     )
 
 
-def after_pause(path, gap_us, n=1500):
+def after_pause(path, gap_us, n=1500, label="before each", during=None):
+    """Each sync after a busy pause; `during(i, now)`, if given, runs on every turn of it."""
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_APPEND)
     lat = []
     try:
-        for _ in range(n):
+        for i in range(n):
             t0 = time.perf_counter()
-            while time.perf_counter() - t0 < gap_us / 1e6:
-                pass
+            while (now := time.perf_counter()) - t0 < gap_us / 1e6:
+                if during:
+                    during(i, now)
             t = time.perf_counter()
             os.write(fd, b"x" * 2000)
             os.fdatasync(fd)
             lat.append(time.perf_counter() - t)
     finally:
         os.close(fd)
-    summary(f"pause {gap_us:4} us before each", lat)
+    summary(f"pause {gap_us:4} us {label}", lat)
 
 
 def pause_with_reads(path, gap_us=300, every_us=40, n=1000):
@@ -61,27 +63,20 @@ def pause_with_reads(path, gap_us=300, every_us=40, n=1000):
         f.write(b"r" * (1 << 20))
         f.flush()
         os.fsync(f.fileno())
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_APPEND)
     rfd = os.open(rpath, os.O_RDONLY | os.O_DIRECT)
     buf = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT needs
-    lat = []
+    next_read = [0.0]
+
+    def read(i, now):
+        if now >= next_read[0]:
+            os.preadv(rfd, [buf], (i * 7 * 4096) % (1 << 20))
+            next_read[0] = time.perf_counter() + every_us / 1e6
+
     try:
-        for i in range(n):
-            t0 = time.perf_counter()
-            nxt = t0
-            while (now := time.perf_counter()) - t0 < gap_us / 1e6:
-                if now >= nxt:
-                    os.preadv(rfd, [buf], (i * 7 * 4096) % (1 << 20))
-                    nxt = time.perf_counter() + every_us / 1e6
-            t = time.perf_counter()
-            os.write(fd, b"x" * 2000)
-            os.fdatasync(fd)
-            lat.append(time.perf_counter() - t)
+        after_pause(path, gap_us, n, "of reads", read)
     finally:
-        os.close(fd)
         os.close(rfd)
         os.unlink(rpath)
-    summary(f"pause {gap_us:4} us of reads", lat)
 
 
 def threads_at_once(path, nthreads, secs=2.0):
