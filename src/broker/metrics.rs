@@ -65,6 +65,8 @@ pub struct Overview {
     pub connections: Vec<(&'static str, u64)>,
     /// Store files on disk.
     pub storage_bytes: u64,
+    /// Zeros written into the journal ahead of the writer, since the store was opened.
+    pub journal_ahead_bytes: u64,
     /// The pending lists the writer keeps in memory for acks.
     pub pending_index: cortex_storage::PendingIndexFigures,
     /// The data disk: free space, watermark, refusals, a failed store.
@@ -355,6 +357,12 @@ pub(crate) fn render(
         "Size of the store's files on disk",
         Unit::Bytes,
         gauge(o.storage_bytes),
+    );
+    reg.register_with_unit(
+        "journal_written_ahead",
+        "Zeros written into the journal ahead of the writer while it was idle (a new journal's blocks, and the next journal), so that a later commit's fsync allocates none; since the store was opened",
+        Unit::Bytes,
+        counter(o.journal_ahead_bytes),
     );
     reg.register_with_unit(
         "pending_index",

@@ -314,6 +314,7 @@ impl Broker {
             streams,
             connections: self.connections(),
             storage_bytes: self.disk_bytes(),
+            journal_ahead_bytes: self.store().journal_written_ahead(),
             pending_index: self.store().pending_index(),
             disk: self.inner.core.disk.state(),
             damaged: s.damaged.load(Ordering::Relaxed),

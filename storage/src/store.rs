@@ -325,6 +325,12 @@ impl Store {
         Ok(self.db.disk_space()?)
     }
 
+    /// Zeros written into the journal ahead of the writer while it was idle (fjall's filler
+    /// and spare: `vendor/README.md`), in bytes since the store was opened.
+    pub fn journal_written_ahead(&self) -> u64 {
+        self.db.journal_written_ahead()
+    }
+
     /// The committed state of a stream, if it exists.
     pub(crate) fn stream_state(&self, key: &StreamKey) -> Option<Arc<StreamState>> {
         let cat = self.catalog.read().unwrap_or_else(|p| p.into_inner());

@@ -322,6 +322,15 @@ impl Database {
         Ok(journal_size + keyspaces_size)
     }
 
+    /// cortex patch: the zeros written into this database's journals ahead of the writer
+    /// while it was idle, in bytes since it was opened: a new journal's blocks (its filler)
+    /// and the next journal (its spare), so that a later commit's sync allocates none. Read
+    /// without the journal's lock.
+    #[must_use]
+    pub fn journal_written_ahead(&self) -> u64 {
+        self.supervisor.journal.written_ahead()
+    }
+
     /// cortex patch: makes every batch committed so far durable (`fdatasync` of the
     /// journal), like `persist(PersistMode::SyncData)`, but without holding the journal's
     /// writer lock during the sync: batches committed with [`PersistMode::Buffer`] meanwhile

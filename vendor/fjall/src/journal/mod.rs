@@ -29,6 +29,8 @@ use writer::Writer;
 
 pub struct Journal {
     writer: Mutex<Writer>,
+    // cortex patch: the writer's, kept across its rotations: read without its lock.
+    ahead: std::sync::Arc<prefill::Ahead>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -71,8 +73,10 @@ impl Journal {
     }
 
     fn from_file<P: AsRef<Path>>(path: P) -> crate::Result<Self> {
+        let writer = Writer::from_file(path)?;
         Ok(Self {
-            writer: Mutex::new(Writer::from_file(path)?),
+            ahead: writer.ahead().clone(),
+            writer: Mutex::new(writer),
         })
     }
 
@@ -98,6 +102,7 @@ impl Journal {
         crate::drop::increment_drop_counter();
 
         Ok(Self {
+            ahead: writer.ahead().clone(),
             writer: Mutex::new(writer),
         })
     }
@@ -118,6 +123,14 @@ impl Journal {
     pub fn get_reader(&self) -> crate::Result<JournalBatchReader> {
         let raw_reader = JournalReader::new(self.path()?)?;
         Ok(JournalBatchReader::new(raw_reader))
+    }
+
+    /// cortex patch: the zeros written into journals ahead of the writer (`prefill.rs`,
+    /// `spare.rs`), in bytes, since the journal was opened.
+    pub fn written_ahead(&self) -> u64 {
+        self.ahead
+            .written
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// cortex patch: see [`Writer::sync_handle`].

@@ -63,6 +63,17 @@ const MIN_FREE_BYTES: u64 = 1 << 30;
 
 pub(super) static ZEROS: [u8; CHUNK] = [0; CHUNK];
 
+/// What the journal writer shares, across its rotations, with the threads that write zeros
+/// ahead of it (this filler, and the spare: `spare.rs`).
+#[derive(Default)]
+pub struct Ahead {
+    /// The writer's syncs, counted (`Writer::persist`, `Writer::sync_handle`): both write
+    /// only while this stands still.
+    pub syncs: AtomicU64,
+    /// The zeros both have written out, in bytes (`Database::journal_written_ahead`).
+    pub written: AtomicU64,
+}
+
 #[derive(Default)]
 struct Shared {
     /// The end of the bytes the writer has written or is about to write.
@@ -73,8 +84,8 @@ struct Shared {
     stopped: AtomicBool,
     /// Asks the filler to stop.
     cancel: AtomicBool,
-    /// The writer's syncs, counted: the filler writes only while this stands still.
-    syncs: AtomicU64,
+    /// The writer's: its syncs pace the filler, which counts its zeros there.
+    ahead: Arc<Ahead>,
     /// Held by the filler while it writes a chunk.
     chunk: Mutex<()>,
 }
@@ -90,10 +101,8 @@ pub struct JournalFile {
     fill_end: Option<u64>,
     filler: Option<Arc<Shared>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// Bytes written since the last sync.
-    since_sync: u64,
-    /// Whether a commit was synced: a journal that is never synced is never filled.
-    synced_once: bool,
+    /// Kept across rotations ([`JournalFile::share`]); the filler gets a handle.
+    ahead: Arc<Ahead>,
 }
 
 impl JournalFile {
@@ -106,8 +115,7 @@ impl JournalFile {
             fill_end: None,
             filler: None,
             thread: None,
-            since_sync: 0,
-            synced_once: false,
+            ahead: Arc::default(),
         }
     }
 
@@ -145,25 +153,24 @@ impl JournalFile {
         self.pos
     }
 
-    /// Called after each sync of the journal. A journal that is never synced is never
-    /// filled: only a sync pays for a hole. The filler writes while these stand still.
-    pub fn synced(&mut self) {
-        if self.since_sync == 0 {
-            return;
-        }
-        self.synced_once = true;
-        self.since_sync = 0;
-        if let Some(shared) = &self.filler {
-            shared.syncs.fetch_add(1, Ordering::Relaxed);
-        }
+    /// The writer's syncs and the zeros written ahead of it, which its filler shares.
+    pub fn ahead(&self) -> &Arc<Ahead> {
+        &self.ahead
     }
 
-    /// Starts the filler once the writer is past `START_AFTER` and has synced a commit.
+    /// Takes over the last journal's [`Ahead`] (a rotation, before anything is written, so
+    /// before a filler can start).
+    pub fn share(&mut self, ahead: Arc<Ahead>) {
+        self.ahead = ahead;
+    }
+
+    /// Starts the filler once the writer is past `START_AFTER`, if it syncs at all: only a
+    /// sync pays for a hole, so a journal that is never synced is never filled.
     fn maybe_start(&mut self) {
         let Some(end) = self.fill_end else {
             return;
         };
-        if !self.synced_once || self.pos < START_AFTER {
+        if self.pos < START_AFTER || self.ahead.syncs.load(Ordering::Relaxed) == 0 {
             return;
         }
         self.fill_end = None;
@@ -176,6 +183,7 @@ impl JournalFile {
         let shared = Arc::new(Shared {
             writer_end: AtomicU64::new(self.pos),
             claimed_from: AtomicU64::new(end),
+            ahead: self.ahead.clone(),
             ..Shared::default()
         });
         let theirs = shared.clone();
@@ -207,11 +215,11 @@ impl JournalFile {
 
 fn fill(file: &File, end: u64, shared: &Shared) {
     let mut low = end;
-    let mut seen = shared.syncs.load(Ordering::Relaxed);
+    let mut seen = shared.ahead.syncs.load(Ordering::Relaxed);
     'fill: while !shared.cancel.load(Ordering::Relaxed) {
         // The writer synced a commit since the last look: it is not idle.
         pause(shared, IDLE);
-        let now = shared.syncs.load(Ordering::Relaxed);
+        let now = shared.ahead.syncs.load(Ordering::Relaxed);
         if now != seen {
             seen = now;
             continue;
@@ -220,7 +228,7 @@ fn fill(file: &File, end: u64, shared: &Shared) {
             break;
         }
         // Idle: chunks until the writer syncs again.
-        while shared.syncs.load(Ordering::Relaxed) == seen {
+        while shared.ahead.syncs.load(Ordering::Relaxed) == seen {
             if shared.cancel.load(Ordering::Relaxed) {
                 break 'fill;
             }
@@ -241,6 +249,10 @@ fn fill(file: &File, end: u64, shared: &Shared) {
             if written.and_then(|()| write_out(file, from, len)).is_err() {
                 break 'fill;
             }
+            shared
+                .ahead
+                .written
+                .fetch_add(len as u64, Ordering::Relaxed);
             low = from;
             pause(shared, PAUSE);
         }
@@ -316,7 +328,6 @@ impl Write for JournalFile {
         self.before_write(self.pos + buf.len() as u64);
         let n = self.file.write(buf)?;
         self.pos += n as u64;
-        self.since_sync += n as u64;
         self.maybe_start();
         Ok(n)
     }

@@ -27,14 +27,14 @@
 // for its thread, and removes the file unless it was taken; recovery removes one left by a
 // process that did not close.
 
-use super::prefill::{has_room, write_out, CHUNK, IDLE, ZEROS};
+use super::prefill::{has_room, write_out, Ahead, CHUNK, IDLE, ZEROS};
 use super::writer::PRE_ALLOCATED_BYTES;
 use std::{
     fs::{File, OpenOptions},
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     thread::JoinHandle,
@@ -52,15 +52,11 @@ pub const SPARE_AFTER: u64 = 32 << 20;
 #[cfg(test)]
 pub const SPARE_AFTER: u64 = 2 << 20;
 
-/// The writer's syncs of commits, counted: the spare writes only while this stands still
-/// (`Writer::persist`).
-pub type Syncs = AtomicU64;
-
 /// What the spare's thread and its owner share.
 struct Shared {
     cancel: AtomicBool,
     ready: AtomicBool,
-    syncs: Arc<Syncs>,
+    ahead: Arc<Ahead>,
 }
 
 /// A journal being written ahead of its rotation.
@@ -73,12 +69,12 @@ pub struct Spare {
 impl Spare {
     /// Starts writing a spare journal in `folder`; `None` when its thread cannot be
     /// started (the rotation creates its journal as fjall does).
-    pub fn start(folder: &Path, syncs: Arc<Syncs>) -> Option<Self> {
+    pub fn start(folder: &Path, ahead: Arc<Ahead>) -> Option<Self> {
         let path = folder.join(SPARE_NAME);
         let shared = Arc::new(Shared {
             cancel: AtomicBool::new(false),
             ready: AtomicBool::new(false),
-            syncs,
+            ahead,
         });
         let theirs = shared.clone();
         let at = path.clone();
@@ -145,14 +141,14 @@ fn write_spare(path: &Path, shared: &Shared) -> std::io::Result<bool> {
     let file = OpenOptions::new().write(true).create_new(true).open(path)?;
     file.set_len(PRE_ALLOCATED_BYTES)?;
     let mut pos = 0;
-    let mut seen = shared.syncs.load(Ordering::Relaxed);
+    let mut seen = shared.ahead.syncs.load(Ordering::Relaxed);
     while pos < PRE_ALLOCATED_BYTES {
         if shared.cancel.load(Ordering::Relaxed) {
             return Ok(false);
         }
         // The writer synced a commit since the last look: it is not idle.
         std::thread::sleep(IDLE);
-        let now = shared.syncs.load(Ordering::Relaxed);
+        let now = shared.ahead.syncs.load(Ordering::Relaxed);
         if now != seen {
             seen = now;
             continue;
@@ -161,13 +157,17 @@ fn write_spare(path: &Path, shared: &Shared) -> std::io::Result<bool> {
             return Ok(false);
         }
         // Idle: chunks back to back until the writer syncs again.
-        while pos < PRE_ALLOCATED_BYTES && shared.syncs.load(Ordering::Relaxed) == seen {
+        while pos < PRE_ALLOCATED_BYTES && shared.ahead.syncs.load(Ordering::Relaxed) == seen {
             if shared.cancel.load(Ordering::Relaxed) {
                 return Ok(false);
             }
             let len = (PRE_ALLOCATED_BYTES - pos).min(CHUNK as u64) as usize;
             file.write_all_at(&ZEROS[..len], pos)?;
             write_out(&file, pos, len)?;
+            shared
+                .ahead
+                .written
+                .fetch_add(len as u64, Ordering::Relaxed);
             pos += len as u64;
         }
     }

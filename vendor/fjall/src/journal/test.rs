@@ -623,11 +623,16 @@ fn journal_fill_ahead_waits_while_the_writer_syncs() -> crate::Result<()> {
         "{} bytes allocated for {end} written",
         allocated()?
     );
+    let zeros = |w: &writer::Writer| w.ahead().written.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        zeros(&writer) < 4 << 20,
+        "{} bytes of zeros",
+        zeros(&writer)
+    );
 
     // Idle now: it fills the rest and stops (bounded, for a machine that stalls).
     let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while writer.journal_file().fill_stopped() == Some(false) && std::time::Instant::now() < until
-    {
+    while writer.journal_file().fill_stopped() == Some(false) && std::time::Instant::now() < until {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert_eq!(writer.journal_file().fill_stopped(), Some(true));
@@ -635,6 +640,12 @@ fn journal_fill_ahead_waits_while_the_writer_syncs() -> crate::Result<()> {
         allocated()? >= writer::PRE_ALLOCATED_BYTES - (1 << 20),
         "{} bytes allocated once idle",
         allocated()?
+    );
+    // Counted: all of it but the chunk next to where it met the writer.
+    assert!(
+        zeros(&writer) + end + (1 << 20) >= writer::PRE_ALLOCATED_BYTES,
+        "{} bytes of zeros counted",
+        zeros(&writer)
     );
     drop(writer);
     drop(journal);
@@ -699,6 +710,15 @@ fn journal_rotation_takes_a_ready_spare() -> crate::Result<()> {
     writer.rotate()?;
     assert!(!spare_path.try_exists()?);
     assert_eq!(writer.spare_state(), None);
+    // The spare's zeros are counted, and the count outlives the rotation.
+    let zeros = writer
+        .ahead()
+        .written
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        zeros >= writer::PRE_ALLOCATED_BYTES,
+        "{zeros} bytes of zeros"
+    );
     let meta = std::fs::metadata(&next_path)?;
     assert_eq!(meta.len(), writer::PRE_ALLOCATED_BYTES);
     assert!(meta.blocks() * 512 >= writer::PRE_ALLOCATED_BYTES);
@@ -803,7 +823,11 @@ fn a_sync_outside_the_lock_counts_and_covers_the_buffered_bytes() -> crate::Resu
             std::os::unix::fs::FileExt::read_exact_at(&handle, &mut head, 0)?;
             assert!(head.iter().rev().take(16).any(|&b| b != 0), "bytes missing");
         }
-        assert!(i < 10_000, "no spare past {} bytes", journal.get_writer()?.pos()?);
+        assert!(
+            i < 10_000,
+            "no spare past {} bytes",
+            journal.get_writer()?.pos()?
+        );
     }
     assert!(journal.get_writer()?.pos()? >= spare::SPARE_AFTER);
     drop(journal);

@@ -3,8 +3,8 @@
 // (found in the LICENSE-* files in the repository)
 
 use super::entry::{serialize_marker_item, Entry};
-use super::prefill::JournalFile;
-use super::spare::{Spare, Syncs, SPARE_AFTER};
+use super::prefill::{Ahead, JournalFile};
+use super::spare::{Spare, SPARE_AFTER};
 use crate::{
     batch::item::Item as BatchItem, file::fsync_directory, journal::recovery::JournalId,
     keyspace::InternalKeyspaceId,
@@ -33,10 +33,10 @@ pub struct Writer {
     compression: CompressionType,
     compression_threshold: usize,
 
-    // cortex patch: the next journal, written ahead of the rotation (`spare.rs`), and the
-    // writer's syncs, which pace it (both kept across rotations).
+    // cortex patch: the next journal, written ahead of the rotation (`spare.rs`), kept
+    // across rotations, as is the file's `Ahead` (the writer's syncs, which pace the spare
+    // and the filler, and the zeros both wrote).
     spare: Option<Spare>,
-    syncs: Arc<Syncs>,
 }
 
 /// The persist mode allows setting the durability guarantee of previous writes
@@ -137,7 +137,7 @@ impl Writer {
         // ahead, `spare.rs`), else a new file as fjall makes it; a spare still being written
         // is kept for the next rotation.
         let mut spare = self.spare.take();
-        let syncs = self.syncs.clone();
+        let ahead = self.ahead().clone();
         let taken = spare.as_mut().and_then(|s| s.take(&new_path));
         let from_spare = taken.is_some();
         *self = match taken {
@@ -145,7 +145,7 @@ impl Writer {
             None => Self::create_new(new_path.clone())?,
         };
         self.set_compression(comp, compt);
-        self.syncs = syncs;
+        self.file.get_mut().share(ahead);
         if !from_spare {
             self.spare = spare;
         }
@@ -167,7 +167,6 @@ impl Writer {
             compression: CompressionType::None,
             compression_threshold: 0,
             spare: None,
-            syncs: Arc::default(),
         }
     }
 
@@ -197,7 +196,6 @@ impl Writer {
             compression: CompressionType::None,
             compression_threshold: 0,
             spare: None,
-            syncs: Arc::default(),
         })
     }
 
@@ -235,7 +233,6 @@ impl Writer {
                 compression: CompressionType::None,
                 compression_threshold: 0,
                 spare: None,
-                syncs: Arc::default(),
             });
         }
 
@@ -254,7 +251,6 @@ impl Writer {
             compression: CompressionType::None,
             compression_threshold: 0,
             spare: None,
-            syncs: Arc::default(),
         })
     }
 
@@ -296,15 +292,19 @@ impl Writer {
         Ok(())
     }
 
-    /// cortex patch: a sync of what was written, counted: the filler fills only while
-    /// synced commits are small; the spare is started once the journal is past
-    /// `SPARE_AFTER`, and writes while syncs stand still.
+    /// cortex patch: the writer's syncs and the zeros written ahead of it (`prefill.rs`).
+    pub(crate) fn ahead(&self) -> &Arc<Ahead> {
+        self.file.get_ref().ahead()
+    }
+
+    /// cortex patch: a sync of what was written, counted: the filler and the spare write
+    /// only while the count stands still (a journal of a writer that never syncs is never
+    /// filled); the spare is started once the journal is past `SPARE_AFTER`.
     fn counted_sync(&mut self) {
-        self.file.get_mut().synced();
-        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.ahead().syncs.fetch_add(1, Ordering::Relaxed);
         if self.spare.is_none() && self.file.get_ref().position() >= SPARE_AFTER {
             if let Some(folder) = self.path.parent() {
-                self.spare = Spare::start(folder, self.syncs.clone());
+                self.spare = Spare::start(folder, self.ahead().clone());
             }
         }
     }
