@@ -55,13 +55,23 @@ fn crash_keeps_acknowledged_entries_and_pending_lists() {
 
 /// A new journal's blocks are written ahead of the writer by a background thread once the
 /// writer is past its first MiB, while the writer is idle (vendor/fjall's
-/// `journal/prefill.rs`: 10 ms without a sync). A SIGKILL while that thread is likely to run,
-/// and another one later (the reopened journal is appended to, not filled), keep every
-/// acknowledged entry.
+/// `journal/prefill.rs`: 10 ms without a sync). A SIGKILL once that thread has written
+/// (`cortex_journal_written_ahead_bytes` moved), and another one later (the reopened journal
+/// is appended to, not filled), keep every acknowledged entry.
 #[test]
 fn crash_while_the_journal_is_filled_ahead_keeps_acknowledged_entries() {
     let mut s = Server::start(&["--fsync", "always"]);
-    let payload = "j".repeat(8 << 10);
+    // Incompressible: fjall compresses a journal entry this large, and 8 KiB of one letter
+    // would leave the journal under its first MiB, where the filler never starts.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let payload: String = (0..8 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
     let mut ids = Vec::new();
     for round in 0..2 {
         let mut r = s.raw();
@@ -79,10 +89,22 @@ fn crash_while_the_journal_is_filled_ahead_keeps_acknowledged_entries() {
             ids.push(v.s().to_string());
         }
         drop(r);
-        // Not a wait for a state: the server does not report the filler's. The kill lands
-        // after the writer has been idle long enough for the filler to be writing (in the
-        // first round; the journal reopened in the second is never filled).
-        std::thread::sleep(std::time::Duration::from_millis(30));
+        if round == 0 {
+            // The kill lands once the filler has written (the writer is idle now); the
+            // journal reopened in the second round is never filled.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let (_, text) = crate::http::http(s.http, "GET", "/metrics", None, None);
+                if crate::http::sample(&text, "cortex_journal_written_ahead_bytes_total") > 0.0 {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nothing written ahead of the journal"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
         s.crash_and_restart();
         let mut r = s.raw();
         assert_eq!(r.cmd(&["XLEN", "s"]), V::Int(ids.len() as i64));
