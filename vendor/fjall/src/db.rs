@@ -631,7 +631,10 @@ impl Database {
         log::debug!("journal recovery result: {journal_recovery:#?}");
 
         let active_journal = Arc::new(journal_recovery.active);
-        active_journal.get_writer()?.persist(PersistMode::SyncAll)?;
+        // cortex patch: the journal's own sync, not counted.
+        active_journal
+            .get_writer()?
+            .persist_uncounted(PersistMode::SyncAll)?;
 
         let sealed_journals = journal_recovery.sealed;
 

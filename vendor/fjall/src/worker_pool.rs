@@ -224,7 +224,8 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
                     }
                 } else {
                     // https://github.com/fjall-rs/fjall/issues/329
-                    journal_writer.persist(crate::PersistMode::SyncAll)?;
+                    // cortex patch: the journal's own sync, not counted.
+                    journal_writer.persist_uncounted(crate::PersistMode::SyncAll)?;
                 }
             }
 

@@ -49,7 +49,11 @@ impl Drop for Journal {
     fn drop(&mut self) {
         log::trace!("Dropping journal, trying to flush");
 
-        match self.persist(PersistMode::SyncAll) {
+        // cortex patch: the journal's own sync, not counted (`Writer::persist_uncounted`).
+        match self
+            .get_writer()
+            .and_then(|mut w| Ok(w.persist_uncounted(PersistMode::SyncAll)?))
+        {
             Ok(()) => {
                 log::trace!("Flushed journal successfully");
             }

@@ -68,7 +68,8 @@ pub(super) static ZEROS: [u8; CHUNK] = [0; CHUNK];
 #[derive(Default)]
 pub struct Ahead {
     /// The writer's syncs, counted (`Writer::persist`, `Writer::sync_handle`): both write
-    /// only while this stands still.
+    /// only while this stands still. The journal's own syncs (its seal at rotation, before
+    /// a flush, at open) are not counted (`Writer::persist_uncounted`).
     pub syncs: AtomicU64,
     /// The zeros both have written out, in bytes (`Database::journal_written_ahead`).
     pub written: AtomicU64,
@@ -165,7 +166,8 @@ impl JournalFile {
     }
 
     /// Starts the filler once the writer is past `START_AFTER`, if it syncs at all: only a
-    /// sync pays for a hole, so a journal that is never synced is never filled.
+    /// sync pays for a hole, so a journal whose writer never syncs a commit is never filled
+    /// (the journal's own syncs, at rotation and before flushes, do not count).
     fn maybe_start(&mut self) {
         let Some(end) = self.fill_end else {
             return;

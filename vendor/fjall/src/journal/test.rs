@@ -834,3 +834,56 @@ fn a_sync_outside_the_lock_counts_and_covers_the_buffered_bytes() -> crate::Resu
     assert!(!dir2.path().join(spare::SPARE_NAME).try_exists()?);
     Ok(())
 }
+
+// cortex patch: the journal's own syncs (its seal at rotation, here) are not the writer's:
+// a writer that never syncs a commit (`--fsync no`) gets no spare at the rotation and no
+// filler in the next journal, and writes no zeros; its first synced commit counts.
+#[test]
+fn the_journals_own_syncs_start_no_filler_and_no_spare() -> crate::Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let dir1 = tempdir()?;
+    let db = crate::Database::builder(&dir1).open()?;
+    let keyspace = db.keyspace("default", Default::default)?;
+
+    let dir2 = tempdir()?;
+    let path = dir2.path().join("0.jnl");
+    let item = |i: u64| {
+        BatchItem::new(
+            keyspace.clone(),
+            i.to_be_bytes(),
+            vec![(i % 251) as u8; 1000],
+            ValueType::Value,
+        )
+    };
+    let journal = Journal::create_new(&path)?;
+    let mut writer = journal.get_writer()?;
+    let mut i = 0u64;
+    // Unsynced commits past the point where a synced writer's journal gets a spare.
+    while writer.pos()? < spare::SPARE_AFTER + (1 << 20) {
+        writer.write_batch(std::iter::once(&item(i)), 1, i)?;
+        i += 1;
+    }
+    writer.persist(PersistMode::Buffer)?;
+    assert_eq!(writer.spare_state(), None);
+    // The rotation syncs the journal it seals, itself.
+    writer.rotate()?;
+    assert_eq!(writer.ahead().syncs.load(Relaxed), 0);
+    assert_eq!(writer.spare_state(), None, "a spare started by the seal");
+    // Past the filler's start in the new journal, still unsynced.
+    let start = writer.pos()?;
+    while writer.pos()? < start + prefill::START_AFTER + (1 << 20) {
+        writer.write_batch(std::iter::once(&item(i)), 1, i)?;
+        i += 1;
+    }
+    assert_eq!(
+        writer.journal_file().fill_stopped(),
+        None,
+        "a filler started for a writer that never synced"
+    );
+    assert_eq!(writer.ahead().written.load(Relaxed), 0);
+    // A commit's sync is the writer's, and counts.
+    writer.persist(PersistMode::SyncData)?;
+    assert_eq!(writer.ahead().syncs.load(Relaxed), 1);
+    Ok(())
+}

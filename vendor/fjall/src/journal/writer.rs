@@ -85,7 +85,8 @@ impl Writer {
     }
 
     pub fn rotate(&mut self) -> crate::Result<(PathBuf, PathBuf)> {
-        self.persist(PersistMode::SyncAll)?;
+        // cortex patch: the journal's own sync, not counted.
+        self.persist_uncounted(PersistMode::SyncAll)?;
 
         log::debug!(
             "Sealing active journal at {}, len={}B",
@@ -254,8 +255,25 @@ impl Writer {
         })
     }
 
-    /// Persists the journal file.
+    /// Persists the journal file: a sync asked for by the journal's user (a commit's,
+    /// `Database::persist`), counted (cortex patch: [`Self::counted_sync`]).
     pub(crate) fn persist(&mut self, mode: PersistMode) -> std::io::Result<()> {
+        if self.write_out(mode)? {
+            self.counted_sync();
+        }
+        Ok(())
+    }
+
+    /// cortex patch: the journal's own syncs (sealing it at rotation, before a flush, at
+    /// open, at drop), not counted: they say nothing of whether its user syncs, and a
+    /// writer that never does (`--fsync no`) would otherwise get its journals filled with
+    /// zeros, and a spare written, after its first rotation.
+    pub(crate) fn persist_uncounted(&mut self, mode: PersistMode) -> std::io::Result<()> {
+        self.write_out(mode).map(|_| ())
+    }
+
+    /// Hands the buffer to the OS and syncs as `mode` asks; whether it synced.
+    fn write_out(&mut self, mode: PersistMode) -> std::io::Result<bool> {
         log::trace!(
             "Persisting journal at {} with mode={mode:?}",
             self.path.display(),
@@ -286,10 +304,9 @@ impl Writer {
                     );
                 })?
             }
-            PersistMode::Buffer => return Ok(()),
+            PersistMode::Buffer => return Ok(false),
         }
-        self.counted_sync();
-        Ok(())
+        Ok(true)
     }
 
     /// cortex patch: the writer's syncs and the zeros written ahead of it (`prefill.rs`).
