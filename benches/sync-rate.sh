@@ -15,9 +15,10 @@
 #   benches/sync-rate.sh                               # this checkout's release build
 #   ROUNDS=3 benches/sync-rate.sh old/cortex new/cortex
 #   FILL=1 N=150000 benches/sync-rate.sh               # written blocks against sparse ones
+#   FSYNC=no benches/sync-rate.sh                      # the row's ceiling without syncs
 #
 # Env: ROUNDS (3), N (300000; with FILL keep it within the journal's 64 MiB, 150000), C
-# (50), FILL. Loopback only.
+# (50), FILL, FSYNC (always: the server's --fsync). Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}; N=${N:-300000}; C=${C:-50}
@@ -42,7 +43,7 @@ for r in $(seq "$ROUNDS"); do
   for b in "$@"; do for mode in $MODES; do
     port=$(free_port); http=$(free_port); dir=$WORK/$r-$port
     RUST_LOG=warn "$b" serve --data-dir "$dir" --resp "127.0.0.1:$port" --quic 127.0.0.1:0 \
-      --http "127.0.0.1:$http" --fsync always >/dev/null 2>&1 &
+      --http "127.0.0.1:$http" --fsync "${FSYNC:-always}" >/dev/null 2>&1 &
     P=$!
     wait_up "$port"
     label=$(basename "$b")
