@@ -24,10 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}; N=${N:-100000}; C1_N=${C1_N:-10000}
 . benches/resp-lib.sh
-need_redis_tools
-command -v perf >/dev/null || { echo "needs perf (apt-get install linux-perf)"; exit 1; }
-cortex_bin
-scratch_and_server
+perf_setup
 P100=$(head -c 100 /dev/zero | tr '\0' 'x')
 KB=$(head -c 1024 /dev/zero | tr '\0' 'x')
 TRACER=""

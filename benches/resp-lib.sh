@@ -8,6 +8,11 @@ need_redis_tools() {
   done
 }
 
+# Exits unless perf is installed (the scripts that trace system calls or block requests).
+need_perf() {
+  command -v perf >/dev/null || { echo "needs perf (apt-get install linux-perf)"; exit 1; }
+}
+
 # CORTEX=path/to/cortex compares a given binary (for before/after runs); unset, the release
 # build of this checkout is built and used.
 cortex_bin() {
@@ -76,6 +81,15 @@ scratch_and_server() {
 callgrind_setup() {
   need_redis_tools
   command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)"; exit 1; }
+  cortex_bin
+  scratch_and_server
+}
+
+# What the scripts that trace a server with perf need: the Redis tools, perf, the build
+# ($CORTEX), and a scratch directory with the server's pid cleaned up on exit.
+perf_setup() {
+  need_redis_tools
+  need_perf
   cortex_bin
   scratch_and_server
 }

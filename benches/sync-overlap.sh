@@ -17,10 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-200000}; C=${C:-50}; ROUNDS=${ROUNDS:-2}
 . benches/resp-lib.sh
-need_redis_tools
-command -v perf >/dev/null || { echo "needs perf (apt-get install linux-perf)"; exit 1; }
-cortex_bin
-scratch_and_server
+perf_setup
 
 # $1 = label, $2 = binary or "redis".
 run() {

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 N=${N:-200000}; C=${C:-50}; RATE=${RATE:-5000}; ROUNDS=${ROUNDS:-2}
 . benches/resp-lib.sh
 need_redis_tools
-command -v perf >/dev/null || { echo "needs perf (apt-get install linux-perf)"; exit 1; }
+need_perf
 cortex_bin
 scratch_and_server
 
