@@ -12,7 +12,10 @@
 #   - writes that reached the disk outside the server's syncs (table flushes, writeback,
 #     other processes): if a slow round has none, its slow syncs were the disk's own;
 #   - CPU time stolen from this virtual machine by its host while the row ran (`steal` in
-#     /proc/stat, all CPUs): time neither the server nor the client could run.
+#     /proc/stat, all CPUs): time neither the server nor the client could run;
+#   - what the server wrote to storage while it idled between the last heavy row and this
+#     one (`write_bytes` in /proc/PID/io: cortex's journal zeros, flushes, compactions),
+#     which the disk's host may still be writing out when the row starts.
 #
 #   benches/c1-sync-tail.sh                         # this checkout's release build
 #   CORTEX=old/cortex ROUNDS=6 benches/c1-sync-tail.sh
@@ -41,7 +44,9 @@ run() {
   redis-benchmark -p "$port" -c 50 -n "$N" -q XADD s '*' f "$P100" >/dev/null 2>&1; quiet "$P" "$port"
   redis-benchmark -p "$port" -c 50 -P 16 -n "$N" -q XADD s '*' f "$P100" >/dev/null 2>&1; quiet "$P" "$port"
   redis-benchmark -p "$port" -c 50 -n $((N / 2)) -q XADD k '*' f "$KB" >/dev/null 2>&1; quiet "$P" "$port"
-  redis-benchmark -p "$port" -c 50 -P 16 -n $((N / 2)) -q XADD k '*' f "$KB" >/dev/null 2>&1; quiet "$P" "$port"
+  redis-benchmark -p "$port" -c 50 -P 16 -n $((N / 2)) -q XADD k '*' f "$KB" >/dev/null 2>&1
+  idle0=$(awk '/^write_bytes/{print $2}' "/proc/$P/io")
+  quiet "$P" "$port"
   perf record -q -a -e syscalls:sys_enter_fdatasync -e syscalls:sys_exit_fdatasync \
     -e block:block_rq_issue -o "$data" >/dev/null 2>&1 &
   TRACER=$!
@@ -52,15 +57,16 @@ run() {
     sleep 0.05
   done
   sleep 0.2
+  idle=$(( ($(awk '/^write_bytes/{print $2}' "/proc/$P/io") - idle0) >> 20 ))
   steal0=$(awk '/^cpu /{print $9}' /proc/stat)
   row=$(redis-benchmark -p "$port" -c 1 -n "$C1_N" --csv XADD s '*' f "$P100" 2>/dev/null | tail -1)
   steal=$(( ($(awk '/^cpu /{print $9}' /proc/stat) - steal0) * 1000 / $(getconf CLK_TCK) ))
   kill -INT "$TRACER"; wait "$TRACER" 2>/dev/null || true; TRACER=""
   perf script -F comm,pid,tid,time,event,trace -i "$data" 2>/dev/null >"$data.txt"
-  python3 - "$data.txt" "$P" "$label" "$3" "$row" "$steal" <<'EOF'
+  python3 - "$data.txt" "$P" "$label" "$3" "$row" "$steal" "$idle" <<'EOF'
 import re, sys
 
-path, pid, label, rnd, row, steal = sys.argv[1:7]
+path, pid, label, rnd, row, steal, idle = sys.argv[1:8]
 # redis-benchmark --csv: "test","rps","avg","min","p50","p95","p99","max" (ms)
 cols = [c.strip('"') for c in row.split('","')]
 rps, p50, p99 = float(cols[1]), float(cols[4]), float(cols[6])
@@ -101,7 +107,7 @@ other = sum(b for t, tid, b in issues if lo <= t <= hi and not in_sync(t, tid))
 print(f"{label:7} round {rnd}: {rps:8.0f} XADDs/s  XADD p50 {p50 * 1e3:4.0f} p99 {p99 * 1e3:5.0f} us"
       f" | {n} syncs p50 {q(0.5):4.0f} p99 {q(0.99):5.0f} p99.9 {q(0.999):5.0f} us"
       f" | XADD p99 / sync p99 {p99 * 1e3 / q(0.99):4.2f}"
-      f" | other writes {other // 1024} KiB | stolen {steal} ms")
+      f" | other writes {other // 1024} KiB | stolen {steal} ms | written idle before {idle} MiB")
 EOF
   kill "$P"; wait "$P" 2>/dev/null || true; P=""
   rm -rf "$dir" "$data" "$data.txt"
