@@ -1,8 +1,6 @@
 //! Extension commands: lanes and TTL seen by plain XREADGROUP, the delivery policy driven by
 //! the broker's clock (nack -> backoff -> DLQ -> redrive), alerts, idempotent publish.
 
-use std::time::{Duration, Instant};
-
 use crate::support::*;
 
 pub fn values(v: &V) -> Vec<String> {
@@ -270,19 +268,15 @@ fn retention_trims_by_rule_and_alerts_on_undelivered() {
         r.cmd(&["XADD", "big:b", "*", "f", "123456789"]);
         r.cmd(&["XADD", "other", "*", "i", &i.to_string()]);
     }
-    let deadline = Instant::now() + IO_BOUND;
-    loop {
+    wait_until(|| {
         let a = r.cmd(&["XLEN", "events:a"]).int();
         let b = r.cmd(&["XLEN", "big:b"]).int();
         if a == 5 && b == 6 {
-            break;
+            Ok(())
+        } else {
+            Err(format!("retention did not trim: events:a {a}, big:b {b}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "retention did not trim: events:a {a}, big:b {b}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
     assert_eq!(
         r.cmd(&["XLEN", "other"]),
         V::Int(10),
@@ -292,13 +286,12 @@ fn retention_trims_by_rule_and_alerts_on_undelivered() {
     let first = r.cmd(&["XRANGE", "events:a", "-", "+", "COUNT", "1"]);
     assert_eq!(first.arr()[0].arr()[1], V::Arr(vec![b("i"), b("5")]));
     // The group never got those 5 entries: an alert says so.
-    let deadline = Instant::now() + IO_BOUND;
-    loop {
+    wait_until(|| {
         let alerts = format!("{:?}", r.cmd(&["XRANGE", "cortex:alerts", "-", "+"]));
         if alerts.contains("undelivered entries trimmed") {
-            break;
+            Ok(())
+        } else {
+            Err(format!("no trim alert: {alerts}"))
         }
-        assert!(Instant::now() < deadline, "no trim alert: {alerts}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
 }

@@ -92,18 +92,14 @@ fn crash_while_the_journal_is_filled_ahead_keeps_acknowledged_entries() {
         if round == 0 {
             // The kill lands once the filler has written (the writer is idle now); the
             // journal reopened in the second round is never filled.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            loop {
+            wait_until(|| {
                 let (_, text) = crate::http::http(s.http, "GET", "/metrics", None, None);
                 if crate::http::sample(&text, "cortex_journal_written_ahead_bytes_total") > 0.0 {
-                    break;
+                    Ok(())
+                } else {
+                    Err("nothing written ahead of the journal".into())
                 }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "nothing written ahead of the journal"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            });
         }
         s.crash_and_restart();
         let mut r = s.raw();

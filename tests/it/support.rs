@@ -12,6 +12,20 @@ const STARTUP: Duration = Duration::from_secs(60);
 /// comes long before this, and a hang fails with the read's error instead of holding CI.
 pub const IO_BOUND: Duration = Duration::from_secs(60);
 
+/// Polls `check` every 20 ms until it returns `Ok`: for a state the server reaches on its
+/// own and reports (a client blocked, a trim, the journal filler at work). Past `IO_BOUND`
+/// the test fails with `check`'s last `Err`, which says what was seen.
+pub fn wait_until(mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + IO_BOUND;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(seen) => assert!(Instant::now() < deadline, "{seen} (within {IO_BOUND:?})"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `cortex serve` on a free loopback port with its own data dir.
 pub struct Server {
     child: Option<Child>,
@@ -202,14 +216,13 @@ impl Server {
             let a: Vec<&str> = args.iter().map(String::as_str).collect();
             r.cmd(&a)
         });
-        let deadline = Instant::now() + IO_BOUND;
-        while self.blocked_clients() <= before {
-            assert!(
-                Instant::now() < deadline,
-                "the command never blocked (within {IO_BOUND:?})"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(|| {
+            if self.blocked_clients() > before {
+                Ok(())
+            } else {
+                Err("the command never blocked".into())
+            }
+        });
         handle
     }
 }
